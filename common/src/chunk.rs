@@ -1,0 +1,189 @@
+//! Descriptor files in pieces: [`split`] cuts a file into [`Chunk`]s; [`Reassembler`] puts them
+//! back together and accepts the file only when every piece arrived in order and the md5 matches.
+//! No I/O here.
+
+use std::collections::HashMap;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+
+use crate::error::{Error, Result};
+use crate::proto::Chunk;
+use crate::store::md5_hex;
+
+/// Raw bytes per chunk (before base64).
+pub const CHUNK_BYTES: usize = 48 * 1024;
+
+/// Cuts `bytes` (the descriptor file of `module`) into chunks.
+pub fn split(module: &str, bytes: &[u8]) -> Vec<Chunk> {
+    let md5 = md5_hex(bytes);
+    let total = bytes.len().div_ceil(CHUNK_BYTES).max(1);
+    let mut pieces: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
+    }
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(seq, piece)| Chunk {
+            module: module.to_owned(),
+            md5: md5.clone(),
+            size: bytes.len() as u64,
+            seq: seq as u32,
+            total: total as u32,
+            data: STANDARD.encode(piece),
+        })
+        .collect()
+}
+
+/// Files being received, per module.
+#[derive(Debug)]
+pub struct Reassembler {
+    partial: HashMap<String, Partial>,
+    max_size: u64,
+}
+
+#[derive(Debug)]
+struct Partial {
+    md5: String,
+    size: u64,
+    total: u32,
+    next: u32,
+    bytes: Vec<u8>,
+}
+
+impl Reassembler {
+    /// A reassembler that refuses files over `max_size` bytes.
+    pub fn new(max_size: u64) -> Self {
+        Reassembler {
+            partial: HashMap::new(),
+            max_size,
+        }
+    }
+
+    /// Takes one chunk.
+    ///
+    /// # Returns
+    /// `Ok(Some(bytes))` when this chunk completed a file whose md5 matched; `Ok(None)` when more
+    /// pieces are due.
+    ///
+    /// # Errors
+    /// A chunk out of order, inconsistent with the earlier ones, undecodable, over the size
+    /// limit, or completing a file with the wrong md5. The module's partial file is dropped.
+    pub fn push(&mut self, chunk: Chunk) -> Result<Option<Vec<u8>>> {
+        let module = chunk.module.clone();
+        let result = self.accept(chunk);
+        if !matches!(result, Ok(None)) {
+            self.partial.remove(&module);
+        }
+        result
+    }
+
+    /// Forgets a module's partial file (its sender left or withdrew it).
+    pub fn forget(&mut self, module: &str) {
+        self.partial.remove(module);
+    }
+
+    fn accept(&mut self, chunk: Chunk) -> Result<Option<Vec<u8>>> {
+        let bad = |why: String| Error::Protocol(format!("chunk for '{}': {why}", chunk.module));
+        if chunk.size > self.max_size {
+            return Err(Error::Protocol(format!(
+                "module '{}' is {} bytes, over the limit of {} bytes",
+                chunk.module, chunk.size, self.max_size
+            )));
+        }
+        if chunk.total == 0 || chunk.seq >= chunk.total {
+            return Err(bad(format!("seq {} of {}", chunk.seq, chunk.total)));
+        }
+        if chunk.seq == 0 {
+            let capacity = chunk.size.min(self.max_size) as usize;
+            self.partial.insert(
+                chunk.module.clone(),
+                Partial {
+                    md5: chunk.md5.clone(),
+                    size: chunk.size,
+                    total: chunk.total,
+                    next: 0,
+                    bytes: Vec::with_capacity(capacity),
+                },
+            );
+        }
+        let Some(part) = self.partial.get_mut(&chunk.module) else {
+            return Err(bad(format!("seq {} arrived before seq 0", chunk.seq)));
+        };
+        if chunk.seq != part.next {
+            return Err(bad(format!("expected seq {}, got {}", part.next, chunk.seq)));
+        }
+        if chunk.md5 != part.md5 || chunk.size != part.size || chunk.total != part.total {
+            return Err(bad("md5, size or total changed mid-file".into()));
+        }
+        STANDARD
+            .decode_vec(chunk.data.as_bytes(), &mut part.bytes)
+            .map_err(|e| bad(format!("bad base64: {e}")))?;
+        if part.bytes.len() as u64 > part.size {
+            return Err(bad(format!("more bytes than the announced {}", part.size)));
+        }
+        part.next += 1;
+        if part.next < part.total {
+            return Ok(None);
+        }
+        let part = self.partial.remove(&chunk.module).expect("present above");
+        if part.bytes.len() as u64 != part.size || md5_hex(&part.bytes) != part.md5 {
+            return Err(Error::DigestMismatch {
+                module: chunk.module,
+            });
+        }
+        Ok(Some(part.bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn round_trip_many_pieces_and_empty() {
+        for n in [0, 1, CHUNK_BYTES, CHUNK_BYTES * 3 + 7] {
+            let bytes = file(n);
+            let chunks = split("z", &bytes);
+            assert_eq!(chunks.len(), n.div_ceil(CHUNK_BYTES).max(1));
+            let mut r = Reassembler::new(1 << 30);
+            let mut out = None;
+            for c in chunks {
+                assert!(out.is_none());
+                out = r.push(c).unwrap();
+            }
+            assert_eq!(out.unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn out_of_order_and_missing_pieces_are_refused() {
+        let chunks = split("z", &file(CHUNK_BYTES * 2 + 1));
+        let mut r = Reassembler::new(1 << 30);
+        assert!(r.push(chunks[1].clone()).is_err());
+        r.push(chunks[0].clone()).unwrap();
+        assert!(r.push(chunks[2].clone()).is_err());
+        // The partial file was dropped: seq 1 now has no start.
+        assert!(r.push(chunks[1].clone()).is_err());
+    }
+
+    #[test]
+    fn wrong_md5_is_refused() {
+        let mut chunks = split("z", b"hello");
+        chunks[0].md5 = md5_hex(b"other");
+        let mut r = Reassembler::new(1 << 30);
+        assert!(matches!(r.push(chunks[0].clone()), Err(Error::DigestMismatch { .. })));
+    }
+
+    #[test]
+    fn oversized_claims_are_refused_before_allocating() {
+        let mut chunks = split("z", b"hello");
+        chunks[0].size = u64::MAX;
+        let mut r = Reassembler::new(1024);
+        assert!(r.push(chunks[0].clone()).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! Profiles: TOML files holding the settings of a server stub or a client stub.
+//!
+//! `-c NAME` names a file path, or else the profile `conf/NAME.toml`. Relative paths inside a
+//! profile are relative to the profile's own directory, so a profile works from any directory.
+//! Unknown keys are errors, so a typo never passes silently.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A server stub profile (`conf/server.toml`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerProfile {
+    /// Address to listen on (`-a`).
+    pub address: Option<String>,
+    /// Port to listen on, 0 for any free port (`-p`).
+    pub port: Option<u16>,
+    /// Where uploaded descriptors are kept (`-d`).
+    pub dir: Option<PathBuf>,
+    /// Run the interactive shell (`-l`).
+    pub live_console: Option<bool>,
+}
+
+/// A client stub profile (`conf/conf.toml`, ...); also read by apps for `app_port`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientProfile {
+    /// This stub's name on the network (`-n`).
+    pub name: Option<String>,
+    /// The server's address (`-a`).
+    pub address: Option<String>,
+    /// The server's port (`-p`).
+    pub port: Option<u16>,
+    /// Loopback port for apps, 0 for any free port (`-q`).
+    pub app_port: Option<u16>,
+    /// Where received descriptors are kept (`-d`).
+    pub receiving_dir: Option<PathBuf>,
+    /// Run the interactive shell (`-l`).
+    pub live_console: Option<bool>,
+    /// Modules registered at start (`--register`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub register: Vec<PathBuf>,
+    /// When the name is taken, join as `NAME-2`, `NAME-3`, ... instead of failing (`--name-suffix`).
+    pub name_suffix: Option<bool>,
+    /// The Python interpreter that runs owned modules (`--python`).
+    pub python: Option<String>,
+    /// Default call timeout in milliseconds, for apps using this profile.
+    pub call_timeout_ms: Option<u64>,
+    /// Worker processes per owned module, by module name (default 1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workers: BTreeMap<String, usize>,
+}
+
+/// A loaded profile and where it came from.
+#[derive(Debug, Clone)]
+pub struct Profile<T> {
+    pub path: PathBuf,
+    pub values: T,
+}
+
+impl<T: DeserializeOwned> Profile<T> {
+    /// Loads the profile named by `-c ARG`.
+    pub fn load(arg: &str) -> Result<Self> {
+        let path = locate(arg)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Config(format!("cannot read profile {}: {e}", path.display())))?;
+        let values = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("bad profile {}: {e}", path.display())))?;
+        Ok(Profile { path, values })
+    }
+}
+
+impl<T> Profile<T> {
+    /// `p` as written in the profile, made relative to the profile's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+}
+
+/// Where `-c ARG` points: an existing file, or else `conf/ARG.toml`.
+pub fn locate(arg: &str) -> Result<PathBuf> {
+    let direct = PathBuf::from(arg);
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    let named = profile_path(arg);
+    if named.is_file() {
+        return Ok(named);
+    }
+    Err(Error::Config(format!(
+        "no profile '{arg}': neither {} nor {} is a file",
+        direct.display(),
+        named.display()
+    )))
+}
+
+/// The file `sc:NAME` writes: NAME itself when it looks like a path, else `conf/NAME.toml`.
+pub fn profile_path(arg: &str) -> PathBuf {
+    if arg.contains('/') || arg.ends_with(".toml") {
+        PathBuf::from(arg)
+    } else {
+        Path::new("conf").join(format!("{arg}.toml"))
+    }
+}
+
+/// Writes a profile as TOML (atomically, creating the directory).
+pub fn save<T: Serialize>(path: &Path, values: &T) -> Result<()> {
+    let text = toml::to_string_pretty(values)
+        .map_err(|e| Error::Config(format!("cannot write profile: {e}")))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), text)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_and_paths_resolve_beside_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "nmae = \"a\"\n").unwrap();
+        let err = Profile::<ClientProfile>::load(bad.to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("nmae"), "{err}");
+
+        let good = dir.path().join("good.toml");
+        let values = ClientProfile {
+            name: Some("a".into()),
+            receiving_dir: Some("recv".into()),
+            ..Default::default()
+        };
+        save(&good, &values).unwrap();
+        let p = Profile::<ClientProfile>::load(good.to_str().unwrap()).unwrap();
+        assert_eq!(p.values, values);
+        assert_eq!(p.resolve(Path::new("recv")), dir.path().join("recv"));
+    }
+
+    #[test]
+    fn missing_profile_names_both_places() {
+        let err = locate("surely-not-a-profile").unwrap_err().to_string();
+        assert!(err.contains("conf/surely-not-a-profile.toml"), "{err}");
+    }
+}

@@ -1,0 +1,189 @@
+//! Framing: newline-delimited JSON over any async byte stream, with a hard size cap.
+//!
+//! Only this file turns bytes into messages and back. Reading and writing are separate types so a
+//! connection's reader task and writer task each own one half.
+
+use serde::{de::DeserializeOwned, Serialize};
+use smol::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::error::{Error, Result};
+
+/// Default cap on one frame, newline excluded.
+pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;
+
+/// Reads one message per line.
+pub struct FrameReader<R> {
+    reader: BufReader<R>,
+    line: Vec<u8>,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader that refuses frames longer than `max` bytes.
+    pub fn new(inner: R, max: usize) -> Self {
+        FrameReader {
+            reader: BufReader::with_capacity(64 * 1024, inner),
+            line: Vec::with_capacity(4096),
+            max,
+        }
+    }
+
+    /// Reads the next message.
+    ///
+    /// # Returns
+    /// `Ok(None)` on a clean end of stream between frames.
+    ///
+    /// # Errors
+    /// [`Error::Json`] (malformed or unknown message) and [`Error::FrameTooLarge`] leave the
+    /// reader at the start of the next frame, so the caller may answer and go on. Any other error
+    /// (i/o, end of stream inside a frame) ends the connection.
+    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        if !self.read_line().await? {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_slice(&self.line)?))
+    }
+
+    /// Fills `self.line` with the next line (without its newline); `false` at a clean end.
+    async fn read_line(&mut self) -> Result<bool> {
+        self.line.clear();
+        let mut size = 0usize;
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return match size {
+                    0 => Ok(false),
+                    _ => Err(Error::Protocol("connection closed inside a frame".into())),
+                };
+            }
+            let newline = buf.iter().position(|&b| b == b'\n');
+            let (piece, done) = match newline {
+                Some(i) => (&buf[..i], i + 1),
+                None => (buf, buf.len()),
+            };
+            let found = newline.is_some();
+            size += piece.len();
+            // Past the cap, keep reading to the newline but keep nothing.
+            if size <= self.max {
+                self.line.extend_from_slice(piece);
+            }
+            self.reader.consume(done);
+            if found {
+                if size > self.max {
+                    self.line.clear();
+                    return Err(Error::FrameTooLarge {
+                        size,
+                        limit: self.max,
+                    });
+                }
+                if self.line.iter().all(u8::is_ascii_whitespace) {
+                    // Blank lines carry nothing; skip them.
+                    self.line.clear();
+                    size = 0;
+                    continue;
+                }
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Writes one message per line, batching queued frames into one write.
+pub struct FrameWriter<W> {
+    writer: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(writer: W) -> Self {
+        FrameWriter {
+            writer,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Adds a message to the pending batch; nothing is written until [`Self::flush`].
+    pub fn queue<T: Serialize>(&mut self, msg: &T) -> Result<()> {
+        serde_json::to_writer(&mut self.buf, msg)?;
+        self.buf.push(b'\n');
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes the pending batch.
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.writer.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Queues one message and writes it at once.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
+        self.queue(msg)?;
+        self.flush().await
+    }
+
+    /// The underlying writer (to shut it down).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ToServer;
+
+    fn reader(bytes: &'static [u8], max: usize) -> FrameReader<&'static [u8]> {
+        FrameReader::new(bytes, max)
+    }
+
+    #[test]
+    fn reads_frames_then_clean_end() {
+        smol::block_on(async {
+            let mut r = reader(b"{\"cmd\":\"who\"}\n\n{\"cmd\":\"who\"}\n", 100);
+            assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+            assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+            assert!(r.read::<ToServer>().await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn malformed_and_oversized_frames_are_skipped() {
+        smol::block_on(async {
+            let mut r = reader(b"garbage\n{\"cmd\":\"who\",\"x\":\"0123456789\"}\n{\"cmd\":\"who\"}\n", 20);
+            assert!(matches!(r.read::<ToServer>().await, Err(Error::Json(_))));
+            match r.read::<ToServer>().await {
+                Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 31),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+        });
+    }
+
+    #[test]
+    fn end_inside_a_frame_is_an_error() {
+        smol::block_on(async {
+            let mut r = reader(b"{\"cmd\":", 100);
+            assert!(matches!(r.read::<ToServer>().await, Err(Error::Protocol(_))));
+        });
+    }
+
+    #[test]
+    fn writer_batches_lines() {
+        smol::block_on(async {
+            let mut w = FrameWriter::new(Vec::new());
+            w.queue(&ToServer::Who).unwrap();
+            w.queue(&ToServer::Who).unwrap();
+            w.flush().await.unwrap();
+            assert_eq!(w.get_mut().as_slice(), b"{\"cmd\":\"who\"}\n{\"cmd\":\"who\"}\n");
+        });
+    }
+}

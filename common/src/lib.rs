@@ -1,0 +1,16 @@
+//! stubnet's shared library. The protocol and everything both stubs and apps agree on live here:
+//!
+//! - [`proto`]: every message, one enum per direction; [`conn`]: newline-JSON framing.
+//! - [`module`]: descriptors; [`pyparse`]: Python source → descriptor.
+//! - [`chunk`]: descriptor files in md5-checked pieces; [`store`]: descriptor files on disk.
+//! - [`config`]: TOML profiles; [`error`]: local and wire errors.
+
+pub mod chunk;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod module;
+pub mod proto;
+pub mod store;
+
+pub use error::{Error, ErrorKind, RemoteError, Result};

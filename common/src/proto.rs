@@ -1,0 +1,183 @@
+//! The wire protocol: every message any stub or app sends, defined once.
+//!
+//! # Format
+//! One JSON envelope per line: `{"cmd": "<snake_case variant>", "data": <payload>}` (unit variants
+//! have no `data`). Framing and size limits live in `conn`. Three links, one enum per direction:
+//! client stub → server ([`ToServer`]), server → client stub ([`ToClient`]),
+//! app → its local stub ([`ToStub`]) and back ([`ToApp`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::RemoteError;
+
+/// Version said in [`Hello`]; a server refuses any other.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Client stub → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
+pub enum ToServer {
+    /// First frame on a connection.
+    Hello(Hello),
+    /// One piece of a descriptor this stub registers (it becomes the module's owner).
+    Chunk(Chunk),
+    /// Stop offering a module this stub owns.
+    Withdraw { module: String },
+    /// Answer to an [`ToClient::Offer`]: the cached copy matches, send nothing.
+    Have { module: String, md5: String },
+    /// Answer to an [`ToClient::Offer`]: send the chunks.
+    Want { module: String, md5: String },
+    /// A text message for the server's console.
+    Say { text: String },
+    /// Ask who is in; answered by [`ToClient::Who`].
+    Who,
+    /// A call on a module owned by another stub.
+    Call(Call),
+    /// The answer to a [`ToClient::Call`] this stub ran as owner.
+    Reply(Reply),
+}
+
+/// Server → client stub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
+pub enum ToClient {
+    /// Hello accepted, under this name.
+    Welcome { name: String, version: u32 },
+    /// Hello refused; the server closes the connection after this.
+    Refused { reason: String },
+    /// An uploaded descriptor was verified and stored.
+    Registered { module: String, md5: String },
+    /// An upload or a withdraw was refused.
+    RegisterFailed { module: String, reason: String },
+    /// A module exists on the network; answer with `Have` or `Want`.
+    Offer(Offer),
+    /// One piece of a descriptor this stub asked for.
+    Chunk(Chunk),
+    /// A module is no longer on the network.
+    Gone { module: String, reason: String },
+    /// A text message from the server console or another stub.
+    Message { from: String, text: String },
+    /// Who is in.
+    Who { peers: Vec<PeerInfo> },
+    /// Run a call on a module this stub owns; answer with a [`ToServer::Reply`] of the same id.
+    Call(Call),
+    /// The answer to a [`ToServer::Call`] this stub made.
+    Reply(Reply),
+    /// A frame this stub sent could not be handled; the connection goes on.
+    Error { message: String },
+    /// The server is ending the session; the stub should exit.
+    Shutdown { reason: String },
+}
+
+/// App → its local client stub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
+pub enum ToStub {
+    Call(Call),
+    /// List modules whose names start with `prefix`; the reply is a list of names.
+    Modules { id: u64, prefix: String },
+    /// A module's descriptor; the reply is the descriptor.
+    Describe { id: u64, module: String },
+}
+
+/// Local client stub → app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
+pub enum ToApp {
+    Reply(Reply),
+    /// A frame from the app could not be handled (it carried no usable id).
+    Error { message: String },
+}
+
+/// The first frame a client stub sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A module on offer: its owner and the md5 of its descriptor bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub module: String,
+    pub owner: String,
+    pub md5: String,
+    /// Size of the descriptor in bytes.
+    pub size: u64,
+}
+
+/// One piece of a descriptor file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub module: String,
+    /// md5 (hex) of the whole file, checked once every piece is in.
+    pub md5: String,
+    /// Size of the whole file in bytes.
+    pub size: u64,
+    /// 0-based sequence number; pieces arrive in order.
+    pub seq: u32,
+    /// How many pieces make the file (at least 1).
+    pub total: u32,
+    /// This piece's bytes, base64 (standard alphabet, padded).
+    pub data: String,
+}
+
+/// A function call. Ids are chosen by the sender and unique among its calls in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: u64,
+    pub module: String,
+    pub function: String,
+    #[serde(default)]
+    pub args: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub kwargs: Map<String, Value>,
+    /// How long the caller still waits, in milliseconds: a duration, never a clock time.
+    pub timeout_ms: u64,
+}
+
+/// The one answer to a call (or a `Modules`/`Describe` request) with the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: u64,
+    pub result: Result<Value, RemoteError>,
+}
+
+/// One stub as listed by `wii`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    pub address: String,
+    pub modules: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_shape_is_cmd_and_data() {
+        let hello = ToServer::Hello(Hello {
+            version: 1,
+            name: "a".into(),
+            token: None,
+        });
+        let json = serde_json::to_string(&hello).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"hello","data":{"version":1,"name":"a"}}"#
+        );
+        assert_eq!(serde_json::to_string(&ToServer::Who).unwrap(), r#"{"cmd":"who"}"#);
+        let back: ToServer = serde_json::from_str(r#"{"cmd":"who"}"#).unwrap();
+        assert_eq!(back, ToServer::Who);
+    }
+
+    #[test]
+    fn unknown_command_is_an_error_naming_it() {
+        let err = serde_json::from_str::<ToServer>(r#"{"cmd":"nope","data":1}"#).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,129 @@
+//! Descriptor files on disk: one `<module>.json` per module in one directory, written atomically.
+//! Every path is built from a checked module name, so nothing a peer sends can point elsewhere.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::error::{Error, Result};
+
+/// The md5 of `bytes`, as lowercase hex.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    let digest = Md5::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `name` is a valid module name: a dotted Python identifier path of ASCII letters,
+/// digits and `_` (`z`, `math`, `os.path`), at most 128 bytes. Never a path.
+pub fn valid_module_name(name: &str) -> bool {
+    name.len() <= 128
+        && !name.is_empty()
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+/// Checks a module name, naming it in the error.
+pub fn check_module_name(name: &str) -> Result<()> {
+    if valid_module_name(name) {
+        Ok(())
+    } else {
+        Err(Error::BadModuleName(name.to_owned()))
+    }
+}
+
+/// A directory of descriptor files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Store { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of `module`.
+    pub fn path(&self, module: &str) -> Result<PathBuf> {
+        check_module_name(module)?;
+        Ok(self.dir.join(format!("{module}.json")))
+    }
+
+    /// The stored bytes of `module`, if any.
+    pub fn read(&self, module: &str) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(module)?) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The md5 of the stored bytes of `module`, if any.
+    pub fn md5(&self, module: &str) -> Result<Option<String>> {
+        Ok(self.read(module)?.map(|b| md5_hex(&b)))
+    }
+
+    /// Replaces `module`'s file with `bytes` atomically: readers see the old file or the new one.
+    pub fn write(&self, module: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(module)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Removes `module`'s file if present.
+    pub fn remove(&self, module: &str) -> Result<()> {
+        match std::fs::remove_file(self.path(module)?) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_are_identifiers_never_paths() {
+        for ok in ["z", "math", "os.path", "_x1", "Mod_2.sub"] {
+            assert!(valid_module_name(ok), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "/etc/passwd", "a..b", ".a", "a.", "1a", "a b", "a\\b", "é"] {
+            assert!(!valid_module_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn write_read_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("recv")).unwrap();
+        assert_eq!(store.read("z").unwrap(), None);
+        store.write("z", b"one").unwrap();
+        store.write("z", b"two").unwrap();
+        assert_eq!(store.read("z").unwrap().unwrap(), b"two");
+        assert_eq!(store.md5("z").unwrap().unwrap(), md5_hex(b"two"));
+        store.remove("z").unwrap();
+        store.remove("z").unwrap();
+        assert!(store.write("../z", b"x").is_err());
+        let names: Vec<_> = std::fs::read_dir(store.dir()).unwrap().collect();
+        assert!(names.is_empty(), "no temp file left behind");
+    }
+
+    #[test]
+    fn md5_matches_known_value() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+}
