@@ -161,7 +161,7 @@ mod tests {
             let mut r = reader(b"garbage\n{\"cmd\":\"who\",\"x\":\"0123456789\"}\n{\"cmd\":\"who\"}\n", 20);
             assert!(matches!(r.read::<ToServer>().await, Err(Error::Json(_))));
             match r.read::<ToServer>().await {
-                Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 31),
+                Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 30),
                 other => panic!("{other:?}"),
             }
             assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
