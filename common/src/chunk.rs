@@ -111,7 +111,10 @@ impl Reassembler {
             return Err(bad(format!("seq {} arrived before seq 0", chunk.seq)));
         };
         if chunk.seq != part.next {
-            return Err(bad(format!("expected seq {}, got {}", part.next, chunk.seq)));
+            return Err(bad(format!(
+                "expected seq {}, got {}",
+                part.next, chunk.seq
+            )));
         }
         if chunk.md5 != part.md5 || chunk.size != part.size || chunk.total != part.total {
             return Err(bad("md5, size or total changed mid-file".into()));
@@ -176,7 +179,10 @@ mod tests {
         let mut chunks = split("z", b"hello");
         chunks[0].md5 = md5_hex(b"other");
         let mut r = Reassembler::new(1 << 30);
-        assert!(matches!(r.push(chunks[0].clone()), Err(Error::DigestMismatch { .. })));
+        assert!(matches!(
+            r.push(chunks[0].clone()),
+            Err(Error::DigestMismatch { .. })
+        ));
     }
 
     #[test]

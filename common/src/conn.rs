@@ -136,6 +136,35 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
+/// Most bytes batched into one write.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// A writer task's loop: writes every message from `rx`, batching whatever is already queued
+/// into one write, until the queue closes, a write fails, or a message for which `is_last` holds
+/// has been written.
+pub async fn drain<T: Serialize, W: AsyncWrite + Unpin>(
+    rx: smol::channel::Receiver<T>,
+    mut writer: FrameWriter<W>,
+    is_last: impl Fn(&T) -> bool,
+) {
+    while let Ok(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut last = false;
+        while let Some(msg) = next.take() {
+            last = is_last(&msg);
+            if writer.queue(&msg).is_err() || last {
+                break;
+            }
+            if writer.pending() < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writer.flush().await.is_err() || last {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +187,10 @@ mod tests {
     #[test]
     fn malformed_and_oversized_frames_are_skipped() {
         smol::block_on(async {
-            let mut r = reader(b"garbage\n{\"cmd\":\"who\",\"x\":\"0123456789\"}\n{\"cmd\":\"who\"}\n", 20);
+            let mut r = reader(
+                b"garbage\n{\"cmd\":\"who\",\"x\":\"0123456789\"}\n{\"cmd\":\"who\"}\n",
+                20,
+            );
             assert!(matches!(r.read::<ToServer>().await, Err(Error::Json(_))));
             match r.read::<ToServer>().await {
                 Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 30),
@@ -172,7 +204,10 @@ mod tests {
     fn end_inside_a_frame_is_an_error() {
         smol::block_on(async {
             let mut r = reader(b"{\"cmd\":", 100);
-            assert!(matches!(r.read::<ToServer>().await, Err(Error::Protocol(_))));
+            assert!(matches!(
+                r.read::<ToServer>().await,
+                Err(Error::Protocol(_))
+            ));
         });
     }
 
@@ -183,7 +218,10 @@ mod tests {
             w.queue(&ToServer::Who).unwrap();
             w.queue(&ToServer::Who).unwrap();
             w.flush().await.unwrap();
-            assert_eq!(w.get_mut().as_slice(), b"{\"cmd\":\"who\"}\n{\"cmd\":\"who\"}\n");
+            assert_eq!(
+                w.get_mut().as_slice(),
+                b"{\"cmd\":\"who\"}\n{\"cmd\":\"who\"}\n"
+            );
         });
     }
 }

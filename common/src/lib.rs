@@ -8,6 +8,8 @@
 pub mod chunk;
 pub mod config;
 pub mod conn;
+#[cfg(feature = "console")]
+pub mod console;
 pub mod error;
 pub mod module;
 pub mod proto;

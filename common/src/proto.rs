@@ -76,9 +76,15 @@ pub enum ToClient {
 pub enum ToStub {
     Call(Call),
     /// List modules whose names start with `prefix`; the reply is a list of names.
-    Modules { id: u64, prefix: String },
+    Modules {
+        id: u64,
+        prefix: String,
+    },
     /// A module's descriptor; the reply is the descriptor.
-    Describe { id: u64, module: String },
+    Describe {
+        id: u64,
+        module: String,
+    },
 }
 
 /// Local client stub → app.
@@ -87,7 +93,9 @@ pub enum ToStub {
 pub enum ToApp {
     Reply(Reply),
     /// A frame from the app could not be handled (it carried no usable id).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// The first frame a client stub sends.
@@ -166,11 +174,11 @@ mod tests {
             token: None,
         });
         let json = serde_json::to_string(&hello).unwrap();
+        assert_eq!(json, r#"{"cmd":"hello","data":{"version":1,"name":"a"}}"#);
         assert_eq!(
-            json,
-            r#"{"cmd":"hello","data":{"version":1,"name":"a"}}"#
+            serde_json::to_string(&ToServer::Who).unwrap(),
+            r#"{"cmd":"who"}"#
         );
-        assert_eq!(serde_json::to_string(&ToServer::Who).unwrap(), r#"{"cmd":"who"}"#);
         let back: ToServer = serde_json::from_str(r#"{"cmd":"who"}"#).unwrap();
         assert_eq!(back, ToServer::Who);
     }

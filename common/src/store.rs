@@ -101,7 +101,19 @@ mod tests {
         for ok in ["z", "math", "os.path", "_x1", "Mod_2.sub"] {
             assert!(valid_module_name(ok), "{ok}");
         }
-        for bad in ["", "../x", "a/b", "/etc/passwd", "a..b", ".a", "a.", "1a", "a b", "a\\b", "é"] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            "a..b",
+            ".a",
+            "a.",
+            "1a",
+            "a b",
+            "a\\b",
+            "é",
+        ] {
             assert!(!valid_module_name(bad), "{bad}");
         }
     }

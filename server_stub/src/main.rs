@@ -1,1 +1,102 @@
-fn main() {}
+//! `server_stub`: flags and profile resolved into one config, then [`server_stub::run`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use common::config::{Profile, ServerProfile};
+use common::console::Console;
+use server_stub::{shell, Config, Limits};
+
+/// The stubnet server stub: the broker every client stub connects to.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Flags {
+    /// Address to listen on [profile: address; default 127.0.0.1]
+    #[arg(short, long)]
+    address: Option<String>,
+    /// Port to listen on, 0 for any free port [profile: port; default 5050]
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Run the interactive shell [profile: live_console]
+    #[arg(short, long)]
+    live_console: bool,
+    /// Profile: a TOML file path, or NAME for conf/NAME.toml
+    #[arg(short = 'c', long = "config", value_name = "PROFILE")]
+    config: Option<String>,
+    /// Where uploaded descriptors are kept [profile: dir; default ./stubnet-server]
+    #[arg(short, long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Flags::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: Flags) -> common::Result<()> {
+    let profile = match &flags.config {
+        Some(arg) => Some(Profile::<ServerProfile>::load(arg)?),
+        None => None,
+    };
+    let values = profile
+        .as_ref()
+        .map(|p| p.values.clone())
+        .unwrap_or_default();
+    let address = flags
+        .address
+        .or(values.address)
+        .unwrap_or("127.0.0.1".into());
+    let port = flags.port.or(values.port).unwrap_or(5050);
+    let dir = match (flags.dir, &profile) {
+        (Some(d), _) => d,
+        (None, Some(p)) => values
+            .dir
+            .as_deref()
+            .map(|d| p.resolve(d))
+            .unwrap_or("stubnet-server".into()),
+        (None, None) => "stubnet-server".into(),
+    };
+    let live = flags.live_console || values.live_console.unwrap_or(false);
+
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| common::Error::Config(format!("cannot catch Ctrl-C: {e}")))?;
+
+    smol::block_on(async {
+        let listener = smol::net::TcpListener::bind((address.as_str(), port))
+            .await
+            .map_err(|e| {
+                common::Error::Config(format!("cannot listen on {address}:{port}: {e}"))
+            })?;
+        println!("listening on {}", listener.local_addr()?);
+        let console = live.then(|| {
+            Console {
+                prompt: "server> ".into(),
+                commands: shell::COMMANDS.to_vec(),
+                module_commands: vec![],
+                names: Default::default(),
+                history: Some(dir.join(".shell_history")),
+                on_end: "_end_",
+            }
+            .spawn()
+        });
+        let config = Config {
+            dir,
+            limits: Limits::default(),
+        };
+        let reason = server_stub::run(listener, config, console, async {
+            let _ = stop_rx.recv().await;
+        })
+        .await?;
+        println!("stopped: {reason}");
+        Ok(())
+    })
+}

@@ -1,0 +1,392 @@
+//! The broker: one task that owns the server's tables and every peer's outbound queue.
+//!
+//! Connection tasks turn frames into [`Event`]s; the broker applies them to the [`Registry`]
+//! and [`Routes`] and queues answers. It never waits on a socket: each peer's writer task drains
+//! a bounded queue, and a peer whose queue is full is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::chunk::{split, Reassembler};
+use common::error::{ErrorKind, RemoteError};
+use common::module::ModuleDescriptor;
+use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
+use common::store::{check_module_name, md5_hex, Store};
+use smol::channel::{Receiver, Sender, TrySendError};
+
+use crate::registry::{PeerId, Registry};
+use crate::routes::{Route, Routes};
+use crate::shell::Command;
+use crate::Limits;
+
+/// What connection tasks and the console tell the broker.
+#[derive(Debug)]
+pub enum Event {
+    /// A connection said hello; `tx` is its outbound queue.
+    Join {
+        id: PeerId,
+        hello: Hello,
+        address: String,
+        tx: Sender<ToClient>,
+    },
+    /// A frame from a peer.
+    Frame { id: PeerId, msg: ToServer },
+    /// A frame from a peer that could not be read; the connection goes on.
+    Malformed { id: PeerId, message: String },
+    /// A connection ended.
+    Leave { id: PeerId },
+    /// A server shell command.
+    Console(Command),
+    /// Time passed: expire overdue calls.
+    Tick,
+}
+
+/// A joined peer's outbound side.
+struct Peer {
+    tx: Sender<ToClient>,
+    /// Descriptor uploads in progress from this peer.
+    uploads: Reassembler,
+}
+
+/// The broker's state.
+pub struct Broker {
+    registry: Registry,
+    routes: Routes,
+    peers: HashMap<PeerId, Peer>,
+    store: Store,
+    limits: Limits,
+}
+
+impl Broker {
+    pub fn new(store: Store, limits: Limits) -> Self {
+        Broker {
+            registry: Registry::default(),
+            routes: Routes::default(),
+            peers: HashMap::new(),
+            store,
+            limits,
+        }
+    }
+
+    /// Applies events until the channel closes or the console says `_end_`.
+    ///
+    /// # Returns
+    /// The reason the session ended, after every peer was told.
+    pub async fn run(mut self, events: Receiver<Event>) -> String {
+        let reason = loop {
+            let Ok(event) = events.recv().await else {
+                break "the server is shutting down".to_owned();
+            };
+            if let Some(reason) = self.handle(event) {
+                break reason;
+            }
+        };
+        for peer in self.peers.values() {
+            let _ = peer.tx.try_send(ToClient::Shutdown {
+                reason: reason.clone(),
+            });
+        }
+        // Dropping the queues lets each writer flush and close its socket.
+        self.peers.clear();
+        reason
+    }
+
+    /// Applies one event; `Some(reason)` ends the session.
+    fn handle(&mut self, event: Event) -> Option<String> {
+        match event {
+            Event::Join {
+                id,
+                hello,
+                address,
+                tx,
+            } => self.join(id, hello, address, tx),
+            Event::Frame { id, msg } => {
+                if self.peers.contains_key(&id) {
+                    self.frame(id, msg);
+                }
+            }
+            Event::Malformed { id, message } => {
+                let name = self.registry.name(id).unwrap_or("?").to_owned();
+                println!("bad frame from {name}: {message}");
+                self.send(id, ToClient::Error { message });
+            }
+            Event::Leave { id } => self.leave(id),
+            Event::Console(cmd) => return self.console(cmd),
+            Event::Tick => self.expire(),
+        }
+        None
+    }
+
+    /// Queues `msg` for peer `id`; a peer that cannot keep up is dropped.
+    fn send(&mut self, id: PeerId, msg: ToClient) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        if let Err(TrySendError::Full(_)) = peer.tx.try_send(msg) {
+            let name = self.registry.name(id).unwrap_or("?");
+            println!("dropping {name}: it does not read what it is sent");
+            // Its writer ends, its socket closes, and its reader reports Leave.
+            self.peers.remove(&id);
+        }
+    }
+
+    fn broadcast(&mut self, msg: &ToClient, except: Option<PeerId>) {
+        let ids: Vec<PeerId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|&i| Some(i) != except)
+            .collect();
+        for id in ids {
+            self.send(id, msg.clone());
+        }
+    }
+
+    fn join(&mut self, id: PeerId, hello: Hello, address: String, tx: Sender<ToClient>) {
+        let refuse = |reason: String| {
+            println!("refused {address}: {reason}");
+            let _ = tx.try_send(ToClient::Refused { reason });
+        };
+        if hello.version != PROTOCOL_VERSION {
+            return refuse(format!(
+                "protocol version {} is not supported (this server speaks {PROTOCOL_VERSION})",
+                hello.version
+            ));
+        }
+        if let Err(reason) = self.registry.join(id, &hello.name, &address) {
+            return refuse(reason);
+        }
+        println!("joined: {} from {address}", hello.name);
+        let uploads = Reassembler::new(self.limits.max_module_bytes);
+        self.peers.insert(id, Peer { tx, uploads });
+        self.send(
+            id,
+            ToClient::Welcome {
+                name: hello.name,
+                version: PROTOCOL_VERSION,
+            },
+        );
+        for offer in self.registry.offers_for(id) {
+            self.send(id, ToClient::Offer(offer));
+        }
+    }
+
+    fn leave(&mut self, id: PeerId) {
+        self.peers.remove(&id);
+        let Some((name, modules)) = self.registry.leave(id) else {
+            return;
+        };
+        println!("left: {name}");
+        for module in modules {
+            self.module_gone(&module, format!("its owner '{name}' left"));
+        }
+        for route in self.routes.fail_owner(id) {
+            self.fail(route, ErrorKind::OwnerGone, format!("owner '{name}' left"));
+        }
+        self.routes.forget_caller(id);
+    }
+
+    /// Tells everyone a module is gone and fails the calls waiting on it.
+    fn module_gone(&mut self, module: &str, reason: String) {
+        println!("module {module} is gone: {reason}");
+        if let Err(e) = self.store.remove(module) {
+            println!("cannot remove the file of {module}: {e}");
+        }
+        for route in self.routes.fail_module(module) {
+            self.fail(
+                route,
+                ErrorKind::OwnerGone,
+                format!("module '{module}' is gone: {reason}"),
+            );
+        }
+        let msg = ToClient::Gone {
+            module: module.to_owned(),
+            reason,
+        };
+        self.broadcast(&msg, None);
+    }
+
+    fn frame(&mut self, id: PeerId, msg: ToServer) {
+        match msg {
+            ToServer::Hello(_) => self.send(
+                id,
+                ToClient::Error {
+                    message: "hello was already said on this connection".into(),
+                },
+            ),
+            ToServer::Chunk(chunk) => self.upload(id, chunk),
+            ToServer::Withdraw { module } => match self.registry.withdraw(id, &module) {
+                Ok(()) => {
+                    let name = self.registry.name(id).unwrap_or("?").to_owned();
+                    self.module_gone(&module, format!("withdrawn by '{name}'"));
+                }
+                Err(reason) => self.send(id, ToClient::RegisterFailed { module, reason }),
+            },
+            ToServer::Have { .. } => {}
+            ToServer::Want { module, md5 } => self.send_module(id, &module, &md5),
+            ToServer::Say { text } => {
+                let from = self.registry.name(id).unwrap_or("?");
+                println!("message from {from}: {text}");
+            }
+            ToServer::Who => {
+                let peers = self.registry.who();
+                self.send(id, ToClient::Who { peers });
+            }
+            ToServer::Call(call) => self.route(id, call),
+            ToServer::Reply(reply) => {
+                if let Some(route) = self.routes.close(reply.id, id) {
+                    let reply = Reply {
+                        id: route.caller_id,
+                        result: reply.result,
+                    };
+                    self.send(route.caller, ToClient::Reply(reply));
+                }
+            }
+        }
+    }
+
+    /// Takes one piece of an upload; a complete, verified descriptor is stored and offered.
+    fn upload(&mut self, id: PeerId, chunk: Chunk) {
+        let module = chunk.module.clone();
+        if chunk.seq == 0 {
+            let check = check_module_name(&module)
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.registry.may_register(id, &module));
+            if let Err(reason) = check {
+                return self.send(id, ToClient::RegisterFailed { module, reason });
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let bytes = match peer.uploads.push(chunk) {
+            Ok(None) => return,
+            Ok(Some(bytes)) => bytes,
+            Err(e) => {
+                let reason = e.to_string();
+                return self.send(id, ToClient::RegisterFailed { module, reason });
+            }
+        };
+        if let Err(reason) = self.accept_descriptor(id, &module, bytes) {
+            self.send(id, ToClient::RegisterFailed { module, reason });
+        }
+    }
+
+    fn accept_descriptor(
+        &mut self,
+        id: PeerId,
+        module: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), String> {
+        let desc: ModuleDescriptor =
+            serde_json::from_slice(&bytes).map_err(|e| format!("not a module descriptor: {e}"))?;
+        if desc.module != module {
+            return Err(format!(
+                "descriptor names module '{}', not '{module}'",
+                desc.module
+            ));
+        }
+        // Ownership may have changed while the pieces arrived.
+        self.registry.may_register(id, module)?;
+        self.store
+            .write(module, &bytes)
+            .map_err(|e| format!("the server cannot store it: {e}"))?;
+        let md5 = md5_hex(&bytes);
+        let changed = self
+            .registry
+            .register(id, module, md5.clone(), Arc::from(bytes));
+        let owner = self.registry.name(id).unwrap_or("?");
+        println!("registered {module} by {owner} (md5 {md5})");
+        self.send(
+            id,
+            ToClient::Registered {
+                module: module.to_owned(),
+                md5,
+            },
+        );
+        if changed {
+            if let Some(offer) = self.registry.offer(module) {
+                self.broadcast(&ToClient::Offer(offer), Some(id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the pieces of `module` if its md5 is still `md5` (else a newer offer is on its way).
+    fn send_module(&mut self, id: PeerId, module: &str, md5: &str) {
+        let Some(entry) = self.registry.module(module) else {
+            return;
+        };
+        if entry.md5 != md5 {
+            return;
+        }
+        for chunk in split(module, &entry.bytes) {
+            self.send(id, ToClient::Chunk(chunk));
+        }
+    }
+
+    /// Forwards a call to its module's owner under a fresh route id.
+    fn route(&mut self, caller: PeerId, call: Call) {
+        let Some(owner) = self.registry.module(&call.module).map(|m| m.owner) else {
+            let err = RemoteError::new(
+                ErrorKind::UnknownModule,
+                format!("no module '{}' on the network", call.module),
+            );
+            return self.send(caller, reply_err(call.id, err));
+        };
+        let timeout = Duration::from_millis(call.timeout_ms);
+        let route = self.routes.open(Route {
+            caller,
+            caller_id: call.id,
+            owner,
+            module: call.module.clone(),
+            deadline: Instant::now() + timeout,
+        });
+        self.send(owner, ToClient::Call(Call { id: route, ..call }));
+    }
+
+    fn fail(&mut self, route: Route, kind: ErrorKind, message: String) {
+        let err = RemoteError::new(kind, message);
+        self.send(route.caller, reply_err(route.caller_id, err));
+    }
+
+    fn expire(&mut self) {
+        // Callers time out on their own; the grace keeps this a clean-up, not a race with them.
+        for route in self.routes.expire(Instant::now(), Duration::from_secs(1)) {
+            let msg = format!("no answer from the owner of '{}' in time", route.module);
+            self.fail(route, ErrorKind::Timeout, msg);
+        }
+    }
+
+    fn console(&mut self, cmd: Command) -> Option<String> {
+        match cmd {
+            Command::Who => print!("{}", crate::shell::render_who(&self.registry.who())),
+            Command::Announce(text) => {
+                let msg = ToClient::Message {
+                    from: "server".into(),
+                    text,
+                };
+                self.broadcast(&msg, None);
+            }
+            Command::Kick(name) => match self.registry.peer_by_name(&name) {
+                Some(id) => {
+                    println!("kicking {name}");
+                    let reason = "kicked by the server".to_owned();
+                    self.send(id, ToClient::Shutdown { reason });
+                    self.peers.remove(&id);
+                }
+                None => println!("error: no stub named '{name}' (see wii)"),
+            },
+            Command::End => return Some("the server ended the session".into()),
+        }
+        None
+    }
+}
+
+fn reply_err(id: u64, err: RemoteError) -> ToClient {
+    ToClient::Reply(Reply {
+        id,
+        result: Err(err),
+    })
+}

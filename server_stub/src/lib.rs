@@ -1,0 +1,150 @@
+//! The server stub: accepts client stubs, keeps the peer table and the module registry, syncs
+//! descriptors and routes calls. `main.rs` resolves flags and profile into a [`Config`] and calls
+//! [`run`]; tests call [`run`] in-process or start the binary.
+//!
+//! Layout: `peer.rs` (one connection: reader + writer), `broker.rs` (the actor owning all state),
+//! `registry.rs` and `routes.rs` (its I/O-free tables), `shell.rs` (console commands).
+
+pub mod broker;
+pub mod peer;
+pub mod registry;
+pub mod routes;
+pub mod shell;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::conn::DEFAULT_MAX_FRAME;
+use common::store::Store;
+use smol::channel::Receiver;
+use smol::future::FutureExt;
+use smol::net::TcpListener;
+
+use broker::{Broker, Event};
+use shell::Line;
+
+/// Sizes the server enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes.
+    pub max_frame: usize,
+    /// Largest descriptor accepted, in bytes.
+    pub max_module_bytes: u64,
+    /// Frames queued for one peer before it is dropped as too slow.
+    pub queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_module_bytes: 16 * 1024 * 1024,
+            queue: 16 * 1024,
+        }
+    }
+}
+
+/// The server's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where uploaded descriptors are kept.
+    pub dir: PathBuf,
+    pub limits: Limits,
+}
+
+/// Serves until `shutdown` completes, the console says `_end_`, or the console's input ends.
+///
+/// # Returns
+/// Why the session ended.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    console: Option<Receiver<String>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> common::Result<String> {
+    let store = Store::open(&config.dir)?;
+    let (events, inbox) = smol::channel::unbounded::<Event>();
+    let broker = smol::spawn(Broker::new(store, config.limits).run(inbox));
+    // Connection tasks hold `alive`; when the last one ends, `all_closed` completes.
+    let (alive, all_closed) = smol::channel::bounded::<()>(1);
+
+    let ticker = {
+        let events = events.clone();
+        smol::spawn(async move {
+            loop {
+                smol::Timer::after(Duration::from_millis(250)).await;
+                if events.send(Event::Tick).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let shell = console.map(|lines| smol::spawn(shell_loop(lines, events.clone())));
+
+    let accepting = smol::spawn(accept_loop(
+        listener,
+        events.clone(),
+        alive.clone(),
+        config.limits,
+    ));
+    let stopped = async {
+        shutdown.await;
+        let _ = events.send(Event::Console(shell::Command::End)).await;
+        std::future::pending::<String>().await
+    };
+    // The broker ends on `_end_`, from the console or from `shutdown`.
+    let reason = broker.or(stopped).await;
+    drop((accepting, ticker, shell, alive));
+    // Give every writer a moment to deliver the shutdown notice.
+    let _ = all_closed
+        .recv()
+        .or(async {
+            smol::Timer::after(Duration::from_secs(2)).await;
+            Ok(())
+        })
+        .await;
+    Ok(reason)
+}
+
+/// Accepts connections forever, one task each; `alive` is held by every connection task.
+async fn accept_loop(
+    listener: TcpListener,
+    events: smol::channel::Sender<Event>,
+    alive: smol::channel::Sender<()>,
+    limits: Limits,
+) {
+    let mut next_id = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                next_id += 1;
+                let (events, alive) = (events.clone(), alive.clone());
+                smol::spawn(async move {
+                    peer::serve(next_id, stream, events, limits).await;
+                    drop(alive);
+                })
+                .detach();
+            }
+            Err(e) => {
+                println!("accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads console lines and turns them into broker events.
+async fn shell_loop(lines: Receiver<String>, events: smol::channel::Sender<Event>) {
+    while let Ok(line) = lines.recv().await {
+        match shell::parse(&line) {
+            Ok(Line::Empty) => {}
+            Ok(Line::Help) => print!("{}", shell::HELP),
+            Ok(Line::Run(cmd)) => {
+                if events.send(Event::Console(cmd)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => println!("error: {e}"),
+        }
+    }
+}

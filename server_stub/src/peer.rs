@@ -1,0 +1,89 @@
+//! One connection: a reader loop that turns frames into broker events, and a writer loop that
+//! drains the peer's queue onto the socket.
+
+use std::time::Duration;
+
+use common::conn::{drain, FrameReader, FrameWriter};
+use common::proto::{ToClient, ToServer};
+use common::Error;
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use smol::net::{Shutdown, TcpStream};
+
+use crate::broker::Event;
+use crate::registry::PeerId;
+use crate::Limits;
+
+/// How long a new connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one connection until it closes.
+pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits: Limits) {
+    let address = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mut reader = FrameReader::new(stream.clone(), limits.max_frame);
+    let mut writer = FrameWriter::new(stream.clone());
+
+    let hello = async { reader.read::<ToServer>().await }
+        .or(async {
+            smol::Timer::after(HELLO_TIMEOUT).await;
+            Err(Error::Protocol("no hello in time".into()))
+        })
+        .await;
+    let hello = match hello {
+        Ok(Some(ToServer::Hello(hello))) => hello,
+        other => {
+            let reason = match other {
+                Ok(None) => return,
+                Ok(Some(_)) => "the first frame must be hello".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            println!("refused {address}: {reason}");
+            let _ = writer.send(&ToClient::Refused { reason }).await;
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    };
+
+    let (tx, rx) = smol::channel::bounded(limits.queue);
+    let join = Event::Join {
+        id,
+        hello,
+        address,
+        tx,
+    };
+    if broker.send(join).await.is_err() {
+        return;
+    }
+    let writing = smol::spawn(write_loop(rx, writer, stream.clone()));
+
+    loop {
+        let event = match reader.read::<ToServer>().await {
+            Ok(Some(msg)) => Event::Frame { id, msg },
+            Ok(None) => break,
+            Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => Event::Malformed {
+                id,
+                message: e.to_string(),
+            },
+            Err(_) => break,
+        };
+        if broker.send(event).await.is_err() {
+            break;
+        }
+    }
+    let _ = broker.send(Event::Leave { id }).await;
+    // The broker drops this peer's queue on Leave, which ends the writer.
+    writing.await;
+}
+
+/// Writes queued frames until the queue closes or a frame that ends the session (`Refused`,
+/// `Shutdown`) is written; then closes the socket so the reader ends too.
+async fn write_loop(rx: Receiver<ToClient>, writer: FrameWriter<TcpStream>, stream: TcpStream) {
+    drain(rx, writer, |m| {
+        matches!(m, ToClient::Refused { .. } | ToClient::Shutdown { .. })
+    })
+    .await;
+    let _ = stream.shutdown(Shutdown::Both);
+}

@@ -1,0 +1,137 @@
+//! Calls in flight through the server, free of I/O.
+//!
+//! Each forwarded call gets a fresh route id, mapped back to (caller, caller's id), so ids from
+//! different callers never collide. A route ends exactly once: answered, expired, or failed
+//! because its owner went away.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::registry::PeerId;
+
+/// One call in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub caller: PeerId,
+    /// The id the caller gave the call.
+    pub caller_id: u64,
+    pub owner: PeerId,
+    pub module: String,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+}
+
+/// Every call in flight.
+#[derive(Debug, Default)]
+pub struct Routes {
+    next: u64,
+    map: HashMap<u64, Route>,
+}
+
+impl Routes {
+    /// Opens a route and returns the id to forward the call under.
+    pub fn open(&mut self, route: Route) -> u64 {
+        self.next += 1;
+        self.map.insert(self.next, route);
+        self.next
+    }
+
+    /// Ends the route `id` answered by `owner`; `None` if it is unknown, already ended, or
+    /// belongs to another owner (a late or forged answer is dropped, never misrouted).
+    pub fn close(&mut self, id: u64, owner: PeerId) -> Option<Route> {
+        match self.map.get(&id) {
+            Some(r) if r.owner == owner => self.map.remove(&id),
+            _ => None,
+        }
+    }
+
+    /// Ends every route matching `pred` and returns them.
+    fn take(&mut self, pred: impl Fn(&Route) -> bool) -> Vec<Route> {
+        let ids: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, r)| pred(r))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.map.remove(&id))
+            .collect()
+    }
+
+    /// Ends the routes to `owner` (it left).
+    pub fn fail_owner(&mut self, owner: PeerId) -> Vec<Route> {
+        self.take(|r| r.owner == owner)
+    }
+
+    /// Ends the routes to `module` (withdrawn).
+    pub fn fail_module(&mut self, module: &str) -> Vec<Route> {
+        self.take(|r| r.module == module)
+    }
+
+    /// Forgets the routes from `caller` (it left; the owner's late answers will be dropped).
+    pub fn forget_caller(&mut self, caller: PeerId) {
+        self.map.retain(|_, r| r.caller != caller);
+    }
+
+    /// Ends the routes whose caller stopped waiting before `now` (plus `grace`).
+    pub fn expire(&mut self, now: Instant, grace: Duration) -> Vec<Route> {
+        self.take(|r| r.deadline + grace < now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(caller: PeerId, owner: PeerId, module: &str, deadline: Instant) -> Route {
+        Route {
+            caller,
+            caller_id: 7,
+            owner,
+            module: module.into(),
+            deadline,
+        }
+    }
+
+    #[test]
+    fn answers_close_once_and_only_from_the_owner() {
+        let mut r = Routes::default();
+        let now = Instant::now();
+        let id = r.open(route(1, 2, "z", now));
+        assert_eq!(r.close(id, 3), None);
+        assert_eq!(r.close(id, 2).unwrap().caller_id, 7);
+        assert_eq!(r.close(id, 2), None);
+    }
+
+    #[test]
+    fn owner_gone_module_gone_caller_gone_and_expiry() {
+        let mut r = Routes::default();
+        let now = Instant::now();
+        r.open(route(1, 2, "z", now));
+        r.open(route(1, 3, "y", now));
+        r.open(route(4, 3, "w", now + Duration::from_secs(60)));
+        assert_eq!(r.fail_owner(2).len(), 1);
+        assert_eq!(r.fail_module("y").len(), 1);
+        assert_eq!(
+            r.expire(now + Duration::from_secs(2), Duration::from_secs(1))
+                .len(),
+            0
+        );
+        r.forget_caller(4);
+        assert!(r.is_empty());
+        r.open(route(1, 2, "z", now));
+        assert_eq!(
+            r.expire(now + Duration::from_secs(2), Duration::from_secs(1))
+                .len(),
+            1
+        );
+    }
+}

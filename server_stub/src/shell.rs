@@ -1,0 +1,99 @@
+//! The server's shell commands: parsing (pure, tested here) and the `wii` table.
+
+use common::proto::PeerInfo;
+
+/// A server shell command that the broker carries out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `wii`: who is in.
+    Who,
+    /// `sta:TEXT`: a message to every stub.
+    Announce(String),
+    /// `kick:NAME`: disconnect a stub.
+    Kick(String),
+    /// `_end_`: end the session; every stub is told and exits.
+    End,
+}
+
+/// What a typed line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Empty,
+    Help,
+    Run(Command),
+}
+
+/// Every command word, for completion.
+pub const COMMANDS: &[&str] = &["wii", "sta:", "kick:", "help", "_end_", "quit"];
+
+/// The `help` text.
+pub const HELP: &str = "\
+commands:
+  wii          who is in: every stub, its address and its modules
+  sta:TEXT     send TEXT to every stub
+  kick:NAME    disconnect the stub NAME
+  help         this list
+  _end_, quit  end the session: every stub is told and exits
+";
+
+/// Parses one shell line.
+///
+/// # Errors
+/// A one-line reason with a hint, for anything that is not a command.
+pub fn parse(line: &str) -> Result<Line, String> {
+    let line = line.trim();
+    let (word, arg) = match line.split_once(':') {
+        Some((w, a)) => (w.trim(), Some(a.trim())),
+        None => (line, None),
+    };
+    let need = |a: Option<&str>, what: &str| match a {
+        Some(a) if !a.is_empty() => Ok(a.to_owned()),
+        _ => Err(format!("'{word}:' needs {what}, as in {word}:{what}")),
+    };
+    Ok(match (word, arg) {
+        ("", None) => Line::Empty,
+        ("help", None) => Line::Help,
+        ("wii", None) => Line::Run(Command::Who),
+        ("_end_" | "quit", None) => Line::Run(Command::End),
+        ("sta", a) => Line::Run(Command::Announce(need(a, "TEXT")?)),
+        ("kick", a) => Line::Run(Command::Kick(need(a, "NAME")?)),
+        _ => return Err(format!("unknown command '{line}' (type help for the list)")),
+    })
+}
+
+/// The `wii` table.
+pub fn render_who(peers: &[PeerInfo]) -> String {
+    if peers.is_empty() {
+        return "no stubs are connected\n".into();
+    }
+    let mut out = format!("{} stub(s):\n", peers.len());
+    for p in peers {
+        let modules = if p.modules.is_empty() {
+            "-".to_owned()
+        } else {
+            p.modules.join(", ")
+        };
+        out += &format!("  {:<16} {:<22} modules: {modules}\n", p.name, p.address);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_and_explains_mistakes() {
+        assert_eq!(parse("  wii "), Ok(Line::Run(Command::Who)));
+        assert_eq!(
+            parse("sta:hello all"),
+            Ok(Line::Run(Command::Announce("hello all".into())))
+        );
+        assert_eq!(parse("kick:b"), Ok(Line::Run(Command::Kick("b".into()))));
+        assert_eq!(parse("_end_"), Ok(Line::Run(Command::End)));
+        assert_eq!(parse(""), Ok(Line::Empty));
+        assert!(parse("kick:").unwrap_err().contains("kick:NAME"));
+        assert!(parse("wiii").unwrap_err().contains("help"));
+        assert!(parse("wii:x").is_err());
+    }
+}
