@@ -1,1 +1,127 @@
-fn main() {}
+//! `client_stub`: flags and profile resolved into one config, then [`client_stub::run`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use client_stub::{Config, NamePolicy};
+use common::config::{ClientProfile, Profile};
+use common::Error;
+
+/// A stubnet client stub: joins the network, owns the modules it registers, serves local apps.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Flags {
+    /// The server's address [profile: address]
+    #[arg(short, long)]
+    address: Option<String>,
+    /// The server's port [profile: port; default 5050]
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Loopback port for apps, 0 for any free port [profile: app_port; default 8765]
+    #[arg(short = 'q', long)]
+    app_port: Option<u16>,
+    /// This stub's name on the network [profile: name]
+    #[arg(short, long)]
+    name: Option<String>,
+    /// Run the interactive shell [profile: live_console]
+    #[arg(short, long)]
+    live_console: bool,
+    /// Profile: a TOML file path, or NAME for conf/NAME.toml
+    #[arg(short = 'c', long = "config", value_name = "PROFILE")]
+    config: Option<String>,
+    /// Where received descriptors are kept [profile: receiving_dir; default ./stubnet-NAME]
+    #[arg(short = 'd', long, value_name = "DIR")]
+    receiving_dir: Option<PathBuf>,
+    /// Register this module file at start (repeatable) [profile: register]
+    #[arg(long, value_name = "FILE")]
+    register: Vec<PathBuf>,
+    /// If the name is taken, join as NAME-2, NAME-3, ... [profile: name_suffix]
+    #[arg(long)]
+    name_suffix: bool,
+    /// Python interpreter for owned modules [profile: python; default python3]
+    #[arg(long, value_name = "PATH")]
+    python: Option<String>,
+}
+
+fn main() -> ExitCode {
+    match resolve(Flags::parse()).and_then(|config| serve(config)) {
+        Ok(reason) => {
+            println!("stopped: {reason}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Merges flags over the profile over the defaults.
+fn resolve(flags: Flags) -> common::Result<Config> {
+    let profile = match &flags.config {
+        Some(arg) => Some(Profile::<ClientProfile>::load(arg)?),
+        None => None,
+    };
+    let values = profile.as_ref().map(|p| p.values.clone()).unwrap_or_default();
+    let resolve = |p: PathBuf| profile.as_ref().map_or(p.clone(), |pr| pr.resolve(&p));
+    let terminal = std::io::stdin().is_terminal();
+    let name = match flags.name.or(values.name) {
+        Some(n) => n,
+        None if terminal => ask("name of this stub")?,
+        None => return Err(missing("name", "-n/--name", "name")),
+    };
+    let address = match flags.address.or(values.address) {
+        Some(a) => a,
+        None if terminal => ask("server address")?,
+        None => return Err(missing("server address", "-a/--address", "address")),
+    };
+    let receiving_dir = flags
+        .receiving_dir
+        .or(values.receiving_dir.map(resolve))
+        .unwrap_or_else(|| format!("stubnet-{name}").into());
+    let mut config = Config::new(&name, &address, flags.port.or(values.port).unwrap_or(5050), &receiving_dir);
+    config.app_port = flags.app_port.or(values.app_port).unwrap_or(8765);
+    config.live_console = flags.live_console || values.live_console.unwrap_or(false);
+    config.register = values.register.into_iter().map(resolve).chain(flags.register).collect();
+    config.name_policy = if flags.name_suffix || values.name_suffix.unwrap_or(false) {
+        NamePolicy::Suffix
+    } else if terminal {
+        NamePolicy::Ask
+    } else {
+        NamePolicy::Fail
+    };
+    if let Some(p) = flags.python.or(values.python) {
+        config.python = p;
+    }
+    config.workers = values.workers;
+    Ok(config)
+}
+
+fn missing(what: &str, flag: &str, key: &str) -> Error {
+    Error::Config(format!("no {what}: give {flag} or set '{key}' in the profile (-c PROFILE)"))
+}
+
+fn ask(what: &str) -> common::Result<String> {
+    use std::io::Write;
+    print!("{what}: ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    match line.trim() {
+        "" => Err(Error::Config(format!("no {what} given"))),
+        v => Ok(v.to_owned()),
+    }
+}
+
+fn serve(config: Config) -> common::Result<String> {
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| Error::Config(format!("cannot catch Ctrl-C: {e}")))?;
+    smol::block_on(client_stub::run(config, async move {
+        let _ = stop_rx.recv().await;
+    }))
+}

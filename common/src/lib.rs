@@ -13,6 +13,7 @@ pub mod console;
 pub mod error;
 pub mod module;
 pub mod proto;
+pub mod pyparse;
 pub mod store;
 
 pub use error::{Error, ErrorKind, RemoteError, Result};

@@ -60,3 +60,156 @@ pub enum ParamKind {
     /// `**kwargs`.
     VarKeyword,
 }
+
+impl ModuleDescriptor {
+    /// The descriptor file's bytes (pretty JSON): what is uploaded, stored and md5-checked.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("descriptors always serialize");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    pub fn function(&self, name: &str) -> Option<&FunctionDesc> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+impl FunctionDesc {
+    /// The header as Python would write it: `add(a, b=1, *args, c, **kw) -> int`.
+    pub fn signature(&self) -> String {
+        let mut parts = Vec::with_capacity(self.params.len() + 2);
+        let mut starred = false;
+        for (i, p) in self.params.iter().enumerate() {
+            let mut s = match p.kind {
+                ParamKind::VarPositional => format!("*{}", p.name),
+                ParamKind::VarKeyword => format!("**{}", p.name),
+                _ => p.name.clone(),
+            };
+            if p.kind == ParamKind::KeywordOnly && !starred {
+                parts.push("*".to_owned());
+            }
+            starred |= matches!(p.kind, ParamKind::VarPositional | ParamKind::KeywordOnly);
+            if let Some(a) = &p.annotation {
+                s += &format!(": {a}");
+            }
+            if let Some(d) = &p.default {
+                s += &if p.annotation.is_some() { format!(" = {d}") } else { format!("={d}") };
+            }
+            parts.push(s);
+            let next_positional = self.params.get(i + 1).map(|n| n.kind != ParamKind::PositionalOnly);
+            if p.kind == ParamKind::PositionalOnly && next_positional.unwrap_or(true) {
+                parts.push("/".to_owned());
+            }
+        }
+        let prefix = if self.is_async { "async " } else { "" };
+        let returns = self.returns.as_ref().map(|r| format!(" -> {r}")).unwrap_or_default();
+        format!("{prefix}{}({}){returns}", self.name, parts.join(", "))
+    }
+
+    /// Checks a call's arguments against this header, as Python would bind them.
+    ///
+    /// # Errors
+    /// What is wrong, in Python's words where it has them.
+    pub fn check_args(&self, positional: usize, keywords: &[&str]) -> Result<(), String> {
+        let takes = |k: ParamKind| self.params.iter().any(|p| p.kind == k);
+        let by_position: Vec<&Param> = self
+            .params
+            .iter()
+            .filter(|p| matches!(p.kind, ParamKind::PositionalOnly | ParamKind::Positional))
+            .collect();
+        if positional > by_position.len() && !takes(ParamKind::VarPositional) {
+            return Err(format!(
+                "{}() takes {} positional argument(s) but {positional} were given",
+                self.name,
+                by_position.len()
+            ));
+        }
+        for kw in keywords {
+            let named = self.params.iter().position(|p| {
+                p.name == *kw && matches!(p.kind, ParamKind::Positional | ParamKind::KeywordOnly)
+            });
+            match named {
+                Some(i) if self.params[i].kind == ParamKind::Positional
+                    && by_position.iter().position(|p| p.name == *kw) < Some(positional) =>
+                {
+                    return Err(format!("{}() got multiple values for argument '{kw}'", self.name));
+                }
+                Some(_) => {}
+                None if takes(ParamKind::VarKeyword) => {}
+                None => {
+                    return Err(format!("{}() got an unexpected keyword argument '{kw}'", self.name))
+                }
+            }
+        }
+        let missing: Vec<&str> = self
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.default.is_none())
+            .filter(|(_, p)| match p.kind {
+                ParamKind::PositionalOnly | ParamKind::Positional => {
+                    let at = by_position.iter().position(|q| q.name == p.name).unwrap_or(0);
+                    at >= positional && !keywords.contains(&p.name.as_str())
+                }
+                ParamKind::KeywordOnly => !keywords.contains(&p.name.as_str()),
+                _ => false,
+            })
+            .map(|(_, p)| p.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{}() missing required argument(s): {}",
+                self.name,
+                missing.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(name: &str, kind: ParamKind, default: Option<&str>) -> Param {
+        Param {
+            name: name.into(),
+            kind,
+            default: default.map(Into::into),
+            annotation: None,
+        }
+    }
+
+    fn f() -> FunctionDesc {
+        use ParamKind::*;
+        FunctionDesc {
+            name: "f".into(),
+            params: vec![
+                param("a", PositionalOnly, None),
+                param("b", Positional, None),
+                param("c", Positional, Some("1")),
+                param("d", KeywordOnly, None),
+            ],
+            returns: Some("int".into()),
+            doc: None,
+            is_async: false,
+        }
+    }
+
+    #[test]
+    fn signature_reads_like_python() {
+        assert_eq!(f().signature(), "f(a, /, b, c=1, *, d) -> int");
+    }
+
+    #[test]
+    fn arguments_bind_as_in_python() {
+        let f = f();
+        assert_eq!(f.check_args(2, &["d"]), Ok(()));
+        assert_eq!(f.check_args(1, &["b", "d"]), Ok(()));
+        assert!(f.check_args(4, &["d"]).unwrap_err().contains("takes 3 positional"));
+        assert!(f.check_args(2, &[]).unwrap_err().contains("missing required argument(s): d"));
+        assert!(f.check_args(2, &["b", "d"]).unwrap_err().contains("multiple values"));
+        assert!(f.check_args(2, &["d", "x"]).unwrap_err().contains("unexpected keyword argument 'x'"));
+        assert!(f.check_args(0, &["a", "b", "d"]).unwrap_err().contains("unexpected"));
+    }
+}

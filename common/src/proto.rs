@@ -45,7 +45,12 @@ pub enum ToClient {
     /// Hello accepted, under this name.
     Welcome { name: String, version: u32 },
     /// Hello refused; the server closes the connection after this.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+        /// The name is in use: the same stub may try another name.
+        #[serde(default)]
+        name_taken: bool,
+    },
     /// An uploaded descriptor was verified and stored.
     Registered { module: String, md5: String },
     /// An upload or a withdraw was refused.
@@ -160,6 +165,22 @@ pub struct PeerInfo {
     pub name: String,
     pub address: String,
     pub modules: Vec<String>,
+}
+
+/// The `wii` table, as both shells print it.
+pub fn render_who(peers: &[PeerInfo]) -> String {
+    if peers.is_empty() {
+        return "no stubs are connected\n".into();
+    }
+    let mut out = format!("{} stub(s):\n", peers.len());
+    for p in peers {
+        let modules = match p.modules.is_empty() {
+            true => "-".to_owned(),
+            false => p.modules.join(", "),
+        };
+        out += &format!("  {:<16} {:<22} modules: {modules}\n", p.name, p.address);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -144,18 +144,19 @@ impl Broker {
     }
 
     fn join(&mut self, id: PeerId, hello: Hello, address: String, tx: Sender<ToClient>) {
-        let refuse = |reason: String| {
+        let refuse = |reason: String, name_taken: bool| {
             println!("refused {address}: {reason}");
-            let _ = tx.try_send(ToClient::Refused { reason });
+            let _ = tx.try_send(ToClient::Refused { reason, name_taken });
         };
         if hello.version != PROTOCOL_VERSION {
             return refuse(format!(
                 "protocol version {} is not supported (this server speaks {PROTOCOL_VERSION})",
                 hello.version
-            ));
+            ), false);
         }
         if let Err(reason) = self.registry.join(id, &hello.name, &address) {
-            return refuse(reason);
+            let name_taken = self.registry.peer_by_name(&hello.name).is_some();
+            return refuse(reason, name_taken);
         }
         println!("joined: {} from {address}", hello.name);
         let uploads = Reassembler::new(self.limits.max_module_bytes);
@@ -361,7 +362,7 @@ impl Broker {
 
     fn console(&mut self, cmd: Command) -> Option<String> {
         match cmd {
-            Command::Who => print!("{}", crate::shell::render_who(&self.registry.who())),
+            Command::Who => print!("{}", common::proto::render_who(&self.registry.who())),
             Command::Announce(text) => {
                 let msg = ToClient::Message {
                     from: "server".into(),

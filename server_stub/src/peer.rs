@@ -41,7 +41,11 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
                 Err(e) => e.to_string(),
             };
             println!("refused {address}: {reason}");
-            let _ = writer.send(&ToClient::Refused { reason }).await;
+            let refused = ToClient::Refused {
+                reason,
+                name_taken: false,
+            };
+            let _ = writer.send(&refused).await;
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }

@@ -1,7 +1,5 @@
 //! The server's shell commands: parsing (pure, tested here) and the `wii` table.
 
-use common::proto::PeerInfo;
-
 /// A server shell command that the broker carries out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -59,23 +57,6 @@ pub fn parse(line: &str) -> Result<Line, String> {
         ("kick", a) => Line::Run(Command::Kick(need(a, "NAME")?)),
         _ => return Err(format!("unknown command '{line}' (type help for the list)")),
     })
-}
-
-/// The `wii` table.
-pub fn render_who(peers: &[PeerInfo]) -> String {
-    if peers.is_empty() {
-        return "no stubs are connected\n".into();
-    }
-    let mut out = format!("{} stub(s):\n", peers.len());
-    for p in peers {
-        let modules = if p.modules.is_empty() {
-            "-".to_owned()
-        } else {
-            p.modules.join(", ")
-        };
-        out += &format!("  {:<16} {:<22} modules: {modules}\n", p.name, p.address);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,201 @@
+//! The client stub: a member of the network (upstream link to the server), the owner of the
+//! modules it registers (their workers), and the local server for apps (loopback listener).
+//! `main.rs` resolves flags and profile into a [`Config`] and calls [`run`].
+//!
+//! Layout: `upstream.rs` (join the server), `stub.rs` (the actor owning all state),
+//! `owned.rs` (module files → descriptors), `worker.rs` (supervised Python workers),
+//! `local.rs` (app connections), `repl.rs` (shell commands).
+
+pub mod local;
+pub mod owned;
+pub mod repl;
+pub mod stub;
+pub mod upstream;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::config::ClientProfile;
+use common::console::{Console, Names};
+use common::conn::drain;
+use common::proto::{ToClient, ToServer};
+use common::store::Store;
+use common::{Error, Result};
+use smol::future::FutureExt;
+use smol::net::{Shutdown, TcpListener};
+
+use stub::{Event, Stub};
+pub use upstream::NamePolicy;
+
+/// The client stub's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    /// The server's address and port.
+    pub address: String,
+    pub port: u16,
+    /// Loopback port for apps (0: any free port).
+    pub app_port: u16,
+    pub receiving_dir: PathBuf,
+    pub live_console: bool,
+    /// Module files registered at start.
+    pub register: Vec<PathBuf>,
+    pub name_policy: NamePolicy,
+    /// The interpreter that runs owned modules.
+    pub python: String,
+    /// Workers per owned module (default 1).
+    pub workers: BTreeMap<String, usize>,
+    pub max_frame: usize,
+    pub max_module_bytes: u64,
+}
+
+impl Config {
+    /// A config with defaults for everything but the name and the server.
+    pub fn new(name: &str, address: &str, port: u16, receiving_dir: &Path) -> Self {
+        Config {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            port,
+            app_port: 0,
+            receiving_dir: receiving_dir.to_owned(),
+            live_console: false,
+            register: Vec::new(),
+            name_policy: NamePolicy::Fail,
+            python: "python3".into(),
+            workers: BTreeMap::new(),
+            max_frame: common::conn::DEFAULT_MAX_FRAME,
+            max_module_bytes: 16 * 1024 * 1024,
+        }
+    }
+
+    /// How to start the workers of `module`, whose file is `path`.
+    pub fn worker_spec(&self, module: &str, path: &Path) -> worker::WorkerSpec {
+        worker::WorkerSpec {
+            module: module.to_owned(),
+            path: path.to_owned(),
+            python: self.python.clone(),
+            workers: self.workers.get(module).copied().unwrap_or(1).max(1),
+        }
+    }
+
+    /// The running configuration as a profile (`sc:`); paths absolute.
+    pub fn profile(&self) -> ClientProfile {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        ClientProfile {
+            name: Some(self.name.clone()),
+            address: Some(self.address.clone()),
+            port: Some(self.port),
+            app_port: Some(self.app_port),
+            receiving_dir: Some(absolute(&self.receiving_dir)),
+            live_console: Some(self.live_console),
+            register: Vec::new(),
+            name_suffix: Some(self.name_policy == NamePolicy::Suffix),
+            python: Some(self.python.clone()),
+            call_timeout_ms: None,
+            workers: self.workers.clone(),
+        }
+    }
+}
+
+/// Joins the network and serves until quit, a server shutdown, or `shutdown` completes.
+///
+/// # Returns
+/// Why the session ended.
+///
+/// # Errors
+/// The server could not be joined or was lost.
+pub async fn run(mut config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<String> {
+    let store = Store::open(&config.receiving_dir)?;
+    let server = format!("{}:{}", config.address, config.port);
+    let link = upstream::join(&server, &config.name, config.name_policy, config.max_frame).await?;
+    if link.name != config.name {
+        println!("joined as '{}' (the name '{}' was taken)", link.name, config.name);
+    }
+    config.name = link.name.clone();
+    println!("joined {server} as {}", config.name);
+
+    let apps = TcpListener::bind(("127.0.0.1", config.app_port))
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen for apps on 127.0.0.1:{}: {e}", config.app_port)))?;
+    println!("apps on {}", apps.local_addr()?);
+
+    let (events, inbox) = smol::channel::unbounded::<Event>();
+    let (up, up_rx) = smol::channel::unbounded::<ToServer>();
+    let writer = smol::spawn(drain(up_rx, link.writer, |_| false));
+    let reader = smol::spawn(read_server(link.reader, events.clone()));
+    let accepting = smol::spawn(local::accept_loop(apps, events.clone(), config.max_frame));
+    let ticker = smol::spawn(tick(events.clone()));
+    let names = Names::default();
+    let console = config.live_console.then(|| {
+        let lines = Console {
+            prompt: format!("{}> ", config.name),
+            commands: repl::COMMANDS.to_vec(),
+            module_commands: repl::MODULE_COMMANDS.to_vec(),
+            names: names.clone(),
+            history: Some(config.receiving_dir.join(".shell_history")),
+            on_end: "_end_",
+        }
+        .spawn();
+        let events = events.clone();
+        smol::spawn(async move {
+            while let Ok(line) = lines.recv().await {
+                if events.send(Event::Line(line)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
+
+    let mut stub = Stub::new(config.clone(), up, store, names);
+    for path in &config.register {
+        stub.register(path);
+    }
+    let stop = async {
+        shutdown.await;
+        let _ = events.send(Event::Stop("stopped".into())).await;
+        std::future::pending().await
+    };
+    let result = stub.run(inbox).or(stop).await;
+    drop((reader, accepting, ticker, console));
+    // The stub dropped its end of the upstream queue: the writer flushes what is left and ends.
+    let _ = writer
+        .or(async {
+            smol::Timer::after(Duration::from_secs(2)).await;
+        })
+        .await;
+    let _ = link.stream.shutdown(Shutdown::Both);
+    result
+}
+
+/// Turns server frames into events until the connection ends.
+async fn read_server(
+    mut reader: common::conn::FrameReader<smol::net::TcpStream>,
+    events: smol::channel::Sender<Event>,
+) {
+    let why = loop {
+        match reader.read::<ToClient>().await {
+            Ok(Some(msg)) => {
+                if events.send(Event::Server(msg)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break "the server closed the connection".to_owned(),
+            Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
+                println!("error: bad frame from the server: {e}");
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    let _ = events.send(Event::ServerClosed(why)).await;
+}
+
+async fn tick(events: smol::channel::Sender<Event>) {
+    loop {
+        smol::Timer::after(Duration::from_millis(100)).await;
+        if events.send(Event::Tick).await.is_err() {
+            break;
+        }
+    }
+}
