@@ -1,0 +1,228 @@
+//! The stub network end to end, with the real binaries: registration, md5 sync, updates,
+//! names, leaving, profiles and flags.
+
+mod harness;
+
+use harness::*;
+use std::fs;
+
+/// Copies the example module into `dir` so a test can edit it.
+fn module_copy(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("z.py");
+    fs::copy(example_module(), &path).unwrap();
+    path
+}
+
+#[test]
+fn descriptors_sync_by_md5_update_and_leave_with_the_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = module_copy(dir);
+    let (server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let b = stub(dir, port, "b", &[]);
+    let mut c = stub(dir, port, "c", &[]);
+
+    a.send(&format!("rm:{}", z.display()));
+    a.wait_for("registered z");
+    b.wait_for("received z from a");
+    c.wait_for("received z from a");
+    let on_server = fs::read(dir.join("server/z.json")).unwrap();
+    assert_eq!(fs::read(dir.join("b/z.json")).unwrap(), on_server);
+    assert_eq!(fs::read(dir.join("c/z.json")).unwrap(), on_server);
+    let text = String::from_utf8(on_server.clone()).unwrap();
+    assert!(text.contains("\"add_prams\"") && text.contains("\"div_prams\""), "{text}");
+    assert!(!text.contains("_helper"), "unmarked functions are not exported: {text}");
+
+    // A restarted stub fetches nothing that did not change.
+    c.kill();
+    let c = stub(dir, port, "c", &[]);
+    c.wait_for("z from a: cached copy is current");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(c.count("fetching"), 0, "{:?}", c.output());
+    assert_eq!(c.count("received z"), 0, "{:?}", c.output());
+
+    // An edited module, registered again, reaches everyone.
+    let mut source = fs::read_to_string(&z).unwrap();
+    source += "\n#%function%\ndef triple(x: int) -> int:\n    \"\"\"Three times x.\"\"\"\n    return 3 * x\n";
+    fs::write(&z, source).unwrap();
+    a.send(&format!("rm:{}", z.display()));
+    b.wait_n("received z from a", 2);
+    c.wait_for("received z from a");
+    for who in ["b", "c", "server"] {
+        let text = fs::read_to_string(dir.join(who).join("z.json")).unwrap();
+        assert!(text.contains("\"triple\""), "{who}: {text}");
+    }
+
+    // The owner leaves: the module is gone everywhere.
+    a.send("_end_");
+    assert!(a.wait_exit().success());
+    b.wait_for("module z is gone");
+    c.wait_for("module z is gone");
+    server.wait_for("left: a");
+    for who in ["b", "c", "server"] {
+        assert!(!dir.join(who).join("z.json").exists(), "{who} still has z");
+    }
+}
+
+#[test]
+fn withdraw_and_ownership() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = module_copy(dir);
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let mut b = stub(dir, port, "b", &["-l"]);
+    a.send(&format!("rm:{}", z.display()));
+    b.wait_for("received z from a");
+
+    // Someone else's module cannot be registered.
+    b.send(&format!("rm:{}", z.display()));
+    b.wait_for("module 'z' is owned by 'a'");
+    b.send("um:z");
+    b.wait_for("does not own a module 'z'");
+
+    b.send("mods");
+    b.wait_for("z                    owner: a");
+    b.send("desc:z");
+    b.wait_for("add_prams(a, b)");
+    b.send("wii");
+    b.wait_for("modules: z");
+
+    a.send("um:z");
+    a.wait_for("withdrew z");
+    b.wait_for("module z is gone: withdrawn by 'a'");
+    b.send("mods");
+    b.wait_for("no modules on the network");
+}
+
+#[test]
+fn a_syntax_error_is_refused_with_its_line_and_nothing_is_uploaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bad = dir.join("broken.py");
+    fs::write(&bad, "def ok(a):\n    return a\n\ndef bad(a:\n    return a\n").unwrap();
+    let (server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    a.send(&format!("rm:{}", bad.display()));
+    let line = a.wait_for("syntax error");
+    assert!(line.contains("line 4") || line.contains("line 5"), "{line}");
+    a.send(&format!("rm:{}", dir.join("missing.py").display()));
+    a.wait_for("cannot read");
+    a.send("rm:../../etc/passwd");
+    a.wait_for("error:");
+    a.send("nonsense");
+    a.wait_for("unknown command 'nonsense' (type help");
+    a.send("s:still here");
+    server.wait_for("message from a: still here");
+    assert_eq!(server.count("registered"), 0);
+    assert!(!dir.join("server/broken.json").exists());
+}
+
+#[test]
+fn names_are_unique_unless_a_suffix_is_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let _a = stub(dir, port, "a", &[]);
+    let p = port.to_string();
+    let args = ["-a", "127.0.0.1", "-p", &p, "-n", "a", "-q", "0", "-d", "a2"];
+    let mut clash = Proc::start("clash", &exe("client_stub"), &args, dir);
+    assert!(!clash.wait_exit().success());
+    clash.wait_for("name 'a' is already in use");
+
+    let mut args = args.to_vec();
+    args.push("--name-suffix");
+    let suffixed = Proc::start("suffixed", &exe("client_stub"), &args, dir);
+    suffixed.wait_for("joined as 'a-2' (the name 'a' was taken)");
+}
+
+#[test]
+fn the_server_ends_the_session_and_every_stub_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = server(dir, &["-l"]);
+    let mut a = stub(dir, port, "a", &[]);
+    let mut b = stub(dir, port, "b", &[]);
+    server.wait_for("joined: b");
+    server.send("wii");
+    server.wait_for("2 stub(s):");
+    server.send("sta:hello all");
+    a.wait_for("message from server: hello all");
+    server.send("kick:nobody");
+    server.wait_for("no stub named 'nobody'");
+    server.send("kick:b");
+    assert!(b.wait_exit().success());
+    b.wait_for("kicked by the server");
+    server.send("_end_");
+    assert!(a.wait_exit().success());
+    a.wait_for("the server ended the session");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn profiles_and_flags_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |args: &[&str]| {
+        let mut p = Proc::start("stub", &exe("client_stub"), args, dir);
+        let status = p.wait_exit();
+        (status, p.output().join("\n"))
+    };
+    let (status, out) = run(&["-c", "nosuch"]);
+    assert!(!status.success());
+    assert!(out.contains("no profile 'nosuch'") && out.contains("conf/nosuch.toml"), "{out}");
+
+    fs::write(dir.join("typo.toml"), "nmae = \"x\"\n").unwrap();
+    let (status, out) = run(&["-c", "typo.toml"]);
+    assert!(!status.success());
+    assert!(out.contains("unknown field `nmae`"), "{out}");
+
+    fs::write(dir.join("noname.toml"), "address = \"127.0.0.1\"\n").unwrap();
+    let (status, out) = run(&["-c", "noname.toml"]);
+    assert!(!status.success());
+    assert!(out.contains("-n/--name") && out.contains("'name'"), "{out}");
+
+    let (status, out) = run(&["-n", "x"]);
+    assert!(!status.success());
+    assert!(out.contains("-a/--address") && out.contains("'address'"), "{out}");
+
+    let (status, out) = run(&["--port", "notaport"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(out.contains("invalid value 'notaport'"), "{out}");
+
+    let (status, out) = run(&["-n", "x", "-a", "127.0.0.1", "-p", "1"]);
+    assert!(!status.success());
+    assert!(out.contains("cannot reach the server at 127.0.0.1:1"), "{out}");
+
+    let mut srv = Proc::start("server", &exe("server_stub"), &["-c", "nosuch"], dir);
+    assert!(!srv.wait_exit().success());
+    srv.wait_for("no profile 'nosuch'");
+}
+
+#[test]
+fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = module_copy(dir);
+    let (_server, port) = server(dir, &[]);
+    fs::create_dir_all(dir.join("conf")).unwrap();
+    fs::write(
+        dir.join("conf/mine.toml"),
+        format!("name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"../recv\"\nlive_console = true\nregister = [\"../z.py\"]\n"),
+    )
+    .unwrap();
+    let mut p = Proc::start("p", &exe("client_stub"), &["-c", "mine"], dir);
+    p.wait_for("registered z");
+    assert!(dir.join("recv").is_dir(), "receiving_dir is relative to the profile");
+    p.send("sc:saved");
+    p.wait_for("saved the running configuration to conf/saved.toml");
+    p.send("quit");
+    assert!(p.wait_exit().success());
+
+    let saved = fs::read_to_string(dir.join("conf/saved.toml")).unwrap();
+    assert!(saved.contains("name = \"p\""), "{saved}");
+    assert!(saved.contains(&z.canonicalize().unwrap().display().to_string()), "{saved}");
+    let again = Proc::start("again", &exe("client_stub"), &["-c", "saved", "-q", "0"], dir);
+    again.wait_for("registered z");
+}
