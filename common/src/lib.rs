@@ -5,6 +5,7 @@
 //! - [`chunk`]: descriptor files in md5-checked pieces; [`store`]: descriptor files on disk.
 //! - [`config`]: TOML profiles; [`error`]: local and wire errors.
 
+pub mod app;
 pub mod chunk;
 pub mod config;
 pub mod conn;

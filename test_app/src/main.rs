@@ -1,1 +1,150 @@
-fn main() {}
+//! `test_app`: an app that links `common` and calls shared modules through its local stub.
+//! With no command it does what the original test app did; `demo` runs the whole network.
+
+mod demo;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use common::app::{CallError, Client};
+use serde_json::{Map, Value};
+
+/// Calls shared modules through the local client stub.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Flags {
+    /// The local stub's app port [default: the profile's app_port, else 8765]
+    #[arg(short = 'q', long, global = true)]
+    app_port: Option<u16>,
+    /// A client profile whose stub to use (a path, or NAME for conf/NAME.toml)
+    #[arg(short = 'c', long = "config", value_name = "PROFILE", global = true)]
+    config: Option<String>,
+    /// Timeout of each call, in milliseconds [default: the profile's call_timeout_ms, else 30000]
+    #[arg(long, global = true)]
+    timeout_ms: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Call MODULE.FUNCTION with arguments: JSON literals (a bare word is a string),
+    /// KEY=VALUE for keyword arguments. Prints the result as JSON.
+    Call {
+        /// MODULE.FUNCTION, for example z.add_prams
+        target: String,
+        args: Vec<String>,
+    },
+    /// List the modules on the network (those starting with PREFIX)
+    List { prefix: Option<String> },
+    /// Show a module's functions
+    Describe { module: String },
+    /// Start a server and three stubs from the shipped profiles, register z.py, call it, stop
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    if let Some(Cmd::Demo) = flags.command {
+        return demo::run();
+    }
+    let client = match connect(&flags) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let result = match flags.command {
+        None => classic(&client),
+        Some(Cmd::Call { target, args }) => call(&client, &target, &args),
+        Some(Cmd::List { prefix }) => client.modules(prefix.as_deref().unwrap_or("")).map(|names| {
+            for n in names {
+                println!("{n}");
+            }
+        }),
+        Some(Cmd::Describe { module }) => client.describe(&module).map(|d| {
+            for f in &d.functions {
+                println!("{}", f.signature());
+                if let Some(doc) = &f.doc {
+                    println!("    {doc}");
+                }
+            }
+        }),
+        Some(Cmd::Demo) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &CallError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+fn connect(flags: &Flags) -> Result<Client, CallError> {
+    let mut client = match (&flags.config, flags.app_port) {
+        (_, Some(port)) => Client::connect(&format!("127.0.0.1:{port}"))?,
+        (Some(profile), None) => Client::connect_profile(profile)?,
+        (None, None) => Client::connect("127.0.0.1:8765")?,
+    };
+    if let Some(ms) = flags.timeout_ms {
+        client = client.with_timeout(Duration::from_millis(ms));
+    }
+    Ok(client)
+}
+
+/// What the original test app did.
+fn classic(client: &Client) -> Result<(), CallError> {
+    let sum: f64 = client.call_as("z", "add_prams", (1, 2))?;
+    println!("z.add_prams(1, 2) = {sum}");
+    let quotient: f64 = client.call_as("z", "div_prams", (1, 2))?;
+    println!("z.div_prams(1, 2) = {quotient}");
+    match client.call("z", "div_prams", (1, 0)) {
+        Err(CallError::Exception { exc_type, message, .. }) => {
+            println!("z.div_prams(1, 0) raised {exc_type}: {message}");
+            Ok(())
+        }
+        other => Err(CallError::BadResult(format!("expected a ZeroDivisionError, got {other:?}"))),
+    }
+}
+
+fn call(client: &Client, target: &str, raw: &[String]) -> Result<(), CallError> {
+    let Some((module, function)) = target.rsplit_once('.') else {
+        return Err(CallError::BadArguments(format!("'{target}' is not MODULE.FUNCTION")));
+    };
+    let (args, kwargs) = parse_args(raw);
+    let value = client.call_with(module, function, args, kwargs, None)?;
+    println!("{value}");
+    Ok(())
+}
+
+/// Splits command-line arguments into positional values and `key=value` keyword values.
+fn parse_args(raw: &[String]) -> (Vec<Value>, Map<String, Value>) {
+    let literal = |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()));
+    let mut args = Vec::new();
+    let mut kwargs = Map::new();
+    for a in raw {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+                kwargs.insert(k.to_owned(), literal(v));
+            }
+            _ => args.push(literal(a)),
+        }
+    }
+    (args, kwargs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_json_literals_or_keywords() {
+        let raw: Vec<String> = ["1", "[1,2]", "bob", "\"a=b\"", "x=2.5", "name=\"al\""].map(String::from).to_vec();
+        let (args, kwargs) = parse_args(&raw);
+        assert_eq!(args, vec![Value::from(1), serde_json::json!([1, 2]), Value::from("bob"), Value::from("a=b")]);
+        assert_eq!(kwargs["x"], Value::from(2.5));
+        assert_eq!(kwargs["name"], Value::from("al"));
+    }
+}

@@ -1,18 +1,11 @@
 //! Test harness: starts the real `server_stub` and `client_stub` binaries on ephemeral loopback
-//! ports in temp directories, collects their output line by line, and waits for what a user
-//! would see. Waits are generous (a slow, busy machine must pass); a wait that fails prints the
-//! process's whole output.
+//! ports in temp directories, watches their output (see `test_app::procs`).
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-/// How long any one expected line may take.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub use test_app::procs::{Proc, WAIT};
 
 /// A binary of this workspace (all are built into the same directory).
 pub fn exe(name: &str) -> PathBuf {
@@ -25,115 +18,6 @@ pub fn exe(name: &str) -> PathBuf {
 /// The example module shipped with test_app.
 pub fn example_module() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../test_app/modules/z.py")
-}
-
-/// A running binary and everything it printed.
-pub struct Proc {
-    pub name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    /// Starts `exe` with `args` in `cwd`; stdin is a pipe the test can write to.
-    pub fn start(name: &str, exe: &Path, args: &[&str], cwd: &Path) -> Proc {
-        let mut child = Command::new(exe)
-            .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Proc { name: name.into(), child, stdin, lines }
-    }
-
-    /// Everything printed so far.
-    pub fn output(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// How many lines so far contain `pattern`.
-    pub fn count(&self, pattern: &str) -> usize {
-        self.output().iter().filter(|l| l.contains(pattern)).count()
-    }
-
-    /// Waits until `n` lines contain `pattern`; returns the last of them.
-    pub fn wait_n(&self, pattern: &str, n: usize) -> String {
-        let start = Instant::now();
-        loop {
-            let found: Vec<String> = self.output().into_iter().filter(|l| l.contains(pattern)).collect();
-            if found.len() >= n {
-                return found[n - 1].clone();
-            }
-            if start.elapsed() > WAIT {
-                panic!(
-                    "{}: no line with '{pattern}' (wanted {n}, saw {}) after {WAIT:?}; output:\n{}",
-                    self.name,
-                    found.len(),
-                    self.output().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until a line contains `pattern`.
-    pub fn wait_for(&self, pattern: &str) -> String {
-        self.wait_n(pattern, 1)
-    }
-
-    /// Types a line into the process's stdin (its shell, when started with `-l`).
-    pub fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to stdin");
-    }
-
-    /// Waits for the process to exit.
-    pub fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads catch the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            if start.elapsed() > WAIT {
-                panic!("{} did not exit; output:\n{}", self.name, self.output().join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the process (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A server stub on a free port in `dir/server`.
