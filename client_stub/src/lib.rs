@@ -6,6 +6,7 @@
 //! `owned.rs` (module files → descriptors), `worker.rs` (supervised Python workers),
 //! `local.rs` (app connections), `repl.rs` (shell commands).
 
+use common::say;
 pub mod local;
 pub mod owned;
 pub mod repl;
@@ -18,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::config::ClientProfile;
-use common::console::{Console, Names};
 use common::conn::drain;
+use common::console::{Console, Names};
 use common::proto::{ToClient, ToServer};
 use common::store::Store;
 use common::{Error, Result};
@@ -106,20 +107,32 @@ impl Config {
 ///
 /// # Errors
 /// The server could not be joined or was lost.
-pub async fn run(mut config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<String> {
+pub async fn run(
+    mut config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<String> {
     let store = Store::open(&config.receiving_dir)?;
     let server = format!("{}:{}", config.address, config.port);
     let link = upstream::join(&server, &config.name, config.name_policy, config.max_frame).await?;
     if link.name != config.name {
-        println!("joined as '{}' (the name '{}' was taken)", link.name, config.name);
+        say!(
+            "joined as '{}' (the name '{}' was taken)",
+            link.name,
+            config.name
+        );
     }
     config.name = link.name.clone();
-    println!("joined {server} as {}", config.name);
+    say!("joined {server} as {}", config.name);
 
     let apps = TcpListener::bind(("127.0.0.1", config.app_port))
         .await
-        .map_err(|e| Error::Config(format!("cannot listen for apps on 127.0.0.1:{}: {e}", config.app_port)))?;
-    println!("apps on {}", apps.local_addr()?);
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot listen for apps on 127.0.0.1:{}: {e}",
+                config.app_port
+            ))
+        })?;
+    say!("apps on {}", apps.local_addr()?);
 
     let (events, inbox) = smol::channel::unbounded::<Event>();
     let (up, up_rx) = smol::channel::unbounded::<ToServer>();
@@ -183,7 +196,7 @@ async fn read_server(
             }
             Ok(None) => break "the server closed the connection".to_owned(),
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
-                println!("error: bad frame from the server: {e}");
+                say!("error: bad frame from the server: {e}");
             }
             Err(e) => break e.to_string(),
         }

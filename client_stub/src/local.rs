@@ -3,6 +3,7 @@
 
 use common::conn::{drain, FrameReader, FrameWriter};
 use common::proto::{ToApp, ToStub};
+use common::say;
 use common::Error;
 use smol::channel::Sender;
 use smol::net::{Shutdown, TcpListener, TcpStream};
@@ -19,7 +20,7 @@ pub async fn accept_loop(listener: TcpListener, events: Sender<Event>, max_frame
                 smol::spawn(serve(next, stream, events.clone(), max_frame)).detach();
             }
             Err(e) => {
-                println!("app accept failed: {e}");
+                say!("app accept failed: {e}");
                 smol::Timer::after(std::time::Duration::from_millis(100)).await;
             }
         }
@@ -30,7 +31,14 @@ pub async fn accept_loop(listener: TcpListener, events: Sender<Event>, max_frame
 async fn serve(conn: u64, stream: TcpStream, events: Sender<Event>, max_frame: usize) {
     let _ = stream.set_nodelay(true);
     let (tx, rx) = smol::channel::unbounded::<ToApp>();
-    if events.send(Event::AppJoined { conn, tx: tx.clone() }).await.is_err() {
+    if events
+        .send(Event::AppJoined {
+            conn,
+            tx: tx.clone(),
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let writer = smol::spawn(drain(rx, FrameWriter::new(stream.clone()), |_| false));

@@ -64,7 +64,10 @@ fn resolve(flags: Flags) -> common::Result<Config> {
         Some(arg) => Some(Profile::<ClientProfile>::load(arg)?),
         None => None,
     };
-    let values = profile.as_ref().map(|p| p.values.clone()).unwrap_or_default();
+    let values = profile
+        .as_ref()
+        .map(|p| p.values.clone())
+        .unwrap_or_default();
     let resolve = |p: PathBuf| profile.as_ref().map_or(p.clone(), |pr| pr.resolve(&p));
     let terminal = std::io::stdin().is_terminal();
     let name = match flags.name.or(values.name) {
@@ -81,10 +84,20 @@ fn resolve(flags: Flags) -> common::Result<Config> {
         .receiving_dir
         .or(values.receiving_dir.map(resolve))
         .unwrap_or_else(|| format!("stubnet-{name}").into());
-    let mut config = Config::new(&name, &address, flags.port.or(values.port).unwrap_or(5050), &receiving_dir);
+    let mut config = Config::new(
+        &name,
+        &address,
+        flags.port.or(values.port).unwrap_or(5050),
+        &receiving_dir,
+    );
     config.app_port = flags.app_port.or(values.app_port).unwrap_or(8765);
     config.live_console = flags.live_console || values.live_console.unwrap_or(false);
-    config.register = values.register.into_iter().map(resolve).chain(flags.register).collect();
+    config.register = values
+        .register
+        .into_iter()
+        .map(resolve)
+        .chain(flags.register)
+        .collect();
     config.name_policy = if flags.name_suffix || values.name_suffix.unwrap_or(false) {
         NamePolicy::Suffix
     } else if terminal {
@@ -100,7 +113,9 @@ fn resolve(flags: Flags) -> common::Result<Config> {
 }
 
 fn missing(what: &str, flag: &str, key: &str) -> Error {
-    Error::Config(format!("no {what}: give {flag} or set '{key}' in the profile (-c PROFILE)"))
+    Error::Config(format!(
+        "no {what}: give {flag} or set '{key}' in the profile (-c PROFILE)"
+    ))
 }
 
 fn ask(what: &str) -> common::Result<String> {

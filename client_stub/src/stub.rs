@@ -1,6 +1,7 @@
 //! The client stub's actor: one task that owns what this stub knows (modules on the network,
 //! modules it owns, apps and their calls in flight) and applies every event to it.
 
+use common::say;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,17 @@ pub enum Event {
     ServerClosed(String),
     /// A shell line.
     Line(String),
-    AppJoined { conn: u64, tx: Sender<ToApp> },
-    App { conn: u64, msg: ToStub },
-    AppLeft { conn: u64 },
+    AppJoined {
+        conn: u64,
+        tx: Sender<ToApp>,
+    },
+    App {
+        conn: u64,
+        msg: ToStub,
+    },
+    AppLeft {
+        conn: u64,
+    },
     /// Time passed: time out overdue calls.
     Tick,
     /// Ctrl-C or the like.
@@ -105,7 +114,7 @@ impl Stub {
                 Ok(Some(Command::Quit)) => return Some(Ok("quit".into())),
                 Ok(Some(cmd)) => self.command(cmd),
                 Ok(None) => {}
-                Err(e) => println!("error: {e}"),
+                Err(e) => say!("error: {e}"),
             },
             Event::AppJoined { conn, tx } => {
                 self.apps.insert(conn, tx);
@@ -131,47 +140,65 @@ impl Stub {
                 if let Some(o) = self.owned.get_mut(&module) {
                     o.confirmed = true;
                 }
-                println!("registered {module} (md5 {md5})");
+                say!("registered {module} (md5 {md5})");
             }
             ToClient::RegisterFailed { module, reason } => {
-                println!("error: module {module}: {reason}");
+                say!("error: module {module}: {reason}");
                 if self.owned.get(&module).is_some_and(|o| !o.confirmed) {
                     self.owned.remove(&module);
                     self.refresh_names();
                 }
             }
-            ToClient::Message { from, text } => println!("message from {from}: {text}"),
-            ToClient::Who { peers } => print!("{}", render_who(&peers)),
+            ToClient::Message { from, text } => say!("message from {from}: {text}"),
+            ToClient::Who { peers } => say!("{}", render_who(&peers).trim_end()),
             ToClient::Call(call) => self.run_owned(call, Answer::Server(self.up.clone())),
             ToClient::Reply(reply) => {
                 if let Some(p) = self.pending.remove(&reply.id) {
                     self.answer_app(p.conn, p.app_id, reply.result);
                 }
             }
-            ToClient::Error { message } => println!("error from the server: {message}"),
+            ToClient::Error { message } => say!("error from the server: {message}"),
             ToClient::Welcome { .. } | ToClient::Refused { .. } | ToClient::Shutdown { .. } => {}
         }
     }
 
     /// The server offers a module: keep the cached copy if its md5 matches, else ask for it.
     fn offered(&mut self, offer: Offer) {
-        let Offer { module, owner, md5, size } = offer;
+        let Offer {
+            module,
+            owner,
+            md5,
+            size,
+        } = offer;
         let cached = self.store.read(&module).ok().flatten();
         let current = cached
             .filter(|bytes| common::store::md5_hex(bytes) == md5)
             .and_then(|bytes| serde_json::from_slice::<ModuleDescriptor>(&bytes).ok());
         let msg = match current {
             Some(_) => {
-                println!("{module} from {owner}: cached copy is current (md5 {md5}), nothing to fetch");
-                ToServer::Have { module: module.clone(), md5: md5.clone() }
+                say!("{module} from {owner}: cached copy is current (md5 {md5}), nothing to fetch");
+                ToServer::Have {
+                    module: module.clone(),
+                    md5: md5.clone(),
+                }
             }
             None => {
-                println!("{module} from {owner}: fetching {size} bytes (md5 {md5})");
-                ToServer::Want { module: module.clone(), md5: md5.clone() }
+                say!("{module} from {owner}: fetching {size} bytes (md5 {md5})");
+                ToServer::Want {
+                    module: module.clone(),
+                    md5: md5.clone(),
+                }
             }
         };
         let _ = self.up.try_send(msg);
-        self.known.insert(module, Known { owner, md5, desc: current });
+        self.known.insert(
+            module,
+            Known {
+                owner,
+                md5,
+                desc: current,
+            },
+        );
         self.refresh_names();
     }
 
@@ -181,7 +208,7 @@ impl Stub {
         let bytes = match self.incoming.push(chunk) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return,
-            Err(e) => return println!("error: receiving {module}: {e}; the cached copy is kept"),
+            Err(e) => return say!("error: receiving {module}: {e}; the cached copy is kept"),
         };
         let Some(known) = self.known.get_mut(&module) else {
             return; // Gone meanwhile.
@@ -191,12 +218,12 @@ impl Stub {
         }
         let desc = match serde_json::from_slice::<ModuleDescriptor>(&bytes) {
             Ok(d) if d.module == module => d,
-            _ => return println!("error: {module} is not a valid descriptor; the cached copy is kept"),
+            _ => return say!("error: {module} is not a valid descriptor; the cached copy is kept"),
         };
         if let Err(e) = self.store.write(&module, &bytes) {
-            return println!("error: cannot store {module}: {e}");
+            return say!("error: cannot store {module}: {e}");
         }
-        println!(
+        say!(
             "received {module} from {}: {} bytes in {pieces} chunk(s), {} function(s)",
             known.owner,
             bytes.len(),
@@ -207,13 +234,13 @@ impl Stub {
 
     fn gone(&mut self, module: &str, reason: &str) {
         if self.owned.remove(module).is_some() {
-            println!("withdrew {module}");
+            say!("withdrew {module}");
         } else if self.known.remove(module).is_some() {
             self.incoming.forget(module);
             if let Err(e) = self.store.remove(module) {
-                println!("error: cannot remove the cached copy of {module}: {e}");
+                say!("error: cannot remove the cached copy of {module}: {e}");
             }
-            println!("module {module} is gone: {reason}");
+            say!("module {module} is gone: {reason}");
         }
         self.refresh_names();
     }
@@ -221,7 +248,12 @@ impl Stub {
     /// Keeps the shell's completion list current.
     pub(crate) fn refresh_names(&self) {
         if let Ok(mut names) = self.names.lock() {
-            *names = self.owned.keys().chain(self.known.keys()).cloned().collect();
+            *names = self
+                .owned
+                .keys()
+                .chain(self.known.keys())
+                .cloned()
+                .collect();
         }
     }
 
@@ -241,11 +273,11 @@ impl Stub {
                 true => {
                     let _ = self.up.try_send(ToServer::Withdraw { module });
                 }
-                false => println!("error: this stub does not own a module '{module}' (see mods)"),
+                false => say!("error: this stub does not own a module '{module}' (see mods)"),
             },
             Command::Parse(path) => match crate::owned::parse_file(std::path::Path::new(&path)) {
-                Ok(p) => print!("{}", String::from_utf8_lossy(&p.bytes)),
-                Err(e) => println!("error: {e}"),
+                Ok(p) => say!("{}", String::from_utf8_lossy(&p.bytes).trim_end()),
+                Err(e) => say!("error: {e}"),
             },
             Command::Say(text) => {
                 let _ = self.up.try_send(ToServer::Say { text });
@@ -253,28 +285,39 @@ impl Stub {
             Command::Who => {
                 let _ = self.up.try_send(ToServer::Who);
             }
-            Command::Modules(prefix) => print!("{}", self.list(&prefix)),
+            Command::Modules(prefix) => say!("{}", self.list(&prefix).trim_end()),
             Command::Describe(module) => match self.descriptor(&module) {
-                Some((desc, owner)) => print!("{}", render(desc, owner)),
-                None => println!("error: no module '{module}' here (see mods)"),
+                Some((desc, owner)) => say!("{}", render(desc, owner).trim_end()),
+                None => say!("error: no module '{module}' here (see mods)"),
             },
             Command::SaveConfig(name) => match self.save_profile(&name) {
-                Ok(path) => println!("saved the running configuration to {}", path.display()),
-                Err(e) => println!("error: {e}"),
+                Ok(path) => say!("saved the running configuration to {}", path.display()),
+                Err(e) => say!("error: {e}"),
             },
-            Command::Help => print!("{}", repl::HELP),
+            Command::Help => say!("{}", repl::HELP.trim_end()),
             Command::Quit => {}
         }
     }
 
     fn list(&self, prefix: &str) -> String {
         let mut out = String::new();
-        let owned = self.owned.iter().map(|(m, o)| (m, "this stub", Some(&o.parsed.desc)));
-        let known = self.known.iter().map(|(m, k)| (m, k.owner.as_str(), k.desc.as_ref()));
-        let mut rows: Vec<_> = owned.chain(known).filter(|(m, _, _)| m.starts_with(prefix)).collect();
+        let owned = self
+            .owned
+            .iter()
+            .map(|(m, o)| (m, "this stub", Some(&o.parsed.desc)));
+        let known = self
+            .known
+            .iter()
+            .map(|(m, k)| (m, k.owner.as_str(), k.desc.as_ref()));
+        let mut rows: Vec<_> = owned
+            .chain(known)
+            .filter(|(m, _, _)| m.starts_with(prefix))
+            .collect();
         rows.sort_by_key(|(m, _, _)| *m);
         for (module, owner, desc) in &rows {
-            let functions = desc.map_or("fetching".to_owned(), |d| format!("{} function(s)", d.functions.len()));
+            let functions = desc.map_or("fetching".to_owned(), |d| {
+                format!("{} function(s)", d.functions.len())
+            });
             out += &format!("  {module:<20} owner: {owner:<16} {functions}\n");
         }
         match rows.len() {
@@ -288,13 +331,13 @@ impl Stub {
     pub(crate) fn register(&mut self, path: &std::path::Path) {
         let parsed = match crate::owned::parse_file(path) {
             Ok(p) => p,
-            Err(e) => return println!("error: {e}"),
+            Err(e) => return say!("error: {e}"),
         };
         let module = parsed.desc.module.clone();
         if let Some(k) = self.known.get(&module) {
-            return println!("error: module '{module}' is owned by '{}'", k.owner);
+            return say!("error: module '{module}' is owned by '{}'", k.owner);
         }
-        println!(
+        say!(
             "registering {module} from {}: {} function(s)",
             parsed.path.display(),
             parsed.desc.functions.len()
@@ -308,8 +351,13 @@ impl Stub {
                 o.pool.restart();
             }
             None => {
-                let pool = crate::worker::Pool::start(self.config.worker_spec(&module, &parsed.path));
-                let owned = Owned { parsed, confirmed: false, pool };
+                let pool =
+                    crate::worker::Pool::start(self.config.worker_spec(&module, &parsed.path));
+                let owned = Owned {
+                    parsed,
+                    confirmed: false,
+                    pool,
+                };
                 self.owned.insert(module, owned);
             }
         }
@@ -329,12 +377,17 @@ impl Stub {
             ToStub::Call(call) => self.app_call(conn, call),
             ToStub::Modules { id, prefix } => {
                 let names = self.owned.keys().chain(self.known.keys());
-                let list: Vec<Value> = names.filter(|m| m.starts_with(&prefix)).map(|m| Value::from(m.as_str())).collect();
+                let list: Vec<Value> = names
+                    .filter(|m| m.starts_with(&prefix))
+                    .map(|m| Value::from(m.as_str()))
+                    .collect();
                 self.answer_app(conn, id, Ok(Value::Array(list)));
             }
             ToStub::Describe { id, module } => {
                 let result = match self.descriptor(&module) {
-                    Some((desc, _)) => Ok(serde_json::to_value(desc).expect("descriptors serialize")),
+                    Some((desc, _)) => {
+                        Ok(serde_json::to_value(desc).expect("descriptors serialize"))
+                    }
                     None => Err(unknown_module(&module)),
                 };
                 self.answer_app(conn, id, result);
@@ -348,13 +401,25 @@ impl Stub {
             return self.answer_app(conn, call.id, Err(e));
         }
         if self.owned.contains_key(&call.module) {
-            let Some(tx) = self.apps.get(&conn) else { return };
+            let Some(tx) = self.apps.get(&conn) else {
+                return;
+            };
             return self.run_owned(call, Answer::App(tx.clone()));
         }
         self.next_id += 1;
         let deadline = Instant::now() + Duration::from_millis(call.timeout_ms);
-        self.pending.insert(self.next_id, Pending { conn, app_id: call.id, deadline });
-        let _ = self.up.try_send(ToServer::Call(Call { id: self.next_id, ..call }));
+        self.pending.insert(
+            self.next_id,
+            Pending {
+                conn,
+                app_id: call.id,
+                deadline,
+            },
+        );
+        let _ = self.up.try_send(ToServer::Call(Call {
+            id: self.next_id,
+            ..call
+        }));
     }
 
     fn check(&self, call: &Call) -> std::result::Result<(), RemoteError> {
@@ -362,7 +427,10 @@ impl Stub {
             return Err(unknown_module(&call.module));
         };
         let Some(f) = desc.function(&call.function) else {
-            let msg = format!("module '{}' has no function '{}'", call.module, call.function);
+            let msg = format!(
+                "module '{}' has no function '{}'",
+                call.module, call.function
+            );
             return Err(RemoteError::new(ErrorKind::UnknownFunction, msg));
         };
         let keywords: Vec<&str> = call.kwargs.keys().map(String::as_str).collect();
@@ -373,8 +441,14 @@ impl Stub {
     /// Runs a call on a module this stub owns, answering where `answer` says, within its timeout.
     fn run_owned(&self, call: Call, answer: Answer) {
         let Some(owned) = self.owned.get(&call.module) else {
-            let err = RemoteError::new(ErrorKind::UnknownModule, format!("this stub does not own '{}'", call.module));
-            return answer.send(Reply { id: call.id, result: Err(err) });
+            let err = RemoteError::new(
+                ErrorKind::UnknownModule,
+                format!("this stub does not own '{}'", call.module),
+            );
+            return answer.send(Reply {
+                id: call.id,
+                result: Err(err),
+            });
         };
         let pool = owned.pool.clone();
         smol::spawn(async move {
@@ -382,11 +456,17 @@ impl Stub {
             let run = pool.call(&call.function, call.args, call.kwargs);
             let result = smol::future::or(run, async {
                 smol::Timer::after(timeout).await;
-                let msg = format!("'{}.{}' did not finish within {} ms", call.module, call.function, call.timeout_ms);
+                let msg = format!(
+                    "'{}.{}' did not finish within {} ms",
+                    call.module, call.function, call.timeout_ms
+                );
                 Err(RemoteError::new(ErrorKind::Timeout, msg))
             })
             .await;
-            answer.send(Reply { id: call.id, result });
+            answer.send(Reply {
+                id: call.id,
+                result,
+            });
         })
         .detach();
     }
@@ -399,10 +479,16 @@ impl Stub {
 
     fn expire(&mut self) {
         let now = Instant::now();
-        let late: Vec<u64> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in late {
             if let Some(p) = self.pending.remove(&id) {
-                let err = RemoteError::new(ErrorKind::Timeout, "no answer within the call's timeout");
+                let err =
+                    RemoteError::new(ErrorKind::Timeout, "no answer within the call's timeout");
                 self.answer_app(p.conn, p.app_id, Err(err));
             }
         }
@@ -425,5 +511,8 @@ impl Answer {
 }
 
 fn unknown_module(module: &str) -> RemoteError {
-    RemoteError::new(ErrorKind::UnknownModule, format!("no module '{module}' on the network (see mods)"))
+    RemoteError::new(
+        ErrorKind::UnknownModule,
+        format!("no module '{module}' on the network (see mods)"),
+    )
 }

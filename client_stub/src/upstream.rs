@@ -1,5 +1,6 @@
 //! The link to the server: connect, say hello, and settle on a name.
 
+use common::say;
 use std::io::IsTerminal;
 
 use common::conn::{FrameReader, FrameWriter};
@@ -37,7 +38,7 @@ pub async fn join(server: &str, name: &str, policy: NamePolicy, max_frame: usize
         match hello(server, &candidate, max_frame).await? {
             Ok(link) => return Ok(link),
             Err(reason) => {
-                let retry = |next: &str| println!("the name '{candidate}' is taken ({reason}); {next}");
+                let retry = |next: &str| say!("the name '{candidate}' is taken ({reason}); {next}");
                 candidate = match policy {
                     NamePolicy::Suffix if attempt <= 100 => {
                         retry("trying another");
@@ -90,7 +91,9 @@ async fn hello(server: &str, name: &str, max_frame: usize) -> Result<Result<Link
             "the server at {server} refused this stub: {reason}"
         ))),
         Some(other) => Err(Error::Protocol(format!("expected welcome, got {other:?}"))),
-        None => Err(Error::Protocol(format!("the server at {server} closed the connection"))),
+        None => Err(Error::Protocol(format!(
+            "the server at {server} closed the connection"
+        ))),
     }
 }
 

@@ -31,8 +31,14 @@ fn descriptors_sync_by_md5_update_and_leave_with_the_owner() {
     assert_eq!(fs::read(dir.join("b/z.json")).unwrap(), on_server);
     assert_eq!(fs::read(dir.join("c/z.json")).unwrap(), on_server);
     let text = String::from_utf8(on_server.clone()).unwrap();
-    assert!(text.contains("\"add_prams\"") && text.contains("\"div_prams\""), "{text}");
-    assert!(!text.contains("_helper"), "unmarked functions are not exported: {text}");
+    assert!(
+        text.contains("\"add_prams\"") && text.contains("\"div_prams\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("_helper"),
+        "unmarked functions are not exported: {text}"
+    );
 
     // A restarted stub fetches nothing that did not change.
     c.kill();
@@ -101,7 +107,11 @@ fn a_syntax_error_is_refused_with_its_line_and_nothing_is_uploaded() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let bad = dir.join("broken.py");
-    fs::write(&bad, "def ok(a):\n    return a\n\ndef bad(a:\n    return a\n").unwrap();
+    fs::write(
+        &bad,
+        "def ok(a):\n    return a\n\ndef bad(a:\n    return a\n",
+    )
+    .unwrap();
     let (server, port) = server(dir, &[]);
     let mut a = stub(dir, port, "a", &["-l"]);
     a.send(&format!("rm:{}", bad.display()));
@@ -126,7 +136,18 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
     let (_server, port) = server(dir, &[]);
     let _a = stub(dir, port, "a", &[]);
     let p = port.to_string();
-    let args = ["-a", "127.0.0.1", "-p", &p, "-n", "a", "-q", "0", "-d", "a2"];
+    let args = [
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "-n",
+        "a",
+        "-q",
+        "0",
+        "-d",
+        "a2",
+    ];
     let mut clash = Proc::start("clash", &exe("client_stub"), &args, dir);
     assert!(!clash.wait_exit().success());
     clash.wait_for("name 'a' is already in use");
@@ -171,7 +192,10 @@ fn profiles_and_flags_give_clear_errors() {
     };
     let (status, out) = run(&["-c", "nosuch"]);
     assert!(!status.success());
-    assert!(out.contains("no profile 'nosuch'") && out.contains("conf/nosuch.toml"), "{out}");
+    assert!(
+        out.contains("no profile 'nosuch'") && out.contains("conf/nosuch.toml"),
+        "{out}"
+    );
 
     fs::write(dir.join("typo.toml"), "nmae = \"x\"\n").unwrap();
     let (status, out) = run(&["-c", "typo.toml"]);
@@ -185,7 +209,10 @@ fn profiles_and_flags_give_clear_errors() {
 
     let (status, out) = run(&["-n", "x"]);
     assert!(!status.success());
-    assert!(out.contains("-a/--address") && out.contains("'address'"), "{out}");
+    assert!(
+        out.contains("-a/--address") && out.contains("'address'"),
+        "{out}"
+    );
 
     let (status, out) = run(&["--port", "notaport"]);
     assert_eq!(status.code(), Some(2));
@@ -193,7 +220,10 @@ fn profiles_and_flags_give_clear_errors() {
 
     let (status, out) = run(&["-n", "x", "-a", "127.0.0.1", "-p", "1"]);
     assert!(!status.success());
-    assert!(out.contains("cannot reach the server at 127.0.0.1:1"), "{out}");
+    assert!(
+        out.contains("cannot reach the server at 127.0.0.1:1"),
+        "{out}"
+    );
 
     let mut srv = Proc::start("server", &exe("server_stub"), &["-c", "nosuch"], dir);
     assert!(!srv.wait_exit().success());
@@ -214,7 +244,10 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
     .unwrap();
     let mut p = Proc::start("p", &exe("client_stub"), &["-c", "mine"], dir);
     p.wait_for("registered z");
-    assert!(dir.join("recv").is_dir(), "receiving_dir is relative to the profile");
+    assert!(
+        dir.join("recv").is_dir(),
+        "receiving_dir is relative to the profile"
+    );
     p.send("sc:saved");
     p.wait_for("saved the running configuration to conf/saved.toml");
     p.send("quit");
@@ -222,7 +255,15 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
 
     let saved = fs::read_to_string(dir.join("conf/saved.toml")).unwrap();
     assert!(saved.contains("name = \"p\""), "{saved}");
-    assert!(saved.contains(&z.canonicalize().unwrap().display().to_string()), "{saved}");
-    let again = Proc::start("again", &exe("client_stub"), &["-c", "saved", "-q", "0"], dir);
+    assert!(
+        saved.contains(&z.canonicalize().unwrap().display().to_string()),
+        "{saved}"
+    );
+    let again = Proc::start(
+        "again",
+        &exe("client_stub"),
+        &["-c", "saved", "-q", "0"],
+        dir,
+    );
     again.wait_for("registered z");
 }

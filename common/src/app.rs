@@ -108,7 +108,8 @@ impl AsyncClient {
     /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
     /// `call_timeout_ms`.
     pub async fn connect_profile(profile: &str) -> Result<Self, CallError> {
-        let p = Profile::<ClientProfile>::load(profile).map_err(|e| CallError::NotConnected(e.to_string()))?;
+        let p = Profile::<ClientProfile>::load(profile)
+            .map_err(|e| CallError::NotConnected(e.to_string()))?;
         let port = p.values.app_port.unwrap_or(8765);
         let client = Self::connect(&format!("127.0.0.1:{port}")).await?;
         Ok(match p.values.call_timeout_ms {
@@ -124,12 +125,23 @@ impl AsyncClient {
     }
 
     /// Calls `module.function(*args)`; `args` is a tuple, a list, or one value.
-    pub async fn call(&self, module: &str, function: &str, args: impl Serialize) -> Result<Value, CallError> {
-        self.call_with(module, function, args, Map::new(), None).await
+    pub async fn call(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<Value, CallError> {
+        self.call_with(module, function, args, Map::new(), None)
+            .await
     }
 
     /// Calls `module.function(*args)` and reads the result as a `T`.
-    pub async fn call_as<T: DeserializeOwned>(&self, module: &str, function: &str, args: impl Serialize) -> Result<T, CallError> {
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<T, CallError> {
         let value = self.call(module, function, args).await?;
         serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
     }
@@ -143,11 +155,12 @@ impl AsyncClient {
         kwargs: Map<String, Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        let args = match serde_json::to_value(args).map_err(|e| CallError::BadArguments(e.to_string()))? {
-            Value::Array(items) => items,
-            Value::Null => Vec::new(),
-            one => vec![one],
-        };
+        let args =
+            match serde_json::to_value(args).map_err(|e| CallError::BadArguments(e.to_string()))? {
+                Value::Array(items) => items,
+                Value::Null => Vec::new(),
+                one => vec![one],
+            };
         let timeout = timeout.unwrap_or(self.timeout);
         let call = |id| {
             ToStub::Call(Call {
@@ -166,25 +179,40 @@ impl AsyncClient {
     /// The names of the modules on the network that start with `prefix`.
     pub async fn modules(&self, prefix: &str) -> Result<Vec<String>, CallError> {
         let prefix = prefix.to_owned();
-        let value = self.request(|id| ToStub::Modules { id, prefix }, self.timeout, "modules").await?;
+        let value = self
+            .request(|id| ToStub::Modules { id, prefix }, self.timeout, "modules")
+            .await?;
         serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
     }
 
     /// The descriptor of `module`.
     pub async fn describe(&self, module: &str) -> Result<ModuleDescriptor, CallError> {
         let module = module.to_owned();
-        let value = self.request(|id| ToStub::Describe { id, module }, self.timeout, "describe").await?;
+        let value = self
+            .request(
+                |id| ToStub::Describe { id, module },
+                self.timeout,
+                "describe",
+            )
+            .await?;
         serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
     }
 
     /// Sends one request and waits for its answer or the timeout, whichever comes first.
-    async fn request(&self, make: impl FnOnce(u64) -> ToStub, timeout: Duration, what: &str) -> Result<Value, CallError> {
+    async fn request(
+        &self,
+        make: impl FnOnce(u64) -> ToStub,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = smol::channel::bounded(1);
         self.waiting.lock().expect("not poisoned").insert(id, tx);
         let _forget = Forget(&self.waiting, id);
         if self.requests.try_send(make(id)).is_err() {
-            return Err(CallError::NotConnected("the connection to the stub is closed".into()));
+            return Err(CallError::NotConnected(
+                "the connection to the stub is closed".into(),
+            ));
         }
         let answer = async { rx.recv().await.ok() }.or(async {
             smol::Timer::after(timeout).await;
@@ -192,8 +220,12 @@ impl AsyncClient {
         });
         match answer.await {
             Some(result) => result.map_err(CallError::from),
-            None if rx.is_closed() => Err(CallError::NotConnected("the stub closed the connection".into())),
-            None => Err(CallError::Timeout(format!("{what}: no answer within {timeout:?}"))),
+            None if rx.is_closed() => Err(CallError::NotConnected(
+                "the stub closed the connection".into(),
+            )),
+            None => Err(CallError::Timeout(format!(
+                "{what}: no answer within {timeout:?}"
+            ))),
         }
     }
 }
@@ -251,11 +283,21 @@ impl Client {
         }
     }
 
-    pub fn call(&self, module: &str, function: &str, args: impl Serialize) -> Result<Value, CallError> {
+    pub fn call(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<Value, CallError> {
         smol::block_on(self.inner.call(module, function, args))
     }
 
-    pub fn call_as<T: DeserializeOwned>(&self, module: &str, function: &str, args: impl Serialize) -> Result<T, CallError> {
+    pub fn call_as<T: DeserializeOwned>(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<T, CallError> {
         smol::block_on(self.inner.call_as(module, function, args))
     }
 
@@ -267,7 +309,10 @@ impl Client {
         kwargs: Map<String, Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        smol::block_on(self.inner.call_with(module, function, args, kwargs, timeout))
+        smol::block_on(
+            self.inner
+                .call_with(module, function, args, kwargs, timeout),
+        )
     }
 
     pub fn modules(&self, prefix: &str) -> Result<Vec<String>, CallError> {

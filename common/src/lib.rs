@@ -18,3 +18,13 @@ pub mod pyparse;
 pub mod store;
 
 pub use error::{Error, ErrorKind, RemoteError, Result};
+
+/// Prints one line of a stub's output to stdout. Unlike `println!`, it never panics: a stub whose
+/// stdout is gone (a closed pipe, a vanished terminal) keeps serving.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout().lock(), $($arg)*);
+    }};
+}

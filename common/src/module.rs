@@ -93,16 +93,27 @@ impl FunctionDesc {
                 s += &format!(": {a}");
             }
             if let Some(d) = &p.default {
-                s += &if p.annotation.is_some() { format!(" = {d}") } else { format!("={d}") };
+                s += &if p.annotation.is_some() {
+                    format!(" = {d}")
+                } else {
+                    format!("={d}")
+                };
             }
             parts.push(s);
-            let next_positional = self.params.get(i + 1).map(|n| n.kind != ParamKind::PositionalOnly);
+            let next_positional = self
+                .params
+                .get(i + 1)
+                .map(|n| n.kind != ParamKind::PositionalOnly);
             if p.kind == ParamKind::PositionalOnly && next_positional.unwrap_or(true) {
                 parts.push("/".to_owned());
             }
         }
         let prefix = if self.is_async { "async " } else { "" };
-        let returns = self.returns.as_ref().map(|r| format!(" -> {r}")).unwrap_or_default();
+        let returns = self
+            .returns
+            .as_ref()
+            .map(|r| format!(" -> {r}"))
+            .unwrap_or_default();
         format!("{prefix}{}({}){returns}", self.name, parts.join(", "))
     }
 
@@ -129,15 +140,22 @@ impl FunctionDesc {
                 p.name == *kw && matches!(p.kind, ParamKind::Positional | ParamKind::KeywordOnly)
             });
             match named {
-                Some(i) if self.params[i].kind == ParamKind::Positional
-                    && by_position.iter().position(|p| p.name == *kw) < Some(positional) =>
+                Some(i)
+                    if self.params[i].kind == ParamKind::Positional
+                        && by_position.iter().position(|p| p.name == *kw) < Some(positional) =>
                 {
-                    return Err(format!("{}() got multiple values for argument '{kw}'", self.name));
+                    return Err(format!(
+                        "{}() got multiple values for argument '{kw}'",
+                        self.name
+                    ));
                 }
                 Some(_) => {}
                 None if takes(ParamKind::VarKeyword) => {}
                 None => {
-                    return Err(format!("{}() got an unexpected keyword argument '{kw}'", self.name))
+                    return Err(format!(
+                        "{}() got an unexpected keyword argument '{kw}'",
+                        self.name
+                    ))
                 }
             }
         }
@@ -148,7 +166,10 @@ impl FunctionDesc {
             .filter(|(_, p)| p.default.is_none())
             .filter(|(_, p)| match p.kind {
                 ParamKind::PositionalOnly | ParamKind::Positional => {
-                    let at = by_position.iter().position(|q| q.name == p.name).unwrap_or(0);
+                    let at = by_position
+                        .iter()
+                        .position(|q| q.name == p.name)
+                        .unwrap_or(0);
                     at >= positional && !keywords.contains(&p.name.as_str())
                 }
                 ParamKind::KeywordOnly => !keywords.contains(&p.name.as_str()),
@@ -206,10 +227,25 @@ mod tests {
         let f = f();
         assert_eq!(f.check_args(2, &["d"]), Ok(()));
         assert_eq!(f.check_args(1, &["b", "d"]), Ok(()));
-        assert!(f.check_args(4, &["d"]).unwrap_err().contains("takes 3 positional"));
-        assert!(f.check_args(2, &[]).unwrap_err().contains("missing required argument(s): d"));
-        assert!(f.check_args(2, &["b", "d"]).unwrap_err().contains("multiple values"));
-        assert!(f.check_args(2, &["d", "x"]).unwrap_err().contains("unexpected keyword argument 'x'"));
-        assert!(f.check_args(0, &["a", "b", "d"]).unwrap_err().contains("unexpected"));
+        assert!(f
+            .check_args(4, &["d"])
+            .unwrap_err()
+            .contains("takes 3 positional"));
+        assert!(f
+            .check_args(2, &[])
+            .unwrap_err()
+            .contains("missing required argument(s): d"));
+        assert!(f
+            .check_args(2, &["b", "d"])
+            .unwrap_err()
+            .contains("multiple values"));
+        assert!(f
+            .check_args(2, &["d", "x"])
+            .unwrap_err()
+            .contains("unexpected keyword argument 'x'"));
+        assert!(f
+            .check_args(0, &["a", "b", "d"])
+            .unwrap_err()
+            .contains("unexpected"));
     }
 }

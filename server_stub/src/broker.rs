@@ -4,6 +4,7 @@
 //! and [`Routes`] and queues answers. It never waits on a socket: each peer's writer task drains
 //! a bounded queue, and a peer whose queue is full is dropped.
 
+use common::say;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,7 +109,7 @@ impl Broker {
             }
             Event::Malformed { id, message } => {
                 let name = self.registry.name(id).unwrap_or("?").to_owned();
-                println!("bad frame from {name}: {message}");
+                say!("bad frame from {name}: {message}");
                 self.send(id, ToClient::Error { message });
             }
             Event::Leave { id } => self.leave(id),
@@ -125,7 +126,7 @@ impl Broker {
         };
         if let Err(TrySendError::Full(_)) = peer.tx.try_send(msg) {
             let name = self.registry.name(id).unwrap_or("?");
-            println!("dropping {name}: it does not read what it is sent");
+            say!("dropping {name}: it does not read what it is sent");
             // Its writer ends, its socket closes, and its reader reports Leave.
             self.peers.remove(&id);
         }
@@ -145,20 +146,23 @@ impl Broker {
 
     fn join(&mut self, id: PeerId, hello: Hello, address: String, tx: Sender<ToClient>) {
         let refuse = |reason: String, name_taken: bool| {
-            println!("refused {address}: {reason}");
+            say!("refused {address}: {reason}");
             let _ = tx.try_send(ToClient::Refused { reason, name_taken });
         };
         if hello.version != PROTOCOL_VERSION {
-            return refuse(format!(
-                "protocol version {} is not supported (this server speaks {PROTOCOL_VERSION})",
-                hello.version
-            ), false);
+            return refuse(
+                format!(
+                    "protocol version {} is not supported (this server speaks {PROTOCOL_VERSION})",
+                    hello.version
+                ),
+                false,
+            );
         }
         if let Err(reason) = self.registry.join(id, &hello.name, &address) {
             let name_taken = self.registry.peer_by_name(&hello.name).is_some();
             return refuse(reason, name_taken);
         }
-        println!("joined: {} from {address}", hello.name);
+        say!("joined: {} from {address}", hello.name);
         let uploads = Reassembler::new(self.limits.max_module_bytes);
         self.peers.insert(id, Peer { tx, uploads });
         self.send(
@@ -178,7 +182,7 @@ impl Broker {
         let Some((name, modules)) = self.registry.leave(id) else {
             return;
         };
-        println!("left: {name}");
+        say!("left: {name}");
         for module in modules {
             self.module_gone(&module, format!("its owner '{name}' left"));
         }
@@ -190,9 +194,9 @@ impl Broker {
 
     /// Tells everyone a module is gone and fails the calls waiting on it.
     fn module_gone(&mut self, module: &str, reason: String) {
-        println!("module {module} is gone: {reason}");
+        say!("module {module} is gone: {reason}");
         if let Err(e) = self.store.remove(module) {
-            println!("cannot remove the file of {module}: {e}");
+            say!("cannot remove the file of {module}: {e}");
         }
         for route in self.routes.fail_module(module) {
             self.fail(
@@ -228,7 +232,7 @@ impl Broker {
             ToServer::Want { module, md5 } => self.send_module(id, &module, &md5),
             ToServer::Say { text } => {
                 let from = self.registry.name(id).unwrap_or("?");
-                println!("message from {from}: {text}");
+                say!("message from {from}: {text}");
             }
             ToServer::Who => {
                 let peers = self.registry.who();
@@ -298,7 +302,7 @@ impl Broker {
             .registry
             .register(id, module, md5.clone(), Arc::from(bytes));
         let owner = self.registry.name(id).unwrap_or("?");
-        println!("registered {module} by {owner} (md5 {md5})");
+        say!("registered {module} by {owner} (md5 {md5})");
         self.send(
             id,
             ToClient::Registered {
@@ -362,7 +366,10 @@ impl Broker {
 
     fn console(&mut self, cmd: Command) -> Option<String> {
         match cmd {
-            Command::Who => print!("{}", common::proto::render_who(&self.registry.who())),
+            Command::Who => say!(
+                "{}",
+                common::proto::render_who(&self.registry.who()).trim_end()
+            ),
             Command::Announce(text) => {
                 let msg = ToClient::Message {
                     from: "server".into(),
@@ -372,12 +379,12 @@ impl Broker {
             }
             Command::Kick(name) => match self.registry.peer_by_name(&name) {
                 Some(id) => {
-                    println!("kicking {name}");
+                    say!("kicking {name}");
                     let reason = "kicked by the server".to_owned();
                     self.send(id, ToClient::Shutdown { reason });
                     self.peers.remove(&id);
                 }
-                None => println!("error: no stub named '{name}' (see wii)"),
+                None => say!("error: no stub named '{name}' (see wii)"),
             },
             Command::End => return Some("the server ended the session".into()),
         }

@@ -5,6 +5,7 @@
 //! Layout: `peer.rs` (one connection: reader + writer), `broker.rs` (the actor owning all state),
 //! `registry.rs` and `routes.rs` (its I/O-free tables), `shell.rs` (console commands).
 
+use common::say;
 pub mod broker;
 pub mod peer;
 pub mod registry;
@@ -126,7 +127,7 @@ async fn accept_loop(
                 .detach();
             }
             Err(e) => {
-                println!("accept failed: {e}");
+                say!("accept failed: {e}");
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }
@@ -138,13 +139,13 @@ async fn shell_loop(lines: Receiver<String>, events: smol::channel::Sender<Event
     while let Ok(line) = lines.recv().await {
         match shell::parse(&line) {
             Ok(Line::Empty) => {}
-            Ok(Line::Help) => print!("{}", shell::HELP),
+            Ok(Line::Help) => say!("{}", shell::HELP.trim_end()),
             Ok(Line::Run(cmd)) => {
                 if events.send(Event::Console(cmd)).await.is_err() {
                     break;
                 }
             }
-            Err(e) => println!("error: {e}"),
+            Err(e) => say!("error: {e}"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `server_stub`: flags and profile resolved into one config, then [`server_stub::run`].
 
+use common::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,7 +77,7 @@ fn run(flags: Flags) -> common::Result<()> {
             .map_err(|e| {
                 common::Error::Config(format!("cannot listen on {address}:{port}: {e}"))
             })?;
-        println!("listening on {}", listener.local_addr()?);
+        say!("listening on {}", listener.local_addr()?);
         let console = live.then(|| {
             Console {
                 prompt: "server> ".into(),
@@ -96,7 +97,7 @@ fn run(flags: Flags) -> common::Result<()> {
             let _ = stop_rx.recv().await;
         })
         .await?;
-        println!("stopped: {reason}");
+        say!("stopped: {reason}");
         Ok(())
     })
 }

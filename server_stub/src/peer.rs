@@ -1,6 +1,7 @@
 //! One connection: a reader loop that turns frames into broker events, and a writer loop that
 //! drains the peer's queue onto the socket.
 
+use common::say;
 use std::time::Duration;
 
 use common::conn::{drain, FrameReader, FrameWriter};
@@ -40,7 +41,7 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
                 Ok(Some(_)) => "the first frame must be hello".to_owned(),
                 Err(e) => e.to_string(),
             };
-            println!("refused {address}: {reason}");
+            say!("refused {address}: {reason}");
             let refused = ToClient::Refused {
                 reason,
                 name_taken: false,

@@ -46,7 +46,12 @@ fn steps(children: &Children) -> Result<(), String> {
     let bin = binaries()?;
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = tmp.path();
-    let conf = |name: &str| root.join("conf").join(format!("{name}.toml")).display().to_string();
+    let conf = |name: &str| {
+        root.join("conf")
+            .join(format!("{name}.toml"))
+            .display()
+            .to_string()
+    };
     let start = |name: &str, exe: &str, args: &[&str]| -> usize {
         let p = Proc::start_echo(name, &bin.join(exe), args, dir, true);
         let mut c = children.lock().expect("not poisoned");
@@ -60,15 +65,30 @@ fn steps(children: &Children) -> Result<(), String> {
 
     step("starting the server stub from conf/server.toml on a free port");
     let srv_dir = dir.join("server").display().to_string();
-    let server = start("server", "server_stub", &["-c", &conf("server"), "-p", "0", "-d", &srv_dir]);
+    let server = start(
+        "server",
+        "server_stub",
+        &["-c", &conf("server"), "-p", "0", "-d", &srv_dir],
+    );
     let line = with(server, &mut |p| p.try_wait_n("listening on ", 1))?;
-    let port = line.rsplit(':').next().unwrap_or_default().trim().to_owned();
+    let port = line
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
 
     let mut stubs = Vec::new();
     for (profile, name) in [("conf", "alpha"), ("conf2", "beta"), ("conf3", "gamma")] {
-        step(&format!("starting client stub {name} from conf/{profile}.toml"));
+        step(&format!(
+            "starting client stub {name} from conf/{profile}.toml"
+        ));
         let recv = dir.join(name).display().to_string();
-        let i = start(name, "client_stub", &["-c", &conf(profile), "-p", &port, "-q", "0", "-d", &recv]);
+        let i = start(
+            name,
+            "client_stub",
+            &["-c", &conf(profile), "-p", &port, "-q", "0", "-d", &recv],
+        );
         with(i, &mut |p| p.try_wait_n("apps on ", 1))?;
         stubs.push(i);
     }
@@ -86,7 +106,9 @@ fn steps(children: &Children) -> Result<(), String> {
 
     let line = with(stubs[2], &mut |p| p.try_wait_n("apps on ", 1))?;
     let app = line.trim_start_matches("apps on ").trim().to_owned();
-    step(&format!("an app connects to gamma ({app}) and calls z, which runs on alpha"));
+    step(&format!(
+        "an app connects to gamma ({app}) and calls z, which runs on alpha"
+    ));
     calls(&app).map_err(|e| format!("a call failed: {e}"))?;
 
     step("the server's shell: _end_ (every stub is told and exits)");
@@ -113,9 +135,18 @@ fn calls(app: &str) -> Result<(), CallError> {
     show("z.add_prams(1, 2)", client.call("z", "add_prams", (1, 2)));
     show("z.div_prams(1, 2)", client.call("z", "div_prams", (1, 2)));
     show("z.div_prams(1, 0)", client.call("z", "div_prams", (1, 0)));
-    let kwargs = json!({"punctuation": "?"}).as_object().cloned().unwrap_or_default();
-    show("z.greet('stubnet', punctuation='?')", client.call_with("z", "greet", ("stubnet",), kwargs, None));
-    show("z.stats([1, 2, 3, 4])", client.call("z", "stats", (vec![1, 2, 3, 4],)));
+    let kwargs = json!({"punctuation": "?"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    show(
+        "z.greet('stubnet', punctuation='?')",
+        client.call_with("z", "greet", ("stubnet",), kwargs, None),
+    );
+    show(
+        "z.stats([1, 2, 3, 4])",
+        client.call("z", "stats", (vec![1, 2, 3, 4],)),
+    );
     show("z.nope()", client.call("z", "nope", ()));
     client.call("z", "add_prams", (1, 2)).map(|_| ())
 }
@@ -127,13 +158,18 @@ fn repo_root() -> Result<PathBuf, String> {
         .into_iter()
         .find(|d| d.join("conf/server.toml").is_file())
         .and_then(|d| d.canonicalize().ok())
-        .ok_or_else(|| "cannot find conf/server.toml: run the demo from the stubnet checkout".into())
+        .ok_or_else(|| {
+            "cannot find conf/server.toml: run the demo from the stubnet checkout".into()
+        })
 }
 
 /// The directory holding `server_stub` and `client_stub`, built first when run through cargo.
 fn binaries() -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = me.parent().ok_or("no directory for this program")?.to_path_buf();
+    let dir = me
+        .parent()
+        .ok_or("no directory for this program")?
+        .to_path_buf();
     if let Ok(cargo) = std::env::var("CARGO") {
         step("building server_stub and client_stub");
         let mut cmd = std::process::Command::new(cargo);
@@ -148,7 +184,10 @@ fn binaries() -> Result<PathBuf, String> {
     }
     for exe in ["server_stub", "client_stub"] {
         if !dir.join(exe).is_file() {
-            return Err(format!("{} is missing: cargo build --workspace", dir.join(exe).display()));
+            return Err(format!(
+                "{} is missing: cargo build --workspace",
+                dir.join(exe).display()
+            ));
         }
     }
     Ok(dir)

@@ -56,11 +56,15 @@ fn main() -> ExitCode {
     let result = match flags.command {
         None => classic(&client),
         Some(Cmd::Call { target, args }) => call(&client, &target, &args),
-        Some(Cmd::List { prefix }) => client.modules(prefix.as_deref().unwrap_or("")).map(|names| {
-            for n in names {
-                println!("{n}");
-            }
-        }),
+        Some(Cmd::List { prefix }) => {
+            client
+                .modules(prefix.as_deref().unwrap_or(""))
+                .map(|names| {
+                    for n in names {
+                        println!("{n}");
+                    }
+                })
+        }
         Some(Cmd::Describe { module }) => client.describe(&module).map(|d| {
             for f in &d.functions {
                 println!("{}", f.signature());
@@ -101,17 +105,23 @@ fn classic(client: &Client) -> Result<(), CallError> {
     let quotient: f64 = client.call_as("z", "div_prams", (1, 2))?;
     println!("z.div_prams(1, 2) = {quotient}");
     match client.call("z", "div_prams", (1, 0)) {
-        Err(CallError::Exception { exc_type, message, .. }) => {
+        Err(CallError::Exception {
+            exc_type, message, ..
+        }) => {
             println!("z.div_prams(1, 0) raised {exc_type}: {message}");
             Ok(())
         }
-        other => Err(CallError::BadResult(format!("expected a ZeroDivisionError, got {other:?}"))),
+        other => Err(CallError::BadResult(format!(
+            "expected a ZeroDivisionError, got {other:?}"
+        ))),
     }
 }
 
 fn call(client: &Client, target: &str, raw: &[String]) -> Result<(), CallError> {
     let Some((module, function)) = target.rsplit_once('.') else {
-        return Err(CallError::BadArguments(format!("'{target}' is not MODULE.FUNCTION")));
+        return Err(CallError::BadArguments(format!(
+            "'{target}' is not MODULE.FUNCTION"
+        )));
     };
     let (args, kwargs) = parse_args(raw);
     let value = client.call_with(module, function, args, kwargs, None)?;
@@ -141,9 +151,19 @@ mod tests {
 
     #[test]
     fn arguments_are_json_literals_or_keywords() {
-        let raw: Vec<String> = ["1", "[1,2]", "bob", "\"a=b\"", "x=2.5", "name=\"al\""].map(String::from).to_vec();
+        let raw: Vec<String> = ["1", "[1,2]", "bob", "\"a=b\"", "x=2.5", "name=\"al\""]
+            .map(String::from)
+            .to_vec();
         let (args, kwargs) = parse_args(&raw);
-        assert_eq!(args, vec![Value::from(1), serde_json::json!([1, 2]), Value::from("bob"), Value::from("a=b")]);
+        assert_eq!(
+            args,
+            vec![
+                Value::from(1),
+                serde_json::json!([1, 2]),
+                Value::from("bob"),
+                Value::from("a=b")
+            ]
+        );
         assert_eq!(kwargs["x"], Value::from(2.5));
         assert_eq!(kwargs["name"], Value::from("al"));
     }

@@ -50,7 +50,12 @@ impl Proc {
             });
         }
         let stdin = child.stdin.take();
-        Proc { name: name.into(), child, stdin, lines }
+        Proc {
+            name: name.into(),
+            child,
+            stdin,
+            lines,
+        }
     }
 
     /// Everything printed so far.
@@ -68,7 +73,8 @@ impl Proc {
     /// # Panics
     /// After [`WAIT`], with the whole output (what a test wants).
     pub fn wait_n(&self, pattern: &str, n: usize) -> String {
-        self.try_wait_n(pattern, n).unwrap_or_else(|e| panic!("{e}"))
+        self.try_wait_n(pattern, n)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Waits until `n` lines contain `pattern`, or the process exits, or [`WAIT`] passes.
@@ -78,7 +84,11 @@ impl Proc {
     pub fn try_wait_n(&self, pattern: &str, n: usize) -> Result<String, String> {
         let start = Instant::now();
         loop {
-            let found: Vec<String> = self.output().into_iter().filter(|l| l.contains(pattern)).collect();
+            let found: Vec<String> = self
+                .output()
+                .into_iter()
+                .filter(|l| l.contains(pattern))
+                .collect();
             if found.len() >= n {
                 return Ok(found[n - 1].clone());
             }
@@ -102,7 +112,9 @@ impl Proc {
     /// Types a line into the process's stdin (its shell, when started with `-l`).
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to stdin");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to stdin");
     }
 
     /// Waits for the process to exit.
@@ -115,7 +127,11 @@ impl Proc {
                 return status;
             }
             if start.elapsed() > WAIT {
-                panic!("{} did not exit; output:\n{}", self.name, self.output().join("\n"));
+                panic!(
+                    "{} did not exit; output:\n{}",
+                    self.name,
+                    self.output().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -137,4 +153,3 @@ impl Drop for Proc {
         self.kill();
     }
 }
-

@@ -1,7 +1,7 @@
 //! Test harness: starts the real `server_stub` and `client_stub` binaries on ephemeral loopback
 //! ports in temp directories, watches their output (see `test_app::procs`).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,11 @@ pub use test_app::procs::{Proc, WAIT};
 pub fn exe(name: &str) -> PathBuf {
     let client = PathBuf::from(env!("CARGO_BIN_EXE_client_stub"));
     let path = client.with_file_name(name);
-    assert!(path.exists(), "{} is not built: run cargo build --workspace first", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run cargo build --workspace first",
+        path.display()
+    );
     path
 }
 
@@ -27,7 +31,13 @@ pub fn server(dir: &Path, extra: &[&str]) -> (Proc, u16) {
     args.extend_from_slice(extra);
     let p = Proc::start("server", &exe("server_stub"), &args, dir);
     let line = p.wait_for("listening on ");
-    let port = line.rsplit(':').next().unwrap().trim().parse().expect("port");
+    let port = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("port");
     (p, port)
 }
 
@@ -35,7 +45,18 @@ pub fn server(dir: &Path, extra: &[&str]) -> (Proc, u16) {
 pub fn stub(dir: &Path, port: u16, name: &str, extra: &[&str]) -> Proc {
     let recv = dir.join(name);
     let port = port.to_string();
-    let mut args = vec!["-a", "127.0.0.1", "-p", &port, "-n", name, "-q", "0", "-d", recv.to_str().unwrap()];
+    let mut args = vec![
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-n",
+        name,
+        "-q",
+        "0",
+        "-d",
+        recv.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let p = Proc::start(name, &exe("client_stub"), &args, dir);
     p.wait_for("apps on ");
@@ -45,5 +66,10 @@ pub fn stub(dir: &Path, port: u16, name: &str, extra: &[&str]) -> Proc {
 /// The app port a stub printed.
 pub fn app_port(p: &Proc) -> u16 {
     let line = p.wait_for("apps on ");
-    line.rsplit(':').next().unwrap().trim().parse().expect("app port")
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("app port")
 }

@@ -1,0 +1,59 @@
+//! The client shell driven through a pseudo-terminal, as a person uses it.
+
+mod harness;
+
+use harness::*;
+use std::process::Command;
+
+#[test]
+fn the_shell_registers_lists_completes_and_quits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let recv = dir.join("a");
+    let mut cmd = Command::new(exe("client_stub"));
+    cmd.current_dir(dir).args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-n",
+        "a",
+        "-q",
+        "0",
+        "-l",
+    ]);
+    cmd.arg("-d").arg(&recv);
+    let mut sh = rexpect::session::spawn_command(cmd, Some(WAIT.as_millis() as u64)).unwrap();
+    sh.exp_string("apps on").unwrap();
+
+    sh.send_line(&format!("rm:{}", example_module().display()))
+        .unwrap();
+    sh.exp_string("registered z").unwrap();
+    sh.send_line("mods").unwrap();
+    sh.exp_string("1 module(s):").unwrap();
+    sh.exp_string("owner: this stub").unwrap();
+
+    // Tab completes the command, then the module name.
+    sh.send("des").unwrap();
+    sh.send("\t").unwrap();
+    sh.send("\t").unwrap();
+    sh.send_line("").unwrap();
+    sh.exp_string("module z (owner this stub)").unwrap();
+    sh.exp_string("add_prams(a, b)").unwrap();
+
+    sh.send_line("frobnicate").unwrap();
+    sh.exp_string("unknown command 'frobnicate' (type help for the list)")
+        .unwrap();
+    sh.send_line("help").unwrap();
+    sh.exp_string("sc:PROFILE").unwrap();
+    sh.send_line("quit").unwrap();
+    sh.exp_string("stopped: quit").unwrap();
+    sh.exp_eof().unwrap();
+
+    let history = std::fs::read_to_string(recv.join(".shell_history")).unwrap();
+    assert!(
+        history.contains("desc:z") && history.contains("mods"),
+        "{history}"
+    );
+}

@@ -1,0 +1,271 @@
+//! The server binary spoken to byte by byte: the wire format, and bad input answered with an
+//! error frame while the connection (and everyone else) keeps working.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_server_stub"))
+        .args(["-p", "0", "-d"])
+        .arg(dir.path().join("store"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    // Keep reading what the server prints, so its stdout never fills up.
+    std::thread::spawn(move || out.lines().map_while(Result::ok).for_each(drop));
+    Server { child, port, dir }
+}
+
+struct Peer {
+    out: TcpStream,
+    inp: BufReader<TcpStream>,
+}
+
+impl Peer {
+    fn connect(port: u16) -> Peer {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Peer {
+            out: s.try_clone().unwrap(),
+            inp: BufReader::new(s),
+        }
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.out.write_all(bytes).unwrap();
+    }
+
+    fn send(&mut self, v: Value) {
+        self.raw(format!("{v}\n").as_bytes());
+    }
+
+    fn recv(&mut self) -> Value {
+        let mut line = String::new();
+        self.inp.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    fn join(port: u16, name: &str) -> Peer {
+        let mut p = Peer::connect(port);
+        p.send(json!({"cmd": "hello", "data": {"version": 1, "name": name}}));
+        assert_eq!(
+            p.recv(),
+            json!({"cmd": "welcome", "data": {"name": name, "version": 1}})
+        );
+        p
+    }
+}
+
+fn chunk(module: &str, md5: &str, size: u64, seq: u32, total: u32, data: &str) -> Value {
+    json!({"cmd": "chunk", "data": {"module": module, "md5": md5, "size": size, "seq": seq, "total": total, "data": data}})
+}
+
+#[test]
+fn the_first_frame_must_be_hello() {
+    let s = server();
+    let mut p = Peer::connect(s.port);
+    p.raw(b"\x00\x01 garbage\n");
+    let v = p.recv();
+    assert_eq!(v["cmd"], "refused", "{v}");
+    assert!(
+        v["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed frame"),
+        "{v}"
+    );
+    let mut p = Peer::connect(s.port);
+    p.send(json!({"cmd": "hello", "data": {"version": 99, "name": "x"}}));
+    let v = p.recv();
+    assert!(
+        v["data"]["reason"].as_str().unwrap().contains("version 99"),
+        "{v}"
+    );
+}
+
+#[test]
+fn bad_frames_get_an_error_and_the_connection_survives() {
+    let s = server();
+    let mut p = Peer::join(s.port, "a");
+    let mut other = Peer::join(s.port, "b");
+
+    p.raw(b"{not json\n");
+    let v = p.recv();
+    assert_eq!(v["cmd"], "error");
+    assert!(
+        v["data"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed frame"),
+        "{v}"
+    );
+
+    p.send(json!({"cmd": "launch_missiles"}));
+    assert!(p.recv()["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("launch_missiles"));
+
+    p.send(json!({"cmd": "say", "data": {"text": 5}}));
+    assert!(p.recv()["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid type"));
+
+    let mut big = vec![b'x'; 5 * 1024 * 1024];
+    big.push(b'\n');
+    p.raw(&big);
+    let v = p.recv();
+    let msg = v["data"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("5242880 bytes") && msg.contains("limit of 4194304"),
+        "{v}"
+    );
+
+    p.send(json!({"cmd": "who"}));
+    let v = p.recv();
+    assert_eq!(v["cmd"], "who");
+    assert_eq!(v["data"]["peers"].as_array().unwrap().len(), 2);
+    other.send(json!({"cmd": "who"}));
+    assert_eq!(other.recv()["cmd"], "who");
+}
+
+#[test]
+fn uploads_are_checked_before_anything_is_written() {
+    let s = server();
+    let mut p = Peer::join(s.port, "a");
+    let desc = br#"{"module":"z","functions":[]}"#;
+    let b64 = base64_encode(desc);
+    let md5 = md5_of(desc);
+
+    for bad in ["../../x", "a/b", "/etc/passwd", "..", "x y"] {
+        p.send(chunk(bad, &md5, desc.len() as u64, 0, 1, &b64));
+        let v = p.recv();
+        assert_eq!(v["cmd"], "register_failed", "{v}");
+        assert!(
+            v["data"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("never a path"),
+            "{v}"
+        );
+    }
+    p.send(chunk("z", &"0".repeat(32), desc.len() as u64, 0, 1, &b64));
+    assert!(p.recv()["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("digest mismatch"));
+    p.send(chunk("z", &md5, desc.len() as u64, 1, 2, &b64));
+    assert!(p.recv()["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("before seq 0"));
+    p.send(chunk("z", &md5, 1 << 40, 0, 1, &b64));
+    assert!(p.recv()["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("over the limit"));
+    p.send(chunk("y", &md5, desc.len() as u64, 0, 1, &b64));
+    assert!(p.recv()["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("names module 'z'"));
+
+    let store = s.dir.path().join("store");
+    let names: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "nothing written: {names:?}");
+    assert_eq!(
+        std::fs::read_dir(s.dir.path()).unwrap().count(),
+        1,
+        "nothing outside the store"
+    );
+
+    p.send(chunk("z", &md5, desc.len() as u64, 0, 1, &b64));
+    assert_eq!(
+        p.recv(),
+        json!({"cmd": "registered", "data": {"module": "z", "md5": md5}})
+    );
+    assert_eq!(std::fs::read(store.join("z.json")).unwrap(), desc);
+}
+
+#[test]
+fn calls_to_unknown_modules_fail_at_once_and_calls_route_to_the_owner() {
+    let s = server();
+    let mut owner = Peer::join(s.port, "owner");
+    let mut caller = Peer::join(s.port, "caller");
+    caller.send(json!({"cmd": "call", "data": {"id": 7, "module": "z", "function": "f", "timeout_ms": 1000}}));
+    let v = caller.recv();
+    assert_eq!(v["data"]["id"], 7);
+    assert_eq!(v["data"]["result"]["Err"]["kind"], "unknown_module", "{v}");
+
+    let desc = br#"{"module":"z","functions":[]}"#;
+    owner.send(chunk(
+        "z",
+        &md5_of(desc),
+        desc.len() as u64,
+        0,
+        1,
+        &base64_encode(desc),
+    ));
+    assert_eq!(owner.recv()["cmd"], "registered");
+    assert_eq!(caller.recv()["cmd"], "offer");
+    caller.send(json!({"cmd": "call", "data": {"id": 8, "module": "z", "function": "f", "args": [1], "timeout_ms": 60000}}));
+    let forwarded = owner.recv();
+    assert_eq!(forwarded["cmd"], "call");
+    assert_eq!(forwarded["data"]["args"], json!([1]));
+    let route = forwarded["data"]["id"].clone();
+    owner.send(json!({"cmd": "reply", "data": {"id": route, "result": {"Ok": 42}}}));
+    assert_eq!(
+        caller.recv(),
+        json!({"cmd": "reply", "data": {"id": 8, "result": {"Ok": 42}}})
+    );
+
+    // The owner vanishes mid-call: the caller is told at once.
+    caller.send(json!({"cmd": "call", "data": {"id": 9, "module": "z", "function": "f", "timeout_ms": 60000}}));
+    assert_eq!(owner.recv()["cmd"], "call");
+    drop(owner);
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let v = caller.recv();
+        kinds.push(v["cmd"].as_str().unwrap().to_owned());
+        if v["cmd"] == "reply" {
+            assert_eq!(v["data"]["id"], 9);
+            assert_eq!(v["data"]["result"]["Err"]["kind"], "owner_gone", "{v}");
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["gone", "reply"]);
+}
+
+fn md5_of(bytes: &[u8]) -> String {
+    common::store::md5_hex(bytes)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    common::chunk::split("x", bytes).remove(0).data
+}
