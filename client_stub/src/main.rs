@@ -46,7 +46,7 @@ struct Flags {
 }
 
 fn main() -> ExitCode {
-    match resolve(Flags::parse()).and_then(|config| serve(config)) {
+    match resolve(Flags::parse()).and_then(serve) {
         Ok(reason) => {
             println!("stopped: {reason}");
             ExitCode::SUCCESS

@@ -151,7 +151,17 @@ impl Stub {
             }
             ToClient::Message { from, text } => say!("message from {from}: {text}"),
             ToClient::Who { peers } => say!("{}", render_who(&peers).trim_end()),
-            ToClient::Call(call) => self.run_owned(call, Answer::Server(self.up.clone())),
+            ToClient::Call(call) => {
+                // Only what this stub registered can be called, whatever a peer sends.
+                let answer = Answer::Server(self.up.clone());
+                match self.check(&call) {
+                    Ok(()) => self.run_owned(call, answer),
+                    Err(e) => answer.send(Reply {
+                        id: call.id,
+                        result: Err(e),
+                    }),
+                }
+            }
             ToClient::Reply(reply) => {
                 if let Some(p) = self.pending.remove(&reply.id) {
                     self.answer_app(p.conn, p.app_id, reply.result);

@@ -1,26 +1,830 @@
-//! PLACEHOLDER (being written by a helper).
+//! Supervised Python workers: the owner of a module runs it in `python3` processes (see
+//! `worker.py` for the line protocol) that are restarted with backoff when they die.
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use smol::channel::{self, Receiver, Sender};
+use smol::future::FutureExt;
+use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use smol::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use smol::{Task, Timer};
+
 use common::error::{ErrorKind, RemoteError};
+
+/// The worker program, run with `python -u -c`: never written to disk.
+const SCRIPT: &str = include_str!("worker.py");
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A worker up this long before it died is restarted after the first backoff again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long a worker whose pipes closed may take to exit, or its stderr to drain, by itself.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// How to start a module's workers.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
+    /// The module's name, used in messages and log lines.
     pub module: String,
-    pub path: std::path::PathBuf,
+    /// The module's file.
+    pub path: PathBuf,
+    /// The Python interpreter to run, e.g. `python3`.
     pub python: String,
+    /// How many worker processes share the module's calls (at least 1).
     pub workers: usize,
 }
+
+/// A module's running workers. Cloneable handle; dropping the last handle kills the processes.
 #[derive(Clone)]
-pub struct Pool;
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spec: WorkerSpec,
+    current: Mutex<Generation>,
+}
+
+/// One set of supervisor tasks and the job queue they share. The tasks hold no handle to the
+/// pool: they end when `stop` is closed, which dropping the pool does too.
+struct Generation {
+    jobs: Sender<Job>,
+    queue: Receiver<Job>,
+    stop: Sender<()>,
+    /// Closed once every supervisor of the generation has ended, its process gone.
+    ended: Receiver<()>,
+}
+
+type Answer = Result<Value, RemoteError>;
+
+/// One call waiting in the queue, with where its answer goes.
+struct Job {
+    function: String,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    answer: Sender<Answer>,
+}
+
 impl Pool {
-    pub fn start(_spec: WorkerSpec) -> Pool {
-        Pool
+    /// Starts the workers (returns at once; the processes start in the background).
+    pub fn start(spec: WorkerSpec) -> Pool {
+        let (_, nothing_before) = channel::bounded(1);
+        let current = Mutex::new(Generation::start(&spec, nothing_before));
+        let inner = Arc::new(Inner { spec, current });
+        Pool { inner }
     }
+
+    /// Runs `function` on an idle worker (or queues for one). Never hangs: if the worker dies
+    /// mid-call the call fails with [`ErrorKind::WorkerFailed`] naming the module and the exit
+    /// status; the caller applies its own timeout by racing this future.
     pub async fn call(
         &self,
-        _function: &str,
-        _args: Vec<serde_json::Value>,
-        _kwargs: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<serde_json::Value, RemoteError> {
-        Err(RemoteError::new(ErrorKind::WorkerFailed, "todo"))
+        function: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, RemoteError> {
+        let module = &self.inner.spec.module;
+        let (answer, reply) = channel::bounded(1);
+        let job = Job {
+            function: function.to_owned(),
+            args,
+            kwargs,
+            answer,
+        };
+        // Queued under the lock, so that a call never lands in a queue being replaced.
+        if self.current().jobs.try_send(job).is_err() {
+            return Err(failed(format!("module '{module}' is stopped")));
+        }
+        // The answer's sender is dropped unanswered only when the worker was stopped.
+        reply.recv().await.unwrap_or_else(|_| {
+            let message =
+                format!("worker for module '{module}' was stopped during the call to {function}");
+            Err(failed(message))
+        })
     }
-    pub fn restart(&self) {}
-    pub fn stop(&self) {}
+
+    /// Kills and restarts every worker on the current file contents (used by reload later).
+    /// Calls in flight fail with `WorkerFailed`; queued and later calls go to the new workers,
+    /// whose processes start once the old ones are gone.
+    pub fn restart(&self) {
+        let mut current = self.current();
+        let next = Generation::start(&self.inner.spec, current.ended.clone());
+        for job in current.stop() {
+            let _ = next.jobs.try_send(job);
+        }
+        *current = next;
+    }
+
+    /// Kills the workers; calls in flight or queued fail with `WorkerFailed`, later calls too.
+    pub fn stop(&self) {
+        let module = &self.inner.spec.module;
+        for job in self.current().stop() {
+            let message = format!(
+                "module '{module}' was stopped before the call to {}",
+                job.function
+            );
+            let _ = job.answer.try_send(Err(failed(message)));
+        }
+    }
+
+    fn current(&self) -> MutexGuard<'_, Generation> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Generation {
+    /// Spawns `spec.workers` supervisors, whose processes start once `previous` has ended.
+    fn start(spec: &WorkerSpec, previous: Receiver<()>) -> Generation {
+        let (jobs, queue) = channel::unbounded();
+        let (stop, stopping) = channel::bounded(1);
+        let (alive, ended) = channel::bounded(1);
+        for _ in 0..spec.workers.max(1) {
+            let supervisor = Supervisor {
+                spec: spec.clone(),
+                jobs: queue.clone(),
+                stop: stopping.clone(),
+                previous: previous.clone(),
+                _alive: alive.clone(),
+            };
+            smol::spawn(supervisor.run()).detach();
+        }
+        Generation {
+            jobs,
+            queue,
+            stop,
+            ended,
+        }
+    }
+
+    /// Tells the supervisors to kill their processes; returns the calls still queued.
+    fn stop(&self) -> Vec<Job> {
+        self.stop.close();
+        self.jobs.close();
+        std::iter::from_fn(|| self.queue.try_recv().ok()).collect()
+    }
+}
+
+fn failed(message: String) -> RemoteError {
+    RemoteError::new(ErrorKind::WorkerFailed, message)
+}
+
+async fn sleep(duration: Duration) {
+    Timer::after(duration).await;
+}
+
+/// Keeps one worker process running and feeds it jobs from the shared queue.
+struct Supervisor {
+    spec: WorkerSpec,
+    jobs: Receiver<Job>,
+    /// Closed, never written, when the supervisor must end.
+    stop: Receiver<()>,
+    previous: Receiver<()>,
+    /// Dropped when the supervisor ends: see [`Generation::ended`].
+    _alive: Sender<()>,
+}
+
+/// What a supervisor does once a process has ended.
+enum Next {
+    Restart,
+    /// Restart it, failing calls with this error meanwhile: the module cannot be imported.
+    Refuse(RemoteError),
+    Stop,
+}
+
+/// Why a process stopped serving.
+enum Stopped {
+    Stop,
+    ImportFailed(RemoteError),
+    /// It broke before it was ready.
+    NotReady(Broken),
+    /// It broke while serving, during this call if any.
+    Broken(Broken, Option<Job>),
+}
+
+enum Broken {
+    /// It exited, or closed its pipes.
+    Exited,
+    /// It wrote something that is not the protocol.
+    Invalid(String),
+}
+
+impl Supervisor {
+    async fn run(self) {
+        // A module holding an instrument must not be imported while it is still open. The
+        // previous generation was told to stop before this one started: the wait is short.
+        while self.previous.recv().await.is_ok() {}
+        let mut backoff = FIRST_BACKOFF;
+        while !self.stop.is_closed() {
+            let started = Instant::now();
+            let refuse = match self.run_process().await {
+                Next::Restart => None,
+                Next::Refuse(error) => Some(error),
+                Next::Stop => return,
+            };
+            if started.elapsed() >= STABLE_AFTER {
+                backoff = FIRST_BACKOFF;
+            }
+            if let (Some(error), true) = (&refuse, backoff == FIRST_BACKOFF) {
+                println!("[{}] {error} (retrying)", self.spec.module); // once, not every retry
+            }
+            self.pause(backoff, refuse.as_ref())
+                .or(self.stopped())
+                .await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn stopped(&self) {
+        while self.stop.recv().await.is_ok() {}
+    }
+
+    /// Waits out `backoff`, failing the calls that come meanwhile with `refuse` if given.
+    async fn pause(&self, backoff: Duration, refuse: Option<&RemoteError>) {
+        let refusing = async {
+            if let Some(error) = refuse {
+                while let Ok(job) = self.jobs.recv().await {
+                    let _ = job.answer.try_send(Err(error.clone()));
+                }
+            }
+            std::future::pending().await
+        };
+        sleep(backoff).or(refusing).await
+    }
+
+    /// Runs one process from start to end.
+    async fn run_process(&self) -> Next {
+        let mut conn = match Conn::spawn(&self.spec) {
+            Ok(conn) => conn,
+            Err(e) => {
+                let (python, module) = (&self.spec.python, &self.spec.module);
+                let message = format!("could not start `{python}` for module '{module}': {e}");
+                return Next::Refuse(failed(message));
+            }
+        };
+        let stopping = async {
+            self.stopped().await;
+            Stopped::Stop
+        };
+        let stopped = self.serve(&mut conn).or(stopping).await;
+        let on_its_way_out = matches!(
+            stopped,
+            Stopped::ImportFailed(_)
+                | Stopped::NotReady(Broken::Exited)
+                | Stopped::Broken(Broken::Exited, _)
+        );
+        let status = conn.end(on_its_way_out).await;
+        let module = &self.spec.module;
+        let (why, job) = match stopped {
+            Stopped::Stop => return Next::Stop,
+            Stopped::ImportFailed(error) => return Next::Refuse(error),
+            Stopped::NotReady(why) => {
+                let what = why.describe(&status);
+                let message = format!("worker for module '{module}' {what} while importing it");
+                return Next::Refuse(failed(message));
+            }
+            Stopped::Broken(why, job) => (why.describe(&status), job),
+        };
+        if let Some(job) = job {
+            let message = format!(
+                "worker for module '{module}' {why} during the call to {}",
+                job.function
+            );
+            let _ = job.answer.try_send(Err(failed(message)));
+        }
+        println!("[{module}] worker {why}; restarting it");
+        Next::Restart
+    }
+
+    /// Serves jobs until the process fails; a stop is raced against it outside.
+    async fn serve(&self, conn: &mut Conn) -> Stopped {
+        if let Err(stopped) = conn.wait_ready(&self.spec.module).await {
+            return stopped;
+        }
+        loop {
+            let next_job = async {
+                match self.jobs.recv().await {
+                    Ok(job) => Some(job),
+                    Err(_) => std::future::pending().await, // closed by a stop: see `run_process`
+                }
+            };
+            // A worker dying while idle is restarted now rather than failing the next call.
+            let exited = async {
+                let _ = (&mut conn.exited).await;
+                None
+            };
+            let Some(mut job) = exited.or(next_job).await else {
+                return Stopped::Broken(Broken::Exited, None);
+            };
+            if job.answer.is_closed() {
+                continue; // its caller gave up while it was queued
+            }
+            match conn.call(&mut job).await {
+                Ok(answer) => drop(job.answer.try_send(answer)),
+                Err(why) => return Stopped::Broken(why, Some(job)),
+            }
+        }
+    }
+}
+
+impl Broken {
+    fn describe(&self, status: &str) -> String {
+        match self {
+            Broken::Exited => format!("exited ({status})"),
+            Broken::Invalid(detail) => format!("sent an invalid line ({detail})"),
+        }
+    }
+}
+
+/// Forwards a worker's stderr, where its prints go too, to the stub's log line by line.
+async fn forward(module: String, stderr: ChildStderr) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    while let Ok(1..) = reader.read_until(b'\n', &mut line).await {
+        println!("[{module}] {}", String::from_utf8_lossy(&line).trim_end());
+        line.clear();
+    }
+}
+
+/// One worker process and its protocol pipes, with buffers reused from call to call.
+struct Conn {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// Completes when the process exits: raced with every read so that a worker that died
+    /// while something else (a forked child) holds its stdout open still ends the wait.
+    exited: Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>,
+    stderr: Option<Task<()>>,
+    line: String,
+    out: Vec<u8>,
+    next_id: u64,
+}
+
+impl Conn {
+    fn spawn(spec: &WorkerSpec) -> io::Result<Conn> {
+        let mut child = Command::new(&spec.python)
+            .args(["-u", "-c", SCRIPT])
+            .arg(&spec.path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let module = spec.module.clone();
+        let stderr = child.stderr.take().map(|e| smol::spawn(forward(module, e)));
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(io::Error::other("the worker's pipes are missing"));
+        };
+        let exited = Box::pin(child.status());
+        let stdout = BufReader::new(stdout);
+        let (line, out, next_id) = (String::new(), Vec::new(), 0);
+        Ok(Conn {
+            child,
+            stdin,
+            stdout,
+            exited,
+            stderr,
+            line,
+            out,
+            next_id,
+        })
+    }
+
+    /// Ends the process and returns its exit status as text. A process `on_its_way_out` gets
+    /// a moment to exit by itself so that its own status is reported.
+    async fn end(mut self, on_its_way_out: bool) -> String {
+        let exited = self.child.status();
+        let grace = async {
+            if on_its_way_out {
+                sleep(GRACE).await;
+            }
+            None
+        };
+        let status = match async { Some(exited.await) }.or(grace).await {
+            Some(status) => status,
+            None => {
+                let _ = self.child.kill(); // fails only if it has exited already
+                self.child.status().await
+            }
+        };
+        if let Some(stderr) = self.stderr {
+            // Let its last lines (often a traceback) out, unless something else holds the pipe.
+            stderr.or(sleep(GRACE)).await;
+        }
+        match status {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("exit status unknown: {e}"),
+        }
+    }
+
+    /// Reads the line the worker writes once it has imported the module, or failed to.
+    async fn wait_ready(&mut self, module: &str) -> Result<(), Stopped> {
+        self.read_line().await.map_err(Stopped::NotReady)?;
+        let ready: Value = serde_json::from_str(&self.line)
+            .map_err(|e| Stopped::NotReady(Broken::Invalid(invalid(e, &self.line))))?;
+        if ready.get("ready") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        let context = format!("module '{module}' failed to import: ");
+        match ready
+            .get("error")
+            .and_then(|e| exception(ErrorKind::WorkerFailed, e, &context))
+        {
+            Some(error) => Err(Stopped::ImportFailed(error)),
+            None => Err(Stopped::NotReady(Broken::Invalid(excerpt(&self.line)))),
+        }
+    }
+
+    /// Sends one job and reads its answer; `Err` when the worker is no longer usable.
+    async fn call(&mut self, job: &mut Job) -> Result<Answer, Broken> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = Value::Object(Map::from_iter([
+            ("id".to_owned(), Value::from(id)),
+            ("function".to_owned(), Value::from(job.function.as_str())),
+            (
+                "args".to_owned(),
+                Value::Array(std::mem::take(&mut job.args)),
+            ),
+            (
+                "kwargs".to_owned(),
+                Value::Object(std::mem::take(&mut job.kwargs)),
+            ),
+        ]));
+        self.out.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.out, &request) {
+            let message = format!("arguments are not JSON: {e}");
+            return Ok(Err(RemoteError::new(ErrorKind::BadArguments, message)));
+        }
+        self.out.push(b'\n');
+        let written = async {
+            self.stdin.write_all(&self.out).await?;
+            self.stdin.flush().await
+        };
+        written.await.map_err(|_| Broken::Exited)?;
+        self.read_line().await?;
+        parse_answer(&self.line, id).map_err(Broken::Invalid)
+    }
+
+    /// Reads one line into `self.line`, unless the process exits or its stdout ends first.
+    async fn read_line(&mut self) -> Result<(), Broken> {
+        let Conn {
+            stdout,
+            exited,
+            line,
+            ..
+        } = self;
+        line.clear();
+        let read = async {
+            match stdout.read_line(line).await {
+                Ok(1..) => Ok(()),
+                Ok(0) | Err(_) => Err(Broken::Exited),
+            }
+        };
+        read.or(async {
+            let _ = exited.await;
+            Err(Broken::Exited)
+        })
+        .await
+    }
+}
+
+/// Parses the answer to request `id`: `Err` describes a line that is not one.
+fn parse_answer(line: &str, id: u64) -> Result<Answer, String> {
+    let mut answer: Value = serde_json::from_str(line).map_err(|e| invalid(e, line))?;
+    let fields = answer
+        .as_object_mut()
+        .filter(|f| f.get("id").and_then(Value::as_u64) == Some(id));
+    let Some(fields) = fields else {
+        return Err(format!(
+            "expected the answer to call {id}: {}",
+            excerpt(line)
+        ));
+    };
+    if let Some(ok) = fields.remove("ok") {
+        return Ok(Ok(ok));
+    }
+    match fields
+        .get("error")
+        .and_then(|e| exception(ErrorKind::Exception, e, ""))
+    {
+        Some(error) => Ok(Err(error)),
+        None => Err(format!(
+            "neither a result nor an exception: {}",
+            excerpt(line)
+        )),
+    }
+}
+
+/// The error for an exception as `worker.py` describes it, its message after `context`.
+fn exception(kind: ErrorKind, error: &Value, context: &str) -> Option<RemoteError> {
+    let text = |key| error.get(key).and_then(Value::as_str).map(str::to_owned);
+    Some(RemoteError {
+        kind,
+        message: format!("{context}{}", text("message")?),
+        exc_type: Some(text("type")?),
+        traceback: text("traceback"),
+    })
+}
+
+fn invalid(error: serde_json::Error, line: &str) -> String {
+    format!("{error}: {}", excerpt(line))
+}
+
+/// The start of a line, for messages.
+fn excerpt(line: &str) -> String {
+    let line = line.trim_end();
+    match line.char_indices().nth(200) {
+        Some((end, _)) => format!("{}...", &line[..end]),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A pool running `source` as module `z` (the file and its directory live as long as the
+    /// returned guard).
+    fn pool(source: &str, workers: usize) -> (tempfile::TempDir, Pool) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("z.py");
+        std::fs::write(&path, source).expect("write module");
+        let spec = WorkerSpec {
+            module: "z".into(),
+            path,
+            python: "python3".into(),
+            workers,
+        };
+        (dir, Pool::start(spec))
+    }
+
+    /// Runs `test` in smol, failing it rather than hanging.
+    fn run<T>(test: impl Future<Output = T>) -> T {
+        smol::block_on(test.or(async {
+            Timer::after(Duration::from_secs(30)).await;
+            panic!("test timed out");
+        }))
+    }
+
+    async fn call(pool: &Pool, function: &str, args: Value) -> Result<Value, RemoteError> {
+        let args = args.as_array().cloned().unwrap_or_default();
+        pool.call(function, args, Map::new()).await
+    }
+
+    const MODULE: &str = r#"
+import asyncio, os, time
+
+def add(a, b=0):
+    return a + b
+
+def div(a, b):
+    return a / b
+
+def noisy():
+    print("hello from noisy")
+    os.write(1, b"raw write to fd 1\n")
+    return "quiet"
+
+def die():
+    os._exit(3)
+
+def pid():
+    return os.getpid()
+
+def fork_and_die():
+    if os.fork() == 0:  # the child keeps the protocol pipes open
+        time.sleep(3)
+        os._exit(0)
+    os._exit(4)
+
+def slow():
+    time.sleep(30)
+
+def a_set():
+    return {1, 2}
+
+async def later(x):
+    await asyncio.sleep(0.01)
+    return x * 2
+"#;
+
+    #[test]
+    fn result_and_exception() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            assert_eq!(call(&pool, "add", json!([2, 3])).await, Ok(json!(5)));
+            let error = call(&pool, "div", json!([1, 0])).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Exception);
+            assert_eq!(error.exc_type.as_deref(), Some("ZeroDivisionError"));
+            assert_eq!(error.message, "division by zero");
+            let traceback = error.traceback.unwrap_or_default();
+            assert!(traceback.contains("in div"), "{traceback}");
+            assert!(traceback.contains("ZeroDivisionError"), "{traceback}");
+        });
+    }
+
+    #[test]
+    fn keyword_args() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            let mut kwargs = Map::new();
+            kwargs.insert("b".into(), json!(40));
+            let result = pool.call("add", vec![json!(2)], kwargs).await;
+            assert_eq!(result, Ok(json!(42)));
+        });
+    }
+
+    #[test]
+    fn prints_do_not_break_calls() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            assert_eq!(call(&pool, "noisy", json!([])).await, Ok(json!("quiet")));
+            assert_eq!(call(&pool, "add", json!([1, 1])).await, Ok(json!(2)));
+        });
+    }
+
+    #[test]
+    fn dying_worker_fails_the_call_and_is_restarted() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            let error = call(&pool, "die", json!([])).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::WorkerFailed);
+            assert!(error.message.contains("module 'z'"), "{}", error.message);
+            assert!(
+                error.message.contains("exit status: 3"),
+                "{}",
+                error.message
+            );
+            assert!(error.message.contains("call to die"), "{}", error.message);
+            assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+        });
+    }
+
+    #[test]
+    fn non_json_result_is_a_clear_type_error() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            let error = call(&pool, "a_set", json!([])).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Exception);
+            assert_eq!(error.exc_type.as_deref(), Some("TypeError"));
+            assert!(error.message.contains("of type set"), "{}", error.message);
+        });
+    }
+
+    #[test]
+    fn unknown_function() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            let error = call(&pool, "nope", json!([])).await.unwrap_err();
+            assert_eq!(error.exc_type.as_deref(), Some("AttributeError"));
+            assert!(error.message.contains("'nope'"), "{}", error.message);
+        });
+    }
+
+    #[test]
+    fn import_error_fails_calls_quickly() {
+        let (_dir, pool) = pool("def broken(:\n", 2);
+        run(async {
+            for _ in 0..3 {
+                let started = Instant::now();
+                let error = call(&pool, "broken", json!([])).await.unwrap_err();
+                assert_eq!(error.kind, ErrorKind::WorkerFailed);
+                assert_eq!(error.exc_type.as_deref(), Some("SyntaxError"));
+                assert!(error.message.contains("module 'z'"), "{}", error.message);
+                assert!(started.elapsed() < Duration::from_secs(5));
+            }
+        });
+    }
+
+    #[test]
+    fn many_concurrent_calls_on_two_workers() {
+        let (_dir, pool) = pool(MODULE, 2);
+        run(async {
+            let calls: Vec<_> = (0..200)
+                .map(|i| {
+                    let pool = pool.clone();
+                    smol::spawn(async move { (i, call(&pool, "add", json!([i, 1000])).await) })
+                })
+                .collect();
+            for task in calls {
+                let (i, result) = task.await;
+                assert_eq!(result, Ok(json!(i + 1000)));
+            }
+        });
+    }
+
+    #[test]
+    fn async_function() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            assert_eq!(call(&pool, "later", json!([21])).await, Ok(json!(42)));
+        });
+    }
+
+    fn alive(pid: &Value) -> bool {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// Waits up to 5 s for process `pid` to be gone.
+    async fn gone(pid: &Value) -> bool {
+        for _ in 0..50 {
+            if !alive(pid) {
+                return true;
+            }
+            Timer::after(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    #[test]
+    fn dropping_the_pool_kills_the_worker() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            let pid = call(&pool, "pid", json!([])).await.expect("pid");
+            assert!(alive(&pid));
+            drop(pool);
+            assert!(gone(&pid).await, "worker {pid} still alive");
+        });
+    }
+
+    #[test]
+    fn stop_fails_the_call_in_flight_and_kills_the_worker() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            let pid = call(&pool, "pid", json!([])).await.expect("pid");
+            let slow = smol::spawn({
+                let pool = pool.clone();
+                async move { call(&pool, "slow", json!([])).await }
+            });
+            Timer::after(Duration::from_millis(200)).await;
+            pool.stop();
+            let error = slow.await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::WorkerFailed);
+            assert!(error.message.contains("call to slow"), "{}", error.message);
+            assert!(gone(&pid).await, "worker {pid} still alive");
+        });
+    }
+
+    #[test]
+    fn worker_dying_while_its_child_holds_the_pipes_does_not_hang() {
+        let (_dir, pool) = pool(MODULE, 1);
+        run(async {
+            let error = call(&pool, "fork_and_die", json!([])).await.unwrap_err();
+            assert!(
+                error.message.contains("exit status: 4"),
+                "{}",
+                error.message
+            );
+            assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+        });
+    }
+
+    #[test]
+    fn answers_are_checked() {
+        assert_eq!(
+            parse_answer(r#"{"id": 7, "ok": null}"#, 7),
+            Ok(Ok(Value::Null))
+        );
+        let error = r#"{"id": 7, "error": {"type": "E", "message": "m", "traceback": "t"}}"#;
+        let error = parse_answer(error, 7).expect("valid").unwrap_err();
+        assert_eq!(
+            (error.exc_type.as_deref(), error.message.as_str()),
+            (Some("E"), "m")
+        );
+        for line in [r#"{"id": 6, "ok": 1}"#, "hello", r#"{"id": 7}"#, "[7]"] {
+            assert!(parse_answer(line, 7).is_err(), "{line}");
+        }
+    }
+
+    /// Holds a lock only one process may hold, like an open instrument, and returns `version`.
+    fn locking(version: u32) -> String {
+        let lock = "import fcntl\n_lock = open(__file__)\nfcntl.flock(_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n";
+        format!("{lock}def v():\n    return {version}\n")
+    }
+
+    #[test]
+    fn restart_reloads_after_the_old_worker_is_gone_and_stop_fails_calls() {
+        let (dir, pool) = pool(&locking(1), 1);
+        run(async {
+            assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(1)));
+            std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
+            pool.restart();
+            assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
+            pool.stop();
+            let error = call(&pool, "v", json!([])).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::WorkerFailed);
+            pool.restart();
+            assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
+        });
+    }
 }

@@ -1,0 +1,274 @@
+//! Calls end to end with the real binaries: app → its stub → server → owner's stub → Python
+//! worker, and back.
+
+mod harness;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::app::{AsyncClient, CallError, Client};
+use harness::*;
+use serde_json::{json, Map, Value};
+
+const MODULE: &str = r#"
+import os, sys, time
+
+def add(a, b):
+    return a + b
+
+def kw(a, b=2, *, c=3):
+    """Keyword arguments."""
+    return {"a": a, "b": b, "c": c}
+
+def fail(message):
+    raise ValueError(message)
+
+def crash():
+    os._exit(3)
+
+def slow(seconds):
+    time.sleep(seconds)
+    return seconds
+
+def noisy(x):
+    print("some output the module prints", x)
+    sys.stdout.flush()
+    return x
+
+def bad_result():
+    return {1, 2}
+"#;
+
+/// A server, an owner `a` of module `m`, and a caller `b`; returns the caller's app port.
+struct Net {
+    _tmp: tempfile::TempDir,
+    server: Proc,
+    owner: Proc,
+    caller: Proc,
+}
+
+fn net() -> Net {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    std::fs::write(&m, MODULE).unwrap();
+    let (server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let caller = stub(dir, port, "b", &[]);
+    caller.wait_for("received m from a");
+    Net {
+        _tmp: tmp,
+        server,
+        owner,
+        caller,
+    }
+}
+
+fn client(p: &Proc) -> Client {
+    Client::connect(&format!("127.0.0.1:{}", app_port(p))).unwrap()
+}
+
+fn kwargs(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+#[test]
+fn results_exceptions_and_keyword_arguments() {
+    let n = net();
+    let c = client(&n.caller);
+    assert_eq!(c.call("m", "add", (1, 2)).unwrap(), json!(3));
+    assert_eq!(c.call_as::<String>("m", "add", ("a", "b")).unwrap(), "ab");
+    assert_eq!(
+        c.call("m", "add", (vec![1], vec![2, 3])).unwrap(),
+        json!([1, 2, 3])
+    );
+    assert_eq!(
+        c.call_with(
+            "m",
+            "kw",
+            (1,),
+            kwargs(json!({"c": {"k": [true, null]}})),
+            None
+        )
+        .unwrap(),
+        json!({"a": 1, "b": 2, "c": {"k": [true, null]}})
+    );
+    match c.call("m", "fail", ("boom",)) {
+        Err(CallError::Exception {
+            exc_type,
+            message,
+            traceback,
+        }) => {
+            assert_eq!(
+                (exc_type.as_str(), message.as_str()),
+                ("ValueError", "boom")
+            );
+            assert!(traceback.contains("raise ValueError"), "{traceback}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The owner calls its own module through its own stub too.
+    assert_eq!(client(&n.owner).call("m", "add", (2, 2)).unwrap(), json!(4));
+    assert_eq!(c.modules("").unwrap(), vec!["m".to_string()]);
+    assert_eq!(
+        c.describe("m").unwrap().function("kw").unwrap().signature(),
+        "kw(a, b=2, *, c=3)"
+    );
+}
+
+#[test]
+fn bad_calls_fail_locally_before_anything_is_sent() {
+    let n = net();
+    let c = client(&n.caller).with_timeout(Duration::from_secs(120));
+    // With the owner frozen, anything sent would wait for the whole timeout.
+    let owner_pid = n.owner.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &owner_pid])
+        .status()
+        .unwrap()
+        .success());
+    let unknown = c.call("m", "nope", ());
+    let wrong = c.call("m", "add", (1, 2, 3));
+    let missing = c.call("nomodule", "f", ());
+    std::process::Command::new("kill")
+        .args(["-CONT", &owner_pid])
+        .status()
+        .unwrap();
+    assert!(
+        matches!(&unknown, Err(CallError::UnknownFunction(m)) if m.contains("no function 'nope'")),
+        "{unknown:?}"
+    );
+    assert!(
+        matches!(&wrong, Err(CallError::BadArguments(m)) if m.contains("takes 2 positional")),
+        "{wrong:?}"
+    );
+    assert!(
+        matches!(&missing, Err(CallError::UnknownModule(_))),
+        "{missing:?}"
+    );
+    let kw = c.call_with("m", "kw", (1,), kwargs(json!({"d": 1})), None);
+    assert!(
+        matches!(&kw, Err(CallError::BadArguments(m)) if m.contains("unexpected keyword argument 'd'")),
+        "{kw:?}"
+    );
+}
+
+#[test]
+fn many_apps_with_many_calls_in_flight_each_get_their_own_answer() {
+    let n = net();
+    let port = app_port(&n.caller);
+    smol::block_on(async {
+        let mut apps = Vec::new();
+        for _ in 0..4 {
+            apps.push(Arc::new(
+                AsyncClient::connect(&format!("127.0.0.1:{port}"))
+                    .await
+                    .unwrap(),
+            ));
+        }
+        let mut calls = Vec::new();
+        for (a, app) in apps.iter().enumerate() {
+            for i in 0..100 {
+                let app = app.clone();
+                calls.push(smol::spawn(async move {
+                    let (x, y) = (a as i64 * 1000, i as i64);
+                    (x + y, app.call("m", "add", (x, y)).await)
+                }));
+            }
+        }
+        for call in calls {
+            let (want, got) = call.await;
+            assert_eq!(got.unwrap(), json!(want));
+        }
+    });
+}
+
+#[test]
+fn the_owner_killed_mid_call_fails_the_call_at_once() {
+    let mut n = net();
+    let c = client(&n.caller).with_timeout(Duration::from_secs(120));
+    let start = Instant::now();
+    let pending = std::thread::spawn(move || c.call("m", "slow", (60,)));
+    std::thread::sleep(Duration::from_millis(500));
+    n.owner.kill();
+    let result = pending.join().unwrap();
+    assert!(
+        matches!(&result, Err(CallError::OwnerGone(_))),
+        "{result:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "failed by the owner leaving, not a timer"
+    );
+    n.server.wait_for("left: a");
+    n.caller.wait_for("module m is gone");
+}
+
+#[test]
+fn a_crashing_worker_is_restarted_and_the_next_call_works() {
+    let n = net();
+    let c = client(&n.caller);
+    let crashed = c.call("m", "crash", ());
+    assert!(
+        matches!(&crashed, Err(CallError::Failed(e)) if e.message.contains("exit")),
+        "{crashed:?}"
+    );
+    assert_eq!(c.call("m", "add", (1, 1)).unwrap(), json!(2));
+}
+
+#[test]
+fn timeouts_non_json_results_and_printing_modules() {
+    let n = net();
+    let c = client(&n.caller);
+    let slow = c.call_with(
+        "m",
+        "slow",
+        (30,),
+        Map::new(),
+        Some(Duration::from_millis(300)),
+    );
+    assert!(matches!(&slow, Err(CallError::Timeout(_))), "{slow:?}");
+
+    match c.call("m", "bad_result", ()) {
+        Err(CallError::Exception {
+            exc_type, message, ..
+        }) => {
+            assert_eq!(exc_type, "TypeError");
+            assert!(message.contains("set"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.call("m", "noisy", (5,)).unwrap(), json!(5));
+    n.owner.wait_for("some output the module prints 5");
+    assert_eq!(c.call("m", "noisy", (6,)).unwrap(), json!(6));
+}
+
+#[test]
+fn test_app_prints_results_and_exits_1_on_a_remote_exception() {
+    let n = net();
+    let port = app_port(&n.caller).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["-q", port.as_str()];
+        all.extend_from_slice(args);
+        let mut p = Proc::start("test_app", &exe("test_app"), &all, dir.path());
+        let status = p.wait_exit();
+        (status.code(), p.output().join("\n"))
+    };
+    assert_eq!(run(&["call", "m.add", "1", "2"]), (Some(0), "3".into()));
+    assert_eq!(
+        run(&["call", "m.kw", "x", "c=[1]"]),
+        (Some(0), r#"{"a":"x","b":2,"c":[1]}"#.into())
+    );
+    let (code, out) = run(&["call", "m.fail", "bad"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("ValueError: bad"), "{out}");
+    assert_eq!(run(&["list"]), (Some(0), "m".into()));
+    let (code, out) = run(&["describe", "m"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("kw(a, b=2, *, c=3)") && out.contains("Keyword arguments."),
+        "{out}"
+    );
+}

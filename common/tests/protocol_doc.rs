@@ -1,0 +1,313 @@
+//! PROTOCOL.md is generated from the code's own types here, so it cannot drift: this test fails
+//! when the file differs from what the code serializes. `UPDATE_PROTOCOL=1 cargo test -p common
+//! --test protocol_doc` rewrites it.
+
+use common::error::{ErrorKind, RemoteError};
+use common::proto::*;
+use serde_json::{json, Map};
+
+/// Every variant's name; exhaustive, so a new variant cannot be forgotten here.
+fn to_server_name(m: &ToServer) -> &'static str {
+    match m {
+        ToServer::Hello(_) => "hello",
+        ToServer::Chunk(_) => "chunk",
+        ToServer::Withdraw { .. } => "withdraw",
+        ToServer::Have { .. } => "have",
+        ToServer::Want { .. } => "want",
+        ToServer::Say { .. } => "say",
+        ToServer::Who => "who",
+        ToServer::Call(_) => "call",
+        ToServer::Reply(_) => "reply",
+    }
+}
+
+fn to_client_name(m: &ToClient) -> &'static str {
+    match m {
+        ToClient::Welcome { .. } => "welcome",
+        ToClient::Refused { .. } => "refused",
+        ToClient::Registered { .. } => "registered",
+        ToClient::RegisterFailed { .. } => "register_failed",
+        ToClient::Offer(_) => "offer",
+        ToClient::Chunk(_) => "chunk",
+        ToClient::Gone { .. } => "gone",
+        ToClient::Message { .. } => "message",
+        ToClient::Who { .. } => "who",
+        ToClient::Call(_) => "call",
+        ToClient::Reply(_) => "reply",
+        ToClient::Error { .. } => "error",
+        ToClient::Shutdown { .. } => "shutdown",
+    }
+}
+
+fn to_stub_name(m: &ToStub) -> &'static str {
+    match m {
+        ToStub::Call(_) => "call",
+        ToStub::Modules { .. } => "modules",
+        ToStub::Describe { .. } => "describe",
+    }
+}
+
+fn to_app_name(m: &ToApp) -> &'static str {
+    match m {
+        ToApp::Reply(_) => "reply",
+        ToApp::Error { .. } => "error",
+    }
+}
+
+fn chunk() -> Chunk {
+    Chunk {
+        module: "z".into(),
+        md5: "5d41402abc4b2a76b9719d911017c592".into(),
+        size: 5,
+        seq: 0,
+        total: 1,
+        data: "aGVsbG8=".into(),
+    }
+}
+
+fn call(id: u64) -> Call {
+    Call {
+        id,
+        module: "z".into(),
+        function: "add_prams".into(),
+        args: vec![json!(1), json!(2)],
+        kwargs: Map::new(),
+        timeout_ms: 30000,
+    }
+}
+
+fn ok(id: u64) -> Reply {
+    Reply {
+        id,
+        result: Ok(json!(3)),
+    }
+}
+
+fn exception(id: u64) -> Reply {
+    let mut e = RemoteError::new(ErrorKind::Exception, "division by zero");
+    e.exc_type = Some("ZeroDivisionError".into());
+    e.traceback = Some("Traceback (most recent call last): ...".into());
+    Reply { id, result: Err(e) }
+}
+
+/// One section: a title, a sentence, and each example with what it means.
+fn section<T: serde::Serialize>(
+    out: &mut String,
+    title: &str,
+    intro: &str,
+    rows: &[(&str, T)],
+    name: fn(&T) -> &'static str,
+) {
+    out.push_str(&format!("## {title}\n\n{intro}\n\n"));
+    for (meaning, msg) in rows {
+        let line = serde_json::to_string(msg).unwrap();
+        out.push_str(&format!(
+            "### `{}`\n{meaning}\n\n```json\n{line}\n```\n\n",
+            name(msg)
+        ));
+    }
+}
+
+fn render() -> String {
+    let mut out = String::from(
+        "# The stubnet protocol\n\n\
+         Generated from `common/src/proto.rs` by `common/tests/protocol_doc.rs`; do not edit by hand.\n\n\
+         Every frame is one JSON object on one line (`\\n`-terminated): `{\"cmd\": NAME, \"data\": PAYLOAD}`;\n\
+         commands without a payload have no `data`. A frame is at most 4 MiB by default. A frame that is\n\
+         malformed, unknown, of the wrong shape or over the limit is answered with an `error` frame naming\n\
+         what was wrong, and the connection goes on. Ids are chosen by the sender of a call and unique among\n\
+         its calls in flight; the answer carries the same id. Timeouts travel as durations (`timeout_ms`),\n\
+         never as clock times. A `result` is `{\"Ok\": VALUE}` or `{\"Err\": ERROR}` where ERROR has `kind`\n\
+         (exception, unknown_module, unknown_function, bad_arguments, timeout, owner_gone, not_connected,\n\
+         worker_failed, protocol, refused, too_large), `message`, and for exceptions `exc_type` and `traceback`.\n\n",
+    );
+    let offer = Offer {
+        module: "z".into(),
+        owner: "alpha".into(),
+        md5: chunk().md5,
+        size: 5,
+    };
+    section(&mut out, "Client stub → server", "The first frame must be `hello`.", &[
+        ("Join the network under a name (the token is for networks that set one).", ToServer::Hello(Hello { version: PROTOCOL_VERSION, name: "alpha".into(), token: None })),
+        ("One piece of a descriptor this stub registers; the server checks order, size and md5.", ToServer::Chunk(chunk())),
+        ("Withdraw a module this stub owns.", ToServer::Withdraw { module: "z".into() }),
+        ("Answer to an offer: my cached copy has this md5, send nothing.", ToServer::Have { module: "z".into(), md5: chunk().md5 }),
+        ("Answer to an offer: send the chunks.", ToServer::Want { module: "z".into(), md5: chunk().md5 }),
+        ("A message for the server's console.", ToServer::Say { text: "hi".into() }),
+        ("Who is in?", ToServer::Who),
+        ("A call on a module another stub owns.", ToServer::Call(call(1))),
+        ("The answer to a call this stub ran as owner.", ToServer::Reply(ok(17))),
+    ], to_server_name);
+    section(
+        &mut out,
+        "Server → client stub",
+        "",
+        &[
+            (
+                "Hello accepted.",
+                ToClient::Welcome {
+                    name: "alpha".into(),
+                    version: PROTOCOL_VERSION,
+                },
+            ),
+            (
+                "Hello refused; the connection closes.",
+                ToClient::Refused {
+                    reason: "name 'alpha' is already in use on this network".into(),
+                    name_taken: true,
+                },
+            ),
+            (
+                "An upload was verified and stored.",
+                ToClient::Registered {
+                    module: "z".into(),
+                    md5: chunk().md5,
+                },
+            ),
+            (
+                "An upload or withdraw was refused.",
+                ToClient::RegisterFailed {
+                    module: "z".into(),
+                    reason: "module 'z' is owned by 'beta'".into(),
+                },
+            ),
+            (
+                "A module exists: answer `have` or `want`.",
+                ToClient::Offer(offer),
+            ),
+            (
+                "One piece of a descriptor this stub wanted.",
+                ToClient::Chunk(chunk()),
+            ),
+            (
+                "A module left the network.",
+                ToClient::Gone {
+                    module: "z".into(),
+                    reason: "its owner 'alpha' left".into(),
+                },
+            ),
+            (
+                "A message from the server console.",
+                ToClient::Message {
+                    from: "server".into(),
+                    text: "hello all".into(),
+                },
+            ),
+            (
+                "Who is in.",
+                ToClient::Who {
+                    peers: vec![PeerInfo {
+                        name: "alpha".into(),
+                        address: "127.0.0.1:40000".into(),
+                        modules: vec!["z".into()],
+                    }],
+                },
+            ),
+            (
+                "Run a call on a module this stub owns (the id is the server's route id).",
+                ToClient::Call(call(17)),
+            ),
+            (
+                "The answer to a call this stub made.",
+                ToClient::Reply(exception(1)),
+            ),
+            (
+                "A frame this stub sent could not be handled.",
+                ToClient::Error {
+                    message: "malformed frame: expected value at line 1 column 1".into(),
+                },
+            ),
+            (
+                "The session ends; the stub exits.",
+                ToClient::Shutdown {
+                    reason: "the server ended the session".into(),
+                },
+            ),
+        ],
+        to_client_name,
+    );
+    section(
+        &mut out,
+        "App → its local client stub",
+        "Apps connect to `127.0.0.1:APP_PORT`; many requests may be in flight on one connection.",
+        &[
+            ("Call a function.", ToStub::Call(call(1))),
+            (
+                "List modules whose names start with a prefix; the result is a list of names.",
+                ToStub::Modules {
+                    id: 2,
+                    prefix: "".into(),
+                },
+            ),
+            (
+                "A module's descriptor.",
+                ToStub::Describe {
+                    id: 3,
+                    module: "z".into(),
+                },
+            ),
+        ],
+        to_stub_name,
+    );
+    section(
+        &mut out,
+        "Local client stub → app",
+        "",
+        &[
+            (
+                "The answer to the request with the same id.",
+                ToApp::Reply(ok(1)),
+            ),
+            (
+                "A frame from the app could not be handled.",
+                ToApp::Error {
+                    message: "malformed frame: ...".into(),
+                },
+            ),
+        ],
+        to_app_name,
+    );
+    out.push_str("## Descriptor files\n\nA module's descriptor is the JSON file `NAME.json`; its md5 is the md5 of those bytes.\n\n```json\n");
+    out.push_str(
+        &String::from_utf8(
+            common::module::ModuleDescriptor {
+                module: "z".into(),
+                functions: vec![common::module::FunctionDesc {
+                    name: "add_prams".into(),
+                    params: vec![
+                        common::module::Param {
+                            name: "a".into(),
+                            kind: common::module::ParamKind::Positional,
+                            default: None,
+                            annotation: Some("int".into()),
+                        },
+                        common::module::Param {
+                            name: "b".into(),
+                            kind: common::module::ParamKind::Positional,
+                            default: Some("1".into()),
+                            annotation: None,
+                        },
+                    ],
+                    returns: Some("int".into()),
+                    doc: Some("Adds two numbers.".into()),
+                    is_async: false,
+                }],
+            }
+            .to_bytes(),
+        )
+        .unwrap(),
+    );
+    out.push_str("```\n");
+    out
+}
+
+#[test]
+fn protocol_md_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
+    let want = render();
+    if std::env::var_os("UPDATE_PROTOCOL").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(have == want, "PROTOCOL.md is out of date: run UPDATE_PROTOCOL=1 cargo test -p common --test protocol_doc");
+}
