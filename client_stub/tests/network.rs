@@ -47,6 +47,7 @@ fn descriptors_sync_by_md5_update_and_leave_with_the_owner() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(c.count("fetching"), 0, "{:?}", c.output());
     assert_eq!(c.count("received z"), 0, "{:?}", c.output());
+    assert_eq!(server.count("sent z to c"), 1, "only before the restart: {:?}", server.output());
 
     // An edited module, registered again, reaches everyone.
     let mut source = fs::read_to_string(&z).unwrap();
@@ -55,6 +56,7 @@ fn descriptors_sync_by_md5_update_and_leave_with_the_owner() {
     a.send(&format!("rm:{}", z.display()));
     b.wait_n("received z from a", 2);
     c.wait_for("received z from a");
+    server.wait_n("sent z to c", 2);
     for who in ["b", "c", "server"] {
         let text = fs::read_to_string(dir.join(who).join("z.json")).unwrap();
         assert!(text.contains("\"triple\""), "{who}: {text}");

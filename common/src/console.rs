@@ -2,6 +2,7 @@
 //! into a channel, with history kept in a file and tab completion of commands and module names.
 //! What the lines mean is each stub's business.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +23,7 @@ pub struct Console {
     pub module_commands: Vec<&'static str>,
     pub names: Names,
     pub history: Option<PathBuf>,
-    /// The line sent when input ends (Ctrl-D, end of a piped stdin) or on Ctrl-C.
+    /// The line sent on Ctrl-D or Ctrl-C at a terminal.
     pub on_end: &'static str,
 }
 
@@ -101,6 +102,9 @@ impl Console {
                             return;
                         }
                     }
+                    // Piped input that ends stops the shell, not the stub: a stub started
+                    // with `-l` from a script keeps serving. At a terminal, Ctrl-D quits.
+                    Err(ReadlineError::Eof) if !std::io::stdin().is_terminal() => return,
                     Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
                     Err(e) => {
                         eprintln!("error: console: {e}");

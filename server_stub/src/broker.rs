@@ -326,7 +326,10 @@ impl Broker {
         if entry.md5 != md5 {
             return;
         }
-        for chunk in split(module, &entry.bytes) {
+        let chunks = split(module, &entry.bytes);
+        let to = self.registry.name(id).unwrap_or("?");
+        say!("sent {module} to {to}: {} bytes in {} chunk(s)", entry.bytes.len(), chunks.len());
+        for chunk in chunks {
             self.send(id, ToClient::Chunk(chunk));
         }
     }
