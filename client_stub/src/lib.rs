@@ -50,6 +50,8 @@ pub struct Config {
     pub workers: BTreeMap<String, usize>,
     pub max_frame: usize,
     pub max_module_bytes: u64,
+    /// The network token, if the server requires one.
+    pub token: Option<String>,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             workers: BTreeMap::new(),
             max_frame: common::conn::DEFAULT_MAX_FRAME,
             max_module_bytes: 16 * 1024 * 1024,
+            token: None,
         }
     }
 
@@ -96,6 +99,7 @@ impl Config {
             python: Some(self.python.clone()),
             call_timeout_ms: None,
             workers: self.workers.clone(),
+            token: self.token.clone(),
         }
     }
 }
@@ -113,7 +117,14 @@ pub async fn run(
 ) -> Result<String> {
     let store = Store::open(&config.receiving_dir)?;
     let server = format!("{}:{}", config.address, config.port);
-    let link = upstream::join(&server, &config.name, config.name_policy, config.max_frame).await?;
+    let link = upstream::join(
+        &server,
+        &config.name,
+        config.token.as_deref(),
+        config.name_policy,
+        config.max_frame,
+    )
+    .await?;
     if link.name != config.name {
         say!(
             "joined as '{}' (the name '{}' was taken)",

@@ -43,6 +43,9 @@ struct Flags {
     /// Python interpreter for owned modules [profile: python; default python3]
     #[arg(long, value_name = "PATH")]
     python: Option<String>,
+    /// The network token, if the server requires one [profile: token; env STUBNET_TOKEN]
+    #[arg(long, env = "STUBNET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
         config.python = p;
     }
     config.workers = values.workers;
+    config.token = flags.token.or(values.token).filter(|t| !t.is_empty());
     Ok(config)
 }
 

@@ -32,10 +32,16 @@ pub struct Link {
 ///
 /// # Errors
 /// The server cannot be reached, refused the stub, or speaks something else.
-pub async fn join(server: &str, name: &str, policy: NamePolicy, max_frame: usize) -> Result<Link> {
+pub async fn join(
+    server: &str,
+    name: &str,
+    token: Option<&str>,
+    policy: NamePolicy,
+    max_frame: usize,
+) -> Result<Link> {
     let mut candidate = name.to_owned();
     for attempt in 2.. {
-        match hello(server, &candidate, max_frame).await? {
+        match hello(server, &candidate, token, max_frame).await? {
             Ok(link) => return Ok(link),
             Err(reason) => {
                 let retry = |next: &str| say!("the name '{candidate}' is taken ({reason}); {next}");
@@ -63,7 +69,12 @@ pub async fn join(server: &str, name: &str, policy: NamePolicy, max_frame: usize
 }
 
 /// One attempt: `Ok(Err(reason))` when the name is taken.
-async fn hello(server: &str, name: &str, max_frame: usize) -> Result<Result<Link, String>> {
+async fn hello(
+    server: &str,
+    name: &str,
+    token: Option<&str>,
+    max_frame: usize,
+) -> Result<Result<Link, String>> {
     let stream = TcpStream::connect(server)
         .await
         .map_err(|e| Error::Config(format!("cannot reach the server at {server}: {e}")))?;
@@ -73,7 +84,7 @@ async fn hello(server: &str, name: &str, max_frame: usize) -> Result<Result<Link
     let hello = ToServer::Hello(Hello {
         version: PROTOCOL_VERSION,
         name: name.to_owned(),
-        token: None,
+        token: token.map(str::to_owned),
     });
     writer.send(&hello).await?;
     match reader.read::<ToClient>().await? {

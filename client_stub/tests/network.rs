@@ -47,7 +47,12 @@ fn descriptors_sync_by_md5_update_and_leave_with_the_owner() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(c.count("fetching"), 0, "{:?}", c.output());
     assert_eq!(c.count("received z"), 0, "{:?}", c.output());
-    assert_eq!(server.count("sent z to c"), 1, "only before the restart: {:?}", server.output());
+    assert_eq!(
+        server.count("sent z to c"),
+        1,
+        "only before the restart: {:?}",
+        server.output()
+    );
 
     // An edited module, registered again, reaches everyone.
     let mut source = fs::read_to_string(&z).unwrap();
@@ -268,4 +273,37 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
         dir,
     );
     again.wait_for("registered z");
+}
+
+#[test]
+fn a_network_token_keeps_strangers_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &["--token", "s3cret"]);
+    let p = port.to_string();
+    let args = ["-a", "127.0.0.1", "-p", &p, "-n", "x", "-q", "0", "-d", "x"];
+    let mut stranger = Proc::start("stranger", &exe("client_stub"), &args, dir);
+    assert!(!stranger.wait_exit().success());
+    stranger.wait_for("refused this stub: missing or wrong network token");
+    let mut wrong = args.to_vec();
+    wrong.extend(["--token", "guess"]);
+    let mut guess = Proc::start("guess", &exe("client_stub"), &wrong, dir);
+    assert!(!guess.wait_exit().success());
+    assert_eq!(server.count("joined:"), 0);
+
+    let mut right = args.to_vec();
+    right.extend(["--token", "s3cret"]);
+    let member = Proc::start("member", &exe("client_stub"), &right, dir);
+    member.wait_for("joined 127.0.0.1");
+    server.wait_for("joined: x");
+
+    // Beyond loopback without a token, the server refuses to start and says why.
+    let mut open = Proc::start(
+        "open",
+        &exe("server_stub"),
+        &["-a", "0.0.0.0", "-p", "0"],
+        dir,
+    );
+    assert!(!open.wait_exit().success());
+    open.wait_for("without a network token");
 }

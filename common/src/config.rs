@@ -23,6 +23,10 @@ pub struct ServerProfile {
     pub dir: Option<PathBuf>,
     /// Run the interactive shell (`-l`).
     pub live_console: Option<bool>,
+    /// The network token every stub must present (`--token`, env `STUBNET_TOKEN`).
+    pub token: Option<String>,
+    /// Allow listening beyond loopback without a token (`--insecure`).
+    pub insecure: Option<bool>,
 }
 
 /// A client stub profile (`conf/conf.toml`, ...); also read by apps for `app_port`.
@@ -41,6 +45,8 @@ pub struct ClientProfile {
     pub receiving_dir: Option<PathBuf>,
     /// Run the interactive shell (`-l`).
     pub live_console: Option<bool>,
+    /// The network token, if the server requires one (`--token`, env `STUBNET_TOKEN`).
+    pub token: Option<String>,
     /// Modules registered at start (`--register`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub register: Vec<PathBuf>,

@@ -57,16 +57,18 @@ pub struct Broker {
     peers: HashMap<PeerId, Peer>,
     store: Store,
     limits: Limits,
+    token: Option<String>,
 }
 
 impl Broker {
-    pub fn new(store: Store, limits: Limits) -> Self {
+    pub fn new(store: Store, limits: Limits, token: Option<String>) -> Self {
         Broker {
             registry: Registry::default(),
             routes: Routes::default(),
             peers: HashMap::new(),
             store,
             limits,
+            token,
         }
     }
 
@@ -157,6 +159,13 @@ impl Broker {
                 ),
                 false,
             );
+        }
+        if let Some(token) = &self.token {
+            let given = hello.token.as_deref().unwrap_or_default();
+            // Constant time, so the answer's timing says nothing about the token.
+            if !constant_time_eq::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                return refuse("missing or wrong network token".into(), false);
+            }
         }
         if let Err(reason) = self.registry.join(id, &hello.name, &address) {
             let name_taken = self.registry.peer_by_name(&hello.name).is_some();
@@ -328,7 +337,11 @@ impl Broker {
         }
         let chunks = split(module, &entry.bytes);
         let to = self.registry.name(id).unwrap_or("?");
-        say!("sent {module} to {to}: {} bytes in {} chunk(s)", entry.bytes.len(), chunks.len());
+        say!(
+            "sent {module} to {to}: {} bytes in {} chunk(s)",
+            entry.bytes.len(),
+            chunks.len()
+        );
         for chunk in chunks {
             self.send(id, ToClient::Chunk(chunk));
         }

@@ -51,6 +51,8 @@ pub struct Config {
     /// Where uploaded descriptors are kept.
     pub dir: PathBuf,
     pub limits: Limits,
+    /// The token every stub must present in its hello; `None`: anyone may join.
+    pub token: Option<String>,
 }
 
 /// Serves until `shutdown` completes, the console says `_end_`, or the console's input ends.
@@ -65,7 +67,7 @@ pub async fn run(
 ) -> common::Result<String> {
     let store = Store::open(&config.dir)?;
     let (events, inbox) = smol::channel::unbounded::<Event>();
-    let broker = smol::spawn(Broker::new(store, config.limits).run(inbox));
+    let broker = smol::spawn(Broker::new(store, config.limits, config.token.clone()).run(inbox));
     // Connection tasks hold `alive`; when the last one ends, `all_closed` completes.
     let (alive, all_closed) = smol::channel::bounded::<()>(1);
 

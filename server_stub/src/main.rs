@@ -28,6 +28,12 @@ struct Flags {
     /// Where uploaded descriptors are kept [profile: dir; default ./stubnet-server]
     #[arg(short, long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// The network token every stub must present [profile: token; env STUBNET_TOKEN]
+    #[arg(long, env = "STUBNET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Listen beyond loopback without a token [profile: insecure]
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +70,8 @@ fn run(flags: Flags) -> common::Result<()> {
         (None, None) => "stubnet-server".into(),
     };
     let live = flags.live_console || values.live_console.unwrap_or(false);
+    let token = flags.token.or(values.token).filter(|t| !t.is_empty());
+    let insecure = flags.insecure || values.insecure.unwrap_or(false);
 
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
@@ -71,6 +79,13 @@ fn run(flags: Flags) -> common::Result<()> {
     })
     .map_err(|e| common::Error::Config(format!("cannot catch Ctrl-C: {e}")))?;
 
+    if token.is_none() && !insecure && !loopback_only(&address, port) {
+        return Err(common::Error::Config(format!(
+            "refusing to listen on {address} without a network token: anyone who can reach it \
+             could run code on every stub. Set --token (or STUBNET_TOKEN, or profile key token), \
+             or pass --insecure to accept that"
+        )));
+    }
     smol::block_on(async {
         let listener = smol::net::TcpListener::bind((address.as_str(), port))
             .await
@@ -92,6 +107,7 @@ fn run(flags: Flags) -> common::Result<()> {
         let config = Config {
             dir,
             limits: Limits::default(),
+            token,
         };
         let reason = server_stub::run(listener, config, console, async {
             let _ = stop_rx.recv().await;
@@ -100,4 +116,13 @@ fn run(flags: Flags) -> common::Result<()> {
         say!("stopped: {reason}");
         Ok(())
     })
+}
+
+/// Whether `address` only ever means this machine.
+fn loopback_only(address: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    match (address, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.all(|a| a.ip().is_loopback()),
+        Err(_) => false,
+    }
 }
