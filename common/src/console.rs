@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
-use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
+use rustyline::{CompletionType, Config, Context, Editor, Helper, Highlighter, Hinter, Validator};
 
 /// Names the shell completes after a `cmd:` prefix (module names), kept current by the stub.
 pub type Names = Arc<Mutex<Vec<String>>>;
@@ -73,7 +73,11 @@ impl Console {
     pub fn spawn(self) -> smol::channel::Receiver<String> {
         let (tx, rx) = smol::channel::unbounded();
         std::thread::spawn(move || {
-            let mut editor = match Editor::<Completion, DefaultHistory>::new() {
+            // List mode: each Tab completes afresh, so `des<Tab><Tab>` gives `desc:` then `desc:z`.
+            let config = Config::builder()
+                .completion_type(CompletionType::List)
+                .build();
+            let mut editor = match Editor::<Completion, DefaultHistory>::with_config(config) {
                 Ok(e) => e,
                 Err(e) => {
                     eprintln!("error: no line editor: {e}");
