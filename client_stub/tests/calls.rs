@@ -197,10 +197,10 @@ fn the_owner_killed_mid_call_fails_the_call_at_once() {
         matches!(&result, Err(CallError::OwnerGone(_))),
         "{result:?}"
     );
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "failed by the owner leaving, not a timer"
-    );
+    // Generous for a busy machine; the error kind above shows the leave, not a timer, ended it.
+    let took = start.elapsed();
+    eprintln!("owner gone reported {took:?} after the call started (the kill came at 500 ms)");
+    assert!(took < Duration::from_secs(10), "{took:?}");
     n.server.wait_for("left: a");
     n.caller.wait_for("module m is gone");
 }
