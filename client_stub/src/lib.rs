@@ -18,14 +18,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::config::ClientProfile;
-use common::conn::drain;
+use common::config::{ClientProfile, Limits};
 use common::console::{Console, Names};
-use common::proto::{ToClient, ToServer};
 use common::store::Store;
 use common::{Error, Result};
 use smol::future::FutureExt;
-use smol::net::{Shutdown, TcpListener};
+use smol::net::TcpListener;
 
 use stub::{Event, Stub};
 pub use upstream::NamePolicy;
@@ -48,8 +46,7 @@ pub struct Config {
     pub python: String,
     /// Workers per owned module (default 1).
     pub workers: BTreeMap<String, usize>,
-    pub max_frame: usize,
-    pub max_module_bytes: u64,
+    pub limits: Limits,
     /// The network token, if the server requires one.
     pub token: Option<String>,
 }
@@ -68,8 +65,7 @@ impl Config {
             name_policy: NamePolicy::Fail,
             python: "python3".into(),
             workers: BTreeMap::new(),
-            max_frame: common::conn::DEFAULT_MAX_FRAME,
-            max_module_bytes: 16 * 1024 * 1024,
+            limits: Limits::default(),
             token: None,
         }
     }
@@ -100,6 +96,7 @@ impl Config {
             call_timeout_ms: None,
             workers: self.workers.clone(),
             token: self.token.clone(),
+            limits: self.limits,
         }
     }
 }
@@ -116,103 +113,65 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<String> {
     let store = Store::open(&config.receiving_dir)?;
-    let server = format!("{}:{}", config.address, config.port);
-    let link = upstream::join(
-        &server,
-        &config.name,
-        config.token.as_deref(),
-        config.name_policy,
-        config.max_frame,
-    )
-    .await?;
+    let params = upstream::Params {
+        server: format!("{}:{}", config.address, config.port),
+        token: config.token.clone(),
+        session: upstream::new_session(),
+        max_frame: config.limits.max_frame_bytes,
+    };
+    let link = upstream::join(&params, &config.name, config.name_policy).await?;
     if link.name != config.name {
-        say!(
-            "joined as '{}' (the name '{}' was taken)",
-            link.name,
-            config.name
-        );
+        say!("joined as '{}' (the name '{}' was taken)", link.name, config.name);
     }
     config.name = link.name.clone();
-    say!("joined {server} as {}", config.name);
+    say!("joined {} as {}", params.server, config.name);
 
     let apps = TcpListener::bind(("127.0.0.1", config.app_port))
         .await
         .map_err(|e| {
-            Error::Config(format!(
-                "cannot listen for apps on 127.0.0.1:{}: {e}",
-                config.app_port
-            ))
+            Error::Config(format!("cannot listen for apps on 127.0.0.1:{}: {e}", config.app_port))
         })?;
     say!("apps on {}", apps.local_addr()?);
 
     let (events, inbox) = smol::channel::unbounded::<Event>();
-    let (up, up_rx) = smol::channel::unbounded::<ToServer>();
-    let writer = smol::spawn(drain(up_rx, link.writer, |_| false));
-    let reader = smol::spawn(read_server(link.reader, events.clone()));
-    let accepting = smol::spawn(local::accept_loop(apps, events.clone(), config.max_frame));
-    let ticker = smol::spawn(tick(events.clone()));
     let names = Names::default();
-    let console = config.live_console.then(|| {
-        let lines = Console {
-            prompt: format!("{}> ", config.name),
-            commands: repl::COMMANDS.to_vec(),
-            module_commands: repl::MODULE_COMMANDS.to_vec(),
-            names: names.clone(),
-            history: Some(config.receiving_dir.join(".shell_history")),
-            on_end: "_end_",
-        }
-        .spawn();
-        let events = events.clone();
-        smol::spawn(async move {
-            while let Ok(line) = lines.recv().await {
-                if events.send(Event::Line(line)).await.is_err() {
-                    break;
-                }
-            }
-        })
-    });
-
-    let mut stub = Stub::new(config.clone(), up, store, names);
+    let mut stub = Stub::new(config.clone(), store, names.clone());
+    // Parsed and started now; uploaded as soon as the actor hears it is connected.
     for path in &config.register {
         stub.register(path);
     }
+    let tasks = (
+        smol::spawn(upstream::keep_connected(link, params, events.clone())),
+        smol::spawn(local::accept_loop(apps, events.clone(), config.limits.max_frame_bytes)),
+        smol::spawn(tick(events.clone())),
+        config.live_console.then(|| smol::spawn(console(config.clone(), names, events.clone()))),
+    );
     let stop = async {
         shutdown.await;
         let _ = events.send(Event::Stop("stopped".into())).await;
         std::future::pending().await
     };
     let result = stub.run(inbox).or(stop).await;
-    drop((reader, accepting, ticker, console));
-    // The stub dropped its end of the upstream queue: the writer flushes what is left and ends.
-    let _ = writer
-        .or(async {
-            smol::Timer::after(Duration::from_secs(2)).await;
-        })
-        .await;
-    let _ = link.stream.shutdown(Shutdown::Both);
+    drop(tasks);
     result
 }
 
-/// Turns server frames into events until the connection ends.
-async fn read_server(
-    mut reader: common::conn::FrameReader<smol::net::TcpStream>,
-    events: smol::channel::Sender<Event>,
-) {
-    let why = loop {
-        match reader.read::<ToClient>().await {
-            Ok(Some(msg)) => {
-                if events.send(Event::Server(msg)).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => break "the server closed the connection".to_owned(),
-            Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
-                say!("error: bad frame from the server: {e}");
-            }
-            Err(e) => break e.to_string(),
+/// Runs the shell, feeding its lines to the actor.
+async fn console(config: Config, names: Names, events: smol::channel::Sender<Event>) {
+    let lines = Console {
+        prompt: format!("{}> ", config.name),
+        commands: repl::COMMANDS.to_vec(),
+        module_commands: repl::MODULE_COMMANDS.to_vec(),
+        names,
+        history: Some(config.receiving_dir.join(".shell_history")),
+        on_end: "_end_",
+    }
+    .spawn();
+    while let Ok(line) = lines.recv().await {
+        if events.send(Event::Line(line)).await.is_err() {
+            break;
         }
-    };
-    let _ = events.send(Event::ServerClosed(why)).await;
+    }
 }
 
 async fn tick(events: smol::channel::Sender<Event>) {

@@ -112,6 +112,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
         config.python = p;
     }
     config.workers = values.workers;
+    config.limits = values.limits;
     config.token = flags.token.or(values.token).filter(|t| !t.is_empty());
     Ok(config)
 }

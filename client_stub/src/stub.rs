@@ -11,7 +11,7 @@ use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::proto::{render_who, Call, Chunk, Offer, Reply, ToApp, ToClient, ToServer, ToStub};
 use common::store::Store;
-use common::{Error, Result};
+use common::Result;
 use serde_json::Value;
 use smol::channel::{Receiver, Sender};
 
@@ -23,8 +23,10 @@ use crate::Config;
 pub enum Event {
     /// A frame from the server.
     Server(ToClient),
-    /// The server connection ended.
-    ServerClosed(String),
+    /// Joined (or re-joined) the server: frames for it go to `up`.
+    Connected { up: Sender<ToServer>, name: String },
+    /// The server connection was lost; the link is being re-made.
+    Disconnected(String),
     /// A shell line.
     Line(String),
     AppJoined {
@@ -62,7 +64,10 @@ struct Pending {
 /// The actor's state.
 pub struct Stub {
     pub(crate) config: Config,
-    pub(crate) up: Sender<ToServer>,
+    /// Frames to the server, while connected.
+    up: Option<Sender<ToServer>>,
+    /// How many times the link to the server was made.
+    links: u32,
     pub(crate) owned: BTreeMap<String, Owned>,
     store: Store,
     incoming: Reassembler,
@@ -75,11 +80,12 @@ pub struct Stub {
 }
 
 impl Stub {
-    pub fn new(config: Config, up: Sender<ToServer>, store: Store, names: Names) -> Self {
+    pub fn new(config: Config, store: Store, names: Names) -> Self {
         Stub {
-            incoming: Reassembler::new(config.max_module_bytes),
+            incoming: Reassembler::new(config.limits.max_module_bytes),
             config,
-            up,
+            up: None,
+            links: 0,
             owned: BTreeMap::new(),
             store,
             known: BTreeMap::new(),
@@ -107,9 +113,8 @@ impl Stub {
         match event {
             Event::Server(ToClient::Shutdown { reason }) => return Some(Ok(reason)),
             Event::Server(msg) => self.server(msg),
-            Event::ServerClosed(why) => {
-                return Some(Err(Error::Protocol(format!("lost the server: {why}"))))
-            }
+            Event::Connected { up, name } => self.connected(up, name),
+            Event::Disconnected(why) => self.disconnected(&why),
             Event::Line(line) => match repl::parse(&line) {
                 Ok(Some(Command::Quit)) => return Some(Ok("quit".into())),
                 Ok(Some(cmd)) => self.command(cmd),
@@ -129,6 +134,60 @@ impl Stub {
             Event::Stop(reason) => return Some(Ok(reason)),
         }
         None
+    }
+
+    /// Frames go to `up` from now on: every owned module is uploaded again, and the server's
+    /// offers that follow re-sync the rest by md5.
+    fn connected(&mut self, up: Sender<ToServer>, name: String) {
+        self.links += 1;
+        self.config.name = name;
+        self.up = Some(up);
+        self.known.clear();
+        let uploads: Vec<(String, Vec<u8>)> = self
+            .owned
+            .iter_mut()
+            .map(|(m, o)| {
+                o.confirmed = false;
+                (m.clone(), o.parsed.bytes.clone())
+            })
+            .collect();
+        if self.links > 1 && !uploads.is_empty() {
+            say!("registering {} module(s) again", uploads.len());
+        }
+        for (module, bytes) in uploads {
+            self.upload(&module, &bytes);
+        }
+        self.refresh_names();
+    }
+
+    /// The server is gone for now: calls waiting on it fail at once, new ones too until the
+    /// link is back.
+    fn disconnected(&mut self, why: &str) {
+        say!("lost the server: {why}; reconnecting");
+        self.up = None;
+        self.incoming = Reassembler::new(self.config.limits.max_module_bytes);
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let err = RemoteError::new(ErrorKind::NotConnected, format!("lost the server: {why}"));
+            self.answer_app(p.conn, p.app_id, Err(err));
+        }
+    }
+
+    /// Queues a frame for the server; says so when there is no server to send it to.
+    fn send_up(&self, msg: ToServer) {
+        match &self.up {
+            Some(up) => {
+                let _ = up.try_send(msg);
+            }
+            None => say!("error: not connected to the server (reconnecting)"),
+        }
+    }
+
+    fn upload(&self, module: &str, bytes: &[u8]) {
+        if let Some(up) = &self.up {
+            for chunk in split(module, bytes) {
+                let _ = up.try_send(ToServer::Chunk(chunk));
+            }
+        }
     }
 
     fn server(&mut self, msg: ToClient) {
@@ -153,7 +212,8 @@ impl Stub {
             ToClient::Who { peers } => say!("{}", render_who(&peers).trim_end()),
             ToClient::Call(call) => {
                 // Only what this stub registered can be called, whatever a peer sends.
-                let answer = Answer::Server(self.up.clone());
+                let Some(up) = self.up.clone() else { return };
+                let answer = Answer::Server(up);
                 match self.check(&call) {
                     Ok(()) => self.run_owned(call, answer),
                     Err(e) => answer.send(Reply {
@@ -168,7 +228,10 @@ impl Stub {
                 }
             }
             ToClient::Error { message } => say!("error from the server: {message}"),
-            ToClient::Welcome { .. } | ToClient::Refused { .. } | ToClient::Shutdown { .. } => {}
+            ToClient::Welcome { .. }
+            | ToClient::Refused { .. }
+            | ToClient::Shutdown { .. }
+            | ToClient::Ping => {}
         }
     }
 
@@ -200,7 +263,7 @@ impl Stub {
                 }
             }
         };
-        let _ = self.up.try_send(msg);
+        self.send_up(msg);
         self.known.insert(
             module,
             Known {
@@ -281,7 +344,7 @@ impl Stub {
             Command::Register(path) => self.register(std::path::Path::new(&path)),
             Command::Withdraw(module) => match self.owned.contains_key(&module) {
                 true => {
-                    let _ = self.up.try_send(ToServer::Withdraw { module });
+                    self.send_up(ToServer::Withdraw { module });
                 }
                 false => say!("error: this stub does not own a module '{module}' (see mods)"),
             },
@@ -290,10 +353,10 @@ impl Stub {
                 Err(e) => say!("error: {e}"),
             },
             Command::Say(text) => {
-                let _ = self.up.try_send(ToServer::Say { text });
+                self.send_up(ToServer::Say { text });
             }
             Command::Who => {
-                let _ = self.up.try_send(ToServer::Who);
+                self.send_up(ToServer::Who);
             }
             Command::Modules(prefix) => say!("{}", self.list(&prefix).trim_end()),
             Command::Describe(module) => match self.descriptor(&module) {
@@ -352,9 +415,7 @@ impl Stub {
             parsed.path.display(),
             parsed.desc.functions.len()
         );
-        for chunk in split(&module, &parsed.bytes) {
-            let _ = self.up.try_send(ToServer::Chunk(chunk));
-        }
+        self.upload(&module, &parsed.bytes);
         match self.owned.get_mut(&module) {
             Some(o) => {
                 o.parsed = parsed;
@@ -416,6 +477,11 @@ impl Stub {
             };
             return self.run_owned(call, Answer::App(tx.clone()));
         }
+        if self.up.is_none() {
+            let msg = "not connected to the server (reconnecting)";
+            let err = RemoteError::new(ErrorKind::NotConnected, msg);
+            return self.answer_app(conn, call.id, Err(err));
+        }
         self.next_id += 1;
         let deadline = Instant::now() + Duration::from_millis(call.timeout_ms);
         self.pending.insert(
@@ -426,7 +492,7 @@ impl Stub {
                 deadline,
             },
         );
-        let _ = self.up.try_send(ToServer::Call(Call {
+        self.send_up(ToServer::Call(Call {
             id: self.next_id,
             ..call
         }));

@@ -1,12 +1,18 @@
-//! The link to the server: connect, say hello, and settle on a name.
+//! The link to the server: join under a name, then keep the link up. A lost server (closed
+//! connection, silence past the heartbeat) is reported to the actor, and the link is re-made
+//! with backoff under the same name and session, so the stub reclaims its name from its ghost.
 
-use common::say;
 use std::io::IsTerminal;
+use std::time::Duration;
 
-use common::conn::{FrameReader, FrameWriter};
+use common::conn::{drain, FrameReader, FrameWriter};
 use common::proto::{Hello, ToClient, ToServer, PROTOCOL_VERSION};
-use common::{Error, Result};
-use smol::net::TcpStream;
+use common::{say, Error, Result};
+use smol::channel::Sender;
+use smol::future::FutureExt;
+use smol::net::{Shutdown, TcpStream};
+
+use crate::stub::Event;
 
 /// What to do when the server says the name is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,77 +25,83 @@ pub enum NamePolicy {
     Ask,
 }
 
+/// Where and how to join.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// `host:port` of the server.
+    pub server: String,
+    pub token: Option<String>,
+    /// This stub's lifetime id (see [`Hello::session`]).
+    pub session: String,
+    pub max_frame: usize,
+}
+
 /// A joined connection to the server.
 pub struct Link {
     /// The name the server accepted.
     pub name: String,
+    /// How often to send a heartbeat, as the server asked.
+    pub heartbeat: Duration,
     pub reader: FrameReader<TcpStream>,
     pub writer: FrameWriter<TcpStream>,
     pub stream: TcpStream,
 }
 
-/// Connects to `server` and joins as `name`, following `policy` if the name is taken.
+/// Connects and joins as `name`, following `policy` if the name is taken.
 ///
 /// # Errors
 /// The server cannot be reached, refused the stub, or speaks something else.
-pub async fn join(
-    server: &str,
-    name: &str,
-    token: Option<&str>,
-    policy: NamePolicy,
-    max_frame: usize,
-) -> Result<Link> {
+pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Link> {
     let mut candidate = name.to_owned();
     for attempt in 2.. {
-        match hello(server, &candidate, token, max_frame).await? {
+        let reason = match hello(params, &candidate).await? {
             Ok(link) => return Ok(link),
-            Err(reason) => {
-                let retry = |next: &str| say!("the name '{candidate}' is taken ({reason}); {next}");
-                candidate = match policy {
-                    NamePolicy::Suffix if attempt <= 100 => {
-                        retry("trying another");
-                        format!("{name}-{attempt}")
-                    }
-                    NamePolicy::Ask if std::io::stdin().is_terminal() => {
-                        retry("please choose another");
-                        ask_name().await?
-                    }
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "the server refused the name '{candidate}': {reason} \
-                             (choose another with -n/--name or profile key name, \
-                             or allow a suffix with --name-suffix / name_suffix = true)"
-                        )))
-                    }
-                };
+            Err(reason) => reason,
+        };
+        let retry = |next: &str| say!("the name '{candidate}' is taken ({reason}); {next}");
+        candidate = match policy {
+            NamePolicy::Suffix if attempt <= 100 => {
+                retry("trying another");
+                format!("{name}-{attempt}")
             }
-        }
+            NamePolicy::Ask if std::io::stdin().is_terminal() => {
+                retry("please choose another");
+                ask_name().await?
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "the server refused the name '{candidate}': {reason} \
+                     (choose another with -n/--name or profile key name, \
+                     or allow a suffix with --name-suffix / name_suffix = true)"
+                )))
+            }
+        };
     }
     unreachable!("the loop returns")
 }
 
 /// One attempt: `Ok(Err(reason))` when the name is taken.
-async fn hello(
-    server: &str,
-    name: &str,
-    token: Option<&str>,
-    max_frame: usize,
-) -> Result<Result<Link, String>> {
+async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
+    let server = &params.server;
     let stream = TcpStream::connect(server)
         .await
         .map_err(|e| Error::Config(format!("cannot reach the server at {server}: {e}")))?;
     stream.set_nodelay(true)?;
-    let mut reader = FrameReader::new(stream.clone(), max_frame);
+    let mut reader = FrameReader::new(stream.clone(), params.max_frame);
     let mut writer = FrameWriter::new(stream.clone());
     let hello = ToServer::Hello(Hello {
         version: PROTOCOL_VERSION,
         name: name.to_owned(),
-        token: token.map(str::to_owned),
+        token: params.token.clone(),
+        session: Some(params.session.clone()),
     });
     writer.send(&hello).await?;
     match reader.read::<ToClient>().await? {
-        Some(ToClient::Welcome { name, .. }) => Ok(Ok(Link {
+        Some(ToClient::Welcome {
+            name, heartbeat_ms, ..
+        }) => Ok(Ok(Link {
             name,
+            heartbeat: Duration::from_millis(heartbeat_ms.max(10)),
             reader,
             writer,
             stream,
@@ -108,6 +120,82 @@ async fn hello(
     }
 }
 
+/// Keeps the stub connected for as long as the actor runs: hands each new link's sender to the
+/// actor, sends heartbeats, forwards frames, and after a loss rejoins with backoff.
+pub async fn keep_connected(mut link: Link, params: Params, events: Sender<Event>) {
+    loop {
+        let (up, outbox) = smol::channel::unbounded::<ToServer>();
+        let connected = Event::Connected {
+            up: up.clone(),
+            name: link.name.clone(),
+        };
+        if events.send(connected).await.is_err() {
+            return;
+        }
+        let writer = smol::spawn(drain(outbox, link.writer, |_| false));
+        let heartbeat = smol::spawn(beat(up, link.heartbeat));
+        let Some(why) = read_server(&mut link.reader, &events, link.heartbeat * 3).await else {
+            return;
+        };
+        drop((heartbeat, writer));
+        let _ = link.stream.shutdown(Shutdown::Both);
+        if events.send(Event::Disconnected(why)).await.is_err() {
+            return;
+        }
+        link = rejoin(&params, &link.name).await;
+    }
+}
+
+/// Turns server frames into events until the connection ends; `None` when the actor is gone.
+async fn read_server(
+    reader: &mut FrameReader<TcpStream>,
+    events: &Sender<Event>,
+    silence: Duration,
+) -> Option<String> {
+    loop {
+        let read = async { reader.read::<ToClient>().await }.or(async {
+            smol::Timer::after(silence).await;
+            Err(Error::Protocol(format!(
+                "nothing heard from the server for {silence:?}"
+            )))
+        });
+        match read.await {
+            Ok(Some(msg)) => events.send(Event::Server(msg)).await.ok()?,
+            Ok(None) => return Some("the server closed the connection".into()),
+            Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
+                say!("error: bad frame from the server: {e}");
+            }
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+/// Sends a heartbeat every interval, so a busy stub never looks dead.
+async fn beat(up: Sender<ToServer>, every: Duration) {
+    loop {
+        smol::Timer::after(every).await;
+        if up.send(ToServer::Ping).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Joins again under `name`, retrying with backoff until it works.
+async fn rejoin(params: &Params, name: &str) -> Link {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        smol::Timer::after(delay).await;
+        match join(params, name, NamePolicy::Fail).await {
+            Ok(link) => {
+                say!("reconnected to {} as {}", params.server, link.name);
+                return link;
+            }
+            Err(e) => say!("reconnecting: {e}; next try in {:?}", delay * 2),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Reads a new name from the terminal.
 pub async fn ask_name() -> Result<String> {
     smol::unblock(|| {
@@ -123,4 +211,13 @@ pub async fn ask_name() -> Result<String> {
         Ok(name)
     })
     .await
+}
+
+/// A random id for this stub's lifetime.
+pub fn new_session() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }

@@ -11,6 +11,39 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The sizes and times a stub enforces: the `[limits]` table of a profile. Every key is
+/// optional; the defaults suit a small network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame accepted or sent, in bytes (an argument or result must fit in one).
+    pub max_frame_bytes: usize,
+    /// Largest module descriptor, in bytes.
+    pub max_module_bytes: u64,
+    /// Frames queued for one peer before it is dropped as not reading (server).
+    pub queue_frames: usize,
+    /// Stubs on the network at once (server).
+    pub max_peers: usize,
+    /// Calls in flight per connection (server: per stub; client stub: per app).
+    pub max_calls_in_flight: usize,
+    /// How often each side of a stub–server link sends a heartbeat; three silent intervals
+    /// mean the other side is gone (server; stubs follow the server's value).
+    pub heartbeat_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: crate::conn::DEFAULT_MAX_FRAME,
+            max_module_bytes: 16 * 1024 * 1024,
+            queue_frames: 16 * 1024,
+            max_peers: 10_000,
+            max_calls_in_flight: 10_000,
+            heartbeat_ms: 5_000,
+        }
+    }
+}
+
 /// A server stub profile (`conf/server.toml`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +60,8 @@ pub struct ServerProfile {
     pub token: Option<String>,
     /// Allow listening beyond loopback without a token (`--insecure`).
     pub insecure: Option<bool>,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// A client stub profile (`conf/conf.toml`, ...); also read by apps for `app_port`.
@@ -59,6 +94,8 @@ pub struct ClientProfile {
     /// Worker processes per owned module, by module name (default 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workers: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// A loaded profile and where it came from.

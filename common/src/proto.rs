@@ -36,14 +36,21 @@ pub enum ToServer {
     Call(Call),
     /// The answer to a [`ToClient::Call`] this stub ran as owner.
     Reply(Reply),
+    /// Liveness: sent every heartbeat interval; any frame proves the stub is there.
+    Ping,
 }
 
 /// Server → client stub.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
 pub enum ToClient {
-    /// Hello accepted, under this name.
-    Welcome { name: String, version: u32 },
+    /// Hello accepted, under this name. The stub sends something (at least a `ping`) every
+    /// `heartbeat_ms`; a side that hears nothing for three intervals treats the other as gone.
+    Welcome {
+        name: String,
+        version: u32,
+        heartbeat_ms: u64,
+    },
     /// Hello refused; the server closes the connection after this.
     Refused {
         reason: String,
@@ -73,6 +80,8 @@ pub enum ToClient {
     Error { message: String },
     /// The server is ending the session; the stub should exit.
     Shutdown { reason: String },
+    /// Liveness, as [`ToServer::Ping`].
+    Ping,
 }
 
 /// App → its local client stub.
@@ -110,6 +119,10 @@ pub struct Hello {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A random id the stub keeps for its lifetime: a stub that reconnects with the same session
+    /// reclaims its name from its own ghost (a connection the server has not yet seen die).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// A module on offer: its owner and the md5 of its descriptor bytes.
@@ -193,6 +206,7 @@ mod tests {
             version: 1,
             name: "a".into(),
             token: None,
+            session: None,
         });
         let json = serde_json::to_string(&hello).unwrap();
         assert_eq!(json, r#"{"cmd":"hello","data":{"version":1,"name":"a"}}"#);

@@ -18,6 +18,7 @@ fn to_server_name(m: &ToServer) -> &'static str {
         ToServer::Who => "who",
         ToServer::Call(_) => "call",
         ToServer::Reply(_) => "reply",
+        ToServer::Ping => "ping",
     }
 }
 
@@ -36,6 +37,7 @@ fn to_client_name(m: &ToClient) -> &'static str {
         ToClient::Reply(_) => "reply",
         ToClient::Error { .. } => "error",
         ToClient::Shutdown { .. } => "shutdown",
+        ToClient::Ping => "ping",
     }
 }
 
@@ -128,7 +130,7 @@ fn render() -> String {
         size: 5,
     };
     section(&mut out, "Client stub → server", "The first frame must be `hello`.", &[
-        ("Join the network under a name (the token is for networks that set one).", ToServer::Hello(Hello { version: PROTOCOL_VERSION, name: "alpha".into(), token: None })),
+        ("Join the network under a name. `token`: for networks that set one. `session`: a random id kept for the stub's lifetime, so a stub that reconnects reclaims its name from its own ghost.", ToServer::Hello(Hello { version: PROTOCOL_VERSION, name: "alpha".into(), token: Some("s3cret".into()), session: Some("8c1f0e4a2b7d9c35".into()) })),
         ("One piece of a descriptor this stub registers; the server checks order, size and md5.", ToServer::Chunk(chunk())),
         ("Withdraw a module this stub owns.", ToServer::Withdraw { module: "z".into() }),
         ("Answer to an offer: my cached copy has this md5, send nothing.", ToServer::Have { module: "z".into(), md5: chunk().md5 }),
@@ -137,6 +139,7 @@ fn render() -> String {
         ("Who is in?", ToServer::Who),
         ("A call on a module another stub owns.", ToServer::Call(call(1))),
         ("The answer to a call this stub ran as owner.", ToServer::Reply(ok(17))),
+        ("Liveness, sent every heartbeat interval.", ToServer::Ping),
     ], to_server_name);
     section(
         &mut out,
@@ -144,10 +147,11 @@ fn render() -> String {
         "",
         &[
             (
-                "Hello accepted.",
+                "Hello accepted. Each side sends at least a `ping` every `heartbeat_ms`; one that hears nothing for three intervals treats the other as gone.",
                 ToClient::Welcome {
                     name: "alpha".into(),
                     version: PROTOCOL_VERSION,
+                    heartbeat_ms: 5000,
                 },
             ),
             (
@@ -223,6 +227,7 @@ fn render() -> String {
                     reason: "the server ended the session".into(),
                 },
             ),
+            ("Liveness, sent every heartbeat interval.", ToClient::Ping),
         ],
         to_client_name,
     );

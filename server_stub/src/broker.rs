@@ -16,7 +16,7 @@ use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERS
 use common::store::{check_module_name, md5_hex, Store};
 use smol::channel::{Receiver, Sender, TrySendError};
 
-use crate::registry::{PeerId, Registry};
+use crate::registry::{PeerId, Refusal, Registry};
 use crate::routes::{Route, Routes};
 use crate::shell::Command;
 use crate::Limits;
@@ -35,6 +35,8 @@ pub enum Event {
     Frame { id: PeerId, msg: ToServer },
     /// A frame from a peer that could not be read; the connection goes on.
     Malformed { id: PeerId, message: String },
+    /// A connection failed (an i/o error, silence past the heartbeat); `Leave` follows.
+    Lost { id: PeerId, why: String },
     /// A connection ended.
     Leave { id: PeerId },
     /// A server shell command.
@@ -58,6 +60,8 @@ pub struct Broker {
     store: Store,
     limits: Limits,
     token: Option<String>,
+    /// When every peer was last sent a heartbeat.
+    last_ping: Instant,
 }
 
 impl Broker {
@@ -69,6 +73,7 @@ impl Broker {
             store,
             limits,
             token,
+            last_ping: Instant::now(),
         }
     }
 
@@ -114,9 +119,19 @@ impl Broker {
                 say!("bad frame from {name}: {message}");
                 self.send(id, ToClient::Error { message });
             }
+            Event::Lost { id, why } => {
+                let name = self.registry.name(id).unwrap_or("a stub that never joined");
+                say!("lost {name}: {why}");
+            }
             Event::Leave { id } => self.leave(id),
             Event::Console(cmd) => return self.console(cmd),
-            Event::Tick => self.expire(),
+            Event::Tick => {
+                self.expire();
+                if self.last_ping.elapsed() >= Duration::from_millis(self.limits.heartbeat_ms) {
+                    self.last_ping = Instant::now();
+                    self.broadcast(&ToClient::Ping, None);
+                }
+            }
         }
         None
     }
@@ -167,11 +182,23 @@ impl Broker {
                 return refuse("missing or wrong network token".into(), false);
             }
         }
-        if let Err(reason) = self.registry.join(id, &hello.name, &address) {
-            let name_taken = self.registry.peer_by_name(&hello.name).is_some();
-            return refuse(reason, name_taken);
+        if self.registry.len() >= self.limits.max_peers {
+            let limit = self.limits.max_peers;
+            return refuse(format!("the network is full ({limit} stubs, the limit)"), false);
         }
-        say!("joined: {} from {address}", hello.name);
+        let session = hello.session.as_deref();
+        match self.registry.join(id, &hello.name, &address, session) {
+            Ok(()) => say!("joined: {} from {address}", hello.name),
+            Err(Refusal::BadName(reason)) => return refuse(reason, false),
+            Err(Refusal::Taken { holder, same_session: true }) => {
+                self.reclaim(holder, id, &address);
+                say!("rejoined: {} from {address} (replacing its old connection)", hello.name);
+            }
+            Err(Refusal::Taken { .. }) => {
+                let reason = format!("name '{}' is already in use on this network", hello.name);
+                return refuse(reason, true);
+            }
+        }
         let uploads = Reassembler::new(self.limits.max_module_bytes);
         self.peers.insert(id, Peer { tx, uploads });
         self.send(
@@ -179,11 +206,24 @@ impl Broker {
             ToClient::Welcome {
                 name: hello.name,
                 version: PROTOCOL_VERSION,
+                heartbeat_ms: self.limits.heartbeat_ms,
             },
         );
         for offer in self.registry.offers_for(id) {
             self.send(id, ToClient::Offer(offer));
         }
+    }
+
+    /// A stub reconnected before its old connection was seen to die: the old one is closed, its
+    /// calls in flight fail, and its name and modules pass to the new connection.
+    fn reclaim(&mut self, old: PeerId, new: PeerId, address: &str) {
+        self.peers.remove(&old);
+        for route in self.routes.fail_owner(old) {
+            let msg = "the owner reconnected; the call it was running is lost".to_owned();
+            self.fail(route, ErrorKind::OwnerGone, msg);
+        }
+        self.routes.forget_caller(old);
+        self.registry.reclaim(old, new, address);
     }
 
     fn leave(&mut self, id: PeerId) {
@@ -237,7 +277,7 @@ impl Broker {
                 }
                 Err(reason) => self.send(id, ToClient::RegisterFailed { module, reason }),
             },
-            ToServer::Have { .. } => {}
+            ToServer::Have { .. } | ToServer::Ping => {}
             ToServer::Want { module, md5 } => self.send_module(id, &module, &md5),
             ToServer::Say { text } => {
                 let from = self.registry.name(id).unwrap_or("?");
@@ -356,6 +396,11 @@ impl Broker {
             );
             return self.send(caller, reply_err(call.id, err));
         };
+        let (in_flight, limit) = (self.routes.in_flight(caller), self.limits.max_calls_in_flight);
+        if in_flight >= limit {
+            let msg = format!("{in_flight} calls in flight from this stub, the limit is {limit}");
+            return self.send(caller, reply_err(call.id, RemoteError::new(ErrorKind::TooLarge, msg)));
+        }
         let timeout = Duration::from_millis(call.timeout_ms);
         let route = self.routes.open(Route {
             caller,

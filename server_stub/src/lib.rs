@@ -15,7 +15,6 @@ pub mod shell;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::conn::DEFAULT_MAX_FRAME;
 use common::store::Store;
 use smol::channel::Receiver;
 use smol::future::FutureExt;
@@ -24,26 +23,7 @@ use smol::net::TcpListener;
 use broker::{Broker, Event};
 use shell::Line;
 
-/// Sizes the server enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest frame accepted, in bytes.
-    pub max_frame: usize,
-    /// Largest descriptor accepted, in bytes.
-    pub max_module_bytes: u64,
-    /// Frames queued for one peer before it is dropped as too slow.
-    pub queue: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_frame: DEFAULT_MAX_FRAME,
-            max_module_bytes: 16 * 1024 * 1024,
-            queue: 16 * 1024,
-        }
-    }
-}
+pub use common::config::Limits;
 
 /// The server's resolved settings.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use common::config::{Profile, ServerProfile};
 use common::console::Console;
-use server_stub::{shell, Config, Limits};
+use server_stub::{shell, Config};
 
 /// The stubnet server stub: the broker every client stub connects to.
 #[derive(Parser, Debug)]
@@ -106,7 +106,7 @@ fn run(flags: Flags) -> common::Result<()> {
         });
         let config = Config {
             dir,
-            limits: Limits::default(),
+            limits: values.limits,
             token,
         };
         let reason = server_stub::run(listener, config, console, async {

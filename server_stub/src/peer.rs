@@ -24,7 +24,7 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
-    let mut reader = FrameReader::new(stream.clone(), limits.max_frame);
+    let mut reader = FrameReader::new(stream.clone(), limits.max_frame_bytes);
     let mut writer = FrameWriter::new(stream.clone());
 
     let hello = async { reader.read::<ToServer>().await }
@@ -52,7 +52,7 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
         }
     };
 
-    let (tx, rx) = smol::channel::bounded(limits.queue);
+    let (tx, rx) = smol::channel::bounded(limits.queue_frames);
     let join = Event::Join {
         id,
         hello,
@@ -64,15 +64,24 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
     }
     let writing = smol::spawn(write_loop(rx, writer, stream.clone()));
 
+    // A peer that vanished without closing (pulled cable, suspended laptop) falls silent.
+    let silence = Duration::from_millis(limits.heartbeat_ms.saturating_mul(3));
     loop {
-        let event = match reader.read::<ToServer>().await {
+        let read = async { reader.read::<ToServer>().await }.or(async {
+            smol::Timer::after(silence).await;
+            Err(Error::Protocol(format!("nothing heard for {silence:?}")))
+        });
+        let event = match read.await {
             Ok(Some(msg)) => Event::Frame { id, msg },
             Ok(None) => break,
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => Event::Malformed {
                 id,
                 message: e.to_string(),
             },
-            Err(_) => break,
+            Err(e) => {
+                let _ = broker.send(Event::Lost { id, why: e.to_string() }).await;
+                break;
+            }
         };
         if broker.send(event).await.is_err() {
             break;

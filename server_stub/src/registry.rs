@@ -23,7 +23,18 @@ pub struct ModuleEntry {
 struct PeerEntry {
     name: String,
     address: String,
+    /// The stub's lifetime id from its hello, if it sent one.
+    session: Option<String>,
     modules: BTreeSet<String>,
+}
+
+/// Why a name could not be claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The name is not acceptable.
+    BadName(String),
+    /// Another connection holds the name. `same_session`: it is this stub's own ghost.
+    Taken { holder: PeerId, same_session: bool },
 }
 
 /// Names, peers and modules.
@@ -38,15 +49,26 @@ impl Registry {
     /// Claims `name` for peer `id`.
     ///
     /// # Errors
-    /// The reason, when the name is in use or not acceptable.
-    pub fn join(&mut self, id: PeerId, name: &str, address: &str) -> Result<(), String> {
+    /// The name is not acceptable, or another connection holds it.
+    pub fn join(
+        &mut self,
+        id: PeerId,
+        name: &str,
+        address: &str,
+        session: Option<&str>,
+    ) -> Result<(), Refusal> {
         if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == ':') {
-            return Err(format!(
+            return Err(Refusal::BadName(format!(
                 "name '{name}' is not acceptable: use 1 to 64 characters, no ':' or control characters"
-            ));
+            )));
         }
         match self.names.entry(name.to_owned()) {
-            Entry::Occupied(_) => Err(format!("name '{name}' is already in use on this network")),
+            Entry::Occupied(slot) => {
+                let holder = *slot.get();
+                let theirs = self.peers.get(&holder).and_then(|p| p.session.as_deref());
+                let same_session = session.is_some() && theirs == session;
+                Err(Refusal::Taken { holder, same_session })
+            }
             Entry::Vacant(slot) => {
                 slot.insert(id);
                 self.peers.insert(
@@ -54,12 +76,38 @@ impl Registry {
                     PeerEntry {
                         name: name.to_owned(),
                         address: address.to_owned(),
+                        session: session.map(str::to_owned),
                         modules: BTreeSet::new(),
                     },
                 );
                 Ok(())
             }
         }
+    }
+
+    /// Moves the name and modules of `old` (a stub's ghost) to `new`, the same stub reconnected:
+    /// its modules stay on the network, so nobody re-fetches anything.
+    pub fn reclaim(&mut self, old: PeerId, new: PeerId, address: &str) {
+        let Some(mut peer) = self.peers.remove(&old) else {
+            return;
+        };
+        peer.address = address.to_owned();
+        self.names.insert(peer.name.clone(), new);
+        for module in &peer.modules {
+            if let Some(m) = self.modules.get_mut(module) {
+                m.owner = new;
+            }
+        }
+        self.peers.insert(new, peer);
+    }
+
+    /// How many peers are in.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
     }
 
     /// Removes peer `id` and every module it owned.
@@ -191,21 +239,37 @@ mod tests {
     #[test]
     fn names_are_unique_and_freed_on_leave() {
         let mut r = Registry::default();
-        r.join(1, "a", "x").unwrap();
-        let err = r.join(2, "a", "y").unwrap_err();
-        assert!(err.contains("already in use"), "{err}");
-        assert!(r.join(3, "", "y").is_err());
+        r.join(1, "a", "x", None).unwrap();
+        let err = r.join(2, "a", "y", None).unwrap_err();
+        assert_eq!(err, Refusal::Taken { holder: 1, same_session: false });
+        assert!(matches!(r.join(3, "", "y", None), Err(Refusal::BadName(_))));
         assert_eq!(r.leave(1).unwrap().0, "a");
-        r.join(2, "a", "y").unwrap();
+        r.join(2, "a", "y", None).unwrap();
         assert_eq!(r.peer_by_name("a"), Some(2));
         assert!(r.leave(1).is_none());
     }
 
     #[test]
+    fn a_reconnecting_stub_reclaims_its_name_and_modules_from_its_ghost() {
+        let mut r = Registry::default();
+        r.join(1, "a", "x", Some("s1")).unwrap();
+        r.register(1, "z", "m".into(), bytes("1"));
+        let stranger = r.join(2, "a", "y", Some("s2")).unwrap_err();
+        assert_eq!(stranger, Refusal::Taken { holder: 1, same_session: false });
+        let itself = r.join(3, "a", "y", Some("s1")).unwrap_err();
+        assert_eq!(itself, Refusal::Taken { holder: 1, same_session: true });
+        r.reclaim(1, 3, "y");
+        assert_eq!(r.peer_by_name("a"), Some(3));
+        assert_eq!(r.module("z").unwrap().owner, 3);
+        assert!(r.leave(1).is_none(), "the ghost's late leave changes nothing");
+        assert_eq!(r.who()[0].address, "y");
+    }
+
+    #[test]
     fn modules_have_one_owner_and_leave_with_it() {
         let mut r = Registry::default();
-        r.join(1, "a", "x").unwrap();
-        r.join(2, "b", "y").unwrap();
+        r.join(1, "a", "x", None).unwrap();
+        r.join(2, "b", "y", None).unwrap();
         assert!(r.register(1, "z", "m1".into(), bytes("1")));
         assert!(!r.register(1, "z", "m1".into(), bytes("1")));
         assert!(r.register(1, "z", "m2".into(), bytes("2")));
@@ -222,7 +286,7 @@ mod tests {
     #[test]
     fn withdraw_frees_the_name() {
         let mut r = Registry::default();
-        r.join(1, "a", "x").unwrap();
+        r.join(1, "a", "x", None).unwrap();
         r.register(1, "z", "m".into(), bytes("1"));
         r.withdraw(1, "z").unwrap();
         assert!(r.withdraw(1, "z").unwrap_err().contains("not registered"));

@@ -26,21 +26,40 @@ pub struct Route {
 pub struct Routes {
     next: u64,
     map: HashMap<u64, Route>,
+    /// Routes open per caller, for the per-connection limit.
+    per_caller: HashMap<PeerId, usize>,
 }
 
 impl Routes {
     /// Opens a route and returns the id to forward the call under.
     pub fn open(&mut self, route: Route) -> u64 {
         self.next += 1;
+        *self.per_caller.entry(route.caller).or_default() += 1;
         self.map.insert(self.next, route);
         self.next
+    }
+
+    /// Calls in flight from `caller`.
+    pub fn in_flight(&self, caller: PeerId) -> usize {
+        self.per_caller.get(&caller).copied().unwrap_or(0)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Route> {
+        let route = self.map.remove(&id)?;
+        if let Some(n) = self.per_caller.get_mut(&route.caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_caller.remove(&route.caller);
+            }
+        }
+        Some(route)
     }
 
     /// Ends the route `id` answered by `owner`; `None` if it is unknown, already ended, or
     /// belongs to another owner (a late or forged answer is dropped, never misrouted).
     pub fn close(&mut self, id: u64, owner: PeerId) -> Option<Route> {
         match self.map.get(&id) {
-            Some(r) if r.owner == owner => self.map.remove(&id),
+            Some(r) if r.owner == owner => self.remove(id),
             _ => None,
         }
     }
@@ -54,7 +73,7 @@ impl Routes {
             .map(|(id, _)| *id)
             .collect();
         ids.into_iter()
-            .filter_map(|id| self.map.remove(&id))
+            .filter_map(|id| self.remove(id))
             .collect()
     }
 
@@ -71,6 +90,7 @@ impl Routes {
     /// Forgets the routes from `caller` (it left; the owner's late answers will be dropped).
     pub fn forget_caller(&mut self, caller: PeerId) {
         self.map.retain(|_, r| r.caller != caller);
+        self.per_caller.remove(&caller);
     }
 
     /// Ends the routes whose caller stopped waiting before `now` (plus `grace`).
@@ -106,9 +126,11 @@ mod tests {
         let mut r = Routes::default();
         let now = Instant::now();
         let id = r.open(route(1, 2, "z", now));
+        assert_eq!(r.in_flight(1), 1);
         assert_eq!(r.close(id, 3), None);
         assert_eq!(r.close(id, 2).unwrap().caller_id, 7);
         assert_eq!(r.close(id, 2), None);
+        assert_eq!(r.in_flight(1), 0);
     }
 
     #[test]
@@ -125,8 +147,10 @@ mod tests {
                 .len(),
             0
         );
+        assert_eq!(r.in_flight(4), 1);
         r.forget_caller(4);
         assert!(r.is_empty());
+        assert_eq!(r.in_flight(4), 0);
         r.open(route(1, 2, "z", now));
         assert_eq!(
             r.expire(now + Duration::from_secs(2), Duration::from_secs(1))

@@ -72,7 +72,7 @@ impl Peer {
         p.send(json!({"cmd": "hello", "data": {"version": 1, "name": name}}));
         assert_eq!(
             p.recv(),
-            json!({"cmd": "welcome", "data": {"name": name, "version": 1}})
+            json!({"cmd": "welcome", "data": {"name": name, "version": 1, "heartbeat_ms": 5000}})
         );
         p
     }
