@@ -116,12 +116,16 @@ pub async fn run(
     let params = upstream::Params {
         server: format!("{}:{}", config.address, config.port),
         token: config.token.clone(),
-        session: upstream::new_session(),
+        session: upstream::session(&config.receiving_dir),
         max_frame: config.limits.max_frame_bytes,
     };
     let link = upstream::join(&params, &config.name, config.name_policy).await?;
     if link.name != config.name {
-        say!("joined as '{}' (the name '{}' was taken)", link.name, config.name);
+        say!(
+            "joined as '{}' (the name '{}' was taken)",
+            link.name,
+            config.name
+        );
     }
     config.name = link.name.clone();
     say!("joined {} as {}", params.server, config.name);
@@ -129,7 +133,10 @@ pub async fn run(
     let apps = TcpListener::bind(("127.0.0.1", config.app_port))
         .await
         .map_err(|e| {
-            Error::Config(format!("cannot listen for apps on 127.0.0.1:{}: {e}", config.app_port))
+            Error::Config(format!(
+                "cannot listen for apps on 127.0.0.1:{}: {e}",
+                config.app_port
+            ))
         })?;
     say!("apps on {}", apps.local_addr()?);
 
@@ -142,9 +149,15 @@ pub async fn run(
     }
     let tasks = (
         smol::spawn(upstream::keep_connected(link, params, events.clone())),
-        smol::spawn(local::accept_loop(apps, events.clone(), config.limits.max_frame_bytes)),
+        smol::spawn(local::accept_loop(
+            apps,
+            events.clone(),
+            config.limits.max_frame_bytes,
+        )),
         smol::spawn(tick(events.clone())),
-        config.live_console.then(|| smol::spawn(console(config.clone(), names, events.clone()))),
+        config
+            .live_console
+            .then(|| smol::spawn(console(config.clone(), names, events.clone()))),
     );
     let stop = async {
         shutdown.await;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::chunk::{split, Reassembler};
+use common::conn::json_size;
 use common::console::Names;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
@@ -17,6 +18,7 @@ use smol::channel::{Receiver, Sender};
 
 use crate::owned::{render, Owned};
 use crate::repl::{self, Command};
+use crate::worker::Pool;
 use crate::Config;
 
 /// What the stub's tasks tell the actor.
@@ -24,7 +26,10 @@ pub enum Event {
     /// A frame from the server.
     Server(ToClient),
     /// Joined (or re-joined) the server: frames for it go to `up`.
-    Connected { up: Sender<ToServer>, name: String },
+    Connected {
+        up: Sender<ToServer>,
+        name: String,
+    },
     /// The server connection was lost; the link is being re-made.
     Disconnected(String),
     /// A shell line.
@@ -526,23 +531,11 @@ impl Stub {
                 result: Err(err),
             });
         };
-        let pool = owned.pool.clone();
+        let (pool, limit) = (owned.pool.clone(), self.config.limits.max_frame_bytes);
         smol::spawn(async move {
-            let timeout = Duration::from_millis(call.timeout_ms);
-            let run = pool.call(&call.function, call.args, call.kwargs);
-            let result = smol::future::or(run, async {
-                smol::Timer::after(timeout).await;
-                let msg = format!(
-                    "'{}.{}' did not finish within {} ms",
-                    call.module, call.function, call.timeout_ms
-                );
-                Err(RemoteError::new(ErrorKind::Timeout, msg))
-            })
-            .await;
-            answer.send(Reply {
-                id: call.id,
-                result,
-            });
+            let id = call.id;
+            let result = run_call(&pool, call, limit).await;
+            answer.send(Reply { id, result });
         })
         .detach();
     }
@@ -583,6 +576,29 @@ impl Answer {
             Answer::Server(tx) => tx.try_send(ToServer::Reply(reply)).is_ok(),
             Answer::App(tx) => tx.try_send(ToApp::Reply(reply)).is_ok(),
         };
+    }
+}
+
+/// Runs one call on a module's workers within its timeout; a result too large for one frame
+/// becomes an error naming its size, so it is never sent only to be refused.
+async fn run_call(pool: &Pool, call: Call, max_frame: usize) -> Result<Value, RemoteError> {
+    let timeout = Duration::from_millis(call.timeout_ms);
+    let run = pool.call(&call.function, call.args, call.kwargs);
+    let result = smol::future::or(run, async {
+        smol::Timer::after(timeout).await;
+        let (module, function) = (&call.module, &call.function);
+        let msg = format!("'{module}.{function}' did not finish within {timeout:?}");
+        Err(RemoteError::new(ErrorKind::Timeout, msg))
+    })
+    .await?;
+    // Room for the reply's envelope around the value.
+    let limit = max_frame.saturating_sub(1024);
+    match json_size(&result) {
+        size if size > limit => Err(RemoteError::new(
+            ErrorKind::TooLarge,
+            format!("the result is {size} bytes, over the frame limit of {limit} bytes"),
+        )),
+        _ => Ok(result),
     }
 }
 

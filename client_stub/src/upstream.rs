@@ -213,11 +213,23 @@ pub async fn ask_name() -> Result<String> {
     .await
 }
 
-/// A random id for this stub's lifetime.
-pub fn new_session() -> String {
+/// This stub's session id: kept in `dir/.session`, so a stub restarted on the same receiving
+/// directory reclaims its name from the ghost of its previous run, too.
+pub fn session(dir: &std::path::Path) -> String {
+    let path = dir.join(".session");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if !s.trim().is_empty() {
+            return s.trim().to_owned();
+        }
+    }
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    h.write_u128(now.unwrap_or_default().as_nanos());
     h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
+    let id = format!("{:016x}", h.finish());
+    if let Err(e) = std::fs::write(&path, &id) {
+        say!("cannot keep the session id in {}: {e}", path.display());
+    }
+    id
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use smol::channel::Sender;
 use smol::future::FutureExt;
@@ -47,6 +48,9 @@ pub enum CallError {
     OwnerGone(String),
     #[error("not connected: {0}")]
     NotConnected(String),
+    /// An argument or a result over the frame limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// The call failed on the way for another reason (a worker crash, a value over a limit...).
     #[error("{0}")]
     Failed(RemoteError),
@@ -69,6 +73,7 @@ impl From<RemoteError> for CallError {
             ErrorKind::Timeout => CallError::Timeout(e.message),
             ErrorKind::OwnerGone => CallError::OwnerGone(e.message),
             ErrorKind::NotConnected => CallError::NotConnected(e.message),
+            ErrorKind::TooLarge => CallError::TooLarge(e.message),
             _ => CallError::Failed(e),
         }
     }
@@ -78,10 +83,12 @@ type Waiting = Arc<Mutex<HashMap<u64, Sender<Result<Value, RemoteError>>>>>;
 
 /// A connection to the local stub (smol form). Cheap to share by reference across tasks.
 pub struct AsyncClient {
-    requests: Sender<ToStub>,
+    /// Requests, already serialized (so their size is checked before they are queued).
+    requests: Sender<Box<RawValue>>,
     waiting: Waiting,
     next_id: AtomicU64,
     timeout: Duration,
+    max_frame: usize,
     _tasks: (smol::Task<()>, smol::Task<()>),
 }
 
@@ -101,6 +108,7 @@ impl AsyncClient {
             waiting,
             next_id: AtomicU64::new(0),
             timeout: DEFAULT_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
             _tasks: (writer, reader),
         })
     }
@@ -111,7 +119,8 @@ impl AsyncClient {
         let p = Profile::<ClientProfile>::load(profile)
             .map_err(|e| CallError::NotConnected(e.to_string()))?;
         let port = p.values.app_port.unwrap_or(8765);
-        let client = Self::connect(&format!("127.0.0.1:{port}")).await?;
+        let mut client = Self::connect(&format!("127.0.0.1:{port}")).await?;
+        client.max_frame = p.values.limits.max_frame_bytes;
         Ok(match p.values.call_timeout_ms {
             Some(ms) => client.with_timeout(Duration::from_millis(ms)),
             None => client,
@@ -121,6 +130,12 @@ impl AsyncClient {
     /// Sets the default timeout of every call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the largest request sent (default: the stubs' default frame limit).
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
         self
     }
 
@@ -206,10 +221,19 @@ impl AsyncClient {
         what: &str,
     ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let frame = serde_json::value::to_raw_value(&make(id))
+            .map_err(|e| CallError::BadArguments(e.to_string()))?;
+        let size = frame.get().len();
+        if size > self.max_frame {
+            let limit = self.max_frame;
+            return Err(CallError::TooLarge(format!(
+                "{what}: the request is {size} bytes, over the frame limit of {limit} bytes"
+            )));
+        }
         let (tx, rx) = smol::channel::bounded(1);
         self.waiting.lock().expect("not poisoned").insert(id, tx);
         let _forget = Forget(&self.waiting, id);
-        if self.requests.try_send(make(id)).is_err() {
+        if self.requests.try_send(frame).is_err() {
             return Err(CallError::NotConnected(
                 "the connection to the stub is closed".into(),
             ));
@@ -242,7 +266,7 @@ impl Drop for Forget<'_> {
 }
 
 /// Hands each answer to its waiting call; when the connection ends, every waiting call fails.
-async fn read_answers(stream: TcpStream, waiting: Waiting, requests: Sender<ToStub>) {
+async fn read_answers(stream: TcpStream, waiting: Waiting, requests: Sender<Box<RawValue>>) {
     let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME);
     loop {
         match reader.read::<ToApp>().await {

@@ -136,6 +136,23 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
+/// The size of `value` as JSON, counted without building the text.
+pub fn json_size<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Most bytes batched into one write.
 const BATCH_BYTES: usize = 256 * 1024;
 

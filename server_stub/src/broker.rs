@@ -184,15 +184,24 @@ impl Broker {
         }
         if self.registry.len() >= self.limits.max_peers {
             let limit = self.limits.max_peers;
-            return refuse(format!("the network is full ({limit} stubs, the limit)"), false);
+            return refuse(
+                format!("the network is full ({limit} stubs, the limit)"),
+                false,
+            );
         }
         let session = hello.session.as_deref();
         match self.registry.join(id, &hello.name, &address, session) {
             Ok(()) => say!("joined: {} from {address}", hello.name),
             Err(Refusal::BadName(reason)) => return refuse(reason, false),
-            Err(Refusal::Taken { holder, same_session: true }) => {
+            Err(Refusal::Taken {
+                holder,
+                same_session: true,
+            }) => {
                 self.reclaim(holder, id, &address);
-                say!("rejoined: {} from {address} (replacing its old connection)", hello.name);
+                say!(
+                    "rejoined: {} from {address} (replacing its old connection)",
+                    hello.name
+                );
             }
             Err(Refusal::Taken { .. }) => {
                 let reason = format!("name '{}' is already in use on this network", hello.name);
@@ -396,10 +405,16 @@ impl Broker {
             );
             return self.send(caller, reply_err(call.id, err));
         };
-        let (in_flight, limit) = (self.routes.in_flight(caller), self.limits.max_calls_in_flight);
+        let (in_flight, limit) = (
+            self.routes.in_flight(caller),
+            self.limits.max_calls_in_flight,
+        );
         if in_flight >= limit {
             let msg = format!("{in_flight} calls in flight from this stub, the limit is {limit}");
-            return self.send(caller, reply_err(call.id, RemoteError::new(ErrorKind::TooLarge, msg)));
+            return self.send(
+                caller,
+                reply_err(call.id, RemoteError::new(ErrorKind::TooLarge, msg)),
+            );
         }
         let timeout = Duration::from_millis(call.timeout_ms);
         let route = self.routes.open(Route {

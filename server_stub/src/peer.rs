@@ -79,7 +79,12 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
                 message: e.to_string(),
             },
             Err(e) => {
-                let _ = broker.send(Event::Lost { id, why: e.to_string() }).await;
+                let _ = broker
+                    .send(Event::Lost {
+                        id,
+                        why: e.to_string(),
+                    })
+                    .await;
                 break;
             }
         };

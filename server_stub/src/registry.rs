@@ -67,7 +67,10 @@ impl Registry {
                 let holder = *slot.get();
                 let theirs = self.peers.get(&holder).and_then(|p| p.session.as_deref());
                 let same_session = session.is_some() && theirs == session;
-                Err(Refusal::Taken { holder, same_session })
+                Err(Refusal::Taken {
+                    holder,
+                    same_session,
+                })
             }
             Entry::Vacant(slot) => {
                 slot.insert(id);
@@ -241,7 +244,13 @@ mod tests {
         let mut r = Registry::default();
         r.join(1, "a", "x", None).unwrap();
         let err = r.join(2, "a", "y", None).unwrap_err();
-        assert_eq!(err, Refusal::Taken { holder: 1, same_session: false });
+        assert_eq!(
+            err,
+            Refusal::Taken {
+                holder: 1,
+                same_session: false
+            }
+        );
         assert!(matches!(r.join(3, "", "y", None), Err(Refusal::BadName(_))));
         assert_eq!(r.leave(1).unwrap().0, "a");
         r.join(2, "a", "y", None).unwrap();
@@ -255,13 +264,28 @@ mod tests {
         r.join(1, "a", "x", Some("s1")).unwrap();
         r.register(1, "z", "m".into(), bytes("1"));
         let stranger = r.join(2, "a", "y", Some("s2")).unwrap_err();
-        assert_eq!(stranger, Refusal::Taken { holder: 1, same_session: false });
+        assert_eq!(
+            stranger,
+            Refusal::Taken {
+                holder: 1,
+                same_session: false
+            }
+        );
         let itself = r.join(3, "a", "y", Some("s1")).unwrap_err();
-        assert_eq!(itself, Refusal::Taken { holder: 1, same_session: true });
+        assert_eq!(
+            itself,
+            Refusal::Taken {
+                holder: 1,
+                same_session: true
+            }
+        );
         r.reclaim(1, 3, "y");
         assert_eq!(r.peer_by_name("a"), Some(3));
         assert_eq!(r.module("z").unwrap().owner, 3);
-        assert!(r.leave(1).is_none(), "the ghost's late leave changes nothing");
+        assert!(
+            r.leave(1).is_none(),
+            "the ghost's late leave changes nothing"
+        );
         assert_eq!(r.who()[0].address, "y");
     }
 

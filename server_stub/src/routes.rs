@@ -72,9 +72,7 @@ impl Routes {
             .filter(|(_, r)| pred(r))
             .map(|(id, _)| *id)
             .collect();
-        ids.into_iter()
-            .filter_map(|id| self.remove(id))
-            .collect()
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
     /// Ends the routes to `owner` (it left).

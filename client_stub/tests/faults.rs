@@ -1,0 +1,169 @@
+//! Faults with the real binaries: a stub that freezes, a server that restarts, a stub restarted
+//! while its ghost is still connected, values over the frame limit.
+
+mod harness;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::app::{CallError, Client};
+use harness::*;
+use serde_json::json;
+
+const MODULE: &str = "def add(a, b):\n    return a + b\n\ndef big(n):\n    return 'x' * n\n";
+
+/// A server profile with a short heartbeat, so silence is noticed quickly.
+fn quick_server(dir: &Path, extra: &[&str]) -> (Proc, u16) {
+    let profile = dir.join("server.toml");
+    std::fs::write(
+        &profile,
+        "[limits]\nheartbeat_ms = 200\nmax_frame_bytes = 1000000\n",
+    )
+    .unwrap();
+    let mut args = vec!["-c", profile.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    server(dir, &args)
+}
+
+fn module(dir: &Path) -> String {
+    let m = dir.join("m.py");
+    std::fs::write(&m, MODULE).unwrap();
+    m.to_str().unwrap().to_owned()
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn a_frozen_stub_is_noticed_and_comes_back_when_it_thaws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = quick_server(dir, &[]);
+    let m = module(dir);
+    let a = stub(dir, port, "a", &["--register", &m]);
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("received m from a");
+
+    signal(&a, "-STOP");
+    server.wait_for("nothing heard for 600ms");
+    assert!(server.count("lost a:") >= 1);
+    b.wait_for("module m is gone: its owner 'a' left");
+    signal(&a, "-CONT");
+    a.wait_for("reconnected to");
+    a.wait_n("registered m", 2);
+    b.wait_n("received m from a", 2);
+}
+
+#[test]
+fn the_server_restarts_and_every_stub_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = quick_server(dir, &[]);
+    let m = module(dir);
+    let a = stub(dir, port, "a", &["--register", &m]);
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("received m from a");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    assert_eq!(app.call("m", "add", (1, 2)).unwrap(), json!(3));
+
+    server.kill();
+    b.wait_for("lost the server");
+    let gap = app.call("m", "add", (1, 2));
+    assert!(matches!(&gap, Err(CallError::NotConnected(_))), "{gap:?}");
+
+    let p = port.to_string();
+    let server = Proc::start(
+        "server2",
+        &exe("server_stub"),
+        &["-p", &p, "-d", "server"],
+        dir,
+    );
+    server.wait_for("listening on");
+    a.wait_for("reconnected to");
+    b.wait_for("reconnected to");
+    a.wait_n("registered m", 2);
+    // b kept its cached copy: the re-sync finds it current and fetches nothing.
+    b.wait_for("m from a: cached copy is current");
+    assert_eq!(server.count("sent m to b"), 0);
+    let again = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            app.call("m", "add", (2, 2))
+        })
+        .find(|r| r.is_ok());
+    assert_eq!(again.unwrap().unwrap(), json!(4));
+}
+
+#[test]
+fn a_stub_restarted_on_its_directory_reclaims_its_name_from_its_ghost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A long heartbeat: the server will not notice the frozen stub by itself.
+    let (server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    signal(&a, "-STOP");
+    let again = stub(dir, port, "a", &[]);
+    again.wait_for("joined 127.0.0.1");
+    server.wait_for("rejoined: a");
+    a.kill();
+    // Somebody else still cannot take the name.
+    let p = port.to_string();
+    let args = [
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "-n",
+        "a",
+        "-q",
+        "0",
+        "-d",
+        "elsewhere",
+    ];
+    let mut other = Proc::start("other", &exe("client_stub"), &args, dir);
+    assert!(!other.wait_exit().success());
+    other.wait_for("already in use");
+}
+
+#[test]
+fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = quick_server(dir, &[]);
+    let m = module(dir);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, "[limits]\nmax_frame_bytes = 1000000\n").unwrap();
+    let owner = stub(
+        dir,
+        port,
+        "a",
+        &["--register", &m, "-c", profile.to_str().unwrap()],
+    );
+    owner.wait_for("registered m");
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("received m from a");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+
+    let huge = "y".repeat(5_000_000);
+    match app.call("m", "add", (huge.as_str(), "")) {
+        Err(CallError::TooLarge(msg)) => {
+            assert!(msg.contains("over the frame limit of 4194304"), "{msg}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match app.call("m", "big", (2_000_000,)) {
+        Err(CallError::TooLarge(msg)) => {
+            assert!(
+                msg.contains("2000002 bytes") && msg.contains("limit of 998976"),
+                "{msg}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.call("m", "big", (3,)).unwrap(), json!("xxx"));
+}
