@@ -15,6 +15,7 @@ use common::module::ModuleDescriptor;
 use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
 use common::store::{check_module_name, md5_hex, Store};
 use smol::channel::{Receiver, Sender, TrySendError};
+use smol::net::{Shutdown, TcpStream};
 
 use crate::registry::{PeerId, Refusal, Registry};
 use crate::routes::{Route, Routes};
@@ -28,8 +29,7 @@ pub enum Event {
     Join {
         id: PeerId,
         hello: Hello,
-        address: String,
-        tx: Sender<ToClient>,
+        link: Link,
     },
     /// A frame from a peer.
     Frame { id: PeerId, msg: ToServer },
@@ -45,9 +45,21 @@ pub enum Event {
     Tick,
 }
 
+/// A new connection, as its task hands it to the broker.
+#[derive(Debug)]
+pub struct Link {
+    /// The peer's address, as this side sees it.
+    pub address: String,
+    /// The connection's outbound queue, drained by its writer task.
+    pub tx: Sender<ToClient>,
+    /// The socket, to cut a peer that stops reading.
+    pub stream: TcpStream,
+}
+
 /// A joined peer's outbound side.
 struct Peer {
     tx: Sender<ToClient>,
+    stream: TcpStream,
     /// Descriptor uploads in progress from this peer.
     uploads: Reassembler,
 }
@@ -103,12 +115,7 @@ impl Broker {
     /// Applies one event; `Some(reason)` ends the session.
     fn handle(&mut self, event: Event) -> Option<String> {
         match event {
-            Event::Join {
-                id,
-                hello,
-                address,
-                tx,
-            } => self.join(id, hello, address, tx),
+            Event::Join { id, hello, link } => self.join(id, hello, link),
             Event::Frame { id, msg } => {
                 if self.peers.contains_key(&id) {
                     self.frame(id, msg);
@@ -144,7 +151,8 @@ impl Broker {
         if let Err(TrySendError::Full(_)) = peer.tx.try_send(msg) {
             let name = self.registry.name(id).unwrap_or("?");
             say!("dropping {name}: it does not read what it is sent");
-            // Its writer ends, its socket closes, and its reader reports Leave.
+            // Cutting the socket unblocks its writer and ends its reader, which reports Leave.
+            let _ = peer.stream.shutdown(Shutdown::Both);
             self.peers.remove(&id);
         }
     }
@@ -161,7 +169,12 @@ impl Broker {
         }
     }
 
-    fn join(&mut self, id: PeerId, hello: Hello, address: String, tx: Sender<ToClient>) {
+    fn join(&mut self, id: PeerId, hello: Hello, link: Link) {
+        let Link {
+            address,
+            tx,
+            stream,
+        } = link;
         let refuse = |reason: String, name_taken: bool| {
             say!("refused {address}: {reason}");
             let _ = tx.try_send(ToClient::Refused { reason, name_taken });
@@ -209,7 +222,14 @@ impl Broker {
             }
         }
         let uploads = Reassembler::new(self.limits.max_module_bytes);
-        self.peers.insert(id, Peer { tx, uploads });
+        self.peers.insert(
+            id,
+            Peer {
+                tx,
+                stream,
+                uploads,
+            },
+        );
         self.send(
             id,
             ToClient::Welcome {

@@ -11,7 +11,7 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::net::{Shutdown, TcpStream};
 
-use crate::broker::Event;
+use crate::broker::{Event, Link};
 use crate::registry::PeerId;
 use crate::Limits;
 
@@ -53,12 +53,12 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
     };
 
     let (tx, rx) = smol::channel::bounded(limits.queue_frames);
-    let join = Event::Join {
-        id,
-        hello,
+    let link = Link {
         address,
         tx,
+        stream: stream.clone(),
     };
+    let join = Event::Join { id, hello, link };
     if broker.send(join).await.is_err() {
         return;
     }

@@ -22,9 +22,18 @@ impl Drop for Server {
 }
 
 fn server() -> Server {
+    server_with("")
+}
+
+/// A server whose profile holds `limits` (TOML lines of the `[limits]` table).
+fn server_with(limits: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("server.toml");
+    std::fs::write(&profile, format!("[limits]\n{limits}\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_server_stub"))
-        .args(["-p", "0", "-d"])
+        .args(["-p", "0", "-c"])
+        .arg(&profile)
+        .arg("-d")
         .arg(dir.path().join("store"))
         .stdout(Stdio::piped())
         .spawn()
@@ -68,8 +77,12 @@ impl Peer {
     }
 
     fn join(port: u16, name: &str) -> Peer {
+        Self::join_as(port, name, json!(null))
+    }
+
+    fn join_as(port: u16, name: &str, session: Value) -> Peer {
         let mut p = Peer::connect(port);
-        p.send(json!({"cmd": "hello", "data": {"version": 1, "name": name}}));
+        p.send(json!({"cmd": "hello", "data": {"version": 1, "name": name, "session": session}}));
         assert_eq!(
             p.recv(),
             json!({"cmd": "welcome", "data": {"name": name, "version": 1, "heartbeat_ms": 5000}})
@@ -199,10 +212,14 @@ fn uploads_are_checked_before_anything_is_written() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(names.is_empty(), "nothing written: {names:?}");
+    let outside: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(
-        std::fs::read_dir(s.dir.path()).unwrap().count(),
-        1,
-        "nothing outside the store"
+        outside.len(),
+        2,
+        "only the store and the profile: {outside:?}"
     );
 
     p.send(chunk("z", &md5, desc.len() as u64, 0, 1, &b64));
@@ -268,4 +285,108 @@ fn md5_of(bytes: &[u8]) -> String {
 
 fn base64_encode(bytes: &[u8]) -> String {
     common::chunk::split("x", bytes).remove(0).data
+}
+
+#[test]
+fn a_peer_that_does_not_read_is_dropped_and_others_go_on() {
+    let s = server_with("queue_frames = 64");
+    let mut deaf = Peer::join(s.port, "deaf");
+    let mut other = Peer::join(s.port, "other");
+    // Ask for far more answers than the socket buffers and the queue hold, reading none.
+    let who = format!("{}\n", json!({"cmd": "who"}));
+    let burst = who.repeat(2_000);
+    let mut dropped = false;
+    for _ in 0..200 {
+        if deaf.out.write_all(burst.as_bytes()).is_err() {
+            dropped = true;
+            break;
+        }
+    }
+    other.send(json!({"cmd": "who"}));
+    let v = other.recv();
+    assert_eq!(v["cmd"], "who");
+    let names: Vec<&str> = v["data"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["other"],
+        "deaf was dropped (write failed early: {dropped})"
+    );
+}
+
+#[test]
+fn limits_on_peers_and_calls_in_flight_answer_with_the_limit() {
+    let s = server_with("max_peers = 2\nmax_calls_in_flight = 2");
+    let mut owner = Peer::join(s.port, "owner");
+    let mut caller = Peer::join(s.port, "caller");
+    let mut third = Peer::connect(s.port);
+    third.send(json!({"cmd": "hello", "data": {"version": 1, "name": "third"}}));
+    let v = third.recv();
+    assert!(
+        v["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("full (2 stubs"),
+        "{v}"
+    );
+
+    let desc = br#"{"module":"z","functions":[]}"#;
+    owner.send(chunk(
+        "z",
+        &md5_of(desc),
+        desc.len() as u64,
+        0,
+        1,
+        &base64_encode(desc),
+    ));
+    assert_eq!(owner.recv()["cmd"], "registered");
+    assert_eq!(caller.recv()["cmd"], "offer");
+    for id in 1..=3 {
+        caller.send(json!({"cmd": "call", "data": {"id": id, "module": "z", "function": "f", "timeout_ms": 60000}}));
+    }
+    let v = caller.recv();
+    assert_eq!(v["data"]["id"], 3);
+    let err = &v["data"]["result"]["Err"];
+    assert_eq!(err["kind"], "too_large");
+    assert!(
+        err["message"].as_str().unwrap().contains("limit is 2"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_stub_reconnecting_with_its_session_replaces_its_ghost() {
+    let s = server();
+    let mut ghost = Peer::join_as(s.port, "a", json!("s1"));
+    let desc = br#"{"module":"z","functions":[]}"#;
+    ghost.send(chunk(
+        "z",
+        &md5_of(desc),
+        desc.len() as u64,
+        0,
+        1,
+        &base64_encode(desc),
+    ));
+    assert_eq!(ghost.recv()["cmd"], "registered");
+    let mut watcher = Peer::join(s.port, "w");
+    assert_eq!(watcher.recv()["cmd"], "offer");
+
+    // A stranger cannot take the name; the same session can.
+    let mut stranger = Peer::connect(s.port);
+    stranger.send(json!({"cmd": "hello", "data": {"version": 1, "name": "a", "session": "s2"}}));
+    assert_eq!(stranger.recv()["data"]["name_taken"], true);
+    let mut back = Peer::join_as(s.port, "a", json!("s1"));
+    // The ghost's connection is closed; the module stayed: nobody was told it went.
+    let mut line = String::new();
+    assert_eq!(ghost.inp.read_line(&mut line).unwrap_or(0), 0, "{line}");
+    watcher.send(json!({"cmd": "who"}));
+    let v = watcher.recv();
+    assert_eq!(v["cmd"], "who", "no gone frame came first: {v}");
+    assert_eq!(v["data"]["peers"][0]["modules"], json!(["z"]));
+    back.send(json!({"cmd": "who"}));
+    assert_eq!(back.recv()["cmd"], "who");
 }
