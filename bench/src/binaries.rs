@@ -18,14 +18,26 @@ pub struct Bins {
 pub fn prepare(repo: &Path, build: bool) -> Result<Bins, String> {
     if build {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        println!("building: cargo build --release -p server_stub -p client_stub (in {})", repo.display());
+        println!(
+            "building: cargo build --release -p server_stub -p client_stub (in {})",
+            repo.display()
+        );
         let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "server_stub", "-p", "client_stub"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "server_stub",
+                "-p",
+                "client_stub",
+            ])
             .current_dir(repo)
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
-            return Err(format!("building the core failed ({status}); see cargo's output above"));
+            return Err(format!(
+                "building the core failed ({status}); see cargo's output above"
+            ));
         }
     }
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
@@ -41,7 +53,10 @@ pub fn prepare(repo: &Path, build: bool) -> Result<Bins, String> {
     };
     for bin in [&bins.server, &bins.client] {
         if !bin.is_file() {
-            return Err(format!("{} is missing (build it, or drop --no-build)", bin.display()));
+            return Err(format!(
+                "{} is missing (build it, or drop --no-build)",
+                bin.display()
+            ));
         }
     }
     Ok(bins)

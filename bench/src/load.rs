@@ -109,7 +109,9 @@ pub fn main(args: LoadArgs) -> Result<(), String> {
 pub fn start(args: &LoadArgs) -> (Budget, f64) {
     let mut late_ms = 0.0;
     if let Some(at) = args.start_at_ms {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let at = Duration::from_millis(at);
         match at.checked_sub(now) {
             Some(wait) => std::thread::sleep(wait),

@@ -3,17 +3,20 @@
 //! (`relay`) and the load generators that play the apps (`load`).
 
 mod binaries;
+mod calls;
 mod cleanup;
 mod drive;
 mod floor;
 mod load;
 mod load_floor;
 mod load_stubnet;
+mod local_failure;
 mod machine;
 mod memory;
 mod network;
 mod plot;
 mod procs;
+mod proxy;
 mod reconnect;
 mod relay;
 mod report;
@@ -22,6 +25,7 @@ mod rpyc;
 mod run;
 mod stats;
 mod sync;
+mod targets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

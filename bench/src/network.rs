@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::binaries::Bins;
 use crate::cleanup::Scratch;
 use crate::procs::Proc;
+use crate::proxy::Proxy;
 
 /// How long a process may take to print a line we wait for.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -83,14 +84,19 @@ pub struct Network {
     pub caller: Proc,
     /// The caller's app address: where the benchmark's apps connect.
     pub app: String,
+    /// The counting proxy between the caller and the server, if asked for.
+    pub proxy: Option<Proxy>,
     _dir: Scratch,
 }
 
 impl Network {
-    pub fn start(bins: &Bins) -> Result<Network, String> {
+    /// Starts the three stubs; with `proxied`, the caller reaches the server through a
+    /// counting [`Proxy`] (an extra hop: not for speed measurements).
+    pub fn start(bins: &Bins, proxied: bool) -> Result<Network, String> {
         let dir = Scratch::new("net")?;
         let module = dir.path().join(format!("{MODULE}.py"));
-        std::fs::write(&module, MODULE_SOURCE).map_err(|e| format!("cannot write the module: {e}"))?;
+        std::fs::write(&module, MODULE_SOURCE)
+            .map_err(|e| format!("cannot write the module: {e}"))?;
         let (server, port) = start_server(bins, &dir.path().join("server"))?;
         let owner = Stub {
             name: "owner",
@@ -107,7 +113,9 @@ impl Network {
             register: vec![],
             live: false,
         };
-        let mut caller = caller.start(bins, port)?;
+        let proxy = proxied.then(|| Proxy::start(port)).transpose()?;
+        let caller_port = proxy.as_ref().map_or(port, |p| p.port);
+        let mut caller = caller.start(bins, caller_port)?;
         caller.wait_for(&format!("received {MODULE}"), 1, WAIT)?;
         let app = app_address(&mut caller)?;
         Ok(Network {
@@ -115,6 +123,7 @@ impl Network {
             owner,
             caller,
             app,
+            proxy,
             _dir: dir,
         })
     }

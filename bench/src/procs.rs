@@ -83,12 +83,18 @@ impl Proc {
 
     /// The lines printed from index `from` on.
     pub fn since(&self, from: usize) -> Vec<Line> {
-        self.lines().get(from..).map(<[Line]>::to_vec).unwrap_or_default()
+        self.lines()
+            .get(from..)
+            .map(<[Line]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// How many lines so far contain `pattern`.
     pub fn count(&self, pattern: &str) -> usize {
-        self.lines().iter().filter(|l| l.text.contains(pattern)).count()
+        self.lines()
+            .iter()
+            .filter(|l| l.text.contains(pattern))
+            .count()
     }
 
     /// The `n`th (1-based) line containing `pattern`, if printed yet.
@@ -111,7 +117,9 @@ impl Proc {
             let why = match self.child.try_wait() {
                 Ok(Some(status)) => Some(format!("exited ({status})")),
                 Err(e) => Some(format!("cannot be waited for: {e}")),
-                Ok(None) if start.elapsed() > timeout => Some(format!("did not say it in {timeout:?}")),
+                Ok(None) if start.elapsed() > timeout => {
+                    Some(format!("did not say it in {timeout:?}"))
+                }
                 Ok(None) => None,
             };
             if let Some(why) = why {
@@ -135,7 +143,10 @@ impl Proc {
     pub fn tail(&self, n: usize) -> String {
         let lines = self.lines();
         let from = lines.len().saturating_sub(n);
-        let shown: Vec<String> = lines[from..].iter().map(|l| format!("  | {}", l.text)).collect();
+        let shown: Vec<String> = lines[from..]
+            .iter()
+            .map(|l| format!("  | {}", l.text))
+            .collect();
         shown.join("\n")
     }
 
@@ -171,7 +182,11 @@ impl Proc {
     /// The last stdout line, e.g. a JSON result.
     pub fn last_stdout(&self) -> Option<String> {
         let lines = self.lines();
-        lines.iter().rev().find(|l| !l.stderr).map(|l| l.text.clone())
+        lines
+            .iter()
+            .rev()
+            .find(|l| !l.stderr)
+            .map(|l| l.text.clone())
     }
 }
 
@@ -198,7 +213,10 @@ fn drain(from: impl Read + Send + 'static, lines: Lines, stderr: bool) {
                 text,
                 stderr,
             };
-            lines.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+            lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line);
             buf.clear();
         }
     });

@@ -3,8 +3,10 @@
 //! Only this file turns bytes into messages and back. Reading and writing are separate types so a
 //! connection's reader task and writer task each own one half.
 
+use std::pin::Pin;
+
 use serde::{de::DeserializeOwned, Serialize};
-use smol::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use smol::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::error::{Error, Result};
 
@@ -49,7 +51,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.line.clear();
         let mut size = 0usize;
         loop {
-            let buf = self.reader.fill_buf().await?;
+            // Not `fill_buf()`: its future polls the stream again after a ready read and panics
+            // if a stream that has just said "end" then says "pending" (found by fuzzing).
+            std::future::poll_fn(|cx| Pin::new(&mut self.reader).poll_fill_buf(cx).map_ok(drop))
+                .await?;
+            let buf = self.reader.buffer();
             if buf.is_empty() {
                 return match size {
                     0 => Ok(false),

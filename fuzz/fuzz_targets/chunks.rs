@@ -22,7 +22,11 @@ const MODULES: [&str; 3] = ["z", "y", "a_long_module_name"];
 enum Op {
     /// A whole file cut correctly into pieces of `piece` bytes (1 when 0), so the fuzzer reaches
     /// completed files without computing md5s.
-    File { module: u8, bytes: Vec<u8>, piece: u8 },
+    File {
+        module: u8,
+        bytes: Vec<u8>,
+        piece: u8,
+    },
     /// One chunk with fuzzed fields.
     Raw {
         module: u8,

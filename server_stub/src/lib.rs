@@ -46,7 +46,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> common::Result<String> {
     let store = Store::open(&config.dir)?;
-    let (events, inbox) = smol::channel::unbounded::<Event>();
+    // Bounded: a peer that floods the broker waits for it, instead of growing its queue.
+    let (events, inbox) = smol::channel::bounded::<Event>(4096);
     let broker = smol::spawn(Broker::new(store, config.limits, config.token.clone()).run(inbox));
     // Connection tasks hold `alive`; when the last one ends, `all_closed` completes.
     let (alive, all_closed) = smol::channel::bounded::<()>(1);

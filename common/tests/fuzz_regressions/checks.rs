@@ -22,6 +22,7 @@ use common::proto::{Chunk, ToApp, ToClient, ToServer, ToStub};
 use common::pyparse::parse_module;
 use common::store::md5_hex;
 use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use smol::io::AsyncRead;
 
 // ---- memory accounting ----------------------------------------------------------------------
@@ -165,8 +166,18 @@ fn decode_all<T>(stream: &[u8], max: usize, feed: Feed)
 where
     T: DeserializeOwned + Serialize + PartialEq + Debug,
 {
+    // The first `block_on` on a thread that waits sets up the reactor for good: not the
+    // reader's heap.
+    smol::block_on(smol::future::yield_now());
     let expected = model::<T>(stream, max);
-    let mut reader = FrameReader::new(Trickle { rest: stream, feed, ready: false }, max);
+    let mut reader = FrameReader::new(
+        Trickle {
+            rest: stream,
+            feed,
+            ready: false,
+        },
+        max,
+    );
     for (i, want) in expected.iter().enumerate() {
         let (got, heap) = peak_growth(|| smol::block_on(reader.read::<T>()));
         assert!(
@@ -202,7 +213,49 @@ where
             String::from_utf8_lossy(&json)
         )
     });
-    assert_eq!(&back, msg, "round trip through {}", String::from_utf8_lossy(&json));
+    if back != *msg {
+        // Known: see `same_value`. Anything else that differs is a bug.
+        let (back, msg) = (to_value(&back), to_value(msg));
+        assert!(
+            same_value(&back, &msg, exact_floats()),
+            "round trip through {}: {back} != {msg}",
+            String::from_utf8_lossy(&json)
+        );
+    }
+}
+
+fn to_value<T: Serialize>(msg: &T) -> Value {
+    serde_json::to_value(msg).expect("a decoded message converts")
+}
+
+/// Whether `serde_json` parses floats correctly rounded. Without its `float_roundtrip` feature
+/// it is off by one unit in the last place for some inputs, so a float may not survive a
+/// decode-encode-decode (found by this fuzzer, see fuzz/README.md); until the workspace turns the
+/// feature on, the round trip tolerates that and nothing else.
+fn exact_floats() -> bool {
+    const TEXT: &str = "9.9999999999e+56";
+    serde_json::from_str::<f64>(TEXT).ok() == TEXT.parse().ok()
+}
+
+/// `a == b`, except that with `exact` false two floats may be one unit in the last place apart.
+fn same_value(a: &Value, b: &Value, exact: bool) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if !exact => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) if x.is_sign_positive() == y.is_sign_positive() => {
+                x.to_bits().abs_diff(y.to_bits()) <= 1
+            }
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y, exact))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w, exact)))
+        }
+        _ => a == b,
+    }
 }
 
 /// How [`Trickle`] hands out its bytes.
@@ -259,7 +312,11 @@ pub fn check_pyparse(data: &[u8]) {
                 let mut params = HashSet::new();
                 for p in &f.params {
                     assert!(!p.name.is_empty(), "unnamed parameter in {f:?}");
-                    assert!(params.insert(&p.name), "parameter {} twice in {f:?}", p.name);
+                    assert!(
+                        params.insert(&p.name),
+                        "parameter {} twice in {f:?}",
+                        p.name
+                    );
                 }
             }
             let back: ModuleDescriptor =

@@ -1,0 +1,108 @@
+//! The call measurements of one round, stubnet and the floor interleaved figure by figure so
+//! that both see the same machine: sequential latency, then calls/s with 1, 8, 64 in flight from
+//! one app and from several apps. Rounds are combined by taking each figure's median.
+
+use std::collections::BTreeMap;
+
+use crate::binaries::Bins;
+use crate::drive::{self, Outcome, Spec};
+use crate::load::Target;
+use crate::results::Figures;
+use crate::stats::median;
+
+/// What to measure, shared by every round.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub calls: u64,
+    pub warmup: u64,
+    pub secs: f64,
+    pub in_flight: Vec<usize>,
+    pub apps: usize,
+}
+
+/// Where each side listens for apps.
+pub struct Targets<'a> {
+    pub stubnet: &'a str,
+    pub floor: &'a str,
+}
+
+/// One round: (stubnet, floor).
+pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Figures), String> {
+    let mut stubnet = Figures::default();
+    let mut floor = Figures::default();
+    let seq = |target, addr| {
+        let spec = Spec {
+            target,
+            addr,
+            apps: 1,
+            in_flight: 1,
+            calls: plan.calls,
+            secs: 600.0,
+            warmup: plan.warmup,
+            function: "add",
+        };
+        measure(bins, &spec, "sequential")
+    };
+    let f = seq(Target::Floor, targets.floor)?;
+    let s = seq(Target::Stubnet, targets.stubnet)?;
+    (floor.p50_us, floor.p99_us) = (f.p50_us, f.p99_us);
+    (stubnet.p50_us, stubnet.p99_us) = (s.p50_us, s.p99_us);
+    for apps in [1, plan.apps] {
+        for &n in &plan.in_flight {
+            let load = |target, addr| {
+                let spec = Spec {
+                    target,
+                    addr,
+                    apps,
+                    in_flight: n,
+                    calls: 10_000_000,
+                    secs: plan.secs,
+                    warmup: plan.warmup,
+                    function: "add",
+                };
+                measure(bins, &spec, &format!("{apps} app(s) x {n} in flight"))
+            };
+            let f = load(Target::Floor, targets.floor)?.calls_per_sec;
+            let s = load(Target::Stubnet, targets.stubnet)?.calls_per_sec;
+            let (fs, ss) = match apps {
+                1 => (&mut floor.one_app, &mut stubnet.one_app),
+                _ => (&mut floor.many_apps, &mut stubnet.many_apps),
+            };
+            fs.insert(n, f);
+            ss.insert(n, s);
+        }
+    }
+    Ok((stubnet, floor))
+}
+
+/// Runs one measurement, printing it as `TARGET, LABEL: figures`.
+fn measure(bins: &Bins, spec: &Spec, label: &str) -> Result<Outcome, String> {
+    let what = format!("{:?}, {label}", spec.target);
+    let outcome = drive::run(bins, spec).map_err(|e| format!("{what}: {e}"))?;
+    drive::no_errors(&what, &outcome)?;
+    println!(
+        "  {what}: {:.0} calls/s, p50 {:.1} us, p99 {:.1} us",
+        outcome.calls_per_sec, outcome.p50_us, outcome.p99_us
+    );
+    Ok(outcome)
+}
+
+/// Each figure's median over the rounds.
+pub fn combine(rounds: &[Figures]) -> Figures {
+    let med = |f: &dyn Fn(&Figures) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let map = |pick: &dyn Fn(&Figures) -> &BTreeMap<usize, f64>| -> BTreeMap<usize, f64> {
+        let keys = rounds
+            .first()
+            .map(|r| pick(r).keys().copied().collect::<Vec<_>>());
+        keys.unwrap_or_default()
+            .into_iter()
+            .map(|k| (k, med(&|r| pick(r).get(&k).copied().unwrap_or(0.0))))
+            .collect()
+    };
+    Figures {
+        p50_us: med(&|r| r.p50_us),
+        p99_us: med(&|r| r.p99_us),
+        one_app: map(&|r| &r.one_app),
+        many_apps: map(&|r| &r.many_apps),
+    }
+}
