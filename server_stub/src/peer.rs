@@ -96,7 +96,7 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
     // The broker drops this peer's queue on Leave, which ends the writer once it has flushed;
     // a peer that does not read would keep it waiting forever, so it gets a moment, no more.
     // Dropping the writer then closes the last handle on the socket.
-    let flushed = async { writing.await };
+    let flushed = writing;
     let waited = async {
         smol::Timer::after(Duration::from_secs(2)).await;
     };
