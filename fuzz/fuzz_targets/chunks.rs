@@ -107,4 +107,12 @@ fn chunks(ops: Vec<Op>) -> Vec<Chunk> {
     out
 }
 
-libfuzzer_sys::fuzz_target!(|ops: Vec<Op>| checks::check_chunks(&chunks(ops)));
+libfuzzer_sys::fuzz_target!(|ops: Vec<Op>| {
+    let chunks = chunks(ops);
+    // With CHUNKS_JSON set, print the chunks: that JSON is what a regression file holds.
+    static DUMP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *DUMP.get_or_init(|| std::env::var_os("CHUNKS_JSON").is_some()) {
+        eprintln!("{}", serde_json::to_string(&chunks).expect("chunks encode"));
+    }
+    checks::check_chunks(&chunks);
+});
