@@ -21,6 +21,7 @@ use std::time::Duration;
 use common::config::{ClientProfile, Limits};
 use common::console::{Console, Names};
 use common::store::Store;
+use common::tls::Connector;
 use common::{Error, Result};
 use smol::future::FutureExt;
 use smol::net::TcpListener;
@@ -49,6 +50,10 @@ pub struct Config {
     pub limits: Limits,
     /// The network token, if the server requires one.
     pub token: Option<String>,
+    /// TLS to the server: the certificate(s) to trust, PEM.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry (default: `address`).
+    pub tls_name: Option<String>,
 }
 
 impl Config {
@@ -67,6 +72,8 @@ impl Config {
             workers: BTreeMap::new(),
             limits: Limits::default(),
             token: None,
+            tls_ca: None,
+            tls_name: None,
         }
     }
 
@@ -96,6 +103,8 @@ impl Config {
             call_timeout_ms: None,
             workers: self.workers.clone(),
             token: self.token.clone(),
+            tls_ca: self.tls_ca.as_deref().map(absolute),
+            tls_name: self.tls_name.clone(),
             limits: self.limits,
         }
     }
@@ -118,6 +127,13 @@ pub async fn run(
         token: config.token.clone(),
         session: upstream::session(&config.receiving_dir),
         max_frame: config.limits.max_frame_bytes,
+        tls: match &config.tls_ca {
+            Some(ca) => Some(Connector::load(
+                ca,
+                config.tls_name.as_deref().unwrap_or(&config.address),
+            )?),
+            None => None,
+        },
     };
     let link = upstream::join(&params, &config.name, config.name_policy).await?;
     if link.name != config.name {

@@ -46,6 +46,12 @@ struct Flags {
     /// The network token, if the server requires one [profile: token; env STUBNET_TOKEN]
     #[arg(long, env = "STUBNET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// TLS: trust these certificates (PEM) and speak TLS to the server [profile: tls_ca]
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: the name on the server's certificate [profile: tls_name; default: the address]
+    #[arg(long, value_name = "NAME")]
+    tls_name: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +120,8 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     config.workers = values.workers;
     config.limits = values.limits;
     config.token = flags.token.or(values.token).filter(|t| !t.is_empty());
+    config.tls_ca = flags.tls_ca.or(values.tls_ca.map(resolve));
+    config.tls_name = flags.tls_name.or(values.tls_name);
     Ok(config)
 }
 

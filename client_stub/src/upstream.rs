@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::conn::{drain, FrameReader, FrameWriter};
 use common::proto::{Hello, ToClient, ToServer, PROTOCOL_VERSION};
+use common::tls::{plain, Connector, Reader, Writer};
 use common::{say, Error, Result};
 use smol::channel::Sender;
 use smol::future::FutureExt;
@@ -26,7 +27,7 @@ pub enum NamePolicy {
 }
 
 /// Where and how to join.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Params {
     /// `host:port` of the server.
     pub server: String,
@@ -34,6 +35,8 @@ pub struct Params {
     /// This stub's lifetime id (see [`Hello::session`]).
     pub session: String,
     pub max_frame: usize,
+    /// TLS to the server; `None`: plain TCP.
+    pub tls: Option<Connector>,
 }
 
 /// A joined connection to the server.
@@ -42,8 +45,9 @@ pub struct Link {
     pub name: String,
     /// How often to send a heartbeat, as the server asked.
     pub heartbeat: Duration,
-    pub reader: FrameReader<TcpStream>,
-    pub writer: FrameWriter<TcpStream>,
+    pub reader: FrameReader<Reader>,
+    pub writer: FrameWriter<Writer>,
+    /// The TCP connection under the link, to close it.
     pub stream: TcpStream,
 }
 
@@ -87,8 +91,15 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         .await
         .map_err(|e| Error::Config(format!("cannot reach the server at {server}: {e}")))?;
     stream.set_nodelay(true)?;
-    let mut reader = FrameReader::new(stream.clone(), params.max_frame);
-    let mut writer = FrameWriter::new(stream.clone());
+    let (r, w) = match &params.tls {
+        Some(tls) => tls
+            .connect(stream.clone())
+            .await
+            .map_err(|e| Error::Config(format!("TLS with the server at {server} failed: {e}")))?,
+        None => plain(&stream),
+    };
+    let mut reader = FrameReader::new(r, params.max_frame);
+    let mut writer = FrameWriter::new(w);
     let hello = ToServer::Hello(Hello {
         version: PROTOCOL_VERSION,
         name: name.to_owned(),
@@ -148,7 +159,7 @@ pub async fn keep_connected(mut link: Link, params: Params, events: Sender<Event
 
 /// Turns server frames into events until the connection ends; `None` when the actor is gone.
 async fn read_server(
-    reader: &mut FrameReader<TcpStream>,
+    reader: &mut FrameReader<Reader>,
     events: &Sender<Event>,
     silence: Duration,
 ) -> Option<String> {

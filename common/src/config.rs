@@ -60,6 +60,10 @@ pub struct ServerProfile {
     pub token: Option<String>,
     /// Allow listening beyond loopback without a token (`--insecure`).
     pub insecure: Option<bool>,
+    /// TLS: the server's certificate chain, PEM (`--tls-cert`).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the server's private key, PEM (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -82,6 +86,11 @@ pub struct ClientProfile {
     pub live_console: Option<bool>,
     /// The network token, if the server requires one (`--token`, env `STUBNET_TOKEN`).
     pub token: Option<String>,
+    /// TLS: the certificate(s) to trust, PEM; set, the stub speaks TLS to the server (`--tls-ca`).
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry; default: the server's address
+    /// (`--tls-name`).
+    pub tls_name: Option<String>,
     /// Modules registered at start (`--register`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub register: Vec<PathBuf>,

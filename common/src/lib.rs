@@ -16,6 +16,8 @@ pub mod module;
 pub mod proto;
 pub mod pyparse;
 pub mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{Error, ErrorKind, RemoteError, Result};
 

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::store::Store;
+use common::tls::Acceptor;
 use smol::channel::Receiver;
 use smol::future::FutureExt;
 use smol::net::TcpListener;
@@ -26,13 +27,15 @@ use shell::Line;
 pub use common::config::Limits;
 
 /// The server's resolved settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Where uploaded descriptors are kept.
     pub dir: PathBuf,
     pub limits: Limits,
     /// The token every stub must present in its hello; `None`: anyone may join.
     pub token: Option<String>,
+    /// TLS for every connection; `None`: plain TCP.
+    pub tls: Option<Acceptor>,
 }
 
 /// Serves until `shutdown` completes, the console says `_end_`, or the console's input ends.
@@ -70,6 +73,7 @@ pub async fn run(
         events.clone(),
         alive.clone(),
         config.limits,
+        config.tls.clone(),
     ));
     let stopped = async {
         shutdown.await;
@@ -96,15 +100,16 @@ async fn accept_loop(
     events: smol::channel::Sender<Event>,
     alive: smol::channel::Sender<()>,
     limits: Limits,
+    tls: Option<Acceptor>,
 ) {
     let mut next_id = 0;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 next_id += 1;
-                let (events, alive) = (events.clone(), alive.clone());
+                let (events, alive, tls) = (events.clone(), alive.clone(), tls.clone());
                 smol::spawn(async move {
-                    peer::serve(next_id, stream, events, limits).await;
+                    peer::serve(next_id, stream, tls, events, limits).await;
                     drop(alive);
                 })
                 .detach();

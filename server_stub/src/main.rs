@@ -4,9 +4,10 @@ use common::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use common::config::{Profile, ServerProfile};
 use common::console::Console;
+use common::tls::Acceptor;
 use server_stub::{shell, Config};
 
 /// The stubnet server stub: the broker every client stub connects to.
@@ -34,10 +35,58 @@ struct Flags {
     /// Listen beyond loopback without a token [profile: insecure]
     #[arg(long)]
     insecure: bool,
+    /// TLS: the server's certificate chain, PEM [profile: tls_cert]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the server's private key, PEM [profile: tls_key]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Make a self-signed TLS certificate (cert.pem) and key (key.pem) for a small network
+    GenCert {
+        /// Where to write them
+        #[arg(long, default_value = "tls")]
+        dir: PathBuf,
+        /// Names stubs will use to reach the server (host names or IP addresses)
+        #[arg(default_values = ["localhost", "127.0.0.1"])]
+        names: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
-    match run(Flags::parse()) {
+    let flags = Flags::parse();
+    if let Some(Cmd::GenCert { dir, names }) = &flags.command {
+        return match common::tls::generate(names, dir) {
+            Ok((cert, key)) => {
+                say!(
+                    "wrote {} and {} for {}",
+                    cert.display(),
+                    key.display(),
+                    names.join(", ")
+                );
+                say!(
+                    "server: --tls-cert {} --tls-key {}",
+                    cert.display(),
+                    key.display()
+                );
+                say!(
+                    "stubs:  --tls-ca {} (copy cert.pem to them; never key.pem)",
+                    cert.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -60,14 +109,26 @@ fn run(flags: Flags) -> common::Result<()> {
         .or(values.address)
         .unwrap_or("127.0.0.1".into());
     let port = flags.port.or(values.port).unwrap_or(5050);
-    let dir = match (flags.dir, &profile) {
-        (Some(d), _) => d,
-        (None, Some(p)) => values
-            .dir
-            .as_deref()
-            .map(|d| p.resolve(d))
-            .unwrap_or("stubnet-server".into()),
-        (None, None) => "stubnet-server".into(),
+    // Paths from the profile are relative to the profile; paths from flags to here.
+    let from_profile = |p: Option<PathBuf>| match (&profile, p) {
+        (Some(pr), Some(p)) => Some(pr.resolve(&p)),
+        (_, p) => p,
+    };
+    let dir = flags
+        .dir
+        .or(from_profile(values.dir.clone()))
+        .unwrap_or("stubnet-server".into());
+    let tls = match (
+        flags.tls_cert.or(from_profile(values.tls_cert.clone())),
+        flags.tls_key.or(from_profile(values.tls_key.clone())),
+    ) {
+        (Some(cert), Some(key)) => Some(Acceptor::load(&cert, &key)?),
+        (None, None) => None,
+        _ => {
+            return Err(common::Error::Config(
+                "TLS needs both a certificate and a key (tls_cert and tls_key)".into(),
+            ))
+        }
     };
     let live = flags.live_console || values.live_console.unwrap_or(false);
     let token = flags.token.or(values.token).filter(|t| !t.is_empty());
@@ -93,6 +154,9 @@ fn run(flags: Flags) -> common::Result<()> {
                 common::Error::Config(format!("cannot listen on {address}:{port}: {e}"))
             })?;
         say!("listening on {}", listener.local_addr()?);
+        if tls.is_some() {
+            say!("every connection uses TLS");
+        }
         let console = live.then(|| {
             Console {
                 prompt: "server> ".into(),
@@ -108,6 +172,7 @@ fn run(flags: Flags) -> common::Result<()> {
             dir,
             limits: values.limits,
             token,
+            tls,
         };
         let reason = server_stub::run(listener, config, console, async {
             let _ = stop_rx.recv().await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::conn::{drain, FrameReader, FrameWriter};
 use common::proto::{ToClient, ToServer};
+use common::tls::{plain, Acceptor, Writer};
 use common::Error;
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
@@ -18,21 +19,41 @@ use crate::Limits;
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one connection until it closes.
-pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits: Limits) {
+/// Serves one connection until it closes; with `tls`, only after a TLS handshake.
+pub async fn serve(
+    id: PeerId,
+    stream: TcpStream,
+    tls: Option<Acceptor>,
+    broker: Sender<Event>,
+    limits: Limits,
+) {
     let address = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
-    let mut reader = FrameReader::new(stream.clone(), limits.max_frame_bytes);
-    let mut writer = FrameWriter::new(stream.clone());
-
-    let hello = async { reader.read::<ToServer>().await }
+    let opened = async {
+        let (r, w) = match &tls {
+            Some(acceptor) => acceptor.accept(stream.clone()).await?,
+            None => plain(&stream),
+        };
+        let mut reader = FrameReader::new(r, limits.max_frame_bytes);
+        let hello = reader.read::<ToServer>().await;
+        Ok((reader, FrameWriter::new(w), hello))
+    };
+    let opened = opened
         .or(async {
             smol::Timer::after(HELLO_TIMEOUT).await;
             Err(Error::Protocol("no hello in time".into()))
         })
         .await;
+    let (mut reader, mut writer, hello) = match opened {
+        Ok(parts) => parts,
+        Err(e) => {
+            say!("refused {address}: {e}");
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    };
     let hello = match hello {
         Ok(Some(ToServer::Hello(hello))) => hello,
         other => {
@@ -105,7 +126,7 @@ pub async fn serve(id: PeerId, stream: TcpStream, broker: Sender<Event>, limits:
 
 /// Writes queued frames until the queue closes or a frame that ends the session (`Refused`,
 /// `Shutdown`) is written; then closes the socket so the reader ends too.
-async fn write_loop(rx: Receiver<ToClient>, writer: FrameWriter<TcpStream>, stream: TcpStream) {
+async fn write_loop(rx: Receiver<ToClient>, writer: FrameWriter<Writer>, stream: TcpStream) {
     drain(rx, writer, |m| {
         matches!(m, ToClient::Refused { .. } | ToClient::Shutdown { .. })
     })

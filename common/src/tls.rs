@@ -1,0 +1,176 @@
+//! Transport for the stub–server link: plain TCP or TLS (rustls), behind one pair of boxed
+//! reader/writer halves so the framing code never knows which. Also makes the self-signed
+//! certificate a small network needs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_rustls::rustls::pki_types::pem::PemObject;
+use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use futures_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use futures_rustls::{TlsAcceptor, TlsConnector};
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::net::TcpStream;
+
+use crate::error::{Error, Result};
+
+/// The read half of a link.
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a link.
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A plain TCP link's halves.
+pub fn plain(tcp: &TcpStream) -> (Reader, Writer) {
+    (Box::new(tcp.clone()), Box::new(tcp.clone()))
+}
+
+fn config_error(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{what} {}: {e}", path.display()))
+}
+
+/// The server side of TLS: its certificate chain and key.
+#[derive(Clone)]
+pub struct Acceptor(TlsAcceptor);
+
+impl Acceptor {
+    /// Loads a PEM certificate chain and a PEM private key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| config_error("cannot read the certificate", cert, e))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| config_error("cannot read the key", key, e))?;
+        let config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| Error::Config(format!("bad certificate or key: {e}")))?;
+        Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
+    }
+
+    /// Runs the handshake on an accepted connection.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<(Reader, Writer)> {
+        let tls = self.0.accept(tcp).await?;
+        let (r, w) = smol::io::split(tls);
+        Ok((Box::new(r), Box::new(w)))
+    }
+}
+
+/// The stub side of TLS: the certificates it trusts and the name it expects.
+#[derive(Clone)]
+pub struct Connector {
+    tls: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl Connector {
+    /// Trusts the PEM certificates in `ca` (the server's own self-signed certificate will do)
+    /// and expects the server to be `name`.
+    pub fn load(ca: &Path, name: &str) -> Result<Self> {
+        let mut roots = RootCertStore::empty();
+        let certs =
+            CertificateDer::pem_file_iter(ca).map_err(|e| config_error("cannot read", ca, e))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| config_error("bad certificate in", ca, e))?;
+            roots
+                .add(cert)
+                .map_err(|e| config_error("bad certificate in", ca, e))?;
+        }
+        let config = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|e| Error::Config(format!("'{name}' is not a server name: {e}")))?;
+        Ok(Connector {
+            tls: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+
+    /// Runs the handshake on a new connection.
+    pub async fn connect(&self, tcp: TcpStream) -> Result<(Reader, Writer)> {
+        let tls = self.tls.connect(self.name.clone(), tcp).await?;
+        let (r, w) = smol::io::split(tls);
+        Ok((Box::new(r), Box::new(w)))
+    }
+}
+
+/// Writes a self-signed certificate for `names` (host names or IP addresses) and its key as
+/// `cert.pem` and `key.pem` in `dir`. The key file is readable by its owner only.
+pub fn generate(names: &[String], dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let made = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| Error::Config(format!("cannot make a certificate: {e}")))?;
+    std::fs::create_dir_all(dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem())?;
+    write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
+    Ok((cert, key))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{FrameReader, FrameWriter};
+    use crate::proto::ToServer;
+
+    #[test]
+    fn a_generated_certificate_carries_frames_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = generate(&["localhost".into(), "127.0.0.1".into()], dir.path()).unwrap();
+        let acceptor = Acceptor::load(&cert, &key).unwrap();
+        let connector = Connector::load(&cert, "localhost").unwrap();
+        smol::block_on(async {
+            let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = smol::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let (r, w) = acceptor.accept(tcp).await.unwrap();
+                let msg: Option<ToServer> = FrameReader::new(r, 1024).read().await.unwrap();
+                FrameWriter::new(w).send(&msg).await.unwrap();
+            });
+            let (r, w) = connector
+                .connect(TcpStream::connect(addr).await.unwrap())
+                .await
+                .unwrap();
+            FrameWriter::new(w).send(&ToServer::Who).await.unwrap();
+            let back: Option<ToServer> = FrameReader::new(r, 1024).read().await.unwrap();
+            assert_eq!(back, Some(ToServer::Who));
+            server.await;
+        });
+    }
+
+    #[test]
+    fn a_stub_that_does_not_trust_the_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = generate(&["localhost".into()], &dir.path().join("a")).unwrap();
+        let (other, _) = generate(&["localhost".into()], &dir.path().join("b")).unwrap();
+        let acceptor = Acceptor::load(&cert, &key).unwrap();
+        let stranger = Connector::load(&other, "localhost").unwrap();
+        smol::block_on(async {
+            let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = smol::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                acceptor.accept(tcp).await.is_err()
+            });
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let err = stranger
+                .connect(tcp)
+                .await
+                .err()
+                .expect("untrusted certificate");
+            assert!(err.to_string().contains("certificate"), "{err}");
+            assert!(server.await);
+        });
+        assert!(Acceptor::load(&dir.path().join("nope.pem"), &key).is_err());
+    }
+}
