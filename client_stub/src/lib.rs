@@ -7,6 +7,7 @@
 //! `local.rs` (app connections), `repl.rs` (shell commands).
 
 use common::say;
+pub mod calls;
 pub mod local;
 pub mod owned;
 pub mod repl;

@@ -1,11 +1,17 @@
 //! Modules this stub owns: a module file read and parsed into its descriptor.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use common::say;
 
 use common::module::ModuleDescriptor;
 use common::pyparse::parse_module;
 use common::store::{md5_hex, valid_module_name};
 
+use crate::stub::Stub;
 use crate::worker::Pool;
 
 /// A module file read and parsed, ready to upload.
@@ -26,6 +32,18 @@ pub struct Owned {
     pub confirmed: bool,
     /// Its workers.
     pub pool: Pool,
+    /// Calls running on it now; a changed file is reloaded only when this is 0.
+    pub busy: Arc<AtomicUsize>,
+    /// The file's modification time and size when last read, to notice edits.
+    pub stamp: Option<(SystemTime, u64)>,
+    /// The file changed; reload when idle.
+    pub stale: bool,
+}
+
+/// What tells that a file changed.
+pub fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Reads and parses the module file at `path`; the module is named after the file.
@@ -78,4 +96,99 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+impl Stub {
+    /// Registers (or re-registers) the module file at `path`: parse, start workers, upload.
+    pub(crate) fn register(&mut self, path: &Path) {
+        let parsed = match parse_file(path) {
+            Ok(p) => p,
+            Err(e) => return say!("error: {e}"),
+        };
+        let module = parsed.desc.module.clone();
+        if let Some(k) = self.known.get(&module) {
+            return say!("error: module '{module}' is owned by '{}'", k.owner);
+        }
+        say!(
+            "registering {module} from {}: {} function(s)",
+            parsed.path.display(),
+            parsed.desc.functions.len()
+        );
+        self.upload(&module, &parsed.bytes);
+        let stamp = stamp(&parsed.path);
+        match self.owned.get_mut(&module) {
+            Some(o) => {
+                o.parsed = parsed;
+                o.stamp = stamp;
+                o.stale = false;
+                o.pool.restart();
+            }
+            None => {
+                let pool = Pool::start(self.config.worker_spec(&module, &parsed.path));
+                let owned = Owned {
+                    parsed,
+                    confirmed: false,
+                    pool,
+                    busy: Arc::default(),
+                    stamp,
+                    stale: false,
+                };
+                self.owned.insert(module, owned);
+            }
+        }
+        self.refresh_names();
+    }
+
+    /// Reloads an owned module from its file: workers restart on the new code, and new headers
+    /// are uploaded. A file that no longer parses leaves the old version running.
+    ///
+    /// # Returns
+    /// The descriptor's md5.
+    ///
+    /// # Errors
+    /// Why not: not owned here, or the file does not parse.
+    pub(crate) fn reload(&mut self, module: &str, why: &str) -> Result<String, String> {
+        let Some(owned) = self.owned.get_mut(module) else {
+            return Err(format!(
+                "this stub does not own a module '{module}' (see mods)"
+            ));
+        };
+        owned.stale = false;
+        owned.stamp = stamp(&owned.parsed.path);
+        let parsed = parse_file(&owned.parsed.path)
+            .map_err(|e| format!("{e}; the old version of {module} keeps running"))?;
+        owned.pool.restart();
+        let changed = parsed.md5 != owned.parsed.md5;
+        owned.parsed = parsed;
+        let md5 = owned.parsed.md5.clone();
+        if changed {
+            let bytes = owned.parsed.bytes.clone();
+            self.upload(module, &bytes);
+        }
+        let headers = if changed {
+            "new headers uploaded"
+        } else {
+            "headers unchanged"
+        };
+        say!("reloaded {module} ({why}): {headers}");
+        Ok(md5)
+    }
+
+    /// Notices edited module files and reloads each once no call is running on it.
+    pub(crate) fn watch_files(&mut self) {
+        let mut due = Vec::new();
+        for (module, o) in &mut self.owned {
+            if !o.stale && stamp(&o.parsed.path) != o.stamp {
+                o.stale = true;
+            }
+            if o.stale && o.busy.load(Ordering::Acquire) == 0 {
+                due.push(module.clone());
+            }
+        }
+        for module in due {
+            if let Err(e) = self.reload(&module, "its file changed") {
+                say!("error: {e}");
+            }
+        }
+    }
 }

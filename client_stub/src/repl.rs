@@ -19,6 +19,12 @@ pub enum Command {
     Describe(String),
     /// `sc:PROFILE`: save the running configuration.
     SaveConfig(String),
+    /// `reload:MODULE`: reload an owned module from its file now.
+    Reload(String),
+    /// `ping`: this stub's address as the server sees it, and the round trip.
+    Ping,
+    /// `stats`: calls made and served, per function.
+    Stats,
     Help,
     /// `_end_` / `quit`.
     Quit,
@@ -26,11 +32,12 @@ pub enum Command {
 
 /// Every command word, for completion.
 pub const COMMANDS: &[&str] = &[
-    "rm:", "um:", "pm:", "s:", "wii", "mods", "mods:", "desc:", "sc:", "help", "_end_", "quit",
+    "rm:", "um:", "pm:", "s:", "wii", "mods", "mods:", "desc:", "sc:", "reload:", "ping", "stats",
+    "help", "help:", "_end_", "quit",
 ];
 
 /// Commands whose argument is a module name, for completion.
-pub const MODULE_COMMANDS: &[&str] = &["um:", "desc:", "mods:"];
+pub const MODULE_COMMANDS: &[&str] = &["um:", "desc:", "mods:", "reload:", "help:"];
 
 /// The `help` text.
 pub const HELP: &str = "\
@@ -43,7 +50,11 @@ commands:
   mods          list modules (mods:PREFIX lists those starting with PREFIX)
   desc:MODULE   a module's functions with their parameters
   sc:PROFILE    save the running configuration (registered modules included) as a profile
-  help          this list
+  reload:MODULE reload a module this stub registered from its file now (edits are also
+                picked up by themselves, once the module is idle)
+  ping          this stub's address as the server sees it, and the round trip time
+  stats         calls made and served: calls, errors, last error, mean and p99 ms
+  help          this list (help:MODULE: like desc:MODULE)
   _end_, quit   leave the network and exit
 ";
 
@@ -71,6 +82,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         ("s", _) => Command::Say(need("TEXT")?),
         ("desc", _) => Command::Describe(need("MODULE")?),
         ("sc", _) => Command::SaveConfig(need("PROFILE")?),
+        ("reload", _) => Command::Reload(need("MODULE")?),
+        ("help", Some(_)) => Command::Describe(need("MODULE")?),
+        ("ping", None) => Command::Ping,
+        ("stats", None) => Command::Stats,
         ("mods", a) => Command::Modules(a.unwrap_or("").to_owned()),
         ("wii", None) => Command::Who,
         ("help", None) => Command::Help,
@@ -97,6 +112,10 @@ mod tests {
         assert_eq!(ok("desc:z"), Command::Describe("z".into()));
         assert_eq!(ok("sc:conf2"), Command::SaveConfig("conf2".into()));
         assert_eq!(ok("quit"), Command::Quit);
+        assert_eq!(ok("reload:z"), Command::Reload("z".into()));
+        assert_eq!(ok("help:z"), Command::Describe("z".into()));
+        assert_eq!(ok("ping"), Command::Ping);
+        assert_eq!(ok("stats"), Command::Stats);
         assert_eq!(ok("_end_"), Command::Quit);
         assert_eq!(parse("   ").unwrap(), None);
     }

@@ -3,22 +3,22 @@
 
 use common::say;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::chunk::{split, Reassembler};
-use common::conn::json_size;
 use common::console::Names;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
-use common::proto::{render_who, Call, Chunk, Offer, Reply, ToApp, ToClient, ToServer, ToStub};
+use common::proto::{render_who, Chunk, Offer, Reply, ToApp, ToClient, ToServer, ToStub};
+use common::stats::Stats;
 use common::store::Store;
 use common::Result;
-use serde_json::Value;
 use smol::channel::{Receiver, Sender};
 
+use crate::calls::{Answer, Pending, PingWaiter};
 use crate::owned::{render, Owned};
 use crate::repl::{self, Command};
-use crate::worker::Pool;
 use crate::Config;
 
 /// What the stub's tasks tell the actor.
@@ -52,36 +52,37 @@ pub enum Event {
 }
 
 /// A module on the network owned by another stub.
-struct Known {
-    owner: String,
+pub(crate) struct Known {
+    pub(crate) owner: String,
     md5: String,
     /// Present once the cached copy is current.
     desc: Option<ModuleDescriptor>,
-}
-
-/// A call from an app waiting for the network.
-struct Pending {
-    conn: u64,
-    app_id: u64,
-    deadline: Instant,
 }
 
 /// The actor's state.
 pub struct Stub {
     pub(crate) config: Config,
     /// Frames to the server, while connected.
-    up: Option<Sender<ToServer>>,
+    pub(crate) up: Option<Sender<ToServer>>,
     /// How many times the link to the server was made.
-    links: u32,
+    pub(crate) links: u32,
     pub(crate) owned: BTreeMap<String, Owned>,
-    store: Store,
-    incoming: Reassembler,
-    known: BTreeMap<String, Known>,
-    apps: HashMap<u64, Sender<ToApp>>,
-    pending: HashMap<u64, Pending>,
-    next_id: u64,
+    pub(crate) store: Store,
+    pub(crate) incoming: Reassembler,
+    pub(crate) known: BTreeMap<String, Known>,
+    pub(crate) apps: HashMap<u64, Sender<ToApp>>,
+    pub(crate) pending: HashMap<u64, Pending>,
+    pub(crate) next_id: u64,
     /// Module names for the shell's completion.
-    names: Names,
+    pub(crate) names: Names,
+    /// `ping`s waiting for the server's echo, by id.
+    pub(crate) pings: HashMap<u64, PingWaiter>,
+    /// Calls this stub made for apps, through the network.
+    pub(crate) made: Stats,
+    /// Calls this stub ran as owner (recorded by the tasks that run them).
+    pub(crate) served: Arc<Mutex<Stats>>,
+    /// When owned module files were last checked for edits.
+    pub(crate) last_watch: Instant,
 }
 
 impl Stub {
@@ -98,6 +99,10 @@ impl Stub {
             pending: HashMap::new(),
             next_id: 0,
             names,
+            pings: HashMap::new(),
+            made: Stats::default(),
+            served: Arc::default(),
+            last_watch: Instant::now(),
         }
     }
 
@@ -135,7 +140,13 @@ impl Stub {
                 // Their answers, if any still come, are dropped.
                 self.pending.retain(|_, p| p.conn != conn);
             }
-            Event::Tick => self.expire(),
+            Event::Tick => {
+                self.expire();
+                if self.last_watch.elapsed() >= Duration::from_millis(500) {
+                    self.last_watch = Instant::now();
+                    self.watch_files();
+                }
+            }
             Event::Stop(reason) => return Some(Ok(reason)),
         }
         None
@@ -173,12 +184,18 @@ impl Stub {
         self.incoming = Reassembler::new(self.config.limits.max_module_bytes);
         for (_, p) in std::mem::take(&mut self.pending) {
             let err = RemoteError::new(ErrorKind::NotConnected, format!("lost the server: {why}"));
-            self.answer_app(p.conn, p.app_id, Err(err));
+            self.fail_pending(p, err);
+        }
+        for (_, waiter) in std::mem::take(&mut self.pings) {
+            if let Some((conn, id)) = waiter.app {
+                let err = RemoteError::new(ErrorKind::NotConnected, "lost the server");
+                self.answer_app(conn, id, Err(err));
+            }
         }
     }
 
     /// Queues a frame for the server; says so when there is no server to send it to.
-    fn send_up(&self, msg: ToServer) {
+    pub(crate) fn send_up(&self, msg: ToServer) {
         match &self.up {
             Some(up) => {
                 let _ = up.try_send(msg);
@@ -187,7 +204,7 @@ impl Stub {
         }
     }
 
-    fn upload(&self, module: &str, bytes: &[u8]) {
+    pub(crate) fn upload(&self, module: &str, bytes: &[u8]) {
         if let Some(up) = &self.up {
             for chunk in split(module, bytes) {
                 let _ = up.try_send(ToServer::Chunk(chunk));
@@ -227,11 +244,8 @@ impl Stub {
                     }),
                 }
             }
-            ToClient::Reply(reply) => {
-                if let Some(p) = self.pending.remove(&reply.id) {
-                    self.answer_app(p.conn, p.app_id, reply.result);
-                }
-            }
+            ToClient::Reply(reply) => self.replied(reply),
+            ToClient::Echo { id, address } => self.echoed(id, address),
             ToClient::Error { message } => say!("error from the server: {message}"),
             ToClient::Welcome { .. }
             | ToClient::Refused { .. }
@@ -336,7 +350,7 @@ impl Stub {
     }
 
     /// The descriptor and owner of a module this stub can call.
-    fn descriptor(&self, module: &str) -> Option<(&ModuleDescriptor, &str)> {
+    pub(crate) fn descriptor(&self, module: &str) -> Option<(&ModuleDescriptor, &str)> {
         if let Some(o) = self.owned.get(module) {
             return Some((&o.parsed.desc, "this stub"));
         }
@@ -373,6 +387,17 @@ impl Stub {
                 Err(e) => say!("error: {e}"),
             },
             Command::Help => say!("{}", repl::HELP.trim_end()),
+            Command::Reload(module) => {
+                if let Err(e) = self.reload(&module, "asked at the shell") {
+                    say!("error: {e}");
+                }
+            }
+            Command::Ping => self.ping(None),
+            Command::Stats => {
+                let served = self.served.lock().map(|s| s.clone()).unwrap_or_default();
+                say!("{}", self.made.render("calls made for apps").trim_end());
+                say!("{}", served.render("calls served as owner").trim_end());
+            }
             Command::Quit => {}
         }
     }
@@ -405,41 +430,6 @@ impl Stub {
         }
     }
 
-    /// Registers (or re-registers) the module file at `path`: parse, start workers, upload.
-    pub(crate) fn register(&mut self, path: &std::path::Path) {
-        let parsed = match crate::owned::parse_file(path) {
-            Ok(p) => p,
-            Err(e) => return say!("error: {e}"),
-        };
-        let module = parsed.desc.module.clone();
-        if let Some(k) = self.known.get(&module) {
-            return say!("error: module '{module}' is owned by '{}'", k.owner);
-        }
-        say!(
-            "registering {module} from {}: {} function(s)",
-            parsed.path.display(),
-            parsed.desc.functions.len()
-        );
-        self.upload(&module, &parsed.bytes);
-        match self.owned.get_mut(&module) {
-            Some(o) => {
-                o.parsed = parsed;
-                o.pool.restart();
-            }
-            None => {
-                let pool =
-                    crate::worker::Pool::start(self.config.worker_spec(&module, &parsed.path));
-                let owned = Owned {
-                    parsed,
-                    confirmed: false,
-                    pool,
-                };
-                self.owned.insert(module, owned);
-            }
-        }
-        self.refresh_names();
-    }
-
     fn save_profile(&self, name: &str) -> Result<std::path::PathBuf> {
         let path = common::config::profile_path(name);
         let mut profile = self.config.profile();
@@ -447,164 +437,4 @@ impl Stub {
         common::config::save(&path, &profile)?;
         Ok(path)
     }
-
-    fn app(&mut self, conn: u64, msg: ToStub) {
-        match msg {
-            ToStub::Call(call) => self.app_call(conn, call),
-            ToStub::Modules { id, prefix } => {
-                let names = self.owned.keys().chain(self.known.keys());
-                let list: Vec<Value> = names
-                    .filter(|m| m.starts_with(&prefix))
-                    .map(|m| Value::from(m.as_str()))
-                    .collect();
-                self.answer_app(conn, id, Ok(Value::Array(list)));
-            }
-            ToStub::Describe { id, module } => {
-                let result = match self.descriptor(&module) {
-                    Some((desc, _)) => {
-                        Ok(serde_json::to_value(desc).expect("descriptors serialize"))
-                    }
-                    None => Err(unknown_module(&module)),
-                };
-                self.answer_app(conn, id, result);
-            }
-        }
-    }
-
-    /// An app's call: checked against the descriptor here, then run here or sent to the owner.
-    fn app_call(&mut self, conn: u64, call: Call) {
-        if let Err(e) = self.check(&call) {
-            return self.answer_app(conn, call.id, Err(e));
-        }
-        if self.owned.contains_key(&call.module) {
-            let Some(tx) = self.apps.get(&conn) else {
-                return;
-            };
-            return self.run_owned(call, Answer::App(tx.clone()));
-        }
-        if self.up.is_none() {
-            let msg = "not connected to the server (reconnecting)";
-            let err = RemoteError::new(ErrorKind::NotConnected, msg);
-            return self.answer_app(conn, call.id, Err(err));
-        }
-        self.next_id += 1;
-        let deadline = Instant::now() + Duration::from_millis(call.timeout_ms);
-        self.pending.insert(
-            self.next_id,
-            Pending {
-                conn,
-                app_id: call.id,
-                deadline,
-            },
-        );
-        self.send_up(ToServer::Call(Call {
-            id: self.next_id,
-            ..call
-        }));
-    }
-
-    fn check(&self, call: &Call) -> std::result::Result<(), RemoteError> {
-        let Some((desc, _)) = self.descriptor(&call.module) else {
-            return Err(unknown_module(&call.module));
-        };
-        let Some(f) = desc.function(&call.function) else {
-            let msg = format!(
-                "module '{}' has no function '{}'",
-                call.module, call.function
-            );
-            return Err(RemoteError::new(ErrorKind::UnknownFunction, msg));
-        };
-        let keywords: Vec<&str> = call.kwargs.keys().map(String::as_str).collect();
-        f.check_args(call.args.len(), &keywords)
-            .map_err(|m| RemoteError::new(ErrorKind::BadArguments, m))
-    }
-
-    /// Runs a call on a module this stub owns, answering where `answer` says, within its timeout.
-    fn run_owned(&self, call: Call, answer: Answer) {
-        let Some(owned) = self.owned.get(&call.module) else {
-            let err = RemoteError::new(
-                ErrorKind::UnknownModule,
-                format!("this stub does not own '{}'", call.module),
-            );
-            return answer.send(Reply {
-                id: call.id,
-                result: Err(err),
-            });
-        };
-        let (pool, limit) = (owned.pool.clone(), self.config.limits.max_frame_bytes);
-        smol::spawn(async move {
-            let id = call.id;
-            let result = run_call(&pool, call, limit).await;
-            answer.send(Reply { id, result });
-        })
-        .detach();
-    }
-
-    fn answer_app(&self, conn: u64, id: u64, result: std::result::Result<Value, RemoteError>) {
-        if let Some(tx) = self.apps.get(&conn) {
-            let _ = tx.try_send(ToApp::Reply(Reply { id, result }));
-        }
-    }
-
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let late: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some(p) = self.pending.remove(&id) {
-                let err =
-                    RemoteError::new(ErrorKind::Timeout, "no answer within the call's timeout");
-                self.answer_app(p.conn, p.app_id, Err(err));
-            }
-        }
-    }
-}
-
-/// Where the answer to a call run here goes.
-enum Answer {
-    Server(Sender<ToServer>),
-    App(Sender<ToApp>),
-}
-
-impl Answer {
-    fn send(&self, reply: Reply) {
-        let _ = match self {
-            Answer::Server(tx) => tx.try_send(ToServer::Reply(reply)).is_ok(),
-            Answer::App(tx) => tx.try_send(ToApp::Reply(reply)).is_ok(),
-        };
-    }
-}
-
-/// Runs one call on a module's workers within its timeout; a result too large for one frame
-/// becomes an error naming its size, so it is never sent only to be refused.
-async fn run_call(pool: &Pool, call: Call, max_frame: usize) -> Result<Value, RemoteError> {
-    let timeout = Duration::from_millis(call.timeout_ms);
-    let run = pool.call(&call.function, call.args, call.kwargs);
-    let result = smol::future::or(run, async {
-        smol::Timer::after(timeout).await;
-        let (module, function) = (&call.module, &call.function);
-        let msg = format!("'{module}.{function}' did not finish within {timeout:?}");
-        Err(RemoteError::new(ErrorKind::Timeout, msg))
-    })
-    .await?;
-    // Room for the reply's envelope around the value.
-    let limit = max_frame.saturating_sub(1024);
-    match json_size(&result) {
-        size if size > limit => Err(RemoteError::new(
-            ErrorKind::TooLarge,
-            format!("the result is {size} bytes, over the frame limit of {limit} bytes"),
-        )),
-        _ => Ok(result),
-    }
-}
-
-fn unknown_module(module: &str) -> RemoteError {
-    RemoteError::new(
-        ErrorKind::UnknownModule,
-        format!("no module '{module}' on the network (see mods)"),
-    )
 }

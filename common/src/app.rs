@@ -213,6 +213,27 @@ impl AsyncClient {
         serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
     }
 
+    /// This app's stub as the server sees it: `{"address": ..., "rtt_ms": ...}`.
+    pub async fn ping(&self) -> Result<Value, CallError> {
+        self.request(|id| ToStub::Ping { id }, self.timeout, "ping")
+            .await
+    }
+
+    /// Call statistics of the stub: `{"made": [...], "served": [...]}`, a row per function.
+    pub async fn stats(&self) -> Result<Value, CallError> {
+        self.request(|id| ToStub::Stats { id }, self.timeout, "stats")
+            .await
+    }
+
+    /// Reloads a module the stub owns from its file; returns the descriptor's new md5.
+    pub async fn reload(&self, module: &str) -> Result<String, CallError> {
+        let module = module.to_owned();
+        let value = self
+            .request(|id| ToStub::Reload { id, module }, self.timeout, "reload")
+            .await?;
+        serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
+    }
+
     /// Sends one request and waits for its answer or the timeout, whichever comes first.
     async fn request(
         &self,
@@ -345,6 +366,18 @@ impl Client {
 
     pub fn describe(&self, module: &str) -> Result<ModuleDescriptor, CallError> {
         smol::block_on(self.inner.describe(module))
+    }
+
+    pub fn ping(&self) -> Result<Value, CallError> {
+        smol::block_on(self.inner.ping())
+    }
+
+    pub fn stats(&self) -> Result<Value, CallError> {
+        smol::block_on(self.inner.stats())
+    }
+
+    pub fn reload(&self, module: &str) -> Result<String, CallError> {
+        smol::block_on(self.inner.reload(module))
     }
 
     /// The async form, to share the connection with async code.

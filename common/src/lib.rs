@@ -15,6 +15,7 @@ pub mod error;
 pub mod module;
 pub mod proto;
 pub mod pyparse;
+pub mod stats;
 pub mod store;
 #[cfg(feature = "tls")]
 pub mod tls;

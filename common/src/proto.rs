@@ -38,6 +38,8 @@ pub enum ToServer {
     Reply(Reply),
     /// Liveness: sent every heartbeat interval; any frame proves the stub is there.
     Ping,
+    /// Ask the server how it sees this stub; answered by [`ToClient::Echo`] (for `ping`).
+    Echo { id: u64 },
 }
 
 /// Server → client stub.
@@ -82,6 +84,8 @@ pub enum ToClient {
     Shutdown { reason: String },
     /// Liveness, as [`ToServer::Ping`].
     Ping,
+    /// The answer to [`ToServer::Echo`]: the stub's address as the server sees it.
+    Echo { id: u64, address: String },
 }
 
 /// App → its local client stub.
@@ -96,6 +100,21 @@ pub enum ToStub {
     },
     /// A module's descriptor; the reply is the descriptor.
     Describe {
+        id: u64,
+        module: String,
+    },
+    /// The reply is `{"address": ADDRESS, "rtt_ms": MS}`: this stub's address as the server
+    /// sees it, and the round trip to the server.
+    Ping {
+        id: u64,
+    },
+    /// The reply is `{"made": [ROW...], "served": [ROW...]}`: the calls this stub made for apps
+    /// and the calls it ran as owner, per function (calls, errors, last_error, mean_ms, p99_ms).
+    Stats {
+        id: u64,
+    },
+    /// Reload a module this stub owns from its file now; the reply is its new md5.
+    Reload {
         id: u64,
         module: String,
     },

@@ -19,6 +19,7 @@ fn to_server_name(m: &ToServer) -> &'static str {
         ToServer::Call(_) => "call",
         ToServer::Reply(_) => "reply",
         ToServer::Ping => "ping",
+        ToServer::Echo { .. } => "echo",
     }
 }
 
@@ -38,6 +39,7 @@ fn to_client_name(m: &ToClient) -> &'static str {
         ToClient::Error { .. } => "error",
         ToClient::Shutdown { .. } => "shutdown",
         ToClient::Ping => "ping",
+        ToClient::Echo { .. } => "echo",
     }
 }
 
@@ -46,6 +48,9 @@ fn to_stub_name(m: &ToStub) -> &'static str {
         ToStub::Call(_) => "call",
         ToStub::Modules { .. } => "modules",
         ToStub::Describe { .. } => "describe",
+        ToStub::Ping { .. } => "ping",
+        ToStub::Stats { .. } => "stats",
+        ToStub::Reload { .. } => "reload",
     }
 }
 
@@ -140,6 +145,7 @@ fn render() -> String {
         ("A call on a module another stub owns.", ToServer::Call(call(1))),
         ("The answer to a call this stub ran as owner.", ToServer::Reply(ok(17))),
         ("Liveness, sent every heartbeat interval.", ToServer::Ping),
+        ("How does the server see me? (for `ping`)", ToServer::Echo { id: 1 }),
     ], to_server_name);
     section(
         &mut out,
@@ -228,6 +234,13 @@ fn render() -> String {
                 },
             ),
             ("Liveness, sent every heartbeat interval.", ToClient::Ping),
+            (
+                "The answer to `echo`: the stub's address as the server sees it.",
+                ToClient::Echo {
+                    id: 1,
+                    address: "127.0.0.1:40000".into(),
+                },
+            ),
         ],
         to_client_name,
     );
@@ -250,6 +263,18 @@ fn render() -> String {
                     id: 3,
                     module: "z".into(),
                 },
+            ),
+            (
+                "This stub's address as the server sees it and the round trip: `{\"address\": ..., \"rtt_ms\": ...}`.",
+                ToStub::Ping { id: 4 },
+            ),
+            (
+                "Call statistics: `{\"made\": [...], \"served\": [...]}`, one row per function (calls, errors, last_error, mean_ms, p99_ms).",
+                ToStub::Stats { id: 5 },
+            ),
+            (
+                "Reload a module this stub owns from its file; the result is its new md5.",
+                ToStub::Reload { id: 6, module: "z".into() },
             ),
         ],
         to_stub_name,

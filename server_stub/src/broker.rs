@@ -13,6 +13,7 @@ use common::chunk::{split, Reassembler};
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
+use common::stats::Stats;
 use common::store::{check_module_name, md5_hex, Store};
 use smol::channel::{Receiver, Sender, TrySendError};
 use smol::net::{Shutdown, TcpStream};
@@ -74,6 +75,8 @@ pub struct Broker {
     token: Option<String>,
     /// When every peer was last sent a heartbeat.
     last_ping: Instant,
+    /// The calls routed, per module and function.
+    stats: Stats,
 }
 
 impl Broker {
@@ -86,6 +89,7 @@ impl Broker {
             limits,
             token,
             last_ping: Instant::now(),
+            stats: Stats::default(),
         }
     }
 
@@ -307,6 +311,10 @@ impl Broker {
                 Err(reason) => self.send(id, ToClient::RegisterFailed { module, reason }),
             },
             ToServer::Have { .. } | ToServer::Ping => {}
+            ToServer::Echo { id: echo } => {
+                let address = self.registry.address(id).unwrap_or("?").to_owned();
+                self.send(id, ToClient::Echo { id: echo, address });
+            }
             ToServer::Want { module, md5 } => self.send_module(id, &module, &md5),
             ToServer::Say { text } => {
                 let from = self.registry.name(id).unwrap_or("?");
@@ -319,6 +327,10 @@ impl Broker {
             ToServer::Call(call) => self.route(id, call),
             ToServer::Reply(reply) => {
                 if let Some(route) = self.routes.close(reply.id, id) {
+                    let error = reply.result.as_ref().err().map(|e| e.to_string());
+                    let took = route.started.elapsed();
+                    let (module, function) = (&route.module, &route.function);
+                    self.stats.record(module, function, took, error.as_deref());
                     let reply = Reply {
                         id: route.caller_id,
                         result: reply.result,
@@ -437,18 +449,25 @@ impl Broker {
             );
         }
         let timeout = Duration::from_millis(call.timeout_ms);
+        let now = Instant::now();
         let route = self.routes.open(Route {
             caller,
             caller_id: call.id,
             owner,
             module: call.module.clone(),
-            deadline: Instant::now() + timeout,
+            function: call.function.clone(),
+            started: now,
+            deadline: now + timeout,
         });
         self.send(owner, ToClient::Call(Call { id: route, ..call }));
     }
 
     fn fail(&mut self, route: Route, kind: ErrorKind, message: String) {
         let err = RemoteError::new(kind, message);
+        let took = route.started.elapsed();
+        let error = err.to_string();
+        self.stats
+            .record(&route.module, &route.function, took, Some(&error));
         self.send(route.caller, reply_err(route.caller_id, err));
     }
 
@@ -482,6 +501,7 @@ impl Broker {
                 }
                 None => say!("error: no stub named '{name}' (see wii)"),
             },
+            Command::Stats => say!("{}", self.stats.render("calls routed").trim_end()),
             Command::End => return Some("the server ended the session".into()),
         }
         None

@@ -132,6 +132,11 @@ impl Registry {
         self.peers.get(&id).map(|p| p.name.as_str())
     }
 
+    /// The address peer `id` connected from.
+    pub fn address(&self, id: PeerId) -> Option<&str> {
+        self.peers.get(&id).map(|p| p.address.as_str())
+    }
+
     pub fn peer_by_name(&self, name: &str) -> Option<PeerId> {
         self.names.get(name).copied()
     }

@@ -17,6 +17,9 @@ pub struct Route {
     pub caller_id: u64,
     pub owner: PeerId,
     pub module: String,
+    pub function: String,
+    /// When the call was routed, for the statistics.
+    pub started: Instant,
     /// When the caller stops waiting.
     pub deadline: Instant,
 }
@@ -115,6 +118,8 @@ mod tests {
             caller_id: 7,
             owner,
             module: module.into(),
+            function: "f".into(),
+            started: deadline,
             deadline,
         }
     }

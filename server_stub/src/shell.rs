@@ -9,6 +9,8 @@ pub enum Command {
     Announce(String),
     /// `kick:NAME`: disconnect a stub.
     Kick(String),
+    /// `stats`: calls routed per module and function.
+    Stats,
     /// `_end_`: end the session; every stub is told and exits.
     End,
 }
@@ -22,7 +24,7 @@ pub enum Line {
 }
 
 /// Every command word, for completion.
-pub const COMMANDS: &[&str] = &["wii", "sta:", "kick:", "help", "_end_", "quit"];
+pub const COMMANDS: &[&str] = &["wii", "sta:", "kick:", "stats", "help", "_end_", "quit"];
 
 /// The `help` text.
 pub const HELP: &str = "\
@@ -30,6 +32,7 @@ commands:
   wii          who is in: every stub, its address and its modules
   sta:TEXT     send TEXT to every stub
   kick:NAME    disconnect the stub NAME
+  stats        calls routed per module and function: calls, errors, last error, mean and p99 ms
   help         this list
   _end_, quit  end the session: every stub is told and exits
 ";
@@ -52,6 +55,7 @@ pub fn parse(line: &str) -> Result<Line, String> {
         ("", None) => Line::Empty,
         ("help", None) => Line::Help,
         ("wii", None) => Line::Run(Command::Who),
+        ("stats", None) => Line::Run(Command::Stats),
         ("_end_" | "quit", None) => Line::Run(Command::End),
         ("sta", a) => Line::Run(Command::Announce(need(a, "TEXT")?)),
         ("kick", a) => Line::Run(Command::Kick(need(a, "NAME")?)),

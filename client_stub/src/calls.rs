@@ -1,0 +1,272 @@
+//! Calls: requests from apps, checked against the descriptor and run here (for modules this
+//! stub owns) or sent to the server; answers routed back by id; timeouts; call statistics.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::conn::json_size;
+use common::error::{ErrorKind, RemoteError};
+use common::proto::{Call, Reply, ToApp, ToServer, ToStub};
+use common::say;
+use serde_json::{json, Value};
+use smol::channel::Sender;
+
+use crate::stub::Stub;
+use crate::worker::Pool;
+
+/// A call from an app waiting for the network.
+pub(crate) struct Pending {
+    pub(crate) conn: u64,
+    pub(crate) app_id: u64,
+    pub(crate) module: String,
+    pub(crate) function: String,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
+}
+
+/// A `ping` waiting for the server's echo: from the shell (`None`) or an app (connection, id).
+pub(crate) struct PingWaiter {
+    pub(crate) app: Option<(u64, u64)>,
+    pub(crate) sent: Instant,
+}
+
+impl Stub {
+    pub(crate) fn app(&mut self, conn: u64, msg: ToStub) {
+        match msg {
+            ToStub::Call(call) => self.app_call(conn, call),
+            ToStub::Modules { id, prefix } => {
+                let names = self.owned.keys().chain(self.known.keys());
+                let list: Vec<Value> = names
+                    .filter(|m| m.starts_with(&prefix))
+                    .map(|m| Value::from(m.as_str()))
+                    .collect();
+                self.answer_app(conn, id, Ok(Value::Array(list)));
+            }
+            ToStub::Describe { id, module } => {
+                let result = match self.descriptor(&module) {
+                    Some((desc, _)) => {
+                        Ok(serde_json::to_value(desc).expect("descriptors serialize"))
+                    }
+                    None => Err(unknown_module(&module)),
+                };
+                self.answer_app(conn, id, result);
+            }
+            ToStub::Ping { id } => self.ping(Some((conn, id))),
+            ToStub::Stats { id } => {
+                let served = self.served.lock().map(|s| s.rows()).unwrap_or_default();
+                let stats = json!({"made": self.made.rows(), "served": served});
+                self.answer_app(conn, id, Ok(stats));
+            }
+            ToStub::Reload { id, module } => {
+                let result = self
+                    .reload(&module, "asked by an app")
+                    .map(Value::from)
+                    .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
+                self.answer_app(conn, id, result);
+            }
+        }
+    }
+
+    /// Asks the server how it sees this stub, timing the round trip.
+    pub(crate) fn ping(&mut self, app: Option<(u64, u64)>) {
+        if self.up.is_none() {
+            let msg = "not connected to the server (reconnecting)";
+            return match app {
+                Some((conn, id)) => {
+                    let err = RemoteError::new(ErrorKind::NotConnected, msg);
+                    self.answer_app(conn, id, Err(err))
+                }
+                None => say!("error: {msg}"),
+            };
+        }
+        self.next_id += 1;
+        let sent = Instant::now();
+        self.pings.insert(self.next_id, PingWaiter { app, sent });
+        self.send_up(ToServer::Echo { id: self.next_id });
+    }
+
+    /// The server's answer to a `ping`.
+    pub(crate) fn echoed(&mut self, id: u64, address: String) {
+        let Some(waiter) = self.pings.remove(&id) else {
+            return;
+        };
+        let rtt_ms = waiter.sent.elapsed().as_secs_f64() * 1000.0;
+        match waiter.app {
+            Some((conn, app_id)) => {
+                let pong = json!({"address": address, "rtt_ms": rtt_ms});
+                self.answer_app(conn, app_id, Ok(pong));
+            }
+            None => say!("the server sees this stub as {address}; round trip {rtt_ms:.3} ms"),
+        }
+    }
+
+    /// The server's answer to a call an app made through this stub.
+    pub(crate) fn replied(&mut self, reply: Reply) {
+        if let Some(p) = self.pending.remove(&reply.id) {
+            let error = reply.result.as_ref().err().map(ToString::to_string);
+            let took = p.started.elapsed();
+            self.made
+                .record(&p.module, &p.function, took, error.as_deref());
+            self.answer_app(p.conn, p.app_id, reply.result);
+        }
+    }
+
+    /// Fails a call waiting for the network, counting it.
+    pub(crate) fn fail_pending(&mut self, p: Pending, err: RemoteError) {
+        let error = err.to_string();
+        self.made
+            .record(&p.module, &p.function, p.started.elapsed(), Some(&error));
+        self.answer_app(p.conn, p.app_id, Err(err));
+    }
+
+    /// An app's call: checked against the descriptor here, then run here or sent to the owner.
+    pub(crate) fn app_call(&mut self, conn: u64, call: Call) {
+        if let Err(e) = self.check(&call) {
+            return self.answer_app(conn, call.id, Err(e));
+        }
+        if self.owned.contains_key(&call.module) {
+            let Some(tx) = self.apps.get(&conn) else {
+                return;
+            };
+            return self.run_owned(call, Answer::App(tx.clone()));
+        }
+        if self.up.is_none() {
+            let msg = "not connected to the server (reconnecting)";
+            let err = RemoteError::new(ErrorKind::NotConnected, msg);
+            return self.answer_app(conn, call.id, Err(err));
+        }
+        self.next_id += 1;
+        let started = Instant::now();
+        let pending = Pending {
+            conn,
+            app_id: call.id,
+            module: call.module.clone(),
+            function: call.function.clone(),
+            started,
+            deadline: started + Duration::from_millis(call.timeout_ms),
+        };
+        self.pending.insert(self.next_id, pending);
+        self.send_up(ToServer::Call(Call {
+            id: self.next_id,
+            ..call
+        }));
+    }
+
+    pub(crate) fn check(&self, call: &Call) -> std::result::Result<(), RemoteError> {
+        let Some((desc, _)) = self.descriptor(&call.module) else {
+            return Err(unknown_module(&call.module));
+        };
+        let Some(f) = desc.function(&call.function) else {
+            let msg = format!(
+                "module '{}' has no function '{}'",
+                call.module, call.function
+            );
+            return Err(RemoteError::new(ErrorKind::UnknownFunction, msg));
+        };
+        let keywords: Vec<&str> = call.kwargs.keys().map(String::as_str).collect();
+        f.check_args(call.args.len(), &keywords)
+            .map_err(|m| RemoteError::new(ErrorKind::BadArguments, m))
+    }
+
+    /// Runs a call on a module this stub owns, answering where `answer` says, within its timeout.
+    pub(crate) fn run_owned(&self, call: Call, answer: Answer) {
+        let Some(owned) = self.owned.get(&call.module) else {
+            let err = RemoteError::new(
+                ErrorKind::UnknownModule,
+                format!("this stub does not own '{}'", call.module),
+            );
+            return answer.send(Reply {
+                id: call.id,
+                result: Err(err),
+            });
+        };
+        let (pool, limit) = (owned.pool.clone(), self.config.limits.max_frame_bytes);
+        let (busy, served) = (owned.busy.clone(), self.served.clone());
+        busy.fetch_add(1, Ordering::AcqRel);
+        smol::spawn(async move {
+            let (id, started) = (call.id, Instant::now());
+            let (module, function) = (call.module.clone(), call.function.clone());
+            let result = run_call(&pool, call, limit).await;
+            busy.fetch_sub(1, Ordering::AcqRel);
+            if let Ok(mut stats) = served.lock() {
+                let error = result.as_ref().err().map(ToString::to_string);
+                stats.record(&module, &function, started.elapsed(), error.as_deref());
+            }
+            answer.send(Reply { id, result });
+        })
+        .detach();
+    }
+
+    pub(crate) fn answer_app(
+        &self,
+        conn: u64,
+        id: u64,
+        result: std::result::Result<Value, RemoteError>,
+    ) {
+        if let Some(tx) = self.apps.get(&conn) {
+            let _ = tx.try_send(ToApp::Reply(Reply { id, result }));
+        }
+    }
+
+    pub(crate) fn expire(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(p) = self.pending.remove(&id) {
+                let err =
+                    RemoteError::new(ErrorKind::Timeout, "no answer within the call's timeout");
+                self.fail_pending(p, err);
+            }
+        }
+    }
+}
+
+/// Where the answer to a call run here goes.
+pub(crate) enum Answer {
+    Server(Sender<ToServer>),
+    App(Sender<ToApp>),
+}
+
+impl Answer {
+    pub(crate) fn send(&self, reply: Reply) {
+        let _ = match self {
+            Answer::Server(tx) => tx.try_send(ToServer::Reply(reply)).is_ok(),
+            Answer::App(tx) => tx.try_send(ToApp::Reply(reply)).is_ok(),
+        };
+    }
+}
+
+/// Runs one call on a module's workers within its timeout; a result too large for one frame
+/// becomes an error naming its size, so it is never sent only to be refused.
+async fn run_call(pool: &Pool, call: Call, max_frame: usize) -> Result<Value, RemoteError> {
+    let timeout = Duration::from_millis(call.timeout_ms);
+    let run = pool.call(&call.function, call.args, call.kwargs);
+    let result = smol::future::or(run, async {
+        smol::Timer::after(timeout).await;
+        let (module, function) = (&call.module, &call.function);
+        let msg = format!("'{module}.{function}' did not finish within {timeout:?}");
+        Err(RemoteError::new(ErrorKind::Timeout, msg))
+    })
+    .await?;
+    // Room for the reply's envelope around the value.
+    let limit = max_frame.saturating_sub(1024);
+    match json_size(&result) {
+        size if size > limit => Err(RemoteError::new(
+            ErrorKind::TooLarge,
+            format!("the result is {size} bytes, over the frame limit of {limit} bytes"),
+        )),
+        _ => Ok(result),
+    }
+}
+
+fn unknown_module(module: &str) -> RemoteError {
+    RemoteError::new(
+        ErrorKind::UnknownModule,
+        format!("no module '{module}' on the network (see mods)"),
+    )
+}

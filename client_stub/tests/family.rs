@@ -1,0 +1,116 @@
+//! The ModuleServer family: modules reloaded when their file changes, `reload`, `ping`,
+//! `help:MODULE` and call statistics, from the shells and the API.
+
+mod harness;
+
+use common::app::{CallError, Client};
+use harness::*;
+use serde_json::json;
+
+#[test]
+fn an_edited_module_is_reloaded_when_idle_and_a_broken_edit_keeps_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    std::fs::write(
+        &m,
+        "import time\n\ndef f():\n    return 1\n\ndef slow(s):\n    time.sleep(s)\n    return s\n",
+    )
+    .unwrap();
+    let (_server, port) = server(dir, &[]);
+    let mut owner = stub(dir, port, "a", &["-l", "--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let caller = stub(dir, port, "b", &[]);
+    caller.wait_for("received m from a");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!(1));
+
+    // A long call is running when the file changes: it finishes on the old code first.
+    let slow_app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    let slow = std::thread::spawn(move || slow_app.call("m", "slow", (2,)));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(&m, "import time\n\ndef f():\n    return 2\n\ndef g(x):\n    return x\n\ndef slow(s):\n    time.sleep(s)\n    return s\n").unwrap();
+    assert_eq!(
+        slow.join().unwrap().unwrap(),
+        json!(2),
+        "the running call was not cut short"
+    );
+    owner.wait_for("reloaded m (its file changed): new headers uploaded");
+    caller.wait_n("received m from a", 2);
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!(2));
+    assert_eq!(app.call("m", "g", (7,)).unwrap(), json!(7));
+
+    std::fs::write(&m, "def f(:\n").unwrap();
+    owner.wait_for("the old version of m keeps running");
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!(2));
+
+    std::fs::write(&m, "def f():\n    return 3\n").unwrap();
+    owner.wait_n("reloaded m", 2);
+    owner.send("reload:m");
+    owner.wait_for("reloaded m (asked at the shell): headers unchanged");
+    owner.send("reload:nope");
+    owner.wait_for("does not own a module 'nope'");
+    let owner_app = Client::connect(&format!("127.0.0.1:{}", app_port(&owner))).unwrap();
+    assert_eq!(owner_app.reload("m").unwrap().len(), 32);
+    assert!(matches!(owner_app.reload("zz"), Err(CallError::Failed(_))));
+}
+
+#[test]
+fn ping_help_and_stats_from_the_shells_and_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    std::fs::write(&m, "def add(a, b):\n    \"\"\"Adds.\"\"\"\n    return a + b\n\ndef boom():\n    raise KeyError('k')\n").unwrap();
+    let (mut server, port) = server(dir, &["-l"]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let mut caller = stub(dir, port, "b", &["-l"]);
+    caller.wait_for("received m from a");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    for i in 0..10 {
+        app.call("m", "add", (i, 1)).unwrap();
+    }
+    assert!(app.call("m", "boom", ()).is_err());
+
+    caller.send("ping");
+    caller.wait_for("the server sees this stub as 127.0.0.1:");
+    let pong = app.ping().unwrap();
+    assert!(
+        pong["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{pong}"
+    );
+    assert!(pong["rtt_ms"].as_f64().unwrap() >= 0.0);
+
+    caller.send("help:m");
+    caller.wait_for("add(a, b)");
+    caller.wait_for("Adds.");
+
+    caller.send("stats");
+    caller.wait_for("calls made for apps:");
+    let row = caller.wait_for("m.add");
+    assert!(row.contains(" 10 "), "{row}");
+    caller.wait_for("KeyError: 'k'");
+    server.send("stats");
+    server.wait_for("calls routed:");
+    server.wait_for("m.boom");
+
+    let stats = app.stats().unwrap();
+    let made = stats["made"].as_array().unwrap();
+    let add = made.iter().find(|r| r["function"] == "add").unwrap();
+    assert_eq!(add["calls"], 10);
+    assert_eq!(add["errors"], 0);
+    assert!(add["p99_ms"].as_f64().unwrap() >= add["mean_ms"].as_f64().unwrap() * 0.5);
+    let owner_app = Client::connect(&format!("127.0.0.1:{}", app_port(&owner))).unwrap();
+    let served = owner_app.stats().unwrap()["served"].clone();
+    let boom = served
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == "boom")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (boom["calls"].clone(), boom["errors"].clone()),
+        (json!(1), json!(1))
+    );
+}

@@ -1,0 +1,175 @@
+//! Call statistics per module and function: calls, errors, the last error, mean and p99
+//! latency. Latencies go into fixed log-scale buckets (four per doubling), so recording is
+//! O(1) with no allocation and p99 is exact to within a bucket (about 19%).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Buckets: bucket `i` holds latencies up to `2^(i/4)` microseconds (about 71 minutes at the top).
+const BUCKETS: usize = 128;
+
+/// The figures of one function.
+#[derive(Debug, Clone)]
+pub struct FunctionStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    total_us: u64,
+    buckets: [u32; BUCKETS],
+}
+
+impl Default for FunctionStats {
+    fn default() -> Self {
+        FunctionStats {
+            calls: 0,
+            errors: 0,
+            last_error: None,
+            total_us: 0,
+            buckets: [0; BUCKETS],
+        }
+    }
+}
+
+fn bucket(us: u64) -> usize {
+    // 4·log2(us), rounded up, without floating point on the hot path's common values.
+    let us = us.max(1) as f64;
+    ((us.log2() * 4.0).ceil() as usize).min(BUCKETS - 1)
+}
+
+fn bucket_top_us(i: usize) -> f64 {
+    2f64.powf(i as f64 / 4.0)
+}
+
+impl FunctionStats {
+    fn record(&mut self, took: Duration, error: Option<&str>) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        self.calls += 1;
+        self.total_us = self.total_us.saturating_add(us);
+        self.buckets[bucket(us)] += 1;
+        if let Some(e) = error {
+            self.errors += 1;
+            self.last_error = Some(e.to_owned());
+        }
+    }
+
+    /// Mean latency in milliseconds.
+    pub fn mean_ms(&self) -> f64 {
+        match self.calls {
+            0 => 0.0,
+            n => self.total_us as f64 / n as f64 / 1000.0,
+        }
+    }
+
+    /// The 99th percentile latency in milliseconds (the top of its bucket).
+    pub fn p99_ms(&self) -> f64 {
+        let want = (self.calls as f64 * 0.99).ceil() as u64;
+        let mut seen = 0u64;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += u64::from(*n);
+            if seen >= want && seen > 0 {
+                return bucket_top_us(i) / 1000.0;
+            }
+        }
+        0.0
+    }
+}
+
+/// One row of [`Stats::rows`], as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub module: String,
+    pub function: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub mean_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Statistics of many functions.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// By module, then function.
+    by: BTreeMap<String, BTreeMap<String, FunctionStats>>,
+}
+
+impl Stats {
+    /// Records one call of `module.function` that took `took`, failed with `error` if any.
+    pub fn record(&mut self, module: &str, function: &str, took: Duration, error: Option<&str>) {
+        // Look up by reference first: the common case is a function seen before, and then
+        // nothing is allocated.
+        if let Some(f) = self.by.get_mut(module).and_then(|m| m.get_mut(function)) {
+            return f.record(took, error);
+        }
+        let functions = self.by.entry(module.to_owned()).or_default();
+        functions
+            .entry(function.to_owned())
+            .or_default()
+            .record(took, error);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by.is_empty()
+    }
+
+    /// Every function's figures, by module then function.
+    pub fn rows(&self) -> Vec<Row> {
+        self.by
+            .iter()
+            .flat_map(|(module, functions)| functions.iter().map(move |f| (module, f)))
+            .map(|(module, (function, s))| Row {
+                module: module.clone(),
+                function: function.clone(),
+                calls: s.calls,
+                errors: s.errors,
+                last_error: s.last_error.clone(),
+                mean_ms: s.mean_ms(),
+                p99_ms: s.p99_ms(),
+            })
+            .collect()
+    }
+
+    /// A table for the shells, headed by `title`.
+    pub fn render(&self, title: &str) -> String {
+        if self.by.is_empty() {
+            return format!("{title}: none yet\n");
+        }
+        let mut out = format!(
+            "{title}:\n  {:<28} {:>8} {:>7} {:>10} {:>10}  last error\n",
+            "function", "calls", "errors", "mean ms", "p99 ms"
+        );
+        for r in self.rows() {
+            let name = format!("{}.{}", r.module, r.function);
+            let last = r.last_error.as_deref().unwrap_or("-");
+            out += &format!(
+                "  {name:<28} {:>8} {:>7} {:>10.3} {:>10.3}  {last}\n",
+                r.calls, r.errors, r.mean_ms, r.p99_ms
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_errors_mean_and_p99() {
+        let mut s = Stats::default();
+        for _ in 0..99 {
+            s.record("z", "f", Duration::from_micros(100), None);
+        }
+        s.record("z", "f", Duration::from_millis(50), Some("ValueError: x"));
+        let r = &s.rows()[0];
+        assert_eq!((r.calls, r.errors), (100, 1));
+        assert_eq!(r.last_error.as_deref(), Some("ValueError: x"));
+        assert!((r.mean_ms - 0.599).abs() < 0.001, "{}", r.mean_ms);
+        assert!(r.p99_ms >= 0.1 && r.p99_ms < 0.12, "p99 {}", r.p99_ms);
+        s.record("z", "f", Duration::from_millis(50), None);
+        assert!(s.rows()[0].p99_ms >= 50.0, "{}", s.rows()[0].p99_ms);
+        assert!(s.render("calls").contains("z.f"));
+    }
+}
