@@ -48,6 +48,9 @@ pub struct Config {
     pub python: String,
     /// Workers per owned module (default 1).
     pub workers: BTreeMap<String, usize>,
+    /// Modules this stub declares shareable: other stubs with the same headers may provide
+    /// them too, and calls are spread among the owners.
+    pub shared: Vec<String>,
     pub limits: Limits,
     /// The network token, if the server requires one.
     pub token: Option<String>,
@@ -71,6 +74,7 @@ impl Config {
             name_policy: NamePolicy::Fail,
             python: "python3".into(),
             workers: BTreeMap::new(),
+            shared: Vec::new(),
             limits: Limits::default(),
             token: None,
             tls_ca: None,
@@ -103,6 +107,7 @@ impl Config {
             python: Some(self.python.clone()),
             call_timeout_ms: None,
             workers: self.workers.clone(),
+            shared: self.shared.clone(),
             token: self.token.clone(),
             tls_ca: self.tls_ca.as_deref().map(absolute),
             tls_name: self.tls_name.clone(),

@@ -37,6 +37,9 @@ struct Flags {
     /// Register this module file at start (repeatable) [profile: register]
     #[arg(long, value_name = "FILE")]
     register: Vec<PathBuf>,
+    /// Declare MODULE shareable: others may provide it too (repeatable) [profile: shared]
+    #[arg(long, value_name = "MODULE")]
+    shared: Vec<String>,
     /// If the name is taken, join as NAME-2, NAME-3, ... [profile: name_suffix]
     #[arg(long)]
     name_suffix: bool,
@@ -118,6 +121,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
         config.python = p;
     }
     config.workers = values.workers;
+    config.shared = values.shared.into_iter().chain(flags.shared).collect();
     config.limits = values.limits;
     config.token = flags.token.or(values.token).filter(|t| !t.is_empty());
     config.tls_ca = flags.tls_ca.or(values.tls_ca.map(resolve));

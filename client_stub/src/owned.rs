@@ -107,7 +107,12 @@ impl Stub {
         };
         let module = parsed.desc.module.clone();
         if let Some(k) = self.known.get(&module) {
-            return say!("error: module '{module}' is owned by '{}'", k.owner);
+            if !self.config.shared.contains(&module) {
+                let owner = &k.owner;
+                return say!("error: module '{module}' is owned by '{owner}' (to provide it too, both must declare it shared)");
+            }
+            // Provided by others too: from now on this stub is one of its owners.
+            self.known.remove(&module);
         }
         say!(
             "registering {module} from {}: {} function(s)",

@@ -206,7 +206,9 @@ impl Stub {
 
     pub(crate) fn upload(&self, module: &str, bytes: &[u8]) {
         if let Some(up) = &self.up {
-            for chunk in split(module, bytes) {
+            let shared = self.config.shared.iter().any(|m| m == module);
+            for mut chunk in split(module, bytes) {
+                chunk.shared = shared;
                 let _ = up.try_send(ToServer::Chunk(chunk));
             }
         }

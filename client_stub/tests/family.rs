@@ -114,3 +114,43 @@ fn ping_help_and_stats_from_the_shells_and_the_api() {
         (json!(1), json!(1))
     );
 }
+
+#[test]
+fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let source = "def where():\n    return __file__\n";
+    let copy = |sub: &str, text: &str| {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let path = dir.join(sub).join("m.py");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ma, mc) = (copy("src_a", source), copy("src_c", source));
+    let (server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["--shared", "m", "--register", &ma]);
+    a.wait_for("registered m");
+    let c = stub(dir, port, "c", &["--shared", "m", "--register", &mc]);
+    c.wait_for("registered m");
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("m from a, c: fetching");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    let places: std::collections::BTreeSet<String> = (0..10)
+        .map(|_| app.call_as::<String>("m", "where", ()).unwrap())
+        .collect();
+    assert_eq!(places.len(), 2, "calls spread over both owners: {places:?}");
+
+    let other = copy("src_d", "def where(x):\n    return x\n");
+    let d = stub(dir, port, "d", &["--shared", "m", "--register", &other]);
+    d.wait_for("different headers");
+    let e = stub(dir, port, "e", &["--register", &copy("src_e", source)]);
+    e.wait_for("declared shared");
+
+    a.kill();
+    server.wait_for("left: a");
+    for _ in 0..4 {
+        let place = app.call_as::<String>("m", "where", ()).unwrap();
+        assert!(place.contains("src_c"), "{place}");
+    }
+    assert_eq!(b.count("module m is gone"), 0);
+}

@@ -31,6 +31,7 @@ pub fn split(module: &str, bytes: &[u8]) -> Vec<Chunk> {
             seq: seq as u32,
             total: total as u32,
             data: STANDARD.encode(piece),
+            shared: false,
         })
         .collect()
 }

@@ -168,6 +168,10 @@ pub struct Chunk {
     pub total: u32,
     /// This piece's bytes, base64 (standard alphabet, padded).
     pub data: String,
+    /// Uploads only: the owner declares the module shareable, so other stubs registering the
+    /// same headers as shared become owners too, and calls are spread among them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// A function call. Ids are chosen by the sender and unique among its calls in flight.

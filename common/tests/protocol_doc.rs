@@ -69,6 +69,7 @@ fn chunk() -> Chunk {
         seq: 0,
         total: 1,
         data: "aGVsbG8=".into(),
+        shared: false,
     }
 }
 

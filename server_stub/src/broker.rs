@@ -303,13 +303,7 @@ impl Broker {
                 },
             ),
             ToServer::Chunk(chunk) => self.upload(id, chunk),
-            ToServer::Withdraw { module } => match self.registry.withdraw(id, &module) {
-                Ok(()) => {
-                    let name = self.registry.name(id).unwrap_or("?").to_owned();
-                    self.module_gone(&module, format!("withdrawn by '{name}'"));
-                }
-                Err(reason) => self.send(id, ToClient::RegisterFailed { module, reason }),
-            },
+            ToServer::Withdraw { module } => self.withdraw(id, module),
             ToServer::Have { .. } | ToServer::Ping => {}
             ToServer::Echo { id: echo } => {
                 let address = self.registry.address(id).unwrap_or("?").to_owned();
@@ -341,13 +335,41 @@ impl Broker {
         }
     }
 
+    /// `id` stops providing `module`: the module leaves the network with its last owner.
+    fn withdraw(&mut self, id: PeerId, module: String) {
+        let name = self.registry.name(id).unwrap_or("?").to_owned();
+        match self.registry.withdraw(id, &module) {
+            Ok(true) => self.module_gone(&module, format!("withdrawn by '{name}'")),
+            Ok(false) => {
+                say!("{name} no longer provides {module}; its other owners do");
+                let reason = format!("withdrawn by '{name}'");
+                let calls = self.routes.take(|r| r.owner == id && r.module == module);
+                for route in calls {
+                    self.fail(route, ErrorKind::OwnerGone, reason.clone());
+                }
+                // It becomes a user of the module like any other stub.
+                self.send(
+                    id,
+                    ToClient::Gone {
+                        module: module.clone(),
+                        reason,
+                    },
+                );
+                if let Some(offer) = self.registry.offer(&module) {
+                    self.send(id, ToClient::Offer(offer));
+                }
+            }
+            Err(reason) => self.send(id, ToClient::RegisterFailed { module, reason }),
+        }
+    }
+
     /// Takes one piece of an upload; a complete, verified descriptor is stored and offered.
     fn upload(&mut self, id: PeerId, chunk: Chunk) {
-        let module = chunk.module.clone();
+        let (module, shared) = (chunk.module.clone(), chunk.shared);
         if chunk.seq == 0 {
             let check = check_module_name(&module)
                 .map_err(|e| e.to_string())
-                .and_then(|()| self.registry.may_register(id, &module));
+                .and_then(|()| self.registry.may_register(id, &module, &chunk.md5, shared));
             if let Err(reason) = check {
                 return self.send(id, ToClient::RegisterFailed { module, reason });
             }
@@ -363,7 +385,7 @@ impl Broker {
                 return self.send(id, ToClient::RegisterFailed { module, reason });
             }
         };
-        if let Err(reason) = self.accept_descriptor(id, &module, bytes) {
+        if let Err(reason) = self.accept_descriptor(id, &module, bytes, shared) {
             self.send(id, ToClient::RegisterFailed { module, reason });
         }
     }
@@ -373,6 +395,7 @@ impl Broker {
         id: PeerId,
         module: &str,
         bytes: Vec<u8>,
+        shared: bool,
     ) -> Result<(), String> {
         let desc: ModuleDescriptor =
             serde_json::from_slice(&bytes).map_err(|e| format!("not a module descriptor: {e}"))?;
@@ -383,14 +406,14 @@ impl Broker {
             ));
         }
         // Ownership may have changed while the pieces arrived.
-        self.registry.may_register(id, module)?;
+        let md5 = md5_hex(&bytes);
+        self.registry.may_register(id, module, &md5, shared)?;
         self.store
             .write(module, &bytes)
             .map_err(|e| format!("the server cannot store it: {e}"))?;
-        let md5 = md5_hex(&bytes);
         let changed = self
             .registry
-            .register(id, module, md5.clone(), Arc::from(bytes));
+            .register(id, module, md5.clone(), Arc::from(bytes), shared);
         let owner = self.registry.name(id).unwrap_or("?");
         say!("registered {module} by {owner} (md5 {md5})");
         self.send(
@@ -430,7 +453,7 @@ impl Broker {
 
     /// Forwards a call to its module's owner under a fresh route id.
     fn route(&mut self, caller: PeerId, call: Call) {
-        let Some(owner) = self.registry.module(&call.module).map(|m| m.owner) else {
+        let Some(owner) = self.registry.pick_owner(&call.module) else {
             let err = RemoteError::new(
                 ErrorKind::UnknownModule,
                 format!("no module '{}' on the network", call.module),

@@ -13,7 +13,12 @@ pub type PeerId = u64;
 /// A module on the network.
 #[derive(Debug, Clone)]
 pub struct ModuleEntry {
-    pub owner: PeerId,
+    /// Who provides it: one owner, or several when every one declared it shared.
+    pub owners: Vec<PeerId>,
+    /// Declared shareable by its owners: more stubs with the same headers may provide it.
+    pub shared: bool,
+    /// Which owner the next call goes to.
+    turn: usize,
     pub md5: String,
     /// The descriptor file, shared by every transfer of it.
     pub bytes: Arc<[u8]>,
@@ -98,7 +103,10 @@ impl Registry {
         self.names.insert(peer.name.clone(), new);
         for module in &peer.modules {
             if let Some(m) = self.modules.get_mut(module) {
-                m.owner = new;
+                m.owners
+                    .iter_mut()
+                    .filter(|o| **o == old)
+                    .for_each(|o| *o = new);
             }
         }
         self.peers.insert(new, peer);
@@ -113,19 +121,34 @@ impl Registry {
         self.peers.is_empty()
     }
 
-    /// Removes peer `id` and every module it owned.
+    /// Removes peer `id`; its modules go with it unless other owners share them.
     ///
     /// # Returns
-    /// Its name and the modules that left with it; `None` if it never joined.
+    /// Its name and the modules that left the network with it; `None` if it never joined.
     pub fn leave(&mut self, id: PeerId) -> Option<(String, Vec<String>)> {
         let peer = self.peers.remove(&id)?;
         if self.names.get(&peer.name) == Some(&id) {
             self.names.remove(&peer.name);
         }
-        for module in &peer.modules {
-            self.modules.remove(module);
+        let gone = peer
+            .modules
+            .into_iter()
+            .filter(|m| self.drop_owner(id, m))
+            .collect();
+        Some((peer.name, gone))
+    }
+
+    /// Removes `id` from the owners of `module`; `true` when nobody provides it any more.
+    fn drop_owner(&mut self, id: PeerId, module: &str) -> bool {
+        let Some(m) = self.modules.get_mut(module) else {
+            return false;
+        };
+        m.owners.retain(|o| *o != id);
+        if !m.owners.is_empty() {
+            return false;
         }
-        Some((peer.name, peer.modules.into_iter().collect()))
+        self.modules.remove(module);
+        true
     }
 
     pub fn name(&self, id: PeerId) -> Option<&str> {
@@ -146,54 +169,110 @@ impl Registry {
         self.peers.keys().copied()
     }
 
-    /// Whether `id` may upload `module`: nobody else owns it.
+    /// Whether `id` may upload `module` with descriptor `md5`: nobody else owns it, or every
+    /// owner (this one too) declares it shared and the headers are the same.
     ///
     /// # Errors
-    /// The reason, naming the owner.
-    pub fn may_register(&self, id: PeerId, module: &str) -> Result<(), String> {
-        match self.modules.get(module) {
-            Some(m) if m.owner != id => Err(format!(
-                "module '{module}' is owned by '{}'",
-                self.name(m.owner).unwrap_or("?")
+    /// The reason, naming the owners.
+    pub fn may_register(
+        &self,
+        id: PeerId,
+        module: &str,
+        md5: &str,
+        shared: bool,
+    ) -> Result<(), String> {
+        let Some(m) = self.modules.get(module) else {
+            return Ok(());
+        };
+        let others: Vec<&str> = m
+            .owners
+            .iter()
+            .filter(|o| **o != id)
+            .map(|o| self.name(*o).unwrap_or("?"))
+            .collect();
+        let others = others.join("', '");
+        if others.is_empty() {
+            return Ok(());
+        }
+        let mine = m.owners.contains(&id);
+        match (mine, shared && m.shared, md5 == m.md5) {
+            (_, true, true) => Ok(()),
+            (true, _, false) => Err(format!(
+                "module '{module}' is shared with '{others}': its headers cannot change while they provide it"
             )),
-            _ => Ok(()),
+            (false, true, false) => Err(format!(
+                "module '{module}' is shared by '{others}' with different headers (md5 {})",
+                m.md5
+            )),
+            _ => Err(format!(
+                "module '{module}' is owned by '{others}' (several owners need it declared shared by all)"
+            )),
         }
     }
 
-    /// Records `module` as owned by `id` with this descriptor.
+    /// Records `id` as an owner of `module` with this descriptor (after [`Self::may_register`]).
     ///
     /// # Returns
     /// Whether the descriptor changed (a new module or new bytes).
-    pub fn register(&mut self, id: PeerId, module: &str, md5: String, bytes: Arc<[u8]>) -> bool {
+    pub fn register(
+        &mut self,
+        id: PeerId,
+        module: &str,
+        md5: String,
+        bytes: Arc<[u8]>,
+        shared: bool,
+    ) -> bool {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
         peer.modules.insert(module.to_owned());
-        let changed = self.modules.get(module).is_none_or(|m| m.md5 != md5);
-        self.modules.insert(
-            module.to_owned(),
-            ModuleEntry {
-                owner: id,
-                md5,
-                bytes,
-            },
-        );
-        changed
+        match self.modules.get_mut(module) {
+            Some(m) if m.md5 == md5 => {
+                if !m.owners.contains(&id) {
+                    m.owners.push(id);
+                }
+                false
+            }
+            _ => {
+                let entry = ModuleEntry {
+                    owners: vec![id],
+                    shared,
+                    turn: 0,
+                    md5,
+                    bytes,
+                };
+                self.modules.insert(module.to_owned(), entry);
+                true
+            }
+        }
     }
 
-    /// Removes `module` if `id` owns it.
+    /// Stops `id` providing `module`.
+    ///
+    /// # Returns
+    /// `true` when nobody provides it any more.
     ///
     /// # Errors
-    /// The reason when it does not exist or belongs to someone else.
-    pub fn withdraw(&mut self, id: PeerId, module: &str) -> Result<(), String> {
-        self.may_register(id, module)?;
-        if self.modules.remove(module).is_none() {
-            return Err(format!("module '{module}' is not registered"));
+    /// The reason when it does not exist or `id` is not among its owners.
+    pub fn withdraw(&mut self, id: PeerId, module: &str) -> Result<bool, String> {
+        match self.modules.get(module) {
+            None => return Err(format!("module '{module}' is not registered")),
+            Some(m) if !m.owners.contains(&id) => {
+                return Err(format!("module '{module}' is not provided by this stub"))
+            }
+            Some(_) => {}
         }
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.modules.remove(module);
         }
-        Ok(())
+        Ok(self.drop_owner(id, module))
+    }
+
+    /// The owner the next call to `module` goes to: each in turn.
+    pub fn pick_owner(&mut self, module: &str) -> Option<PeerId> {
+        let m = self.modules.get_mut(module)?;
+        m.turn = (m.turn + 1) % m.owners.len();
+        m.owners.get(m.turn).copied()
     }
 
     pub fn module(&self, module: &str) -> Option<&ModuleEntry> {
@@ -203,9 +282,14 @@ impl Registry {
     /// The offer of one module.
     pub fn offer(&self, module: &str) -> Option<Offer> {
         let m = self.modules.get(module)?;
+        let owners: Vec<&str> = m
+            .owners
+            .iter()
+            .map(|o| self.name(*o).unwrap_or("?"))
+            .collect();
         Some(Offer {
             module: module.to_owned(),
-            owner: self.name(m.owner).unwrap_or("?").to_owned(),
+            owner: owners.join(", "),
             md5: m.md5.clone(),
             size: m.bytes.len() as u64,
         })
@@ -215,7 +299,7 @@ impl Registry {
     pub fn offers_for(&self, id: PeerId) -> Vec<Offer> {
         self.modules
             .iter()
-            .filter(|(_, m)| m.owner != id)
+            .filter(|(_, m)| !m.owners.contains(&id))
             .filter_map(|(name, _)| self.offer(name))
             .collect()
     }
@@ -267,7 +351,7 @@ mod tests {
     fn a_reconnecting_stub_reclaims_its_name_and_modules_from_its_ghost() {
         let mut r = Registry::default();
         r.join(1, "a", "x", Some("s1")).unwrap();
-        r.register(1, "z", "m".into(), bytes("1"));
+        r.register(1, "z", "m".into(), bytes("1"), false);
         let stranger = r.join(2, "a", "y", Some("s2")).unwrap_err();
         assert_eq!(
             stranger,
@@ -286,7 +370,7 @@ mod tests {
         );
         r.reclaim(1, 3, "y");
         assert_eq!(r.peer_by_name("a"), Some(3));
-        assert_eq!(r.module("z").unwrap().owner, 3);
+        assert_eq!(r.module("z").unwrap().owners, vec![3]);
         assert!(
             r.leave(1).is_none(),
             "the ghost's late leave changes nothing"
@@ -299,10 +383,13 @@ mod tests {
         let mut r = Registry::default();
         r.join(1, "a", "x", None).unwrap();
         r.join(2, "b", "y", None).unwrap();
-        assert!(r.register(1, "z", "m1".into(), bytes("1")));
-        assert!(!r.register(1, "z", "m1".into(), bytes("1")));
-        assert!(r.register(1, "z", "m2".into(), bytes("2")));
-        assert!(r.may_register(2, "z").unwrap_err().contains("owned by 'a'"));
+        assert!(r.register(1, "z", "m1".into(), bytes("1"), false));
+        assert!(!r.register(1, "z", "m1".into(), bytes("1"), false));
+        assert!(r.register(1, "z", "m2".into(), bytes("2"), false));
+        assert!(r
+            .may_register(2, "z", "m2", true)
+            .unwrap_err()
+            .contains("owned by 'a'"));
         assert!(r.withdraw(2, "z").is_err());
         assert_eq!(r.offers_for(2).len(), 1);
         assert!(r.offers_for(1).is_empty());
@@ -313,11 +400,44 @@ mod tests {
     }
 
     #[test]
+    fn shared_modules_have_several_owners_in_turn_and_outlive_one() {
+        let mut r = Registry::default();
+        for (id, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            r.join(id, name, "x", None).unwrap();
+        }
+        r.register(1, "z", "m".into(), bytes("1"), true);
+        assert!(r
+            .may_register(2, "z", "other", true)
+            .unwrap_err()
+            .contains("different headers"));
+        assert!(r
+            .may_register(2, "z", "m", false)
+            .unwrap_err()
+            .contains("declared shared"));
+        r.may_register(2, "z", "m", true).unwrap();
+        assert!(!r.register(2, "z", "m".into(), bytes("1"), true));
+        assert!(r
+            .may_register(1, "z", "new", true)
+            .unwrap_err()
+            .contains("cannot change"));
+        let turns: Vec<_> = (0..4).map(|_| r.pick_owner("z").unwrap()).collect();
+        assert_eq!(turns, [2, 1, 2, 1]);
+        assert_eq!(r.offer("z").unwrap().owner, "a, b");
+        assert!(r.offers_for(3).len() == 1 && r.offers_for(2).is_empty());
+        let (_, gone) = r.leave(1).unwrap();
+        assert!(gone.is_empty(), "b still provides z");
+        assert_eq!(r.pick_owner("z"), Some(2));
+        assert!(r.withdraw(3, "z").is_err());
+        assert!(r.withdraw(2, "z").unwrap(), "the last owner withdrew");
+        assert!(r.module("z").is_none());
+    }
+
+    #[test]
     fn withdraw_frees_the_name() {
         let mut r = Registry::default();
         r.join(1, "a", "x", None).unwrap();
-        r.register(1, "z", "m".into(), bytes("1"));
-        r.withdraw(1, "z").unwrap();
+        r.register(1, "z", "m".into(), bytes("1"), false);
+        assert!(r.withdraw(1, "z").unwrap());
         assert!(r.withdraw(1, "z").unwrap_err().contains("not registered"));
         assert!(r.who()[0].modules.is_empty());
     }

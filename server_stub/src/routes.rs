@@ -68,7 +68,7 @@ impl Routes {
     }
 
     /// Ends every route matching `pred` and returns them.
-    fn take(&mut self, pred: impl Fn(&Route) -> bool) -> Vec<Route> {
+    pub fn take(&mut self, pred: impl Fn(&Route) -> bool) -> Vec<Route> {
         let ids: Vec<u64> = self
             .map
             .iter()
