@@ -48,6 +48,8 @@ pub struct Config {
     pub python: String,
     /// Workers per owned module (default 1).
     pub workers: BTreeMap<String, usize>,
+    /// Installed Python modules shared by name (`math`, `os.path`): off unless listed.
+    pub expose: Vec<String>,
     /// Modules this stub declares shareable: other stubs with the same headers may provide
     /// them too, and calls are spread among the owners.
     pub shared: Vec<String>,
@@ -75,6 +77,7 @@ impl Config {
             python: "python3".into(),
             workers: BTreeMap::new(),
             shared: Vec::new(),
+            expose: Vec::new(),
             limits: Limits::default(),
             token: None,
             tls_ca: None,
@@ -108,6 +111,7 @@ impl Config {
             call_timeout_ms: None,
             workers: self.workers.clone(),
             shared: self.shared.clone(),
+            expose: self.expose.clone(),
             token: self.token.clone(),
             tls_ca: self.tls_ca.as_deref().map(absolute),
             tls_name: self.tls_name.clone(),
@@ -168,6 +172,9 @@ pub async fn run(
     // Parsed and started now; uploaded as soon as the actor hears it is connected.
     for path in &config.register {
         stub.register(path);
+    }
+    for name in &config.expose {
+        stub.expose(name);
     }
     let tasks = (
         smol::spawn(upstream::keep_connected(link, params, events.clone())),

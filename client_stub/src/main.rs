@@ -37,6 +37,9 @@ struct Flags {
     /// Register this module file at start (repeatable) [profile: register]
     #[arg(long, value_name = "FILE")]
     register: Vec<PathBuf>,
+    /// Share the installed Python module NAME, e.g. math (repeatable) [profile: expose]
+    #[arg(long, value_name = "NAME")]
+    expose: Vec<String>,
     /// Declare MODULE shareable: others may provide it too (repeatable) [profile: shared]
     #[arg(long, value_name = "MODULE")]
     shared: Vec<String>,
@@ -122,6 +125,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     }
     config.workers = values.workers;
     config.shared = values.shared.into_iter().chain(flags.shared).collect();
+    config.expose = values.expose.into_iter().chain(flags.expose).collect();
     config.limits = values.limits;
     config.token = flags.token.or(values.token).filter(|t| !t.is_empty());
     config.tls_ca = flags.tls_ca.or(values.tls_ca.map(resolve));

@@ -81,6 +81,36 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     })
 }
 
+/// Describes the installed Python module `name` (a profile's `expose`) by asking `python` to
+/// import it: its public functions and plain values. Its "path" is `import:NAME`, which the
+/// worker imports by name.
+///
+/// # Errors
+/// Not a module name, or Python cannot import it.
+pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
+    if !valid_module_name(name) {
+        return Err(format!("'{name}' is not a module name"));
+    }
+    let out = std::process::Command::new(python)
+        .args(["-c", crate::worker::SCRIPT, "--describe", name])
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("failed");
+        return Err(format!("cannot expose '{name}': {last}"));
+    }
+    let desc: ModuleDescriptor = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("cannot expose '{name}': bad description: {e}"))?;
+    let bytes = desc.to_bytes();
+    Ok(Parsed {
+        path: PathBuf::from(format!("import:{name}")),
+        md5: md5_hex(&bytes),
+        desc,
+        bytes,
+    })
+}
+
 /// The `desc:` text of a descriptor.
 pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
     let mut out = format!(
@@ -101,10 +131,22 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
 impl Stub {
     /// Registers (or re-registers) the module file at `path`: parse, start workers, upload.
     pub(crate) fn register(&mut self, path: &Path) {
-        let parsed = match parse_file(path) {
-            Ok(p) => p,
-            Err(e) => return say!("error: {e}"),
-        };
+        match parse_file(path) {
+            Ok(parsed) => self.own(parsed),
+            Err(e) => say!("error: {e}"),
+        }
+    }
+
+    /// Shares the installed Python module `name` (a profile's `expose`).
+    pub(crate) fn expose(&mut self, name: &str) {
+        match describe_installed(&self.config.python, name) {
+            Ok(parsed) => self.own(parsed),
+            Err(e) => say!("error: {e}"),
+        }
+    }
+
+    /// Takes ownership of a parsed module: start or restart its workers, upload it.
+    fn own(&mut self, parsed: Parsed) {
         let module = parsed.desc.module.clone();
         if let Some(k) = self.known.get(&module) {
             if !self.config.shared.contains(&module) {
@@ -160,8 +202,12 @@ impl Stub {
         };
         owned.stale = false;
         owned.stamp = stamp(&owned.parsed.path);
-        let parsed = parse_file(&owned.parsed.path)
-            .map_err(|e| format!("{e}; the old version of {module} keeps running"))?;
+        let path = &owned.parsed.path;
+        let parsed = match path.to_str().and_then(|p| p.strip_prefix("import:")) {
+            Some(name) => describe_installed(&self.config.python, name),
+            None => parse_file(path),
+        }
+        .map_err(|e| format!("{e}; the old version of {module} keeps running"))?;
         owned.pool.restart();
         let changed = parsed.md5 != owned.parsed.md5;
         owned.parsed = parsed;
@@ -183,6 +229,9 @@ impl Stub {
     pub(crate) fn watch_files(&mut self) {
         let mut due = Vec::new();
         for (module, o) in &mut self.owned {
+            if o.stamp.is_none() {
+                continue; // An installed module, or a file that is gone: nothing to watch.
+            }
             if !o.stale && stamp(&o.parsed.path) != o.stamp {
                 o.stale = true;
             }

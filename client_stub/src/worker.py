@@ -1,6 +1,7 @@
 """stubnet worker: imports one Python module by path and runs its functions, one call at a time.
 
-Run as `python3 -u -c <this script> <module_path>`. The protocol uses the process's original
+Run as `python3 -u -c <this script> <module_path>`, or `... import:NAME` for an installed
+module exposed by name, or `... --describe NAME` to print an installed module's descriptor. The protocol uses the process's original
 stdin and stdout, one JSON object per line:
   worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1)
   stub -> worker:         {"id": N, "function": "f", "args": [...], "kwargs": {...}}
@@ -38,7 +39,9 @@ def take_protocol_pipes():
 
 
 def import_module(path):
-    """Imports the file at `path` as a module named after its stem."""
+    """Imports the file at `path` as a module named after its stem (or `import:NAME` by name)."""
+    if path.startswith("import:"):
+        return importlib.import_module(path[len("import:"):])
     path = os.path.abspath(path)
     name = os.path.splitext(os.path.basename(path))[0]
     sys.path.insert(0, os.path.dirname(path))  # so the module's sibling imports work
@@ -90,10 +93,14 @@ def check_json(value, where="result"):
 
 
 def call(module, request):
-    """Runs one request and returns its result; raises what the call raises."""
+    """Runs one request and returns its result; raises what the call raises. A plain value
+    (not a function), asked for with no arguments, is read."""
     name = request["function"]
     func = getattr(module, name, None)
     if not callable(func):
+        if func is not None and not request.get("args") and not request.get("kwargs"):
+            check_json(func, f"{module.__name__}.{name}")
+            return func
         raise AttributeError(f"module '{module.__name__}' has no function '{name}'")
     result = func(*request.get("args", []), **request.get("kwargs", {}))
     if inspect.iscoroutine(result):  # an `async def` function
@@ -102,9 +109,67 @@ def call(module, request):
     return result
 
 
+KINDS = {
+    inspect.Parameter.POSITIONAL_ONLY: "positional_only",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
+    inspect.Parameter.VAR_POSITIONAL: "var_positional",
+    inspect.Parameter.KEYWORD_ONLY: "keyword_only",
+    inspect.Parameter.VAR_KEYWORD: "var_keyword",
+}
+
+
+def text_of(annotation):
+    return getattr(annotation, "__name__", None) or str(annotation)
+
+
+def describe_function(name, func):
+    """A function's header in the descriptor's terms; `(*args, **kwargs)` when unknown."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        params = [{"name": "args", "kind": "var_positional"}, {"name": "kwargs", "kind": "var_keyword"}]
+        sig = None
+    if sig is not None:
+        params = []
+        for p in sig.parameters.values():
+            param = {"name": p.name, "kind": KINDS[p.kind]}
+            if p.default is not inspect.Parameter.empty:
+                param["default"] = repr(p.default)
+            if p.annotation is not inspect.Parameter.empty:
+                param["annotation"] = text_of(p.annotation)
+            params.append(param)
+    desc = {"name": name, "params": params}
+    if sig is not None and sig.return_annotation is not inspect.Signature.empty:
+        desc["returns"] = text_of(sig.return_annotation)
+    doc = (inspect.getdoc(func) or "").strip().splitlines()
+    if doc:
+        desc["doc"] = doc[0].strip()
+    return desc
+
+
+def describe(name):
+    """The descriptor of installed module `name`: its public functions and plain values."""
+    module = importlib.import_module(name)
+    functions, attributes = [], []
+    for attr in sorted(vars(module)):
+        value = getattr(module, attr)
+        if attr.startswith("_") or inspect.ismodule(value) or inspect.isclass(value):
+            continue
+        if inspect.isroutine(value):
+            functions.append(describe_function(attr, value))
+        elif value is None or isinstance(value, (bool, int, str)) or (
+            isinstance(value, float) and math.isfinite(value)
+        ):
+            attributes.append(attr)
+    return {"module": name, "functions": functions, "attributes": attributes}
+
+
 def main():
     # Ctrl-C at the stub's terminal reaches this process too: only the stub decides its end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.argv[1] == "--describe":
+        print(json.dumps(describe(sys.argv[2])))
+        return
     proto_in, proto_out = take_protocol_pipes()
 
     def send(text):

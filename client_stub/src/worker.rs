@@ -19,7 +19,8 @@ use smol::{Task, Timer};
 use common::error::{ErrorKind, RemoteError};
 
 /// The worker program, run with `python -u -c`: never written to disk.
-const SCRIPT: &str = include_str!("worker.py");
+/// The worker program, run as `python -u -c SCRIPT ...`.
+pub const SCRIPT: &str = include_str!("worker.py");
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A worker up this long before it died is restarted after the first backoff again.

@@ -154,3 +154,51 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
     }
     assert_eq!(b.count("module m is gone"), 0);
 }
+
+#[test]
+fn installed_python_modules_are_shared_by_name_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &[
+            "--expose",
+            "math",
+            "--expose",
+            "os.path",
+            "--expose",
+            "no_such_module_here",
+        ],
+    );
+    a.wait_for("registered math");
+    a.wait_for("registered os.path");
+    a.wait_for("cannot expose 'no_such_module_here'");
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("received os.path from a");
+    b.wait_for("received math from a");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    assert_eq!(app.call("math", "pow", (3, 2)).unwrap(), json!(9.0));
+    assert_eq!(app.attr("os.path", "sep").unwrap(), json!("/"));
+    assert_eq!(
+        app.call("os.path", "join", ("a", "b")).unwrap(),
+        json!("a/b")
+    );
+    let pi = app.attr("math", "pi").unwrap().as_f64().unwrap();
+    assert!((pi - std::f64::consts::PI).abs() < 1e-12);
+    // Only what is listed: other modules, and private names, are not there.
+    assert!(matches!(
+        app.call("os", "system", ("true",)),
+        Err(CallError::UnknownModule(_))
+    ));
+    assert!(matches!(
+        app.call("os.path", "_get_sep", ("a",)),
+        Err(CallError::UnknownFunction(_))
+    ));
+    assert!(matches!(
+        app.call("math", "pi", (1,)),
+        Err(CallError::UnknownFunction(_))
+    ));
+}

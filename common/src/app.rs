@@ -213,6 +213,12 @@ impl AsyncClient {
         serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
     }
 
+    /// Reads the plain value `name` of `module` (an exposed installed module's constant, such
+    /// as `os.path.sep`).
+    pub async fn attr(&self, module: &str, name: &str) -> Result<Value, CallError> {
+        self.call(module, name, ()).await
+    }
+
     /// This app's stub as the server sees it: `{"address": ..., "rtt_ms": ...}`.
     pub async fn ping(&self) -> Result<Value, CallError> {
         self.request(|id| ToStub::Ping { id }, self.timeout, "ping")
@@ -366,6 +372,10 @@ impl Client {
 
     pub fn describe(&self, module: &str) -> Result<ModuleDescriptor, CallError> {
         smol::block_on(self.inner.describe(module))
+    }
+
+    pub fn attr(&self, module: &str, name: &str) -> Result<Value, CallError> {
+        smol::block_on(self.inner.attr(module, name))
     }
 
     pub fn ping(&self) -> Result<Value, CallError> {

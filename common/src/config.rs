@@ -103,6 +103,10 @@ pub struct ClientProfile {
     /// Worker processes per owned module, by module name (default 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workers: BTreeMap<String, usize>,
+    /// Installed Python modules to share by name, e.g. `["math", "os.path"]` (`--expose`). Their
+    /// functions become callable and their plain values readable by everyone on the network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
     /// Modules this stub declares shareable (`--shared`): stubs registering the same headers
     /// as shared all provide them, and calls are spread among them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

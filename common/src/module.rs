@@ -13,6 +13,10 @@ pub struct ModuleDescriptor {
     pub module: String,
     /// Exported functions in source order.
     pub functions: Vec<FunctionDesc>,
+    /// Plain values that can be read (an installed module's constants, such as `os.path.sep`):
+    /// a call with no arguments to one of these names returns its value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<String>,
 }
 
 /// One exported function's header.

@@ -110,6 +110,7 @@ fn parse_on_this_thread(module: &str, source: &str) -> Result<ModuleDescriptor, 
     Ok(ModuleDescriptor {
         module: module.to_string(),
         functions,
+        attributes: Vec::new(),
     })
 }
 

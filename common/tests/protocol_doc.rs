@@ -323,6 +323,7 @@ fn render() -> String {
                     doc: Some("Adds two numbers.".into()),
                     is_async: false,
                 }],
+                attributes: Vec::new(),
             }
             .to_bytes(),
         )

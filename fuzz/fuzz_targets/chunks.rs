@@ -35,6 +35,7 @@ enum Op {
         seq: u8,
         total: u8,
         data: Data,
+        shared: bool,
     },
 }
 
@@ -78,6 +79,7 @@ fn chunks(ops: Vec<Op>) -> Vec<Chunk> {
                         seq: seq as u32,
                         total,
                         data: STANDARD.encode(piece),
+                        shared: false,
                     });
                 }
             }
@@ -88,6 +90,7 @@ fn chunks(ops: Vec<Op>) -> Vec<Chunk> {
                 seq,
                 total,
                 data,
+                shared,
             } => out.push(Chunk {
                 module: module(m),
                 md5: match md5 {
@@ -101,6 +104,7 @@ fn chunks(ops: Vec<Op>) -> Vec<Chunk> {
                     Data::Bytes(bytes) => STANDARD.encode(bytes),
                     Data::Text(text) => text,
                 },
+                shared,
             }),
         }
     }
