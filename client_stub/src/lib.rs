@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::config::{ClientProfile, Limits};
+use common::config::{ClientProfile, Limits, LogSettings};
 use common::console::{Console, Names};
 use common::store::Store;
 use common::tls::Connector;
@@ -54,6 +54,11 @@ pub struct Config {
     /// them too, and calls are spread among the owners.
     pub shared: Vec<String>,
     pub limits: Limits,
+    /// Where the output also goes (kept for `sc:`; started by `main`).
+    pub log: LogSettings,
+    /// The profile this stub was started from: its `register` and `expose` lists are watched,
+    /// and lines added or removed register or withdraw modules while running.
+    pub profile: Option<PathBuf>,
     /// The network token, if the server requires one.
     pub token: Option<String>,
     /// TLS to the server: the certificate(s) to trust, PEM.
@@ -79,6 +84,8 @@ impl Config {
             shared: Vec::new(),
             expose: Vec::new(),
             limits: Limits::default(),
+            log: LogSettings::default(),
+            profile: None,
             token: None,
             tls_ca: None,
             tls_name: None,
@@ -116,6 +123,10 @@ impl Config {
             tls_ca: self.tls_ca.as_deref().map(absolute),
             tls_name: self.tls_name.clone(),
             limits: self.limits,
+            log: LogSettings {
+                file: self.log.file.as_deref().map(absolute),
+                ..self.log.clone()
+            },
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use client_stub::{Config, NamePolicy};
-use common::config::{ClientProfile, Profile};
+use common::config::{ClientProfile, LogSettings, Profile};
 use common::Error;
 
 /// A stubnet client stub: joins the network, owns the modules it registers, serves local apps.
@@ -83,6 +83,9 @@ fn resolve(flags: Flags) -> common::Result<Config> {
         .as_ref()
         .map(|p| p.values.clone())
         .unwrap_or_default();
+    if let Some(p) = &profile {
+        p.start_log(&p.values.log)?;
+    }
     let resolve = |p: PathBuf| profile.as_ref().map_or(p.clone(), |pr| pr.resolve(&p));
     let terminal = std::io::stdin().is_terminal();
     let name = match flags.name.or(values.name) {
@@ -127,6 +130,11 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     config.shared = values.shared.into_iter().chain(flags.shared).collect();
     config.expose = values.expose.into_iter().chain(flags.expose).collect();
     config.limits = values.limits;
+    config.profile = profile.as_ref().map(|p| p.path.clone());
+    config.log = LogSettings {
+        file: values.log.file.clone().map(resolve),
+        ..values.log
+    };
     config.token = flags.token.or(values.token).filter(|t| !t.is_empty());
     config.tls_ca = flags.tls_ca.or(values.tls_ca.map(resolve));
     config.tls_name = flags.tls_name.or(values.tls_name);

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use common::config::{ClientProfile, Profile};
+use common::proto::ToServer;
 use common::say;
 
 use common::module::ModuleDescriptor;
@@ -109,6 +111,23 @@ pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
         desc,
         bytes,
     })
+}
+
+/// The `register` (resolved) and `expose` lists of a profile.
+fn read_lists(path: &Path) -> common::Result<(Vec<PathBuf>, Vec<String>)> {
+    let profile = Profile::<ClientProfile>::load(&path.to_string_lossy())?;
+    let register = profile
+        .values
+        .register
+        .iter()
+        .map(|p| profile.resolve(p))
+        .collect();
+    Ok((register, profile.values.expose))
+}
+
+/// The lists of the profile at `path`, if any and readable; empty otherwise.
+pub fn profile_lists(path: Option<&Path>) -> (Vec<PathBuf>, Vec<String>) {
+    path.and_then(|p| read_lists(p).ok()).unwrap_or_default()
 }
 
 /// The `desc:` text of a descriptor.
@@ -243,6 +262,51 @@ impl Stub {
             if let Err(e) = self.reload(&module, "its file changed") {
                 say!("error: {e}");
             }
+        }
+    }
+
+    /// Notices an edited profile: modules added to its `register` or `expose` lists are
+    /// registered, and modules removed from them are withdrawn.
+    pub(crate) fn watch_profile(&mut self) {
+        let Some(path) = self.config.profile.clone() else {
+            return;
+        };
+        let now = stamp(&path);
+        if now == self.profile_seen {
+            return;
+        }
+        self.profile_seen = now;
+        let (register, expose) = match read_lists(&path) {
+            Ok(lists) => lists,
+            Err(e) => return say!("error: the profile changed but cannot be read: {e}"),
+        };
+        let (old_register, old_expose) = std::mem::take(&mut self.from_profile);
+        for gone in old_register.iter().filter(|p| !register.contains(p)) {
+            let module = gone
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            self.withdraw_owned(module, "removed from the profile");
+        }
+        for gone in old_expose.iter().filter(|m| !expose.contains(m)) {
+            self.withdraw_owned(gone, "removed from the profile");
+        }
+        for added in register.iter().filter(|p| !old_register.contains(p)) {
+            self.register(added);
+        }
+        for added in expose.iter().filter(|m| !old_expose.contains(m)) {
+            self.expose(added);
+        }
+        self.from_profile = (register, expose);
+    }
+
+    /// Asks the server to withdraw a module this stub owns.
+    pub(crate) fn withdraw_owned(&mut self, module: &str, why: &str) {
+        if self.owned.contains_key(module) {
+            say!("withdrawing {module}: {why}");
+            self.send_up(ToServer::Withdraw {
+                module: module.to_owned(),
+            });
         }
     }
 }

@@ -3,8 +3,9 @@
 
 use common::say;
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::chunk::{split, Reassembler};
 use common::console::Names;
@@ -83,10 +84,16 @@ pub struct Stub {
     pub(crate) served: Arc<Mutex<Stats>>,
     /// When owned module files were last checked for edits.
     pub(crate) last_watch: Instant,
+    /// The profile's stamp and the modules its `register` and `expose` lists named when last
+    /// read.
+    pub(crate) profile_seen: Option<(SystemTime, u64)>,
+    pub(crate) from_profile: (Vec<PathBuf>, Vec<String>),
 }
 
 impl Stub {
     pub fn new(config: Config, store: Store, names: Names) -> Self {
+        let config_stamp = config.profile.as_deref().and_then(crate::owned::stamp);
+        let from_profile = crate::owned::profile_lists(config.profile.as_deref());
         Stub {
             incoming: Reassembler::new(config.limits.max_module_bytes),
             config,
@@ -103,6 +110,8 @@ impl Stub {
             made: Stats::default(),
             served: Arc::default(),
             last_watch: Instant::now(),
+            profile_seen: config_stamp,
+            from_profile,
         }
     }
 
@@ -145,6 +154,7 @@ impl Stub {
                 if self.last_watch.elapsed() >= Duration::from_millis(500) {
                     self.last_watch = Instant::now();
                     self.watch_files();
+                    self.watch_profile();
                 }
             }
             Event::Stop(reason) => return Some(Ok(reason)),

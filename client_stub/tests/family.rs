@@ -202,3 +202,36 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
         Err(CallError::UnknownFunction(_))
     ));
 }
+
+#[test]
+fn the_profile_is_watched_and_logs_rotate_to_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for m in ["m1", "m2"] {
+        std::fs::write(dir.join(format!("{m}.py")), "def f():\n    return 1\n").unwrap();
+    }
+    let (_server, port) = server(dir, &[]);
+    let profile = dir.join("p.toml");
+    let write = |register: &str| {
+        let text = format!(
+            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nregister = [{register}]\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
+        );
+        std::fs::write(&profile, text).unwrap();
+    };
+    write("\"m1.py\"");
+    let p = Proc::start(
+        "p",
+        &exe("client_stub"),
+        &["-c", profile.to_str().unwrap()],
+        dir,
+    );
+    p.wait_for("registered m1");
+    // Make sure the edit gets a new modification time.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    write("\"m2.py\"");
+    p.wait_for("registered m2");
+    p.wait_for("withdrawing m1: removed from the profile");
+    p.wait_for("withdrew m1");
+    let log = std::fs::read_to_string(dir.join("logs/p.log")).unwrap();
+    assert!(log.contains("withdrew m1"), "{log}");
+}

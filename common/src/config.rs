@@ -44,6 +44,40 @@ impl Default for Limits {
     }
 }
 
+/// The `[log]` table: where a stub's output also goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A log file (relative to the profile); output still goes to stdout too.
+    pub file: Option<PathBuf>,
+    /// The file is rotated past this size (`FILE.1`, `FILE.2`, ...).
+    pub max_bytes: usize,
+    /// How many rotated files are kept.
+    pub keep: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            file: None,
+            max_bytes: 10 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+impl<T> Profile<T> {
+    /// Starts logging to the file `log` names, if any.
+    pub fn start_log(&self, log: &LogSettings) -> Result<()> {
+        if let Some(file) = &log.file {
+            let path = self.resolve(file);
+            crate::log::to_file(&path, log.max_bytes, log.keep)
+                .map_err(|e| Error::Config(format!("cannot log to {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+}
+
 /// A server stub profile (`conf/server.toml`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +100,8 @@ pub struct ServerProfile {
     pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub log: LogSettings,
 }
 
 /// A client stub profile (`conf/conf.toml`, ...); also read by apps for `app_port`.
@@ -113,6 +149,14 @@ pub struct ClientProfile {
     pub shared: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default, skip_serializing_if = "LogSettings::is_default")]
+    pub log: LogSettings,
+}
+
+impl LogSettings {
+    fn is_default(&self) -> bool {
+        *self == LogSettings::default()
+    }
 }
 
 /// A loaded profile and where it came from.

@@ -12,6 +12,7 @@ pub mod conn;
 #[cfg(feature = "console")]
 pub mod console;
 pub mod error;
+pub mod log;
 pub mod module;
 pub mod proto;
 pub mod pyparse;
@@ -22,12 +23,12 @@ pub mod tls;
 
 pub use error::{Error, ErrorKind, RemoteError, Result};
 
-/// Prints one line of a stub's output to stdout. Unlike `println!`, it never panics: a stub whose
-/// stdout is gone (a closed pipe, a vanished terminal) keeps serving.
+/// Prints one line of a stub's output to stdout, and to the log file if one is set (see
+/// [`log`]). Unlike `println!`, it never panics: a stub whose stdout is gone (a closed pipe, a
+/// vanished terminal) keeps serving.
 #[macro_export]
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        let _ = ::std::writeln!(::std::io::stdout().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::log::line(&::std::format!($($arg)*))
+    };
 }

@@ -104,6 +104,9 @@ fn run(flags: Flags) -> common::Result<()> {
         .as_ref()
         .map(|p| p.values.clone())
         .unwrap_or_default();
+    if let Some(p) = &profile {
+        p.start_log(&p.values.log)?;
+    }
     let address = flags
         .address
         .or(values.address)
