@@ -6,13 +6,16 @@ use std::time::{Duration, Instant};
 
 use common::conn::json_size;
 use common::error::{ErrorKind, RemoteError};
+use common::module::ModuleDescriptor;
 use common::proto::{Call, Reply, ToApp, ToServer, ToStub};
 use common::say;
+use common::store::{check_module_name, md5_hex};
 use serde_json::{json, Value};
 use smol::channel::Sender;
 
+use crate::owned::Parsed;
+use crate::runner::{AppRunner, Runner};
 use crate::stub::Stub;
-use crate::worker::Pool;
 
 /// A call from an app waiting for the network.
 pub(crate) struct Pending {
@@ -57,6 +60,18 @@ impl Stub {
                 let stats = json!({"made": self.made.rows(), "served": served});
                 self.answer_app(conn, id, Ok(stats));
             }
+            ToStub::Provide { id, descriptor } => {
+                let result = self
+                    .provide(conn, descriptor)
+                    .map(Value::from)
+                    .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
+                self.answer_app(conn, id, result);
+            }
+            ToStub::Answer(reply) => {
+                if let Some(runner) = self.providers.get(&conn) {
+                    runner.answered(reply);
+                }
+            }
             ToStub::Reload { id, module } => {
                 let result = self
                     .reload(&module, "asked by an app")
@@ -64,6 +79,57 @@ impl Stub {
                     .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
                 self.answer_app(conn, id, result);
             }
+        }
+    }
+
+    /// An app provides a module itself: register it, with the app as its runner.
+    fn provide(&mut self, conn: u64, desc: ModuleDescriptor) -> Result<String, String> {
+        check_module_name(&desc.module).map_err(|e| e.to_string())?;
+        if self
+            .owned
+            .get(&desc.module)
+            .is_some_and(|o| o.pool.provider() != Some(conn))
+        {
+            return Err(format!("this stub already owns a module '{}'", desc.module));
+        }
+        let Some(tx) = self.apps.get(&conn).cloned() else {
+            return Err("the app left".into());
+        };
+        let runner = self
+            .providers
+            .entry(conn)
+            .or_insert_with(|| AppRunner::new(conn, tx))
+            .clone();
+        let bytes = desc.to_bytes();
+        let parsed = Parsed {
+            path: format!("app:{conn}").into(),
+            md5: md5_hex(&bytes),
+            desc,
+            bytes,
+        };
+        let md5 = parsed.md5.clone();
+        self.own(parsed, Some(runner))?;
+        Ok(md5)
+    }
+
+    /// An app left: the modules it provided leave with it, and calls waiting on it fail.
+    pub(crate) fn app_left(&mut self, conn: u64) {
+        self.apps.remove(&conn);
+        // Their answers, if any still come, are dropped.
+        self.pending.retain(|_, p| p.conn != conn);
+        if let Some(runner) = self.providers.remove(&conn) {
+            runner.close();
+            let provided: Vec<String> = self
+                .owned
+                .iter()
+                .filter(|(_, o)| o.pool.provider() == Some(conn))
+                .map(|(m, _)| m.clone())
+                .collect();
+            for module in provided {
+                self.withdraw_owned(&module, "the app providing it left");
+                self.owned.remove(&module);
+            }
+            self.refresh_names();
         }
     }
 
@@ -184,13 +250,13 @@ impl Stub {
                 result: Err(err),
             });
         };
-        let (pool, limit) = (owned.pool.clone(), self.config.limits.max_frame_bytes);
+        let (runner, limit) = (owned.pool.clone(), self.config.limits.max_frame_bytes);
         let (busy, served) = (owned.busy.clone(), self.served.clone());
         busy.fetch_add(1, Ordering::AcqRel);
         smol::spawn(async move {
             let (id, started) = (call.id, Instant::now());
             let (module, function) = (call.module.clone(), call.function.clone());
-            let result = run_call(&pool, call, limit).await;
+            let result = run_call(&runner, call, limit).await;
             busy.fetch_sub(1, Ordering::AcqRel);
             if let Ok(mut stats) = served.lock() {
                 let error = result.as_ref().err().map(ToString::to_string);
@@ -247,9 +313,9 @@ impl Answer {
 
 /// Runs one call on a module's workers within its timeout; a result too large for one frame
 /// becomes an error naming its size, so it is never sent only to be refused.
-async fn run_call(pool: &Pool, call: Call, max_frame: usize) -> Result<Value, RemoteError> {
+async fn run_call(runner: &Runner, call: Call, max_frame: usize) -> Result<Value, RemoteError> {
     let timeout = Duration::from_millis(call.timeout_ms);
-    let run = pool.call(&call.function, call.args, call.kwargs);
+    let run = runner.call(&call.module, &call.function, call.args, call.kwargs);
     let result = smol::future::or(run, async {
         smol::Timer::after(timeout).await;
         let (module, function) = (&call.module, &call.function);

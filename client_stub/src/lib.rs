@@ -11,6 +11,7 @@ pub mod calls;
 pub mod local;
 pub mod owned;
 pub mod repl;
+pub mod runner;
 pub mod stub;
 pub mod upstream;
 pub mod worker;

@@ -13,6 +13,7 @@ use common::module::ModuleDescriptor;
 use common::pyparse::parse_module;
 use common::store::{md5_hex, valid_module_name};
 
+use crate::runner::{AppRunner, Runner};
 use crate::stub::Stub;
 use crate::worker::Pool;
 
@@ -32,8 +33,8 @@ pub struct Owned {
     pub parsed: Parsed,
     /// The server accepted it.
     pub confirmed: bool,
-    /// Its workers.
-    pub pool: Pool,
+    /// What runs its calls: its Python workers, or the app providing it.
+    pub pool: Runner,
     /// Calls running on it now; a changed file is reloaded only when this is 0.
     pub busy: Arc<AtomicUsize>,
     /// The file's modification time and size when last read, to notice edits.
@@ -150,27 +151,29 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
 impl Stub {
     /// Registers (or re-registers) the module file at `path`: parse, start workers, upload.
     pub(crate) fn register(&mut self, path: &Path) {
-        match parse_file(path) {
-            Ok(parsed) => self.own(parsed),
-            Err(e) => say!("error: {e}"),
+        if let Err(e) = parse_file(path).and_then(|parsed| self.own(parsed, None)) {
+            say!("error: {e}");
         }
     }
 
     /// Shares the installed Python module `name` (a profile's `expose`).
     pub(crate) fn expose(&mut self, name: &str) {
-        match describe_installed(&self.config.python, name) {
-            Ok(parsed) => self.own(parsed),
-            Err(e) => say!("error: {e}"),
+        let described = describe_installed(&self.config.python, name);
+        if let Err(e) = described.and_then(|parsed| self.own(parsed, None)) {
+            say!("error: {e}");
         }
     }
 
     /// Takes ownership of a parsed module: start or restart its workers, upload it.
-    fn own(&mut self, parsed: Parsed) {
+    ///
+    /// # Errors
+    /// Another stub owns the module and it is not declared shared here.
+    pub(crate) fn own(&mut self, parsed: Parsed, app: Option<AppRunner>) -> Result<(), String> {
         let module = parsed.desc.module.clone();
         if let Some(k) = self.known.get(&module) {
             if !self.config.shared.contains(&module) {
                 let owner = &k.owner;
-                return say!("error: module '{module}' is owned by '{owner}' (to provide it too, both must declare it shared)");
+                return Err(format!("module '{module}' is owned by '{owner}' (to provide it too, both must declare it shared)"));
             }
             // Provided by others too: from now on this stub is one of its owners.
             self.known.remove(&module);
@@ -187,10 +190,18 @@ impl Stub {
                 o.parsed = parsed;
                 o.stamp = stamp;
                 o.stale = false;
-                o.pool.restart();
+                match app {
+                    Some(app) => o.pool = Runner::App(app),
+                    None => o.pool.restart(),
+                }
             }
             None => {
-                let pool = Pool::start(self.config.worker_spec(&module, &parsed.path));
+                let pool = match app {
+                    Some(app) => Runner::App(app),
+                    None => {
+                        Runner::Python(Pool::start(self.config.worker_spec(&module, &parsed.path)))
+                    }
+                };
                 let owned = Owned {
                     parsed,
                     confirmed: false,
@@ -203,6 +214,7 @@ impl Stub {
             }
         }
         self.refresh_names();
+        Ok(())
     }
 
     /// Reloads an owned module from its file: workers restart on the new code, and new headers
@@ -221,6 +233,11 @@ impl Stub {
         };
         owned.stale = false;
         owned.stamp = stamp(&owned.parsed.path);
+        if owned.pool.provider().is_some() {
+            return Err(format!(
+                "{module} is provided by an app, which reloads it by providing it again"
+            ));
+        }
         let path = &owned.parsed.path;
         let parsed = match path.to_str().and_then(|p| p.strip_prefix("import:")) {
             Some(name) => describe_installed(&self.config.python, name),

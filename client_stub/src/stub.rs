@@ -20,6 +20,7 @@ use smol::channel::{Receiver, Sender};
 use crate::calls::{Answer, Pending, PingWaiter};
 use crate::owned::{render, Owned};
 use crate::repl::{self, Command};
+use crate::runner::AppRunner;
 use crate::Config;
 
 /// What the stub's tasks tell the actor.
@@ -76,6 +77,8 @@ pub struct Stub {
     pub(crate) next_id: u64,
     /// Module names for the shell's completion.
     pub(crate) names: Names,
+    /// App connections that provide modules, by connection.
+    pub(crate) providers: HashMap<u64, AppRunner>,
     /// `ping`s waiting for the server's echo, by id.
     pub(crate) pings: HashMap<u64, PingWaiter>,
     /// Calls this stub made for apps, through the network.
@@ -107,6 +110,7 @@ impl Stub {
             next_id: 0,
             names,
             pings: HashMap::new(),
+            providers: HashMap::new(),
             made: Stats::default(),
             served: Arc::default(),
             last_watch: Instant::now(),
@@ -144,11 +148,7 @@ impl Stub {
                 self.apps.insert(conn, tx);
             }
             Event::App { conn, msg } => self.app(conn, msg),
-            Event::AppLeft { conn } => {
-                self.apps.remove(&conn);
-                // Their answers, if any still come, are dropped.
-                self.pending.retain(|_, p| p.conn != conn);
-            }
+            Event::AppLeft { conn } => self.app_left(conn),
             Event::Tick => {
                 self.expire();
                 if self.last_watch.elapsed() >= Duration::from_millis(500) {

@@ -235,3 +235,38 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     let log = std::fs::read_to_string(dir.join("logs/p.log")).unwrap();
     assert!(log.contains("withdrew m1"), "{log}");
 }
+
+#[test]
+fn a_rust_program_provides_a_module_in_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    let example = exe("examples/provider");
+    let a_port = format!("127.0.0.1:{}", app_port(&a));
+    let mut provider = Proc::start("provider", &example, &[&a_port], dir);
+    a.wait_for("registered rustcalc");
+    b.wait_for("received rustcalc from a");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    assert_eq!(app.call("rustcalc", "add", (2, 3)).unwrap(), json!(5));
+    assert_eq!(
+        app.call("rustcalc", "greet", ("bo",)).unwrap(),
+        json!("hello, bo, from Rust")
+    );
+    match app.call("rustcalc", "mean", (Vec::<f64>::new(),)) {
+        Err(CallError::Exception { message, .. }) => assert_eq!(message, "mean of an empty list"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        app.call("rustcalc", "add", (1,)),
+        Err(CallError::BadArguments(_))
+    ));
+    let desc = app.describe("rustcalc").unwrap();
+    assert_eq!(
+        desc.function("mean").unwrap().doc.as_deref(),
+        Some("The mean of a list of numbers.")
+    );
+    provider.kill();
+    b.wait_for("module rustcalc is gone");
+}

@@ -304,6 +304,8 @@ async fn read_answers(stream: TcpStream, waiting: Waiting, requests: Sender<Box<
                 }
             }
             Ok(Some(ToApp::Error { message })) => eprintln!("stub: error: {message}"),
+            // Only a provider (see `provider`) is sent calls.
+            Ok(Some(ToApp::Call(_))) => {}
             Ok(None) | Err(_) => break,
         }
     }

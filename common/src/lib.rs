@@ -15,6 +15,7 @@ pub mod error;
 pub mod log;
 pub mod module;
 pub mod proto;
+pub mod provider;
 pub mod pyparse;
 pub mod stats;
 pub mod store;

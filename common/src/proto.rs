@@ -118,6 +118,15 @@ pub enum ToStub {
         id: u64,
         module: String,
     },
+    /// This app provides module `descriptor.module` itself, for as long as it stays connected:
+    /// the stub registers it and sends the app its calls ([`ToApp::Call`]). The reply is the
+    /// descriptor's md5.
+    Provide {
+        id: u64,
+        descriptor: crate::module::ModuleDescriptor,
+    },
+    /// The providing app's answer to a [`ToApp::Call`] with the same id.
+    Answer(Reply),
 }
 
 /// Local client stub → app.
@@ -125,6 +134,8 @@ pub enum ToStub {
 #[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
 pub enum ToApp {
     Reply(Reply),
+    /// Run a call on a module this app provides; answer with [`ToStub::Answer`].
+    Call(Call),
     /// A frame from the app could not be handled (it carried no usable id).
     Error {
         message: String,

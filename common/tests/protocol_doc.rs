@@ -51,12 +51,15 @@ fn to_stub_name(m: &ToStub) -> &'static str {
         ToStub::Ping { .. } => "ping",
         ToStub::Stats { .. } => "stats",
         ToStub::Reload { .. } => "reload",
+        ToStub::Provide { .. } => "provide",
+        ToStub::Answer(_) => "answer",
     }
 }
 
 fn to_app_name(m: &ToApp) -> &'static str {
     match m {
         ToApp::Reply(_) => "reply",
+        ToApp::Call(_) => "call",
         ToApp::Error { .. } => "error",
     }
 }
@@ -277,6 +280,21 @@ fn render() -> String {
                 "Reload a module this stub owns from its file; the result is its new md5.",
                 ToStub::Reload { id: 6, module: "z".into() },
             ),
+            (
+                "This app provides a module itself (a Rust program using `common::provider`): the stub registers it and sends the app its calls. The result is the descriptor's md5.",
+                ToStub::Provide {
+                    id: 7,
+                    descriptor: common::module::ModuleDescriptor {
+                        module: "rustcalc".into(),
+                        functions: vec![],
+                        attributes: vec![],
+                    },
+                },
+            ),
+            (
+                "The providing app's answer to a `call` the stub sent it.",
+                ToStub::Answer(ok(3)),
+            ),
         ],
         to_stub_name,
     );
@@ -288,6 +306,10 @@ fn render() -> String {
             (
                 "The answer to the request with the same id.",
                 ToApp::Reply(ok(1)),
+            ),
+            (
+                "A call on a module this app provides; answer with `answer` and the same id.",
+                ToApp::Call(call(3)),
             ),
             (
                 "A frame from the app could not be handled.",

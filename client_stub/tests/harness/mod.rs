@@ -10,7 +10,7 @@ pub use test_app::procs::{Proc, WAIT};
 /// A binary of this workspace (all are built into the same directory).
 pub fn exe(name: &str) -> PathBuf {
     let client = PathBuf::from(env!("CARGO_BIN_EXE_client_stub"));
-    let path = client.with_file_name(name);
+    let path = client.parent().unwrap().join(name);
     assert!(
         path.exists(),
         "{} is not built: run cargo build --workspace first",

@@ -1,0 +1,154 @@
+//! Any Rust object as a service: register closures under a module name, and they become
+//! callable by everyone on the network exactly like a Python module. The provider connects to
+//! its local client stub like any app and says `provide`; the stub registers the module (its
+//! descriptor built from the registrations) and sends the provider the calls to run.
+//!
+//! ```no_run
+//! use common::provider::Provider;
+//! let calc = Provider::new("rustcalc")
+//!     .function("add", &["a", "b"], "Adds two integers.", |(a, b): (i64, i64)| Ok(a + b));
+//! calc.serve_blocking("127.0.0.1:8765").unwrap(); // until the stub goes away
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{Map, Value};
+use smol::net::TcpStream;
+
+use crate::app::CallError;
+use crate::conn::{drain, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::error::{ErrorKind, RemoteError};
+use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
+use crate::proto::{Call, Reply, ToApp, ToStub};
+
+type Handler = Arc<dyn Fn(Vec<Value>) -> Result<Value, RemoteError> + Send + Sync>;
+
+/// A module provided by this program.
+pub struct Provider {
+    desc: ModuleDescriptor,
+    handlers: HashMap<String, Handler>,
+}
+
+impl Provider {
+    /// A module named `module` (an identifier, as for Python modules) with no functions yet.
+    pub fn new(module: &str) -> Self {
+        Provider {
+            desc: ModuleDescriptor {
+                module: module.to_owned(),
+                functions: Vec::new(),
+                attributes: Vec::new(),
+            },
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Adds function `name(params...)`. `f` gets the positional arguments as `A`, typically a
+    /// tuple with one element per parameter; its `Err` comes back to the caller as an exception.
+    pub fn function<A, R, F>(mut self, name: &str, params: &[&str], doc: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> Result<R, String> + Send + Sync + 'static,
+    {
+        let bad = |kind, message: String| RemoteError::new(kind, message);
+        let handler: Handler = Arc::new(move |args| {
+            let args = serde_json::from_value(Value::Array(args))
+                .map_err(|e| bad(ErrorKind::BadArguments, format!("arguments: {e}")))?;
+            let result = f(args).map_err(|message| {
+                let mut e = bad(ErrorKind::Exception, message);
+                e.exc_type = Some("Error".into());
+                e
+            })?;
+            serde_json::to_value(result)
+                .map_err(|e| bad(ErrorKind::Exception, format!("result: {e}")))
+        });
+        self.handlers.insert(name.to_owned(), handler);
+        self.desc.functions.push(FunctionDesc {
+            name: name.to_owned(),
+            params: params
+                .iter()
+                .map(|p| Param {
+                    name: (*p).to_owned(),
+                    kind: ParamKind::Positional,
+                    default: None,
+                    annotation: None,
+                })
+                .collect(),
+            returns: None,
+            doc: (!doc.is_empty()).then(|| doc.to_owned()),
+            is_async: false,
+        });
+        self
+    }
+
+    /// The descriptor the registrations make.
+    pub fn descriptor(&self) -> &ModuleDescriptor {
+        &self.desc
+    }
+
+    /// Provides the module through the stub whose app port is `stub` (`127.0.0.1:8765`), running
+    /// calls on blocking threads, until the stub closes the connection.
+    ///
+    /// # Errors
+    /// The stub cannot be reached or refuses the module.
+    pub async fn serve(self, stub: &str) -> Result<(), CallError> {
+        let stream = TcpStream::connect(stub)
+            .await
+            .map_err(|e| CallError::NotConnected(format!("no stub at {stub}: {e}")))?;
+        let (tx, rx) = smol::channel::unbounded::<ToStub>();
+        let _writer = smol::spawn(drain(rx, FrameWriter::new(stream.clone()), |_| false));
+        let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME);
+        let provide = ToStub::Provide {
+            id: 0,
+            descriptor: self.desc.clone(),
+        };
+        let closed = || CallError::NotConnected("the stub closed the connection".into());
+        tx.send(provide).await.map_err(|_| closed())?;
+        loop {
+            match reader.read::<ToApp>().await {
+                Ok(Some(ToApp::Call(call))) => self.run(call, tx.clone()),
+                Ok(Some(ToApp::Reply(Reply { result: Err(e), .. }))) => return Err(e.into()),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(CallError::NotConnected(e.to_string())),
+            }
+        }
+    }
+
+    /// [`Provider::serve`], blocking.
+    pub fn serve_blocking(self, stub: &str) -> Result<(), CallError> {
+        smol::block_on(self.serve(stub))
+    }
+
+    /// Runs one call on a blocking thread and sends its answer.
+    fn run(&self, call: Call, tx: smol::channel::Sender<ToStub>) {
+        let handler = self.handlers.get(&call.function).cloned();
+        smol::spawn(async move {
+            let result = match handler {
+                Some(h) if call.kwargs.is_empty() => smol::unblock(move || h(call.args)).await,
+                Some(_) => Err(RemoteError::new(
+                    ErrorKind::BadArguments,
+                    "Rust providers take positional arguments only",
+                )),
+                None => Err(RemoteError::new(
+                    ErrorKind::UnknownFunction,
+                    format!("no function '{}'", call.function),
+                )),
+            };
+            let _ = tx
+                .send(ToStub::Answer(Reply {
+                    id: call.id,
+                    result,
+                }))
+                .await;
+        })
+        .detach();
+    }
+}
+
+/// Keyword arguments, for callers that have none.
+pub fn no_kwargs() -> Map<String, Value> {
+    Map::new()
+}
