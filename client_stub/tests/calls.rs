@@ -224,7 +224,7 @@ fn timeouts_non_json_results_and_printing_modules() {
     let slow = c.call_with(
         "m",
         "slow",
-        (30,),
+        (2,),
         Map::new(),
         Some(Duration::from_millis(300)),
     );
