@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use client_stub::{Config, NamePolicy};
-use common::config::{ClientProfile, LogSettings, Profile};
+use common::config::{resolve_in, ClientProfile, LogSettings, Profile};
 use common::Error;
 
 /// A stubnet client stub: joins the network, owns the modules it registers, serves local apps.
@@ -75,18 +75,8 @@ fn main() -> ExitCode {
 
 /// Merges flags over the profile over the defaults.
 fn resolve(flags: Flags) -> common::Result<Config> {
-    let profile = match &flags.config {
-        Some(arg) => Some(Profile::<ClientProfile>::load(arg)?),
-        None => None,
-    };
-    let values = profile
-        .as_ref()
-        .map(|p| p.values.clone())
-        .unwrap_or_default();
-    if let Some(p) = &profile {
-        p.start_log(&p.values.log)?;
-    }
-    let resolve = |p: PathBuf| profile.as_ref().map_or(p.clone(), |pr| pr.resolve(&p));
+    let (profile, values) = Profile::<ClientProfile>::open(flags.config.as_deref(), |v| &v.log)?;
+    let resolve = |p: PathBuf| resolve_in(&profile, p);
     let terminal = std::io::stdin().is_terminal();
     let name = match flags.name.or(values.name) {
         Some(n) => n,

@@ -68,7 +68,7 @@ impl Default for LogSettings {
 
 impl<T> Profile<T> {
     /// Starts logging to the file `log` names, if any.
-    pub fn start_log(&self, log: &LogSettings) -> Result<()> {
+    fn start_log(&self, log: &LogSettings) -> Result<()> {
         if let Some(file) = &log.file {
             let path = self.resolve(file);
             crate::log::to_file(&path, log.max_bytes, log.keep)
@@ -175,6 +175,28 @@ impl<T: DeserializeOwned> Profile<T> {
         let values = toml::from_str(&text)
             .map_err(|e| Error::Config(format!("bad profile {}: {e}", path.display())))?;
         Ok(Profile { path, values })
+    }
+}
+
+impl<T: DeserializeOwned + Default + Clone> Profile<T> {
+    /// The profile `-c ARG` names, if any, and its values (the defaults without one); its log
+    /// file, if it sets one, is started.
+    pub fn open(arg: Option<&str>, log: impl Fn(&T) -> &LogSettings) -> Result<(Option<Self>, T)> {
+        let Some(arg) = arg else {
+            return Ok((None, T::default()));
+        };
+        let profile = Self::load(arg)?;
+        profile.start_log(log(&profile.values))?;
+        let values = profile.values.clone();
+        Ok((Some(profile), values))
+    }
+}
+
+/// `p` as written in `profile` (relative to it), or as given when there is none.
+pub fn resolve_in<T>(profile: &Option<Profile<T>>, p: PathBuf) -> PathBuf {
+    match profile {
+        Some(profile) => profile.resolve(&p),
+        None => p,
     }
 }
 

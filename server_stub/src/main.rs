@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::config::{Profile, ServerProfile};
+use common::config::{resolve_in, Profile, ServerProfile};
 use common::console::Console;
 use common::tls::Acceptor;
 use server_stub::{shell, Config};
@@ -96,27 +96,14 @@ fn main() -> ExitCode {
 }
 
 fn run(flags: Flags) -> common::Result<()> {
-    let profile = match &flags.config {
-        Some(arg) => Some(Profile::<ServerProfile>::load(arg)?),
-        None => None,
-    };
-    let values = profile
-        .as_ref()
-        .map(|p| p.values.clone())
-        .unwrap_or_default();
-    if let Some(p) = &profile {
-        p.start_log(&p.values.log)?;
-    }
+    let (profile, values) = Profile::<ServerProfile>::open(flags.config.as_deref(), |v| &v.log)?;
     let address = flags
         .address
         .or(values.address)
         .unwrap_or("127.0.0.1".into());
     let port = flags.port.or(values.port).unwrap_or(5050);
     // Paths from the profile are relative to the profile; paths from flags to here.
-    let from_profile = |p: Option<PathBuf>| match (&profile, p) {
-        (Some(pr), Some(p)) => Some(pr.resolve(&p)),
-        (_, p) => p,
-    };
+    let from_profile = |p: Option<PathBuf>| p.map(|p| resolve_in(&profile, p));
     let dir = flags
         .dir
         .or(from_profile(values.dir.clone()))
