@@ -288,7 +288,9 @@ shared by N tasks for N in flight.\n\
 parsing routing needs) → relay 2 (copies bytes) → relay 3 (copies bytes to and from a pipe) → \
 `python3 -u` echoing each line back, one at a time (no JSON parsing). Relays are this crate's \
 `relay` mode, blocking I/O, one thread per direction, one write per read. Its app is a single \
-thread writing stubnet-shaped call frames and reading the echoes, N in flight.\n\
+thread writing stubnet-shaped call frames and reading the echoes, N in flight. Every hop \
+forwards whatever one read returned, so with N in flight the floor batches: it measures what the \
+hops can carry, which a stack that talks to its Python worker one call at a time cannot reach.\n\
 - **RPyC**: a virtualenv with `rpyc` from the package registry, a `ThreadedServer` running a \
 classic `rpyc.Service` with `exposed_add`, and a Python client: `conn.root.add(1, 2)` each time \
 (as written), `f = conn.root.add` once then `f(1, 2)` (cached), and `rpyc.async_(conn.root.add)` \

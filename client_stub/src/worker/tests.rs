@@ -1,0 +1,280 @@
+//! The supervisor against real Python workers.
+
+use super::*;
+use serde_json::json;
+
+/// A pool running `source` as module `z` (the file and its directory live as long as the
+/// returned guard).
+fn pool(source: &str, workers: usize) -> (tempfile::TempDir, Pool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("z.py");
+    std::fs::write(&path, source).expect("write module");
+    let spec = WorkerSpec {
+        module: "z".into(),
+        path,
+        python: "python3".into(),
+        workers,
+    };
+    (dir, Pool::start(spec))
+}
+
+/// Runs `test` in smol, failing it rather than hanging.
+fn run<T>(test: impl Future<Output = T>) -> T {
+    smol::block_on(test.or(async {
+        Timer::after(Duration::from_secs(30)).await;
+        panic!("test timed out");
+    }))
+}
+
+async fn call(pool: &Pool, function: &str, args: Value) -> Result<Value, RemoteError> {
+    let args = args.as_array().cloned().unwrap_or_default();
+    pool.call(function, args, Map::new()).await
+}
+
+const MODULE: &str = r#"
+import asyncio, os, time
+
+def add(a, b=0):
+    return a + b
+
+def div(a, b):
+    return a / b
+
+def noisy():
+    print("hello from noisy")
+    os.write(1, b"raw write to fd 1\n")
+    return "quiet"
+
+def die():
+    os._exit(3)
+
+def pid():
+    return os.getpid()
+
+def fork_and_die():
+    if os.fork() == 0:  # the child keeps the protocol pipes open
+        time.sleep(3)
+        os._exit(0)
+    os._exit(4)
+
+def slow():
+    time.sleep(30)
+
+def a_set():
+    return {1, 2}
+
+async def later(x):
+    await asyncio.sleep(0.01)
+    return x * 2
+"#;
+
+#[test]
+fn result_and_exception() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        assert_eq!(call(&pool, "add", json!([2, 3])).await, Ok(json!(5)));
+        let error = call(&pool, "div", json!([1, 0])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Exception);
+        assert_eq!(error.exc_type.as_deref(), Some("ZeroDivisionError"));
+        assert_eq!(error.message, "division by zero");
+        let traceback = error.traceback.unwrap_or_default();
+        assert!(traceback.contains("in div"), "{traceback}");
+        assert!(traceback.contains("ZeroDivisionError"), "{traceback}");
+    });
+}
+
+#[test]
+fn keyword_args() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let mut kwargs = Map::new();
+        kwargs.insert("b".into(), json!(40));
+        let result = pool.call("add", vec![json!(2)], kwargs).await;
+        assert_eq!(result, Ok(json!(42)));
+    });
+}
+
+#[test]
+fn prints_do_not_break_calls() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        assert_eq!(call(&pool, "noisy", json!([])).await, Ok(json!("quiet")));
+        assert_eq!(call(&pool, "add", json!([1, 1])).await, Ok(json!(2)));
+    });
+}
+
+#[test]
+fn dying_worker_fails_the_call_and_is_restarted() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let error = call(&pool, "die", json!([])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::WorkerFailed);
+        assert!(error.message.contains("module 'z'"), "{}", error.message);
+        assert!(
+            error.message.contains("exit status: 3"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("call to die"), "{}", error.message);
+        assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+    });
+}
+
+#[test]
+fn non_json_result_is_a_clear_type_error() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let error = call(&pool, "a_set", json!([])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Exception);
+        assert_eq!(error.exc_type.as_deref(), Some("TypeError"));
+        assert!(error.message.contains("of type set"), "{}", error.message);
+    });
+}
+
+#[test]
+fn unknown_function() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let error = call(&pool, "nope", json!([])).await.unwrap_err();
+        assert_eq!(error.exc_type.as_deref(), Some("AttributeError"));
+        assert!(error.message.contains("'nope'"), "{}", error.message);
+    });
+}
+
+#[test]
+fn import_error_fails_calls_quickly() {
+    let (_dir, pool) = pool("def broken(:\n", 2);
+    run(async {
+        for _ in 0..3 {
+            let started = Instant::now();
+            let error = call(&pool, "broken", json!([])).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::WorkerFailed);
+            assert_eq!(error.exc_type.as_deref(), Some("SyntaxError"));
+            assert!(error.message.contains("module 'z'"), "{}", error.message);
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+    });
+}
+
+#[test]
+fn many_concurrent_calls_on_two_workers() {
+    let (_dir, pool) = pool(MODULE, 2);
+    run(async {
+        let calls: Vec<_> = (0..200)
+            .map(|i| {
+                let pool = pool.clone();
+                smol::spawn(async move { (i, call(&pool, "add", json!([i, 1000])).await) })
+            })
+            .collect();
+        for task in calls {
+            let (i, result) = task.await;
+            assert_eq!(result, Ok(json!(i + 1000)));
+        }
+    });
+}
+
+#[test]
+fn async_function() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        assert_eq!(call(&pool, "later", json!([21])).await, Ok(json!(42)));
+    });
+}
+
+fn alive(pid: &Value) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits up to 5 s for process `pid` to be gone.
+async fn gone(pid: &Value) -> bool {
+    for _ in 0..50 {
+        if !alive(pid) {
+            return true;
+        }
+        Timer::after(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[test]
+fn dropping_the_pool_kills_the_worker() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        assert!(alive(&pid));
+        drop(pool);
+        assert!(gone(&pid).await, "worker {pid} still alive");
+    });
+}
+
+#[test]
+fn stop_fails_the_call_in_flight_and_kills_the_worker() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        let slow = smol::spawn({
+            let pool = pool.clone();
+            async move { call(&pool, "slow", json!([])).await }
+        });
+        Timer::after(Duration::from_millis(200)).await;
+        pool.stop();
+        let error = slow.await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::WorkerFailed);
+        assert!(error.message.contains("call to slow"), "{}", error.message);
+        assert!(gone(&pid).await, "worker {pid} still alive");
+    });
+}
+
+#[test]
+fn worker_dying_while_its_child_holds_the_pipes_does_not_hang() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let error = call(&pool, "fork_and_die", json!([])).await.unwrap_err();
+        assert!(
+            error.message.contains("exit status: 4"),
+            "{}",
+            error.message
+        );
+        assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+    });
+}
+
+#[test]
+fn answers_are_checked() {
+    assert_eq!(
+        parse_answer(r#"{"id": 7, "ok": null}"#, 7),
+        Ok(Ok(Value::Null))
+    );
+    let error = r#"{"id": 7, "error": {"type": "E", "message": "m", "traceback": "t"}}"#;
+    let error = parse_answer(error, 7).expect("valid").unwrap_err();
+    assert_eq!(
+        (error.exc_type.as_deref(), error.message.as_str()),
+        (Some("E"), "m")
+    );
+    for line in [r#"{"id": 6, "ok": 1}"#, "hello", r#"{"id": 7}"#, "[7]"] {
+        assert!(parse_answer(line, 7).is_err(), "{line}");
+    }
+}
+
+/// Holds a lock only one process may hold, like an open instrument, and returns `version`.
+fn locking(version: u32) -> String {
+    let lock =
+        "import fcntl\n_lock = open(__file__)\nfcntl.flock(_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n";
+    format!("{lock}def v():\n    return {version}\n")
+}
+
+#[test]
+fn restart_reloads_after_the_old_worker_is_gone_and_stop_fails_calls() {
+    let (dir, pool) = pool(&locking(1), 1);
+    run(async {
+        assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(1)));
+        std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
+        pool.restart();
+        assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
+        pool.stop();
+        let error = call(&pool, "v", json!([])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::WorkerFailed);
+        pool.restart();
+        assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
+    });
+}

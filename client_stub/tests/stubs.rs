@@ -1,0 +1,342 @@
+//! Generated client stubs end to end, with the real binaries: a caller's stub writes `z.rs`,
+//! `z.py` and `_stubnet.py` beside `z.json` (and `os_path.*` for the exposed `os.path`); the
+//! Python stubs run and the Rust stubs compile and run against the live network; the files
+//! follow the module (rewritten when the cached copy is current, removed when it is gone).
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use harness::*;
+
+/// Annotated and unannotated functions, defaults (literal and not), keyword-only parameters,
+/// `*args`, `**kwargs`, names that are Rust keywords, and exceptions.
+const MODULE: &str = r#""""Module for the generated-stub tests."""
+import time
+from typing import Dict, List, Optional
+
+LIMIT = 10
+
+
+def add_prams(a: int, b: int) -> int:
+    """Adds two numbers."""
+    return a + b
+
+
+def div_prams(a, b):
+    """Divides a by b."""
+    return a / b
+
+
+def greet(name: str, greeting: str = "hello", *, punctuation: str = "!") -> str:
+    """Greets someone."""
+    return f"{greeting}, {name}{punctuation}"
+
+
+def stats(values: List[float]) -> Dict[str, float]:
+    """Count, sum and mean."""
+    return {"count": len(values), "sum": sum(values), "mean": sum(values) / len(values)}
+
+
+def pack(first, second=2, /, *rest, scale: float = 1.0, label: Optional[str] = None, **extra) -> dict:
+    """Packs what it is given."""
+    return {"first": first, "second": second, "rest": list(rest), "scale": scale,
+            "label": label, "extra": extra}
+
+
+def clamp(x: int, limit=LIMIT, *, floor: int = 0) -> int:
+    """Clamps x; the default limit is a name only the owner knows."""
+    return max(floor, min(x, limit))
+
+
+def lookup(key: str, table: Dict[str, int]) -> Optional[int]:
+    """Looks a key up."""
+    return table[key]
+
+
+def type(match: str, self=None, client: bool = False, _=0) -> list:
+    """Parameters named like Rust keywords."""
+    return [match, self, client, _]
+
+
+def nothing() -> None:
+    """Returns nothing."""
+
+
+def half(x: int) -> int:
+    """Claims an int, returns a float."""
+    return x / 2
+
+
+def slow(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+class Custom(Exception):
+    pass
+
+
+def custom():
+    raise Custom("mine")
+"#;
+
+/// A server, an owner `a` of module `z` (and of the installed `os.path`), and a caller `b` that
+/// has received them.
+struct Net {
+    tmp: tempfile::TempDir,
+    _server: Proc,
+    owner: Proc,
+    caller: Proc,
+    port: u16,
+}
+
+fn net() -> Net {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = dir.join("z.py");
+    std::fs::write(&z, MODULE).unwrap();
+    let (server, port) = server(dir, &[]);
+    let args = ["--register", z.to_str().unwrap(), "--expose", "os.path"];
+    let owner = stub(dir, port, "a", &args);
+    owner.wait_for("registered z");
+    owner.wait_for("registered os.path");
+    let caller = stub(dir, port, "b", &[]);
+    caller.wait_for("received z from a");
+    caller.wait_for("received os.path from a");
+    Net {
+        tmp,
+        _server: server,
+        owner,
+        caller,
+        port,
+    }
+}
+
+const GENERATED: [&str; 3] = ["z.rs", "z.py", "_stubnet.py"];
+
+#[test]
+fn generated_stubs_call_the_live_network() {
+    let n = net();
+    let recv = n.tmp.path().join("b");
+    for name in ["z.json", "os.path.json", "os_path.rs", "os_path.py"]
+        .iter()
+        .chain(&GENERATED)
+    {
+        assert!(recv.join(name).exists(), "{name} in {}", recv.display());
+    }
+    let port = app_port(&n.caller);
+    python_stub_works(&recv, port);
+    rust_stub_works(&recv, port);
+}
+
+#[test]
+fn generated_stubs_follow_the_module() {
+    let mut n = net();
+    let recv = n.tmp.path().join("b");
+    // A restarted caller whose cached copy is current writes the stubs again.
+    n.caller.kill();
+    std::fs::remove_file(recv.join("z.py")).unwrap();
+    let caller = stub(n.tmp.path(), n.port, "b", &[]);
+    caller.wait_for("z from a: cached copy is current");
+    for name in GENERATED {
+        assert!(recv.join(name).exists(), "{name} rewritten");
+    }
+    // The module leaves with its owner: its stubs go, the shared helper stays.
+    n.owner.kill();
+    caller.wait_for("module z is gone");
+    caller.wait_for("module os.path is gone");
+    for name in [
+        "z.json",
+        "z.rs",
+        "z.py",
+        "os.path.json",
+        "os_path.rs",
+        "os_path.py",
+    ] {
+        assert!(!recv.join(name).exists(), "{name} removed");
+    }
+    assert!(recv.join("_stubnet.py").exists());
+}
+
+/// Imports `z` from the receiving directory and checks results, defaults, exceptions, timeouts.
+const PYTHON_CHECKS: &str = r#"
+import inspect
+import _stubnet
+import os_path
+import z
+
+assert z.add_prams(1, 2) == 3
+assert z.div_prams(1, 2) == 0.5
+try:
+    z.div_prams(1, 0)
+    raise SystemExit("no ZeroDivisionError")
+except ZeroDivisionError as e:
+    assert str(e) == "division by zero", e
+    assert "ZeroDivisionError" in e.remote_traceback, e.remote_traceback
+assert z.greet("bob") == "hello, bob!"
+assert z.greet("bob", "hi", punctuation="?") == "hi, bob?"
+assert z.greet.__doc__ == "Greets someone."
+sig = str(inspect.signature(z.greet))
+assert sig == "(name: 'str', greeting: 'str' = 'hello', *, punctuation: 'str' = '!') -> 'str'", sig
+assert z.stats([1, 2, 3]) == {"count": 3, "sum": 6, "mean": 2.0}
+assert z.pack(1) == {"first": 1, "second": 2, "rest": [], "scale": 1.0, "label": None, "extra": {}}
+got = z.pack(1, 5, 6, 7, scale=2.0, x="y")
+assert got == {"first": 1, "second": 5, "rest": [6, 7], "scale": 2.0, "label": None, "extra": {"x": "y"}}, got
+assert str(inspect.signature(z.clamp)) == "(x: 'int', limit=LIMIT, *, floor: 'int' = 0) -> 'int'"
+assert z.clamp(50) == 10 and z.clamp(50, 20) == 20 and z.clamp(-5, floor=-2) == -2
+assert z.type("m", client=True) == ["m", None, True, 0]
+assert z.nothing() is None
+try:
+    z.lookup("nope", {})
+    raise SystemExit("no KeyError")
+except KeyError as e:
+    assert e.args == ("nope",), e.args
+try:
+    z.custom()
+    raise SystemExit("no RemoteError")
+except _stubnet.RemoteError as e:
+    assert (e.kind, e.exc_type, e.message) == ("exception", "Custom", "mine"), e
+try:
+    z.add_prams(1)
+    raise SystemExit("no TypeError")
+except TypeError:
+    pass
+_stubnet.set_timeout(0.3)
+try:
+    z.slow(1.5)
+    raise SystemExit("no TimeoutError")
+except TimeoutError:
+    pass
+_stubnet.set_timeout(None)
+assert z.add_prams(2, 2) == 4  # the late reply to slow() is skipped
+# An installed module: a dotted name, plain values read on demand.
+assert os_path.join("a", "b", "c") == "a/b/c"
+assert os_path.sep == "/"
+print("python stub ok")
+"#;
+
+fn python_stub_works(recv: &Path, port: u16) {
+    let out = Command::new("python3")
+        .args(["-c", PYTHON_CHECKS])
+        .current_dir(recv)
+        .env("STUBNET_APP_PORT", port.to_string())
+        .output()
+        .expect("python3 runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("python stub ok"),
+        "python stub failed:\n{stdout}\n{stderr}\n{}",
+        std::fs::read_to_string(recv.join("z.py")).unwrap()
+    );
+}
+
+/// The app that uses the Rust stub: every call's result on a line of its own.
+const RUST_APP: &str = r#"mod os_path;
+mod z;
+
+use std::collections::HashMap;
+
+use common::app::{CallError, Client};
+use serde_json::{json, Map};
+
+fn main() {
+    let port = std::env::args().nth(1).expect("app port");
+    let c = Client::connect(&format!("127.0.0.1:{port}")).expect("connect");
+    let sum: i64 = z::add_prams(&c, 1, 2).unwrap();
+    println!("add_prams {sum}");
+    match z::div_prams(&c, json!(1), json!(0)) {
+        Err(CallError::Exception { exc_type, .. }) => println!("div_prams {exc_type}"),
+        other => println!("div_prams {other:?}"),
+    }
+    let hi: String = z::greet(&c, "bob".into(), None, Some("?".into())).unwrap();
+    println!("greet {hi}");
+    let stats: HashMap<String, f64> = z::stats(&c, vec![1.0, 2.0, 3.0]).unwrap();
+    println!("stats {}", stats["mean"]);
+    let mut extra = Map::new();
+    extra.insert("x".into(), json!("y"));
+    let packed = z::pack(&c, json!(1), None, vec![], Some(2.0), Some("l".into()), extra).unwrap();
+    println!("pack {}", serde_json::Value::Object(packed));
+    let gap = z::pack(&c, json!(1), None, vec![json!(3)], None, None, Map::new());
+    println!("pack_gap {}", matches!(gap, Err(CallError::BadArguments(_))));
+    println!("clamp {}", z::clamp(&c, 50, None, Some(0)).unwrap());
+    let table = HashMap::from([("k".to_string(), 7)]);
+    println!("lookup {:?}", z::lookup(&c, "k".into(), table).unwrap());
+    let reserved = z::r#type(&c, "m".into(), None, Some(true), Some(json!(5))).unwrap();
+    println!("type {}", serde_json::Value::Array(reserved));
+    let unit: () = z::nothing(&c).unwrap();
+    println!("nothing {unit:?}");
+    println!("half {}", matches!(z::half(&c, 3), Err(CallError::BadResult(_))));
+    let joined = os_path::join(&c, json!("a"), vec![json!("b")]).unwrap();
+    println!("os_path {joined} {}", os_path::sep(&c).unwrap());
+}
+"#;
+
+const RUST_EXPECTED: &[&str] = &[
+    "add_prams 3",
+    "div_prams ZeroDivisionError",
+    "greet hello, bob?",
+    "stats 2",
+    r#"pack {"extra":{"x":"y"},"first":1,"label":"l","rest":[],"scale":2.0,"second":2}"#,
+    "pack_gap true",
+    "clamp 10",
+    "lookup Some(7)",
+    r#"type ["m",null,true,5]"#,
+    "nothing ()",
+    "half true",
+    r#"os_path "a/b" "/""#,
+];
+
+/// Builds a cargo project around the generated `z.rs` and runs it: one compile per test run.
+fn rust_stub_works(recv: &Path, port: u16) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let app = recv.parent().unwrap().join("app");
+    std::fs::create_dir_all(app.join("src")).unwrap();
+    let manifest = format!(
+        "[package]\nname = \"stub_app\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\ncommon = {{ path = {:?} }}\nserde_json = \"1\"\n\n[workspace]\n",
+        repo.join("common")
+    );
+    std::fs::write(app.join("Cargo.toml"), manifest).unwrap();
+    // The workspace's versions, already downloaded: no network, and compiled deps are reused.
+    std::fs::copy(repo.join("Cargo.lock"), app.join("Cargo.lock")).unwrap();
+    for stub in ["z.rs", "os_path.rs"] {
+        std::fs::copy(recv.join(stub), app.join("src").join(stub)).unwrap();
+    }
+    std::fs::write(app.join("src/main.rs"), RUST_APP).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["run", "--offline", "--manifest-path"])
+        .arg(app.join("Cargo.toml"))
+        .arg("--")
+        .arg(port.to_string())
+        .env("CARGO_TARGET_DIR", target_dir().join("stubs-test"))
+        .output()
+        .expect("cargo runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let z_rs = std::fs::read_to_string(recv.join("z.rs")).unwrap();
+    assert!(
+        out.status.success(),
+        "rust stub app failed:\n{stderr}\n{stdout}\n{z_rs}"
+    );
+    assert!(
+        !stderr.contains("warning"),
+        "the stub compiles warning-free:\n{stderr}\n{z_rs}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, RUST_EXPECTED, "{stderr}\n{z_rs}");
+}
+
+/// The workspace's target directory (`CARGO_TARGET_DIR` or `<repo>/target`): the built
+/// binaries live in its `debug` directory.
+fn target_dir() -> PathBuf {
+    let client = PathBuf::from(env!("CARGO_BIN_EXE_client_stub"));
+    client.parent().unwrap().parent().unwrap().to_path_buf()
+}

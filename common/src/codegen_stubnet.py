@@ -1,0 +1,262 @@
+"""stubnet's helper for generated Python stubs: calls remote functions through the local client stub.
+
+Written by stubnet beside the stubs it generates (one per directory); do not edit. One persistent
+connection to the client stub's app port (127.0.0.1:$STUBNET_APP_PORT, default 8765, or
+connect(port)) carries every call as newline-delimited JSON; replies are matched by id by a
+reader thread, so threads may call at once. A call waits at most $STUBNET_TIMEOUT seconds
+(default 30, or set_timeout(seconds)). A remote exception of a built-in type is raised as that
+type with the remote message (the remote traceback in .remote_traceback, and as a note on 3.11+);
+timeouts raise TimeoutError; any other failure raises RemoteError, whose .kind says what happened.
+"""
+
+import builtins
+import itertools
+import sys
+
+
+def _standard(*names):
+    """Imports standard modules even where stubs of exposed modules with the same names
+    (json.py, socket.py, ...) sit beside this file: its directory is off the path meanwhile."""
+    here = __file__[: max(__file__.rfind("/"), __file__.rfind("\\"), 0)]
+    path = sys.path[:]
+    sys.path[:] = [p for p in path if p.rstrip("/\\") not in ("", ".", here)]
+    try:
+        return [__import__(name) for name in names]
+    finally:
+        sys.path[:] = path
+
+
+ast, json, os, socket, threading = _standard("ast", "json", "os", "socket", "threading")
+
+DEFAULT_PORT = 8765
+DEFAULT_TIMEOUT = 30.0
+MAX_FRAME = 4 * 1024 * 1024  # the stubs' default frame limit: a larger request is refused
+
+
+class RemoteError(Exception):
+    """A call that failed other than by a built-in exception.
+
+    .kind is the protocol's error kind (exception, unknown_module, unknown_function,
+    bad_arguments, owner_gone, not_connected, worker_failed, too_large, ...); for a remote
+    exception of a non-built-in type, .exc_type and .remote_traceback say what it was.
+    """
+
+    def __init__(self, kind, message, exc_type=None, remote_traceback=None):
+        super().__init__(f"{exc_type}: {message}" if exc_type else f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.exc_type = exc_type
+        self.remote_traceback = remote_traceback
+
+
+class Default:
+    """A default only the remote module can compute: shown as written, never sent."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+_lock = threading.Lock()
+_connection = None
+_port = None
+_timeout = None
+
+
+def connect(port=None):
+    """Uses the client stub listening on 127.0.0.1:`port` (default: $STUBNET_APP_PORT, else 8765)."""
+    global _port, _connection
+    with _lock:
+        _port, old, _connection = port, _connection, None
+    if old is not None:
+        old.close()
+    _connected()  # a wrong port fails here, not at the first call
+
+
+def set_timeout(seconds):
+    """Sets how long each call waits (None: $STUBNET_TIMEOUT, else 30 seconds)."""
+    global _timeout
+    _timeout = seconds
+
+
+def call(module, function, /, *args, **kwargs):
+    """Calls `module.function(*args, **kwargs)` on the network and returns its result."""
+    return _call(module, function, list(args), kwargs)
+
+
+def invoke(module, function, positional, varargs, keywords, varkw):
+    """Binds a generated stub's arguments as the remote header binds them, then calls it.
+
+    `positional` lists (name, may_go_by_keyword, value) in header order. A Default value is left
+    out, so the remote applies its own default; the parameters after it then go by keyword.
+    """
+    args, kwargs, skipped = [], {}, None
+    for name, by_keyword, value in positional:
+        if isinstance(value, Default):
+            skipped = skipped or name
+        elif skipped is None:
+            args.append(value)
+        elif by_keyword:
+            kwargs[name] = value
+        else:
+            raise TypeError(_cannot_pass(function, f"'{name}'", skipped))
+    if varargs and skipped is not None:
+        raise TypeError(_cannot_pass(function, "*args", skipped))
+    args.extend(varargs)
+    kwargs.update((k, v) for k, v in keywords.items() if not isinstance(v, Default))
+    kwargs.update(varkw)
+    return _call(module, function, args, kwargs)
+
+
+def _cannot_pass(function, what, skipped):
+    return (
+        f"{function}(): cannot pass {what} by position while '{skipped}' is left to its default,"
+        f" which only the remote module knows: give '{skipped}' a value"
+    )
+
+
+def _call(module, function, args, kwargs):
+    timeout = _timeout
+    if timeout is None:
+        timeout = float(os.environ.get("STUBNET_TIMEOUT", DEFAULT_TIMEOUT))
+    data = {"module": module, "function": function, "args": args, "timeout_ms": int(timeout * 1000)}
+    if kwargs:
+        data["kwargs"] = kwargs
+    result = _connected().request("call", data, timeout, f"{module}.{function}")
+    if "Ok" in result:
+        return result["Ok"]
+    raise _error(result.get("Err") or {}) from None
+
+
+def _connected():
+    """The connection, made (again) if there is none or the stub closed it."""
+    global _connection
+    with _lock:
+        if _connection is None or _connection.closed:
+            port = _port or int(os.environ.get("STUBNET_APP_PORT", DEFAULT_PORT))
+            _connection = _Connection(port)
+        return _connection
+
+
+class _Connection:
+    """One connection to the client stub; requests in flight are matched to replies by id."""
+
+    def __init__(self, port):
+        try:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError as e:
+            raise RemoteError("not_connected", f"no client stub at 127.0.0.1:{port}: {e}") from None
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.ids = itertools.count(1)
+        self.waiting = {}  # id -> [threading.Event, result]
+        self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._read, name="stubnet-replies", daemon=True).start()
+
+    def request(self, cmd, data, timeout, what):
+        """Sends one request and waits for its result ({"Ok": ...} or {"Err": ...})."""
+        id_ = next(self.ids)
+        line = json.dumps({"cmd": cmd, "data": dict(data, id=id_)}, allow_nan=False)
+        line = line.encode() + b"\n"
+        if len(line) > MAX_FRAME:
+            size = len(line)
+            msg = f"{what}: the request is {size} bytes, over the frame limit of {MAX_FRAME} bytes"
+            raise RemoteError("too_large", msg)
+        slot = [threading.Event(), None]
+        with self.lock:
+            if self.closed:
+                return _not_connected()
+            self.waiting[id_] = slot
+        try:
+            with self.send_lock:
+                self.sock.sendall(line)
+        except OSError as e:
+            self.close()
+            return _not_connected(f"lost the client stub: {e}")
+        if not slot[0].wait(timeout):
+            with self.lock:
+                self.waiting.pop(id_, None)
+            raise TimeoutError(f"{what}: no answer within {timeout} s")
+        return slot[1]
+
+    def _read(self):
+        try:
+            with self.sock.makefile("rb") as lines:
+                for line in lines:
+                    self._dispatch(json.loads(line))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._fail_all()
+
+    def _dispatch(self, msg):
+        data = msg.get("data") or {}
+        if msg.get("cmd") == "error":
+            print(f"stubnet: error from the client stub: {data.get('message')}", file=sys.stderr)
+        elif msg.get("cmd") == "reply":
+            with self.lock:
+                slot = self.waiting.pop(data.get("id"), None)
+            if slot is not None:
+                slot[1] = data.get("result") or {}
+                slot[0].set()
+
+    def _fail_all(self):
+        """The stub is gone: every waiting call fails now, the next call reconnects."""
+        with self.lock:
+            self.closed = True
+            waiting, self.waiting = self.waiting, {}
+        for slot in waiting.values():
+            slot[1] = _not_connected()
+            slot[0].set()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._fail_all()
+
+
+def _not_connected(message="the client stub closed the connection"):
+    return {"Err": {"kind": "not_connected", "message": message}}
+
+
+def _error(err):
+    """The exception to raise for a failed call's error."""
+    kind, message = err.get("kind", "protocol"), err.get("message", "")
+    exc_type, tb = err.get("exc_type"), err.get("traceback") or ""
+    if kind == "timeout":
+        return TimeoutError(message)
+    cls = getattr(builtins, exc_type or "", None) if kind == "exception" else None
+    exc = _builtin(cls, message) if isinstance(cls, type) and issubclass(cls, Exception) else None
+    if exc is None:
+        return RemoteError(kind, message, exc_type, tb)
+    exc.remote_traceback = tb
+    if tb and hasattr(exc, "add_note"):
+        exc.add_note("remote " + tb.rstrip())
+    return exc
+
+
+def _builtin(cls, message):
+    """`cls` carrying the remote message, or None if it cannot be made."""
+    if cls is KeyError:
+        try:  # str(KeyError('k')) is "'k'": recover the key so str() reads as it did remotely
+            return KeyError(ast.literal_eval(message))
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return KeyError(message)
+    try:
+        return cls(message)
+    except Exception:
+        pass
+    try:  # UnicodeDecodeError and the like want more than a message: a subclass that shows it
+        shim = type(cls.__name__, (cls,), {"__str__": lambda self: message, "__module__": "builtins"})
+        return shim.__new__(shim, message)
+    except Exception:
+        return None

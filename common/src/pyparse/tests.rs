@@ -1,0 +1,353 @@
+//! Unit tests and the corpus of tricky real-world headers.
+
+use super::*;
+
+fn parse(source: &str) -> ModuleDescriptor {
+    match parse_module("m", source) {
+        Ok(descriptor) => descriptor,
+        Err(e) => panic!("unexpected error {e} for:\n{source}"),
+    }
+}
+
+fn names(source: &str) -> Vec<String> {
+    parse(source)
+        .functions
+        .into_iter()
+        .map(|f| f.name)
+        .collect()
+}
+
+fn error_line(source: &str) -> usize {
+    match parse_module("m", source) {
+        Ok(d) => panic!("expected an error, got {d:?} for:\n{source}"),
+        Err(e) => e.line,
+    }
+}
+
+fn only(source: &str) -> FunctionDesc {
+    let mut functions = parse(source).functions;
+    assert_eq!(functions.len(), 1, "{functions:?}");
+    functions.remove(0)
+}
+
+fn p(name: &str, kind: ParamKind, default: Option<&str>, annotation: Option<&str>) -> Param {
+    Param {
+        name: name.to_string(),
+        kind,
+        default: default.map(str::to_string),
+        annotation: annotation.map(str::to_string),
+    }
+}
+
+#[test]
+fn every_parameter_kind() {
+    let f = only("def f(a, b: int = 1, /, c=2, *args: str, d, e=3, **kw: 'X') -> None: pass\n");
+    use ParamKind::*;
+    assert_eq!(
+        f.params,
+        vec![
+            p("a", PositionalOnly, None, None),
+            p("b", PositionalOnly, Some("1"), Some("int")),
+            p("c", Positional, Some("2"), None),
+            p("args", VarPositional, None, Some("str")),
+            p("d", KeywordOnly, None, None),
+            p("e", KeywordOnly, Some("3"), None),
+            p("kw", VarKeyword, None, Some("'X'")),
+        ]
+    );
+    assert_eq!(f.returns.as_deref(), Some("None"));
+    assert!(!f.is_async);
+    let f = only("def g(*, key): pass");
+    assert_eq!(f.params, vec![p("key", KeywordOnly, None, None)]);
+}
+
+#[test]
+fn defaults_are_source_text() {
+    let src = "def f(a=')', b='#', c=[1, (2, {3: 4})], d=lambda x, y=(1,): (x, y),\n      \
+                   e=(  1  ,), f=- 1, g=\"a\" 'b'): pass\n";
+    let defaults: Vec<_> = only(src).params.into_iter().map(|p| p.default).collect();
+    let want = [
+        "')'",
+        "'#'",
+        "[1, (2, {3: 4})]",
+        "lambda x, y=(1,): (x, y)",
+        "(  1  ,)",
+        "- 1",
+        "\"a\" 'b'",
+    ];
+    assert_eq!(defaults, want.map(|d| Some(d.to_string())));
+}
+
+#[test]
+fn multi_line_signature_with_comments() {
+    let src = "def f(\n    a,  # first ) (\n    # own line\n    b: dict[str, list[int]] = {\n        'k': [1],  # x\n    },\n) -> 'Ret':\n    pass\n";
+    let f = only(src);
+    assert_eq!(f.params[0], p("a", ParamKind::Positional, None, None));
+    assert_eq!(
+        f.params[1].annotation.as_deref(),
+        Some("dict[str, list[int]]")
+    );
+    assert_eq!(
+        f.params[1].default.as_deref(),
+        Some("{\n        'k': [1],  # x\n    }")
+    );
+    assert_eq!(f.returns.as_deref(), Some("'Ret'"));
+}
+
+#[test]
+fn docstring_first_line() {
+    let doc = |body: &str| only(&format!("def f():\n{body}\n")).doc;
+    assert_eq!(
+        doc("    \"\"\"\n\n    Summary.  \n    More.\n    \"\"\""),
+        Some("Summary.".into())
+    );
+    assert_eq!(
+        doc("    '''Single quotes.'''"),
+        Some("Single quotes.".into())
+    );
+    assert_eq!(
+        doc("    r'''Raw \\n kept.'''"),
+        Some("Raw \\n kept.".into())
+    );
+    assert_eq!(doc("    'One\\nTwo'"), Some("One".into()));
+    assert_eq!(doc("    b'bytes'"), None);
+    assert_eq!(doc("    f'fstring'"), None);
+    assert_eq!(doc("    '   '"), None);
+    assert_eq!(doc("    x = 1\n    'late'"), None);
+    assert_eq!(doc("    pass"), None);
+    assert_eq!(only("def f(): 'inline'").doc, Some("inline".into()));
+}
+
+#[test]
+fn async_and_decorated() {
+    let src = "@app.route(\n    '/x',\n    methods=['GET'],\n)\n@other\nasync def f(x): pass\n";
+    let f = only(src);
+    assert!(f.is_async);
+    assert_eq!(f.name, "f");
+}
+
+#[test]
+fn without_markers_public_top_level_functions_are_exported() {
+    let src = "def a(): pass\ndef _b(): pass\nclass C:\n    def m(self): pass\n\
+                   def d():\n    def inner(): pass\nif True:\n    def e(): pass\nasync def g(): pass\n";
+    assert_eq!(names(src), ["a", "d", "g"]);
+}
+
+#[test]
+fn markers_select_functions() {
+    let src = "#%function%\ndef a(): pass\n\ndef b(): pass\n\n  # %function%  \n\n\n@deco\ndef c(): pass\n\
+                   #%function%\n# other comment\ndef d(): pass\n#%function%\nclass K: pass\ndef e(): pass\n\
+                   #%function%\ndef _f(): pass\n@deco\n#%function%\ndef g(): pass\n\
+                   def h(): pass  #%function%\ndef i(): pass\n";
+    assert_eq!(names(src), ["a", "c", "_f"]);
+}
+
+#[test]
+fn marker_text_inside_a_string_is_not_a_marker() {
+    let src = "'''\n#%function%\n'''\ndef a(): pass\ndef _b(): pass\nx = \"\"\"\n  #%function%\n\"\"\"\ndef c(): pass\n";
+    assert_eq!(names(src), ["a", "c"]);
+}
+
+#[test]
+fn last_definition_wins() {
+    let src = "def f(a): pass\ndef g(): pass\ndef f(a, b): pass\n";
+    let d = parse(src);
+    assert_eq!(d.functions.len(), 2);
+    assert_eq!(d.functions[0].name, "g");
+    assert_eq!(d.functions[1].params.len(), 2);
+    // Marking any definition exports the name, with the header Python binds.
+    let src = "#%function%\ndef f(a): pass\ndef f(a, b): pass\n";
+    assert_eq!(only(src).params.len(), 2);
+}
+
+#[test]
+fn unicode_source() {
+    let src = "# ünïcödé ✓\ndef größe(länge: 'Größe' = \"ä😀\", *, 名字=\"默认\") -> \"字典\":\n    \"\"\"Ünïcode 😀 doc.\"\"\"\n";
+    let f = only(src);
+    assert_eq!(f.name, "größe");
+    assert_eq!(
+        f.params[0],
+        p(
+            "länge",
+            ParamKind::Positional,
+            Some("\"ä😀\""),
+            Some("'Größe'")
+        )
+    );
+    assert_eq!(f.params[1].default.as_deref(), Some("\"默认\""));
+    assert_eq!(f.returns.as_deref(), Some("\"字典\""));
+    assert_eq!(f.doc.as_deref(), Some("Ünïcode 😀 doc."));
+}
+
+#[test]
+fn line_endings_and_bom_do_not_matter() {
+    let lf = "#%function%\ndef f(a=[1,\n        2], b='x'):\n    \"\"\"Doc.\n    More.\"\"\"\n\ndef g(): pass\n";
+    let expected = parse(lf);
+    assert_eq!(parse(&lf.replace('\n', "\r\n")), expected);
+    assert_eq!(parse(&lf.replace('\n', "\r")), expected);
+    assert_eq!(parse(&format!("\u{feff}{lf}")), expected);
+    assert_eq!(
+        expected.functions[0].params[0].default.as_deref(),
+        Some("[1,\n        2]")
+    );
+    assert_eq!(error_line("x = 1\r\ny = (\r\n  1 +\r\n)\r\n"), 4);
+    assert_eq!(error_line("x = 1\ry = )\r"), 2);
+}
+
+#[test]
+fn indentation_of_blank_and_comment_lines_is_ignored() {
+    // Python ignores it; the lexer alone would reject a tab after spaces.
+    for filler in [" \t\t", " \t\t# c", "    \t# c", "  \x0c  # c"] {
+        let src = format!("def f():\n    if x:\n        pass\n{filler}\n    return 1\n");
+        assert_eq!(names(&src), ["f"], "{src:?}");
+    }
+    // Inside a string such a line is content, and the default keeps it.
+    let f = only("def f(a='''x\n \t\n'''): pass\n");
+    assert_eq!(f.params[0].default.as_deref(), Some("'''x\n \t\n'''"));
+}
+
+#[test]
+fn empty_and_comment_only_files() {
+    assert_eq!(parse("").functions, vec![]);
+    assert_eq!(parse("# just a comment\n\n").functions, vec![]);
+    assert_eq!(parse("#%function%\n").functions, vec![]);
+}
+
+#[test]
+fn syntax_errors_report_their_line() {
+    assert_eq!(error_line("x = 1\n\ndef f(x y):\n    pass\n"), 3);
+    assert_eq!(error_line("def f():\n    x = 1\n      y = 2\n"), 3);
+    assert_eq!(error_line("import os\nprint 'x'\n"), 2);
+    assert_eq!(error_line("def f(a=1, b): pass\n"), 1);
+    assert_eq!(error_line("def f(a, a): pass\n"), 1);
+    assert_eq!(error_line("x = 1\nif x:\npass\n"), 3);
+    // A syntax error anywhere, even far from any function, fails the whole module.
+    assert_eq!(
+        error_line("def ok(): pass\n\nclass A:\n    def m(self):\n        return 1 +\n"),
+        5
+    );
+    let e = parse_module("m", "x = = 1\n").unwrap_err();
+    assert!(e.to_string().starts_with("line 1: "), "{e}");
+}
+
+#[test]
+fn unterminated_strings_and_brackets_blame_their_start() {
+    assert_eq!(error_line("x = 1\ns = 'abc\ny = 2\n"), 2);
+    assert_eq!(error_line("x = 1\ns = \"\"\"abc\n\ndef f(): pass\n"), 2);
+    assert_eq!(error_line("x = (1,  # c\n  rb'abc\n"), 2);
+    assert_eq!(error_line("x = 1\nfoo(1,\n  2\n\ndef g(): pass\n"), 2);
+    assert_eq!(error_line("x = [1,\n  (2,\ny = 3\n"), 2);
+    assert_eq!(error_line("x = {1: [2, (3,\n 4]}\n"), 2);
+    let e = parse_module("m", "x = (\n").unwrap_err();
+    assert_eq!(e.message, "'(' was never closed");
+}
+
+#[test]
+fn grammar_rules_the_parser_leaves_out() {
+    for (source, line) in [
+        ("x = 0\nf() = 1\n", 2),
+        ("1 = x\n", 1),
+        ("True = 1\n", 1),
+        ("(a, b) += 1\n", 1),
+        ("del f()\n", 1),
+        ("for f() in x: pass\n", 1),
+        ("with a as f(): pass\n", 1),
+        ("x = [y for f() in z]\n", 1),
+        ("def g():\n    a, (b, 1) = c\n", 2),
+        ("def f(a, *, **kw): pass\n", 1),
+        ("x = lambda *, **k: 1\n", 1),
+        ("f(x for x in y, 1)\n", 1),
+        ("class A(x for x in y): pass\n", 1),
+        // Everywhere statements and expressions nest.
+        ("try:\n    pass\nexcept E:\n    f() = 1\n", 4),
+        ("try:\n    pass\nfinally:\n    del 1\n", 4),
+        ("match x:\n    case 1:\n        [y for 1 in z]\n", 3),
+        ("while x:\n    pass\nelse:\n    g() += 1\n", 4),
+        ("@d(f(x for x in y, 1))\ndef g(): pass\n", 1),
+        ("def g(a=lambda: [1 for f() in x]): pass\n", 1),
+        ("x = f'{[1 for f() in y]}'\n", 1),
+        ("class A(metaclass=f(x for x in y, 1)): pass\n", 1),
+        ("async def g():\n    async with a as f(): pass\n", 2),
+        ("def g() -> {k: v for k, 1 in x}: pass\n", 1),
+    ] {
+        assert_eq!(error_line(source), line, "{source}");
+    }
+    let valid = "a, *b = c\n(a.b, c[0]) = d\n[x, [y, *z]] = w\nx: int = 1\n(y): int\n\
+                     del a, (b, [c.d]), e[0]\nfor a, (b, *c) in d: pass\nwith a as (b, c): pass\n\
+                     f(x for x in y)\nf((x for x in y), 1)\nf((x)for x in y)\nclass B((x for x in y)): pass\n\
+                     def g(a, *, b, **kw): pass\n";
+    assert_eq!(names(valid), ["g"]);
+}
+
+#[test]
+fn deep_expressions_do_not_overflow_the_stack() {
+    // Python itself accepts expressions nested a few thousand levels deep.
+    let sum = vec!["1"; 3000].join("+");
+    let f = only(&format!(
+        "x = {}1\ndef f(a={sum}): pass\n",
+        "-".repeat(3000)
+    ));
+    assert_eq!(f.params[0].default.as_deref(), Some(sum.as_str()));
+}
+
+/// Each `tests/corpus/NAME.py` has `NAME.expected.json` (the descriptor of module `NAME`)
+/// or `NAME.expected_error` (the error's line number). The expectations were checked
+/// against CPython's `ast` and `inspect.signature`.
+#[test]
+fn corpus() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus"));
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("corpus directory")
+        .map(|entry| entry.expect("corpus entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "py"))
+        .collect();
+    entries.sort();
+    assert!(
+        entries.len() >= 10,
+        "corpus has only {} files",
+        entries.len()
+    );
+    let mut failures = Vec::new();
+    for path in &entries {
+        if let Err(failure) = check_corpus_file(path) {
+            failures.push(format!("{}: {failure}", path.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn check_corpus_file(path: &std::path::Path) -> Result<(), String> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("bad name")?;
+    let source = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    if name.contains("crlf") && !source.contains("\r\n") {
+        return Err("lost its CRLF line endings (check .gitattributes)".into());
+    }
+    let got = parse_module(name, &source);
+    let json = path.with_file_name(format!("{name}.expected.json"));
+    let error = path.with_file_name(format!("{name}.expected_error"));
+    if let Ok(text) = std::fs::read_to_string(&json) {
+        let want: ModuleDescriptor = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        match got {
+            Ok(got) if got == want => Ok(()),
+            Ok(got) => Err(format!(
+                "got\n{}",
+                serde_json::to_string_pretty(&got).unwrap_or_default()
+            )),
+            Err(e) => Err(format!("unexpected error {e}")),
+        }
+    } else if let Ok(text) = std::fs::read_to_string(&error) {
+        let want: usize = text.trim().parse().map_err(|_| "bad expected_error")?;
+        match got {
+            Err(e) if e.line == want => Ok(()),
+            Err(e) => Err(format!("expected an error on line {want}, got {e}")),
+            Ok(_) => Err(format!(
+                "expected an error on line {want}, got a descriptor"
+            )),
+        }
+    } else {
+        Err("no expected.json or expected_error".into())
+    }
+}
