@@ -278,8 +278,9 @@ impl Stub {
         let current = cached
             .filter(|bytes| common::store::md5_hex(bytes) == md5)
             .and_then(|bytes| serde_json::from_slice::<ModuleDescriptor>(&bytes).ok());
-        let msg = match current {
-            Some(_) => {
+        let msg = match &current {
+            Some(desc) => {
+                write_stubs(&self.store, desc, &md5);
                 say!("{module} from {owner}: cached copy is current (md5 {md5}), nothing to fetch");
                 ToServer::Have {
                     module: module.clone(),
@@ -327,6 +328,7 @@ impl Stub {
         if let Err(e) = self.store.write(&module, &bytes) {
             return say!("error: cannot store {module}: {e}");
         }
+        write_stubs(&self.store, &desc, &known.md5);
         say!(
             "received {module} from {}: {} bytes in {pieces} chunk(s), {} function(s)",
             known.owner,
@@ -344,6 +346,7 @@ impl Stub {
             if let Err(e) = self.store.remove(module) {
                 say!("error: cannot remove the cached copy of {module}: {e}");
             }
+            remove_stubs(&self.store, module);
             say!("module {module} is gone: {reason}");
         }
         self.refresh_names();
@@ -448,5 +451,23 @@ impl Stub {
         profile.register = self.owned.values().map(|o| o.parsed.path.clone()).collect();
         common::config::save(&path, &profile)?;
         Ok(path)
+    }
+}
+
+/// Writes the generated client stubs beside a module's descriptor; a failure is said, never fatal.
+fn write_stubs(store: &Store, desc: &ModuleDescriptor, md5: &str) {
+    for (name, text) in common::codegen::stub_files(desc, md5) {
+        if let Err(e) = store.write_file(&name, text.as_bytes()) {
+            say!("error: cannot write the generated stub {name}: {e}");
+        }
+    }
+}
+
+/// Removes a gone module's generated stubs (the shared Python helper stays).
+fn remove_stubs(store: &Store, module: &str) {
+    for name in common::codegen::stub_file_names(module) {
+        if let Err(e) = store.remove_file(&name) {
+            say!("error: cannot remove the generated stub {name}: {e}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod chunk;
+pub mod codegen;
 pub mod config;
 pub mod conn;
 #[cfg(feature = "console")]

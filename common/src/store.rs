@@ -75,20 +75,50 @@ impl Store {
 
     /// Replaces `module`'s file with `bytes` atomically: readers see the old file or the new one.
     pub fn write(&self, module: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.path(module)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
+        self.replace(&self.path(module)?, bytes)
     }
 
     /// Removes `module`'s file if present.
     pub fn remove(&self, module: &str) -> Result<()> {
-        match std::fs::remove_file(self.path(module)?) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+        remove_if_present(&self.path(module)?)
+    }
+
+    /// Replaces the file `name` beside the descriptors (a generated stub) atomically. `name` is
+    /// a plain file name, never a path.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.replace(&self.file_path(name)?, bytes)
+    }
+
+    /// Removes the file `name` beside the descriptors if present.
+    pub fn remove_file(&self, name: &str) -> Result<()> {
+        remove_if_present(&self.file_path(name)?)
+    }
+
+    /// The path of the plain file `name` (no separator, not hidden): inside the directory.
+    fn file_path(&self, name: &str) -> Result<PathBuf> {
+        let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
+        match plain {
+            true => Ok(self.dir.join(name)),
+            false => Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{name}' is not a plain file name"),
+            ))),
         }
+    }
+
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -130,6 +160,13 @@ mod tests {
         store.remove("z").unwrap();
         store.remove("z").unwrap();
         assert!(store.write("../z", b"x").is_err());
+        store.write_file("z.py", b"stub").unwrap();
+        assert_eq!(std::fs::read(store.dir().join("z.py")).unwrap(), b"stub");
+        store.remove_file("z.py").unwrap();
+        store.remove_file("z.py").unwrap();
+        for bad in ["", "../z.py", "a/b", "a\\b", ".hidden"] {
+            assert!(store.write_file(bad, b"x").is_err(), "{bad}");
+        }
         let names: Vec<_> = std::fs::read_dir(store.dir()).unwrap().collect();
         assert!(names.is_empty(), "no temp file left behind");
     }
