@@ -1,0 +1,344 @@
+//! The generators' unit tests.
+
+use super::python::*;
+use super::rust::*;
+use super::*;
+
+fn ty(annotation: &str) -> String {
+    rust_type(Some(annotation))
+}
+
+#[test]
+fn scalars_and_unknowns() {
+    assert_eq!(rust_type(None), "serde_json::Value");
+    for (a, want) in [
+        ("int", "i64"),
+        ("float", "f64"),
+        ("str", "String"),
+        ("bool", "bool"),
+        ("None", "()"),
+        ("bytes", VALUE),
+        ("tuple", VALUE),
+        ("Any", VALUE),
+        ("typing.Any", VALUE),
+        ("np.ndarray", VALUE),
+        ("Callable[[int], str]", VALUE),
+        ("int[str]", VALUE),
+        ("int | str", VALUE),
+        ("lambda: 1", VALUE),
+        ("", VALUE),
+        ("'int'", "i64"),
+        ("\"str\"", "String"),
+        ("builtins.int", "i64"),
+    ] {
+        assert_eq!(ty(a), want, "{a}");
+    }
+}
+
+#[test]
+fn containers_map_recursively() {
+    let value_map = "serde_json::Map<String, serde_json::Value>";
+    for (a, want) in [
+        ("list", "Vec<serde_json::Value>".to_owned()),
+        ("List", "Vec<serde_json::Value>".to_owned()),
+        ("list[int]", "Vec<i64>".to_owned()),
+        ("typing.List[ 'float' ]", "Vec<f64>".to_owned()),
+        ("list[list[str]]", "Vec<Vec<String>>".to_owned()),
+        ("dict", value_map.to_owned()),
+        ("Dict", value_map.to_owned()),
+        (
+            "dict[str, list[int]]",
+            "std::collections::HashMap<String, Vec<i64>>".to_owned(),
+        ),
+        (
+            "Dict[str, Any]",
+            format!("std::collections::HashMap<String, {VALUE}>"),
+        ),
+        ("dict[int, str]", VALUE.to_owned()),
+        ("list[bytes]", format!("Vec<{VALUE}>")),
+    ] {
+        assert_eq!(ty(a), want, "{a}");
+    }
+}
+
+#[test]
+fn optionals() {
+    for (a, want) in [
+        ("Optional[int]", "Option<i64>"),
+        ("typing.Optional[str]", "Option<String>"),
+        ("int | None", "Option<i64>"),
+        ("None | list[bool]", "Option<Vec<bool>>"),
+        ("Union[float, None]", "Option<f64>"),
+        ("Union[int]", "i64"),
+        ("Optional[Optional[int]]", "Option<i64>"),
+        ("Optional[int] | None", "Option<i64>"),
+        ("Union[int, str, None]", "serde_json::Value"),
+    ] {
+        assert_eq!(ty(a), want, "{a}");
+    }
+}
+
+#[test]
+fn hostile_annotations_stay_cheap() {
+    let deep = format!("{}int{}", "list[".repeat(10_000), "]".repeat(10_000));
+    assert_eq!(ty(&deep), VALUE);
+    let quoted = format!("{}int{}", "'".repeat(5_000), "'".repeat(5_000));
+    assert_eq!(ty(&quoted), VALUE);
+    assert_eq!(ty("'unterminated"), VALUE);
+}
+
+fn param(name: &str, kind: ParamKind, default: Option<&str>, ann: Option<&str>) -> Param {
+    Param {
+        name: name.into(),
+        kind,
+        default: default.map(Into::into),
+        annotation: ann.map(Into::into),
+    }
+}
+
+fn module(functions: Vec<FunctionDesc>) -> ModuleDescriptor {
+    ModuleDescriptor {
+        module: "z".into(),
+        functions,
+        attributes: Vec::new(),
+    }
+}
+
+fn function(name: &str, params: Vec<Param>, returns: Option<&str>) -> FunctionDesc {
+    FunctionDesc {
+        name: name.into(),
+        params,
+        returns: returns.map(Into::into),
+        doc: Some("Does it.\nMore.".into()),
+        is_async: false,
+    }
+}
+
+#[test]
+fn rust_functions_are_typed_with_defaults_optional() {
+    use ParamKind::*;
+    let f = function(
+        "greet",
+        vec![
+            param("name", Positional, None, Some("str")),
+            param("times", Positional, Some("1"), Some("int")),
+            param("rest", VarPositional, None, None),
+            param("loud", KeywordOnly, Some("False"), Some("bool")),
+            param("extra", VarKeyword, None, None),
+        ],
+        Some("str"),
+    );
+    let code = rust_stub(&module(vec![f]), "abc");
+    assert!(code.starts_with("//! Client stub for the stubnet module `z` (md5 abc)."));
+    assert!(
+        code.contains("/// Does it.\n///\n/// Remote: `z.greet(name: str, "),
+        "{code}"
+    );
+    assert!(!code.contains("More."));
+    let decl = "pub fn greet(\n    client: &Client,\n    name: String,\n    times: Option<i64>,\n    \
+                    rest: Vec<serde_json::Value>,\n    loud: Option<bool>,\n    \
+                    extra: serde_json::Map<String, serde_json::Value>,\n) -> Result<String, CallError> {";
+    assert!(code.contains(decl), "{code}");
+    for bind in [
+        ".positional(\"name\", true, Some(serde_json::to_value(name)))?",
+        ".positional(\"times\", true, times.map(serde_json::to_value))?",
+        ".rest(rest)?",
+        ".keyword(\"loud\", loud.map(serde_json::to_value))?",
+        ".rest_keywords(extra)?",
+        "client.call_with(\"z\", \"greet\", args, kwargs, None)?",
+    ] {
+        assert!(code.contains(bind), "{bind} in {code}");
+    }
+}
+
+#[test]
+fn rust_keywords_and_reserved_names() {
+    use ParamKind::*;
+    let f = |name: &str, params: Vec<Param>| function(name, params, None);
+    let p = |name: &str| param(name, Positional, None, None);
+    let desc = module(vec![
+        f(
+            "type",
+            vec![p("match"), p("self"), p("client"), p("_"), p("gen")],
+        ),
+        f("self", vec![p("Some"), p("args"), p("value")]),
+        f("self_", vec![]),
+        f("getValue", vec![p("x")]),
+        f("not an identifier", vec![]),
+    ]);
+    let code = rust_stub(&desc, "m");
+    for want in [
+            "pub fn r#type(\n    client_: &Client,\n    r#match: serde_json::Value,\n    \
+             self_: serde_json::Value,\n    client: serde_json::Value,\n    __: serde_json::Value,\n    \
+             r#gen: serde_json::Value,\n)",
+            "client_.call_with(\"z\", \"type\"",
+            ".positional(\"self\", true, Some(serde_json::to_value(self_)))?",
+            ".positional(\"_\", true, Some(serde_json::to_value(__)))?",
+            "pub fn self_(\n    client: &Client,\n    Some_: serde_json::Value,\n    args: serde_json::Value,",
+            "pub fn self__(client: &Client)",
+            "#[allow(non_snake_case)]\npub fn getValue(",
+            "// \"not an identifier\": not a Rust identifier, left out",
+        ] {
+            assert!(code.contains(want), "{want} in {code}");
+        }
+    assert_eq!(
+        code.matches("#[allow(non_snake_case)]").count(),
+        2,
+        "{code}"
+    );
+    // Rust's own rule: `__` and capitals are not snake case, leading `_` is.
+    assert!(is_snake_case("_x") && is_snake_case("r#type") && is_snake_case("__"));
+    assert!(!is_snake_case("a__b") && !is_snake_case("Some_"));
+}
+
+#[test]
+fn args_bind_like_python() {
+    let v = |x: i64| Some(serde_json::to_value(x));
+    let (args, kwargs) = Args::new("f")
+        .positional("a", false, v(1))
+        .and_then(|a| a.positional("b", true, None))
+        .and_then(|a| a.positional("c", true, v(3)))
+        .and_then(|a| a.keyword("d", v(4)))
+        .and_then(|a| a.keyword("e", None))
+        .and_then(|a| a.rest(vec![]))
+        .and_then(|a| a.rest_keywords(Map::from_iter([("k".into(), Value::from(5))])))
+        .unwrap()
+        .finish();
+    assert_eq!(args, vec![Value::from(1)]);
+    assert_eq!(
+        Value::Object(kwargs),
+        serde_json::json!({"c": 3, "d": 4, "k": 5})
+    );
+    let positional_after_gap = Args::new("f")
+        .positional("a", false, None)
+        .and_then(|a| a.positional("b", false, v(2)));
+    assert!(matches!(positional_after_gap, Err(CallError::BadArguments(m)) if m.contains("'a'")));
+    let rest_after_gap = Args::new("f")
+        .positional("a", true, None)
+        .and_then(|a| a.rest(vec![Value::Null]));
+    assert!(matches!(rest_after_gap, Err(CallError::BadArguments(m)) if m.contains("*args")));
+    let duplicate = Args::new("f")
+        .keyword("d", v(1))
+        .and_then(|a| a.rest_keywords(Map::from_iter([("d".into(), Value::Null)])));
+    assert!(matches!(duplicate, Err(CallError::BadArguments(m)) if m.contains("multiple")));
+}
+
+#[test]
+fn python_headers_defaults_and_names() {
+    use ParamKind::*;
+    let f = function(
+        "f",
+        vec![
+            param("a", PositionalOnly, None, Some("int")),
+            param("b", PositionalOnly, Some("DEFAULT"), None),
+            param("c", Positional, Some("'x'"), Some("str")),
+            param("args", VarPositional, None, None),
+            param("d", KeywordOnly, Some("[1, 2]"), None),
+            param("_stubnet", KeywordOnly, None, None),
+            param("kw", VarKeyword, None, None),
+        ],
+        Some("dict[str, int]"),
+    );
+    let g = function(
+        "g",
+        vec![param("x", KeywordOnly, Some("-1.5e3"), None)],
+        None,
+    );
+    let code = python_stub(&module(vec![f, g, function("class", vec![], None)]), "m5");
+    for want in [
+            "(md5 m5)",
+            "import _stubnet as _stubnet_\n",
+            "__all__ = [\n    \"f\",\n    \"g\",\n]",
+            "def f(a: \"int\", b=_stubnet_.Default(\"DEFAULT\"), /, c: \"str\" = 'x', *args, \
+             d=_stubnet_.Default(\"[1, 2]\"), _stubnet, **kw) -> \"dict[str, int]\":\n    \"\"\"Does it.\"\"\"\n",
+            "return _stubnet_.invoke(\"z\", \"f\", [(\"a\", False, a), (\"b\", False, b), \
+             (\"c\", True, c)], args, {\"d\": d, \"_stubnet\": _stubnet}, kw)",
+            "def g(*, x=-1.5e3):",
+            "# \"class\": not a Python identifier, left out",
+        ] {
+            assert!(code.contains(want), "{want} in {code}");
+        }
+}
+
+#[test]
+fn plain_literals() {
+    for yes in [
+        "1",
+        "-1",
+        "- 1",
+        "0x1f",
+        "1_000",
+        "1.5e-3",
+        ".5",
+        "'a'",
+        "\"a\\\"b\"",
+        "r'\\d'",
+        "None",
+        "True",
+        "'é'",
+    ] {
+        assert!(is_plain_literal(yes), "{yes}");
+    }
+    for no in [
+        "x",
+        "b'a'",
+        "f'{x}'",
+        "'a' 'b'",
+        "'''a'''",
+        "[1]",
+        "1j",
+        "e",
+        "-x",
+        "'a'.upper()",
+        "\"a\" + \"b\"",
+        "DEFAULT",
+        "(1)",
+        "",
+    ] {
+        assert!(!is_plain_literal(no), "{no}");
+    }
+}
+
+#[test]
+fn file_names() {
+    assert_eq!(stub_file_names("z"), ["z.rs", "z.py"]);
+    assert_eq!(stub_file_names("_stubnet"), ["_stubnet.rs"]);
+    assert_eq!(stub_file_names("os.path"), ["os_path.rs", "os_path.py"]);
+    assert_eq!(mod_line("z"), "mod z;");
+    assert_eq!(mod_line("enum"), "mod r#enum;");
+    assert_eq!(mod_line("self"), "#[path = \"self.rs\"] mod self_;");
+    let files = stub_files(&module(vec![]), "m");
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["z.rs", "z.py", "_stubnet.py"]);
+    assert!(
+        !files[0].1.contains("\nuse "),
+        "no unused imports: {}",
+        files[0].1
+    );
+}
+
+#[test]
+fn plain_values_are_read_by_name() {
+    let desc = ModuleDescriptor {
+        module: "os.path".into(),
+        functions: vec![],
+        attributes: vec!["sep".into(), "SEP_X".into()],
+    };
+    let rust = rust_stub(&desc, "m");
+    for want in [
+        "mod os_path;",
+        "use common::app::{CallError, Client};\n\n",
+        "pub fn sep(client: &Client) -> Result<serde_json::Value, CallError> {\n    \
+             client.call_with(\"os.path\", \"sep\", (), serde_json::Map::new(), None)\n}",
+        "#[allow(non_snake_case)]\npub fn SEP_X(",
+    ] {
+        assert!(rust.contains(want), "{want} in {rust}");
+    }
+    assert!(!rust.contains("Args"), "no unused import: {rust}");
+    let python = python_stub(&desc, "m");
+    assert!(
+        python.contains("if name in {\"sep\", \"SEP_X\"}:"),
+        "{python}"
+    );
+    assert!(python.contains("return _stubnet.call(\"os.path\", name)"));
+}
