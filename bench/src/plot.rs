@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::register_font;
@@ -126,11 +127,11 @@ fn throughput(r: &Results) -> Panel {
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+type DrawError<'a> = DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>;
+type Chart<'c, 'a> =
+    ChartContext<'c, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-fn bars<'a>(
-    area: &Area<'a>,
-    panel: &Panel,
-) -> Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>> {
+fn bars<'a>(area: &Area<'a>, panel: &Panel) -> Result<(), DrawError<'a>> {
     let top = panel
         .series
         .iter()
@@ -151,6 +152,25 @@ fn bars<'a>(
         .y_label_formatter(&|v| (panel.format)(*v))
         .label_style((FONT, 15))
         .draw()?;
+    series(&mut chart, panel)?;
+    let category_style = TextStyle::from((FONT, 16)).pos(Pos::new(HPos::Center, VPos::Top));
+    for (c, name) in panel.categories.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(c as f64 + 0.5, 0.0));
+        let (ox, oy) = area.get_base_pixel();
+        let at = (x - ox, y - oy + 8);
+        area.draw(&Text::new(name.clone(), at, category_style.clone()))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+}
+
+/// One bar per series in each category, its value written above it.
+fn series<'a>(chart: &mut Chart<'_, 'a>, panel: &Panel) -> Result<(), DrawError<'a>> {
     let width = 0.8 / panel.series.len() as f64;
     let value_style = TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Center, VPos::Bottom));
     for (j, (name, color, values)) in panel.series.iter().enumerate() {
@@ -169,29 +189,10 @@ fn bars<'a>(
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
         let labels = present().map(|(c, v)| {
-            Text::new(
-                (panel.format)(v),
-                (bar(c) + width * 0.45, v),
-                value_style.clone(),
-            )
+            let at = (bar(c) + width * 0.45, v);
+            Text::new((panel.format)(v), at, value_style.clone())
         });
         chart.draw_series(labels)?;
     }
-    let category_style = TextStyle::from((FONT, 16)).pos(Pos::new(HPos::Center, VPos::Top));
-    for (c, name) in panel.categories.iter().enumerate() {
-        let (x, y) = chart.backend_coord(&(c as f64 + 0.5, 0.0));
-        let (ox, oy) = area.get_base_pixel();
-        area.draw(&Text::new(
-            name.clone(),
-            (x - ox, y - oy + 8),
-            category_style.clone(),
-        ))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
+    Ok(())
 }

@@ -30,12 +30,24 @@ fn header(r: &Results, png: &str) -> String {
          Written by the `bench` crate (`bench/`); do not edit by hand. Rerun with:\n\n\
          ```sh\n{}\n```\n\n\
          **Machine:** {} cores, {}, {} memory, Linux {}; {}, {}. **Date:** {}.\n\n\
-         **Run:** {} round(s), each figure the median over them; {} sequential calls after {} warm-up \
-         calls; throughput windows of {} s; {} apps for the several-apps rows. The machine is \
-         shared and noisy: the ratios, measured in the same run, are what to compare.\n\n\
+         **Run:** {} round(s), each figure its best round (lowest latency, highest throughput: \
+         noise on a shared machine only ever slows a round down); {} sequential calls after {} \
+         warm-up calls; throughput windows of {} s; {} apps for the several-apps rows. The \
+         ratios, measured in the same run, are what to compare.\n\n\
          ![latency and throughput: stubnet, the floor, RPyC]({png})\n\n",
-        s.command, m.cores, m.cpu, m.memory, m.kernel, m.rustc, m.python, m.date, s.rounds,
-        s.calls, s.warmup, s.secs, s.apps
+        s.command,
+        m.cores,
+        m.cpu,
+        m.memory,
+        m.kernel,
+        m.rustc,
+        m.python,
+        m.date,
+        s.rounds,
+        s.calls,
+        s.warmup,
+        s.secs,
+        s.apps
     )
 }
 
@@ -299,7 +311,7 @@ keeping N results outstanding.\n\
 calls completed in a timed window ÷ its length, with N calls in flight on one connection; \
 several apps are separate processes, each with its own connection and N in flight, started on a \
 common clock, their rates summed. Each round measures the floor and stubnet back to back, \
-figure by figure; each figure is the median over the rounds.\n\
+figure by figure (and RPyC after them); each figure is its best round.\n\
 - **Local failure**: `bench_mod.nope(1, 2)` from an app, on a network of its own where the \
 caller reaches the server through a counting proxy: the bytes crossing it show whether any \
 call left the caller's stub.\n\

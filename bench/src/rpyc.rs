@@ -12,7 +12,7 @@ use crate::calls::Plan;
 use crate::network::{port_of, WAIT};
 use crate::procs::Proc;
 use crate::results::{RpycFigures, Sequential};
-use crate::stats::median;
+use crate::stats::{highest, lowest};
 
 const SERVER: &str = include_str!("rpyc_server.py");
 const CLIENT: &str = include_str!("rpyc_client.py");
@@ -161,13 +161,13 @@ pub fn measure(python: &Path, port: u16, plan: &Plan) -> Result<RpycFigures, Str
     })
 }
 
-/// Each figure's median over the rounds.
+/// Each figure's best round, as for stubnet and the floor.
 pub fn combine(rounds: &[RpycFigures]) -> RpycFigures {
-    let med = |f: &dyn Fn(&RpycFigures) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
-    let seq = |pick: &dyn Fn(&RpycFigures) -> &Sequential| Sequential {
-        p50_us: med(&|r| pick(r).p50_us),
-        p99_us: med(&|r| pick(r).p99_us),
-        per_sec: med(&|r| pick(r).per_sec),
+    let pick = |f: &dyn Fn(&RpycFigures) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
+    let seq = |which: &dyn Fn(&RpycFigures) -> &Sequential| Sequential {
+        p50_us: lowest(&pick(&|r| which(r).p50_us)),
+        p99_us: lowest(&pick(&|r| which(r).p99_us)),
+        per_sec: highest(&pick(&|r| which(r).per_sec)),
     };
     let keys: Vec<usize> = rounds
         .first()
@@ -182,7 +182,12 @@ pub fn combine(rounds: &[RpycFigures]) -> RpycFigures {
         cached: seq(&|r| &r.cached),
         async_: keys
             .into_iter()
-            .map(|k| (k, med(&|r| r.async_.get(&k).copied().unwrap_or(0.0))))
+            .map(|k| {
+                (
+                    k,
+                    highest(&pick(&|r| r.async_.get(&k).copied().unwrap_or(0.0))),
+                )
+            })
             .collect(),
     }
 }

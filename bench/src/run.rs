@@ -39,10 +39,10 @@ pub struct Options {
     #[arg(long, default_value_t = 200)]
     pub warmup: u64,
     /// Seconds of each throughput measurement
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 1.0)]
     pub secs: f64,
-    /// Rounds of call measurements; each figure is the median over the rounds
-    #[arg(long, default_value_t = 3)]
+    /// Rounds of call measurements; each figure is its best round
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Apps for the several-apps throughput
     #[arg(long, default_value_t = 4)]

@@ -155,7 +155,9 @@ fn serve(config: Config) -> common::Result<String> {
         let _ = stop_tx.try_send(());
     })
     .map_err(|e| Error::Config(format!("cannot catch Ctrl-C: {e}")))?;
-    smol::block_on(client_stub::run(config, async move {
+    // Every task runs on smol's executor thread, which also polls the sockets: no message
+    // between the stub's tasks crosses a thread.
+    smol::block_on(smol::spawn(client_stub::run(config, async move {
         let _ = stop_rx.recv().await;
-    }))
+    })))
 }

@@ -137,7 +137,9 @@ fn run(flags: Flags) -> common::Result<()> {
              or pass --insecure to accept that"
         )));
     }
-    smol::block_on(async {
+    // Every task runs on smol's executor thread, which also polls the sockets: no message
+    // between the broker and the connections crosses a thread.
+    smol::block_on(smol::spawn(async move {
         let listener = smol::net::TcpListener::bind((address.as_str(), port))
             .await
             .map_err(|e| {
@@ -170,7 +172,7 @@ fn run(flags: Flags) -> common::Result<()> {
         .await?;
         say!("stopped: {reason}");
         Ok(())
-    })
+    }))
 }
 
 /// Whether `address` only ever means this machine.
