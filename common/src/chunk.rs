@@ -36,6 +36,9 @@ pub fn split(module: &str, bytes: &[u8]) -> Vec<Chunk> {
         .collect()
 }
 
+/// Files one peer may be sending at once.
+pub const MAX_PARTIAL: usize = 64;
+
 /// Files being received, per module.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -96,7 +99,13 @@ impl Reassembler {
             return Err(bad(format!("seq {} of {}", chunk.seq, chunk.total)));
         }
         if chunk.seq == 0 {
-            let capacity = chunk.size.min(self.max_size) as usize;
+            if !self.partial.contains_key(&chunk.module) && self.partial.len() >= MAX_PARTIAL {
+                return Err(bad(format!(
+                    "{MAX_PARTIAL} uploads are already in progress from this peer"
+                )));
+            }
+            // What the announced size claims is only reserved as the bytes arrive.
+            let capacity = chunk.size.min(CHUNK_BYTES as u64) as usize;
             self.partial.insert(
                 chunk.module.clone(),
                 Partial {
@@ -184,6 +193,24 @@ mod tests {
             r.push(chunks[0].clone()),
             Err(Error::DigestMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_peer_cannot_open_endless_uploads() {
+        let mut r = Reassembler::new(1 << 30);
+        let big = file(CHUNK_BYTES * 2);
+        for i in 0..MAX_PARTIAL {
+            let first = split(&format!("m{i}"), &big).remove(0);
+            assert_eq!(r.push(first).unwrap(), None);
+        }
+        let one_more = split("extra", &big).remove(0);
+        assert!(r
+            .push(one_more)
+            .unwrap_err()
+            .to_string()
+            .contains("already in progress"));
+        r.forget("m0");
+        assert_eq!(r.push(split("extra", &big).remove(0)).unwrap(), None);
     }
 
     #[test]

@@ -51,7 +51,7 @@ const BARE_STAR: &str = "named arguments must follow bare *";
 /// Stack for parsing each byte of source. The parser keeps its own stack, but rustpython turns
 /// nested assignment targets into stores recursively and drops the syntax tree recursively: one
 /// level per byte at worst. Measured worst cases: ~260 bytes of stack per byte optimised, ~1400
-/// in a debug build (`[[[[a]]]] = 1`); about four times that, for safety.
+/// in a debug build (`[[[[a]]]] = 1`); three to four times that, for safety.
 const STACK_PER_BYTE: usize = if cfg!(debug_assertions) { 4096 } else { 1024 };
 
 /// Parses `source` (the text of a Python file) into the descriptor of module `module`.
