@@ -24,8 +24,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that refuses frames longer than `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
         FrameReader {
-            reader: BufReader::with_capacity(64 * 1024, inner),
-            line: Vec::with_capacity(4096),
+            // Small to start: a server holds one per stub. Longer frames grow `line`.
+            reader: BufReader::with_capacity(8 * 1024, inner),
+            line: Vec::with_capacity(1024),
             max,
         }
     }
@@ -104,7 +105,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(writer: W) -> Self {
         FrameWriter {
             writer,
-            buf: Vec::with_capacity(64 * 1024),
+            // Grows to the largest batch written, and stays there.
+            buf: Vec::with_capacity(1024),
         }
     }
 

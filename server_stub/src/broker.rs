@@ -15,7 +15,7 @@ use common::module::ModuleDescriptor;
 use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
 use common::stats::Stats;
 use common::store::{check_module_name, md5_hex, Store};
-use smol::channel::{Receiver, Sender, TrySendError};
+use smol::channel::{Receiver, Sender};
 use smol::net::{Shutdown, TcpStream};
 
 use crate::registry::{PeerId, Refusal, Registry};
@@ -152,13 +152,15 @@ impl Broker {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        if let Err(TrySendError::Full(_)) = peer.tx.try_send(msg) {
+        if peer.tx.len() >= self.limits.queue_frames {
             let name = self.registry.name(id).unwrap_or("?");
             say!("dropping {name}: it does not read what it is sent");
             // Cutting the socket unblocks its writer and ends its reader, which reports Leave.
             let _ = peer.stream.shutdown(Shutdown::Both);
             self.peers.remove(&id);
+            return;
         }
+        let _ = peer.tx.try_send(msg);
     }
 
     fn broadcast(&mut self, msg: &ToClient, except: Option<PeerId>) {

@@ -73,7 +73,9 @@ pub async fn serve(
         }
     };
 
-    let (tx, rx) = smol::channel::bounded(limits.queue_frames);
+    // Unbounded, with the bound checked by the broker on each send: a bounded channel would
+    // allocate every slot up front, megabytes per peer at the default limit.
+    let (tx, rx) = smol::channel::unbounded();
     let link = Link {
         address,
         tx,
