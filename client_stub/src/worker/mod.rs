@@ -322,19 +322,68 @@ impl Supervisor {
                 let _ = (&mut conn.exited).await;
                 None
             };
-            let Some(mut job) = exited.or(next_job).await else {
+            let Some(first) = exited.or(next_job).await else {
                 return Stopped::Broken(Broken::Exited, None);
             };
-            if job.answer.is_closed() {
-                continue; // its caller gave up while it was queued
+            // Every call already queued goes to the worker in one write; it still runs them one
+            // at a time, in order, reading ahead from its pipe.
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
-            match conn.call(&mut job).await {
-                Ok(answer) => drop(job.answer.try_send(answer)),
-                Err(why) => return Stopped::Broken(why, Some(job)),
+            let mut sent = Vec::with_capacity(batch.len());
+            for mut job in batch {
+                if job.answer.is_closed() {
+                    continue; // its caller gave up while it was queued
+                }
+                match conn.queue(&mut job) {
+                    Ok(id) => sent.push((id, job)),
+                    Err(answer) => drop(job.answer.try_send(answer)),
+                }
+            }
+            if let Err(stopped) = self.run_batch(conn, sent).await {
+                return stopped;
             }
         }
     }
+
+    /// Writes the queued requests, then hands each answer, in order, to its call.
+    async fn run_batch(&self, conn: &mut Conn, sent: Vec<(u64, Job)>) -> Result<(), Stopped> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let written = conn.flush_out().await;
+        let mut jobs = sent.into_iter();
+        let mut outcome = written;
+        while let Some((id, job)) = jobs.next() {
+            let answer = match outcome {
+                Ok(()) => conn.answer(id).await,
+                Err(why) => Err(why),
+            };
+            match answer {
+                Ok(answer) => drop(job.answer.try_send(answer)),
+                Err(why) => {
+                    for (_, rest) in jobs {
+                        let message = format!(
+                            "worker for module '{}' failed during a batch",
+                            self.spec.module
+                        );
+                        let _ = rest.answer.try_send(Err(failed(message)));
+                    }
+                    return Err(Stopped::Broken(why, Some(job)));
+                }
+            }
+            outcome = Ok(());
+        }
+        Ok(())
+    }
 }
+
+/// Most calls written to a worker at once.
+const MAX_BATCH: usize = 256;
 
 impl Broken {
     fn describe(&self, status: &str) -> String {
@@ -444,8 +493,8 @@ impl Conn {
         }
     }
 
-    /// Sends one job and reads its answer; `Err` when the worker is no longer usable.
-    async fn call(&mut self, job: &mut Job) -> Result<Answer, Broken> {
+    /// Appends one job's request to the pending output; `Err` answers a job that cannot be sent.
+    fn queue(&mut self, job: &mut Job) -> Result<u64, Answer> {
         self.next_id += 1;
         let id = self.next_id;
         let request = Value::Object(Map::from_iter([
@@ -460,17 +509,29 @@ impl Conn {
                 Value::Object(std::mem::take(&mut job.kwargs)),
             ),
         ]));
-        self.out.clear();
+        let start = self.out.len();
         if let Err(e) = serde_json::to_writer(&mut self.out, &request) {
+            self.out.truncate(start);
             let message = format!("arguments are not JSON: {e}");
-            return Ok(Err(RemoteError::new(ErrorKind::BadArguments, message)));
+            return Err(Err(RemoteError::new(ErrorKind::BadArguments, message)));
         }
         self.out.push(b'\n');
+        Ok(id)
+    }
+
+    /// Writes the pending output.
+    async fn flush_out(&mut self) -> Result<(), Broken> {
         let written = async {
             self.stdin.write_all(&self.out).await?;
             self.stdin.flush().await
         };
-        written.await.map_err(|_| Broken::Exited)?;
+        let result = written.await.map_err(|_| Broken::Exited);
+        self.out.clear();
+        result
+    }
+
+    /// Reads the answer to request `id`.
+    async fn answer(&mut self, id: u64) -> Result<Answer, Broken> {
         self.read_line().await?;
         parse_answer(&self.line, id).map_err(Broken::Invalid)
     }
