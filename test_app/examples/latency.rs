@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use common::app::Client;
+use common::app::{AsyncClient, Client};
 
 fn main() {
     let addr = std::env::args()
@@ -13,14 +13,23 @@ fn main() {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let client = Client::connect(&addr).expect("connect");
-    for i in 0..200 {
-        client.call("m", "add", (i, 1)).expect("warm-up call");
-    }
+    // STUBNET_ASYNC=1: the async client, driven from this thread.
+    let call: Box<dyn Fn(usize)> = if std::env::var_os("STUBNET_ASYNC").is_some() {
+        let client = smol::block_on(AsyncClient::connect(&addr)).expect("connect");
+        Box::new(move |i| {
+            smol::block_on(client.call("m", "add", (i, 1))).expect("call");
+        })
+    } else {
+        let client = Client::connect(&addr).expect("connect");
+        Box::new(move |i| {
+            client.call("m", "add", (i, 1)).expect("call");
+        })
+    };
+    (0..200).for_each(&call);
     let mut took: Vec<f64> = (0..n)
         .map(|i| {
             let start = Instant::now();
-            client.call("m", "add", (i, 1)).expect("call");
+            call(i);
             start.elapsed().as_secs_f64() * 1e6
         })
         .collect();
