@@ -113,18 +113,8 @@ fn a_stub_restarted_on_its_directory_reclaims_its_name_from_its_ghost() {
     a.kill();
     // Somebody else still cannot take the name.
     let p = port.to_string();
-    let args = [
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &p,
-        "-n",
-        "a",
-        "-q",
-        "0",
-        "-d",
-        "elsewhere",
-    ];
+    let args = stub_args(&p, "a", "elsewhere");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut other = Proc::start("other", &exe("client_stub"), &args, dir);
     assert!(!other.wait_exit().success());
     other.wait_for("already in use");

@@ -143,18 +143,8 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
     let (_server, port) = server(dir, &[]);
     let _a = stub(dir, port, "a", &[]);
     let p = port.to_string();
-    let args = [
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &p,
-        "-n",
-        "a",
-        "-q",
-        "0",
-        "-d",
-        "a2",
-    ];
+    let args = stub_args(&p, "a", "a2");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut clash = Proc::start("clash", &exe("client_stub"), &args, dir);
     assert!(!clash.wait_exit().success());
     clash.wait_for("name 'a' is already in use");

@@ -246,16 +246,7 @@ fn calls_to_unknown_modules_fail_at_once_and_calls_route_to_the_owner() {
     assert_eq!(v["data"]["id"], 7);
     assert_eq!(v["data"]["result"]["Err"]["kind"], "unknown_module", "{v}");
 
-    let desc = br#"{"module":"z","functions":[]}"#;
-    owner.send(chunk(
-        "z",
-        &md5_of(desc),
-        desc.len() as u64,
-        0,
-        1,
-        &base64_encode(desc),
-    ));
-    assert_eq!(owner.recv()["cmd"], "registered");
+    register_z(&mut owner);
     assert_eq!(caller.recv()["cmd"], "offer");
     caller.send(json!({"cmd": "call", "data": {"id": 8, "module": "z", "function": "f", "args": [1], "timeout_ms": 60000}}));
     let forwarded = owner.recv();
@@ -283,6 +274,20 @@ fn calls_to_unknown_modules_fail_at_once_and_calls_route_to_the_owner() {
     }
     kinds.sort();
     assert_eq!(kinds, ["gone", "reply"]);
+}
+
+/// Uploads an empty module `z` in one chunk and checks it was registered.
+fn register_z(p: &mut Peer) {
+    let desc = br#"{"module":"z","functions":[]}"#;
+    p.send(chunk(
+        "z",
+        &md5_of(desc),
+        desc.len() as u64,
+        0,
+        1,
+        &base64_encode(desc),
+    ));
+    assert_eq!(p.recv()["cmd"], "registered");
 }
 
 fn md5_of(bytes: &[u8]) -> String {
@@ -346,16 +351,7 @@ fn limits_on_peers_and_calls_in_flight_answer_with_the_limit() {
         "{v}"
     );
 
-    let desc = br#"{"module":"z","functions":[]}"#;
-    owner.send(chunk(
-        "z",
-        &md5_of(desc),
-        desc.len() as u64,
-        0,
-        1,
-        &base64_encode(desc),
-    ));
-    assert_eq!(owner.recv()["cmd"], "registered");
+    register_z(&mut owner);
     assert_eq!(caller.recv()["cmd"], "offer");
     for id in 1..=3 {
         caller.send(json!({"cmd": "call", "data": {"id": id, "module": "z", "function": "f", "timeout_ms": 60000}}));

@@ -41,6 +41,25 @@ pub fn server(dir: &Path, extra: &[&str]) -> (Proc, u16) {
     (p, port)
 }
 
+/// The flags that join a client stub named `name` to the server at `port`, receiving into
+/// `dir` (relative to the test's directory), with an app port picked freely.
+pub fn stub_args(port: &str, name: &str, dir: &str) -> Vec<String> {
+    [
+        "-a",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-n",
+        name,
+        "-q",
+        "0",
+        "-d",
+        dir,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A client stub named `name` receiving into `dir/<name>`, with an app port picked freely.
 pub fn stub(dir: &Path, port: u16, name: &str, extra: &[&str]) -> Proc {
     let recv = dir.join(name);
