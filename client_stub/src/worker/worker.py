@@ -29,8 +29,9 @@ def take_protocol_pipes():
     Whatever the module prints (even from C code) then goes to stderr, and whatever it reads
     from stdin finds end of file, so neither can corrupt the protocol.
     """
-    proto_in = os.fdopen(os.dup(0), "r", encoding="utf-8")
-    proto_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    # Binary: json reads bytes, and each answer is one os.write with no text layer between.
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -173,8 +174,9 @@ def main():
     proto_in, proto_out = take_protocol_pipes()
 
     def send(text):
-        proto_out.write(text + "\n")
-        proto_out.flush()
+        data = (text + "\n").encode()
+        while data:
+            data = data[os.write(proto_out, data):]
 
     try:
         module = import_module(sys.argv[1])
@@ -184,7 +186,7 @@ def main():
     send(json.dumps({"ready": True}))
 
     # One call at a time, in order: a module holding state never sees two calls at once.
-    for line in proto_in:
+    for line in iter(proto_in.readline, b""):
         request_id = None
         try:
             request = json.loads(line)
