@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use smol::net::TcpStream;
 
 use crate::app::CallError;
@@ -146,9 +146,4 @@ impl Provider {
         })
         .detach();
     }
-}
-
-/// Keyword arguments, for callers that have none.
-pub fn no_kwargs() -> Map<String, Value> {
-    Map::new()
 }

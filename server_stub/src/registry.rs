@@ -164,11 +164,6 @@ impl Registry {
         self.names.get(name).copied()
     }
 
-    /// Every peer's id.
-    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.peers.keys().copied()
-    }
-
     /// Whether `id` may upload `module` with descriptor `md5`: nobody else owns it, or every
     /// owner (this one too) declares it shared and the headers are the same.
     ///
