@@ -2,11 +2,11 @@
 //! modules it registers (their workers), and the local server for apps (loopback listener).
 //! `main.rs` resolves flags and profile into a [`Config`] and calls [`run`].
 //!
-//! Layout: `upstream.rs` (join the server), `stub.rs` (the actor owning all state),
-//! `owned.rs` (module files → descriptors), `worker.rs` (supervised Python workers),
-//! `local.rs` (app connections), `repl.rs` (shell commands).
+//! Layout: `upstream.rs` (join and keep the server link), `stub.rs` (the actor owning all
+//! state), `calls.rs` (app calls, answers, timeouts, stats), `owned.rs` (registering,
+//! reloading and watching modules), `runner.rs` + `worker/` (what runs owned modules: supervised
+//! Python workers or a providing app), `local.rs` (app connections), `repl.rs` (shell commands).
 
-use common::say;
 pub mod calls;
 pub mod local;
 pub mod owned;
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use common::config::{ClientProfile, Limits, LogSettings};
 use common::console::{Console, Names};
+use common::say;
 use common::store::Store;
 use common::tls::Connector;
 use common::{Error, Result};

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use common::config::{ClientProfile, Profile};
 use common::proto::ToServer;
-use common::say;
 
 use common::module::ModuleDescriptor;
 use common::pyparse::parse_module;
+use common::say;
 use common::store::{md5_hex, valid_module_name};
 
 use crate::runner::{AppRunner, Runner};

@@ -1,7 +1,6 @@
 //! The client stub's actor: one task that owns what this stub knows (modules on the network,
 //! modules it owns, apps and their calls in flight) and applies every event to it.
 
-use common::say;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use common::console::Names;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::proto::{render_who, Chunk, Offer, Reply, ToApp, ToClient, ToServer, ToStub};
+use common::say;
 use common::stats::Stats;
 use common::store::Store;
 use common::Result;

@@ -4,7 +4,6 @@
 //! and [`Routes`] and queues answers. It never waits on a socket: each peer's writer task drains
 //! a bounded queue, and a peer whose queue is full is dropped.
 
-use common::say;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use common::chunk::{split, Reassembler};
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
+use common::say;
 use common::stats::Stats;
 use common::store::{check_module_name, md5_hex, Store};
 use smol::channel::{Receiver, Sender};

@@ -5,7 +5,6 @@
 //! Layout: `peer.rs` (one connection: reader + writer), `broker.rs` (the actor owning all state),
 //! `registry.rs` and `routes.rs` (its I/O-free tables), `shell.rs` (console commands).
 
-use common::say;
 pub mod broker;
 pub mod peer;
 pub mod registry;
@@ -15,6 +14,7 @@ pub mod shell;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::say;
 use common::store::Store;
 use common::tls::Acceptor;
 use smol::channel::Receiver;

@@ -1,12 +1,12 @@
 //! `server_stub`: flags and profile resolved into one config, then [`server_stub::run`].
 
-use common::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use common::config::{resolve_in, Profile, ServerProfile};
 use common::console::Console;
+use common::say;
 use common::tls::Acceptor;
 use server_stub::{shell, Config};
 

@@ -1,11 +1,11 @@
 //! One connection: a reader loop that turns frames into broker events, and a writer loop that
 //! drains the peer's queue onto the socket.
 
-use common::say;
 use std::time::Duration;
 
 use common::conn::{drain, FrameReader, FrameWriter};
 use common::proto::{ToClient, ToServer};
+use common::say;
 use common::tls::{plain, Acceptor, Writer};
 use common::Error;
 use smol::channel::{Receiver, Sender};
