@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use common::conn::{drain, FrameReader, FrameWriter};
+use common::conn::{drain, FrameReader, FrameWriter, Silence};
 use common::proto::{Hello, ToClient, ToServer, PROTOCOL_VERSION};
 use common::tls::{plain, Connector, Reader, Writer};
 use common::{say, Error, Result};
@@ -161,16 +161,20 @@ pub async fn keep_connected(mut link: Link, params: Params, events: Sender<Event
 async fn read_server(
     reader: &mut FrameReader<Reader>,
     events: &Sender<Event>,
-    silence: Duration,
+    limit: Duration,
 ) -> Option<String> {
+    let silence = Silence::new(limit);
+    let silent = silence.expired();
+    smol::pin!(silent);
     loop {
         let read = async { reader.read::<ToClient>().await }.or(async {
-            smol::Timer::after(silence).await;
-            Err(Error::Protocol(format!(
-                "nothing heard from the server for {silence:?}"
-            )))
+            (&mut silent).await;
+            let why = format!("nothing heard from the server for {limit:?}");
+            Err(Error::Protocol(why))
         });
-        match read.await {
+        let read = read.await;
+        silence.heard();
+        match read {
             Ok(Some(msg)) => events.send(Event::Server(msg)).await.ok()?,
             Ok(None) => return Some("the server closed the connection".into()),
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {

@@ -5,6 +5,10 @@
 
 use std::pin::Pin;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use serde::{de::DeserializeOwned, Serialize};
 use smol::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -141,6 +145,45 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// The underlying writer (to shut it down).
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.writer
+    }
+}
+
+/// Notices a silent peer without arming a timer per frame: the reader calls [`Silence::heard`]
+/// after each frame (one atomic store); [`Silence::expired`], polled alongside the reads,
+/// wakes a few times per limit to look.
+#[derive(Debug, Clone)]
+pub struct Silence {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+    limit: Duration,
+}
+
+impl Silence {
+    /// A peer is silent after `limit` with nothing heard.
+    pub fn new(limit: Duration) -> Self {
+        Silence {
+            start: Instant::now(),
+            last_ms: Arc::default(),
+            limit,
+        }
+    }
+
+    /// Something was heard now.
+    pub fn heard(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has been heard for the limit. Keep one such future for the
+    /// connection's life (pinned) and race it against each read.
+    pub async fn expired(&self) {
+        loop {
+            smol::Timer::after(self.limit / 4).await;
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if self.start.elapsed().saturating_sub(last) >= self.limit {
+                return;
+            }
+        }
     }
 }
 

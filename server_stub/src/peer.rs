@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::conn::{drain, FrameReader, FrameWriter};
+use common::conn::{drain, FrameReader, FrameWriter, Silence};
 use common::proto::{ToClient, ToServer};
 use common::say;
 use common::tls::{plain, Acceptor, Writer};
@@ -88,13 +88,18 @@ pub async fn serve(
     let writing = smol::spawn(write_loop(rx, writer, stream.clone()));
 
     // A peer that vanished without closing (pulled cable, suspended laptop) falls silent.
-    let silence = Duration::from_millis(limits.heartbeat_ms.saturating_mul(3));
+    let limit = Duration::from_millis(limits.heartbeat_ms.saturating_mul(3));
+    let silence = Silence::new(limit);
+    let silent = silence.expired();
+    smol::pin!(silent);
     loop {
         let read = async { reader.read::<ToServer>().await }.or(async {
-            smol::Timer::after(silence).await;
-            Err(Error::Protocol(format!("nothing heard for {silence:?}")))
+            (&mut silent).await;
+            Err(Error::Protocol(format!("nothing heard for {limit:?}")))
         });
-        let event = match read.await {
+        let read = read.await;
+        silence.heard();
+        let event = match read {
             Ok(Some(msg)) => Event::Frame { id, msg },
             Ok(None) => break,
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => Event::Malformed {
