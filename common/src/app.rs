@@ -444,9 +444,10 @@ impl Client {
                 .get_ref()
                 .set_read_timeout(Some(left))
                 .map_err(gone)?;
-            line.clear();
+            // A read cut short by the timeout leaves its bytes in `line`: the next read, in this
+            // call or the next one, completes the line instead of losing its start.
             match reader.read_until(b'\n', line) {
-                Ok(0) => {
+                Ok(0) if line.is_empty() => {
                     return Err(CallError::NotConnected(
                         "the stub closed the connection".into(),
                     ))
@@ -462,8 +463,15 @@ impl Client {
                 }
                 Err(e) => return Err(gone(e)),
             }
+            if line.last() != Some(&b'\n') {
+                return Err(CallError::NotConnected(
+                    "the stub closed the connection".into(),
+                ));
+            }
             // Answers to earlier calls that timed out, and anything unreadable, are skipped.
-            if let Ok(ToApp::Reply(reply)) = serde_json::from_slice::<ToApp>(line) {
+            let frame = serde_json::from_slice::<ToApp>(line);
+            line.clear();
+            if let Ok(ToApp::Reply(reply)) = frame {
                 if reply.id == id {
                     return reply.result.map_err(CallError::from);
                 }
@@ -515,4 +523,45 @@ fn encode(request: &ToStub, max_frame: usize, what: &str) -> Result<Box<RawValue
 /// A result read as the type asked for.
 fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CallError> {
     serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    #[test]
+    fn a_reply_cut_by_a_timeout_does_not_garble_the_next_call() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stub = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut requests = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            requests.read_line(&mut line).unwrap();
+            s.write_all(br#"{"cmd":"reply","data":{"id":1,"#).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            s.write_all(b"\"result\":{\"Ok\":1}}}\n").unwrap();
+            requests.read_line(&mut line).unwrap();
+            s.write_all(b"{\"cmd\":\"reply\",\"data\":{\"id\":2,\"result\":{\"Ok\":2}}}\n")
+                .unwrap();
+        });
+        let client = Client::connect(&addr).unwrap();
+        let first = client.call_with("m", "f", (), Map::new(), Some(Duration::from_millis(100)));
+        assert!(matches!(first, Err(CallError::Timeout(_))), "{first:?}");
+        assert_eq!(client.call("m", "f", ()).unwrap(), serde_json::json!(2));
+        stub.join().unwrap();
+    }
+
+    #[test]
+    fn arguments_over_the_frame_limit_fail_before_they_are_sent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let client = Client::connect(&addr).unwrap();
+        let big = "x".repeat(DEFAULT_MAX_FRAME);
+        match client.call("m", "f", (big,)) {
+            Err(CallError::TooLarge(m)) => assert!(m.contains("frame limit of 4194304"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
