@@ -321,6 +321,16 @@ async fn run_call(runner: &Runner, call: Call, max_frame: usize) -> Result<Value
         .await?;
     // Room for the reply's envelope around the value.
     let limit = max_frame.saturating_sub(1024);
+    // Only a value that could be that large is walked to count it (a string's JSON is at most
+    // six bytes per byte): a typical number or short string costs nothing extra on this path.
+    let could_exceed = match &result {
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        Value::String(s) => s.len().saturating_mul(6) > limit,
+        Value::Array(_) | Value::Object(_) => true,
+    };
+    if !could_exceed {
+        return Ok(result);
+    }
     match json_size(&result) {
         size if size > limit => Err(RemoteError::new(
             ErrorKind::TooLarge,
