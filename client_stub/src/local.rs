@@ -3,6 +3,7 @@
 
 use common::conn::{drain, FrameReader, FrameWriter};
 use common::proto::{ToApp, ToStub};
+use common::readiness;
 use common::say;
 use common::Error;
 use smol::channel::Sender;
@@ -42,7 +43,7 @@ async fn serve(conn: u64, stream: TcpStream, events: Sender<Event>, max_frame: u
         return;
     }
     let writer = smol::spawn(drain(rx, FrameWriter::new(stream.clone()), |_| false));
-    let mut reader = FrameReader::new(stream.clone(), max_frame);
+    let mut reader = FrameReader::new(readiness::tcp(&stream), max_frame);
     loop {
         match reader.read::<ToStub>().await {
             Ok(Some(msg)) => {

@@ -270,7 +270,7 @@ impl Drop for Forget<'_> {
 
 /// Hands each answer to its waiting call; when the connection ends, every waiting call fails.
 async fn read_answers(stream: TcpStream, waiting: Waiting, requests: Sender<Box<RawValue>>) {
-    let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME);
+    let mut reader = FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME);
     loop {
         match reader.read::<ToApp>().await {
             Ok(Some(ToApp::Reply(reply))) => {

@@ -4,6 +4,7 @@
 //! - [`module`]: descriptors; [`pyparse`]: Python source → descriptor.
 //! - [`chunk`]: descriptor files in md5-checked pieces; [`store`]: descriptor files on disk.
 //! - [`config`]: TOML profiles; [`error`]: local and wire errors.
+//! - [`readiness`]: socket and pipe reads without the one bound to fail.
 
 pub mod app;
 pub mod chunk;
@@ -18,6 +19,7 @@ pub mod module;
 pub mod proto;
 pub mod provider;
 pub mod pyparse;
+pub mod readiness;
 pub mod stats;
 pub mod store;
 #[cfg(feature = "tls")]

@@ -99,7 +99,7 @@ impl Provider {
             .map_err(|e| CallError::NotConnected(format!("no stub at {stub}: {e}")))?;
         let (tx, rx) = smol::channel::unbounded::<ToStub>();
         let _writer = smol::spawn(drain(rx, FrameWriter::new(stream.clone()), |_| false));
-        let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME);
+        let mut reader = FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME);
         let provide = ToStub::Provide {
             id: 0,
             descriptor: self.desc.clone(),

@@ -21,7 +21,7 @@ pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// A plain TCP link's halves.
 pub fn plain(tcp: &TcpStream) -> (Reader, Writer) {
-    (Box::new(tcp.clone()), Box::new(tcp.clone()))
+    (Box::new(crate::readiness::tcp(tcp)), Box::new(tcp.clone()))
 }
 
 fn config_error(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {

@@ -1,8 +1,10 @@
 //! Supervised Python workers: the owner of a module runs it in `python3` processes (see
 //! `worker.py` for the line protocol) that are restarted with backoff when they die.
 
+use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitStatus;
@@ -13,10 +15,13 @@ use serde_json::{Map, Value};
 use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use smol::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
-use smol::{Task, Timer};
+use smol::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
+use smol::{Async, Task, Timer};
+
+use woken::WhenWoken;
 
 use common::error::{ErrorKind, RemoteError};
+use common::readiness::ReadWhenReady;
 
 /// The worker program, run with `python -u -c`: never written to disk.
 /// The worker program, run as `python -u -c SCRIPT ...`.
@@ -408,10 +413,11 @@ async fn forward(module: String, stderr: ChildStderr) {
 struct Conn {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    stdout: BufReader<ReadWhenReady<File>>,
     /// Completes when the process exits: raced with every read so that a worker that died
     /// while something else (a forked child) holds its stdout open still ends the wait.
-    exited: Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>,
+    /// Polled only once the process's pidfd wakes it (each poll is a `wait4`).
+    exited: WhenWoken<Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>>,
     stderr: Option<Task<()>>,
     line: String,
     out: Vec<u8>,
@@ -433,8 +439,10 @@ impl Conn {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io::Error::other("the worker's pipes are missing"));
         };
-        let exited = Box::pin(child.status());
-        let stdout = BufReader::new(stdout);
+        let exited =
+            WhenWoken::new(Box::pin(child.status()) as Pin<Box<dyn Future<Output = _> + Send>>);
+        let stdout = File::from(OwnedFd::try_from(stdout)?);
+        let stdout = BufReader::new(ReadWhenReady::new(Arc::new(Async::new(stdout)?)));
         let (line, out, next_id) = (String::new(), Vec::new(), 0);
         Ok(Conn {
             child,
@@ -612,3 +620,4 @@ fn excerpt(line: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+mod woken;

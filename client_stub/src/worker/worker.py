@@ -173,17 +173,20 @@ def main():
         return
     proto_in, proto_out = take_protocol_pipes()
 
-    def send(text):
-        data = (text + "\n").encode()
+    # Built once: `json.dumps` with options builds an encoder per call.
+    encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+    def send(value):
+        data = (encode(value) + "\n").encode()
         while data:
             data = data[os.write(proto_out, data):]
 
     try:
         module = import_module(sys.argv[1])
     except BaseException as exc:  # a SystemExit at import fails it too
-        send(json.dumps({"ready": False, "error": error_of(exc)}))
+        send({"ready": False, "error": error_of(exc)})
         sys.exit(1)
-    send(json.dumps({"ready": True}))
+    send({"ready": True})
 
     # One call at a time, in order: a module holding state never sees two calls at once.
     for line in iter(proto_in.readline, b""):
@@ -191,9 +194,9 @@ def main():
         try:
             request = json.loads(line)
             request_id = request["id"]
-            send(json.dumps({"id": request_id, "ok": call(module, request)}, allow_nan=False))
+            send({"id": request_id, "ok": call(module, request)})
         except Exception as exc:  # SystemExit still ends the worker, like os._exit
-            send(json.dumps({"id": request_id, "error": error_of(exc)}))
+            send({"id": request_id, "error": error_of(exc)})
 
 
 main()
