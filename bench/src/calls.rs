@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::affinity::Pinned;
 use crate::binaries::Bins;
 use crate::drive::{self, Outcome, Spec};
 use crate::load::Target;
@@ -25,13 +26,18 @@ pub struct Plan {
 pub struct Targets<'a> {
     pub stubnet: &'a str,
     pub floor: &'a str,
+    /// The process groups of both chains (for the one-CPU figures).
+    pub groups: Vec<u32>,
 }
+
+/// The CPU of the one-CPU figures.
+const ONE_CPU: usize = 0;
 
 /// One round: (stubnet, floor).
 pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Figures), String> {
     let mut stubnet = Figures::default();
     let mut floor = Figures::default();
-    let seq = |target, addr| {
+    let seq = |target, addr, cpu| {
         let spec = Spec {
             target,
             addr,
@@ -41,13 +47,25 @@ pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Fi
             secs: 600.0,
             warmup: plan.warmup,
             function: "add",
+            cpu,
         };
-        measure(bins, &spec, "sequential")
+        let label = match cpu {
+            None => "sequential".to_owned(),
+            Some(cpu) => format!("sequential, all on CPU {cpu}"),
+        };
+        measure(bins, &spec, &label)
     };
-    let f = seq(Target::Floor, targets.floor)?;
-    let s = seq(Target::Stubnet, targets.stubnet)?;
+    let f = seq(Target::Floor, targets.floor, None)?;
+    let s = seq(Target::Stubnet, targets.stubnet, None)?;
     (floor.p50_us, floor.p99_us) = (f.p50_us, f.p99_us);
     (stubnet.p50_us, stubnet.p99_us) = (s.p50_us, s.p99_us);
+    {
+        let _pinned = Pinned::new(targets.groups.clone(), ONE_CPU)?;
+        let f = seq(Target::Floor, targets.floor, Some(ONE_CPU))?;
+        let s = seq(Target::Stubnet, targets.stubnet, Some(ONE_CPU))?;
+        (floor.one_cpu_p50_us, floor.one_cpu_p99_us) = (f.p50_us, f.p99_us);
+        (stubnet.one_cpu_p50_us, stubnet.one_cpu_p99_us) = (s.p50_us, s.p99_us);
+    }
     for apps in [1, plan.apps] {
         for &n in &plan.in_flight {
             let load = |target, addr| {
@@ -60,6 +78,7 @@ pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Fi
                     secs: plan.secs,
                     warmup: plan.warmup,
                     function: "add",
+                    cpu: None,
                 };
                 measure(bins, &spec, &format!("{apps} app(s) x {n} in flight"))
             };
@@ -108,6 +127,8 @@ pub fn combine(rounds: &[Figures]) -> Figures {
     Figures {
         p50_us: lowest(&pick(&|r| r.p50_us)),
         p99_us: lowest(&pick(&|r| r.p99_us)),
+        one_cpu_p50_us: lowest(&pick(&|r| r.one_cpu_p50_us)),
+        one_cpu_p99_us: lowest(&pick(&|r| r.one_cpu_p99_us)),
         one_app: map(&|r| &r.one_app),
         many_apps: map(&|r| &r.many_apps),
     }

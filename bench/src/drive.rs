@@ -22,6 +22,8 @@ pub struct Spec<'a> {
     pub secs: f64,
     pub warmup: u64,
     pub function: &'a str,
+    /// Run the apps on this CPU only.
+    pub cpu: Option<usize>,
 }
 
 /// What the apps of one measurement reported together.
@@ -101,6 +103,10 @@ fn load_args(spec: &Spec, start_at: Option<u64>) -> Vec<OsString> {
     for (flag, value) in values {
         args.push(flag.into());
         args.push(value.into());
+    }
+    if let Some(cpu) = spec.cpu {
+        args.push("--cpu".into());
+        args.push(cpu.to_string().into());
     }
     if let Some(at) = start_at {
         args.push("--start-at-ms".into());

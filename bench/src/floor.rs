@@ -12,10 +12,15 @@ use crate::procs::Proc;
 pub struct Floor {
     /// The first relay's address: where the floor's apps connect.
     pub addr: String,
-    _relays: Vec<Proc>,
+    relays: Vec<Proc>,
 }
 
 impl Floor {
+    /// The relays' process groups (the last relay's holds the echo worker).
+    pub fn groups(&self) -> Vec<u32> {
+        self.relays.iter().map(Proc::pid).collect()
+    }
+
     pub fn start(bins: &Bins, python: &str) -> Result<Floor, String> {
         let mut relays = Vec::new();
         let mut upstream = None;
@@ -38,7 +43,7 @@ impl Floor {
             .ok_or("the floor chain gave no address")?;
         Ok(Floor {
             addr,
-            _relays: relays,
+            relays,
         })
     }
 }

@@ -40,6 +40,9 @@ pub struct LoadArgs {
     /// Start measuring at this wall-clock time (ms since the epoch), to line up several apps.
     #[arg(long)]
     pub start_at_ms: Option<u64>,
+    /// Run on this CPU only.
+    #[arg(long)]
+    pub cpu: Option<usize>,
     /// The function to call on `bench_mod` (stubnet only).
     #[arg(long, default_value = "add")]
     pub function: String,
@@ -96,6 +99,9 @@ impl Tally {
 }
 
 pub fn main(args: LoadArgs) -> Result<(), String> {
+    if let Some(cpu) = args.cpu {
+        crate::affinity::pin_self(cpu)?;
+    }
     let result = match args.target {
         Target::Stubnet => crate::load_stubnet::run(&args)?,
         Target::Floor => crate::load_floor::run(&args)?,

@@ -56,6 +56,7 @@ fn run(
         secs: 600.0,
         warmup,
         function,
+        cpu: None,
     };
     drive::run(bins, &spec)
 }

@@ -2,6 +2,7 @@
 //! `run.rs`); the hidden subcommands are the processes the run starts: the floor's relays
 //! (`relay`) and the load generators that play the apps (`load`).
 
+mod affinity;
 mod binaries;
 mod calls;
 mod cleanup;

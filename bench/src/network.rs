@@ -90,6 +90,11 @@ pub struct Network {
 }
 
 impl Network {
+    /// The process groups of the three stubs (each stub's group holds its Python workers).
+    pub fn groups(&self) -> Vec<u32> {
+        vec![self.server.pid(), self.owner.pid(), self.caller.pid()]
+    }
+
     /// Starts the three stubs; with `proxied`, the caller reaches the server through a
     /// counting [`Proxy`] (an extra hop: not for speed measurements).
     pub fn start(bins: &Bins, proxied: bool) -> Result<Network, String> {

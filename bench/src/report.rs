@@ -142,6 +142,22 @@ fn rows(s: &Figures, f: &Figures, rp: Option<&RpycFigures>, apps: usize) -> Vec<
             rp.map(|r| r.as_written.p99_us),
             true,
         ),
+        row(
+            "p50 latency, sequential, all on one CPU".into(),
+            s.one_cpu_p50_us,
+            f.one_cpu_p50_us,
+            None,
+            None,
+            true,
+        ),
+        row(
+            "p99 latency, sequential, all on one CPU".into(),
+            s.one_cpu_p99_us,
+            f.one_cpu_p99_us,
+            None,
+            None,
+            true,
+        ),
     ];
     for (n, &sv) in &s.one_app {
         let fv = f.one_app.get(n).copied().unwrap_or(0.0);
@@ -312,6 +328,12 @@ calls completed in a timed window ÷ its length, with N calls in flight on one c
 several apps are separate processes, each with its own connection and N in flight, started on a \
 common clock, their rates summed. Each round measures the floor and stubnet back to back, \
 figure by figure (and RPyC after them); each figure is its best round.\n\
+- **All on one CPU**: the sequential latency again with every process of each chain (stubs or \
+relays, the Python worker, the app) pinned to CPU 0 (`sched_setaffinity`), then unpinned. On a \
+virtual machine a wake that crosses CPUs costs an inter-processor interrupt and the wake of a \
+halted virtual CPU, and where the scheduler puts each process is luck (the same floor measures \
+30 µs or 150 µs from one run to the next); on one CPU no wake crosses, so these rows compare \
+the work each hop does.\n\
 - **Local failure**: `bench_mod.nope(1, 2)` from an app, on a network of its own where the \
 caller reaches the server through a counting proxy: the bytes crossing it show whether any \
 call left the caller's stub.\n\

@@ -14,6 +14,9 @@ pub struct Figures {
     /// Sequential calls from one app: latency percentiles, and calls/s of that loop.
     pub p50_us: f64,
     pub p99_us: f64,
+    /// The same with every process of the chain, and the app, on one CPU.
+    pub one_cpu_p50_us: f64,
+    pub one_cpu_p99_us: f64,
     /// calls/s from one app, by calls in flight.
     pub one_app: BTreeMap<usize, f64>,
     /// calls/s summed over the apps, by calls in flight per app.

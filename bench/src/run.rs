@@ -122,6 +122,7 @@ fn call_figures(bins: &Bins, opts: &Options, plan: &Plan) -> Result<CallFigures,
     let targets = Targets {
         stubnet: &net.app,
         floor: &floor.addr,
+        groups: [net.groups(), floor.groups()].concat(),
     };
     let (mut stubnets, mut floors, mut rpycs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=opts.rounds.max(1) {
