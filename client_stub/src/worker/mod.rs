@@ -11,6 +11,7 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt;
@@ -340,11 +341,11 @@ impl Supervisor {
                 }
             }
             let mut sent = Vec::with_capacity(batch.len());
-            for mut job in batch {
+            for job in batch {
                 if job.answer.is_closed() {
                     continue; // its caller gave up while it was queued
                 }
-                match conn.queue(&mut job) {
+                match conn.queue(&job) {
                     Ok(id) => sent.push((id, job)),
                     Err(answer) => drop(job.answer.try_send(answer)),
                 }
@@ -502,21 +503,15 @@ impl Conn {
     }
 
     /// Appends one job's request to the pending output; `Err` answers a job that cannot be sent.
-    fn queue(&mut self, job: &mut Job) -> Result<u64, Answer> {
+    fn queue(&mut self, job: &Job) -> Result<u64, Answer> {
         self.next_id += 1;
         let id = self.next_id;
-        let request = Value::Object(Map::from_iter([
-            ("id".to_owned(), Value::from(id)),
-            ("function".to_owned(), Value::from(job.function.as_str())),
-            (
-                "args".to_owned(),
-                Value::Array(std::mem::take(&mut job.args)),
-            ),
-            (
-                "kwargs".to_owned(),
-                Value::Object(std::mem::take(&mut job.kwargs)),
-            ),
-        ]));
+        let request = Request {
+            id,
+            function: &job.function,
+            args: &job.args,
+            kwargs: &job.kwargs,
+        };
         let start = self.out.len();
         if let Err(e) = serde_json::to_writer(&mut self.out, &request) {
             self.out.truncate(start);
@@ -565,6 +560,15 @@ impl Conn {
         })
         .await
     }
+}
+
+/// One call as `worker.py` reads it.
+#[derive(Serialize)]
+struct Request<'a> {
+    id: u64,
+    function: &'a str,
+    args: &'a [Value],
+    kwargs: &'a Map<String, Value>,
 }
 
 /// Parses the answer to request `id`: `Err` describes a line that is not one.

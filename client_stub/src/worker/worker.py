@@ -173,8 +173,10 @@ def main():
         return
     proto_in, proto_out = take_protocol_pipes()
 
-    # Built once: `json.dumps` with options builds an encoder per call.
+    # Built once: `json.dumps` with options builds an encoder per call, and `json.loads` of
+    # bytes guesses their encoding each time (the stub always sends UTF-8).
     encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+    decode = json.JSONDecoder().decode
 
     def send(value):
         data = (encode(value) + "\n").encode()
@@ -192,7 +194,7 @@ def main():
     for line in iter(proto_in.readline, b""):
         request_id = None
         try:
-            request = json.loads(line)
+            request = decode(line.decode())
             request_id = request["id"]
             send({"id": request_id, "ok": call(module, request)})
         except Exception as exc:  # SystemExit still ends the worker, like os._exit
