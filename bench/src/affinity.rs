@@ -10,14 +10,23 @@ use std::io;
 /// lives; dropping it gives them back the CPUs the benchmark itself runs on.
 pub struct Pinned {
     groups: Vec<u32>,
+    cpu: usize,
 }
 
 impl Pinned {
-    pub fn new(groups: Vec<u32>, cpu: usize) -> Result<Pinned, String> {
-        let mut one = empty_set();
-        unsafe { libc::CPU_SET(cpu, &mut one) };
-        set_groups(&groups, &one).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
-        Ok(Pinned { groups })
+    /// Pins `groups` to the first CPU this benchmark may run on.
+    pub fn new(groups: Vec<u32>) -> Result<Pinned, String> {
+        let allowed = own_set().map_err(|e| format!("cannot read this process's CPUs: {e}"))?;
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+            .ok_or("this process may run on no CPU")?;
+        set_groups(&groups, &only(cpu)).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
+        Ok(Pinned { groups, cpu })
+    }
+
+    /// The CPU everything is pinned to.
+    pub fn cpu(&self) -> usize {
+        self.cpu
     }
 }
 
@@ -32,9 +41,14 @@ impl Drop for Pinned {
 
 /// Pins the calling process (a load app) to `cpu`.
 pub fn pin_self(cpu: usize) -> Result<(), String> {
-    let mut one = empty_set();
-    unsafe { libc::CPU_SET(cpu, &mut one) };
-    set(0, &one).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))
+    set(0, &only(cpu)).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))
+}
+
+/// The set of just `cpu`.
+fn only(cpu: usize) -> libc::cpu_set_t {
+    let mut set = empty_set();
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
 }
 
 fn empty_set() -> libc::cpu_set_t {

@@ -30,9 +30,6 @@ pub struct Targets<'a> {
     pub groups: Vec<u32>,
 }
 
-/// The CPU of the one-CPU figures.
-const ONE_CPU: usize = 0;
-
 /// One round: (stubnet, floor).
 pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Figures), String> {
     let mut stubnet = Figures::default();
@@ -60,9 +57,9 @@ pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Fi
     (floor.p50_us, floor.p99_us) = (f.p50_us, f.p99_us);
     (stubnet.p50_us, stubnet.p99_us) = (s.p50_us, s.p99_us);
     {
-        let _pinned = Pinned::new(targets.groups.clone(), ONE_CPU)?;
-        let f = seq(Target::Floor, targets.floor, Some(ONE_CPU))?;
-        let s = seq(Target::Stubnet, targets.stubnet, Some(ONE_CPU))?;
+        let pinned = Pinned::new(targets.groups.clone())?;
+        let f = seq(Target::Floor, targets.floor, Some(pinned.cpu()))?;
+        let s = seq(Target::Stubnet, targets.stubnet, Some(pinned.cpu()))?;
         (floor.one_cpu_p50_us, floor.one_cpu_p99_us) = (f.p50_us, f.p99_us);
         (stubnet.one_cpu_p50_us, stubnet.one_cpu_p99_us) = (s.p50_us, s.p99_us);
     }

@@ -41,9 +41,6 @@ impl Floor {
         let addr = upstream
             .and_then(|a| a.into_string().ok())
             .ok_or("the floor chain gave no address")?;
-        Ok(Floor {
-            addr,
-            relays,
-        })
+        Ok(Floor { addr, relays })
     }
 }

@@ -329,11 +329,11 @@ several apps are separate processes, each with its own connection and N in fligh
 common clock, their rates summed. Each round measures the floor and stubnet back to back, \
 figure by figure (and RPyC after them); each figure is its best round.\n\
 - **All on one CPU**: the sequential latency again with every process of each chain (stubs or \
-relays, the Python worker, the app) pinned to CPU 0 (`sched_setaffinity`), then unpinned. On a \
-virtual machine a wake that crosses CPUs costs an inter-processor interrupt and the wake of a \
-halted virtual CPU, and where the scheduler puts each process is luck (the same floor measures \
-30 µs or 150 µs from one run to the next); on one CPU no wake crosses, so these rows compare \
-the work each hop does.\n\
+relays, the Python worker, the app) pinned to one CPU (the first the benchmark may use, with \
+`sched_setaffinity`), then unpinned. On a virtual machine a wake that crosses CPUs costs an \
+inter-processor interrupt and the wake of a halted virtual CPU, and where the scheduler puts \
+each process is luck (the same floor measures 30 µs or 150 µs from one run to the next); on one \
+CPU no wake crosses, so these rows compare the work each hop does.\n\
 - **Local failure**: `bench_mod.nope(1, 2)` from an app, on a network of its own where the \
 caller reaches the server through a counting proxy: the bytes crossing it show whether any \
 call left the caller's stub.\n\

@@ -19,13 +19,13 @@ use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use smol::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
 use smol::{Async, Task, Timer};
 
-use woken::WhenWoken;
-
 use common::error::{ErrorKind, RemoteError};
 use common::readiness::ReadWhenReady;
+use woken::WhenWoken;
 
-/// The worker program, run with `python -u -c`: never written to disk.
-/// The worker program, run as `python -u -c SCRIPT ...`.
+mod woken;
+
+/// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
 pub const SCRIPT: &str = include_str!("worker.py");
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -624,4 +624,3 @@ fn excerpt(line: &str) -> String {
 
 #[cfg(test)]
 mod tests;
-mod woken;
