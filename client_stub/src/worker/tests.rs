@@ -63,6 +63,15 @@ def slow():
 def a_set():
     return {1, 2}
 
+def nan():
+    return float("nan")
+
+def int_keys():
+    return {1: 2}
+
+def pair():
+    return (1.5, "é", None)
+
 async def later(x):
     await asyncio.sleep(0.01)
     return x * 2
@@ -128,6 +137,20 @@ fn non_json_result_is_a_clear_type_error() {
         assert_eq!(error.kind, ErrorKind::Exception);
         assert_eq!(error.exc_type.as_deref(), Some("TypeError"));
         assert!(error.message.contains("of type set"), "{}", error.message);
+        for (function, says) in [
+            ("nan", "(nan) is not JSON"),
+            ("int_keys", "a key of type int"),
+        ] {
+            let error = call(&pool, function, json!([])).await.unwrap_err();
+            assert_eq!(error.exc_type.as_deref(), Some("TypeError"), "{function}");
+            assert!(
+                error.message.contains(says),
+                "{function}: {}",
+                error.message
+            );
+        }
+        let pair = call(&pool, "pair", json!([])).await.unwrap();
+        assert_eq!(pair, json!([1.5, "é", null]));
     });
 }
 

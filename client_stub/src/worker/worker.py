@@ -13,11 +13,14 @@ import asyncio
 import importlib.util
 import inspect
 import json
+import json.encoder
+import json.scanner
 import math
 import os
 import signal
 import sys
 import traceback
+from types import CoroutineType
 
 ALLOWED = "None, bool, int, float, str, list, dict with str keys"
 HERE = inspect.currentframe().f_code.co_filename  # "<string>" under `python -c`
@@ -29,7 +32,7 @@ def take_protocol_pipes():
     Whatever the module prints (even from C code) then goes to stderr, and whatever it reads
     from stdin finds end of file, so neither can corrupt the protocol.
     """
-    # Binary: json reads bytes, and each answer is one os.write with no text layer between.
+    # Binary: each line is decoded once, and each answer is one os.write, no text layer between.
     proto_in = os.fdopen(os.dup(0), "rb")
     proto_out = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -71,6 +74,44 @@ def error_of(exc):
     return {"type": type(exc).__name__, "message": message, "traceback": text}
 
 
+# Results of these types need no check (a float may be NaN, so it is checked).
+SCALARS = frozenset((int, str, bool, type(None)))
+
+
+def codec():
+    """The encoder and decoder of the protocol's lines, built once.
+
+    `json.dumps` and `JSONEncoder.encode` build an encoder per call and `json.loads` matches
+    whitespace around every document; the C encoder and scanner they wrap are called directly.
+    """
+    decoder = json.JSONDecoder()
+    scanner = json.scanner.c_make_scanner
+    fallback = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+    make = json.encoder.c_make_encoder
+    if scanner is None or make is None:  # a Python without the _json accelerator
+        return fallback.encode, decoder.decode
+    scan = scanner(decoder)
+    # No circular-reference markers (`check_json` walks every container first), no NaN.
+    c_encode = make(None, fallback.default, json.encoder.encode_basestring_ascii, None,
+                    ":", ",", False, False, False)
+
+    def encode(value):
+        if type(value) is str:
+            return json.encoder.encode_basestring_ascii(value)
+        return "".join(c_encode(value, 0))
+
+    def decode(text):
+        try:
+            value, end = scan(text, 0)
+        except StopIteration as e:  # what `json.loads` reports for it
+            raise json.JSONDecodeError("Expecting value", text, e.value) from None
+        if text[end:].strip():
+            raise ValueError(f"extra data after the request at column {end + 1}")
+        return value
+
+    return encode, decode
+
+
 def check_json(value, where="result"):
     """Raises TypeError naming the first value that JSON cannot carry."""
     if value is None or isinstance(value, (bool, int, str)):
@@ -98,13 +139,16 @@ def call(module, request):
     (not a function), asked for with no arguments, is read."""
     name = request["function"]
     func = getattr(module, name, None)
+    args, kwargs = request.get("args", ()), request.get("kwargs")
     if not callable(func):
-        if func is not None and not request.get("args") and not request.get("kwargs"):
+        if func is not None and not args and not kwargs:
             check_json(func, f"{module.__name__}.{name}")
             return func
         raise AttributeError(f"module '{module.__name__}' has no function '{name}'")
-    result = func(*request.get("args", []), **request.get("kwargs", {}))
-    if inspect.iscoroutine(result):  # an `async def` function
+    result = func(*args, **kwargs) if kwargs else func(*args)
+    if type(result) in SCALARS:
+        return result
+    if type(result) is CoroutineType:  # an `async def` function
         result = asyncio.run(result)
     check_json(result)
     return result
@@ -173,22 +217,19 @@ def main():
         return
     proto_in, proto_out = take_protocol_pipes()
 
-    # Built once: `json.dumps` with options builds an encoder per call, and `json.loads` of
-    # bytes guesses their encoding each time (the stub always sends UTF-8).
-    encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
-    decode = json.JSONDecoder().decode
+    encode, decode = codec()
 
-    def send(value):
-        data = (encode(value) + "\n").encode()
+    def send(line):
+        data = line.encode()
         while data:
             data = data[os.write(proto_out, data):]
 
     try:
         module = import_module(sys.argv[1])
     except BaseException as exc:  # a SystemExit at import fails it too
-        send({"ready": False, "error": error_of(exc)})
+        send(encode({"ready": False, "error": error_of(exc)}) + "\n")
         sys.exit(1)
-    send({"ready": True})
+    send('{"ready":true}\n')
 
     # One call at a time, in order: a module holding state never sees two calls at once.
     for line in iter(proto_in.readline, b""):
@@ -196,9 +237,11 @@ def main():
         try:
             request = decode(line.decode())
             request_id = request["id"]
-            send({"id": request_id, "ok": call(module, request)})
+            # The envelope is formatted, not encoded: the id is the stub's integer.
+            answer = '{"id":%d,"ok":%s}\n' % (request_id, encode(call(module, request)))
         except Exception as exc:  # SystemExit still ends the worker, like os._exit
-            send({"id": request_id, "error": error_of(exc)})
+            answer = encode({"id": request_id, "error": error_of(exc)}) + "\n"
+        send(answer)
 
 
 main()
