@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use smol::channel::Sender;
 
 use crate::owned::Parsed;
-use crate::runner::{AppRunner, Runner};
+use crate::runner::AppRunner;
 use crate::stub::Stub;
 
 /// A call from an app waiting for the network.
@@ -238,9 +238,11 @@ impl Stub {
             .map_err(|m| RemoteError::new(ErrorKind::BadArguments, m))
     }
 
-    /// Runs a call on a module this stub owns, answering where `answer` says, within its timeout.
+    /// Runs a call on a module this stub owns, answering where `answer` says. The caller's side
+    /// enforces the timeout (the server and the caller's stub drop a late answer); here the call
+    /// simply runs to its end, so a module is never reloaded under a call that is still running.
     pub(crate) fn run_owned(&self, call: Call, answer: Answer) {
-        let Some(owned) = self.owned.get(&call.module) else {
+        let Some((name, owned)) = self.owned.get_key_value(&call.module) else {
             let err = RemoteError::new(
                 ErrorKind::UnknownModule,
                 format!("this stub does not own '{}'", call.module),
@@ -250,21 +252,28 @@ impl Stub {
                 result: Err(err),
             });
         };
-        let (runner, limit) = (owned.pool.clone(), self.config.limits.max_frame_bytes);
+        let limit = self.config.limits.max_frame_bytes;
         let (busy, served) = (owned.busy.clone(), self.served.clone());
         busy.fetch_add(1, Ordering::AcqRel);
-        smol::spawn(async move {
-            let (id, started) = (call.id, Instant::now());
-            let (module, function) = (call.module.clone(), call.function.clone());
-            let result = run_call(&runner, call, limit).await;
+        let Call {
+            id,
+            module,
+            function,
+            args,
+            kwargs,
+            ..
+        } = call;
+        let (started, called) = (Instant::now(), function.clone());
+        let done = Box::new(move |result: Result<Value, RemoteError>| {
+            let result = result.and_then(|value| fits_a_frame(value, limit));
             busy.fetch_sub(1, Ordering::AcqRel);
             if let Ok(mut stats) = served.lock() {
                 let error = result.as_ref().err().map(ToString::to_string);
-                stats.record(&module, &function, started.elapsed(), error.as_deref());
+                stats.record(&module, &called, started.elapsed(), error.as_deref());
             }
             answer.send(Reply { id, result });
-        })
-        .detach();
+        });
+        owned.pool.submit(name, function, args, kwargs, done);
     }
 
     pub(crate) fn answer_app(
@@ -311,32 +320,27 @@ impl Answer {
     }
 }
 
-/// Runs one call on a module's workers; a result too large for one frame becomes an error
-/// naming its size, so it is never sent only to be refused. The caller's side enforces the
-/// timeout (the server and the caller's stub drop a late answer); here the call simply runs to
-/// its end, so a module is never reloaded under a call that is still running.
-async fn run_call(runner: &Runner, call: Call, max_frame: usize) -> Result<Value, RemoteError> {
-    let result = runner
-        .call(&call.module, &call.function, call.args, call.kwargs)
-        .await?;
+/// `value`, unless it is too large for one frame: then an error naming its size, so that it is
+/// never sent only to be refused.
+fn fits_a_frame(value: Value, max_frame: usize) -> Result<Value, RemoteError> {
     // Room for the reply's envelope around the value.
     let limit = max_frame.saturating_sub(1024);
     // Only a value that could be that large is walked to count it (a string's JSON is at most
     // six bytes per byte): a typical number or short string costs nothing extra on this path.
-    let could_exceed = match &result {
+    let could_exceed = match &value {
         Value::Null | Value::Bool(_) | Value::Number(_) => false,
         Value::String(s) => s.len().saturating_mul(6) > limit,
         Value::Array(_) | Value::Object(_) => true,
     };
     if !could_exceed {
-        return Ok(result);
+        return Ok(value);
     }
-    match json_size(&result) {
+    match json_size(&value) {
         size if size > limit => Err(RemoteError::new(
             ErrorKind::TooLarge,
             format!("the result is {size} bytes, over the frame limit of {limit} bytes"),
         )),
-        _ => Ok(result),
+        _ => Ok(value),
     }
 }
 

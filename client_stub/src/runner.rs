@@ -3,25 +3,36 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use common::error::{ErrorKind, RemoteError};
 use common::proto::{Call, Reply, ToApp};
 use serde_json::{Map, Value};
 use smol::channel::Sender;
 
-use crate::worker::Pool;
+use crate::worker::{Done, Pool};
 
-type Waiting = Arc<Mutex<HashMap<u64, Sender<Result<Value, RemoteError>>>>>;
+/// Calls sent to the providing app, by id: the module (for messages) and where the answer goes.
+type Calls = HashMap<u64, (String, Done)>;
+
+/// The calls waiting for the app; those still waiting when it is dropped fail.
+#[derive(Default)]
+struct Waiting(Mutex<Calls>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        fail_all(self.0.get_mut().unwrap_or_else(PoisonError::into_inner));
+    }
+}
 
 /// An app connection that provides modules: calls go to it as `call` frames, its `answer`
-/// frames come back by id. Dropping it fails every call still waiting.
+/// frames come back by id. Closing or dropping it fails every call still waiting.
 #[derive(Clone)]
 pub struct AppRunner {
     /// The app connection.
     pub conn: u64,
     tx: Sender<ToApp>,
-    waiting: Waiting,
+    waiting: Arc<Waiting>,
     next: Arc<AtomicU64>,
 }
 
@@ -30,53 +41,71 @@ impl AppRunner {
         AppRunner {
             conn,
             tx,
-            waiting: Waiting::default(),
+            waiting: Arc::default(),
             next: Arc::default(),
         }
     }
 
-    async fn call(
+    fn submit(
         &self,
         module: &str,
-        function: &str,
+        function: String,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
-    ) -> Result<Value, RemoteError> {
+        done: Done,
+    ) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = smol::channel::bounded(1);
-        self.waiting.lock().expect("not poisoned").insert(id, tx);
+        self.waiting().insert(id, (module.to_owned(), done));
         let call = Call {
             id,
             module: module.to_owned(),
-            function: function.to_owned(),
+            function,
             args,
             kwargs,
             timeout_ms: 0,
         };
-        let gone = || {
-            RemoteError::new(
-                ErrorKind::OwnerGone,
-                format!("the app providing '{module}' left"),
-            )
-        };
         if self.tx.try_send(ToApp::Call(call)).is_err() {
-            self.waiting.lock().expect("not poisoned").remove(&id);
-            return Err(gone());
+            let waiting = self.waiting().remove(&id);
+            if let Some((module, done)) = waiting {
+                done(Err(gone(&module)));
+            }
         }
-        rx.recv().await.unwrap_or_else(|_| Err(gone()))
     }
 
     /// The provider's answer to call `reply.id`.
     pub fn answered(&self, reply: Reply) {
-        if let Some(tx) = self.waiting.lock().expect("not poisoned").remove(&reply.id) {
-            let _ = tx.try_send(reply.result);
+        let waiting = self.waiting().remove(&reply.id);
+        if let Some((_, done)) = waiting {
+            done(reply.result);
         }
     }
 
     /// The provider left: every waiting call fails.
     pub fn close(&self) {
-        self.waiting.lock().expect("not poisoned").clear();
+        let mut waiting = std::mem::take(&mut *self.waiting());
+        fail_all(&mut waiting);
     }
+
+    /// The table of waiting calls; never held while an answer is handed on.
+    fn waiting(&self) -> MutexGuard<'_, Calls> {
+        self.waiting
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn fail_all(calls: &mut Calls) {
+    for (_, (module, done)) in calls.drain() {
+        done(Err(gone(&module)));
+    }
+}
+
+fn gone(module: &str) -> RemoteError {
+    RemoteError::new(
+        ErrorKind::OwnerGone,
+        format!("the app providing '{module}' left"),
+    )
 }
 
 /// What runs a module's calls.
@@ -87,16 +116,18 @@ pub enum Runner {
 }
 
 impl Runner {
-    pub async fn call(
+    /// Runs one call of `module`, handing its answer to `done`.
+    pub fn submit(
         &self,
         module: &str,
-        function: &str,
+        function: String,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
-    ) -> Result<Value, RemoteError> {
+        done: Done,
+    ) {
         match self {
-            Runner::Python(pool) => pool.call(function, args, kwargs).await,
-            Runner::App(app) => app.call(module, function, args, kwargs).await,
+            Runner::Python(pool) => pool.submit(function, args, kwargs, done),
+            Runner::App(app) => app.submit(module, function, args, kwargs, done),
         }
     }
 

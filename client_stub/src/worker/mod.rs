@@ -55,6 +55,8 @@ pub struct Pool {
 
 struct Inner {
     spec: WorkerSpec,
+    /// The module's name, shared by every job's message for a call cut short.
+    module: Arc<str>,
     current: Mutex<Generation>,
 }
 
@@ -70,12 +72,38 @@ struct Generation {
 
 type Answer = Result<Value, RemoteError>;
 
+/// Takes the answer to one call. Called exactly once, on the supervisor's task: the answer goes
+/// on from there with no task or channel of its own per call.
+pub type Done = Box<dyn FnOnce(Answer) + Send>;
+
 /// One call waiting in the queue, with where its answer goes.
 struct Job {
+    module: Arc<str>,
     function: String,
     args: Vec<Value>,
     kwargs: Map<String, Value>,
-    answer: Sender<Answer>,
+    /// Taken when answered; see the `Drop` below.
+    done: Option<Done>,
+}
+
+impl Job {
+    fn answer(mut self, answer: Answer) {
+        if let Some(done) = self.done.take() {
+            done(answer);
+        }
+    }
+}
+
+impl Drop for Job {
+    /// A job dropped unanswered was in flight when its worker was stopped: it still answers.
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let (module, function) = (&self.module, &self.function);
+            done(Err(failed(format!(
+                "worker for module '{module}' was stopped during the call to {function}"
+            ))));
+        }
+    }
 }
 
 impl Pool {
@@ -83,37 +111,40 @@ impl Pool {
     pub fn start(spec: WorkerSpec) -> Pool {
         let (_, nothing_before) = channel::bounded(1);
         let current = Mutex::new(Generation::start(&spec, nothing_before));
-        let inner = Arc::new(Inner { spec, current });
+        let module = Arc::from(spec.module.as_str());
+        let inner = Arc::new(Inner {
+            spec,
+            module,
+            current,
+        });
         Pool { inner }
     }
 
-    /// Runs `function` on an idle worker (or queues for one). Never hangs: if the worker dies
-    /// mid-call the call fails with [`ErrorKind::WorkerFailed`] naming the module and the exit
-    /// status; the caller applies its own timeout by racing this future.
-    pub async fn call(
+    /// Runs `function` on an idle worker (or queues for one), handing its answer to `done`.
+    /// Never hangs: if the worker dies mid-call the call fails with [`ErrorKind::WorkerFailed`]
+    /// naming the module and the exit status; the caller applies its own timeout.
+    pub fn submit(
         &self,
-        function: &str,
+        function: String,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
-    ) -> Result<Value, RemoteError> {
-        let module = &self.inner.spec.module;
-        let (answer, reply) = channel::bounded(1);
+        done: Done,
+    ) {
         let job = Job {
-            function: function.to_owned(),
+            module: self.inner.module.clone(),
+            function,
             args,
             kwargs,
-            answer,
+            done: Some(done),
         };
         // Queued under the lock, so that a call never lands in a queue being replaced.
-        if self.current().jobs.try_send(job).is_err() {
-            return Err(failed(format!("module '{module}' is stopped")));
+        let refused = self.current().jobs.try_send(job).err();
+        if let Some(refused) = refused {
+            let module = &self.inner.module;
+            refused
+                .into_inner()
+                .answer(Err(failed(format!("module '{module}' is stopped"))));
         }
-        // The answer's sender is dropped unanswered only when the worker was stopped.
-        reply.recv().await.unwrap_or_else(|_| {
-            let message =
-                format!("worker for module '{module}' was stopped during the call to {function}");
-            Err(failed(message))
-        })
     }
 
     /// Kills and restarts every worker on the current file contents (used by reload later).
@@ -130,13 +161,13 @@ impl Pool {
 
     /// Kills the workers; calls in flight or queued fail with `WorkerFailed`, later calls too.
     pub fn stop(&self) {
-        let module = &self.inner.spec.module;
-        for job in self.current().stop() {
+        let queued = self.current().stop();
+        for job in queued {
             let message = format!(
-                "module '{module}' was stopped before the call to {}",
-                job.function
+                "module '{}' was stopped before the call to {}",
+                job.module, job.function
             );
-            let _ = job.answer.try_send(Err(failed(message)));
+            job.answer(Err(failed(message)));
         }
     }
 
@@ -259,7 +290,7 @@ impl Supervisor {
         let refusing = async {
             if let Some(error) = refuse {
                 while let Ok(job) = self.jobs.recv().await {
-                    let _ = job.answer.try_send(Err(error.clone()));
+                    job.answer(Err(error.clone()));
                 }
             }
             std::future::pending().await
@@ -305,7 +336,7 @@ impl Supervisor {
                 "worker for module '{module}' {why} during the call to {}",
                 job.function
             );
-            let _ = job.answer.try_send(Err(failed(message)));
+            job.answer(Err(failed(message)));
         }
         println!("[{module}] worker {why}; restarting it");
         Next::Restart
@@ -342,12 +373,9 @@ impl Supervisor {
             }
             let mut sent = Vec::with_capacity(batch.len());
             for job in batch {
-                if job.answer.is_closed() {
-                    continue; // its caller gave up while it was queued
-                }
                 match conn.queue(&job) {
                     Ok(id) => sent.push((id, job)),
-                    Err(answer) => drop(job.answer.try_send(answer)),
+                    Err(answer) => job.answer(answer),
                 }
             }
             if let Err(stopped) = self.run_batch(conn, sent).await {
@@ -370,14 +398,14 @@ impl Supervisor {
                 Err(why) => Err(why),
             };
             match answer {
-                Ok(answer) => drop(job.answer.try_send(answer)),
+                Ok(answer) => job.answer(answer),
                 Err(why) => {
                     for (_, rest) in jobs {
                         let message = format!(
                             "worker for module '{}' failed during a batch",
                             self.spec.module
                         );
-                        let _ = rest.answer.try_send(Err(failed(message)));
+                        rest.answer(Err(failed(message)));
                     }
                     return Err(Stopped::Broken(why, Some(job)));
                 }

@@ -28,7 +28,20 @@ fn run<T>(test: impl Future<Output = T>) -> T {
 
 async fn call(pool: &Pool, function: &str, args: Value) -> Result<Value, RemoteError> {
     let args = args.as_array().cloned().unwrap_or_default();
-    pool.call(function, args, Map::new()).await
+    call_with(pool, function, args, Map::new()).await
+}
+
+/// Submits a call and waits for what its `done` is handed.
+async fn call_with(
+    pool: &Pool,
+    function: &str,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+) -> Result<Value, RemoteError> {
+    let (tx, rx) = channel::bounded(1);
+    let done = Box::new(move |answer| drop(tx.try_send(answer)));
+    pool.submit(function.to_owned(), args, kwargs, done);
+    rx.recv().await.expect("every call is answered")
 }
 
 const MODULE: &str = r#"
@@ -98,7 +111,7 @@ fn keyword_args() {
     run(async {
         let mut kwargs = Map::new();
         kwargs.insert("b".into(), json!(40));
-        let result = pool.call("add", vec![json!(2)], kwargs).await;
+        let result = call_with(&pool, "add", vec![json!(2)], kwargs).await;
         assert_eq!(result, Ok(json!(42)));
     });
 }
