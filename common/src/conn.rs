@@ -17,10 +17,16 @@ use crate::error::{Error, Result};
 /// Default cap on one frame, newline excluded.
 pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;
 
-/// Reads one message per line.
+/// Reads one message per line. Cancel-safe: a read dropped mid-frame loses nothing, the next
+/// read goes on where it stopped.
 pub struct FrameReader<R> {
     reader: BufReader<R>,
+    /// The frame being read (kept only up to `max`).
     line: Vec<u8>,
+    /// Bytes of the frame being read so far, kept or not.
+    size: usize,
+    /// `line` holds a frame already returned: the next read starts a new one.
+    done: bool,
     max: usize,
 }
 
@@ -31,6 +37,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // Small to start: a server holds one per stub. Longer frames grow `line`.
             reader: BufReader::with_capacity(8 * 1024, inner),
             line: Vec::with_capacity(1024),
+            size: 0,
+            done: false,
             max,
         }
     }
@@ -53,8 +61,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Fills `self.line` with the next line (without its newline); `false` at a clean end.
     async fn read_line(&mut self) -> Result<bool> {
-        self.line.clear();
-        let mut size = 0usize;
+        if self.done {
+            self.line.clear();
+            (self.size, self.done) = (0, false);
+        }
         loop {
             // Not `fill_buf()`: its future polls the stream again after a ready read and panics
             // if a stream that has just said "end" then says "pending" (found by fuzzing).
@@ -62,26 +72,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .await?;
             let buf = self.reader.buffer();
             if buf.is_empty() {
-                return match size {
+                return match self.size {
                     0 => Ok(false),
                     _ => Err(Error::Protocol("connection closed inside a frame".into())),
                 };
             }
             let newline = buf.iter().position(|&b| b == b'\n');
-            let (piece, done) = match newline {
+            let (piece, used) = match newline {
                 Some(i) => (&buf[..i], i + 1),
                 None => (buf, buf.len()),
             };
             let found = newline.is_some();
-            size += piece.len();
+            self.size += piece.len();
             // Past the cap, keep reading to the newline but keep nothing.
-            if size <= self.max {
+            if self.size <= self.max {
                 self.line.extend_from_slice(piece);
             }
-            self.reader.consume(done);
+            self.reader.consume(used);
             if found {
+                let size = self.size;
+                self.done = true;
                 if size > self.max {
-                    self.line.clear();
                     return Err(Error::FrameTooLarge {
                         size,
                         limit: self.max,
@@ -90,7 +101,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if self.line.iter().all(u8::is_ascii_whitespace) {
                     // Blank lines carry nothing; skip them.
                     self.line.clear();
-                    size = 0;
+                    (self.size, self.done) = (0, false);
                     continue;
                 }
                 return Ok(true);
@@ -264,6 +275,21 @@ mod tests {
                 Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 30),
                 other => panic!("{other:?}"),
             }
+            assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+        });
+    }
+
+    #[test]
+    fn a_read_dropped_mid_frame_loses_nothing() {
+        smol::block_on(async {
+            let (mut tx, rx) = smol::net::unix::UnixStream::pair().unwrap();
+            let mut r = FrameReader::new(rx, 100);
+            tx.write_all(b"{\"cmd\":").await.unwrap();
+            // Reads the first half, then waits for more: dropped there, as a timeout would.
+            assert!(smol::future::poll_once(r.read::<ToServer>())
+                .await
+                .is_none());
+            tx.write_all(b"\"who\"}\n").await.unwrap();
             assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
         });
     }
