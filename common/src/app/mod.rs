@@ -1,24 +1,25 @@
 //! The app's API: call shared modules through the local client stub.
 //!
-//! One connection carries many calls in flight, matched by id: a writer task batches requests,
-//! a reader task hands each answer to the call waiting for it. Every call has a timeout (a
-//! default, and per call) enforced here, so no call waits forever whatever the network does.
+//! One connection carries many calls in flight, matched by id (see `link.rs`: the waiting calls
+//! themselves write the requests and read the answers). Every call has a timeout (a default,
+//! and per call) enforced here, so no call waits forever whatever the network does.
 //! [`AsyncClient`] is the smol form; [`Client`] the blocking one.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use smol::channel::Sender;
 use smol::future::FutureExt;
 use smol::net::TcpStream;
 
 use crate::config::{ClientProfile, Profile};
-use crate::conn::{drain, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::conn::DEFAULT_MAX_FRAME;
+use link::Link;
+
+mod link;
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::ModuleDescriptor;
 use crate::proto::{Call, ToApp, ToStub};
@@ -79,17 +80,13 @@ impl From<RemoteError> for CallError {
     }
 }
 
-type Waiting = Arc<Mutex<HashMap<u64, Sender<Result<Value, RemoteError>>>>>;
-
-/// A connection to the local stub (smol form). Cheap to share by reference across tasks.
+/// A connection to the local stub (smol form). Cheap to share by reference across tasks; it
+/// runs no task of its own, so it works under any executor.
 pub struct AsyncClient {
-    /// Requests, already serialized (so their size is checked before they are queued).
-    requests: Sender<Box<RawValue>>,
-    waiting: Waiting,
+    link: Link,
     next_id: AtomicU64,
     timeout: Duration,
     max_frame: usize,
-    _tasks: (smol::Task<()>, smol::Task<()>),
 }
 
 impl AsyncClient {
@@ -99,17 +96,11 @@ impl AsyncClient {
             .await
             .map_err(|e| CallError::NotConnected(format!("no stub at {address}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (requests, outbox) = smol::channel::unbounded();
-        let waiting = Waiting::default();
-        let writer = smol::spawn(drain(outbox, FrameWriter::new(stream.clone()), |_| false));
-        let reader = smol::spawn(read_answers(stream, waiting.clone(), requests.clone()));
         Ok(AsyncClient {
-            requests,
-            waiting,
+            link: Link::new(stream, DEFAULT_MAX_FRAME),
             next_id: AtomicU64::new(0),
             timeout: DEFAULT_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
-            _tasks: (writer, reader),
         })
     }
 
@@ -233,61 +224,18 @@ impl AsyncClient {
     ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let frame = encode(&make(id), self.max_frame, what)?;
-        let (tx, rx) = smol::channel::bounded(1);
-        self.waiting.lock().expect("not poisoned").insert(id, tx);
-        let _forget = Forget(&self.waiting, id);
-        if self.requests.try_send(frame).is_err() {
-            return Err(CallError::NotConnected(
-                "the connection to the stub is closed".into(),
-            ));
-        }
-        let answer = async { rx.recv().await.ok() }.or(async {
+        let answer = async { Some(self.link.request(id, frame.get()).await) }.or(async {
             smol::Timer::after(timeout).await;
             None
         });
         match answer.await {
-            Some(result) => result.map_err(CallError::from),
-            None if rx.is_closed() => Err(CallError::NotConnected(
-                "the stub closed the connection".into(),
-            )),
+            Some(Ok(result)) => result.map_err(CallError::from),
+            Some(Err(closed)) => Err(CallError::NotConnected(closed)),
             None => Err(CallError::Timeout(format!(
                 "{what}: no answer within {timeout:?}"
             ))),
         }
     }
-}
-
-/// Removes a call from the waiting table however the call ends (answer, timeout, drop).
-struct Forget<'a>(&'a Waiting, u64);
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut w) = self.0.lock() {
-            w.remove(&self.1);
-        }
-    }
-}
-
-/// Hands each answer to its waiting call; when the connection ends, every waiting call fails.
-async fn read_answers(stream: TcpStream, waiting: Waiting, requests: Sender<Box<RawValue>>) {
-    let mut reader = FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME);
-    loop {
-        match reader.read::<ToApp>().await {
-            Ok(Some(ToApp::Reply(reply))) => {
-                let tx = waiting.lock().expect("not poisoned").remove(&reply.id);
-                if let Some(tx) = tx {
-                    let _ = tx.try_send(reply.result);
-                }
-            }
-            Ok(Some(ToApp::Error { message })) => eprintln!("stub: error: {message}"),
-            // Only a provider (see `provider`) is sent calls.
-            Ok(Some(ToApp::Call(_))) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
-    // New calls fail at once; dropping the senders wakes every waiting call with "not connected".
-    requests.close();
-    waiting.lock().expect("not poisoned").clear();
 }
 
 /// A blocking connection to the local stub. Each call writes its request and reads until its
@@ -528,6 +476,7 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smol::future::zip;
     use std::io::{BufRead, BufReader, Write};
 
     #[test]
@@ -563,5 +512,71 @@ mod tests {
             Err(CallError::TooLarge(m)) => assert!(m.contains("frame limit of 4194304"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A fake stub on a thread: reads `requests` lines, then runs `answer` on the socket.
+    fn fake_stub(
+        requests: usize,
+        answer: impl FnOnce(std::net::TcpStream) + Send + 'static,
+    ) -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stub = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut lines = BufReader::new(s.try_clone().unwrap());
+            for _ in 0..requests {
+                lines.read_line(&mut String::new()).unwrap();
+            }
+            answer(s);
+        });
+        (addr, stub)
+    }
+
+    #[test]
+    fn a_call_timing_out_while_it_reads_for_others_passes_the_reading_on() {
+        let (addr, stub) = fake_stub(2, |mut s| {
+            std::thread::sleep(Duration::from_millis(300));
+            for id in [2, 1] {
+                let reply = format!(
+                    "{{\"cmd\":\"reply\",\"data\":{{\"id\":{id},\"result\":{{\"Ok\":{id}}}}}}}\n"
+                );
+                s.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        smol::block_on(async {
+            let client = AsyncClient::connect(&addr).await.unwrap();
+            // The first call waits first, so it holds the reader when its timeout cuts it.
+            let short = Some(Duration::from_millis(100));
+            let first = client.call_with("m", "f", (), Map::new(), short);
+            let second = client.call("m", "f", ());
+            let (first, second) = zip(first, second).await;
+            assert!(matches!(first, Err(CallError::Timeout(_))), "{first:?}");
+            assert_eq!(second.unwrap(), serde_json::json!(2));
+        });
+        stub.join().unwrap();
+    }
+
+    #[test]
+    fn the_stub_closing_fails_every_waiting_call_at_once() {
+        let (addr, stub) = fake_stub(3, drop);
+        smol::block_on(async {
+            let client = AsyncClient::connect(&addr).await.unwrap();
+            let started = std::time::Instant::now();
+            let call = || client.call("m", "f", ());
+            let (a, (b, c)) = zip(call(), zip(call(), call())).await;
+            for result in [a, b, c] {
+                assert!(
+                    matches!(result, Err(CallError::NotConnected(_))),
+                    "{result:?}"
+                );
+            }
+            assert!(started.elapsed() < DEFAULT_TIMEOUT / 2);
+            let later = client.call("m", "f", ()).await;
+            assert!(
+                matches!(later, Err(CallError::NotConnected(_))),
+                "{later:?}"
+            );
+        });
+        stub.join().unwrap();
     }
 }
