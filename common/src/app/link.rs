@@ -164,7 +164,13 @@ impl Link {
         }
         state.out.clear();
         state.sent = 0;
-        state.reading = Some(cx.waker().clone());
+        if !state
+            .reading
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.reading = Some(cx.waker().clone());
+        }
         Poll::Pending
     }
 

@@ -579,4 +579,54 @@ mod tests {
         });
         stub.join().unwrap();
     }
+
+    #[test]
+    fn answers_in_any_order_reach_their_calls_while_others_time_out() {
+        const CALLS: u64 = 300;
+        // Answers each request (its result is its id), in bursts, the last of a burst first.
+        let (addr, stub) = fake_stub(0, |s| {
+            let mut lines = BufReader::new(s.try_clone().unwrap());
+            let mut out = s;
+            let (mut burst, mut line) = (Vec::new(), String::new());
+            while lines.read_line(&mut line).unwrap() > 0 {
+                let at = line.find("\"id\":").unwrap() + 5;
+                let id: u64 = line[at..].split(',').next().unwrap().parse().unwrap();
+                line.clear();
+                burst.push(id);
+                if burst.len() == 7 || id == CALLS {
+                    std::thread::sleep(Duration::from_millis(2));
+                    for id in burst.drain(..).rev() {
+                        let reply = format!("{{\"cmd\":\"reply\",\"data\":{{\"id\":{id},\"result\":{{\"Ok\":{id}}}}}}}\n");
+                        out.write_all(reply.as_bytes()).unwrap();
+                    }
+                }
+            }
+        });
+        smol::block_on(async {
+            let client = AsyncClient::connect(&addr).await.unwrap();
+            let ex = smol::LocalExecutor::new();
+            let calls: Vec<_> = (1..=CALLS)
+                .map(|id| {
+                    // Every fifth call gives up at once, wherever it is: often holding the reader.
+                    let timeout = Duration::from_millis(if id % 5 == 0 { 1 } else { 10_000 });
+                    let call = client.call_with("m", "f", (), Map::new(), Some(timeout));
+                    ex.spawn(async move { (id, call.await) })
+                })
+                .collect();
+            let timed_out = ex
+                .run(async {
+                    let mut timed_out = 0;
+                    for call in calls {
+                        match call.await {
+                            (id, Err(CallError::Timeout(_))) if id % 5 == 0 => timed_out += 1,
+                            (id, answer) => assert_eq!(answer.unwrap(), serde_json::json!(id)),
+                        }
+                    }
+                    timed_out
+                })
+                .await;
+            assert!(timed_out > 0, "no call timed out: the test tested nothing");
+        });
+        stub.join().unwrap();
+    }
 }
