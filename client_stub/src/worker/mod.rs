@@ -72,8 +72,9 @@ struct Generation {
 
 type Answer = Result<Value, RemoteError>;
 
-/// Takes the answer to one call. Called exactly once, on the supervisor's task: the answer goes
-/// on from there with no task or channel of its own per call.
+/// Takes the answer to one call. Called exactly once, where the answer arrives (a worker's
+/// supervisor, a providing app's connection): it goes on from there with no task or channel of
+/// its own per call.
 pub type Done = Box<dyn FnOnce(Answer) + Send>;
 
 /// One call waiting in the queue, with where its answer goes.
