@@ -17,12 +17,12 @@ use smol::net::TcpStream;
 
 use crate::config::{ClientProfile, Profile};
 use crate::conn::DEFAULT_MAX_FRAME;
-use link::Link;
-
-mod link;
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::ModuleDescriptor;
 use crate::proto::{Call, ToApp, ToStub};
+use link::Link;
+
+mod link;
 
 /// The timeout of a call when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
