@@ -242,7 +242,7 @@ impl Stub {
     /// enforces the timeout (the server and the caller's stub drop a late answer); here the call
     /// simply runs to its end, so a module is never reloaded under a call that is still running.
     pub(crate) fn run_owned(&self, call: Call, answer: Answer) {
-        let Some((name, owned)) = self.owned.get_key_value(&call.module) else {
+        let Some(owned) = self.owned.get(&call.module) else {
             let err = RemoteError::new(
                 ErrorKind::UnknownModule,
                 format!("this stub does not own '{}'", call.module),
@@ -255,25 +255,18 @@ impl Stub {
         let limit = self.config.limits.max_frame_bytes;
         let (busy, served) = (owned.busy.clone(), self.served.clone());
         busy.fetch_add(1, Ordering::AcqRel);
-        let Call {
-            id,
-            module,
-            function,
-            args,
-            kwargs,
-            ..
-        } = call;
-        let (started, called) = (Instant::now(), function.clone());
+        let (id, started) = (call.id, Instant::now());
+        let (module, function) = (call.module.clone(), call.function.clone());
         let done = Box::new(move |result: Result<Value, RemoteError>| {
             let result = result.and_then(|value| fits_a_frame(value, limit));
             busy.fetch_sub(1, Ordering::AcqRel);
             if let Ok(mut stats) = served.lock() {
                 let error = result.as_ref().err().map(ToString::to_string);
-                stats.record(&module, &called, started.elapsed(), error.as_deref());
+                stats.record(&module, &function, started.elapsed(), error.as_deref());
             }
             answer.send(Reply { id, result });
         });
-        owned.pool.submit(name, function, args, kwargs, done);
+        owned.pool.submit(call, done);
     }
 
     pub(crate) fn answer_app(

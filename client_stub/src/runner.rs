@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use common::error::{ErrorKind, RemoteError};
 use common::proto::{Call, Reply, ToApp};
-use serde_json::{Map, Value};
 use smol::channel::Sender;
 
 use crate::worker::{Done, Pool};
@@ -46,23 +45,14 @@ impl AppRunner {
         }
     }
 
-    fn submit(
-        &self,
-        module: &str,
-        function: String,
-        args: Vec<Value>,
-        kwargs: Map<String, Value>,
-        done: Done,
-    ) {
+    /// Sends `call` to the app under an id of this connection's own.
+    fn submit(&self, call: Call, done: Done) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.waiting().insert(id, (module.to_owned(), done));
+        self.waiting().insert(id, (call.module.clone(), done));
         let call = Call {
             id,
-            module: module.to_owned(),
-            function,
-            args,
-            kwargs,
             timeout_ms: 0,
+            ..call
         };
         if self.tx.try_send(ToApp::Call(call)).is_err() {
             let waiting = self.waiting().remove(&id);
@@ -116,18 +106,11 @@ pub enum Runner {
 }
 
 impl Runner {
-    /// Runs one call of `module`, handing its answer to `done`.
-    pub fn submit(
-        &self,
-        module: &str,
-        function: String,
-        args: Vec<Value>,
-        kwargs: Map<String, Value>,
-        done: Done,
-    ) {
+    /// Runs `call`, handing its answer to `done`.
+    pub fn submit(&self, call: Call, done: Done) {
         match self {
-            Runner::Python(pool) => pool.submit(function, args, kwargs, done),
-            Runner::App(app) => app.submit(module, function, args, kwargs, done),
+            Runner::Python(pool) => pool.submit(call.function, call.args, call.kwargs, done),
+            Runner::App(app) => app.submit(call, done),
         }
     }
 
