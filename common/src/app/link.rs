@@ -176,15 +176,13 @@ impl Link {
 
     /// Hands an answer to its call, if it still waits.
     fn answered(&self, id: u64, answer: Answer) {
-        let waker = match self.state().calls.get_mut(&id) {
-            Some(slot @ Slot::Waiting(_)) => {
-                match std::mem::replace(slot, Slot::Answered(answer)) {
-                    Slot::Waiting(waker) => waker,
-                    Slot::Answered(_) => None,
-                }
-            }
-            _ => None, // timed out and forgotten
+        let mut state = self.state();
+        let Some(Slot::Waiting(waker)) = state.calls.get_mut(&id) else {
+            return; // timed out and forgotten
         };
+        let waker = waker.take();
+        state.calls.insert(id, Slot::Answered(answer));
+        drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
