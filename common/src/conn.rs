@@ -59,6 +59,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(Some(serde_json::from_slice(&self.line)?))
     }
 
+    /// Whether a whole frame is already buffered: the next read will not wait. A task that
+    /// queues frames while it reads flushes them when this turns false (see
+    /// [`crate::outbox::flush_queued`]).
+    pub fn has_frame(&self) -> bool {
+        self.reader.buffer().contains(&b'\n')
+    }
+
     /// Fills `self.line` with the next line (without its newline); `false` at a clean end.
     async fn read_line(&mut self) -> Result<bool> {
         if self.done {

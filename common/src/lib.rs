@@ -4,8 +4,11 @@
 //! - [`module`]: descriptors; [`pyparse`]: Python source → descriptor.
 //! - [`chunk`]: descriptor files in md5-checked pieces; [`store`]: descriptor files on disk.
 //! - [`config`]: TOML profiles; [`error`]: local and wire errors.
-//! - [`readiness`]: socket and pipe reads without the one bound to fail.
+//! - [`readiness`]: socket and pipe reads without the one bound to fail; [`outbox`]: frames
+//!   written by the task that queued them; [`actor`]: state changed by events, applied by the
+//!   tasks that read them.
 
+pub mod actor;
 pub mod app;
 pub mod chunk;
 pub mod codegen;
@@ -16,6 +19,7 @@ pub mod console;
 pub mod error;
 pub mod log;
 pub mod module;
+pub mod outbox;
 pub mod proto;
 pub mod provider;
 pub mod pyparse;

@@ -1,21 +1,25 @@
-//! The broker: one task that owns the server's tables and every peer's outbound queue.
+//! The broker: the server's tables and every peer's outbound queue, behind one lock.
 //!
-//! Connection tasks turn frames into [`Event`]s; the broker applies them to the [`Registry`]
-//! and [`Routes`] and queues answers. It never waits on a socket: each peer's writer task drains
-//! a bounded queue, and a peer whose queue is full is dropped.
+//! Connection tasks turn frames into [`Event`]s and apply them themselves ([`Shared`]): the
+//! broker updates the [`Registry`] and [`Routes`] and queues frames in peers' [`Outbox`]es,
+//! which the applying task then writes. So a call is read, routed and written on by one task,
+//! with no hop between tasks. The broker never waits on a socket: what a socket does not take at
+//! once waits in its outbox for the peer's writer task, and a peer that falls too far behind is
+//! dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::actor::Actor;
 use common::chunk::{split, Reassembler};
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
+use common::outbox::Outbox;
 use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
 use common::say;
 use common::stats::Stats;
 use common::store::{check_module_name, md5_hex, Store};
-use smol::channel::{Receiver, Sender};
 use smol::net::{Shutdown, TcpStream};
 
 use crate::registry::{PeerId, Refusal, Registry};
@@ -24,9 +28,8 @@ use crate::shell::Command;
 use crate::Limits;
 
 /// What connection tasks and the console tell the broker.
-#[derive(Debug)]
 pub enum Event {
-    /// A connection said hello; `tx` is its outbound queue.
+    /// A connection said hello.
     Join {
         id: PeerId,
         hello: Hello,
@@ -47,23 +50,33 @@ pub enum Event {
 }
 
 /// A new connection, as its task hands it to the broker.
-#[derive(Debug)]
 pub struct Link {
     /// The peer's address, as this side sees it.
     pub address: String,
-    /// The connection's outbound queue, drained by its writer task.
-    pub tx: Sender<ToClient>,
+    /// The connection's outbound frames.
+    pub outbox: Arc<Outbox>,
     /// The socket, to cut a peer that stops reading.
     pub stream: TcpStream,
 }
 
 /// A joined peer's outbound side.
 struct Peer {
-    tx: Sender<ToClient>,
+    outbox: Arc<Outbox>,
     stream: TcpStream,
     /// Descriptor uploads in progress from this peer.
     uploads: Reassembler,
 }
+
+impl Drop for Peer {
+    /// A peer removed from the table gets nothing more: its writer writes what is queued (a
+    /// `Shutdown`, say), then closes the socket.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
+}
+
+/// The broker as its connection tasks share it.
+pub type Shared = common::actor::Shared<Broker>;
 
 /// The broker's state.
 pub struct Broker {
@@ -92,31 +105,13 @@ impl Broker {
             stats: Stats::default(),
         }
     }
+}
 
-    /// Applies events until the channel closes or the console says `_end_`.
-    ///
-    /// # Returns
-    /// The reason the session ended, after every peer was told.
-    pub async fn run(mut self, events: Receiver<Event>) -> String {
-        let reason = loop {
-            let Ok(event) = events.recv().await else {
-                break "the server is shutting down".to_owned();
-            };
-            if let Some(reason) = self.handle(event) {
-                break reason;
-            }
-        };
-        for peer in self.peers.values() {
-            let _ = peer.tx.try_send(ToClient::Shutdown {
-                reason: reason.clone(),
-            });
-        }
-        // Dropping the queues lets each writer flush and close its socket.
-        self.peers.clear();
-        reason
-    }
+impl Actor for Broker {
+    type Event = Event;
+    /// Why the session ended.
+    type End = String;
 
-    /// Applies one event; `Some(reason)` ends the session.
     fn handle(&mut self, event: Event) -> Option<String> {
         match event {
             Event::Join { id, hello, link } => self.join(id, hello, link),
@@ -147,12 +142,28 @@ impl Broker {
         None
     }
 
+    /// Every peer is told why; its connection closes once told.
+    fn end(&mut self, reason: &String) {
+        for peer in self.peers.values() {
+            peer.outbox.push(&ToClient::Shutdown {
+                reason: reason.clone(),
+            });
+        }
+        self.peers.clear();
+    }
+}
+
+impl Broker {
     /// Queues `msg` for peer `id`; a peer that cannot keep up is dropped.
     fn send(&mut self, id: PeerId, msg: ToClient) {
+        self.queue(id, &msg);
+    }
+
+    fn queue(&mut self, id: PeerId, msg: &ToClient) {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        if peer.tx.len() >= self.limits.queue_frames {
+        if peer.outbox.frames() >= self.limits.queue_frames {
             let name = self.registry.name(id).unwrap_or("?");
             say!("dropping {name}: it does not read what it is sent");
             // Cutting the socket unblocks its writer and ends its reader, which reports Leave.
@@ -160,7 +171,7 @@ impl Broker {
             self.peers.remove(&id);
             return;
         }
-        let _ = peer.tx.try_send(msg);
+        peer.outbox.push(msg);
     }
 
     fn broadcast(&mut self, msg: &ToClient, except: Option<PeerId>) {
@@ -171,19 +182,20 @@ impl Broker {
             .filter(|&i| Some(i) != except)
             .collect();
         for id in ids {
-            self.send(id, msg.clone());
+            self.queue(id, msg);
         }
     }
 
     fn join(&mut self, id: PeerId, hello: Hello, link: Link) {
         let Link {
             address,
-            tx,
+            outbox,
             stream,
         } = link;
         let refuse = |reason: String, name_taken: bool| {
             say!("refused {address}: {reason}");
-            let _ = tx.try_send(ToClient::Refused { reason, name_taken });
+            outbox.push(&ToClient::Refused { reason, name_taken });
+            outbox.close();
         };
         if hello.version != PROTOCOL_VERSION {
             return refuse(
@@ -231,7 +243,7 @@ impl Broker {
         self.peers.insert(
             id,
             Peer {
-                tx,
+                outbox,
                 stream,
                 uploads,
             },

@@ -2,7 +2,7 @@
 //! descriptors and routes calls. `main.rs` resolves flags and profile into a [`Config`] and calls
 //! [`run`]; tests call [`run`] in-process or start the binary.
 //!
-//! Layout: `peer.rs` (one connection: reader + writer), `broker.rs` (the actor owning all state),
+//! Layout: `peer.rs` (one connection: reader + writer), `broker.rs` (all state, behind one lock),
 //! `registry.rs` and `routes.rs` (its I/O-free tables), `shell.rs` (console commands).
 
 pub mod broker;
@@ -12,6 +12,7 @@ pub mod routes;
 pub mod shell;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::say;
@@ -21,7 +22,7 @@ use smol::channel::Receiver;
 use smol::future::FutureExt;
 use smol::net::TcpListener;
 
-use broker::{Broker, Event};
+use broker::{Broker, Event, Shared};
 use shell::Line;
 
 pub use common::config::Limits;
@@ -49,39 +50,39 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> common::Result<String> {
     let store = Store::open(&config.dir)?;
-    // Bounded: a peer that floods the broker waits for it, instead of growing its queue.
-    let (events, inbox) = smol::channel::bounded::<Event>(4096);
-    let broker = smol::spawn(Broker::new(store, config.limits, config.token.clone()).run(inbox));
+    let (broker, ended) = Shared::new(Broker::new(store, config.limits, config.token.clone()));
     // Connection tasks hold `alive`; when the last one ends, `all_closed` completes.
     let (alive, all_closed) = smol::channel::bounded::<()>(1);
 
     let ticker = {
-        let events = events.clone();
+        let broker = broker.clone();
         smol::spawn(async move {
             loop {
                 smol::Timer::after(Duration::from_millis(250)).await;
-                if events.send(Event::Tick).await.is_err() {
+                if !broker.apply(Event::Tick) {
                     break;
                 }
             }
         })
     };
-    let shell = console.map(|lines| smol::spawn(shell_loop(lines, events.clone())));
+    let shell = console.map(|lines| smol::spawn(shell_loop(lines, broker.clone())));
 
     let accepting = smol::spawn(accept_loop(
         listener,
-        events.clone(),
+        broker.clone(),
         alive.clone(),
         config.limits,
         config.tls.clone(),
     ));
     let stopped = async {
         shutdown.await;
-        let _ = events.send(Event::Console(shell::Command::End)).await;
+        broker.apply(Event::Console(shell::Command::End));
         std::future::pending::<String>().await
     };
-    // The broker ends on `_end_`, from the console or from `shutdown`.
-    let reason = broker.or(stopped).await;
+    // The session ends on `_end_`, from the console or from `shutdown`.
+    let reason = async { ended.recv().await.unwrap_or_default() }
+        .or(stopped)
+        .await;
     drop((accepting, ticker, shell, alive));
     // Give every writer a moment to deliver the shutdown notice.
     let _ = all_closed
@@ -97,7 +98,7 @@ pub async fn run(
 /// Accepts connections forever, one task each; `alive` is held by every connection task.
 async fn accept_loop(
     listener: TcpListener,
-    events: smol::channel::Sender<Event>,
+    broker: Arc<Shared>,
     alive: smol::channel::Sender<()>,
     limits: Limits,
     tls: Option<Acceptor>,
@@ -107,9 +108,9 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, _)) => {
                 next_id += 1;
-                let (events, alive, tls) = (events.clone(), alive.clone(), tls.clone());
+                let (broker, alive, tls) = (broker.clone(), alive.clone(), tls.clone());
                 smol::spawn(async move {
-                    peer::serve(next_id, stream, tls, events, limits).await;
+                    peer::serve(next_id, stream, tls, broker, limits).await;
                     drop(alive);
                 })
                 .detach();
@@ -123,13 +124,13 @@ async fn accept_loop(
 }
 
 /// Reads console lines and turns them into broker events.
-async fn shell_loop(lines: Receiver<String>, events: smol::channel::Sender<Event>) {
+async fn shell_loop(lines: Receiver<String>, broker: Arc<Shared>) {
     while let Ok(line) = lines.recv().await {
         match shell::parse(&line) {
             Ok(Line::Empty) => {}
             Ok(Line::Help) => say!("{}", shell::HELP.trim_end()),
             Ok(Line::Run(cmd)) => {
-                if events.send(Event::Console(cmd)).await.is_err() {
+                if !broker.apply(Event::Console(cmd)) {
                     break;
                 }
             }

@@ -1,18 +1,19 @@
-//! One connection: a reader loop that turns frames into broker events, and a writer loop that
-//! drains the peer's queue onto the socket.
+//! One connection: a reader loop that turns frames into broker events and applies them, and a
+//! writer task for what the socket does not take at once (see [`Outbox`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::conn::{drain, FrameReader, FrameWriter, Silence};
+use common::conn::{FrameReader, FrameWriter, Silence};
+use common::outbox::Outbox;
 use common::proto::{ToClient, ToServer};
 use common::say;
 use common::tls::{plain, Acceptor, Writer};
 use common::Error;
-use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::net::{Shutdown, TcpStream};
 
-use crate::broker::{Event, Link};
+use crate::broker::{Event, Link, Shared};
 use crate::registry::PeerId;
 use crate::Limits;
 
@@ -24,7 +25,7 @@ pub async fn serve(
     id: PeerId,
     stream: TcpStream,
     tls: Option<Acceptor>,
-    broker: Sender<Event>,
+    broker: Arc<Shared>,
     limits: Limits,
 ) {
     let address = stream
@@ -38,7 +39,7 @@ pub async fn serve(
         };
         let mut reader = FrameReader::new(r, limits.max_frame_bytes);
         let hello = reader.read::<ToServer>().await;
-        Ok((reader, FrameWriter::new(w), hello))
+        Ok((reader, w, hello))
     };
     let opened = opened
         .or(async {
@@ -46,7 +47,7 @@ pub async fn serve(
             Err(Error::Protocol("no hello in time".into()))
         })
         .await;
-    let (mut reader, mut writer, hello) = match opened {
+    let (mut reader, writer, hello) = match opened {
         Ok(parts) => parts,
         Err(e) => {
             say!("refused {address}: {e}");
@@ -67,25 +68,26 @@ pub async fn serve(
                 reason,
                 name_taken: false,
             };
-            let _ = writer.send(&refused).await;
+            let _ = FrameWriter::new(writer).send(&refused).await;
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
     };
 
-    // Unbounded, with the bound checked by the broker on each send: a bounded channel would
-    // allocate every slot up front, megabytes per peer at the default limit.
-    let (tx, rx) = smol::channel::unbounded();
+    // Under TLS every byte goes through the writer task.
+    let outbox = match tls {
+        Some(_) => Outbox::new(),
+        None => Outbox::tcp(&stream),
+    };
+    let writing = smol::spawn(write_loop(outbox.clone(), writer, stream.clone()));
     let link = Link {
         address,
-        tx,
+        outbox,
         stream: stream.clone(),
     };
-    let join = Event::Join { id, hello, link };
-    if broker.send(join).await.is_err() {
+    if !broker.apply(Event::Join { id, hello, link }) {
         return;
     }
-    let writing = smol::spawn(write_loop(rx, writer, stream.clone()));
 
     // A peer that vanished without closing (pulled cable, suspended laptop) falls silent.
     let limit = Duration::from_millis(limits.heartbeat_ms.saturating_mul(3));
@@ -107,21 +109,24 @@ pub async fn serve(
                 message: e.to_string(),
             },
             Err(e) => {
-                let _ = broker
-                    .send(Event::Lost {
-                        id,
-                        why: e.to_string(),
-                    })
-                    .await;
+                broker.apply(Event::Lost {
+                    id,
+                    why: e.to_string(),
+                });
                 break;
             }
         };
-        if broker.send(event).await.is_err() {
+        // With more frames already read, what this one queued goes out with theirs.
+        let live = match reader.has_frame() {
+            true => broker.apply_queued(event),
+            false => broker.apply(event),
+        };
+        if !live {
             break;
         }
     }
-    let _ = broker.send(Event::Leave { id }).await;
-    // The broker drops this peer's queue on Leave, which ends the writer once it has flushed;
+    broker.apply(Event::Leave { id });
+    // The broker closes this peer's outbox on Leave, which ends the writer once it has flushed;
     // a peer that does not read would keep it waiting forever, so it gets a moment, no more.
     // Dropping the writer then closes the last handle on the socket.
     let flushed = writing;
@@ -131,12 +136,10 @@ pub async fn serve(
     flushed.or(waited).await;
 }
 
-/// Writes queued frames until the queue closes or a frame that ends the session (`Refused`,
-/// `Shutdown`) is written; then closes the socket so the reader ends too.
-async fn write_loop(rx: Receiver<ToClient>, writer: FrameWriter<Writer>, stream: TcpStream) {
-    drain(rx, writer, |m| {
-        matches!(m, ToClient::Refused { .. } | ToClient::Shutdown { .. })
-    })
-    .await;
+/// Writes what the socket did not take at once until the outbox closes (the broker closes it
+/// after a frame that ends the session, `Refused` or `Shutdown`, and when the peer leaves);
+/// then closes the socket so the reader ends too.
+async fn write_loop(outbox: Arc<Outbox>, writer: Writer, stream: TcpStream) {
+    outbox.write_out(writer).await;
     let _ = stream.shutdown(Shutdown::Both);
 }
