@@ -2,16 +2,17 @@
 //! stub owns) or sent to the server; answers routed back by id; timeouts; call statistics.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::conn::json_size;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
+use common::outbox::Outbox;
 use common::proto::{Call, Reply, ToApp, ToServer, ToStub};
 use common::say;
 use common::store::{check_module_name, md5_hex};
 use serde_json::{json, Value};
-use smol::channel::Sender;
 
 use crate::owned::Parsed;
 use crate::runner::AppRunner;
@@ -92,13 +93,13 @@ impl Stub {
         {
             return Err(format!("this stub already owns a module '{}'", desc.module));
         }
-        let Some(tx) = self.apps.get(&conn).cloned() else {
+        let Some(outbox) = self.apps.get(&conn).cloned() else {
             return Err("the app left".into());
         };
         let runner = self
             .providers
             .entry(conn)
-            .or_insert_with(|| AppRunner::new(conn, tx))
+            .or_insert_with(|| AppRunner::new(conn, outbox))
             .clone();
         let bytes = desc.to_bytes();
         let parsed = Parsed {
@@ -275,8 +276,8 @@ impl Stub {
         id: u64,
         result: std::result::Result<Value, RemoteError>,
     ) {
-        if let Some(tx) = self.apps.get(&conn) {
-            let _ = tx.try_send(ToApp::Reply(Reply { id, result }));
+        if let Some(outbox) = self.apps.get(&conn) {
+            outbox.push(&ToApp::Reply(Reply { id, result }));
         }
     }
 
@@ -300,15 +301,16 @@ impl Stub {
 
 /// Where the answer to a call run here goes.
 pub(crate) enum Answer {
-    Server(Sender<ToServer>),
-    App(Sender<ToApp>),
+    Server(Arc<Outbox>),
+    App(Arc<Outbox>),
 }
 
 impl Answer {
+    /// Queues the reply; it is written at this thread's next flush (see [`Outbox::push`]).
     pub(crate) fn send(&self, reply: Reply) {
-        let _ = match self {
-            Answer::Server(tx) => tx.try_send(ToServer::Reply(reply)).is_ok(),
-            Answer::App(tx) => tx.try_send(ToApp::Reply(reply)).is_ok(),
+        match self {
+            Answer::Server(up) => up.push(&ToServer::Reply(reply)),
+            Answer::App(app) => app.push(&ToApp::Reply(reply)),
         };
     }
 }

@@ -2,8 +2,8 @@
 //! modules it registers (their workers), and the local server for apps (loopback listener).
 //! `main.rs` resolves flags and profile into a [`Config`] and calls [`run`].
 //!
-//! Layout: `upstream.rs` (join and keep the server link), `stub.rs` (the actor owning all
-//! state), `calls.rs` (app calls, answers, timeouts, stats), `owned.rs` (registering,
+//! Layout: `upstream.rs` (join and keep the server link), `stub.rs` (all state, changed by
+//! events), `calls.rs` (app calls, answers, timeouts, stats), `owned.rs` (registering,
 //! reloading and watching modules), `runner.rs` + `worker/` (what runs owned modules: supervised
 //! Python workers or a providing app), `local.rs` (app connections), `repl.rs` (shell commands).
 
@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use common::config::{ClientProfile, Limits, LogSettings};
 use common::console::{Console, Names};
 use common::say;
@@ -29,7 +31,7 @@ use common::{Error, Result};
 use smol::future::FutureExt;
 use smol::net::TcpListener;
 
-use stub::{Event, Stub};
+use stub::{Event, Shared, Stub};
 pub use upstream::NamePolicy;
 
 /// The client stub's resolved settings.
@@ -179,40 +181,42 @@ pub async fn run(
         })?;
     say!("apps on {}", apps.local_addr()?);
 
-    let (events, inbox) = smol::channel::unbounded::<Event>();
     let names = Names::default();
     let mut stub = Stub::new(config.clone(), store, names.clone());
-    // Parsed and started now; uploaded as soon as the actor hears it is connected.
+    // Parsed and started now; uploaded as soon as the stub hears it is connected.
     for path in &config.register {
         stub.register(path);
     }
     for name in &config.expose {
         stub.expose(name);
     }
+    let (stub, ended) = Shared::new(stub);
     let tasks = (
-        smol::spawn(upstream::keep_connected(link, params, events.clone())),
+        smol::spawn(upstream::keep_connected(link, params, stub.clone())),
         smol::spawn(local::accept_loop(
             apps,
-            events.clone(),
+            stub.clone(),
             config.limits.max_frame_bytes,
         )),
-        smol::spawn(tick(events.clone())),
+        smol::spawn(tick(stub.clone())),
         config
             .live_console
-            .then(|| smol::spawn(console(config.clone(), names, events.clone()))),
+            .then(|| smol::spawn(console(config.clone(), names, stub.clone()))),
     );
     let stop = async {
         shutdown.await;
-        let _ = events.send(Event::Stop("stopped".into())).await;
+        stub.apply(Event::Stop("stopped".into()));
         std::future::pending().await
     };
-    let result = stub.run(inbox).or(stop).await;
+    let result = async { ended.recv().await.unwrap_or(Ok("stopped".into())) }
+        .or(stop)
+        .await;
     drop(tasks);
     result
 }
 
-/// Runs the shell, feeding its lines to the actor.
-async fn console(config: Config, names: Names, events: smol::channel::Sender<Event>) {
+/// Runs the shell, applying its lines to the stub.
+async fn console(config: Config, names: Names, stub: Arc<Shared>) {
     let lines = Console {
         prompt: format!("{}> ", config.name),
         commands: repl::COMMANDS.to_vec(),
@@ -223,16 +227,16 @@ async fn console(config: Config, names: Names, events: smol::channel::Sender<Eve
     }
     .spawn();
     while let Ok(line) = lines.recv().await {
-        if events.send(Event::Line(line)).await.is_err() {
+        if !stub.apply(Event::Line(line)) {
             break;
         }
     }
 }
 
-async fn tick(events: smol::channel::Sender<Event>) {
+async fn tick(stub: Arc<Shared>) {
     loop {
         smol::Timer::after(Duration::from_millis(100)).await;
-        if events.send(Event::Tick).await.is_err() {
+        if !stub.apply(Event::Tick) {
             break;
         }
     }

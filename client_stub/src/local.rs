@@ -1,24 +1,27 @@
-//! The loopback listener for apps: one reader and one writer task per app connection; requests
-//! go to the stub's actor, answers come back on the connection's queue.
+//! The loopback listener for apps: one task per app connection reads its requests and applies
+//! them to the stub; answers go out through the connection's outbox (and its writer task, for
+//! what the socket does not take at once).
 
-use common::conn::{drain, FrameReader, FrameWriter};
+use std::sync::Arc;
+
+use common::conn::FrameReader;
+use common::outbox::Outbox;
 use common::proto::{ToApp, ToStub};
 use common::readiness;
 use common::say;
 use common::Error;
-use smol::channel::Sender;
 use smol::net::{Shutdown, TcpListener, TcpStream};
 
-use crate::stub::Event;
+use crate::stub::{Event, Shared};
 
 /// Accepts app connections until the task is dropped.
-pub async fn accept_loop(listener: TcpListener, events: Sender<Event>, max_frame: usize) {
+pub async fn accept_loop(listener: TcpListener, stub: Arc<Shared>, max_frame: usize) {
     let mut next = 0u64;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 next += 1;
-                smol::spawn(serve(next, stream, events.clone(), max_frame)).detach();
+                smol::spawn(serve(next, stream, stub.clone(), max_frame)).detach();
             }
             Err(e) => {
                 say!("app accept failed: {e}");
@@ -29,39 +32,44 @@ pub async fn accept_loop(listener: TcpListener, events: Sender<Event>, max_frame
 }
 
 /// Serves one app connection until it closes.
-async fn serve(conn: u64, stream: TcpStream, events: Sender<Event>, max_frame: usize) {
+async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize) {
     let _ = stream.set_nodelay(true);
-    let (tx, rx) = smol::channel::unbounded::<ToApp>();
-    if events
-        .send(Event::AppJoined {
-            conn,
-            tx: tx.clone(),
-        })
-        .await
-        .is_err()
-    {
+    let outbox = Outbox::tcp(&stream);
+    if !stub.apply(Event::AppJoined {
+        conn,
+        outbox: outbox.clone(),
+    }) {
         return;
     }
-    let writer = smol::spawn(drain(rx, FrameWriter::new(stream.clone()), |_| false));
+    let writer = smol::spawn({
+        let (outbox, stream) = (outbox.clone(), stream.clone());
+        async move { outbox.write_out(stream).await }
+    });
     let mut reader = FrameReader::new(readiness::tcp(&stream), max_frame);
     loop {
         match reader.read::<ToStub>().await {
             Ok(Some(msg)) => {
-                if events.send(Event::App { conn, msg }).await.is_err() {
+                // With more requests already read, what this one queued goes out with theirs.
+                let event = Event::App { conn, msg };
+                let live = match reader.has_frame() {
+                    true => stub.apply_queued(event),
+                    false => stub.apply(event),
+                };
+                if !live {
                     break;
                 }
             }
             Ok(None) => break,
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
-                let _ = tx.try_send(ToApp::Error {
+                outbox.send(&ToApp::Error {
                     message: e.to_string(),
                 });
             }
             Err(_) => break,
         }
     }
-    let _ = events.send(Event::AppLeft { conn }).await;
-    drop(tx);
+    stub.apply(Event::AppLeft { conn });
+    outbox.close();
     writer.await;
     let _ = stream.shutdown(Shutdown::Both);
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use common::error::{ErrorKind, RemoteError};
+use common::outbox::Outbox;
 use common::proto::{Call, Reply, ToApp};
-use smol::channel::Sender;
 
 use crate::worker::{Done, Pool};
 
@@ -30,16 +30,16 @@ impl Drop for Waiting {
 pub struct AppRunner {
     /// The app connection.
     pub conn: u64,
-    tx: Sender<ToApp>,
+    outbox: Arc<Outbox>,
     waiting: Arc<Waiting>,
     next: Arc<AtomicU64>,
 }
 
 impl AppRunner {
-    pub fn new(conn: u64, tx: Sender<ToApp>) -> Self {
+    pub fn new(conn: u64, outbox: Arc<Outbox>) -> Self {
         AppRunner {
             conn,
-            tx,
+            outbox,
             waiting: Arc::default(),
             next: Arc::default(),
         }
@@ -54,7 +54,7 @@ impl AppRunner {
             timeout_ms: 0,
             ..call
         };
-        if self.tx.try_send(ToApp::Call(call)).is_err() {
+        if !self.outbox.push(&ToApp::Call(call)) {
             let waiting = self.waiting().remove(&id);
             if let Some((module, done)) = waiting {
                 done(Err(gone(&module)));

@@ -1,21 +1,23 @@
-//! The client stub's actor: one task that owns what this stub knows (modules on the network,
-//! modules it owns, apps and their calls in flight) and applies every event to it.
+//! The client stub's state: what this stub knows (modules on the network, modules it owns,
+//! apps and their calls in flight), changed only by events, which the tasks that hear them
+//! apply (see [`common::actor`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::actor::Actor;
 use common::chunk::{split, Reassembler};
 use common::console::Names;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
-use common::proto::{render_who, Chunk, Offer, Reply, ToApp, ToClient, ToServer, ToStub};
+use common::outbox::Outbox;
+use common::proto::{render_who, Chunk, Offer, Reply, ToClient, ToServer, ToStub};
 use common::say;
 use common::stats::Stats;
 use common::store::Store;
 use common::Result;
-use smol::channel::{Receiver, Sender};
 
 use crate::calls::{Answer, Pending, PingWaiter};
 use crate::owned::{render, Owned};
@@ -23,13 +25,16 @@ use crate::repl::{self, Command};
 use crate::runner::AppRunner;
 use crate::Config;
 
-/// What the stub's tasks tell the actor.
+/// The stub as its tasks share it.
+pub type Shared = common::actor::Shared<Stub>;
+
+/// What the stub's tasks tell it.
 pub enum Event {
     /// A frame from the server.
     Server(ToClient),
     /// Joined (or re-joined) the server: frames for it go to `up`.
     Connected {
-        up: Sender<ToServer>,
+        up: Arc<Outbox>,
         name: String,
     },
     /// The server connection was lost; the link is being re-made.
@@ -38,7 +43,7 @@ pub enum Event {
     Line(String),
     AppJoined {
         conn: u64,
-        tx: Sender<ToApp>,
+        outbox: Arc<Outbox>,
     },
     App {
         conn: u64,
@@ -61,18 +66,18 @@ pub(crate) struct Known {
     desc: Option<ModuleDescriptor>,
 }
 
-/// The actor's state.
+/// The stub's state.
 pub struct Stub {
     pub(crate) config: Config,
     /// Frames to the server, while connected.
-    pub(crate) up: Option<Sender<ToServer>>,
+    pub(crate) up: Option<Arc<Outbox>>,
     /// How many times the link to the server was made.
     pub(crate) links: u32,
     pub(crate) owned: BTreeMap<String, Owned>,
     pub(crate) store: Store,
     pub(crate) incoming: Reassembler,
     pub(crate) known: BTreeMap<String, Known>,
-    pub(crate) apps: HashMap<u64, Sender<ToApp>>,
+    pub(crate) apps: HashMap<u64, Arc<Outbox>>,
     pub(crate) pending: HashMap<u64, Pending>,
     pub(crate) next_id: u64,
     /// Module names for the shell's completion.
@@ -118,19 +123,12 @@ impl Stub {
             from_profile,
         }
     }
+}
 
-    /// Applies events until the session ends.
-    ///
-    /// # Returns
+impl Actor for Stub {
+    type Event = Event;
     /// Why it ended cleanly (quit, server shutdown); an error when the server was lost.
-    pub async fn run(mut self, events: Receiver<Event>) -> Result<String> {
-        while let Ok(event) = events.recv().await {
-            if let Some(end) = self.handle(event) {
-                return end;
-            }
-        }
-        Ok("stopped".into())
-    }
+    type End = Result<String>;
 
     fn handle(&mut self, event: Event) -> Option<Result<String>> {
         match event {
@@ -144,8 +142,8 @@ impl Stub {
                 Ok(None) => {}
                 Err(e) => say!("error: {e}"),
             },
-            Event::AppJoined { conn, tx } => {
-                self.apps.insert(conn, tx);
+            Event::AppJoined { conn, outbox } => {
+                self.apps.insert(conn, outbox);
             }
             Event::App { conn, msg } => self.app(conn, msg),
             Event::AppLeft { conn } => self.app_left(conn),
@@ -161,10 +159,12 @@ impl Stub {
         }
         None
     }
+}
 
+impl Stub {
     /// Frames go to `up` from now on: every owned module is uploaded again, and the server's
     /// offers that follow re-sync the rest by md5.
-    fn connected(&mut self, up: Sender<ToServer>, name: String) {
+    fn connected(&mut self, up: Arc<Outbox>, name: String) {
         self.links += 1;
         self.config.name = name;
         self.up = Some(up);
@@ -208,7 +208,7 @@ impl Stub {
     pub(crate) fn send_up(&self, msg: ToServer) {
         match &self.up {
             Some(up) => {
-                let _ = up.try_send(msg);
+                up.push(&msg);
             }
             None => say!("error: not connected to the server (reconnecting)"),
         }
@@ -219,7 +219,7 @@ impl Stub {
             let shared = self.config.shared.iter().any(|m| m == module);
             for mut chunk in split(module, bytes) {
                 chunk.shared = shared;
-                let _ = up.try_send(ToServer::Chunk(chunk));
+                up.push(&ToServer::Chunk(chunk));
             }
         }
     }

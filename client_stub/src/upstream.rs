@@ -1,19 +1,20 @@
 //! The link to the server: join under a name, then keep the link up. A lost server (closed
-//! connection, silence past the heartbeat) is reported to the actor, and the link is re-made
+//! connection, silence past the heartbeat) is reported to the stub, and the link is re-made
 //! with backoff under the same name and session, so the stub reclaims its name from its ghost.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::conn::{drain, FrameReader, FrameWriter, Silence};
+use common::conn::{FrameReader, FrameWriter, Silence};
+use common::outbox::Outbox;
 use common::proto::{Hello, ToClient, ToServer, PROTOCOL_VERSION};
 use common::tls::{plain, Connector, Reader, Writer};
 use common::{say, Error, Result};
-use smol::channel::Sender;
 use smol::future::FutureExt;
 use smol::net::{Shutdown, TcpStream};
 
-use crate::stub::Event;
+use crate::stub::{Event, Shared};
 
 /// What to do when the server says the name is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +47,11 @@ pub struct Link {
     /// How often to send a heartbeat, as the server asked.
     pub heartbeat: Duration,
     pub reader: FrameReader<Reader>,
-    pub writer: FrameWriter<Writer>,
+    pub writer: Writer,
     /// The TCP connection under the link, to close it.
     pub stream: TcpStream,
+    /// Under TLS: every byte goes through the link's writer task.
+    pub tls: bool,
 }
 
 /// Connects and joins as `name`, following `policy` if the name is taken.
@@ -99,14 +102,14 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         None => plain(&stream),
     };
     let mut reader = FrameReader::new(r, params.max_frame);
-    let mut writer = FrameWriter::new(w);
+    let mut writer = w;
     let hello = ToServer::Hello(Hello {
         version: PROTOCOL_VERSION,
         name: name.to_owned(),
         token: params.token.clone(),
         session: Some(params.session.clone()),
     });
-    writer.send(&hello).await?;
+    FrameWriter::new(&mut writer).send(&hello).await?;
     match reader.read::<ToClient>().await? {
         Some(ToClient::Welcome {
             name, heartbeat_ms, ..
@@ -116,6 +119,7 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
             reader,
             writer,
             stream,
+            tls: params.tls.is_some(),
         })),
         Some(ToClient::Refused {
             reason,
@@ -131,36 +135,45 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
     }
 }
 
-/// Keeps the stub connected for as long as the actor runs: hands each new link's sender to the
-/// actor, sends heartbeats, forwards frames, and after a loss rejoins with backoff.
-pub async fn keep_connected(mut link: Link, params: Params, events: Sender<Event>) {
+/// Keeps the stub connected for as long as its session runs: hands each new link's outbox to
+/// the stub, sends heartbeats, applies the server's frames, and after a loss rejoins with
+/// backoff.
+pub async fn keep_connected(mut link: Link, params: Params, stub: Arc<Shared>) {
     loop {
-        let (up, outbox) = smol::channel::unbounded::<ToServer>();
+        let up = match link.tls {
+            true => Outbox::new(),
+            false => Outbox::tcp(&link.stream),
+        };
         let connected = Event::Connected {
             up: up.clone(),
             name: link.name.clone(),
         };
-        if events.send(connected).await.is_err() {
+        if !stub.apply(connected) {
             return;
         }
-        let writer = smol::spawn(drain(outbox, link.writer, |_| false));
-        let heartbeat = smol::spawn(beat(up, link.heartbeat));
-        let Some(why) = read_server(&mut link.reader, &events, link.heartbeat * 3).await else {
+        let writer = smol::spawn({
+            let up = up.clone();
+            async move { up.write_out(link.writer).await }
+        });
+        let heartbeat = smol::spawn(beat(up.clone(), link.heartbeat));
+        let Some(why) = read_server(&mut link.reader, &stub, link.heartbeat * 3).await else {
             return;
         };
+        // Frames queued from now on are refused, until the stub hears the link is gone.
+        up.close();
         drop((heartbeat, writer));
         let _ = link.stream.shutdown(Shutdown::Both);
-        if events.send(Event::Disconnected(why)).await.is_err() {
+        if !stub.apply(Event::Disconnected(why)) {
             return;
         }
         link = rejoin(&params, &link.name).await;
     }
 }
 
-/// Turns server frames into events until the connection ends; `None` when the actor is gone.
+/// Applies server frames until the connection ends; `None` when the stub's session has ended.
 async fn read_server(
     reader: &mut FrameReader<Reader>,
-    events: &Sender<Event>,
+    stub: &Shared,
     limit: Duration,
 ) -> Option<String> {
     let silence = Silence::new(limit);
@@ -175,7 +188,17 @@ async fn read_server(
         let read = read.await;
         silence.heard();
         match read {
-            Ok(Some(msg)) => events.send(Event::Server(msg)).await.ok()?,
+            Ok(Some(msg)) => {
+                // With more frames already read, what this one queued goes out with theirs.
+                let event = Event::Server(msg);
+                let live = match reader.has_frame() {
+                    true => stub.apply_queued(event),
+                    false => stub.apply(event),
+                };
+                if !live {
+                    return None;
+                }
+            }
             Ok(None) => return Some("the server closed the connection".into()),
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
                 say!("error: bad frame from the server: {e}");
@@ -186,10 +209,10 @@ async fn read_server(
 }
 
 /// Sends a heartbeat every interval, so a busy stub never looks dead.
-async fn beat(up: Sender<ToServer>, every: Duration) {
+async fn beat(up: Arc<Outbox>, every: Duration) {
     loop {
         smol::Timer::after(every).await;
-        if up.send(ToServer::Ping).await.is_err() {
+        if !up.send(&ToServer::Ping) {
             return;
         }
     }

@@ -20,30 +20,24 @@ pub trait Actor: Send {
     /// Applies one event; `Some` ends the session.
     fn handle(&mut self, event: Self::Event) -> Option<Self::End>;
 
-    /// The session has ended: last words to peers. Called once; no event is applied after.
+    /// The session has ended: last words to peers. Called once; then the actor is dropped,
+    /// though tasks may still hold the [`Shared`].
     fn end(&mut self, _end: &Self::End) {}
 }
 
 /// An actor shared by the tasks that feed it.
 pub struct Shared<A: Actor> {
-    state: Mutex<State<A>>,
+    /// `None` once the session has ended.
+    actor: Mutex<Option<A>>,
     ended: Sender<A::End>,
-}
-
-struct State<A> {
-    actor: A,
-    ended: bool,
 }
 
 impl<A: Actor> Shared<A> {
     /// Shares `actor`; the receiver gets how the session ended, once it has.
     pub fn new(actor: A) -> (Arc<Self>, Receiver<A::End>) {
         let (ended, end) = smol::channel::bounded(1);
-        let state = Mutex::new(State {
-            actor,
-            ended: false,
-        });
-        (Arc::new(Shared { state, ended }), end)
+        let actor = Mutex::new(Some(actor));
+        (Arc::new(Shared { actor, ended }), end)
     }
 
     /// Applies `event` and writes the frames it queued.
@@ -59,21 +53,22 @@ impl<A: Actor> Shared<A> {
     /// Applies `event`, leaving the frames it queued for this thread's next flush: for a task
     /// with more frames already read, so that a batch goes out in one write per connection.
     pub fn apply_queued(&self, event: A::Event) -> bool {
-        let mut state = self.lock();
-        if state.ended {
+        let mut actor = self.lock();
+        let Some(end) = actor.as_mut().map(|a| a.handle(event)) else {
             return false;
-        }
-        let Some(end) = state.actor.handle(event) else {
+        };
+        let Some(end) = end else {
             return true;
         };
-        state.ended = true;
-        state.actor.end(&end);
+        if let Some(mut actor) = actor.take() {
+            actor.end(&end);
+        }
         let _ = self.ended.try_send(end);
         false
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<A>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Option<A>> {
+        self.actor.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -20,6 +20,7 @@ use smol::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
 use smol::{Async, Task, Timer};
 
 use common::error::{ErrorKind, RemoteError};
+use common::outbox::flush_queued;
 use common::readiness::ReadWhenReady;
 use woken::WhenWoken;
 
@@ -74,7 +75,8 @@ type Answer = Result<Value, RemoteError>;
 
 /// Takes the answer to one call. Called exactly once, where the answer arrives (a worker's
 /// supervisor, a providing app's connection): it goes on from there with no task or channel of
-/// its own per call.
+/// its own per call. What it queues in an outbox is written at the thread's next flush (see
+/// `common::outbox`), which the supervisor does before it waits.
 pub type Done = Box<dyn FnOnce(Answer) + Send>;
 
 /// One call waiting in the queue, with where its answer goes.
@@ -88,7 +90,15 @@ struct Job {
 }
 
 impl Job {
-    fn answer(mut self, answer: Answer) {
+    /// Hands the answer on; what that queues is written at once.
+    fn answer(self, answer: Answer) {
+        self.answer_queued(answer);
+        flush_queued();
+    }
+
+    /// Hands the answer on; what that queues is written at this thread's next flush, with
+    /// the answers that follow it.
+    fn answer_queued(mut self, answer: Answer) {
         if let Some(done) = self.done.take() {
             done(answer);
         }
@@ -103,6 +113,7 @@ impl Drop for Job {
             done(Err(failed(format!(
                 "worker for module '{module}' was stopped during the call to {function}"
             ))));
+            flush_queued();
         }
     }
 }
@@ -399,7 +410,7 @@ impl Supervisor {
                 Err(why) => Err(why),
             };
             match answer {
-                Ok(answer) => job.answer(answer),
+                Ok(answer) => job.answer_queued(answer),
                 Err(why) => {
                     for (_, rest) in jobs {
                         let message = format!(
@@ -413,6 +424,7 @@ impl Supervisor {
             }
             outcome = Ok(());
         }
+        flush_queued();
         Ok(())
     }
 }
@@ -564,6 +576,10 @@ impl Conn {
 
     /// Reads the answer to request `id`.
     async fn answer(&mut self, id: u64) -> Result<Answer, Broken> {
+        // About to wait for the worker: the answers handed on before go out first.
+        if !self.stdout.buffer().contains(&b'\n') {
+            flush_queued();
+        }
         self.read_line().await?;
         parse_answer(&self.line, id).map_err(Broken::Invalid)
     }
