@@ -88,6 +88,20 @@ def pair():
 async def later(x):
     await asyncio.sleep(0.01)
     return x * 2
+
+def stop():
+    raise StopIteration("from the module")
+
+def big():
+    return 2 ** 70
+
+def yes():
+    return True
+
+def nothing():
+    return None
+
+VERSION = "1.0"
 "#;
 
 #[test]
@@ -164,6 +178,26 @@ fn non_json_result_is_a_clear_type_error() {
         }
         let pair = call(&pool, "pair", json!([])).await.unwrap();
         assert_eq!(pair, json!([1.5, "é", null]));
+    });
+}
+
+#[test]
+fn every_kind_of_result_comes_back_as_it_was() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        for (function, value) in [
+            ("big", json!(1_180_591_620_717_411_303_424.0)),
+            ("yes", json!(true)),
+            ("nothing", json!(null)),
+            ("VERSION", json!("1.0")),
+        ] {
+            let got = call(&pool, function, json!([])).await;
+            assert_eq!(got, Ok(value), "{function}");
+        }
+        // Raised by the module, not a line the worker could not read.
+        let error = call(&pool, "stop", json!([])).await.unwrap_err();
+        assert_eq!(error.exc_type.as_deref(), Some("StopIteration"));
+        assert_eq!(error.message, "from the module");
     });
 }
 

@@ -4,7 +4,7 @@ Run as `python3 -u -c <this script> <module_path>`, or `... import:NAME` for an 
 module exposed by name, or `... --describe NAME` to print an installed module's descriptor. The protocol uses the process's original
 stdin and stdout, one JSON object per line:
   worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1)
-  stub -> worker:         {"id": N, "function": "f", "args": [...], "kwargs": {...}}
+  stub -> worker:         [N, "f", [args...]]  or  [N, "f", [args...], {kwargs...}]
   worker -> stub:         {"id": N, "ok": VALUE}  or  {"id": N, "error": {...}}
 where an error is {"type": "ZeroDivisionError", "message": "...", "traceback": "..."}.
 """
@@ -78,19 +78,16 @@ def error_of(exc):
 SCALARS = frozenset((int, str, bool, type(None)))
 
 
-def codec():
-    """The encoder and decoder of the protocol's lines, built once.
+def encoder():
+    """The encoder of the protocol's values, built once.
 
-    `json.dumps` and `JSONEncoder.encode` build an encoder per call and `json.loads` matches
-    whitespace around every document; the C encoder and scanner they wrap are called directly.
+    `json.dumps` and `JSONEncoder.encode` build an encoder per call; the C encoder they wrap is
+    called directly.
     """
-    decoder = json.JSONDecoder()
-    scanner = json.scanner.c_make_scanner
     fallback = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
     make = json.encoder.c_make_encoder
-    if scanner is None or make is None:  # a Python without the _json accelerator
-        return fallback.encode, decoder.decode
-    scan = scanner(decoder)
+    if make is None:  # a Python without the _json accelerator
+        return fallback.encode
     # No circular-reference markers (`check_json` walks every container first), no NaN.
     c_encode = make(None, fallback.default, json.encoder.encode_basestring_ascii, None,
                     ":", ",", False, False, False)
@@ -100,16 +97,7 @@ def codec():
             return json.encoder.encode_basestring_ascii(value)
         return "".join(c_encode(value, 0))
 
-    def decode(text):
-        try:
-            value, end = scan(text, 0)
-        except StopIteration as e:  # what `json.loads` reports for it
-            raise json.JSONDecodeError("Expecting value", text, e.value) from None
-        if text[end:].strip():
-            raise ValueError(f"extra data after the request at column {end + 1}")
-        return value
-
-    return encode, decode
+    return encode
 
 
 def check_json(value, where="result"):
@@ -134,21 +122,24 @@ def check_json(value, where="result"):
     raise TypeError(f"{where} of type {type(value).__name__} is not JSON (allowed: {ALLOWED})")
 
 
-def call(module, request):
-    """Runs one request and returns its result; raises what the call raises. A plain value
+def call(module, name, args, kwargs):
+    """Runs one call and returns its result; raises what the call raises. A plain value
     (not a function), asked for with no arguments, is read."""
-    name = request["function"]
     func = getattr(module, name, None)
-    args, kwargs = request.get("args", ()), request.get("kwargs")
     if not callable(func):
         if func is not None and not args and not kwargs:
             check_json(func, f"{module.__name__}.{name}")
             return func
         raise AttributeError(f"module '{module.__name__}' has no function '{name}'")
-    result = func(*args, **kwargs) if kwargs else func(*args)
+    return settled(func(*args, **kwargs) if kwargs else func(*args))
+
+
+def settled(result):
+    """`result`, ready to send: an `async def` function's coroutine is run, and what is not
+    a plain scalar is checked."""
     if type(result) in SCALARS:
         return result
-    if type(result) is CoroutineType:  # an `async def` function
+    if type(result) is CoroutineType:
         result = asyncio.run(result)
     check_json(result)
     return result
@@ -217,30 +208,57 @@ def main():
         return
     proto_in, proto_out = take_protocol_pipes()
 
-    encode, decode = codec()
+    encode = encoder()
+    # C, or its pure-Python twin: either raises StopIteration(position) for what is not JSON.
+    scan = json.scanner.make_scanner(json.JSONDecoder())
+    write = os.write
 
-    def send(line):
-        data = line.encode()
+    def send(data):
         while data:
-            data = data[os.write(proto_out, data):]
+            data = data[write(proto_out, data):]
+
+    def failure(request_id, exc):
+        return (encode({"id": request_id, "error": error_of(exc)}) + "\n").encode()
 
     try:
         module = import_module(sys.argv[1])
     except BaseException as exc:  # a SystemExit at import fails it too
-        send(encode({"ready": False, "error": error_of(exc)}) + "\n")
+        send((encode({"ready": False, "error": error_of(exc)}) + "\n").encode())
         sys.exit(1)
-    send('{"ready":true}\n')
+    send(b'{"ready":true}\n')
 
     # One call at a time, in order: a module holding state never sees two calls at once.
+    # The common case (a function, no keyword arguments, a plain result) runs inline, step by
+    # step: the interpreter's own work is most of what a call costs here.
     for line in iter(proto_in.readline, b""):
         request_id = None
         try:
-            request = decode(line.decode())
-            request_id = request["id"]
+            text = line.decode()
+            try:
+                request, end = scan(text, 0)
+            except StopIteration as stop:  # what `json.loads` reports for it
+                raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+            if end + 1 != len(text) and text[end:].strip():
+                raise ValueError(f"extra data after the request at column {end + 1}")
+            if len(request) == 3:
+                request_id, name, args = request
+                kwargs = None
+            else:
+                request_id, name, args, kwargs = request
+            func = getattr(module, name, None)
+            if kwargs or not callable(func):
+                result = call(module, name, args, kwargs)
+            else:
+                result = func(*args)
+                if type(result) not in SCALARS:
+                    result = settled(result)
             # The envelope is formatted, not encoded: the id is the stub's integer.
-            answer = '{"id":%d,"ok":%s}\n' % (request_id, encode(call(module, request)))
+            if type(result) is int:
+                answer = b'{"id":%d,"ok":%d}\n' % (request_id, result)
+            else:
+                answer = b'{"id":%d,"ok":%s}\n' % (request_id, encode(result).encode())
         except Exception as exc:  # SystemExit still ends the worker, like os._exit
-            answer = encode({"id": request_id, "error": error_of(exc)}) + "\n"
+            answer = failure(request_id, exc)
         send(answer)
 
 
