@@ -15,14 +15,16 @@ use serde_json::{Map, Value};
 use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use smol::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
+use smol::process::{Child, ChildStderr, Command, Stdio};
 use smol::{Async, Task, Timer};
 
 use common::error::{ErrorKind, RemoteError};
 use common::outbox::flush_queued;
 use common::readiness::ReadWhenReady;
+use lane::{request_line, Lane};
 use woken::WhenWoken;
 
+mod lane;
 mod woken;
 
 /// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
@@ -65,6 +67,8 @@ struct Inner {
 struct Generation {
     jobs: Sender<Job>,
     queue: Receiver<Job>,
+    /// One per supervisor: an idle worker takes a call straight into its pipe.
+    lanes: Vec<Arc<Lane>>,
     stop: Sender<()>,
     /// Closed once every supervisor of the generation has ended, its process gone.
     ended: Receiver<()>,
@@ -148,13 +152,11 @@ impl Pool {
             kwargs,
             done: Some(done),
         };
-        // Queued under the lock, so that a call never lands in a queue being replaced.
-        let refused = self.current().jobs.try_send(job).err();
+        // Under the lock, so that a call never lands in a queue being replaced.
+        let refused = self.current().submit(job);
         if let Some(refused) = refused {
             let module = &self.inner.module;
-            refused
-                .into_inner()
-                .answer(Err(failed(format!("module '{module}' is stopped"))));
+            refused.answer(Err(failed(format!("module '{module}' is stopped"))));
         }
     }
 
@@ -196,9 +198,13 @@ impl Generation {
         let (jobs, queue) = channel::unbounded();
         let (stop, stopping) = channel::bounded(1);
         let (alive, ended) = channel::bounded(1);
+        let mut lanes = Vec::new();
         for _ in 0..spec.workers.max(1) {
+            let lane = Arc::new(Lane::default());
+            lanes.push(lane.clone());
             let supervisor = Supervisor {
                 spec: spec.clone(),
+                lane,
                 jobs: queue.clone(),
                 stop: stopping.clone(),
                 previous: previous.clone(),
@@ -209,15 +215,34 @@ impl Generation {
         Generation {
             jobs,
             queue,
+            lanes,
             stop,
             ended,
         }
     }
 
-    /// Tells the supervisors to kill their processes; returns the calls still queued.
+    /// Hands `job` to an idle worker, or queues it; gives it back if the generation stopped.
+    fn submit(&self, mut job: Job) -> Option<Job> {
+        // Only past an empty queue, or a call would overtake those queued before it.
+        if self.jobs.is_empty() {
+            for lane in &self.lanes {
+                match lane.hand(job) {
+                    Ok(()) => return None,
+                    Err(back) => job = back,
+                }
+            }
+        }
+        self.jobs.try_send(job).err().map(|e| e.into_inner())
+    }
+
+    /// Tells the supervisors to kill their processes; returns the calls still queued. Calls
+    /// already written to a worker fail as stopped during the call.
     fn stop(&self) -> Vec<Job> {
         self.stop.close();
         self.jobs.close();
+        for lane in &self.lanes {
+            drop(lane.shut());
+        }
         std::iter::from_fn(|| self.queue.try_recv().ok()).collect()
     }
 }
@@ -233,6 +258,7 @@ async fn sleep(duration: Duration) {
 /// Keeps one worker process running and feeds it jobs from the shared queue.
 struct Supervisor {
     spec: WorkerSpec,
+    lane: Arc<Lane>,
     jobs: Receiver<Job>,
     /// Closed, never written, when the supervisor must end.
     stop: Receiver<()>,
@@ -359,32 +385,45 @@ impl Supervisor {
             return stopped;
         }
         loop {
+            // Idle: a call may now be written straight to the worker (see `Lane`).
+            self.lane.open(&conn.stdin);
             let next_job = async {
                 match self.jobs.recv().await {
-                    Ok(job) => Some(job),
+                    Ok(job) => Woke::Queued(job),
                     Err(_) => std::future::pending().await, // closed by a stop: see `run_process`
                 }
+            };
+            let handed = async {
+                self.lane.handed().await;
+                Woke::Handed
             };
             // A worker dying while idle is restarted now rather than failing the next call.
             let exited = async {
                 let _ = (&mut conn.exited).await;
-                None
+                Woke::Exited
             };
-            let Some(first) = exited.or(next_job).await else {
-                return Stopped::Broken(Broken::Exited, None);
-            };
+            let woke = exited.or(next_job.or(handed)).await;
+            // Calls handed over before the lane closed were written first: their answers come
+            // first.
+            let mut sent = self.lane.close();
+            let mut batch = Vec::new();
+            let gone = matches!(woke, Woke::Exited);
+            match woke {
+                // With calls handed over, reading their answers finds it gone and fails them.
+                Woke::Exited if sent.is_empty() => return Stopped::Broken(Broken::Exited, None),
+                Woke::Queued(job) => batch.push(job),
+                Woke::Exited | Woke::Handed => {}
+            }
             // Every call already queued goes to the worker in one write; it still runs them one
             // at a time, in order, reading ahead from its pipe.
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while !gone && sent.len() + batch.len() < MAX_BATCH {
                 match self.jobs.try_recv() {
                     Ok(job) => batch.push(job),
                     Err(_) => break,
                 }
             }
-            let mut sent = Vec::with_capacity(batch.len());
             for job in batch {
-                match conn.queue(&job) {
+                match conn.queue(self.lane.next_id(), &job) {
                     Ok(id) => sent.push((id, job)),
                     Err(answer) => job.answer(answer),
                 }
@@ -431,6 +470,14 @@ impl Supervisor {
 /// Most calls written to a worker at once.
 const MAX_BATCH: usize = 256;
 
+/// What ended a supervisor's wait for calls.
+enum Woke {
+    Queued(Job),
+    /// A call was written straight to the worker.
+    Handed,
+    Exited,
+}
+
 impl Broken {
     fn describe(&self, status: &str) -> String {
         match self {
@@ -453,7 +500,8 @@ async fn forward(module: String, stderr: ChildStderr) {
 /// One worker process and its protocol pipes, with buffers reused from call to call.
 struct Conn {
     child: Child,
-    stdin: ChildStdin,
+    /// Non-blocking, so that a call can be written to it without waiting (see `Lane`).
+    stdin: Arc<Async<File>>,
     stdout: BufReader<ReadWhenReady<File>>,
     /// Completes when the process exits: raced with every read so that a worker that died
     /// while something else (a forked child) holds its stdout open still ends the wait.
@@ -462,7 +510,6 @@ struct Conn {
     stderr: Option<Task<()>>,
     line: String,
     out: Vec<u8>,
-    next_id: u64,
 }
 
 impl Conn {
@@ -482,9 +529,10 @@ impl Conn {
         };
         let exited =
             WhenWoken::new(Box::pin(child.status()) as Pin<Box<dyn Future<Output = _> + Send>>);
+        let stdin = Arc::new(Async::new(File::from(OwnedFd::try_from(stdin)?))?);
         let stdout = File::from(OwnedFd::try_from(stdout)?);
         let stdout = BufReader::new(ReadWhenReady::new(Arc::new(Async::new(stdout)?)));
-        let (line, out, next_id) = (String::new(), Vec::new(), 0);
+        let (line, out) = (String::new(), Vec::new());
         Ok(Conn {
             child,
             stdin,
@@ -493,7 +541,6 @@ impl Conn {
             stderr,
             line,
             out,
-            next_id,
         })
     }
 
@@ -542,31 +589,22 @@ impl Conn {
         }
     }
 
-    /// Appends one job's request to the pending output; `Err` answers a job that cannot be sent.
-    fn queue(&mut self, job: &Job) -> Result<u64, Answer> {
-        self.next_id += 1;
-        let id = self.next_id;
-        // An array, the cheapest line for the worker to decode; keywords only when given.
-        let start = self.out.len();
-        let (function, args, kwargs) = (&job.function, &job.args, &job.kwargs);
-        let written = match kwargs.is_empty() {
-            true => serde_json::to_writer(&mut self.out, &(id, function, args)),
-            false => serde_json::to_writer(&mut self.out, &(id, function, args, kwargs)),
-        };
-        if let Err(e) = written {
-            self.out.truncate(start);
+    /// Appends job `id`'s request to the pending output; `Err` answers a job that cannot be
+    /// sent.
+    fn queue(&mut self, id: u64, job: &Job) -> Result<u64, Answer> {
+        if let Err(e) = request_line(&mut self.out, id, job) {
             let message = format!("arguments are not JSON: {e}");
             return Err(Err(RemoteError::new(ErrorKind::BadArguments, message)));
         }
-        self.out.push(b'\n');
         Ok(id)
     }
 
     /// Writes the pending output.
     async fn flush_out(&mut self) -> Result<(), Broken> {
+        let mut pipe = &*self.stdin;
         let written = async {
-            self.stdin.write_all(&self.out).await?;
-            self.stdin.flush().await
+            pipe.write_all(&self.out).await?;
+            pipe.flush().await
         };
         let result = written.await.map_err(|_| Broken::Exited);
         self.out.clear();

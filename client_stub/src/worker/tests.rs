@@ -243,6 +243,88 @@ fn many_concurrent_calls_on_two_workers() {
     });
 }
 
+/// Submits `count` calls of `function` at once, before any is answered; their answers in the
+/// order of submission.
+async fn burst(pool: &Pool, function: &str, count: usize) -> Vec<Result<Value, RemoteError>> {
+    let (tx, rx) = channel::unbounded();
+    for i in 0..count {
+        let tx = tx.clone();
+        let done = Box::new(move |answer| drop(tx.try_send((i, answer))));
+        pool.submit(function.to_owned(), Vec::new(), Map::new(), done);
+    }
+    let mut answers: Vec<_> = (0..count).map(|_| None).collect();
+    for _ in 0..count {
+        let (i, answer) = rx.recv().await.expect("every call is answered");
+        answers[i] = Some(answer);
+    }
+    answers.into_iter().flatten().collect()
+}
+
+#[test]
+fn calls_run_in_the_order_they_came_whether_written_at_once_or_queued() {
+    let counter = "n = 0\n\ndef next_n():\n    global n\n    n += 1\n    return n\n";
+    let (_dir, pool) = pool(counter, 1);
+    run(async {
+        let mut expected = 0;
+        for count in [1, 1, 50, 3, 1, 200] {
+            // The first call of each burst finds the worker idle and is written straight to
+            // it; the rest queue behind it.
+            for answer in burst(&pool, "next_n", count).await {
+                expected += 1;
+                assert_eq!(answer, Ok(json!(expected)));
+            }
+        }
+    });
+}
+
+#[test]
+fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
+    let spec = WorkerSpec {
+        module: "z".into(),
+        path: "z.py".into(),
+        python: "python3".into(),
+        workers: 1,
+    };
+    // The supervisor waits for this never-ending previous generation: it takes nothing.
+    let (_previous_runs, previous) = channel::bounded(1);
+    let generation = Generation::start(&spec, previous);
+    let (reader, writer) = std::io::pipe().unwrap();
+    let stdin = Arc::new(Async::new(File::from(OwnedFd::from(writer))).unwrap());
+    let job = |function: &str| Job {
+        module: Arc::from("z"),
+        function: function.into(),
+        args: vec![json!(1)],
+        kwargs: Map::new(),
+        done: Some(Box::new(|_| {})),
+    };
+    let lane = &generation.lanes[0];
+
+    assert!(generation.submit(job("first")).is_none());
+    lane.open(&stdin);
+    assert!(generation.submit(job("second")).is_none());
+    assert!(
+        lane.close().is_empty(),
+        "the second call waits behind the first"
+    );
+    assert_eq!(generation.queue.len(), 2);
+
+    drop(generation.stop());
+    let (_previous_runs, previous) = channel::bounded(1);
+    let generation = Generation::start(&spec, previous);
+    let lane = &generation.lanes[0];
+    lane.open(&stdin);
+    assert!(generation.submit(job("third")).is_none());
+    assert!(generation.submit(job("fourth")).is_none());
+    let handed = lane.close();
+    assert_eq!(handed.len(), 1, "one call in flight, the next one queued");
+    assert_eq!(handed[0].1.function, "third");
+    assert_eq!(generation.queue.len(), 1);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line).unwrap();
+    assert_eq!(line, format!("[{},\"third\",[1]]\n", handed[0].0));
+    drop(generation.stop());
+}
+
 #[test]
 fn async_function() {
     let (_dir, pool) = pool(MODULE, 1);

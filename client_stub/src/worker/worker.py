@@ -259,7 +259,9 @@ def main():
                 answer = b'{"id":%d,"ok":%s}\n' % (request_id, encode(result).encode())
         except Exception as exc:  # SystemExit still ends the worker, like os._exit
             answer = failure(request_id, exc)
-        send(answer)
+        written = write(proto_out, answer)
+        if written != len(answer):  # a pipe takes a short line whole, a long one maybe not
+            send(answer[written:])
 
 
 main()
