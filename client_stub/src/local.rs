@@ -46,16 +46,12 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
         async move { outbox.write_out(stream).await }
     });
     let mut reader = FrameReader::new(readiness::tcp(&stream), max_frame);
+    let mut unflushed = 0;
     loop {
         match reader.read::<ToStub>().await {
             Ok(Some(msg)) => {
-                // With more requests already read, what this one queued goes out with theirs.
                 let event = Event::App { conn, msg };
-                let live = match reader.has_frame() {
-                    true => stub.apply_queued(event),
-                    false => stub.apply(event),
-                };
-                if !live {
+                if !stub.apply_read(event, reader.has_frame(), &mut unflushed) {
                     break;
                 }
             }

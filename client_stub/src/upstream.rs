@@ -179,6 +179,7 @@ async fn read_server(
     let silence = Silence::new(limit);
     let silent = silence.expired();
     smol::pin!(silent);
+    let mut unflushed = 0;
     loop {
         let read = async { reader.read::<ToClient>().await }.or(async {
             (&mut silent).await;
@@ -189,13 +190,8 @@ async fn read_server(
         silence.heard();
         match read {
             Ok(Some(msg)) => {
-                // With more frames already read, what this one queued goes out with theirs.
                 let event = Event::Server(msg);
-                let live = match reader.has_frame() {
-                    true => stub.apply_queued(event),
-                    false => stub.apply(event),
-                };
-                if !live {
+                if !stub.apply_read(event, reader.has_frame(), &mut unflushed) {
                     return None;
                 }
             }

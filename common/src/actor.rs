@@ -11,6 +11,9 @@ use smol::channel::{Receiver, Sender};
 
 use crate::outbox::flush_queued;
 
+/// Most frames a connection task applies before it writes what they queued.
+pub const FLUSH_EVERY: usize = 16;
+
 /// State changed only by events.
 pub trait Actor: Send {
     type Event;
@@ -50,6 +53,20 @@ impl<A: Actor> Shared<A> {
         live
     }
 
+    /// Applies an event a connection task read: what it queued is written once the task has
+    /// no more frames buffered (`more` is false), so that frames read together go out together,
+    /// but at least every [`FLUSH_EVERY`] frames, so that the next hop starts on the first
+    /// frames of a long batch while this one handles the rest. `unflushed` counts the frames
+    /// applied since the task last wrote; each task keeps its own.
+    pub fn apply_read(&self, event: A::Event, more: bool, unflushed: &mut usize) -> bool {
+        *unflushed += 1;
+        if more && *unflushed < FLUSH_EVERY {
+            return self.apply_queued(event);
+        }
+        *unflushed = 0;
+        self.apply(event)
+    }
+
     /// Applies `event`, leaving the frames it queued for this thread's next flush: for a task
     /// with more frames already read, so that a batch goes out in one write per connection.
     pub fn apply_queued(&self, event: A::Event) -> bool {
@@ -75,6 +92,7 @@ impl<A: Actor> Shared<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Outbox;
 
     /// Counts to a limit, then ends with the count.
     struct Counter(u32, u32);
@@ -96,5 +114,43 @@ mod tests {
         assert!(!counter.apply(3), "this one ends it");
         assert!(!counter.apply(1), "after the end, nothing applies");
         assert_eq!(end.try_recv().unwrap(), 7);
+    }
+
+    /// Queues one frame per event.
+    struct Echo(Arc<Outbox>);
+
+    impl Actor for Echo {
+        type Event = ();
+        type End = ();
+        fn handle(&mut self, (): ()) -> Option<()> {
+            self.0.push(&crate::proto::ToServer::Who);
+            None
+        }
+    }
+
+    #[test]
+    fn frames_read_together_go_out_together_at_most_a_few_at_a_time() {
+        smol::block_on(async {
+            let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (out, _peer) =
+                smol::future::zip(smol::net::TcpStream::connect(addr), listener.accept()).await;
+            let outbox = Outbox::tcp(&out.unwrap());
+            let (echo, _) = Shared::new(Echo(outbox.clone()));
+            let mut unflushed = 0;
+            for i in 1..FLUSH_EVERY {
+                assert!(echo.apply_read((), true, &mut unflushed));
+                assert_eq!(
+                    outbox.frames(),
+                    i,
+                    "more frames buffered: nothing written yet"
+                );
+            }
+            echo.apply_read((), true, &mut unflushed);
+            assert_eq!(outbox.frames(), 0, "written after {FLUSH_EVERY} frames");
+            echo.apply_read((), true, &mut unflushed);
+            echo.apply_read((), false, &mut unflushed);
+            assert_eq!(outbox.frames(), 0, "written once nothing more is buffered");
+        });
     }
 }

@@ -94,6 +94,7 @@ pub async fn serve(
     let silence = Silence::new(limit);
     let silent = silence.expired();
     smol::pin!(silent);
+    let mut unflushed = 0;
     loop {
         let read = async { reader.read::<ToServer>().await }.or(async {
             (&mut silent).await;
@@ -116,12 +117,7 @@ pub async fn serve(
                 break;
             }
         };
-        // With more frames already read, what this one queued goes out with theirs.
-        let live = match reader.has_frame() {
-            true => broker.apply_queued(event),
-            false => broker.apply(event),
-        };
-        if !live {
+        if !broker.apply_read(event, reader.has_frame(), &mut unflushed) {
             break;
         }
     }
