@@ -18,9 +18,8 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::config::{ClientProfile, Limits, LogSettings};
 use common::console::{Console, Names};

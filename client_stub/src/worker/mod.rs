@@ -423,8 +423,9 @@ impl Supervisor {
                 }
             }
             for job in batch {
-                match conn.queue(self.lane.next_id(), &job) {
-                    Ok(id) => sent.push((id, job)),
+                let id = self.lane.next_id();
+                match conn.queue(id, &job) {
+                    Ok(()) => sent.push((id, job)),
                     Err(answer) => job.answer(answer),
                 }
             }
@@ -591,12 +592,11 @@ impl Conn {
 
     /// Appends job `id`'s request to the pending output; `Err` answers a job that cannot be
     /// sent.
-    fn queue(&mut self, id: u64, job: &Job) -> Result<u64, Answer> {
-        if let Err(e) = request_line(&mut self.out, id, job) {
+    fn queue(&mut self, id: u64, job: &Job) -> Result<(), Answer> {
+        request_line(&mut self.out, id, job).map_err(|e| {
             let message = format!("arguments are not JSON: {e}");
-            return Err(Err(RemoteError::new(ErrorKind::BadArguments, message)));
-        }
-        Ok(id)
+            Err(RemoteError::new(ErrorKind::BadArguments, message))
+        })
     }
 
     /// Writes the pending output.
