@@ -1,7 +1,7 @@
 //! Framing: newline-delimited JSON over any async byte stream, with a hard size cap.
 //!
-//! Only this file turns bytes into messages and back. Reading and writing are separate types so a
-//! connection's reader task and writer task each own one half.
+//! Frames are read here. They are written here too ([`FrameWriter`]: a connection's first words,
+//! before it joins), or through the connection's [`Outbox`](crate::outbox::Outbox) once it has.
 
 use std::pin::Pin;
 
@@ -220,35 +220,6 @@ pub fn json_size<T: Serialize>(value: &T) -> usize {
     let mut count = Count(0);
     let _ = serde_json::to_writer(&mut count, value);
     count.0
-}
-
-/// Most bytes batched into one write.
-const BATCH_BYTES: usize = 256 * 1024;
-
-/// A writer task's loop: writes every message from `rx`, batching whatever is already queued
-/// into one write, until the queue closes, a write fails, or a message for which `is_last` holds
-/// has been written.
-pub async fn drain<T: Serialize, W: AsyncWrite + Unpin>(
-    rx: smol::channel::Receiver<T>,
-    mut writer: FrameWriter<W>,
-    is_last: impl Fn(&T) -> bool,
-) {
-    while let Ok(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut last = false;
-        while let Some(msg) = next.take() {
-            last = is_last(&msg);
-            if writer.queue(&msg).is_err() || last {
-                break;
-            }
-            if writer.pending() < BATCH_BYTES {
-                next = rx.try_recv().ok();
-            }
-        }
-        if writer.flush().await.is_err() || last {
-            break;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ use serde_json::Value;
 use smol::net::TcpStream;
 
 use crate::app::CallError;
-use crate::conn::{drain, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::conn::{FrameReader, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
+use crate::outbox::Outbox;
 use crate::proto::{Call, Reply, ToApp, ToStub};
 
 type Handler = Arc<dyn Fn(Vec<Value>) -> Result<Value, RemoteError> + Send + Sync>;
@@ -97,18 +98,24 @@ impl Provider {
         let stream = TcpStream::connect(stub)
             .await
             .map_err(|e| CallError::NotConnected(format!("no stub at {stub}: {e}")))?;
-        let (tx, rx) = smol::channel::unbounded::<ToStub>();
-        let _writer = smol::spawn(drain(rx, FrameWriter::new(stream.clone()), |_| false));
+        let outbox = Outbox::tcp(&stream);
+        let _writer = smol::spawn({
+            let (outbox, stream) = (outbox.clone(), stream.clone());
+            async move { outbox.write_out(stream).await }
+        });
         let mut reader = FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME);
         let provide = ToStub::Provide {
             id: 0,
             descriptor: self.desc.clone(),
         };
-        let closed = || CallError::NotConnected("the stub closed the connection".into());
-        tx.send(provide).await.map_err(|_| closed())?;
+        if !outbox.send(&provide) {
+            return Err(CallError::NotConnected(
+                "the stub closed the connection".into(),
+            ));
+        }
         loop {
             match reader.read::<ToApp>().await {
-                Ok(Some(ToApp::Call(call))) => self.run(call, tx.clone()),
+                Ok(Some(ToApp::Call(call))) => self.run(call, outbox.clone()),
                 Ok(Some(ToApp::Reply(Reply { result: Err(e), .. }))) => return Err(e.into()),
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(()),
@@ -123,7 +130,7 @@ impl Provider {
     }
 
     /// Runs one call on a blocking thread and sends its answer.
-    fn run(&self, call: Call, tx: smol::channel::Sender<ToStub>) {
+    fn run(&self, call: Call, outbox: Arc<Outbox>) {
         let handler = self.handlers.get(&call.function).cloned();
         smol::spawn(async move {
             let result = match handler {
@@ -137,12 +144,10 @@ impl Provider {
                     format!("no function '{}'", call.function),
                 )),
             };
-            let _ = tx
-                .send(ToStub::Answer(Reply {
-                    id: call.id,
-                    result,
-                }))
-                .await;
+            outbox.send(&ToStub::Answer(Reply {
+                id: call.id,
+                result,
+            }));
         })
         .detach();
     }
