@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The exported surface of one module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleDescriptor {
-    /// The module's name: an identifier (see [`valid_module_name`]), never a path.
+    /// The module's name: an identifier (see [`crate::store::valid_module_name`]), never a path.
     pub module: String,
     /// Exported functions in source order.
     pub functions: Vec<FunctionDesc>,
