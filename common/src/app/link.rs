@@ -5,7 +5,9 @@
 //! waiting calls, the one holding the reader, writes the outbox and reads for everyone, handing
 //! each answer to its call; when its own answer comes it passes the reader on. So an app's calls
 //! run on the app's own executor and thread: no hop through another thread per call, and
-//! requests queued together still go out in one write.
+//! requests queued together still go out in one write. The holder also keeps the time: one
+//! timer, set for the earliest deadline of all waiting calls, fails the calls that are late
+//! (a timer per call would cost a wake of the app's reactor per call).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -13,12 +15,13 @@ use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use serde_json::Value;
 use smol::future::FutureExt;
 use smol::io::AsyncWrite;
 use smol::lock::Mutex as AsyncMutex;
-use smol::Async;
+use smol::{Async, Timer};
 
 use crate::conn::FrameReader;
 use crate::error::RemoteError;
@@ -27,10 +30,26 @@ use crate::readiness::ReadWhenReady;
 
 pub(super) type Answer = Result<Value, RemoteError>;
 
+/// Why a call got no answer.
+#[derive(Debug)]
+pub(super) enum NoAnswer {
+    /// The connection ended, for this reason.
+    Closed(String),
+    /// Its deadline passed.
+    Late,
+}
+
 pub(super) struct Link {
     stream: Arc<Async<TcpStream>>,
     state: Mutex<State>,
-    reader: AsyncMutex<FrameReader<ReadWhenReady<TcpStream>>>,
+    reader: AsyncMutex<Reader>,
+}
+
+/// What the call holding the reader holds.
+struct Reader {
+    frames: FrameReader<ReadWhenReady<TcpStream>>,
+    /// Set for [`State::armed`].
+    timer: Timer,
 }
 
 #[derive(Default)]
@@ -41,37 +60,49 @@ struct State {
     calls: HashMap<u64, Slot>,
     /// The call holding the reader, woken when there is more to write.
     reading: Option<Waker>,
+    /// When the reader's timer fires, if it is set.
+    armed: Option<Instant>,
     /// Why the connection ended, once it has.
     closed: Option<String>,
 }
 
 enum Slot {
-    Waiting(Option<Waker>),
+    Waiting(Option<Waker>, Instant),
     Answered(Answer),
+    Late,
 }
 
 impl Link {
     pub(super) fn new(stream: smol::net::TcpStream, max_frame: usize) -> Link {
         let stream: Arc<Async<TcpStream>> = stream.into();
-        let reader = FrameReader::new(ReadWhenReady::new(stream.clone()), max_frame);
+        let frames = FrameReader::new(ReadWhenReady::new(stream.clone()), max_frame);
+        let timer = Timer::never();
         Link {
             stream,
             state: Mutex::default(),
-            reader: AsyncMutex::new(reader),
+            reader: AsyncMutex::new(Reader { frames, timer }),
         }
     }
 
-    /// Sends `request` (one JSON text) and waits for the answer to call `id`; `Err` says why
-    /// the connection ended. Dropping the future forgets the call (its request may still go).
-    pub(super) async fn request(&self, id: u64, request: &str) -> Result<Answer, String> {
+    /// Sends `request` (one JSON text) and waits for the answer to call `id` until `deadline`.
+    /// Dropping the future forgets the call (its request may still go).
+    pub(super) async fn request(
+        &self,
+        id: u64,
+        request: &str,
+        deadline: Instant,
+    ) -> Result<Answer, NoAnswer> {
         let wake = {
             let mut state = self.state();
             if let Some(why) = &state.closed {
-                return Err(why.clone());
+                return Err(NoAnswer::Closed(why.clone()));
             }
             state.out.extend_from_slice(request.as_bytes());
             state.out.push(b'\n');
-            state.calls.insert(id, Slot::Waiting(None));
+            state.calls.insert(id, Slot::Waiting(None, deadline));
+            if state.armed.is_some_and(|armed| deadline < armed) {
+                state.armed = None; // the holder, woken below, sets the timer again, earlier
+            }
             state.reading.take()
         };
         if let Some(reading) = wake {
@@ -90,19 +121,20 @@ impl Link {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Ready once another call has read the answer to `id`, or the connection has ended.
-    fn poll_answer(&self, id: u64, cx: &mut Context<'_>) -> Poll<Result<Answer, String>> {
+    /// Ready once another call has read the answer to `id`, or it is late, or the connection
+    /// has ended.
+    fn poll_answer(&self, id: u64, cx: &mut Context<'_>) -> Poll<Result<Answer, NoAnswer>> {
         match self.take_answer(id, Some(cx.waker())) {
             Some(answer) => Poll::Ready(answer),
             None => Poll::Pending,
         }
     }
 
-    /// The answer to `id` if it has come or can never come; else `waker` is kept for it.
-    fn take_answer(&self, id: u64, waker: Option<&Waker>) -> Option<Result<Answer, String>> {
+    /// The answer to `id` if it has come or never will; else `waker` is kept for it.
+    fn take_answer(&self, id: u64, waker: Option<&Waker>) -> Option<Result<Answer, NoAnswer>> {
         let mut state = self.state();
         let State { calls, closed, .. } = &mut *state;
-        if let (Some(Slot::Waiting(kept)), None) = (calls.get_mut(&id), &closed) {
+        if let (Some(Slot::Waiting(kept, _)), None) = (calls.get_mut(&id), &closed) {
             if let Some(waker) = waker.filter(|w| !kept.as_ref().is_some_and(|k| k.will_wake(w))) {
                 *kept = Some(waker.clone());
             }
@@ -110,25 +142,32 @@ impl Link {
         }
         Some(match calls.remove(&id) {
             Some(Slot::Answered(answer)) => Ok(answer),
-            _ => Err(closed
-                .clone()
-                .unwrap_or_else(|| "the call was forgotten".into())),
+            Some(Slot::Late) => Err(NoAnswer::Late),
+            _ => Err(NoAnswer::Closed(
+                closed
+                    .clone()
+                    .unwrap_or_else(|| "the call was forgotten".into()),
+            )),
         })
     }
 
-    /// Holding the reader: writes what is queued and reads answers until the one to `id`.
-    async fn read_until_answered(
-        &self,
-        reader: &mut FrameReader<ReadWhenReady<TcpStream>>,
-        id: u64,
-    ) -> Result<Answer, String> {
+    /// Holding the reader: writes what is queued, reads answers and keeps the time, until the
+    /// answer to `id`.
+    async fn read_until_answered(&self, reader: &mut Reader, id: u64) -> Result<Answer, NoAnswer> {
         loop {
             if let Some(answer) = self.take_answer(id, None) {
                 self.state().reading = None;
                 return answer;
             }
-            let frame = async { Some(reader.read::<ToApp>().await) }
+            self.arm(&mut reader.timer);
+            let Reader { frames, timer } = reader;
+            let frame = async { Some(frames.read::<ToApp>().await) }
                 .or(poll_fn(|cx| self.poll_write(cx).map(|_| None)))
+                .or(async {
+                    timer.await;
+                    self.fail_late();
+                    None
+                })
                 .await;
             match frame {
                 Some(Ok(Some(ToApp::Reply(reply)))) => self.answered(reply.id, reply.result),
@@ -137,13 +176,51 @@ impl Link {
                 Some(Ok(Some(ToApp::Call(_)))) => {}
                 Some(Ok(None)) => self.close("the stub closed the connection".into()),
                 Some(Err(e)) => self.close(format!("the connection to the stub failed: {e}")),
-                None => {} // the write failed: `poll_write` closed the link
+                // A deadline passed, or one must be timed, or the write failed: the link closed.
+                None => {}
             }
         }
     }
 
+    /// Sets `timer` for the earliest deadline of the waiting calls, unless it is set already
+    /// (for that one, or one that has passed since: it then fires and looks again).
+    fn arm(&self, timer: &mut Timer) {
+        let mut state = self.state();
+        if state.armed.is_some() {
+            return;
+        }
+        let deadlines = state.calls.values().filter_map(|slot| match slot {
+            Slot::Waiting(_, deadline) => Some(*deadline),
+            _ => None,
+        });
+        state.armed = deadlines.min();
+        if let Some(at) = state.armed {
+            timer.set_at(at);
+        }
+    }
+
+    /// The reader's timer fired: every call past its deadline is late.
+    fn fail_late(&self) {
+        let now = Instant::now();
+        let wakers: Vec<Waker> = {
+            let mut state = self.state();
+            state.armed = None;
+            let late = state
+                .calls
+                .values_mut()
+                .filter(|slot| matches!(slot, Slot::Waiting(_, deadline) if *deadline <= now));
+            late.filter_map(|slot| match std::mem::replace(slot, Slot::Late) {
+                Slot::Waiting(waker, _) => waker,
+                _ => None,
+            })
+            .collect()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
     /// Writes the outbox. Pending while there is nothing (more) to write, and then woken when a
-    /// call queues a request; ready only when the write failed, the link closed.
+    /// call queues a request; ready when the write failed (the link closed), or when the timer
+    /// must be set for a new call's earlier deadline.
     fn poll_write(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.state();
         while state.sent < state.out.len() {
@@ -164,6 +241,9 @@ impl Link {
         }
         state.out.clear();
         state.sent = 0;
+        if state.armed.is_none() {
+            return Poll::Ready(());
+        }
         if !state
             .reading
             .as_ref()
@@ -177,8 +257,8 @@ impl Link {
     /// Hands an answer to its call, if it still waits.
     fn answered(&self, id: u64, answer: Answer) {
         let mut state = self.state();
-        let Some(Slot::Waiting(waker)) = state.calls.get_mut(&id) else {
-            return; // timed out and forgotten
+        let Some(Slot::Waiting(waker, _)) = state.calls.get_mut(&id) else {
+            return; // late, or forgotten
         };
         let waker = waker.take();
         state.calls.insert(id, Slot::Answered(answer));
@@ -196,8 +276,8 @@ impl Link {
             let slots = state.calls.values_mut();
             slots
                 .filter_map(|slot| match slot {
-                    Slot::Waiting(waker) => waker.take(),
-                    Slot::Answered(_) => None,
+                    Slot::Waiting(waker, _) => waker.take(),
+                    Slot::Answered(_) | Slot::Late => None,
                 })
                 .collect()
         };

@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use smol::future::FutureExt;
 use smol::net::TcpStream;
 
 use crate::config::{ClientProfile, Profile};
@@ -20,7 +19,7 @@ use crate::conn::DEFAULT_MAX_FRAME;
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::ModuleDescriptor;
 use crate::proto::{Call, ToApp, ToStub};
-use link::Link;
+use link::{Link, NoAnswer};
 
 mod link;
 
@@ -224,14 +223,11 @@ impl AsyncClient {
     ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let frame = encode(&make(id), self.max_frame, what)?;
-        let answer = async { Some(self.link.request(id, frame.get()).await) }.or(async {
-            smol::Timer::after(timeout).await;
-            None
-        });
-        match answer.await {
-            Some(Ok(result)) => result.map_err(CallError::from),
-            Some(Err(closed)) => Err(CallError::NotConnected(closed)),
-            None => Err(CallError::Timeout(format!(
+        let deadline = std::time::Instant::now() + timeout;
+        match self.link.request(id, frame.get(), deadline).await {
+            Ok(result) => result.map_err(CallError::from),
+            Err(NoAnswer::Closed(why)) => Err(CallError::NotConnected(why)),
+            Err(NoAnswer::Late) => Err(CallError::Timeout(format!(
                 "{what}: no answer within {timeout:?}"
             ))),
         }
@@ -552,6 +548,35 @@ mod tests {
             let (first, second) = zip(first, second).await;
             assert!(matches!(first, Err(CallError::Timeout(_))), "{first:?}");
             assert_eq!(second.unwrap(), serde_json::json!(2));
+        });
+        stub.join().unwrap();
+    }
+
+    #[test]
+    fn a_later_call_with_a_shorter_timeout_times_out_on_time() {
+        let (addr, stub) = fake_stub(2, |mut s| {
+            std::thread::sleep(Duration::from_millis(800));
+            s.write_all(b"{\"cmd\":\"reply\",\"data\":{\"id\":1,\"result\":{\"Ok\":1}}}\n")
+                .unwrap();
+        });
+        smol::block_on(async {
+            let client = AsyncClient::connect(&addr).await.unwrap();
+            // The first call holds the reader, its timer set for its own (distant) deadline.
+            let first = client.call("m", "f", ());
+            let second = async {
+                smol::Timer::after(Duration::from_millis(50)).await;
+                let started = std::time::Instant::now();
+                let short = Some(Duration::from_millis(100));
+                let result = client.call_with("m", "f", (), Map::new(), short).await;
+                (result, started.elapsed())
+            };
+            let (first, (second, waited)) = zip(first, second).await;
+            assert!(matches!(second, Err(CallError::Timeout(_))), "{second:?}");
+            assert!(
+                waited < Duration::from_millis(600),
+                "timed out after {waited:?}"
+            );
+            assert_eq!(first.unwrap(), serde_json::json!(1));
         });
         stub.join().unwrap();
     }
