@@ -69,7 +69,7 @@ impl<A: Actor> Shared<A> {
 
     /// Applies `event`, leaving the frames it queued for this thread's next flush: for a task
     /// with more frames already read, so that a batch goes out in one write per connection.
-    pub fn apply_queued(&self, event: A::Event) -> bool {
+    fn apply_queued(&self, event: A::Event) -> bool {
         let mut actor = self.lock();
         let Some(end) = actor.as_mut().map(|a| a.handle(event)) else {
             return false;
