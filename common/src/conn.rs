@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -166,13 +166,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-/// Notices a silent peer without arming a timer per frame: the reader calls [`Silence::heard`]
-/// after each frame (one atomic store); [`Silence::expired`], polled alongside the reads,
-/// wakes a few times per limit to look.
+/// Notices a silent peer without a timer or a clock read per frame: the reader calls
+/// [`Silence::heard`] after each frame (one atomic store); [`Silence::expired`], polled
+/// alongside the reads, wakes a few times per limit to look.
 #[derive(Debug, Clone)]
 pub struct Silence {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
+    heard: Arc<AtomicBool>,
     limit: Duration,
 }
 
@@ -180,25 +179,26 @@ impl Silence {
     /// A peer is silent after `limit` with nothing heard.
     pub fn new(limit: Duration) -> Self {
         Silence {
-            start: Instant::now(),
-            last_ms: Arc::default(),
+            heard: Arc::default(),
             limit,
         }
     }
 
-    /// Something was heard now.
+    /// Something was heard.
     pub fn heard(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
+        self.heard.store(true, Ordering::Relaxed);
     }
 
-    /// Completes once nothing has been heard for the limit. Keep one such future for the
-    /// connection's life (pinned) and race it against each read.
+    /// Completes once nothing has been heard for the limit (noticed up to half the limit
+    /// later). Keep one such future for the connection's life (pinned) and race it against
+    /// each read.
     pub async fn expired(&self) {
+        let mut last_heard = Instant::now();
         loop {
             smol::Timer::after(self.limit / 4).await;
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            if self.start.elapsed().saturating_sub(last) >= self.limit {
+            if self.heard.swap(false, Ordering::Relaxed) {
+                last_heard = Instant::now();
+            } else if last_heard.elapsed() >= self.limit {
                 return;
             }
         }
@@ -226,6 +226,7 @@ pub fn json_size<T: Serialize>(value: &T) -> usize {
 mod tests {
     use super::*;
     use crate::proto::ToServer;
+    use smol::future::FutureExt;
 
     fn reader(bytes: &'static [u8], max: usize) -> FrameReader<&'static [u8]> {
         FrameReader::new(bytes, max)
@@ -269,6 +270,34 @@ mod tests {
                 .is_none());
             tx.write_all(b"\"who\"}\n").await.unwrap();
             assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+        });
+    }
+
+    #[test]
+    fn silence_expires_only_once_nothing_is_heard_for_the_limit() {
+        smol::block_on(async {
+            let silence = Silence::new(Duration::from_millis(100));
+            let expired = silence.expired();
+            smol::pin!(expired);
+            // Heard every 20 ms for 400 ms: never silent.
+            let talking = async {
+                for _ in 0..20 {
+                    silence.heard();
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+            };
+            let cut = async {
+                (&mut expired).await;
+                panic!("silent while the peer was talking");
+            };
+            talking.or(cut).await;
+            let quiet = Instant::now();
+            expired.await;
+            assert!(
+                quiet.elapsed() >= Duration::from_millis(75),
+                "{:?}",
+                quiet.elapsed()
+            );
         });
     }
 
