@@ -370,16 +370,7 @@ fn limits_on_peers_and_calls_in_flight_answer_with_the_limit() {
 fn a_stub_reconnecting_with_its_session_replaces_its_ghost() {
     let s = server();
     let mut ghost = Peer::join_as(s.port, "a", json!("s1"));
-    let desc = br#"{"module":"z","functions":[]}"#;
-    ghost.send(chunk(
-        "z",
-        &md5_of(desc),
-        desc.len() as u64,
-        0,
-        1,
-        &base64_encode(desc),
-    ));
-    assert_eq!(ghost.recv()["cmd"], "registered");
+    register_z(&mut ghost);
     let mut watcher = Peer::join(s.port, "w");
     assert_eq!(watcher.recv()["cmd"], "offer");
 
