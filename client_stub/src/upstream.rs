@@ -50,7 +50,7 @@ pub struct Link {
     pub writer: Writer,
     /// The TCP connection under the link, to close it.
     pub stream: TcpStream,
-    /// Under TLS: every byte goes through the link's writer task.
+    /// The link is encrypted (see [`Outbox::for_link`]).
     pub tls: bool,
 }
 
@@ -140,10 +140,7 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
 /// backoff.
 pub async fn keep_connected(mut link: Link, params: Params, stub: Arc<Shared>) {
     loop {
-        let up = match link.tls {
-            true => Outbox::new(),
-            false => Outbox::tcp(&link.stream),
-        };
+        let up = Outbox::for_link(&link.stream, link.tls);
         let connected = Event::Connected {
             up: up.clone(),
             name: link.name.clone(),

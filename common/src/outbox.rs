@@ -56,20 +56,18 @@ pub fn flush_queued() {
 }
 
 impl Outbox {
-    /// An outbox whose frames the writer task alone writes (for TLS links and tests).
-    pub fn new() -> Arc<Outbox> {
+    /// The outbox of a link over `stream`: written straight to the socket when it can, unless
+    /// the link is encrypted (`tls`): then every byte goes through the writer task.
+    pub fn for_link(stream: &smol::net::TcpStream, tls: bool) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::default(),
-            direct: None,
+            direct: (!tls).then(|| stream.clone().into()),
         })
     }
 
-    /// An outbox that writes straight to `stream` when it can.
+    /// The outbox of a plain TCP link.
     pub fn tcp(stream: &smol::net::TcpStream) -> Arc<Outbox> {
-        Arc::new(Outbox {
-            state: Mutex::default(),
-            direct: Some(stream.clone().into()),
-        })
+        Self::for_link(stream, false)
     }
 
     /// Queues `msg`. It is written at this thread's next [`flush_queued`], which the caller

@@ -74,11 +74,7 @@ pub async fn serve(
         }
     };
 
-    // Under TLS every byte goes through the writer task.
-    let outbox = match tls {
-        Some(_) => Outbox::new(),
-        None => Outbox::tcp(&stream),
-    };
+    let outbox = Outbox::for_link(&stream, tls.is_some());
     let writing = smol::spawn(write_loop(outbox.clone(), writer, stream.clone()));
     let link = Link {
         address,
