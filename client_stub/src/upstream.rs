@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::conn::{FrameReader, FrameWriter, Silence};
+use common::conn::{send_frame, FrameReader, Silence};
 use common::outbox::Outbox;
 use common::proto::{Hello, ToClient, ToServer, PROTOCOL_VERSION};
 use common::tls::{plain, Connector, Reader, Writer};
@@ -94,7 +94,7 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         .await
         .map_err(|e| Error::Config(format!("cannot reach the server at {server}: {e}")))?;
     stream.set_nodelay(true)?;
-    let (r, w) = match &params.tls {
+    let (r, mut writer) = match &params.tls {
         Some(tls) => tls
             .connect(stream.clone())
             .await
@@ -102,14 +102,13 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         None => plain(&stream),
     };
     let mut reader = FrameReader::new(r, params.max_frame);
-    let mut writer = w;
     let hello = ToServer::Hello(Hello {
         version: PROTOCOL_VERSION,
         name: name.to_owned(),
         token: params.token.clone(),
         session: Some(params.session.clone()),
     });
-    FrameWriter::new(&mut writer).send(&hello).await?;
+    send_frame(&mut writer, &hello).await?;
     match reader.read::<ToClient>().await? {
         Some(ToClient::Welcome {
             name, heartbeat_ms, ..

@@ -1,7 +1,8 @@
 //! Framing: newline-delimited JSON over any async byte stream, with a hard size cap.
 //!
-//! Frames are read here. They are written here too ([`FrameWriter`]: a connection's first words,
-//! before it joins), or through the connection's [`Outbox`](crate::outbox::Outbox) once it has.
+//! Frames are read here, and made here ([`put_line`]): written by [`send_frame`] (a
+//! connection's first words, before it joins) or through the connection's
+//! [`Outbox`](crate::outbox::Outbox) once it has.
 
 use std::pin::Pin;
 
@@ -117,53 +118,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// Writes one message per line, batching queued frames into one write.
-pub struct FrameWriter<W> {
-    writer: W,
-    buf: Vec<u8>,
+/// Appends `msg` as one line of JSON to `out`; on an error `out` is left as it was.
+pub fn put_line<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> serde_json::Result<()> {
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, msg) {
+        out.truncate(start);
+        return Err(e);
+    }
+    out.push(b'\n');
+    Ok(())
 }
 
-impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    pub fn new(writer: W) -> Self {
-        FrameWriter {
-            writer,
-            // Grows to the largest batch written, and stays there.
-            buf: Vec::with_capacity(1024),
-        }
-    }
-
-    /// Adds a message to the pending batch; nothing is written until [`Self::flush`].
-    pub fn queue<T: Serialize>(&mut self, msg: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.buf, msg)?;
-        self.buf.push(b'\n');
-        Ok(())
-    }
-
-    /// Bytes queued and not yet written.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Writes the pending batch.
-    pub async fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.writer.write_all(&self.buf).await?;
-            self.buf.clear();
-        }
-        self.writer.flush().await?;
-        Ok(())
-    }
-
-    /// Queues one message and writes it at once.
-    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
-        self.queue(msg)?;
-        self.flush().await
-    }
-
-    /// The underlying writer (to shut it down).
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.writer
-    }
+/// Writes `msg` as one frame: a connection's first words, before it has an
+/// [`Outbox`](crate::outbox::Outbox).
+pub async fn send_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    writer: &mut W,
+    msg: &T,
+) -> Result<()> {
+    let mut line = Vec::new();
+    put_line(&mut line, msg)?;
+    writer.write_all(&line).await?;
+    writer.flush().await?;
+    Ok(())
 }
 
 /// Notices a silent peer without a timer or a clock read per frame: the reader calls
@@ -313,16 +289,12 @@ mod tests {
     }
 
     #[test]
-    fn writer_batches_lines() {
+    fn lines_are_json_and_a_newline() {
         smol::block_on(async {
-            let mut w = FrameWriter::new(Vec::new());
-            w.queue(&ToServer::Who).unwrap();
-            w.queue(&ToServer::Who).unwrap();
-            w.flush().await.unwrap();
-            assert_eq!(
-                w.get_mut().as_slice(),
-                b"{\"cmd\":\"who\"}\n{\"cmd\":\"who\"}\n"
-            );
+            let mut w = Vec::new();
+            put_line(&mut w, &ToServer::Who).unwrap();
+            send_frame(&mut w, &ToServer::Who).await.unwrap();
+            assert_eq!(w.as_slice(), b"{\"cmd\":\"who\"}\n{\"cmd\":\"who\"}\n");
         });
     }
 }

@@ -18,6 +18,8 @@ use serde::Serialize;
 use smol::io::{AsyncWrite, AsyncWriteExt};
 use smol::Async;
 
+use crate::conn::put_line;
+
 /// One connection's frames waiting to be written.
 pub struct Outbox {
     state: Mutex<State>,
@@ -80,13 +82,11 @@ impl Outbox {
         if state.closed {
             return false;
         }
-        let (was_empty, len) = (state.buf.is_empty(), state.buf.len());
-        if serde_json::to_writer(&mut state.buf, msg).is_err() {
-            // Our own message types always serialize; never leave half a frame behind.
-            state.buf.truncate(len);
+        let was_empty = state.buf.is_empty();
+        // Our own message types always serialize.
+        if put_line(&mut state.buf, msg).is_err() {
             return false;
         }
-        state.buf.push(b'\n');
         state.frames += 1;
         drop(state);
         // A non-empty buffer is already on some thread's list, or with the writer task.

@@ -119,7 +119,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{FrameReader, FrameWriter};
+    use crate::conn::{send_frame, FrameReader};
     use crate::proto::ToServer;
 
     #[test]
@@ -133,15 +133,15 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let server = smol::spawn(async move {
                 let (tcp, _) = listener.accept().await.unwrap();
-                let (r, w) = acceptor.accept(tcp).await.unwrap();
+                let (r, mut w) = acceptor.accept(tcp).await.unwrap();
                 let msg: Option<ToServer> = FrameReader::new(r, 1024).read().await.unwrap();
-                FrameWriter::new(w).send(&msg).await.unwrap();
+                send_frame(&mut w, &msg).await.unwrap();
             });
-            let (r, w) = connector
+            let (r, mut w) = connector
                 .connect(TcpStream::connect(addr).await.unwrap())
                 .await
                 .unwrap();
-            FrameWriter::new(w).send(&ToServer::Who).await.unwrap();
+            send_frame(&mut w, &ToServer::Who).await.unwrap();
             let back: Option<ToServer> = FrameReader::new(r, 1024).read().await.unwrap();
             assert_eq!(back, Some(ToServer::Who));
             server.await;

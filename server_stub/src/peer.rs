@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::conn::{FrameReader, FrameWriter, Silence};
+use common::conn::{send_frame, FrameReader, Silence};
 use common::outbox::Outbox;
 use common::proto::{ToClient, ToServer};
 use common::say;
@@ -47,7 +47,7 @@ pub async fn serve(
             Err(Error::Protocol("no hello in time".into()))
         })
         .await;
-    let (mut reader, writer, hello) = match opened {
+    let (mut reader, mut writer, hello) = match opened {
         Ok(parts) => parts,
         Err(e) => {
             say!("refused {address}: {e}");
@@ -68,7 +68,7 @@ pub async fn serve(
                 reason,
                 name_taken: false,
             };
-            let _ = FrameWriter::new(writer).send(&refused).await;
+            let _ = send_frame(&mut writer, &refused).await;
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }

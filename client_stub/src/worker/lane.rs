@@ -9,6 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
+use common::conn::put_line;
 use smol::Async;
 
 use super::Job;
@@ -125,20 +126,9 @@ impl Lane {
 /// Appends `job`'s request line as `worker.py` reads it: an array, the cheapest line for the
 /// worker to decode, `[id, function, args]`, with keyword arguments only when given.
 pub(super) fn request_line(out: &mut Vec<u8>, id: u64, job: &Job) -> serde_json::Result<()> {
-    let start = out.len();
     let (function, args, kwargs) = (&job.function, &job.args, &job.kwargs);
-    let written = match kwargs.is_empty() {
-        true => serde_json::to_writer(&mut *out, &(id, function, args)),
-        false => serde_json::to_writer(&mut *out, &(id, function, args, kwargs)),
-    };
-    match written {
-        Ok(()) => {
-            out.push(b'\n');
-            Ok(())
-        }
-        Err(e) => {
-            out.truncate(start);
-            Err(e)
-        }
+    match kwargs.is_empty() {
+        true => put_line(out, &(id, function, args)),
+        false => put_line(out, &(id, function, args, kwargs)),
     }
 }
