@@ -170,20 +170,17 @@ impl Stub {
     /// The server's answer to a call an app made through this stub.
     pub(crate) fn replied(&mut self, reply: Reply) {
         if let Some(p) = self.pending.remove(&reply.id) {
-            let error = reply.result.as_ref().err().map(ToString::to_string);
-            let took = p.started.elapsed();
-            self.made
-                .record(&p.module, &p.function, took, error.as_deref());
-            self.answer_app(p.conn, p.app_id, reply.result);
+            self.settle(p, reply.result);
         }
     }
 
-    /// Fails a call waiting for the network, counting it.
-    pub(crate) fn fail_pending(&mut self, p: Pending, err: RemoteError) {
-        let error = err.to_string();
+    /// Ends a call that waited for the network: counts it and answers its app.
+    pub(crate) fn settle(&mut self, p: Pending, result: std::result::Result<Value, RemoteError>) {
+        let error = result.as_ref().err().map(ToString::to_string);
+        let took = p.started.elapsed();
         self.made
-            .record(&p.module, &p.function, p.started.elapsed(), Some(&error));
-        self.answer_app(p.conn, p.app_id, Err(err));
+            .record(&p.module, &p.function, took, error.as_deref());
+        self.answer_app(p.conn, p.app_id, result);
     }
 
     /// An app's call: checked against the descriptor here, then run here or sent to the owner.
@@ -192,10 +189,10 @@ impl Stub {
             return self.answer_app(conn, call.id, Err(e));
         }
         if self.owned.contains_key(&call.module) {
-            let Some(tx) = self.apps.get(&conn) else {
+            let Some(outbox) = self.apps.get(&conn) else {
                 return;
             };
-            return self.run_owned(call, Answer::App(tx.clone()));
+            return self.run_owned(call, Answer::App(outbox.clone()));
         }
         if self.up.is_none() {
             let msg = "not connected to the server (reconnecting)";
@@ -293,7 +290,7 @@ impl Stub {
             if let Some(p) = self.pending.remove(&id) {
                 let err =
                     RemoteError::new(ErrorKind::Timeout, "no answer within the call's timeout");
-                self.fail_pending(p, err);
+                self.settle(p, Err(err));
             }
         }
     }

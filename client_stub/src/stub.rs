@@ -194,7 +194,7 @@ impl Stub {
         self.incoming = Reassembler::new(self.config.limits.max_module_bytes);
         for (_, p) in std::mem::take(&mut self.pending) {
             let err = RemoteError::new(ErrorKind::NotConnected, format!("lost the server: {why}"));
-            self.fail_pending(p, err);
+            self.settle(p, Err(err));
         }
         for (_, waiter) in std::mem::take(&mut self.pings) {
             if let Some((conn, id)) = waiter.app {
