@@ -20,6 +20,7 @@ use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERS
 use common::say;
 use common::stats::Stats;
 use common::store::{check_module_name, md5_hex, Store};
+use serde_json::Value;
 use smol::net::{Shutdown, TcpStream};
 
 use crate::registry::{PeerId, Refusal, Registry};
@@ -335,15 +336,7 @@ impl Broker {
             ToServer::Call(call) => self.route(id, call),
             ToServer::Reply(reply) => {
                 if let Some(route) = self.routes.close(reply.id, id) {
-                    let error = reply.result.as_ref().err().map(|e| e.to_string());
-                    let took = route.started.elapsed();
-                    let (module, function) = (&route.module, &route.function);
-                    self.stats.record(module, function, took, error.as_deref());
-                    let reply = Reply {
-                        id: route.caller_id,
-                        result: reply.result,
-                    };
-                    self.send(route.caller, ToClient::Reply(reply));
+                    self.settle(route, reply.result);
                 }
             }
         }
@@ -500,12 +493,20 @@ impl Broker {
     }
 
     fn fail(&mut self, route: Route, kind: ErrorKind, message: String) {
-        let err = RemoteError::new(kind, message);
+        self.settle(route, Err(RemoteError::new(kind, message)));
+    }
+
+    /// Ends a routed call: counts it and answers its caller.
+    fn settle(&mut self, route: Route, result: Result<Value, RemoteError>) {
+        let error = result.as_ref().err().map(ToString::to_string);
         let took = route.started.elapsed();
-        let error = err.to_string();
         self.stats
-            .record(&route.module, &route.function, took, Some(&error));
-        self.send(route.caller, reply_err(route.caller_id, err));
+            .record(&route.module, &route.function, took, error.as_deref());
+        let reply = Reply {
+            id: route.caller_id,
+            result,
+        };
+        self.send(route.caller, ToClient::Reply(reply));
     }
 
     fn expire(&mut self) {
