@@ -197,7 +197,10 @@ pub async fn run(
             stub.clone(),
             config.limits.max_frame_bytes,
         )),
-        smol::spawn(tick(stub.clone())),
+        smol::spawn({
+            let stub = stub.clone();
+            async move { stub.every(Duration::from_millis(100), || Event::Tick).await }
+        }),
         config
             .live_console
             .then(|| smol::spawn(console(config.clone(), names, stub.clone()))),
@@ -227,15 +230,6 @@ async fn console(config: Config, names: Names, stub: Arc<Shared>) {
     .spawn();
     while let Ok(line) = lines.recv().await {
         if !stub.apply(Event::Line(line)) {
-            break;
-        }
-    }
-}
-
-async fn tick(stub: Arc<Shared>) {
-    loop {
-        smol::Timer::after(Duration::from_millis(100)).await;
-        if !stub.apply(Event::Tick) {
             break;
         }
     }

@@ -6,6 +6,7 @@
 //! on to a writer task. Handling never waits, so the lock is held only for the handling.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
 
@@ -82,6 +83,17 @@ impl<A: Actor> Shared<A> {
         }
         let _ = self.ended.try_send(end);
         false
+    }
+
+    /// Applies `event()` every `period` until the session ends: the clock of timeouts and
+    /// heartbeats.
+    pub async fn every(&self, period: Duration, event: impl Fn() -> A::Event) {
+        loop {
+            smol::Timer::after(period).await;
+            if !self.apply(event()) {
+                return;
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<A>> {

@@ -57,12 +57,9 @@ pub async fn run(
     let ticker = {
         let broker = broker.clone();
         smol::spawn(async move {
-            loop {
-                smol::Timer::after(Duration::from_millis(250)).await;
-                if !broker.apply(Event::Tick) {
-                    break;
-                }
-            }
+            broker
+                .every(Duration::from_millis(250), || Event::Tick)
+                .await
         })
     };
     let shell = console.map(|lines| smol::spawn(shell_loop(lines, broker.clone())));
