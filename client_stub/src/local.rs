@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use common::conn::FrameReader;
+use common::conn::{accept_each, FrameReader};
 use common::outbox::Outbox;
 use common::proto::{ToApp, ToStub};
 use common::readiness;
-use common::say;
 use common::Error;
 use smol::net::{Shutdown, TcpListener, TcpStream};
 
@@ -16,19 +15,10 @@ use crate::stub::{Event, Shared};
 
 /// Accepts app connections until the task is dropped.
 pub async fn accept_loop(listener: TcpListener, stub: Arc<Shared>, max_frame: usize) {
-    let mut next = 0u64;
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                next += 1;
-                smol::spawn(serve(next, stream, stub.clone(), max_frame)).detach();
-            }
-            Err(e) => {
-                say!("app accept failed: {e}");
-                smol::Timer::after(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    accept_each(&listener, "app accept", |conn, stream| {
+        smol::spawn(serve(conn, stream, stub.clone(), max_frame)).detach();
+    })
+    .await
 }
 
 /// Serves one app connection until it closes.

@@ -142,6 +142,28 @@ pub async fn send_frame<W: AsyncWrite + Unpin, T: Serialize>(
     Ok(())
 }
 
+/// Accepts connections until dropped, handing each to `serve` with its number (from 1). A
+/// failed accept (out of file descriptors, say) is reported as `what` and retried after a pause.
+pub async fn accept_each(
+    listener: &smol::net::TcpListener,
+    what: &str,
+    mut serve: impl FnMut(u64, smol::net::TcpStream),
+) {
+    let mut next = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                next += 1;
+                serve(next, stream);
+            }
+            Err(e) => {
+                crate::say!("{what} failed: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Notices a silent peer without a timer or a clock read per frame: the reader calls
 /// [`Silence::heard`] after each frame (one atomic store); [`Silence::expired`], polled
 /// alongside the reads, wakes a few times per limit to look.

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::conn::accept_each;
 use common::say;
 use common::store::Store;
 use common::tls::Acceptor;
@@ -100,24 +101,15 @@ async fn accept_loop(
     limits: Limits,
     tls: Option<Acceptor>,
 ) {
-    let mut next_id = 0;
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                next_id += 1;
-                let (broker, alive, tls) = (broker.clone(), alive.clone(), tls.clone());
-                smol::spawn(async move {
-                    peer::serve(next_id, stream, tls, broker, limits).await;
-                    drop(alive);
-                })
-                .detach();
-            }
-            Err(e) => {
-                say!("accept failed: {e}");
-                smol::Timer::after(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    accept_each(&listener, "accept", |id, stream| {
+        let (broker, alive, tls) = (broker.clone(), alive.clone(), tls.clone());
+        smol::spawn(async move {
+            peer::serve(id, stream, tls, broker, limits).await;
+            drop(alive);
+        })
+        .detach();
+    })
+    .await
 }
 
 /// Reads console lines and turns them into broker events.
