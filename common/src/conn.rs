@@ -1,4 +1,5 @@
-//! Framing: newline-delimited JSON over any async byte stream, with a hard size cap.
+//! Connections: newline-delimited JSON framing over any async byte stream, with a hard size
+//! cap; accepting connections ([`accept_each`]); noticing a silent peer ([`Silence`]).
 //!
 //! Frames are read here, and made here ([`put_line`]): written by [`send_frame`] (a
 //! connection's first words, before it joins) or through the connection's

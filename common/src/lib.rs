@@ -1,6 +1,6 @@
 //! stubnet's shared library. The protocol and everything both stubs and apps agree on live here:
 //!
-//! - [`proto`]: every message, one enum per direction; [`conn`]: newline-JSON framing.
+//! - [`proto`]: every message, one enum per direction; [`conn`]: newline-JSON framing, accepting.
 //! - [`module`]: descriptors; [`pyparse`]: Python source → descriptor.
 //! - [`chunk`]: descriptor files in md5-checked pieces; [`store`]: descriptor files on disk.
 //! - [`config`]: TOML profiles; [`error`]: local and wire errors.
