@@ -30,8 +30,8 @@ fn header(r: &Results, png: &str) -> String {
          Written by the `bench` crate (`bench/`); do not edit by hand. Rerun with:\n\n\
          ```sh\n{}\n```\n\n\
          **Machine:** {} cores, {}, {} memory, Linux {}; {}, {}. **Date:** {}.\n\n\
-         **Run:** {} round(s), each figure its best round (lowest latency, highest throughput: \
-         noise on a shared machine only ever slows a round down); {} sequential calls after {} \
+         **Run:** {} round(s), each figure its median round (noise slows a round down, and \
+         where the scheduler puts the processes can make one much faster); {} sequential calls after {} \
          warm-up calls; throughput windows of {} s; {} apps for the several-apps rows. The \
          ratios, measured in the same run, are what to compare.\n\n\
          ![latency and throughput: stubnet, the floor, RPyC]({png})\n\n",
@@ -327,7 +327,7 @@ keeping N results outstanding.\n\
 calls completed in a timed window ÷ its length, with N calls in flight on one connection; \
 several apps are separate processes, each with its own connection and N in flight, started on a \
 common clock, their rates summed. Each round measures the floor and stubnet back to back, \
-figure by figure (and RPyC after them); each figure is its best round.\n\
+figure by figure (and RPyC after them); each figure is its median round.\n\
 - **All on one CPU**: the sequential latency again with every process of each chain (stubs or \
 relays, the Python worker, the app) pinned to one CPU (the first the benchmark may use, with \
 `sched_setaffinity`), then unpinned. On a virtual machine a wake that crosses CPUs costs an \

@@ -8,7 +8,7 @@ use serde::Serialize;
 /// A part of the run that may fail on its own without losing the others: its error is reported.
 pub type Section<T> = Result<T, String>;
 
-/// Call figures of stubnet or the floor (each the best over the rounds).
+/// Call figures of stubnet or the floor (each the median of the rounds).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
     /// Sequential calls from one app: latency percentiles, and calls/s of that loop.
@@ -31,7 +31,7 @@ pub struct Sequential {
     pub per_sec: f64,
 }
 
-/// RPyC's figures (each the best over the rounds).
+/// RPyC's figures (each the median of the rounds).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RpycFigures {
     pub version: String,

@@ -12,7 +12,7 @@ use crate::calls::Plan;
 use crate::network::{port_of, WAIT};
 use crate::procs::Proc;
 use crate::results::{RpycFigures, Sequential};
-use crate::stats::{highest, lowest};
+use crate::stats::median;
 
 const SERVER: &str = include_str!("rpyc_server.py");
 const CLIENT: &str = include_str!("rpyc_client.py");
@@ -161,13 +161,13 @@ pub fn measure(python: &Path, port: u16, plan: &Plan) -> Result<RpycFigures, Str
     })
 }
 
-/// Each figure's best round, as for stubnet and the floor.
+/// Each figure's median round, as for stubnet and the floor.
 pub fn combine(rounds: &[RpycFigures]) -> RpycFigures {
     let pick = |f: &dyn Fn(&RpycFigures) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
     let seq = |which: &dyn Fn(&RpycFigures) -> &Sequential| Sequential {
-        p50_us: lowest(&pick(&|r| which(r).p50_us)),
-        p99_us: lowest(&pick(&|r| which(r).p99_us)),
-        per_sec: highest(&pick(&|r| which(r).per_sec)),
+        p50_us: median(&pick(&|r| which(r).p50_us)),
+        p99_us: median(&pick(&|r| which(r).p99_us)),
+        per_sec: median(&pick(&|r| which(r).per_sec)),
     };
     let keys: Vec<usize> = rounds
         .first()
@@ -185,7 +185,7 @@ pub fn combine(rounds: &[RpycFigures]) -> RpycFigures {
             .map(|k| {
                 (
                     k,
-                    highest(&pick(&|r| r.async_.get(&k).copied().unwrap_or(0.0))),
+                    median(&pick(&|r| r.async_.get(&k).copied().unwrap_or(0.0))),
                 )
             })
             .collect(),

@@ -41,7 +41,7 @@ pub struct Options {
     /// Seconds of each throughput measurement
     #[arg(long, default_value_t = 1.0)]
     pub secs: f64,
-    /// Rounds of call measurements; each figure is its best round
+    /// Rounds of call measurements; each figure is its median round
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Apps for the several-apps throughput

@@ -1,4 +1,4 @@
-//! Small statistics: latency percentiles (nearest rank), medians, and the best of repeated figures.
+//! Small statistics: latency percentiles (nearest rank) and medians.
 
 use std::time::Duration;
 
@@ -39,16 +39,6 @@ pub fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
-}
-
-/// The smallest of `values` (a latency's best round); 0 when empty.
-pub fn lowest(values: &[f64]) -> f64 {
-    values.iter().copied().reduce(f64::min).unwrap_or(0.0)
-}
-
-/// The largest of `values` (a throughput's best round); 0 when empty.
-pub fn highest(values: &[f64]) -> f64 {
-    values.iter().copied().reduce(f64::max).unwrap_or(0.0)
 }
 
 #[cfg(test)]
