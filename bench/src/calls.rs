@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::affinity::Pinned;
 use crate::binaries::Bins;
+use crate::cpu::Watch;
 use crate::drive::{self, Outcome, Spec};
 use crate::load::Target;
 use crate::results::Figures;
@@ -30,6 +31,9 @@ pub struct Targets<'a> {
     pub floor: &'a str,
     /// The process groups of both chains (for the one-CPU figures).
     pub groups: Vec<u32>,
+    /// The processes of each chain, for their CPU time per call.
+    pub stubnet_chain: Vec<Watch>,
+    pub floor_chain: Vec<Watch>,
 }
 
 /// One round: (stubnet, floor).
@@ -47,6 +51,7 @@ pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Fi
             warmup: plan.warmup,
             function: "add",
             cpu,
+            watch: &[],
         };
         let label = match cpu {
             None => "sequential".to_owned(),
@@ -67,7 +72,7 @@ pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Fi
     }
     for apps in [1, plan.apps] {
         for &n in &plan.in_flight {
-            let load = |target, addr| {
+            let load = |target, addr, watch| {
                 let spec = Spec {
                     target,
                     addr,
@@ -78,17 +83,22 @@ pub fn round(bins: &Bins, plan: &Plan, targets: &Targets) -> Result<(Figures, Fi
                     warmup: plan.warmup,
                     function: "add",
                     cpu: None,
+                    watch,
                 };
                 measure(bins, &spec, &format!("{apps} app(s) x {n} in flight"))
             };
-            let f = load(Target::Floor, targets.floor)?.calls_per_sec;
-            let s = load(Target::Stubnet, targets.stubnet)?.calls_per_sec;
+            let f = load(Target::Floor, targets.floor, &targets.floor_chain)?;
+            let s = load(Target::Stubnet, targets.stubnet, &targets.stubnet_chain)?;
             let (fs, ss) = match apps {
                 1 => (&mut floor.one_app, &mut stubnet.one_app),
                 _ => (&mut floor.many_apps, &mut stubnet.many_apps),
             };
-            fs.insert(n, f);
-            ss.insert(n, s);
+            fs.insert(n, f.calls_per_sec);
+            ss.insert(n, s.calls_per_sec);
+            if apps == 1 {
+                floor.cpu_us_per_call.insert(n, f.cpu_us_per_call);
+                stubnet.cpu_us_per_call.insert(n, s.cpu_us_per_call);
+            }
         }
     }
     Ok((stubnet, floor))
@@ -130,5 +140,25 @@ pub fn combine(rounds: &[Figures]) -> Figures {
         one_cpu_p99_us: median(&pick(&|r| r.one_cpu_p99_us)),
         one_app: map(&|r| &r.one_app),
         many_apps: map(&|r| &r.many_apps),
+        cpu_us_per_call: cpu_medians(rounds),
     }
+}
+
+/// For each number in flight and each process, the median round's µs of CPU per call.
+fn cpu_medians(rounds: &[Figures]) -> BTreeMap<usize, BTreeMap<String, f64>> {
+    let mut all: BTreeMap<usize, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for round in rounds {
+        for (&n, by_name) in &round.cpu_us_per_call {
+            for (name, &us) in by_name {
+                let at = all.entry(n).or_default().entry(name.clone()).or_default();
+                at.push(us);
+            }
+        }
+    }
+    all.into_iter()
+        .map(|(n, by_name)| {
+            let medians = by_name.into_iter().map(|(k, v)| (k, median(&v)));
+            (n, medians.collect())
+        })
+        .collect()
 }

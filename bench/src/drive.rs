@@ -1,10 +1,12 @@
 //! Runs load: starts one or several app processes (`bench load …`) against a target, lines their
 //! measurements up on a common start time, and sums what they report.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::binaries::Bins;
+use crate::cpu::Watch;
 use crate::load::{LoadResult, Target};
 use crate::procs::Proc;
 
@@ -24,6 +26,9 @@ pub struct Spec<'a> {
     pub function: &'a str,
     /// Run the apps on this CPU only.
     pub cpu: Option<usize>,
+    /// The chain's processes, for the CPU time per call of each (one app only: with several,
+    /// each would count the whole chain's time against its own calls).
+    pub watch: &'a [Watch],
 }
 
 /// What the apps of one measurement reported together.
@@ -33,6 +38,8 @@ pub struct Outcome {
     /// The median of the apps' percentiles (the one app's, for one app).
     pub p50_us: f64,
     pub p99_us: f64,
+    /// µs of CPU per call by process (see `cpu.rs`), with one app.
+    pub cpu_us_per_call: BTreeMap<String, f64>,
     pub apps: Vec<LoadResult>,
 }
 
@@ -82,6 +89,10 @@ pub fn run(bins: &Bins, spec: &Spec) -> Result<Outcome, String> {
         calls_per_sec: results.iter().map(LoadResult::per_sec).sum(),
         p50_us: median(|r| r.p50_us),
         p99_us: median(|r| r.p99_us),
+        cpu_us_per_call: match &results[..] {
+            [one] => one.cpu_us_per_call.clone(),
+            _ => BTreeMap::new(),
+        },
         apps: results,
     })
 }
@@ -107,6 +118,12 @@ fn load_args(spec: &Spec, start_at: Option<u64>) -> Vec<OsString> {
     if let Some(cpu) = spec.cpu {
         args.push("--cpu".into());
         args.push(cpu.to_string().into());
+    }
+    if spec.apps == 1 {
+        for w in spec.watch {
+            args.push("--watch".into());
+            args.push(w.to_string().into());
+        }
     }
     if let Some(at) = start_at {
         args.push("--start-at-ms".into());

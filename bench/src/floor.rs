@@ -21,6 +21,15 @@ impl Floor {
         self.relays.iter().map(Proc::pid).collect()
     }
 
+    /// The chain's processes by place (the relays were started from the owner's end), for
+    /// their CPU time per call.
+    pub fn chain(&self) -> Vec<crate::cpu::Watch> {
+        match &self.relays[..] {
+            [python, pipe, route] => crate::cpu::chain(route.pid(), pipe.pid(), python.pid()),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn start(bins: &Bins, python: &str) -> Result<Floor, String> {
         let mut relays = Vec::new();
         let mut upstream = None;

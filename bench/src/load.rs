@@ -2,11 +2,13 @@
 //! N calls in flight, either a fixed number of calls (latency) or for a fixed time (throughput),
 //! and prints one JSON line: calls, seconds, latency percentiles, errors.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::{self, Watch};
 use crate::stats;
 
 /// What the app talks to.
@@ -46,6 +48,9 @@ pub struct LoadArgs {
     /// The function to call on `bench_mod` (stubnet only).
     #[arg(long, default_value = "add")]
     pub function: String,
+    /// A process of the chain whose CPU time per call to report, as NAME=PID (repeatable).
+    #[arg(long, value_name = "NAME=PID")]
+    pub watch: Vec<Watch>,
 }
 
 /// What one load process measured.
@@ -61,6 +66,9 @@ pub struct LoadResult {
     pub first_error: Option<String>,
     /// How late the measurement started after `start_at_ms` (warm-up took too long).
     pub late_ms: f64,
+    /// µs of CPU per call in the window: each watched process, this app, and the idle time.
+    #[serde(default)]
+    pub cpu_us_per_call: BTreeMap<String, f64>,
 }
 
 impl LoadResult {
@@ -111,8 +119,16 @@ pub fn main(args: LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits for `start_at_ms` (if given) and returns the measurement's budget and how late it began.
-pub fn start(args: &LoadArgs) -> (Budget, f64) {
+/// The measured window: when it stops, how late it began, and the CPU times at its start.
+pub struct Window {
+    pub budget: Budget,
+    late_ms: f64,
+    started: Instant,
+    cpu: cpu::Sample,
+}
+
+/// Waits for `start_at_ms` (if given) and opens the measured window.
+pub fn start(args: &LoadArgs) -> Window {
     let mut late_ms = 0.0;
     if let Some(at) = args.start_at_ms {
         let now = SystemTime::now()
@@ -124,24 +140,34 @@ pub fn start(args: &LoadArgs) -> (Budget, f64) {
             None => late_ms = (now - at).as_secs_f64() * 1e3,
         }
     }
+    let cpu = cpu::sample(&args.watch);
+    let started = Instant::now();
     let budget = Budget {
         calls: args.calls,
-        until: Instant::now() + Duration::from_secs_f64(args.secs),
+        until: started + Duration::from_secs_f64(args.secs),
     };
-    (budget, late_ms)
+    Window {
+        budget,
+        late_ms,
+        started,
+        cpu,
+    }
 }
 
-/// Turns a finished measurement into its result.
-pub fn finish(tally: Tally, started: Instant, late_ms: f64) -> LoadResult {
-    let secs = started.elapsed().as_secs_f64();
+/// Closes the window and turns what was measured in it into its result.
+pub fn finish(tally: Tally, window: Window, args: &LoadArgs) -> LoadResult {
+    let secs = window.started.elapsed().as_secs_f64();
+    let cpu = cpu::sample(&args.watch);
+    let calls = tally.latencies.len() as u64;
     let latency = stats::Latency::of(&tally.latencies);
     LoadResult {
-        calls: tally.latencies.len() as u64,
+        calls,
         secs,
         p50_us: latency.p50_us,
         p99_us: latency.p99_us,
         errors: tally.errors,
         first_error: tally.first_error,
-        late_ms,
+        late_ms: window.late_ms,
+        cpu_us_per_call: cpu::per_call(&window.cpu, &cpu, calls),
     }
 }

@@ -77,10 +77,9 @@ pub fn run(args: &LoadArgs) -> Result<LoadResult, String> {
         until: Instant::now() + Duration::from_secs(30),
     };
     window(&mut conn, n, warmup)?;
-    let (budget, late_ms) = load::start(args);
-    let started = Instant::now();
-    let tally = window(&mut conn, n, budget)?;
-    Ok(load::finish(tally, started, late_ms))
+    let measured = load::start(args);
+    let tally = window(&mut conn, n, measured.budget)?;
+    Ok(load::finish(tally, measured, args))
 }
 
 /// Keeps `n` calls in flight until the budget is spent, then collects the last answers.

@@ -32,15 +32,15 @@ fn blocking(args: &LoadArgs) -> Result<LoadResult, String> {
     for _ in 0..args.warmup {
         let _ = call();
     }
-    let (budget, late_ms) = load::start(args);
-    let started = Instant::now();
+    let window = load::start(args);
+    let budget = window.budget;
     let mut tally = Tally::default();
     while (tally.latencies.len() as u64) < budget.calls && Instant::now() < budget.until {
         let t = Instant::now();
         let result = call();
         tally.record(t.elapsed(), check(result));
     }
-    Ok(load::finish(tally, started, late_ms))
+    Ok(load::finish(tally, window, args))
 }
 
 async fn pipelined(args: &LoadArgs) -> Result<LoadResult, String> {
@@ -53,10 +53,9 @@ async fn pipelined(args: &LoadArgs) -> Result<LoadResult, String> {
         until: Instant::now() + Duration::from_secs(30),
     };
     slots(&client, &args.function, n, warmup).await;
-    let (budget, late_ms) = load::start(args);
-    let started = Instant::now();
-    let tally = slots(&client, &args.function, n, budget).await;
-    Ok(load::finish(tally, started, late_ms))
+    let window = load::start(args);
+    let tally = slots(&client, &args.function, n, window.budget).await;
+    Ok(load::finish(tally, window, args))
 }
 
 /// Runs `n` tasks, each making one call after another, until the budget is spent.

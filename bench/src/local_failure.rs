@@ -57,6 +57,7 @@ fn run(
         warmup,
         function,
         cpu: None,
+        watch: &[],
     };
     drive::run(bins, &spec)
 }

@@ -6,6 +6,7 @@ mod affinity;
 mod binaries;
 mod calls;
 mod cleanup;
+mod cpu;
 mod drive;
 mod floor;
 mod load;

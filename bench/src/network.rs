@@ -95,6 +95,11 @@ impl Network {
         vec![self.server.pid(), self.owner.pid(), self.caller.pid()]
     }
 
+    /// The chain's processes by place, for their CPU time per call.
+    pub fn chain(&self) -> Vec<crate::cpu::Watch> {
+        crate::cpu::chain(self.caller.pid(), self.server.pid(), self.owner.pid())
+    }
+
     /// Starts the three stubs; with `proxied`, the caller reaches the server through a
     /// counting [`Proxy`] (an extra hop: not for speed measurements).
     pub fn start(bins: &Bins, proxied: bool) -> Result<Network, String> {

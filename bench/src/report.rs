@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::cpu::{APP, IDLE, PLACES};
 use crate::results::{Figures, Results, RpycFigures};
 use crate::targets::{self, ratio};
 
@@ -11,6 +12,7 @@ pub fn render(r: &Results, png: &str) -> String {
     let mut out = String::new();
     out += &header(r, png);
     out += &calls_table(r);
+    out += &cpu_table(r);
     out += &other_figures(r);
     out += &targets_table(r);
     out += METHOD;
@@ -113,6 +115,69 @@ fn calls_table(r: &Results) -> String {
         let _ = writeln!(out, "\nRPyC: {e}");
     }
     out.push('\n');
+    out
+}
+
+/// µs of CPU per call by process, stubnet beside the floor, for each number in flight.
+fn cpu_table(r: &Results) -> String {
+    let counts: Vec<usize> = r.stubnet.cpu_us_per_call.keys().copied().collect();
+    if counts.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "## Where the CPU goes: µs of CPU per call, 1 app\n\n\
+         Each process's time on a CPU (all its threads, from `/proc/PID/task/*/schedstat`) over \
+         the throughput windows above, divided by the calls made in them; idle is the time the \
+         machine's CPUs had nothing to run. Each process of a chain stands at the same place \
+         as the other chain's.\n\n| process: stubnet / floor |",
+    );
+    for n in &counts {
+        let _ = write!(out, " stubnet ×{n} | floor ×{n} |");
+    }
+    out += "\n|---|";
+    out += &"---:|---:|".repeat(counts.len());
+    out.push('\n');
+    let labels = [
+        (APP, "the app"),
+        (PLACES[0], "caller stub / relay 1 (tags lines)"),
+        (PLACES[1], "server stub / relay 2 (copies)"),
+        (PLACES[2], "owner stub / relay 3 (to a pipe)"),
+        (PLACES[3], "Python worker / echo"),
+    ];
+    let cell = |side: &Figures, n: &usize, name: &str| {
+        let by_name = side.cpu_us_per_call.get(n);
+        by_name.and_then(|m| m.get(name)).copied()
+    };
+    let fmt = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+    for (name, label) in labels {
+        let _ = write!(out, "| {label} |");
+        for n in &counts {
+            let (s, f) = (cell(&r.stubnet, n, name), cell(&r.floor, n, name));
+            let _ = write!(out, " {} | {} |", fmt(s), fmt(f));
+        }
+        out.push('\n');
+    }
+    out += "| **all of them** |";
+    for n in &counts {
+        let total = |side: &Figures| -> f64 {
+            let by_name = side.cpu_us_per_call.get(n);
+            by_name.map_or(0.0, |m| {
+                m.iter().filter(|(k, _)| *k != IDLE).map(|(_, v)| v).sum()
+            })
+        };
+        let _ = write!(
+            out,
+            " **{:.2}** | **{:.2}** |",
+            total(&r.stubnet),
+            total(&r.floor)
+        );
+    }
+    out += "\n| idle (all CPUs) |";
+    for n in &counts {
+        let (s, f) = (cell(&r.stubnet, n, IDLE), cell(&r.floor, n, IDLE));
+        let _ = write!(out, " {} | {} |", fmt(s), fmt(f));
+    }
+    out += "\n\n";
     out
 }
 
@@ -334,6 +399,11 @@ relays, the Python worker, the app) pinned to one CPU (the first the benchmark m
 inter-processor interrupt and the wake of a halted virtual CPU, and where the scheduler puts \
 each process is luck (the same floor measures 30 µs or 150 µs from one run to the next); on one \
 CPU no wake crosses, so these rows compare the work each hop does.\n\
+- **Where the CPU goes**: the one-app load process reads, at the start and the end of its \
+measured window, the CPU time of every process of its chain (the sum over its threads of \
+`/proc/PID/task/TID/schedstat`, nanoseconds on a CPU), its own, and the machine's idle time \
+(`/proc/stat`); the differences divided by the calls made give µs per call. The Python worker \
+is found as the owner's (or relay 3's) child.\n\
 - **Local failure**: `bench_mod.nope(1, 2)` from an app, on a network of its own where the \
 caller reaches the server through a counting proxy: the bytes crossing it show whether any \
 call left the caller's stub.\n\

@@ -21,6 +21,8 @@ pub struct Figures {
     pub one_app: BTreeMap<usize, f64>,
     /// calls/s summed over the apps, by calls in flight per app.
     pub many_apps: BTreeMap<usize, f64>,
+    /// µs of CPU per call with one app, by calls in flight, then by process (see `cpu.rs`).
+    pub cpu_us_per_call: BTreeMap<usize, BTreeMap<String, f64>>,
 }
 
 /// One sequential loop of RPyC calls.

@@ -123,6 +123,8 @@ fn call_figures(bins: &Bins, opts: &Options, plan: &Plan) -> Result<CallFigures,
         stubnet: &net.app,
         floor: &floor.addr,
         groups: [net.groups(), floor.groups()].concat(),
+        stubnet_chain: net.chain(),
+        floor_chain: floor.chain(),
     };
     let (mut stubnets, mut floors, mut rpycs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=opts.rounds.max(1) {
