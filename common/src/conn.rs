@@ -55,21 +55,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// reader at the start of the next frame, so the caller may answer and go on. Any other error
     /// (i/o, end of stream inside a frame) ends the connection.
     pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
-        if !self.read_line().await? {
-            return Ok(None);
+        match self.next_frame().await? {
+            Frame::End => Ok(None),
+            Frame::Buffered(len) => {
+                // Parsed where it was read, then consumed: nothing awaits in between.
+                let msg = serde_json::from_slice(&self.reader.buffer()[..len]);
+                self.reader.consume(len + 1);
+                Ok(Some(msg?))
+            }
+            Frame::Assembled => Ok(Some(serde_json::from_slice(&self.line)?)),
         }
-        Ok(Some(serde_json::from_slice(&self.line)?))
     }
 
     /// Whether a whole frame is already buffered: the next read will not wait. A task that
     /// queues frames while it reads flushes them when this turns false (see
     /// [`crate::outbox::flush_queued`]).
     pub fn has_frame(&self) -> bool {
-        self.reader.buffer().contains(&b'\n')
+        memchr::memchr(b'\n', self.reader.buffer()).is_some()
     }
 
-    /// Fills `self.line` with the next line (without its newline); `false` at a clean end.
-    async fn read_line(&mut self) -> Result<bool> {
+    /// Finds the next frame (skipping blank lines).
+    async fn next_frame(&mut self) -> Result<Frame> {
         if self.done {
             self.line.clear();
             (self.size, self.done) = (0, false);
@@ -82,23 +88,35 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let buf = self.reader.buffer();
             if buf.is_empty() {
                 return match self.size {
-                    0 => Ok(false),
+                    0 => Ok(Frame::End),
                     _ => Err(Error::Protocol("connection closed inside a frame".into())),
                 };
             }
-            let newline = buf.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', buf);
+            // The common case: a whole frame in the buffer, none of it read before.
+            if let (Some(len), 0) = (newline, self.size) {
+                if len <= self.max && !blank(&buf[..len]) {
+                    return Ok(Frame::Buffered(len));
+                }
+                let too_large = len > self.max;
+                self.reader.consume(len + 1);
+                if too_large {
+                    let limit = self.max;
+                    return Err(Error::FrameTooLarge { size: len, limit });
+                }
+                continue;
+            }
             let (piece, used) = match newline {
                 Some(i) => (&buf[..i], i + 1),
                 None => (buf, buf.len()),
             };
-            let found = newline.is_some();
             self.size += piece.len();
             // Past the cap, keep reading to the newline but keep nothing.
             if self.size <= self.max {
                 self.line.extend_from_slice(piece);
             }
             self.reader.consume(used);
-            if found {
+            if newline.is_some() {
                 let size = self.size;
                 self.done = true;
                 if size > self.max {
@@ -107,16 +125,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         limit: self.max,
                     });
                 }
-                if self.line.iter().all(u8::is_ascii_whitespace) {
-                    // Blank lines carry nothing; skip them.
+                if blank(&self.line) {
                     self.line.clear();
                     (self.size, self.done) = (0, false);
                     continue;
                 }
-                return Ok(true);
+                return Ok(Frame::Assembled);
             }
         }
     }
+}
+
+/// Where [`FrameReader::next_frame`] found a frame.
+enum Frame {
+    /// The stream ended cleanly between frames.
+    End,
+    /// Whole in the read buffer: this many bytes, then its newline.
+    Buffered(usize),
+    /// Pieced together from several reads in `line`.
+    Assembled,
+}
+
+/// Blank lines carry nothing; they are skipped.
+fn blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
 }
 
 /// Appends `msg` as one line of JSON to `out`; on an error `out` is left as it was.
@@ -255,6 +287,44 @@ mod tests {
             }
             assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
         });
+    }
+
+    /// Gives at most `chunk` bytes per read, so that frames arrive in pieces.
+    struct Trickle {
+        bytes: &'static [u8],
+        chunk: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = self.chunk.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn frames_read_whole_or_in_pieces_read_the_same() {
+        let bytes = b"garbage\n\n  \n{\"cmd\":\"who\"}\n{\"cmd\":\"who\",\"x\":\"0123456789\"}\n\
+                      {\"cmd\":\"who\"}\n";
+        for chunk in [1, 2, 3, 7, 13, 64, 8192] {
+            smol::block_on(async {
+                let mut r = FrameReader::new(Trickle { bytes, chunk }, 20);
+                assert!(matches!(r.read::<ToServer>().await, Err(Error::Json(_))));
+                assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+                match r.read::<ToServer>().await {
+                    Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 30),
+                    other => panic!("chunks of {chunk}: {other:?}"),
+                }
+                assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+                assert!(r.read::<ToServer>().await.unwrap().is_none());
+            });
+        }
     }
 
     #[test]
