@@ -144,7 +144,7 @@ pub fn combine(rounds: &[Figures]) -> Figures {
     }
 }
 
-/// For each number in flight and each process, the median round's µs of CPU per call.
+/// For each number in flight and each process, the median over the rounds of its µs per call.
 fn cpu_medians(rounds: &[Figures]) -> BTreeMap<usize, BTreeMap<String, f64>> {
     let mut all: BTreeMap<usize, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     for round in rounds {
