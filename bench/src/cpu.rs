@@ -105,15 +105,16 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Nanoseconds on a CPU of every thread of `/proc/{pid}`.
+/// Nanoseconds on a CPU of every thread of `/proc/{pid}`; `None` if no thread's could be read
+/// (the process is gone, or the kernel keeps no `schedstat`).
 fn process_ns(pid: &str) -> Option<u64> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let ns = tasks
+    let per_thread: Vec<u64> = tasks
         .flatten()
         .filter_map(|task| fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Some(ns)
+        .filter_map(|text| text.split_whitespace().next()?.parse().ok())
+        .collect();
+    (!per_thread.is_empty()).then(|| per_thread.iter().sum())
 }
 
 /// Idle and I/O-wait time of all CPUs, in nanoseconds (counted in clock ticks).
