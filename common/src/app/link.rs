@@ -84,12 +84,13 @@ impl Link {
         }
     }
 
-    /// Sends `request` (one JSON text) and waits for the answer to call `id` until `deadline`.
+    /// Sends `request` (one line of JSON) and waits for the answer to call `id` until
+    /// `deadline`.
     /// Dropping the future forgets the call (its request may still go).
     pub(super) async fn request(
         &self,
         id: u64,
-        request: &str,
+        request: &[u8],
         deadline: Instant,
     ) -> Result<Answer, NoAnswer> {
         let wake = {
@@ -97,8 +98,7 @@ impl Link {
             if let Some(why) = &state.closed {
                 return Err(NoAnswer::Closed(why.clone()));
             }
-            state.out.extend_from_slice(request.as_bytes());
-            state.out.push(b'\n');
+            state.out.extend_from_slice(request);
             state.calls.insert(id, Slot::Waiting(None, deadline));
             if state.armed.is_some_and(|armed| deadline < armed) {
                 state.armed = None; // the holder, woken below, sets the timer again, earlier

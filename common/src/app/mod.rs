@@ -10,12 +10,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use smol::net::TcpStream;
 
 use crate::config::{ClientProfile, Profile};
-use crate::conn::DEFAULT_MAX_FRAME;
+use crate::conn::{put_line, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::ModuleDescriptor;
 use crate::proto::{Call, ToApp, ToStub};
@@ -222,9 +221,9 @@ impl AsyncClient {
         what: &str,
     ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let frame = encode(&make(id), self.max_frame, what)?;
+        let line = encode(&make(id), self.max_frame, what)?;
         let deadline = std::time::Instant::now() + timeout;
-        match self.link.request(id, frame.get(), deadline).await {
+        match self.link.request(id, &line, deadline).await {
             Ok(result) => result.map_err(CallError::from),
             Err(NoAnswer::Closed(why)) => Err(CallError::NotConnected(why)),
             Err(NoAnswer::Late) => Err(CallError::Timeout(format!(
@@ -365,16 +364,12 @@ impl Client {
     ) -> Result<Value, CallError> {
         use std::io::{BufRead, Write};
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut frame = encode(&make(id), self.max_frame, what)?
-            .get()
-            .as_bytes()
-            .to_vec();
-        frame.push(b'\n');
+        let line = encode(&make(id), self.max_frame, what)?;
         let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
         let gone = |e: std::io::Error| {
             CallError::NotConnected(format!("the connection to the stub failed: {e}"))
         };
-        link.writer.write_all(&frame).map_err(gone)?;
+        link.writer.write_all(&line).map_err(gone)?;
         let deadline = std::time::Instant::now() + timeout;
         let SyncLink { reader, line, .. } = &mut *link;
         loop {
@@ -451,17 +446,17 @@ fn call_request(
     })
 }
 
-/// A request as JSON, refused before it is sent if it is over the frame limit.
-fn encode(request: &ToStub, max_frame: usize, what: &str) -> Result<Box<RawValue>, CallError> {
-    let frame = serde_json::value::to_raw_value(request)
-        .map_err(|e| CallError::BadArguments(e.to_string()))?;
-    let size = frame.get().len();
+/// A request as a line of JSON, refused before it is sent if it is over the frame limit.
+fn encode(request: &ToStub, max_frame: usize, what: &str) -> Result<Vec<u8>, CallError> {
+    let mut line = Vec::new();
+    put_line(&mut line, request).map_err(|e| CallError::BadArguments(e.to_string()))?;
+    let size = line.len() - 1; // the newline is not part of the frame
     if size > max_frame {
         return Err(CallError::TooLarge(format!(
             "{what}: the request is {size} bytes, over the frame limit of {max_frame} bytes"
         )));
     }
-    Ok(frame)
+    Ok(line)
 }
 
 /// A result read as the type asked for.
