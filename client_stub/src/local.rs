@@ -31,10 +31,7 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
     }) {
         return;
     }
-    let writer = smol::spawn({
-        let (outbox, stream) = (outbox.clone(), stream.clone());
-        async move { outbox.write_out(stream).await }
-    });
+    let writer = outbox.spawn_writer(stream.clone());
     let mut reader = FrameReader::new(readiness::tcp(&stream), max_frame);
     let mut unflushed = 0;
     loop {

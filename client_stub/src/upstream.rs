@@ -147,10 +147,7 @@ pub async fn keep_connected(mut link: Link, params: Params, stub: Arc<Shared>) {
         if !stub.apply(connected) {
             return;
         }
-        let writer = smol::spawn({
-            let up = up.clone();
-            async move { up.write_out(link.writer).await }
-        });
+        let writer = up.spawn_writer(link.writer);
         let heartbeat = smol::spawn(beat(up.clone(), link.heartbeat));
         let Some(why) = read_server(&mut link.reader, &stub, link.heartbeat * 3).await else {
             return;

@@ -143,6 +143,15 @@ impl Outbox {
         }
     }
 
+    /// Starts the connection's writer task ([`Outbox::write_out`]) on `writer`.
+    pub fn spawn_writer<W>(self: &Arc<Self>, writer: W) -> smol::Task<()>
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let outbox = self.clone();
+        smol::spawn(async move { outbox.write_out(writer).await })
+    }
+
     /// The connection's writer task: writes what the socket did not take at once, until the
     /// outbox is closed and empty, or a write fails (then the outbox closes).
     pub async fn write_out<W: AsyncWrite + Unpin>(&self, mut writer: W) {

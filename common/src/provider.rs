@@ -99,10 +99,7 @@ impl Provider {
             .await
             .map_err(|e| CallError::NotConnected(format!("no stub at {stub}: {e}")))?;
         let outbox = Outbox::tcp(&stream);
-        let _writer = smol::spawn({
-            let (outbox, stream) = (outbox.clone(), stream.clone());
-            async move { outbox.write_out(stream).await }
-        });
+        let _writer = outbox.spawn_writer(stream.clone());
         let mut reader = FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME);
         let provide = ToStub::Provide {
             id: 0,

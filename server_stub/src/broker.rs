@@ -155,11 +155,12 @@ impl Actor for Broker {
 }
 
 impl Broker {
-    /// Queues `msg` for peer `id`; a peer that cannot keep up is dropped.
+    /// [`Broker::queue`] for a message made for this one peer.
     fn send(&mut self, id: PeerId, msg: ToClient) {
         self.queue(id, &msg);
     }
 
+    /// Queues `msg` for peer `id`; a peer that cannot keep up is dropped.
     fn queue(&mut self, id: PeerId, msg: &ToClient) {
         let Some(peer) = self.peers.get(&id) else {
             return;
