@@ -448,7 +448,8 @@ fn call_request(
 
 /// A request as a line of JSON, refused before it is sent if it is over the frame limit.
 fn encode(request: &ToStub, max_frame: usize, what: &str) -> Result<Vec<u8>, CallError> {
-    let mut line = Vec::new();
+    // Room for a typical call at once: growing from empty would reallocate several times.
+    let mut line = Vec::with_capacity(256);
     put_line(&mut line, request).map_err(|e| CallError::BadArguments(e.to_string()))?;
     let size = line.len() - 1; // the newline is not part of the frame
     if size > max_frame {
