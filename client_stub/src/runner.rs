@@ -109,7 +109,7 @@ impl Runner {
     /// Runs `call`, handing its answer to `done`.
     pub fn submit(&self, call: Call, done: Done) {
         match self {
-            Runner::Python(pool) => pool.submit(call.function, call.args, call.kwargs, done),
+            Runner::Python(pool) => pool.submit(call, done),
             Runner::App(app) => app.submit(call, done),
         }
     }
@@ -118,6 +118,14 @@ impl Runner {
     pub fn restart(&self) {
         if let Runner::Python(pool) = self {
             pool.restart();
+        }
+    }
+
+    /// Cuts short Python calls past their timeout (see `worker::Pool::check_overdue`). A
+    /// providing app's calls run in its own process: it alone can stop them.
+    pub fn check_overdue(&self) {
+        if let Runner::Python(pool) = self {
+            pool.check_overdue();
         }
     }
 

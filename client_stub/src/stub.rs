@@ -149,6 +149,9 @@ impl Actor for Stub {
             Event::AppLeft { conn } => self.app_left(conn),
             Event::Tick => {
                 self.expire();
+                for owned in self.owned.values() {
+                    owned.pool.check_overdue();
+                }
                 if self.last_watch.elapsed() >= Duration::from_millis(500) {
                     self.last_watch = Instant::now();
                     self.watch_files();

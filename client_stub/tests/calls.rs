@@ -224,11 +224,13 @@ fn timeouts_non_json_results_and_printing_modules() {
     let slow = c.call_with(
         "m",
         "slow",
-        (2,),
+        (60,),
         Map::new(),
         Some(Duration::from_millis(300)),
     );
     assert!(matches!(&slow, Err(CallError::Timeout(_))), "{slow:?}");
+    // The owner interrupted it: the next call does not wait the minute out behind it (the
+    // default timeout is 30 s), and the module's served statistics say what happened.
 
     match c.call("m", "bad_result", ()) {
         Err(CallError::Exception {
@@ -239,6 +241,16 @@ fn timeouts_non_json_results_and_printing_modules() {
         }
         other => panic!("{other:?}"),
     }
+    let served = client(&n.owner).stats().unwrap()["served"].clone();
+    let slow = served
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == "slow");
+    let slow = slow.expect("the owner counts the interrupted call").clone();
+    assert_eq!(slow["errors"], json!(1), "{slow}");
+    let last_error = slow["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("CallTimedOut"), "{slow}");
     assert_eq!(c.call("m", "noisy", (5,)).unwrap(), json!(5));
     n.owner.wait_for("some output the module prints 5");
     assert_eq!(c.call("m", "noisy", (6,)).unwrap(), json!(6));

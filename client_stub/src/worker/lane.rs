@@ -124,11 +124,12 @@ impl Lane {
 }
 
 /// Appends `job`'s request line as `worker.py` reads it: an array, the cheapest line for the
-/// worker to decode, `[id, function, args]`, with keyword arguments only when given.
+/// worker to decode, `[id, function, args, deadline_ms]`, with keyword arguments after only
+/// when given.
 pub(super) fn request_line(out: &mut Vec<u8>, id: u64, job: &Job) -> serde_json::Result<()> {
-    let (function, args, kwargs) = (&job.function, &job.args, &job.kwargs);
-    match kwargs.is_empty() {
-        true => put_line(out, &(id, function, args)),
-        false => put_line(out, &(id, function, args, kwargs)),
+    let (function, args, deadline) = (&job.function, &job.args, job.deadline_ms);
+    match job.kwargs.is_empty() {
+        true => put_line(out, &(id, function, args, deadline)),
+        false => put_line(out, &(id, function, args, deadline, &job.kwargs)),
     }
 }

@@ -20,11 +20,14 @@ use smol::{Async, Task, Timer};
 
 use common::error::{ErrorKind, RemoteError};
 use common::outbox::flush_queued;
+use common::proto::Call;
 use common::readiness::ReadWhenReady;
 use lane::{request_line, Lane};
+use watch::{monotonic_ms, Watch, KILL_AFTER_MS};
 use woken::WhenWoken;
 
 mod lane;
+mod watch;
 mod woken;
 
 /// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
@@ -69,6 +72,8 @@ struct Generation {
     queue: Receiver<Job>,
     /// One per supervisor: an idle worker takes a call straight into its pipe.
     lanes: Vec<Arc<Lane>>,
+    /// One per supervisor: what the tick checks for calls past their deadline.
+    watches: Vec<Arc<Watch>>,
     stop: Sender<()>,
     /// Closed once every supervisor of the generation has ended, its process gone.
     ended: Receiver<()>,
@@ -88,6 +93,8 @@ struct Job {
     function: String,
     args: Vec<Value>,
     kwargs: Map<String, Value>,
+    /// When the caller stops waiting, in ms of `CLOCK_MONOTONIC` (see `watch`).
+    deadline_ms: u64,
     /// Taken when answered; see the `Drop` below.
     done: Option<Done>,
 }
@@ -135,21 +142,17 @@ impl Pool {
         Pool { inner }
     }
 
-    /// Runs `function` on an idle worker (or queues for one), handing its answer to `done`.
+    /// Runs `call` on an idle worker (or queues it for one), handing its answer to `done`.
     /// Never hangs: if the worker dies mid-call the call fails with [`ErrorKind::WorkerFailed`]
-    /// naming the module and the exit status; the caller applies its own timeout.
-    pub fn submit(
-        &self,
-        function: String,
-        args: Vec<Value>,
-        kwargs: Map<String, Value>,
-        done: Done,
-    ) {
+    /// naming the module and the exit status. A call whose `timeout_ms` has passed is not
+    /// started, and is interrupted if it is running (see [`Pool::check_overdue`]).
+    pub fn submit(&self, call: Call, done: Done) {
         let job = Job {
             module: self.inner.module.clone(),
-            function,
-            args,
-            kwargs,
+            function: call.function,
+            args: call.args,
+            kwargs: call.kwargs,
+            deadline_ms: monotonic_ms().saturating_add(call.timeout_ms),
             done: Some(done),
         };
         // Under the lock, so that a call never lands in a queue being replaced.
@@ -184,6 +187,15 @@ impl Pool {
         }
     }
 
+    /// Interrupts each call running past its deadline, and kills a worker that stays in one
+    /// (see `watch`). Called by the stub's tick.
+    pub fn check_overdue(&self) {
+        let now = monotonic_ms();
+        for watch in &self.current().watches {
+            watch.check(now);
+        }
+    }
+
     fn current(&self) -> MutexGuard<'_, Generation> {
         self.inner
             .current
@@ -198,14 +210,18 @@ impl Generation {
         let (jobs, queue) = channel::unbounded();
         let (stop, stopping) = channel::bounded(1);
         let (alive, ended) = channel::bounded(1);
-        let mut lanes = Vec::new();
+        let (mut lanes, mut watches) = (Vec::new(), Vec::new());
         for _ in 0..spec.workers.max(1) {
             let lane = Arc::new(Lane::default());
             lanes.push(lane.clone());
+            let watch = Arc::new(Watch::default());
+            watches.push(watch.clone());
             let supervisor = Supervisor {
                 spec: spec.clone(),
                 lane,
+                watch,
                 jobs: queue.clone(),
+                requeue: jobs.clone(),
                 stop: stopping.clone(),
                 previous: previous.clone(),
                 _alive: alive.clone(),
@@ -216,6 +232,7 @@ impl Generation {
             jobs,
             queue,
             lanes,
+            watches,
             stop,
             ended,
         }
@@ -259,7 +276,10 @@ async fn sleep(duration: Duration) {
 struct Supervisor {
     spec: WorkerSpec,
     lane: Arc<Lane>,
+    watch: Arc<Watch>,
     jobs: Receiver<Job>,
+    /// Where calls written to a worker that died before it started them go back to.
+    requeue: Sender<Job>,
     /// Closed, never written, when the supervisor must end.
     stop: Receiver<()>,
     previous: Receiver<()>,
@@ -345,11 +365,13 @@ impl Supervisor {
                 return Next::Refuse(failed(message));
             }
         };
+        self.watch.started(conn.child.id());
         let stopping = async {
             self.stopped().await;
             Stopped::Stop
         };
         let stopped = self.serve(&mut conn).or(stopping).await;
+        self.watch.ended();
         let on_its_way_out = matches!(
             stopped,
             Stopped::ImportFailed(_)
@@ -368,12 +390,21 @@ impl Supervisor {
             }
             Stopped::Broken(why, job) => (why.describe(&status), job),
         };
+        let function = job.as_ref().map_or("?", |job| &job.function);
+        let (why, during) = match self.watch.take_killed() {
+            true => {
+                let past = format!("went on {KILL_AFTER_MS} ms past its timeout");
+                (
+                    format!("was killed: the call to {function} {past}"),
+                    String::new(),
+                )
+            }
+            false => (why, format!(" during the call to {function}")),
+        };
         if let Some(job) = job {
-            let message = format!(
-                "worker for module '{module}' {why} during the call to {}",
-                job.function
-            );
-            job.answer(Err(failed(message)));
+            job.answer(Err(failed(format!(
+                "worker for module '{module}' {why}{during}"
+            ))));
         }
         println!("[{module}] worker {why}; restarting it");
         Next::Restart
@@ -444,6 +475,7 @@ impl Supervisor {
         let mut jobs = sent.into_iter();
         let mut outcome = written;
         while let Some((id, job)) = jobs.next() {
+            self.watch.running(job.deadline_ms);
             let answer = match outcome {
                 Ok(()) => conn.answer(id).await,
                 Err(why) => Err(why),
@@ -452,19 +484,34 @@ impl Supervisor {
                 Ok(answer) => job.answer_queued(answer),
                 Err(why) => {
                     for (_, rest) in jobs {
-                        let message = format!(
-                            "worker for module '{}' failed during a batch",
-                            self.spec.module
-                        );
-                        rest.answer(Err(failed(message)));
+                        self.requeue_or_fail(rest, &why);
                     }
                     return Err(Stopped::Broken(why, Some(job)));
                 }
             }
             outcome = Ok(());
         }
+        self.watch.idle();
         flush_queued();
         Ok(())
+    }
+
+    /// A call written to a worker that broke before answering an earlier one. The worker runs
+    /// its calls in order, so a worker that exited never started it: it runs on the next one.
+    /// A worker that wrote something else than an answer may have run it: it fails.
+    fn requeue_or_fail(&self, job: Job, why: &Broken) {
+        let job = match why {
+            Broken::Exited => match self.requeue.try_send(job) {
+                Ok(()) => return,
+                Err(refused) => refused.into_inner(), // the generation stopped
+            },
+            Broken::Invalid(_) => job,
+        };
+        let message = format!(
+            "worker for module '{}' failed before the call to {}",
+            self.spec.module, job.function
+        );
+        job.answer(Err(failed(message)));
     }
 }
 

@@ -1,5 +1,7 @@
 //! The supervisor against real Python workers.
 
+use std::collections::HashMap;
+
 use super::*;
 use serde_json::json;
 
@@ -38,10 +40,32 @@ async fn call_with(
     args: Vec<Value>,
     kwargs: Map<String, Value>,
 ) -> Result<Value, RemoteError> {
+    call_within(pool, function, args, kwargs, 30_000).await
+}
+
+/// Submits a call with a timeout and waits for what its `done` is handed.
+async fn call_within(
+    pool: &Pool,
+    function: &str,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    timeout_ms: u64,
+) -> Result<Value, RemoteError> {
     let (tx, rx) = channel::bounded(1);
     let done = Box::new(move |answer| drop(tx.try_send(answer)));
-    pool.submit(function.to_owned(), args, kwargs, done);
+    pool.submit(request(function, args, kwargs, timeout_ms), done);
     rx.recv().await.expect("every call is answered")
+}
+
+fn request(function: &str, args: Vec<Value>, kwargs: Map<String, Value>, ms: u64) -> Call {
+    Call {
+        id: 0,
+        module: "z".into(),
+        function: function.into(),
+        args,
+        kwargs,
+        timeout_ms: ms,
+    }
 }
 
 const MODULE: &str = r#"
@@ -250,7 +274,7 @@ async fn burst(pool: &Pool, function: &str, count: usize) -> Vec<Result<Value, R
     for i in 0..count {
         let tx = tx.clone();
         let done = Box::new(move |answer| drop(tx.try_send((i, answer))));
-        pool.submit(function.to_owned(), Vec::new(), Map::new(), done);
+        pool.submit(request(function, Vec::new(), Map::new(), 30_000), done);
     }
     let mut answers: Vec<_> = (0..count).map(|_| None).collect();
     for _ in 0..count {
@@ -295,6 +319,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
         function: function.into(),
         args: vec![json!(1)],
         kwargs: Map::new(),
+        deadline_ms: 7,
         done: Some(Box::new(|_| {})),
     };
     let lane = &generation.lanes[0];
@@ -321,7 +346,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
     assert_eq!(generation.queue.len(), 1);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line).unwrap();
-    assert_eq!(line, format!("[{},\"third\",[1]]\n", handed[0].0));
+    assert_eq!(line, format!("[{},\"third\",[1],7]\n", handed[0].0));
     drop(generation.stop());
 }
 
@@ -428,5 +453,116 @@ fn restart_reloads_after_the_old_worker_is_gone_and_stop_fails_calls() {
         assert_eq!(error.kind, ErrorKind::WorkerFailed);
         pool.restart();
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
+    });
+}
+
+const OVERRUNS: &str = r#"
+import signal, time
+
+count = 0
+
+def counter():
+    global count
+    count += 1
+    return count
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+def stubborn():
+    try:
+        time.sleep(30)
+    except BaseException:  # swallows the interrupt too
+        time.sleep(30)
+
+def add(a, b):
+    return a + b
+"#;
+
+/// Checks the pool for overdue calls as the stub's tick does, for as long as it is awaited.
+async fn tick<T>(pool: &Pool) -> T {
+    loop {
+        Timer::after(Duration::from_millis(20)).await;
+        pool.check_overdue();
+    }
+}
+
+#[test]
+fn a_call_past_its_timeout_is_interrupted_and_the_worker_keeps_its_state() {
+    let (_dir, pool) = pool(OVERRUNS, 1);
+    run(async {
+        assert_eq!(call(&pool, "counter", json!([])).await, Ok(json!(1)));
+        let started = Instant::now();
+        let nap = call_within(&pool, "nap", vec![json!(30)], Map::new(), 200);
+        let error = nap.or(tick(&pool)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(error.exc_type.as_deref(), Some("CallTimedOut"));
+        assert!(error.message.contains("call to nap"), "{}", error.message);
+        let traceback = error.traceback.unwrap_or_default();
+        assert!(traceback.contains("in nap"), "{traceback}");
+        // The same process, its module state intact.
+        assert_eq!(call(&pool, "counter", json!([])).await, Ok(json!(2)));
+        // Checking an idle worker, or one within its time, interrupts nothing.
+        pool.check_overdue();
+        let quick = call_within(&pool, "nap", vec![json!(0.1)], Map::new(), 5_000);
+        assert_eq!(quick.or(tick(&pool)).await, Ok(json!(0.1)));
+    });
+}
+
+#[test]
+fn a_call_whose_timeout_passes_while_it_waits_is_not_run() {
+    let (_dir, pool) = pool(OVERRUNS, 1);
+    run(async {
+        let (tx, rx) = channel::unbounded();
+        for (function, args, ms) in [("nap", json!([0.5]), 5_000), ("counter", json!([]), 100)] {
+            let tx = tx.clone();
+            let done = Box::new(move |answer| drop(tx.try_send((function, answer))));
+            let args = args.as_array().cloned().unwrap_or_default();
+            pool.submit(request(function, args, Map::new(), ms), done);
+        }
+        let mut answers = HashMap::new();
+        for _ in 0..2 {
+            let (function, answer) = rx.recv().await.unwrap();
+            answers.insert(function, answer);
+        }
+        assert_eq!(answers["nap"], Ok(json!(0.5)));
+        let error = answers["counter"].clone().unwrap_err();
+        assert_eq!(error.exc_type.as_deref(), Some("CallTimedOut"));
+        assert!(error.message.contains("not run"), "{}", error.message);
+        assert_eq!(call(&pool, "counter", json!([])).await, Ok(json!(1)));
+    });
+}
+
+#[test]
+fn a_worker_that_stays_in_a_call_past_its_timeout_is_killed_and_the_calls_behind_run() {
+    let (_dir, pool) = pool(OVERRUNS, 1);
+    run(async {
+        assert_eq!(call(&pool, "counter", json!([])).await, Ok(json!(1)));
+        let stubborn = call_within(&pool, "stubborn", Vec::new(), Map::new(), 100);
+        let behind = call_within(&pool, "add", vec![json!(1), json!(2)], Map::new(), 20_000);
+        let both = smol::future::zip(stubborn, behind); // submitted in this order
+        let (error, behind) = both.or(tick(&pool)).await;
+        let error = error.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::WorkerFailed);
+        let message = &error.message;
+        assert!(
+            message.contains("was killed: the call to stubborn"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("{KILL_AFTER_MS} ms past its timeout")),
+            "{message}"
+        );
+        assert_eq!(
+            behind,
+            Ok(json!(3)),
+            "the call behind it runs on the new worker"
+        );
+        assert_eq!(
+            call(&pool, "counter", json!([])).await,
+            Ok(json!(1)),
+            "a new process"
+        );
     });
 }

@@ -4,9 +4,11 @@ Run as `python3 -u -c <this script> <module_path>`, or `... import:NAME` for an 
 module exposed by name, or `... --describe NAME` to print an installed module's descriptor. The protocol uses the process's original
 stdin and stdout, one JSON object per line:
   worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1)
-  stub -> worker:         [N, "f", [args...]]  or  [N, "f", [args...], {kwargs...}]
+  stub -> worker:         [N, "f", [args...], D]  or  [N, "f", [args...], D, {kwargs...}]
   worker -> stub:         {"id": N, "ok": VALUE}  or  {"id": N, "error": {...}}
-where an error is {"type": "ZeroDivisionError", "message": "...", "traceback": "..."}.
+where an error is {"type": "ZeroDivisionError", "message": "...", "traceback": "..."}, and D is
+the call's deadline in ms of CLOCK_MONOTONIC (what `time.monotonic()` reads): a call is not
+started past it, and SIGUSR1 from the stub interrupts a call running past it (`CallTimedOut`).
 """
 
 import asyncio
@@ -20,6 +22,7 @@ import os
 import signal
 import sys
 import traceback
+from time import monotonic
 from types import CoroutineType
 
 ALLOWED = "None, bool, int, float, str, list, dict with str keys"
@@ -72,6 +75,11 @@ def error_of(exc):
     except Exception:
         message = f"<unprintable {type(exc).__name__}>"
     return {"type": type(exc).__name__, "message": message, "traceback": text}
+
+
+class CallTimedOut(BaseException):
+    """Raised inside a call that runs past its caller's timeout. A BaseException, as
+    KeyboardInterrupt is, so that the module's own `except Exception` does not swallow it."""
 
 
 # Results of these types need no check (a float may be NaN, so it is checked).
@@ -203,6 +211,17 @@ def describe(name):
 def main():
     # Ctrl-C at the stub's terminal reaches this process too: only the stub decides its end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    running = [0, ""]  # the deadline and name of the call running; 0 while none runs
+
+    def overdue(_signum, _frame):
+        """The stub's SIGUSR1: it interrupts the call running only if that call is past its
+        deadline (the signal may land just as the next call starts), and only once."""
+        deadline = running[0]
+        if deadline and monotonic() * 1000 >= deadline:
+            running[0] = 0
+            raise CallTimedOut(f"interrupted: the call to {running[1]} ran past its timeout")
+
+    signal.signal(signal.SIGUSR1, overdue)
     if sys.argv[1] == "--describe":
         print(json.dumps(describe(sys.argv[2])))
         return
@@ -240,24 +259,30 @@ def main():
                 raise json.JSONDecodeError("Expecting value", text, stop.value) from None
             if end + 1 != len(text) and text[end:].strip():
                 raise ValueError(f"extra data after the request at column {end + 1}")
-            if len(request) == 3:
-                request_id, name, args = request
+            if len(request) == 4:
+                request_id, name, args, deadline = request
                 kwargs = None
             else:
-                request_id, name, args, kwargs = request
-            func = getattr(module, name, None)
-            if kwargs or not callable(func):
-                result = call(module, name, args, kwargs)
-            else:
-                result = func(*args)
-                if type(result) not in SCALARS:
-                    result = settled(result)
+                request_id, name, args, deadline, kwargs = request
+            if monotonic() * 1000 >= deadline:
+                raise CallTimedOut(f"not run: its timeout passed before the call to {name} began")
+            running[0], running[1] = deadline, name
+            try:
+                func = getattr(module, name, None)
+                if kwargs or not callable(func):
+                    result = call(module, name, args, kwargs)
+                else:
+                    result = func(*args)
+                    if type(result) not in SCALARS:
+                        result = settled(result)
+            finally:
+                running[0] = 0
             # The envelope is formatted, not encoded: the id is the stub's integer.
             if type(result) is int:
                 answer = b'{"id":%d,"ok":%d}\n' % (request_id, result)
             else:
                 answer = b'{"id":%d,"ok":%s}\n' % (request_id, encode(result).encode())
-        except Exception as exc:  # SystemExit still ends the worker, like os._exit
+        except (Exception, CallTimedOut) as exc:  # SystemExit still ends the worker
             answer = failure(request_id, exc)
         written = write(proto_out, answer)
         if written != len(answer):  # a pipe takes a short line whole, a long one maybe not
