@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::app::{CallError, Client};
-use serde_json::json;
+use serde_json::{json, Map};
 use test_app::procs::Proc;
 
 type Children = Arc<Mutex<Vec<Proc>>>;
@@ -148,6 +149,17 @@ fn calls(app: &str) -> Result<(), CallError> {
         client.call("z", "stats", (vec![1, 2, 3, 4],)),
     );
     show("z.nope()", client.call("z", "nope", ()));
+    let half_a_second = Some(Duration::from_millis(500));
+    let slow = client.call_with("z", "slow", (60,), Map::new(), half_a_second);
+    show("z.slow(60), waiting at most 0.5 s", slow);
+    // alpha interrupts the call at its timeout: the next one does not wait the minute out.
+    let started = Instant::now();
+    let next = client.call("z", "add_prams", (2, 3));
+    let after = started.elapsed().as_millis();
+    show(
+        &format!("z.add_prams(2, 3), right after ({after} ms)"),
+        next,
+    );
     client.call("z", "add_prams", (1, 2)).map(|_| ())
 }
 
