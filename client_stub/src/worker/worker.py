@@ -266,7 +266,7 @@ def main():
                 request_id, name, args, deadline, kwargs = request
             if monotonic() * 1000 >= deadline:
                 raise CallTimedOut(f"not run: its timeout passed before the call to {name} began")
-            running[0], running[1] = deadline, name
+            running[1], running[0] = name, deadline  # the deadline last: it arms `overdue`
             try:
                 func = getattr(module, name, None)
                 if kwargs or not callable(func):
