@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
@@ -78,13 +78,125 @@ impl From<RemoteError> for CallError {
     }
 }
 
+/// What both clients share: request ids, the default timeout and the frame limit.
+struct Requests {
+    next_id: AtomicU64,
+    timeout: Duration,
+    max_frame: usize,
+}
+
+/// A request ready to write: its line, its id, and how long its answer may take.
+struct Request {
+    id: u64,
+    line: Vec<u8>,
+    timeout: Duration,
+    /// What it asks, for its timeout message.
+    what: String,
+}
+
+impl Requests {
+    fn new() -> Self {
+        Requests {
+            next_id: AtomicU64::new(0),
+            timeout: DEFAULT_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// The app address of a client profile's stub (`-c conf2`), and its `call_timeout_ms` and
+    /// frame limit.
+    fn of_profile(profile: &str) -> Result<(String, Requests), CallError> {
+        let p = Profile::<ClientProfile>::load(profile)
+            .map_err(|e| CallError::NotConnected(e.to_string()))?;
+        let address = format!("127.0.0.1:{}", p.values.app_port.unwrap_or(8765));
+        let mut requests = Requests::new();
+        requests.max_frame = p.values.limits.max_frame_bytes;
+        if let Some(ms) = p.values.call_timeout_ms {
+            requests.timeout = Duration::from_millis(ms);
+        }
+        Ok((address, requests))
+    }
+
+    /// `module.function(*args, **kwargs)`; `args` is a tuple, a list, or one value.
+    fn call(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+        kwargs: Map<String, Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Request, CallError> {
+        let args =
+            match serde_json::to_value(args).map_err(|e| CallError::BadArguments(e.to_string()))? {
+                Value::Array(items) => items,
+                Value::Null => Vec::new(),
+                one => vec![one],
+            };
+        let timeout = timeout.unwrap_or(self.timeout);
+        let (module, function) = (module.to_owned(), function.to_owned());
+        let what = format!("{module}.{function}");
+        let make = |id| {
+            ToStub::Call(Call {
+                id,
+                module,
+                function,
+                args,
+                kwargs,
+                timeout_ms: timeout.as_millis() as u64,
+            })
+        };
+        self.request(make, timeout, what)
+    }
+
+    /// Any other request, with the default timeout.
+    fn other(&self, make: impl FnOnce(u64) -> ToStub, what: &str) -> Result<Request, CallError> {
+        self.request(make, self.timeout, what.to_owned())
+    }
+
+    /// The request as a line of JSON, refused before it is sent if it is over the frame limit.
+    fn request(
+        &self,
+        make: impl FnOnce(u64) -> ToStub,
+        timeout: Duration,
+        what: String,
+    ) -> Result<Request, CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        // Room for a typical call at once: growing from empty would reallocate several times.
+        let mut line = Vec::with_capacity(256);
+        put_line(&mut line, &make(id)).map_err(|e| CallError::BadArguments(e.to_string()))?;
+        let size = line.len() - 1; // the newline is not part of the frame
+        let max_frame = self.max_frame;
+        if size > max_frame {
+            return Err(CallError::TooLarge(format!(
+                "{what}: the request is {size} bytes, over the frame limit of {max_frame} bytes"
+            )));
+        }
+        Ok(Request {
+            id,
+            line,
+            timeout,
+            what,
+        })
+    }
+}
+
+impl Request {
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// The error of a request whose answer did not come in time.
+    fn late(&self) -> CallError {
+        let (what, timeout) = (&self.what, self.timeout);
+        CallError::Timeout(format!("{what}: no answer within {timeout:?}"))
+    }
+}
+
 /// A connection to the local stub (smol form). Cheap to share by reference across tasks; it
 /// runs no task of its own, so it works under any executor.
 pub struct AsyncClient {
     link: Link,
-    next_id: AtomicU64,
-    timeout: Duration,
-    max_frame: usize,
+    requests: Requests,
 }
 
 impl AsyncClient {
@@ -96,35 +208,27 @@ impl AsyncClient {
         let _ = stream.set_nodelay(true);
         Ok(AsyncClient {
             link: Link::new(stream, DEFAULT_MAX_FRAME),
-            next_id: AtomicU64::new(0),
-            timeout: DEFAULT_TIMEOUT,
-            max_frame: DEFAULT_MAX_FRAME,
+            requests: Requests::new(),
         })
     }
 
     /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
     /// `call_timeout_ms`.
     pub async fn connect_profile(profile: &str) -> Result<Self, CallError> {
-        let p = Profile::<ClientProfile>::load(profile)
-            .map_err(|e| CallError::NotConnected(e.to_string()))?;
-        let port = p.values.app_port.unwrap_or(8765);
-        let mut client = Self::connect(&format!("127.0.0.1:{port}")).await?;
-        client.max_frame = p.values.limits.max_frame_bytes;
-        Ok(match p.values.call_timeout_ms {
-            Some(ms) => client.with_timeout(Duration::from_millis(ms)),
-            None => client,
-        })
+        let (address, requests) = Requests::of_profile(profile)?;
+        let client = Self::connect(&address).await?;
+        Ok(AsyncClient { requests, ..client })
     }
 
     /// Sets the default timeout of every call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.requests.timeout = timeout;
         self
     }
 
     /// Sets the largest request sent (default: the stubs' default frame limit).
     pub fn with_max_frame(mut self, bytes: usize) -> Self {
-        self.max_frame = bytes;
+        self.requests.max_frame = bytes;
         self
     }
 
@@ -158,32 +262,28 @@ impl AsyncClient {
         kwargs: Map<String, Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        let timeout = timeout.unwrap_or(self.timeout);
-        let call = call_request(module, function, args, kwargs, timeout)?;
-        let what = format!("{module}.{function}");
-        self.request(call, timeout, &what).await
+        let request = self
+            .requests
+            .call(module, function, args, kwargs, timeout)?;
+        self.send(request).await
     }
 
     /// The names of the modules on the network that start with `prefix`.
     pub async fn modules(&self, prefix: &str) -> Result<Vec<String>, CallError> {
         let prefix = prefix.to_owned();
-        decode(
-            self.request(|id| ToStub::Modules { id, prefix }, self.timeout, "modules")
-                .await?,
-        )
+        let request = self
+            .requests
+            .other(|id| ToStub::Modules { id, prefix }, "modules")?;
+        decode(self.send(request).await?)
     }
 
     /// The descriptor of `module`.
     pub async fn describe(&self, module: &str) -> Result<ModuleDescriptor, CallError> {
         let module = module.to_owned();
-        decode(
-            self.request(
-                |id| ToStub::Describe { id, module },
-                self.timeout,
-                "describe",
-            )
-            .await?,
-        )
+        let request = self
+            .requests
+            .other(|id| ToStub::Describe { id, module }, "describe")?;
+        decode(self.send(request).await?)
     }
 
     /// Reads the plain value `name` of `module` (an exposed installed module's constant, such
@@ -194,41 +294,32 @@ impl AsyncClient {
 
     /// This app's stub as the server sees it: `{"address": ..., "rtt_ms": ...}`.
     pub async fn ping(&self) -> Result<Value, CallError> {
-        self.request(|id| ToStub::Ping { id }, self.timeout, "ping")
+        self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)
             .await
     }
 
     /// Call statistics of the stub: `{"made": [...], "served": [...]}`, a row per function.
     pub async fn stats(&self) -> Result<Value, CallError> {
-        self.request(|id| ToStub::Stats { id }, self.timeout, "stats")
+        self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)
             .await
     }
 
     /// Reloads a module the stub owns from its file; returns the descriptor's new md5.
     pub async fn reload(&self, module: &str) -> Result<String, CallError> {
         let module = module.to_owned();
-        decode(
-            self.request(|id| ToStub::Reload { id, module }, self.timeout, "reload")
-                .await?,
-        )
+        let request = self
+            .requests
+            .other(|id| ToStub::Reload { id, module }, "reload")?;
+        decode(self.send(request).await?)
     }
 
     /// Sends one request and waits for its answer or the timeout, whichever comes first.
-    async fn request(
-        &self,
-        make: impl FnOnce(u64) -> ToStub,
-        timeout: Duration,
-        what: &str,
-    ) -> Result<Value, CallError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let line = encode(&make(id), self.max_frame, what)?;
-        let deadline = std::time::Instant::now() + timeout;
-        match self.link.request(id, &line, deadline).await {
+    async fn send(&self, request: Request) -> Result<Value, CallError> {
+        let deadline = request.deadline();
+        match self.link.request(request.id, &request.line, deadline).await {
             Ok(result) => result.map_err(CallError::from),
             Err(NoAnswer::Closed(why)) => Err(CallError::NotConnected(why)),
-            Err(NoAnswer::Late) => Err(CallError::Timeout(format!(
-                "{what}: no answer within {timeout:?}"
-            ))),
+            Err(NoAnswer::Late) => Err(request.late()),
         }
     }
 }
@@ -239,9 +330,7 @@ impl AsyncClient {
 /// in flight, use [`AsyncClient`].
 pub struct Client {
     link: Mutex<SyncLink>,
-    timeout: Duration,
-    max_frame: usize,
-    next_id: AtomicU64,
+    requests: Requests,
 }
 
 struct SyncLink {
@@ -264,29 +353,21 @@ impl Client {
                 reader,
                 line: Vec::with_capacity(1024),
             }),
-            timeout: DEFAULT_TIMEOUT,
-            max_frame: DEFAULT_MAX_FRAME,
-            next_id: AtomicU64::new(0),
+            requests: Requests::new(),
         })
     }
 
     /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
     /// `call_timeout_ms`.
     pub fn connect_profile(profile: &str) -> Result<Self, CallError> {
-        let p = Profile::<ClientProfile>::load(profile)
-            .map_err(|e| CallError::NotConnected(e.to_string()))?;
-        let mut client =
-            Self::connect(&format!("127.0.0.1:{}", p.values.app_port.unwrap_or(8765)))?;
-        client.max_frame = p.values.limits.max_frame_bytes;
-        if let Some(ms) = p.values.call_timeout_ms {
-            client.timeout = Duration::from_millis(ms);
-        }
-        Ok(client)
+        let (address, requests) = Requests::of_profile(profile)?;
+        let client = Self::connect(&address)?;
+        Ok(Client { requests, ..client })
     }
 
     /// Sets the default timeout of every call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.requests.timeout = timeout;
         self
     }
 
@@ -319,23 +400,30 @@ impl Client {
         kwargs: Map<String, Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        let timeout = timeout.unwrap_or(self.timeout);
-        let make = call_request(module, function, args, kwargs, timeout)?;
-        self.request(make, timeout, &format!("{module}.{function}"))
+        self.send(
+            self.requests
+                .call(module, function, args, kwargs, timeout)?,
+        )
     }
 
     pub fn modules(&self, prefix: &str) -> Result<Vec<String>, CallError> {
         let prefix = prefix.to_owned();
-        decode(self.request(|id| ToStub::Modules { id, prefix }, self.timeout, "modules")?)
+        decode(
+            self.send(
+                self.requests
+                    .other(|id| ToStub::Modules { id, prefix }, "modules")?,
+            )?,
+        )
     }
 
     pub fn describe(&self, module: &str) -> Result<ModuleDescriptor, CallError> {
         let module = module.to_owned();
-        decode(self.request(
-            |id| ToStub::Describe { id, module },
-            self.timeout,
-            "describe",
-        )?)
+        decode(
+            self.send(
+                self.requests
+                    .other(|id| ToStub::Describe { id, module }, "describe")?,
+            )?,
+        )
     }
 
     pub fn attr(&self, module: &str, name: &str) -> Result<Value, CallError> {
@@ -343,41 +431,37 @@ impl Client {
     }
 
     pub fn ping(&self) -> Result<Value, CallError> {
-        self.request(|id| ToStub::Ping { id }, self.timeout, "ping")
+        self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)
     }
 
     pub fn stats(&self) -> Result<Value, CallError> {
-        self.request(|id| ToStub::Stats { id }, self.timeout, "stats")
+        self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)
     }
 
     pub fn reload(&self, module: &str) -> Result<String, CallError> {
         let module = module.to_owned();
-        decode(self.request(|id| ToStub::Reload { id, module }, self.timeout, "reload")?)
+        decode(
+            self.send(
+                self.requests
+                    .other(|id| ToStub::Reload { id, module }, "reload")?,
+            )?,
+        )
     }
 
     /// Writes one request and reads until its answer, or the timeout.
-    fn request(
-        &self,
-        make: impl FnOnce(u64) -> ToStub,
-        timeout: Duration,
-        what: &str,
-    ) -> Result<Value, CallError> {
+    fn send(&self, request: Request) -> Result<Value, CallError> {
         use std::io::{BufRead, Write};
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let line = encode(&make(id), self.max_frame, what)?;
         let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
         let gone = |e: std::io::Error| {
             CallError::NotConnected(format!("the connection to the stub failed: {e}"))
         };
-        link.writer.write_all(&line).map_err(gone)?;
-        let deadline = std::time::Instant::now() + timeout;
+        link.writer.write_all(&request.line).map_err(gone)?;
+        let deadline = request.deadline();
         let SyncLink { reader, line, .. } = &mut *link;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(CallError::Timeout(format!(
-                    "{what}: no answer within {timeout:?}"
-                )));
+                return Err(request.late());
             }
             reader
                 .get_ref()
@@ -411,53 +495,12 @@ impl Client {
             let frame = serde_json::from_slice::<ToApp>(line);
             line.clear();
             if let Ok(ToApp::Reply(reply)) = frame {
-                if reply.id == id {
+                if reply.id == request.id {
                     return reply.result.map_err(CallError::from);
                 }
             }
         }
     }
-}
-
-/// Builds a call request: `args` is a tuple, a list, or one value.
-fn call_request(
-    module: &str,
-    function: &str,
-    args: impl Serialize,
-    kwargs: Map<String, Value>,
-    timeout: Duration,
-) -> Result<impl FnOnce(u64) -> ToStub, CallError> {
-    let args =
-        match serde_json::to_value(args).map_err(|e| CallError::BadArguments(e.to_string()))? {
-            Value::Array(items) => items,
-            Value::Null => Vec::new(),
-            one => vec![one],
-        };
-    let (module, function) = (module.to_owned(), function.to_owned());
-    Ok(move |id| {
-        ToStub::Call(Call {
-            id,
-            module,
-            function,
-            args,
-            kwargs,
-            timeout_ms: timeout.as_millis() as u64,
-        })
-    })
-}
-
-/// A request as a line of JSON, refused before it is sent if it is over the frame limit.
-fn encode(request: &ToStub, max_frame: usize, what: &str) -> Result<Vec<u8>, CallError> {
-    // Room for a typical call at once: growing from empty would reallocate several times.
-    let mut line = Vec::with_capacity(256);
-    put_line(&mut line, request).map_err(|e| CallError::BadArguments(e.to_string()))?;
-    let size = line.len() - 1; // the newline is not part of the frame
-    if size > max_frame {
-        return Err(CallError::TooLarge(format!(
-            "{what}: the request is {size} bytes, over the frame limit of {max_frame} bytes"
-        )));
-    }
-    Ok(line)
 }
 
 /// A result read as the type asked for.
@@ -561,7 +604,7 @@ mod tests {
             let first = client.call("m", "f", ());
             let second = async {
                 smol::Timer::after(Duration::from_millis(50)).await;
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let short = Some(Duration::from_millis(100));
                 let result = client.call_with("m", "f", (), Map::new(), short).await;
                 (result, started.elapsed())
@@ -582,7 +625,7 @@ mod tests {
         let (addr, stub) = fake_stub(3, drop);
         smol::block_on(async {
             let client = AsyncClient::connect(&addr).await.unwrap();
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let call = || client.call("m", "f", ());
             let (a, (b, c)) = zip(call(), zip(call(), call())).await;
             for result in [a, b, c] {
