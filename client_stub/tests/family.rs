@@ -262,6 +262,19 @@ fn a_rust_program_provides_a_module_in_process() {
         app.call("rustcalc", "add", (1,)),
         Err(CallError::BadArguments(_))
     ));
+    let by_name = json!({"b": 3}).as_object().cloned().unwrap();
+    assert_eq!(
+        app.call_with("rustcalc", "add", (2,), by_name, None)
+            .unwrap(),
+        json!(5)
+    );
+    let twice = json!({"a": 3}).as_object().cloned().unwrap();
+    match app.call_with("rustcalc", "add", (2,), twice, None) {
+        Err(CallError::BadArguments(m)) => {
+            assert!(m.contains("multiple values for argument 'a'"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
     let desc = app.describe("rustcalc").unwrap();
     assert_eq!(
         desc.function("mean").unwrap().doc.as_deref(),

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use smol::net::TcpStream;
 
 use crate::app::CallError;
@@ -24,7 +24,8 @@ use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
 use crate::outbox::Outbox;
 use crate::proto::{Call, Reply, ToApp, ToStub};
 
-type Handler = Arc<dyn Fn(Vec<Value>) -> Result<Value, RemoteError> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(Vec<Value>, Map<String, Value>) -> Result<Value, RemoteError> + Send + Sync>;
 
 /// A module provided by this program.
 pub struct Provider {
@@ -45,8 +46,9 @@ impl Provider {
         }
     }
 
-    /// Adds function `name(params...)`. `f` gets the positional arguments as `A`, typically a
-    /// tuple with one element per parameter; its `Err` comes back to the caller as an exception.
+    /// Adds function `name(params...)`. `f` gets the arguments as `A`, typically a tuple with one
+    /// element per parameter, keyword arguments put in their parameter's place as Python would;
+    /// its `Err` comes back to the caller as an exception.
     pub fn function<A, R, F>(mut self, name: &str, params: &[&str], doc: &str, f: F) -> Self
     where
         A: DeserializeOwned,
@@ -54,7 +56,10 @@ impl Provider {
         F: Fn(A) -> Result<R, String> + Send + Sync + 'static,
     {
         let bad = |kind, message: String| RemoteError::new(kind, message);
-        let handler: Handler = Arc::new(move |args| {
+        let names: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+        let handler: Handler = Arc::new(move |args, kwargs| {
+            let args = bind(&names, args, kwargs)
+                .map_err(|message| bad(ErrorKind::BadArguments, message))?;
             let args = serde_json::from_value(Value::Array(args))
                 .map_err(|e| bad(ErrorKind::BadArguments, format!("arguments: {e}")))?;
             let result = f(args).map_err(|message| {
@@ -131,11 +136,7 @@ impl Provider {
         let handler = self.handlers.get(&call.function).cloned();
         smol::spawn(async move {
             let result = match handler {
-                Some(h) if call.kwargs.is_empty() => smol::unblock(move || h(call.args)).await,
-                Some(_) => Err(RemoteError::new(
-                    ErrorKind::BadArguments,
-                    "Rust providers take positional arguments only",
-                )),
+                Some(h) => smol::unblock(move || h(call.args, call.kwargs)).await,
                 None => Err(RemoteError::new(
                     ErrorKind::UnknownFunction,
                     format!("no function '{}'", call.function),
@@ -147,5 +148,80 @@ impl Provider {
             }));
         })
         .detach();
+    }
+}
+
+/// The arguments in parameter order: each keyword argument put in its parameter's place after
+/// the positional ones, and refused as Python would refuse it (unknown, given twice, or a
+/// parameter left without a value).
+fn bind(
+    names: &[String],
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+) -> Result<Vec<Value>, String> {
+    if kwargs.is_empty() {
+        return Ok(args);
+    }
+    if args.len() > names.len() {
+        return Err(format!(
+            "takes {} argument(s) but {} were given",
+            names.len(),
+            args.len() + kwargs.len()
+        ));
+    }
+    let mut slots: Vec<Option<Value>> = args.into_iter().map(Some).collect();
+    slots.resize(names.len(), None);
+    for (name, value) in kwargs {
+        let at = names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| format!("unexpected keyword argument '{name}'"))?;
+        if slots[at].replace(value).is_some() {
+            return Err(format!("got multiple values for argument '{name}'"));
+        }
+    }
+    slots
+        .into_iter()
+        .zip(names)
+        .map(|(value, name)| value.ok_or_else(|| format!("missing argument '{name}'")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bound(args: Value, kwargs: Value) -> Result<Value, String> {
+        let names = ["a".to_owned(), "b".to_owned()];
+        let (Value::Array(args), Value::Object(kwargs)) = (args, kwargs) else {
+            unreachable!()
+        };
+        bind(&names, args, kwargs).map(Value::Array)
+    }
+
+    #[test]
+    fn keyword_arguments_take_their_parameters_place() {
+        assert_eq!(bound(json!([1, 2]), json!({})), Ok(json!([1, 2])));
+        assert_eq!(bound(json!([1]), json!({"b": 2})), Ok(json!([1, 2])));
+        assert_eq!(bound(json!([]), json!({"b": 2, "a": 1})), Ok(json!([1, 2])));
+    }
+
+    #[test]
+    fn keyword_arguments_are_refused_as_python_would() {
+        let err = |args, kwargs| bound(args, kwargs).unwrap_err();
+        assert_eq!(
+            err(json!([]), json!({"c": 1})),
+            "unexpected keyword argument 'c'"
+        );
+        assert_eq!(
+            err(json!([1]), json!({"a": 1})),
+            "got multiple values for argument 'a'"
+        );
+        assert_eq!(err(json!([]), json!({"a": 1})), "missing argument 'b'");
+        assert_eq!(
+            err(json!([1, 2, 3]), json!({"a": 1})),
+            "takes 2 argument(s) but 4 were given"
+        );
     }
 }
