@@ -121,6 +121,69 @@ fn a_stub_restarted_on_its_directory_reclaims_its_name_from_its_ghost() {
 }
 
 #[test]
+fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    let again = stub(dir, port, "a", &[]);
+    again.wait_for("joined 127.0.0.1");
+    a.wait_exit();
+    a.wait_for("replaced by a newer connection of this stub");
+    // The first does not come back to take the name again (it used to, over and over).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.count("rejoined: a"), 1);
+    assert_eq!(again.count("lost the server"), 0);
+}
+
+/// The process ids whose parent is `parent`.
+fn children(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        if after.split(' ').nth(1) == Some(&parent.to_string()) {
+            found.push(entry.file_name().to_str().unwrap().parse().unwrap());
+        }
+    }
+    found
+}
+
+#[test]
+fn a_killed_stub_takes_its_workers_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let m = dir.join("spin.py");
+    let spin = "def spin():\n    while True:\n        pass\n";
+    std::fs::write(&m, spin).unwrap();
+    let mut a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    a.wait_for("registered spin");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&a))).unwrap();
+    // A call still running, in a worker that would not notice its stdin closing.
+    let _call = std::thread::spawn(move || app.call("spin", "spin", ()));
+    let workers = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            children(a.pid())
+        })
+        .find(|w| !w.is_empty())
+        .expect("no worker started");
+    std::thread::sleep(Duration::from_millis(300));
+    a.kill(); // SIGKILL: the stub cleans nothing up itself
+    let worker = std::path::PathBuf::from(format!("/proc/{}", workers[0]));
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        // Gone, or a zombie until its new parent reaps it.
+        std::fs::read_to_string(worker.join("stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    assert!(gone, "the worker outlived its stub");
+}
+
+#[test]
 fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -266,7 +266,18 @@ impl Broker {
     /// A stub reconnected before its old connection was seen to die: the old one is closed, its
     /// calls in flight fail, and its name and modules pass to the new connection.
     fn reclaim(&mut self, old: PeerId, new: PeerId, address: &str) {
-        self.peers.remove(&old);
+        if let Some(peer) = self.peers.remove(&old) {
+            // Usually nobody reads this: the old connection is dead. But a live stub there (two
+            // started on one receiving directory share its session) must stop, not reconnect
+            // and take the name back: the two would replace each other forever.
+            peer.outbox.push(&ToClient::Shutdown {
+                reason: format!(
+                    "replaced by a newer connection of this stub, from {address} (another \
+                     stub started on the same receiving directory?)"
+                ),
+            });
+            peer.outbox.close();
+        }
         for route in self.routes.fail_owner(old) {
             let msg = "the owner reconnected; the call it was running is lost".to_owned();
             self.fail(route, ErrorKind::OwnerGone, msg);

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitStatus;
@@ -545,6 +546,18 @@ async fn forward(module: String, stderr: ChildStderr) {
     }
 }
 
+/// Runs in the forked worker before it starts Python: the kernel kills it when the stub ends,
+/// however the stub ends (SIGKILL included), so no worker goes on running a module's code
+/// unseen. (The signal comes when the forking thread ends: the executor's, which lives as long
+/// as the stub.)
+fn die_with_stub(stub: rustix::process::Pid) -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::getppid() != Some(stub) {
+        return Err(io::Error::other("the stub ended while the worker started"));
+    }
+    Ok(())
+}
+
 /// One worker process and its protocol pipes, with buffers reused from call to call.
 struct Conn {
     child: Child,
@@ -562,9 +575,12 @@ struct Conn {
 
 impl Conn {
     fn spawn(spec: &WorkerSpec) -> io::Result<Conn> {
-        let mut child = Command::new(&spec.python)
-            .args(["-u", "-c", SCRIPT])
-            .arg(&spec.path)
+        let mut command = std::process::Command::new(&spec.python);
+        command.args(["-u", "-c", SCRIPT]).arg(&spec.path);
+        let stub = rustix::process::getpid();
+        // SAFETY: `die_with_stub` makes two system calls and touches no memory of the parent.
+        unsafe { command.pre_exec(move || die_with_stub(stub)) };
+        let mut child = Command::from(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
