@@ -709,7 +709,24 @@ impl Conn {
 
 /// Parses the answer to request `id`: `Err` describes a line that is not one.
 fn parse_answer(line: &str, id: u64) -> Result<Answer, String> {
-    let mut answer: Value = serde_json::from_str(line).map_err(|e| invalid(e, line))?;
+    let mut answer: Value = match serde_json::from_str(line) {
+        Ok(answer) => answer,
+        // The worker wrote a whole answer to this call (it starts them all so), but with a value
+        // Python makes and this side cannot read: a lone surrogate in a string, nesting too
+        // deep. The call fails; the worker is fine and keeps its state.
+        Err(e) if line.starts_with(&format!("{{\"id\":{id},")) => {
+            let mut error = RemoteError::new(
+                ErrorKind::Exception,
+                format!(
+                    "the answer cannot be carried between stubs ({e}): does it hold a string with \
+                     a lone surrogate, or nesting over 127 levels?"
+                ),
+            );
+            error.exc_type = Some("ValueError".into());
+            return Ok(Err(error));
+        }
+        Err(e) => return Err(invalid(e, line)),
+    };
     let fields = answer
         .as_object_mut()
         .filter(|f| f.get("id").and_then(Value::as_u64) == Some(id));

@@ -119,6 +119,21 @@ def stop():
 def big():
     return 2 ** 70
 
+def widest():
+    return [2 ** 64 - 1, -2 ** 63]
+
+def big_inside():
+    return [1, {"n": -2 ** 64}]
+
+def surrogate():
+    return "ok\ud800"
+
+def deep():
+    v = []
+    for _ in range(200):
+        v = [v]
+    return v
+
 def yes():
     return True
 
@@ -200,8 +215,39 @@ fn non_json_result_is_a_clear_type_error() {
                 error.message
             );
         }
+        for (function, says) in [
+            ("big", "result is an integer of 71 bits"),
+            ("big_inside", "result[1]['n'] is an integer of 65 bits"),
+        ] {
+            let error = call(&pool, function, json!([])).await.unwrap_err();
+            assert_eq!(error.exc_type.as_deref(), Some("TypeError"), "{function}");
+            assert!(
+                error.message.contains(says),
+                "{function}: {}",
+                error.message
+            );
+        }
         let pair = call(&pool, "pair", json!([])).await.unwrap();
         assert_eq!(pair, json!([1.5, "é", null]));
+    });
+}
+
+#[test]
+fn a_result_only_python_can_read_fails_the_call_not_the_worker() {
+    let (_dir, pool) = pool(MODULE, 1);
+    run(async {
+        let before = call(&pool, "pid", json!([])).await.unwrap();
+        for (function, says) in [("surrogate", "hex escape"), ("deep", "recursion limit")] {
+            let error = call(&pool, function, json!([])).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Exception, "{function}");
+            assert_eq!(error.exc_type.as_deref(), Some("ValueError"), "{function}");
+            assert!(
+                error.message.contains(says),
+                "{function}: {}",
+                error.message
+            );
+        }
+        assert_eq!(call(&pool, "pid", json!([])).await.unwrap(), before);
     });
 }
 
@@ -210,7 +256,7 @@ fn every_kind_of_result_comes_back_as_it_was() {
     let (_dir, pool) = pool(MODULE, 1);
     run(async {
         for (function, value) in [
-            ("big", json!(1_180_591_620_717_411_303_424.0)),
+            ("widest", json!([u64::MAX, i64::MIN])),
             ("yes", json!(true)),
             ("nothing", json!(null)),
             ("VERSION", json!("1.0")),
@@ -428,7 +474,19 @@ fn answers_are_checked() {
         (error.exc_type.as_deref(), error.message.as_str()),
         (Some("E"), "m")
     );
-    for line in [r#"{"id": 6, "ok": 1}"#, "hello", r#"{"id": 7}"#, "[7]"] {
+    let unreadable = parse_answer(r#"{"id":7,"ok":"\ud800"}"#, 7).expect("an answer");
+    assert_eq!(
+        unreadable.unwrap_err().exc_type.as_deref(),
+        Some("ValueError")
+    );
+    let other_call = r#"{"id":6,"ok":"\ud800"}"#;
+    for line in [
+        r#"{"id": 6, "ok": 1}"#,
+        "hello",
+        r#"{"id": 7}"#,
+        "[7]",
+        other_call,
+    ] {
         assert!(parse_answer(line, 7).is_err(), "{line}");
     }
 }

@@ -108,9 +108,19 @@ def encoder():
     return encode
 
 
+def check_int(value, where="result"):
+    """Raises TypeError for an integer the other side would read as an approximate float."""
+    if not -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF and type(value) is not bool:
+        raise TypeError(f"{where} is an integer of {value.bit_length()} bits; JSON between stubs "
+                        "carries integers of up to 64 bits exactly: send it as a string or a float")
+
+
 def check_json(value, where="result"):
     """Raises TypeError naming the first value that JSON cannot carry."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, int):
+        check_int(value, where)
+        return
+    if value is None or isinstance(value, str):
         return
     if isinstance(value, float):
         if math.isfinite(value):
@@ -279,6 +289,7 @@ def main():
                 running[0] = 0
             # The envelope is formatted, not encoded: the id is the stub's integer.
             if type(result) is int:
+                check_int(result)
                 answer = b'{"id":%d,"ok":%d}\n' % (request_id, result)
             else:
                 answer = b'{"id":%d,"ok":%s}\n' % (request_id, encode(result).encode())
