@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use common::conn::{accept_each, FrameReader};
+use common::error::RemoteError;
 use common::outbox::Outbox;
-use common::proto::{ToApp, ToStub};
+use common::proto::{salvage, Reply, ToApp, ToStub};
 use common::readiness;
 use common::Error;
 use smol::net::{Shutdown, TcpListener, TcpStream};
@@ -44,9 +45,26 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
             }
             Ok(None) => break,
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
-                outbox.send(&ToApp::Error {
-                    message: e.to_string(),
-                });
+                match salvage(reader.refused_head()) {
+                    // A providing app's answer: the call it answers fails with the reason.
+                    Some(("answer", id)) => {
+                        let why = "the providing app's answer cannot be read: ";
+                        let result = Err(RemoteError::refused_frame(&e, why));
+                        let msg = ToStub::Answer(Reply { id, result });
+                        if !stub.apply(Event::App { conn, msg }) {
+                            break;
+                        }
+                    }
+                    Some((_, id)) => {
+                        let result = Err(RemoteError::refused_frame(&e, ""));
+                        outbox.send(&ToApp::Reply(Reply { id, result }));
+                    }
+                    None => {
+                        outbox.send(&ToApp::Error {
+                            message: e.to_string(),
+                        });
+                    }
+                }
             }
             Err(_) => break,
         }

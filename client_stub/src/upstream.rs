@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::conn::{send_frame, FrameReader, Silence};
+use common::error::RemoteError;
 use common::outbox::Outbox;
-use common::proto::{Hello, ToClient, ToServer, PROTOCOL_VERSION};
+use common::proto::{salvage, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
 use common::tls::{plain, Connector, Reader, Writer};
 use common::{say, Error, Result};
 use smol::future::FutureExt;
@@ -149,7 +150,7 @@ pub async fn keep_connected(mut link: Link, params: Params, stub: Arc<Shared>) {
         }
         let writer = up.spawn_writer(link.writer);
         let heartbeat = smol::spawn(beat(up.clone(), link.heartbeat));
-        let Some(why) = read_server(&mut link.reader, &stub, link.heartbeat * 3).await else {
+        let Some(why) = read_server(&mut link.reader, &stub, &up, link.heartbeat * 3).await else {
             return;
         };
         // Frames queued from now on are refused, until the stub hears the link is gone.
@@ -167,6 +168,7 @@ pub async fn keep_connected(mut link: Link, params: Params, stub: Arc<Shared>) {
 async fn read_server(
     reader: &mut FrameReader<Reader>,
     stub: &Shared,
+    up: &Arc<Outbox>,
     limit: Duration,
 ) -> Option<String> {
     let silence = Silence::new(limit);
@@ -191,6 +193,23 @@ async fn read_server(
             Ok(None) => return Some("the server closed the connection".into()),
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
                 say!("error: bad frame from the server: {e}");
+                // A call to run or an answer to a call made: it fails now, with the reason.
+                match salvage(reader.refused_head()) {
+                    Some(("call", id)) => {
+                        let why = "the owner cannot read the call: ";
+                        let result = Err(RemoteError::refused_frame(&e, why));
+                        up.send(&ToServer::Reply(Reply { id, result }));
+                    }
+                    Some(("reply", id)) => {
+                        let why = "the answer cannot be read: ";
+                        let result = Err(RemoteError::refused_frame(&e, why));
+                        let event = Event::Server(ToClient::Reply(Reply { id, result }));
+                        if !stub.apply(event) {
+                            return None;
+                        }
+                    }
+                    _ => {}
+                }
             }
             Err(e) => return Some(e.to_string()),
         }

@@ -219,4 +219,43 @@ fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
         other => panic!("{other:?}"),
     }
     assert_eq!(app.call("m", "big", (3,)).unwrap(), json!("xxx"));
+
+    // Under b's limit, over the server's: the server answers the call it cannot read.
+    let over_server = "y".repeat(1_500_000);
+    let wait = Some(Duration::from_secs(20));
+    let args = (over_server.as_str(), "");
+    match app.call_with("m", "add", args, Default::default(), wait) {
+        Err(CallError::TooLarge(msg)) => assert!(msg.contains("limit of 1000000"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_request_the_stub_cannot_read_is_answered_by_its_id() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let m = module(dir);
+    let a = stub(dir, port, "a", &["--register", &m]);
+    a.wait_for("registered m");
+    let mut app = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    // What Python's json writes for a string holding a lone surrogate, which JSON refuses.
+    let call = r#"{"cmd": "call", "data": {"id": 9, "module": "m", "function": "add", "args": ["\ud800", ""], "timeout_ms": 30000}}"#;
+    writeln!(app, "{call}").unwrap();
+    app.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut line = String::new();
+    BufReader::new(&app).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["cmd"], "reply", "{line}");
+    assert_eq!(reply["data"]["id"], 9, "{line}");
+    let error = &reply["data"]["result"]["Err"];
+    assert_eq!(error["kind"], "protocol", "{line}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed frame"),
+        "{line}"
+    );
 }

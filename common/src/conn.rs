@@ -30,7 +30,12 @@ pub struct FrameReader<R> {
     /// `line` holds a frame already returned: the next read starts a new one.
     done: bool,
     max: usize,
+    /// The start of the last frame refused (see [`FrameReader::refused_head`]).
+    refused: Vec<u8>,
 }
+
+/// How much of a refused frame is kept: enough for its command and id.
+const REFUSED_HEAD: usize = 256;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that refuses frames longer than `max` bytes.
@@ -42,7 +47,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             size: 0,
             done: false,
             max,
+            refused: Vec::new(),
         }
+    }
+
+    /// The start of the last frame [`FrameReader::read`] refused (malformed or over the limit),
+    /// from which [`crate::proto::salvage`] may tell which request to answer.
+    pub fn refused_head(&self) -> &[u8] {
+        &self.refused
     }
 
     /// Reads the next message.
@@ -59,11 +71,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Frame::End => Ok(None),
             Frame::Buffered(len) => {
                 // Parsed where it was read, then consumed: nothing awaits in between.
-                let msg = serde_json::from_slice(&self.reader.buffer()[..len]);
+                let frame = &self.reader.buffer()[..len];
+                let msg = serde_json::from_slice(frame);
+                if msg.is_err() {
+                    keep_head(&mut self.refused, frame);
+                }
                 self.reader.consume(len + 1);
                 Ok(Some(msg?))
             }
-            Frame::Assembled => Ok(Some(serde_json::from_slice(&self.line)?)),
+            Frame::Assembled => {
+                let msg = serde_json::from_slice(&self.line);
+                if msg.is_err() {
+                    keep_head(&mut self.refused, &self.line);
+                }
+                Ok(Some(msg?))
+            }
         }
     }
 
@@ -99,6 +121,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Frame::Buffered(len));
                 }
                 let too_large = len > self.max;
+                if too_large {
+                    keep_head(&mut self.refused, buf);
+                }
                 self.reader.consume(len + 1);
                 if too_large {
                     let limit = self.max;
@@ -111,15 +136,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 None => (buf, buf.len()),
             };
             self.size += piece.len();
-            // Past the cap, keep reading to the newline but keep nothing.
+            // Past the cap, keep reading to the newline but keep nothing more than its head.
             if self.size <= self.max {
                 self.line.extend_from_slice(piece);
+            } else if self.line.len() < REFUSED_HEAD {
+                let more = piece.len().min(REFUSED_HEAD - self.line.len());
+                self.line.extend_from_slice(&piece[..more]);
             }
             self.reader.consume(used);
             if newline.is_some() {
                 let size = self.size;
                 self.done = true;
                 if size > self.max {
+                    keep_head(&mut self.refused, &self.line);
                     return Err(Error::FrameTooLarge {
                         size,
                         limit: self.max,
@@ -144,6 +173,11 @@ enum Frame {
     Buffered(usize),
     /// Pieced together from several reads in `line`.
     Assembled,
+}
+
+fn keep_head(into: &mut Vec<u8>, frame: &[u8]) {
+    into.clear();
+    into.extend_from_slice(&frame[..frame.len().min(REFUSED_HEAD)]);
 }
 
 /// Blank lines carry nothing; they are skipped.
@@ -310,17 +344,21 @@ mod tests {
 
     #[test]
     fn frames_read_whole_or_in_pieces_read_the_same() {
-        let bytes = b"garbage\n\n  \n{\"cmd\":\"who\"}\n{\"cmd\":\"who\",\"x\":\"0123456789\"}\n\
+        let bytes =
+            b"garbage\n\n  \n{\"cmd\":\"who\"}\n{\"cmd\":\"call\",\"data\":{\"id\":5,\"x\":1}}\n\
                       {\"cmd\":\"who\"}\n";
         for chunk in [1, 2, 3, 7, 13, 64, 8192] {
             smol::block_on(async {
                 let mut r = FrameReader::new(Trickle { bytes, chunk }, 20);
                 assert!(matches!(r.read::<ToServer>().await, Err(Error::Json(_))));
+                assert_eq!(r.refused_head(), b"garbage");
                 assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
                 match r.read::<ToServer>().await {
-                    Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 30),
+                    Err(Error::FrameTooLarge { size, limit: 20 }) => assert_eq!(size, 36),
                     other => panic!("chunks of {chunk}: {other:?}"),
                 }
+                let refused = crate::proto::salvage(r.refused_head());
+                assert_eq!(refused, Some(("call", 5)), "chunks of {chunk}");
                 assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
                 assert!(r.read::<ToServer>().await.unwrap().is_none());
             });

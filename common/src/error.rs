@@ -72,6 +72,16 @@ impl RemoteError {
         }
     }
 
+    /// The answer to a request whose frame was refused with `e` (malformed, or over the limit),
+    /// its message after `context`.
+    pub fn refused_frame(e: &Error, context: &str) -> Self {
+        let kind = match e {
+            Error::FrameTooLarge { .. } => ErrorKind::TooLarge,
+            _ => ErrorKind::Protocol,
+        };
+        RemoteError::new(kind, format!("{context}{e}"))
+    }
+
     fn render(&self) -> String {
         match &self.exc_type {
             Some(t) => format!("{t}: {}", self.message),

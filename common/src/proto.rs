@@ -230,9 +230,82 @@ pub fn render_who(peers: &[PeerInfo]) -> String {
     out
 }
 
+/// The command and request id of a frame that could not be read (malformed, or over the size
+/// limit), made out from its start when it begins as every sender writes it:
+/// `{"cmd": "NAME", "data": {"id": N, ...`. It lets the receiver answer that request at once
+/// instead of leaving its caller to wait for a timeout.
+pub fn salvage(head: &[u8]) -> Option<(&str, u64)> {
+    let mut at = Cursor(head);
+    at.expect("{")?;
+    at.expect("\"cmd\"")?;
+    at.expect(":")?;
+    let cmd = at.name()?;
+    for token in [",", "\"data\"", ":", "{", "\"id\"", ":"] {
+        at.expect(token)?;
+    }
+    Some((cmd, at.number()?))
+}
+
+/// Reads the few tokens [`salvage`] looks for.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn expect(&mut self, token: &str) -> Option<()> {
+        let start = self.0.iter().position(|b| !b.is_ascii_whitespace())?;
+        self.0 = self.0[start..].strip_prefix(token.as_bytes())?;
+        Some(())
+    }
+
+    /// A quoted command name (lower case and `_`, as every command is).
+    fn name(&mut self) -> Option<&'a str> {
+        self.expect("\"")?;
+        let len = self.0.iter().position(|&b| b == b'"')?;
+        let (name, rest) = self.0.split_at(len);
+        if !name.iter().all(|&b| b.is_ascii_lowercase() || b == b'_') {
+            return None;
+        }
+        self.0 = &rest[1..];
+        std::str::from_utf8(name).ok()
+    }
+
+    /// An unsigned integer, with something after it (else it may have been cut short).
+    fn number(&mut self) -> Option<u64> {
+        let start = self.0.iter().position(|b| !b.is_ascii_whitespace())?;
+        let digits = &self.0[start..];
+        let len = digits.iter().position(|b| !b.is_ascii_digit())?;
+        std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_frame_gives_its_command_and_id_when_it_starts_as_senders_write_it() {
+        fn frame(s: &str) -> Option<(&str, u64)> {
+            salvage(s.as_bytes())
+        }
+        assert_eq!(
+            frame(r#"{"cmd":"call","data":{"id":42,"module":"z","args":["\ud800"]"#),
+            Some(("call", 42))
+        );
+        assert_eq!(
+            frame("{ \"cmd\": \"answer\", \"data\": {\"id\": 7, \"result"),
+            Some(("answer", 7))
+        );
+        for refused in [
+            r#"{"cmd":"call","data":{"id":42"#, // cut short: maybe 421
+            r#"{"cmd":"call","data":{"module":"z","id":42,"#,
+            r#"{"data":{"id":42},"cmd":"call"}"#,
+            r#"{"cmd":"c\"all","data":{"id":42}}"#,
+            r#"{"cmd":"call","data":{"id":-1}}"#,
+            r#"{"cmd":"call","data":{"id":99999999999999999999}}"#,
+            "",
+        ] {
+            assert_eq!(frame(refused), None, "{refused}");
+        }
+    }
 
     #[test]
     fn envelope_shape_is_cmd_and_data() {

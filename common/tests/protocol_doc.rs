@@ -126,11 +126,14 @@ fn render() -> String {
          Every frame is one JSON object on one line (`\\n`-terminated): `{\"cmd\": NAME, \"data\": PAYLOAD}`;\n\
          commands without a payload have no `data`. A frame is at most 4 MiB by default. A frame that is\n\
          malformed, unknown, of the wrong shape or over the limit is answered with an `error` frame naming\n\
-         what was wrong, and the connection goes on. Ids are chosen by the sender of a call and unique among\n\
-         its calls in flight; the answer carries the same id. Timeouts travel as durations (`timeout_ms`),\n\
-         never as clock times. A `result` is `{\"Ok\": VALUE}` or `{\"Err\": ERROR}` where ERROR has `kind`\n\
-         (exception, unknown_module, unknown_function, bad_arguments, timeout, owner_gone, not_connected,\n\
-         worker_failed, protocol, refused, too_large), `message`, and for exceptions `exc_type` and `traceback`.\n\n",
+         what was wrong, and the connection goes on; but when its start reads `{\"cmd\": NAME, \"data\":\n\
+         {\"id\": N, ...`, the request it was is answered by that id instead (a call fails with kind\n\
+         `protocol` or `too_large`), so nobody waits for a timeout. Senders put the id first for this.\n\
+         Ids are chosen by the sender of a call and unique among its calls in flight; the answer carries\n\
+         the same id. Timeouts travel as durations (`timeout_ms`), never as clock times. A `result` is\n\
+         `{\"Ok\": VALUE}` or `{\"Err\": ERROR}` where ERROR has `kind` (exception, unknown_module,\n\
+         unknown_function, bad_arguments, timeout, owner_gone, not_connected, worker_failed, protocol,\n\
+         refused, too_large), `message`, and for exceptions `exc_type` and `traceback`.\n\n",
     );
     let offer = Offer {
         module: "z".into(),
@@ -232,7 +235,8 @@ fn render() -> String {
                 },
             ),
             (
-                "The session ends; the stub exits.",
+                "The session ends, or a newer connection of this stub (its session) replaced this one; \
+                 the stub exits.",
                 ToClient::Shutdown {
                     reason: "the server ended the session".into(),
                 },

@@ -38,8 +38,13 @@ pub enum Event {
     },
     /// A frame from a peer.
     Frame { id: PeerId, msg: ToServer },
-    /// A frame from a peer that could not be read; the connection goes on.
-    Malformed { id: PeerId, message: String },
+    /// A frame from a peer that could not be read; the connection goes on. `request` is the
+    /// call or reply it was, when that can be told (see [`common::proto::salvage`]).
+    Malformed {
+        id: PeerId,
+        error: common::Error,
+        request: Option<(String, u64)>,
+    },
     /// A connection failed (an i/o error, silence past the heartbeat); `Leave` follows.
     Lost { id: PeerId, why: String },
     /// A connection ended.
@@ -121,10 +126,28 @@ impl Actor for Broker {
                     self.frame(id, msg);
                 }
             }
-            Event::Malformed { id, message } => {
+            Event::Malformed { id, error, request } => {
                 let name = self.registry.name(id).unwrap_or("?").to_owned();
-                say!("bad frame from {name}: {message}");
-                self.send(id, ToClient::Error { message });
+                say!("bad frame from {name}: {error}");
+                match request {
+                    // Answered at once, not left to time out.
+                    Some((cmd, call)) if cmd == "call" => {
+                        let result = Err(RemoteError::refused_frame(&error, ""));
+                        self.send(id, ToClient::Reply(Reply { id: call, result }));
+                    }
+                    // The owner's answer: its caller hears why it cannot have it.
+                    Some((cmd, route)) if cmd == "reply" && self.peers.contains_key(&id) => {
+                        let why = "the owner's answer cannot be read: ";
+                        let result = Err(RemoteError::refused_frame(&error, why));
+                        self.frame(id, ToServer::Reply(Reply { id: route, result }));
+                    }
+                    _ => self.send(
+                        id,
+                        ToClient::Error {
+                            message: error.to_string(),
+                        },
+                    ),
+                }
             }
             Event::Lost { id, why } => {
                 let name = self.registry.name(id).unwrap_or("a stub that never joined");

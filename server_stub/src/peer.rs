@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::conn::{send_frame, FrameReader, Silence};
 use common::outbox::Outbox;
-use common::proto::{ToClient, ToServer};
+use common::proto::{salvage, ToClient, ToServer};
 use common::say;
 use common::tls::{plain, Acceptor, Writer};
 use common::Error;
@@ -101,10 +101,14 @@ pub async fn serve(
         let event = match read {
             Ok(Some(msg)) => Event::Frame { id, msg },
             Ok(None) => break,
-            Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => Event::Malformed {
-                id,
-                message: e.to_string(),
-            },
+            Err(error @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
+                let request = salvage(reader.refused_head());
+                Event::Malformed {
+                    id,
+                    error,
+                    request: request.map(|(cmd, n)| (cmd.to_owned(), n)),
+                }
+            }
             Err(e) => {
                 broker.apply(Event::Lost {
                     id,

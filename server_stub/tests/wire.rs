@@ -379,7 +379,17 @@ fn a_stub_reconnecting_with_its_session_replaces_its_ghost() {
     stranger.send(json!({"cmd": "hello", "data": {"version": 1, "name": "a", "session": "s2"}}));
     assert_eq!(stranger.recv()["data"]["name_taken"], true);
     let mut back = Peer::join_as(s.port, "a", json!("s1"));
-    // The ghost's connection is closed; the module stayed: nobody was told it went.
+    // The ghost is told why, then its connection is closed; the module stayed: nobody was
+    // told it went.
+    let told = ghost.recv();
+    assert_eq!(told["cmd"], "shutdown", "{told}");
+    assert!(
+        told["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("replaced"),
+        "{told}"
+    );
     let mut line = String::new();
     assert_eq!(ghost.inp.read_line(&mut line).unwrap_or(0), 0, "{line}");
     watcher.send(json!({"cmd": "who"}));

@@ -162,7 +162,8 @@ class _Connection:
     def request(self, cmd, data, timeout, what):
         """Sends one request and waits for its result ({"Ok": ...} or {"Err": ...})."""
         id_ = next(self.ids)
-        line = json.dumps({"cmd": cmd, "data": dict(data, id=id_)}, allow_nan=False)
+        # The id first: a stub that cannot read the rest can still answer this request.
+        line = json.dumps({"cmd": cmd, "data": {"id": id_, **data}}, allow_nan=False)
         line = line.encode() + b"\n"
         if len(line) > MAX_FRAME:
             size = len(line)
