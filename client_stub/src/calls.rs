@@ -1,7 +1,7 @@
 //! Calls: requests from apps, checked against the descriptor and run here (for modules this
 //! stub owns) or sent to the server; answers routed back by id; timeouts; call statistics.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,26 @@ pub(crate) struct Pending {
     pub(crate) function: String,
     pub(crate) started: Instant,
     pub(crate) deadline: Instant,
+}
+
+/// A call an app made on a module this stub owns. Nobody on the network times it out, so the
+/// stub does: it is answered once, by its result or at its deadline by a timeout (the stub's
+/// tick looks), whichever comes first.
+pub(crate) struct LocalCall {
+    outbox: Arc<Outbox>,
+    id: u64,
+    deadline: Instant,
+    answered: AtomicBool,
+}
+
+impl LocalCall {
+    /// Answers the app, unless it was answered already.
+    fn answer(&self, result: Result<Value, RemoteError>) {
+        if !self.answered.swap(true, Ordering::AcqRel) {
+            let id = self.id;
+            self.outbox.push(&ToApp::Reply(Reply { id, result }));
+        }
+    }
 }
 
 /// A `ping` waiting for the server's echo: from the shell (`None`) or an app (connection, id).
@@ -192,7 +212,14 @@ impl Stub {
             let Some(outbox) = self.apps.get(&conn) else {
                 return;
             };
-            return self.run_owned(call, Answer::App(outbox.clone()));
+            let local = Arc::new(LocalCall {
+                outbox: outbox.clone(),
+                id: call.id,
+                deadline: Instant::now() + Duration::from_millis(call.timeout_ms),
+                answered: AtomicBool::new(false),
+            });
+            self.local_calls.push(local.clone());
+            return self.run_owned(call, Answer::App(local));
         }
         if self.up.is_none() {
             let msg = "not connected to the server (reconnecting)";
@@ -280,6 +307,17 @@ impl Stub {
 
     pub(crate) fn expire(&mut self) {
         let now = Instant::now();
+        self.local_calls.retain(|call| {
+            if call.answered.load(Ordering::Acquire) {
+                return false;
+            }
+            if call.deadline > now {
+                return true;
+            }
+            let msg = "no answer within the call's timeout (it may still be running)";
+            call.answer(Err(RemoteError::new(ErrorKind::Timeout, msg)));
+            false
+        });
         let late: Vec<u64> = self
             .pending
             .iter()
@@ -299,16 +337,18 @@ impl Stub {
 /// Where the answer to a call run here goes.
 pub(crate) enum Answer {
     Server(Arc<Outbox>),
-    App(Arc<Outbox>),
+    App(Arc<LocalCall>),
 }
 
 impl Answer {
     /// Queues the reply; it is written at this thread's next flush (see [`Outbox::push`]).
     pub(crate) fn send(&self, reply: Reply) {
         match self {
-            Answer::Server(up) => up.push(&ToServer::Reply(reply)),
-            Answer::App(app) => app.push(&ToApp::Reply(reply)),
-        };
+            Answer::Server(up) => {
+                up.push(&ToServer::Reply(reply));
+            }
+            Answer::App(call) => call.answer(reply.result),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use common::stats::Stats;
 use common::store::Store;
 use common::Result;
 
-use crate::calls::{Answer, Pending, PingWaiter};
+use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
 use crate::owned::{render, Owned};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
@@ -79,6 +79,8 @@ pub struct Stub {
     pub(crate) known: BTreeMap<String, Known>,
     pub(crate) apps: HashMap<u64, Arc<Outbox>>,
     pub(crate) pending: HashMap<u64, Pending>,
+    /// Calls apps made here on modules this stub owns, until answered or timed out.
+    pub(crate) local_calls: Vec<Arc<LocalCall>>,
     pub(crate) next_id: u64,
     /// Module names for the shell's completion.
     pub(crate) names: Names,
@@ -112,6 +114,7 @@ impl Stub {
             known: BTreeMap::new(),
             apps: HashMap::new(),
             pending: HashMap::new(),
+            local_calls: Vec::new(),
             next_id: 0,
             names,
             pings: HashMap::new(),

@@ -37,6 +37,12 @@ def noisy(x):
 
 def bad_result():
     return {1, 2}
+
+def stubborn(seconds):
+    try:
+        time.sleep(seconds)
+    except BaseException:
+        time.sleep(seconds)
 "#;
 
 /// A server, an owner `a` of module `m`, and a caller `b`; returns the caller's app port.
@@ -254,6 +260,60 @@ fn timeouts_non_json_results_and_printing_modules() {
     assert_eq!(c.call("m", "noisy", (5,)).unwrap(), json!(5));
     n.owner.wait_for("some output the module prints 5");
     assert_eq!(c.call("m", "noisy", (6,)).unwrap(), json!(6));
+}
+
+#[test]
+fn calls_made_on_the_owners_own_stub_time_out_on_time() {
+    use std::io::{BufRead, BufReader, Write};
+    let n = net();
+    let port = app_port(&n.owner);
+    // Raw connections: the stub must answer by itself (the client libraries time out anyway).
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        (BufReader::new(s.try_clone().unwrap()), s)
+    };
+    type Conn = (BufReader<std::net::TcpStream>, std::net::TcpStream);
+    let ask = |(reader, writer): &mut Conn, frame: Value| {
+        writeln!(writer, "{frame}").unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    let call = |module: &str, function: &str, args: Value| {
+        let data = json!({"id": 5, "module": module, "function": function, "args": args,
+                          "timeout_ms": 300});
+        json!({"cmd": "call", "data": data})
+    };
+    let mut app = connect();
+    // A Python call that shrugs off the interrupt: the app hears at its timeout, not when the
+    // worker is killed 5 s later.
+    let started = Instant::now();
+    let reply = ask(&mut app, call("m", "stubborn", json!([30])));
+    assert_eq!(reply["data"]["result"]["Err"]["kind"], "timeout", "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A module an app provides here and never answers.
+    let mut provider = connect();
+    let desc = common::provider::Provider::new("mute")
+        .function("f", &[], "", |(): ()| Ok(1))
+        .descriptor()
+        .clone();
+    let provide = json!({"cmd": "provide", "data": {"id": 1, "descriptor": desc}});
+    let reply = ask(&mut provider, provide);
+    assert!(reply["data"]["result"]["Ok"].is_string(), "{reply}");
+    let started = Instant::now();
+    let reply = ask(&mut app, call("mute", "f", json!([])));
+    assert_eq!(reply["data"]["result"]["Err"]["kind"], "timeout", "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
