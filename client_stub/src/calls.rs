@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::config::Limits;
 use common::conn::json_size;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
@@ -33,6 +34,7 @@ pub(crate) struct Pending {
 /// tick looks), whichever comes first.
 pub(crate) struct LocalCall {
     outbox: Arc<Outbox>,
+    limits: Limits,
     id: u64,
     deadline: Instant,
     answered: AtomicBool,
@@ -43,7 +45,7 @@ impl LocalCall {
     fn answer(&self, result: Result<Value, RemoteError>) {
         if !self.answered.swap(true, Ordering::AcqRel) {
             let id = self.id;
-            self.outbox.push(&ToApp::Reply(Reply { id, result }));
+            reply_to_app(&self.outbox, Reply { id, result }, &self.limits);
         }
     }
 }
@@ -214,6 +216,7 @@ impl Stub {
             };
             let local = Arc::new(LocalCall {
                 outbox: outbox.clone(),
+                limits: self.config.limits,
                 id: call.id,
                 deadline: Instant::now() + Duration::from_millis(call.timeout_ms),
                 answered: AtomicBool::new(false),
@@ -301,7 +304,7 @@ impl Stub {
         result: std::result::Result<Value, RemoteError>,
     ) {
         if let Some(outbox) = self.apps.get(&conn) {
-            outbox.push(&ToApp::Reply(Reply { id, result }));
+            reply_to_app(outbox, Reply { id, result }, &self.config.limits);
         }
     }
 
@@ -349,6 +352,15 @@ impl Answer {
             }
             Answer::App(call) => call.answer(reply.result),
         }
+    }
+}
+
+/// Queues `reply` for an app; an app too far behind (it does not read its answers) is cut off.
+fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &Limits) {
+    outbox.push(&ToApp::Reply(reply));
+    if outbox.over(limits) {
+        say!("dropping an app connection: it does not read its answers");
+        outbox.cut();
     }
 }
 

@@ -259,3 +259,35 @@ fn a_request_the_stub_cannot_read_is_answered_by_its_id() {
         "{line}"
     );
 }
+
+#[test]
+fn an_app_that_does_not_read_its_answers_is_cut_off_and_others_go_on() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let m = module(dir);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, "[limits]\nqueue_bytes = 1000000\n").unwrap();
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &["--register", &m, "-c", profile.to_str().unwrap()],
+    );
+    a.wait_for("registered m");
+    let mut deaf = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // 100 MB of answers asked for, none read: far more than the socket buffers hold.
+    for id in 0..1000 {
+        let call = json!({"cmd": "call", "data": {"id": id, "module": "m", "function": "big",
+                          "args": [100_000], "timeout_ms": 60_000}});
+        if writeln!(deaf, "{call}").is_err() {
+            break;
+        }
+    }
+    a.wait_for("dropping an app connection: it does not read its answers");
+    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&a))).unwrap();
+    assert_eq!(app.call("m", "add", (1, 2)).unwrap(), json!(3));
+}

@@ -20,8 +20,10 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Largest module descriptor, in bytes.
     pub max_module_bytes: u64,
-    /// Frames queued for one peer before it is dropped as not reading (server).
+    /// Frames queued for one peer (a stub, or an app) before it is dropped as not reading.
     pub queue_frames: usize,
+    /// Bytes queued for one peer before it is dropped as not reading.
+    pub queue_bytes: usize,
     /// Stubs on the network at once (server).
     pub max_peers: usize,
     /// Calls in flight per connection (server: per stub; client stub: per app).
@@ -37,6 +39,7 @@ impl Default for Limits {
             max_frame_bytes: crate::conn::DEFAULT_MAX_FRAME,
             max_module_bytes: 16 * 1024 * 1024,
             queue_frames: 16 * 1024,
+            queue_bytes: 64 * 1024 * 1024,
             max_peers: 10_000,
             max_calls_in_flight: 10_000,
             heartbeat_ms: 5_000,

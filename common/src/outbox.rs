@@ -108,6 +108,21 @@ impl Outbox {
         self.lock().frames
     }
 
+    /// Whether the peer is further behind than `limits` allow (frames or bytes queued).
+    pub fn over(&self, limits: &crate::config::Limits) -> bool {
+        let state = self.lock();
+        state.frames >= limits.queue_frames || state.buf.len() >= limits.queue_bytes
+    }
+
+    /// Gives up on a peer that does not read: nothing more is queued, and the socket is shut
+    /// so that the connection's reader ends too.
+    pub fn cut(&self) {
+        self.close();
+        if let Some(socket) = &self.direct {
+            let _ = socket.get_ref().shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     /// No more frames: the writer task writes what is queued, then ends.
     pub fn close(&self) {
         let mut state = self.lock();

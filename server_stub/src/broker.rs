@@ -188,7 +188,7 @@ impl Broker {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        if peer.outbox.frames() >= self.limits.queue_frames {
+        if peer.outbox.over(&self.limits) {
             let name = self.registry.name(id).unwrap_or("?");
             say!("dropping {name}: it does not read what it is sent");
             // Cutting the socket unblocks its writer and ends its reader, which reports Leave.
