@@ -57,6 +57,8 @@ pub struct Config {
     /// them too, and calls are spread among the owners.
     pub shared: Vec<String>,
     pub limits: Limits,
+    /// The apps' default call timeout from the profile (kept for `sc:`; apps read it).
+    pub call_timeout_ms: Option<u64>,
     /// Where the output also goes (kept for `sc:`; started by `main`).
     pub log: LogSettings,
     /// The profile this stub was started from: its `register` and `expose` lists are watched,
@@ -87,6 +89,7 @@ impl Config {
             shared: Vec::new(),
             expose: Vec::new(),
             limits: Limits::default(),
+            call_timeout_ms: None,
             log: LogSettings::default(),
             profile: None,
             token: None,
@@ -118,7 +121,7 @@ impl Config {
             register: Vec::new(),
             name_suffix: Some(self.name_policy == NamePolicy::Suffix),
             python: Some(self.python.clone()),
-            call_timeout_ms: None,
+            call_timeout_ms: self.call_timeout_ms,
             workers: self.workers.clone(),
             shared: self.shared.clone(),
             expose: self.expose.clone(),

@@ -125,6 +125,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     config.shared = values.shared.into_iter().chain(flags.shared).collect();
     config.expose = values.expose.into_iter().chain(flags.expose).collect();
     config.limits = values.limits;
+    config.call_timeout_ms = values.call_timeout_ms;
     config.profile = profile.as_ref().map(|p| p.path.clone());
     config.log = LogSettings {
         file: values.log.file.clone().map(resolve),

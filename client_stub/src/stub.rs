@@ -454,7 +454,12 @@ impl Stub {
     fn save_profile(&self, name: &str) -> Result<std::path::PathBuf> {
         let path = common::config::profile_path(name);
         let mut profile = self.config.profile();
-        profile.register = self.owned.values().map(|o| o.parsed.path.clone()).collect();
+        // Module files only: exposed modules are in `expose`, and an app provides its own.
+        profile.register = (self.owned.values())
+            .filter(|o| o.pool.provider().is_none())
+            .map(|o| o.parsed.path.clone())
+            .filter(|path| !path.to_string_lossy().starts_with("import:"))
+            .collect();
         common::config::save(&path, &profile)?;
         Ok(path)
     }

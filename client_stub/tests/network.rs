@@ -236,7 +236,7 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
     fs::create_dir_all(dir.join("conf")).unwrap();
     fs::write(
         dir.join("conf/mine.toml"),
-        format!("name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"../recv\"\nlive_console = true\nregister = [\"../z.py\"]\n"),
+        format!("name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"../recv\"\nlive_console = true\nregister = [\"../z.py\"]\nexpose = [\"math\"]\ncall_timeout_ms = 700\n"),
     )
     .unwrap();
     let mut p = Proc::start("p", &exe("client_stub"), &["-c", "mine"], dir);
@@ -252,6 +252,11 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
 
     let saved = fs::read_to_string(dir.join("conf/saved.toml")).unwrap();
     assert!(saved.contains("name = \"p\""), "{saved}");
+    assert!(saved.contains("call_timeout_ms = 700"), "{saved}");
+    assert!(
+        !saved.contains("import:"),
+        "exposed modules stay in expose: {saved}"
+    );
     assert!(
         saved.contains(&z.canonicalize().unwrap().display().to_string()),
         "{saved}"
@@ -263,6 +268,8 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
         dir,
     );
     again.wait_for("registered z");
+    again.wait_for("registered math");
+    assert_eq!(again.count("error"), 0, "{:?}", again.output());
 }
 
 #[test]
