@@ -31,6 +31,21 @@ fn module(dir: &Path) -> String {
     m.to_str().unwrap().to_owned()
 }
 
+/// Stub `a`, owner of module `m`, whose profile's `[limits]` table holds `limits`.
+fn owner_with_limits(dir: &Path, port: u16, limits: &str) -> Proc {
+    let m = module(dir);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, format!("[limits]\n{limits}\n")).unwrap();
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &["--register", &m, "-c", profile.to_str().unwrap()],
+    );
+    a.wait_for("registered m");
+    a
+}
+
 fn signal(p: &Proc, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &p.pid().to_string()])
@@ -188,16 +203,7 @@ fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_server, port) = quick_server(dir, &[]);
-    let m = module(dir);
-    let profile = dir.join("stub.toml");
-    std::fs::write(&profile, "[limits]\nmax_frame_bytes = 1000000\n").unwrap();
-    let owner = stub(
-        dir,
-        port,
-        "a",
-        &["--register", &m, "-c", profile.to_str().unwrap()],
-    );
-    owner.wait_for("registered m");
+    let _owner = owner_with_limits(dir, port, "max_frame_bytes = 1000000");
     let b = stub(dir, port, "b", &[]);
     b.wait_for("received m from a");
     let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
@@ -266,16 +272,7 @@ fn an_app_that_does_not_read_its_answers_is_cut_off_and_others_go_on() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_server, port) = server(dir, &[]);
-    let m = module(dir);
-    let profile = dir.join("stub.toml");
-    std::fs::write(&profile, "[limits]\nqueue_bytes = 1000000\n").unwrap();
-    let a = stub(
-        dir,
-        port,
-        "a",
-        &["--register", &m, "-c", profile.to_str().unwrap()],
-    );
-    a.wait_for("registered m");
+    let a = owner_with_limits(dir, port, "queue_bytes = 1000000");
     let mut deaf = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
     deaf.set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();

@@ -120,15 +120,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if len <= self.max && !blank(&buf[..len]) {
                     return Ok(Frame::Buffered(len));
                 }
-                let too_large = len > self.max;
-                if too_large {
+                if len > self.max {
                     keep_head(&mut self.refused, buf);
-                }
-                self.reader.consume(len + 1);
-                if too_large {
+                    self.reader.consume(len + 1);
                     let limit = self.max;
                     return Err(Error::FrameTooLarge { size: len, limit });
                 }
+                self.reader.consume(len + 1);
                 continue;
             }
             let (piece, used) = match newline {

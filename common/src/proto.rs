@@ -250,9 +250,18 @@ pub fn salvage(head: &[u8]) -> Option<(&str, u64)> {
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
+    fn skip_space(&mut self) {
+        let start = self
+            .0
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+        self.0 = &self.0[start..];
+    }
+
     fn expect(&mut self, token: &str) -> Option<()> {
-        let start = self.0.iter().position(|b| !b.is_ascii_whitespace())?;
-        self.0 = self.0[start..].strip_prefix(token.as_bytes())?;
+        self.skip_space();
+        self.0 = self.0.strip_prefix(token.as_bytes())?;
         Some(())
     }
 
@@ -270,10 +279,9 @@ impl<'a> Cursor<'a> {
 
     /// An unsigned integer, with something after it (else it may have been cut short).
     fn number(&mut self) -> Option<u64> {
-        let start = self.0.iter().position(|b| !b.is_ascii_whitespace())?;
-        let digits = &self.0[start..];
-        let len = digits.iter().position(|b| !b.is_ascii_digit())?;
-        std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
+        self.skip_space();
+        let len = self.0.iter().position(|b| !b.is_ascii_digit())?;
+        std::str::from_utf8(&self.0[..len]).ok()?.parse().ok()
     }
 }
 
