@@ -343,4 +343,10 @@ fn test_app_prints_results_and_exits_1_on_a_remote_exception() {
         out.contains("kw(a, b=2, *, c=3)") && out.contains("Keyword arguments."),
         "{out}"
     );
+    // `-c PROFILE -q PORT`: the port given, the profile's call timeout.
+    let profile = dir.path().join("short.toml");
+    std::fs::write(&profile, "call_timeout_ms = 300\n").unwrap();
+    let (code, out) = run(&["-c", profile.to_str().unwrap(), "call", "m.slow", "20"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("no answer within 300ms"), "{out}");
 }

@@ -87,10 +87,9 @@ fn fail(e: &CallError) -> ExitCode {
 }
 
 fn connect(flags: &Flags) -> Result<Client, CallError> {
-    let mut client = match (&flags.config, flags.app_port) {
-        (_, Some(port)) => Client::connect(&format!("127.0.0.1:{port}"))?,
-        (Some(profile), None) => Client::connect_profile(profile)?,
-        (None, None) => Client::connect("127.0.0.1:8765")?,
+    let mut client = match &flags.config {
+        Some(profile) => Client::connect_profile_on(profile, flags.app_port)?,
+        None => Client::connect(&format!("127.0.0.1:{}", flags.app_port.unwrap_or(8765)))?,
     };
     if let Some(ms) = flags.timeout_ms {
         client = client.with_timeout(Duration::from_millis(ms));

@@ -103,12 +103,13 @@ impl Requests {
         }
     }
 
-    /// The app address of a client profile's stub (`-c conf2`), and its `call_timeout_ms` and
-    /// frame limit.
-    fn of_profile(profile: &str) -> Result<(String, Requests), CallError> {
+    /// The app address of a client profile's stub (`-c conf2`), or `app_port` on loopback if
+    /// given, and the profile's `call_timeout_ms` and frame limit.
+    fn of_profile(profile: &str, app_port: Option<u16>) -> Result<(String, Requests), CallError> {
         let p = Profile::<ClientProfile>::load(profile)
             .map_err(|e| CallError::NotConnected(e.to_string()))?;
-        let address = format!("127.0.0.1:{}", p.values.app_port.unwrap_or(8765));
+        let port = app_port.or(p.values.app_port).unwrap_or(8765);
+        let address = format!("127.0.0.1:{port}");
         let mut requests = Requests::new();
         requests.max_frame = p.values.limits.max_frame_bytes;
         if let Some(ms) = p.values.call_timeout_ms {
@@ -215,7 +216,7 @@ impl AsyncClient {
     /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
     /// `call_timeout_ms`.
     pub async fn connect_profile(profile: &str) -> Result<Self, CallError> {
-        let (address, requests) = Requests::of_profile(profile)?;
+        let (address, requests) = Requests::of_profile(profile, None)?;
         let client = Self::connect(&address).await?;
         Ok(AsyncClient { requests, ..client })
     }
@@ -360,7 +361,13 @@ impl Client {
     /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
     /// `call_timeout_ms`.
     pub fn connect_profile(profile: &str) -> Result<Self, CallError> {
-        let (address, requests) = Requests::of_profile(profile)?;
+        Self::connect_profile_on(profile, None)
+    }
+
+    /// [`Client::connect_profile`], on loopback port `app_port` instead of the profile's if
+    /// given (the profile's timeout and frame limit still apply).
+    pub fn connect_profile_on(profile: &str, app_port: Option<u16>) -> Result<Self, CallError> {
+        let (address, requests) = Requests::of_profile(profile, app_port)?;
         let client = Self::connect(&address)?;
         Ok(Client { requests, ..client })
     }
