@@ -84,6 +84,19 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     })
 }
 
+/// Refuses a descriptor over this stub's `max_module_bytes`: the limit it holds others' to.
+fn fits(parsed: &Parsed, limit: u64) -> Result<(), String> {
+    let size = parsed.bytes.len();
+    if size as u64 > limit {
+        let module = &parsed.desc.module;
+        return Err(format!(
+            "the descriptor of {module} is {size} bytes, over this stub's max_module_bytes \
+             ({limit}): export fewer functions, or raise the limit under [limits]"
+        ));
+    }
+    Ok(())
+}
+
 /// Describes the installed Python module `name` (a profile's `expose`) by asking `python` to
 /// import it: its public functions and plain values. Its "path" is `import:NAME`, which the
 /// worker imports by name.
@@ -169,6 +182,7 @@ impl Stub {
     /// # Errors
     /// Another stub owns the module and it is not declared shared here.
     pub(crate) fn own(&mut self, parsed: Parsed, app: Option<AppRunner>) -> Result<(), String> {
+        fits(&parsed, self.config.limits.max_module_bytes)?;
         let module = parsed.desc.module.clone();
         if let Some(k) = self.known.get(&module) {
             if !self.config.shared.contains(&module) {
@@ -243,6 +257,7 @@ impl Stub {
             Some(name) => describe_installed(&self.config.python, name),
             None => parse_file(path),
         }
+        .and_then(|parsed| fits(&parsed, self.config.limits.max_module_bytes).map(|()| parsed))
         .map_err(|e| format!("{e}; the old version of {module} keeps running"))?;
         owned.pool.restart();
         let changed = parsed.md5 != owned.parsed.md5;

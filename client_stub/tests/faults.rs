@@ -288,3 +288,18 @@ fn an_app_that_does_not_read_its_answers_is_cut_off_and_others_go_on() {
     let app = Client::connect(&format!("127.0.0.1:{}", app_port(&a))).unwrap();
     assert_eq!(app.call("m", "add", (1, 2)).unwrap(), json!(3));
 }
+
+#[test]
+fn a_module_over_the_stubs_own_size_limit_is_refused_before_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    let m = module(dir);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, "[limits]\nmax_module_bytes = 100\n").unwrap();
+    let args = ["--register", &m, "-c", profile.to_str().unwrap()];
+    let a = stub(dir, port, "a", &args);
+    a.wait_for("over this stub's max_module_bytes (100)");
+    a.wait_for("joined");
+    assert!(!a.output().join("\n").contains("registered m"));
+}
