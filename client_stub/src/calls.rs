@@ -41,6 +41,11 @@ pub(crate) struct LocalCall {
 }
 
 impl LocalCall {
+    /// Whether it is unanswered, for the app behind `outbox`.
+    fn waits_on(&self, outbox: &Arc<Outbox>) -> bool {
+        Arc::ptr_eq(&self.outbox, outbox) && !self.answered.load(Ordering::Acquire)
+    }
+
     /// Answers the app, unless it was answered already.
     fn answer(&self, result: Result<Value, RemoteError>) {
         if !self.answered.swap(true, Ordering::AcqRel) {
@@ -135,11 +140,52 @@ impl Stub {
         Ok(md5)
     }
 
+    /// An app sent all it will send: the modules it provides leave (it can no longer answer
+    /// their calls); its own calls are still answered, then its connection closes.
+    pub(crate) fn app_done(&mut self, conn: u64) {
+        self.withdraw_provided(conn);
+        self.closing.push(conn);
+        self.close_answered_apps();
+    }
+
+    /// Closes each app connection that sent all it will send and has no call left to answer:
+    /// its task ends it once the answers are written.
+    pub(crate) fn close_answered_apps(&mut self) {
+        let Stub {
+            closing,
+            apps,
+            pending,
+            local_calls,
+            pings,
+            ..
+        } = self;
+        closing.retain(|&conn| {
+            let Some(outbox) = apps.get(&conn) else {
+                return false;
+            };
+            let waiting = pending.values().any(|p| p.conn == conn)
+                || pings
+                    .values()
+                    .any(|p| p.app.is_some_and(|(c, _)| c == conn))
+                || local_calls.iter().any(|c| c.waits_on(outbox));
+            if !waiting {
+                outbox.close();
+            }
+            waiting
+        });
+    }
+
     /// An app left: the modules it provided leave with it, and calls waiting on it fail.
     pub(crate) fn app_left(&mut self, conn: u64) {
         self.apps.remove(&conn);
+        self.closing.retain(|&c| c != conn);
         // Their answers, if any still come, are dropped.
         self.pending.retain(|_, p| p.conn != conn);
+        self.withdraw_provided(conn);
+    }
+
+    /// The modules app `conn` provides leave: calls waiting on them fail.
+    fn withdraw_provided(&mut self, conn: u64) {
         if let Some(runner) = self.providers.remove(&conn) {
             runner.close();
             let provided: Vec<String> = self

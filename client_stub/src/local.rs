@@ -35,15 +35,16 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
     let writer = outbox.spawn_writer(stream.clone());
     let mut reader = FrameReader::new(readiness::tcp(&stream), max_frame);
     let mut unflushed = 0;
-    loop {
+    // Whether the app ended its requests cleanly (it may still read the answers: a half-close).
+    let sent_all = loop {
         match reader.read::<ToStub>().await {
             Ok(Some(msg)) => {
                 let event = Event::App { conn, msg };
                 if !stub.apply_read(event, reader.has_frame(), &mut unflushed) {
-                    break;
+                    break false;
                 }
             }
-            Ok(None) => break,
+            Ok(None) => break true,
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
                 match salvage(reader.refused_head()) {
                     // A providing app's answer: the call it answers fails with the reason.
@@ -52,7 +53,7 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
                         let result = Err(RemoteError::refused_frame(&e, why));
                         let msg = ToStub::Answer(Reply { id, result });
                         if !stub.apply(Event::App { conn, msg }) {
-                            break;
+                            break false;
                         }
                     }
                     Some((_, id)) => {
@@ -66,11 +67,14 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
                     }
                 }
             }
-            Err(_) => break,
+            Err(_) => break false,
         }
+    };
+    // After a clean end the stub closes the outbox once the app's calls are answered.
+    if !(sent_all && stub.apply(Event::AppDone { conn })) {
+        outbox.close();
     }
-    stub.apply(Event::AppLeft { conn });
-    outbox.close();
     writer.await;
+    stub.apply(Event::AppLeft { conn });
     let _ = stream.shutdown(Shutdown::Both);
 }

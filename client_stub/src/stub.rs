@@ -49,6 +49,10 @@ pub enum Event {
         conn: u64,
         msg: ToStub,
     },
+    /// The app sent all it will send (it closed its writing half), and waits for its answers.
+    AppDone {
+        conn: u64,
+    },
     AppLeft {
         conn: u64,
     },
@@ -78,6 +82,8 @@ pub struct Stub {
     pub(crate) incoming: Reassembler,
     pub(crate) known: BTreeMap<String, Known>,
     pub(crate) apps: HashMap<u64, Arc<Outbox>>,
+    /// App connections that sent all they will send, closed once their calls are answered.
+    pub(crate) closing: Vec<u64>,
     pub(crate) pending: HashMap<u64, Pending>,
     /// Calls apps made here on modules this stub owns, until answered or timed out.
     pub(crate) local_calls: Vec<Arc<LocalCall>>,
@@ -113,6 +119,7 @@ impl Stub {
             store,
             known: BTreeMap::new(),
             apps: HashMap::new(),
+            closing: Vec::new(),
             pending: HashMap::new(),
             local_calls: Vec::new(),
             next_id: 0,
@@ -149,9 +156,13 @@ impl Actor for Stub {
                 self.apps.insert(conn, outbox);
             }
             Event::App { conn, msg } => self.app(conn, msg),
+            Event::AppDone { conn } => self.app_done(conn),
             Event::AppLeft { conn } => self.app_left(conn),
             Event::Tick => {
                 self.expire();
+                if !self.closing.is_empty() {
+                    self.close_answered_apps();
+                }
                 for owned in self.owned.values() {
                     owned.pool.check_overdue();
                 }

@@ -350,3 +350,35 @@ fn test_app_prints_results_and_exits_1_on_a_remote_exception() {
     assert_eq!(code, Some(1));
     assert!(out.contains("no answer within 300ms"), "{out}");
 }
+
+#[test]
+fn an_app_that_half_closes_gets_its_answers_then_the_end() {
+    use std::io::{Read, Write};
+    let n = net();
+    // Through the network (caller `b`) and on the owner's own stub (`a`): as `printf | nc` does,
+    // the last frame without its newline, then the writing half shut.
+    for p in [&n.caller, &n.owner] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", app_port(p))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let call = |id: u64, function: &str, args: Value| {
+            let data = json!({"id": id, "module": "m", "function": function, "args": args,
+                              "timeout_ms": 10000});
+            json!({"cmd": "call", "data": data})
+        };
+        writeln!(s, "{}", call(1, "slow", json!([0.3]))).unwrap();
+        write!(s, "{}", call(2, "add", json!([1, 2]))).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap(); // to the end: the stub closes after the answers
+        let results: Vec<(Value, Value)> = all
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|r| (r["data"]["id"].clone(), r["data"]["result"]["Ok"].clone()))
+            .collect();
+        assert_eq!(
+            results,
+            [(json!(1), json!(0.3)), (json!(2), json!(3))],
+            "{all}"
+        );
+    }
+}

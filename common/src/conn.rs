@@ -60,7 +60,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads the next message.
     ///
     /// # Returns
-    /// `Ok(None)` on a clean end of stream between frames.
+    /// `Ok(None)` on a clean end of stream between frames. A last frame without its newline is
+    /// read if it parses (`printf '{...}' | nc`), else the stream ended inside a frame.
     ///
     /// # Errors
     /// [`Error::Json`] (malformed or unknown message) and [`Error::FrameTooLarge`] leave the
@@ -86,6 +87,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 Ok(Some(msg?))
             }
+            Frame::Unterminated => match serde_json::from_slice(&self.line) {
+                Ok(msg) => Ok(Some(msg)),
+                Err(_) => Err(Error::Protocol(format!(
+                    "connection closed inside a frame ({} bytes without their newline)",
+                    self.line.len()
+                ))),
+            },
         }
     }
 
@@ -109,8 +117,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .await?;
             let buf = self.reader.buffer();
             if buf.is_empty() {
+                // A last frame without its newline counts if it is whole (`read` tells).
                 return match self.size {
                     0 => Ok(Frame::End),
+                    size if size <= self.max => {
+                        self.done = true;
+                        Ok(match blank(&self.line) {
+                            true => Frame::End,
+                            false => Frame::Unterminated,
+                        })
+                    }
                     _ => Err(Error::Protocol("connection closed inside a frame".into())),
                 };
             }
@@ -171,6 +187,8 @@ enum Frame {
     Buffered(usize),
     /// Pieced together from several reads in `line`.
     Assembled,
+    /// In `line`, cut by the end of the stream before its newline.
+    Unterminated,
 }
 
 fn keep_head(into: &mut Vec<u8>, frame: &[u8]) {
@@ -414,6 +432,19 @@ mod tests {
                 r.read::<ToServer>().await,
                 Err(Error::Protocol(_))
             ));
+        });
+    }
+
+    #[test]
+    fn a_whole_last_frame_without_its_newline_is_read() {
+        smol::block_on(async {
+            let mut r = reader(b"{\"cmd\":\"who\"}\n{\"cmd\":\"who\"}", 100);
+            assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+            assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+            assert!(r.read::<ToServer>().await.unwrap().is_none());
+            let mut r = reader(b"{\"cmd\":\"who\"}\n  ", 100);
+            assert_eq!(r.read::<ToServer>().await.unwrap(), Some(ToServer::Who));
+            assert!(r.read::<ToServer>().await.unwrap().is_none());
         });
     }
 

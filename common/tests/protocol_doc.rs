@@ -124,7 +124,8 @@ fn render() -> String {
         "# The stubnet protocol\n\n\
          Generated from `common/src/proto.rs` by `common/tests/protocol_doc.rs`; do not edit by hand.\n\n\
          Every frame is one JSON object on one line (`\\n`-terminated): `{\"cmd\": NAME, \"data\": PAYLOAD}`;\n\
-         commands without a payload have no `data`. A frame is at most 4 MiB by default. A frame that is\n\
+         commands without a payload have no `data`; the last frame before the end of the stream may\n\
+         lack its newline. A frame is at most 4 MiB by default. A frame that is\n\
          malformed, unknown, of the wrong shape or over the limit is answered with an `error` frame naming\n\
          what was wrong, and the connection goes on; but when its start reads `{\"cmd\": NAME, \"data\":\n\
          {\"id\": N, ...`, the request it was is answered by that id instead (a call fails with kind\n\
@@ -133,7 +134,8 @@ fn render() -> String {
          the same id. Timeouts travel as durations (`timeout_ms`), never as clock times. A `result` is\n\
          `{\"Ok\": VALUE}` or `{\"Err\": ERROR}` where ERROR has `kind` (exception, unknown_module,\n\
          unknown_function, bad_arguments, timeout, owner_gone, not_connected, worker_failed, protocol,\n\
-         refused, too_large), `message`, and for exceptions `exc_type` and `traceback`.\n\n",
+         refused, too_large), `message`, and for exceptions `exc_type` and `traceback`. An app that\n\
+         shuts down its writing half still gets the answers to its calls; then its stub closes.\n\n",
     );
     let offer = Offer {
         module: "z".into(),

@@ -134,7 +134,7 @@ enum Expect<T> {
     Message(T),
     Json,
     TooLarge(usize),
-    /// End of stream inside a frame: the connection ends.
+    /// End of stream inside a frame that is not a whole message: the connection ends.
     Fatal,
     End,
 }
@@ -154,11 +154,17 @@ fn model<T: DeserializeOwned>(stream: &[u8], max: usize) -> Vec<Expect<T>> {
             });
         }
     }
-    out.push(if tail.is_empty() {
-        Expect::End
+    // A last frame without its newline: read if whole and well-formed, else fatal.
+    if tail.len() > max {
+        out.push(Expect::Fatal);
+    } else if !tail.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice(tail) {
+            Ok(msg) => out.extend([Expect::Message(msg), Expect::End]),
+            Err(_) => out.push(Expect::Fatal),
+        }
     } else {
-        Expect::Fatal
-    });
+        out.push(Expect::End);
+    }
     out
 }
 
