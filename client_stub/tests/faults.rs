@@ -303,3 +303,26 @@ fn a_module_over_the_stubs_own_size_limit_is_refused_before_upload() {
     a.wait_for("joined");
     assert!(!a.output().join("\n").contains("registered m"));
 }
+
+#[test]
+fn a_slow_import_is_reported_and_what_the_module_prints_reaches_the_log_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    let m = dir.join("m.py");
+    let source = "import time\nprint('hello from the import', flush=True)\ntime.sleep(12)\n";
+    std::fs::write(&m, format!("{source}{MODULE}")).unwrap();
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, "[log]\nfile = \"a.log\"\n").unwrap();
+    let args = [
+        "--register",
+        m.to_str().unwrap(),
+        "-c",
+        profile.to_str().unwrap(),
+    ];
+    let a = stub(dir, port, "a", &args);
+    a.wait_for("[m] still importing after 10 s");
+    let log = std::fs::read_to_string(dir.join("a.log")).unwrap();
+    assert!(log.contains("[m] hello from the import"), "{log}");
+    assert!(log.contains("[m] still importing after 10 s"), "{log}");
+}

@@ -23,6 +23,7 @@ use common::error::{ErrorKind, RemoteError};
 use common::outbox::flush_queued;
 use common::proto::Call;
 use common::readiness::ReadWhenReady;
+use common::say;
 use lane::{request_line, Lane};
 use watch::{monotonic_ms, Watch, KILL_AFTER_MS};
 use woken::WhenWoken;
@@ -39,6 +40,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a worker whose pipes closed may take to exit, or its stderr to drain, by itself.
 const GRACE: Duration = Duration::from_secs(1);
+/// An import still running this long is reported (once): its calls wait, and may time out.
+const SLOW_IMPORT: Duration = Duration::from_secs(10);
 
 /// How to start a module's workers.
 #[derive(Debug, Clone)]
@@ -330,7 +333,7 @@ impl Supervisor {
                 backoff = FIRST_BACKOFF;
             }
             if let (Some(error), true) = (&refuse, backoff == FIRST_BACKOFF) {
-                println!("[{}] {error} (retrying)", self.spec.module); // once, not every retry
+                say!("[{}] {error} (retrying)", self.spec.module); // once, not every retry
             }
             self.pause(backoff, refuse.as_ref())
                 .or(self.stopped())
@@ -407,7 +410,7 @@ impl Supervisor {
                 "worker for module '{module}' {why}{during}"
             ))));
         }
-        println!("[{module}] worker {why}; restarting it");
+        say!("[{module}] worker {why}; restarting it");
         Next::Restart
     }
 
@@ -541,7 +544,7 @@ async fn forward(module: String, stderr: ChildStderr) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
     while let Ok(1..) = reader.read_until(b'\n', &mut line).await {
-        println!("[{module}] {}", String::from_utf8_lossy(&line).trim_end());
+        say!("[{module}] {}", String::from_utf8_lossy(&line).trim_end());
         line.clear();
     }
 }
@@ -637,7 +640,13 @@ impl Conn {
 
     /// Reads the line the worker writes once it has imported the module, or failed to.
     async fn wait_ready(&mut self, module: &str) -> Result<(), Stopped> {
-        self.read_line().await.map_err(Stopped::NotReady)?;
+        let slow = async {
+            sleep(SLOW_IMPORT).await;
+            let secs = SLOW_IMPORT.as_secs();
+            say!("[{module}] still importing after {secs} s: its calls wait until it is ready");
+            std::future::pending().await
+        };
+        self.read_line().or(slow).await.map_err(Stopped::NotReady)?;
         let ready: Value = serde_json::from_str(&self.line)
             .map_err(|e| Stopped::NotReady(Broken::Invalid(invalid(e, &self.line))))?;
         if ready.get("ready") == Some(&Value::Bool(true)) {
