@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use client_stub::{Config, NamePolicy};
 use common::config::{resolve_in, ClientProfile, LogSettings, Profile};
+use common::log::printable;
 use common::Error;
 
 /// Every call allocates a few small buffers in each process; mimalloc's per-thread free lists
@@ -68,11 +69,11 @@ struct Flags {
 fn main() -> ExitCode {
     match resolve(Flags::parse()).and_then(serve) {
         Ok(reason) => {
-            println!("stopped: {reason}");
+            println!("stopped: {}", printable(&reason)); // Often the server's text.
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", printable(&e.to_string())); // A refusal quotes the server.
             ExitCode::FAILURE
         }
     }

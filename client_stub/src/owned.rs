@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use common::config::{ClientProfile, Profile};
 use common::proto::ToServer;
 
+use common::log::printable;
 use common::module::ModuleDescriptor;
 use common::pyparse::parse_module;
 use common::say;
@@ -152,9 +153,10 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
         desc.functions.len()
     );
     for f in &desc.functions {
-        out += &format!("  {}", f.signature());
+        // Headers and doc lines are the owner's text.
+        out += &format!("  {}", printable(&f.signature()));
         if let Some(doc) = &f.doc {
-            out += &format!("\n      {doc}");
+            out += &format!("\n      {}", printable(doc));
         }
         out.push('\n');
     }

@@ -11,6 +11,7 @@ use common::actor::Actor;
 use common::chunk::{split, Reassembler};
 use common::console::Names;
 use common::error::{ErrorKind, RemoteError};
+use common::log::printable;
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
 use common::proto::{render_who, Chunk, Offer, Reply, ToClient, ToServer, ToStub};
@@ -206,7 +207,7 @@ impl Stub {
     /// The server is gone for now: calls waiting on it fail at once, new ones too until the
     /// link is back.
     fn disconnected(&mut self, why: &str) {
-        say!("lost the server: {why}; reconnecting");
+        say!("lost the server: {}; reconnecting", printable(why));
         self.up = None;
         self.incoming = Reassembler::new(self.config.limits.max_module_bytes);
         for (_, p) in std::mem::take(&mut self.pending) {
@@ -253,13 +254,13 @@ impl Stub {
                 say!("registered {module} (md5 {md5})");
             }
             ToClient::RegisterFailed { module, reason } => {
-                say!("error: module {module}: {reason}");
+                say!("error: module {module}: {}", printable(&reason));
                 if self.owned.get(&module).is_some_and(|o| !o.confirmed) {
                     self.owned.remove(&module);
                     self.refresh_names();
                 }
             }
-            ToClient::Message { from, text } => say!("message from {from}: {text}"),
+            ToClient::Message { from, text } => say!("message from {from}: {}", printable(&text)),
             ToClient::Who { peers } => say!("{}", render_who(&peers).trim_end()),
             ToClient::Call(call) => {
                 // Only what this stub registered can be called, whatever a peer sends.
@@ -275,7 +276,9 @@ impl Stub {
             }
             ToClient::Reply(reply) => self.replied(reply),
             ToClient::Echo { id, address } => self.echoed(id, address),
-            ToClient::Error { message } => say!("error from the server: {message}"),
+            ToClient::Error { message } => {
+                say!("error from the server: {}", printable(&message))
+            }
             ToClient::Welcome { .. }
             | ToClient::Refused { .. }
             | ToClient::Shutdown { .. }
@@ -364,7 +367,7 @@ impl Stub {
                 say!("error: cannot remove the cached copy of {module}: {e}");
             }
             remove_stubs(&self.store, module);
-            say!("module {module} is gone: {reason}");
+            say!("module {module} is gone: {}", printable(reason));
         }
         self.refresh_names();
     }

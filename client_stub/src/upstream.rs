@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::conn::{send_frame, FrameReader, Silence};
 use common::error::RemoteError;
+use common::log::printable;
 use common::outbox::Outbox;
 use common::proto::{salvage, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
 use common::tls::{plain, Connector, Reader, Writer};
@@ -66,7 +67,12 @@ pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Lin
             Ok(link) => return Ok(link),
             Err(reason) => reason,
         };
-        let retry = |next: &str| say!("the name '{candidate}' is taken ({reason}); {next}");
+        let retry = |next: &str| {
+            say!(
+                "the name '{candidate}' is taken ({}); {next}",
+                printable(&reason)
+            )
+        };
         candidate = match policy {
             NamePolicy::Suffix if attempt <= 100 => {
                 retry("trying another");
@@ -192,7 +198,10 @@ async fn read_server(
             }
             Ok(None) => return Some("the server closed the connection".into()),
             Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
-                say!("error: bad frame from the server: {e}");
+                say!(
+                    "error: bad frame from the server: {}",
+                    printable(&e.to_string())
+                );
                 // A call to run or an answer to a call made: it fails now, with the reason.
                 match salvage(reader.refused_head()) {
                     Some(("call", id)) => {
@@ -236,7 +245,11 @@ async fn rejoin(params: &Params, name: &str) -> Link {
                 say!("reconnected to {} as {}", params.server, link.name);
                 return link;
             }
-            Err(e) => say!("reconnecting: {e}; next try in {:?}", delay * 2),
+            Err(e) => say!(
+                "reconnecting: {}; next try in {:?}",
+                printable(&e.to_string()),
+                delay * 2
+            ),
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }

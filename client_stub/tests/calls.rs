@@ -36,6 +36,7 @@ def noisy(x):
     return x
 
 def bad_result():
+    """Docs \x1b]0;pwned\x07 too."""
     return {1, 2}
 
 def stubborn(seconds):
@@ -54,6 +55,11 @@ struct Net {
 }
 
 fn net() -> Net {
+    net_with(&[])
+}
+
+/// [`net`] with `flags` for the caller (`-l` for its shell).
+fn net_with(flags: &[&str]) -> Net {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let m = dir.join("m.py");
@@ -61,7 +67,7 @@ fn net() -> Net {
     let (server, port) = server(dir, &[]);
     let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
     owner.wait_for("registered m");
-    let caller = stub(dir, port, "b", &[]);
+    let caller = stub(dir, port, "b", flags);
     caller.wait_for("received m from a");
     Net {
         _tmp: tmp,
@@ -349,7 +355,10 @@ fn test_app_prints_results_and_exits_1_on_a_remote_exception() {
     let (code, out) = run(&["-c", profile.to_str().unwrap(), "call", "m.slow", "20"]);
     // Timed out by the caller's stub, or interrupted by the owner, whichever ticks first.
     assert_eq!(code, Some(1));
-    assert!(out.contains("300ms") || out.contains("ran past its timeout"), "{out}");
+    assert!(
+        out.contains("300ms") || out.contains("ran past its timeout"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -381,5 +390,53 @@ fn an_app_that_half_closes_gets_its_answers_then_the_end() {
             [(json!(1), json!(0.3)), (json!(2), json!(3))],
             "{all}"
         );
+    }
+}
+
+#[test]
+fn a_peers_text_is_printed_escaped_by_the_stubs_and_test_app() {
+    let mut n = net_with(&["-l"]);
+    let c = client(&n.caller);
+    let hostile = "hi \u{1b}]0;pwned\u{7}\nforged [b] line";
+    let escaped = r"hi \u{1b}]0;pwned\u{7}";
+    // Apps get the text as it was; printing it is where it is escaped.
+    match c.call("m", "fail", (hostile,)) {
+        Err(CallError::Exception { message, .. }) => assert_eq!(message, hostile),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.call("m", "noisy", ("\u{1b}[2J",)).unwrap(),
+        json!("\u{1b}[2J")
+    );
+    n.owner
+        .wait_for(r"[m] some output the module prints \u{1b}[2J");
+
+    // The caller's shell: a doc line, and the last error within its row.
+    n.caller.send("desc:m");
+    n.caller.wait_for(r"Docs \u{1b}]0;pwned\u{7} too.");
+    n.caller.send("stats");
+    n.caller
+        .wait_for(&format!(r"ValueError: {escaped}\nforged [b] line"));
+
+    // test_app: a multi-line message keeps its lines, the later ones indented.
+    let port = app_port(&n.caller).to_string();
+    let args = ["-q", port.as_str(), "call", "m.fail", hostile];
+    let mut app = Proc::start("test_app", &exe("test_app"), &args, n._tmp.path());
+    assert_eq!(app.wait_exit().code(), Some(1));
+    let out = app.output();
+    assert_eq!(
+        out,
+        [
+            format!("error: ValueError: {escaped}"),
+            "    forged [b] line".into()
+        ],
+        "{out:?}"
+    );
+
+    for p in [&n.owner, &n.caller, &app] {
+        for line in p.output() {
+            assert!(!line.contains(['\u{1b}', '\u{7}']), "{}: {line:?}", p.name);
+            assert!(!line.starts_with("forged"), "{}: {line:?}", p.name);
+        }
     }
 }

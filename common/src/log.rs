@@ -1,6 +1,11 @@
 //! The stubs' output: each line goes to stdout and, when a profile sets `log_file`, to a log
 //! file that rotates by size (`log_max_bytes`, `log_keep` files kept as `FILE.1`, `FILE.2`, ...).
+//!
+//! Text a peer chose (a message, a reason, a descriptor's doc line, a remote exception) is
+//! printed through [`printable`] or [`printable_lines`], so it can neither drive the terminal
+//! (escape sequences) nor pass for a line of the stub's own.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -28,8 +33,47 @@ pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()
     Ok(())
 }
 
-/// Writes one line. Errors are ignored: output must never stop a stub.
+/// Text from a peer made safe to print within one line: every control character but tab (ESC,
+/// CR, LF, BEL, DEL, the C1 range) is escaped as Rust writes it (`\u{1b}`, `\r`, `\n`), so it
+/// cannot drive the terminal nor start a line of its own. Clean text is borrowed, not copied.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    escape(text, false)
+}
+
+/// Peer text that is multi-line by nature (a remote traceback or exception message): each line
+/// is [`printable`], and the lines after the first are indented, so that none can pass for a
+/// line of the stub's own.
+pub fn printable_lines(text: &str) -> Cow<'_, str> {
+    let text = text.trim_end_matches(['\n', '\r']);
+    if !text.contains('\n') {
+        return printable(text);
+    }
+    let lines: Vec<Cow<str>> = text.lines().map(printable).collect();
+    Cow::Owned(lines.join("\n    "))
+}
+
+/// Escapes the control characters of `text` except tab, and except newline if `keep_newlines`.
+fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\t' && !(keep_newlines && c == '\n');
+    let Some(at) = text.find(unsafe_char) else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len() + 16);
+    out.push_str(&text[..at]);
+    for c in text[at..].chars() {
+        match unsafe_char(c) {
+            true => out.extend(c.escape_debug()),
+            false => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Writes one line. Errors are ignored: output must never stop a stub. Control characters but
+/// newline and tab are escaped here whatever the caller did: no line of a stub's output can
+/// drive the terminal (it is [`printable`] that keeps a peer's text within its line).
 pub fn line(text: &str) {
+    let text = escape(text, true);
     let _ = writeln!(std::io::stdout().lock(), "{text}");
     let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(f) = file.as_mut() {
@@ -41,6 +85,31 @@ pub fn line(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_text_is_escaped_and_clean_text_borrowed() {
+        let hostile = "hi\x1b]0;pwned\x07\r\n[server] bob left\x1b[2J\u{9b}1m\x7f";
+        assert_eq!(
+            printable(hostile),
+            r"hi\u{1b}]0;pwned\u{7}\r\n[server] bob left\u{1b}[2J\u{9b}1m\u{7f}"
+        );
+        for clean in ["", "plain ASCII, tab\there", "café 日本 ✓"] {
+            assert!(matches!(printable(clean), Cow::Borrowed(s) if s == clean));
+            assert!(matches!(printable_lines(clean), Cow::Borrowed(s) if s == clean));
+        }
+        assert!(matches!(escape("two\nlines", true), Cow::Borrowed(_)));
+        assert_eq!(escape("a\x1b[31m\nb\r", true), "a\\u{1b}[31m\nb\\r");
+    }
+
+    #[test]
+    fn multi_line_peer_text_keeps_its_lines_indented() {
+        let traceback = "Traceback:\n  File \"z.py\"\nValueError: x\x1b[2J\n[server] bob left\n";
+        assert_eq!(
+            printable_lines(traceback),
+            "Traceback:\n      File \"z.py\"\n    ValueError: x\\u{1b}[2J\n    [server] bob left"
+        );
+        assert_eq!(printable_lines("one line\r\n"), "one line");
+    }
 
     #[test]
     fn the_log_rotates_and_keeps_a_few_files() {

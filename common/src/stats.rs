@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::log::printable;
+
 /// Buckets: bucket `i` holds latencies up to `2^(i/4)` microseconds (about 71 minutes at the top).
 const BUCKETS: usize = 128;
 
@@ -140,9 +142,11 @@ impl Stats {
             "{title}:\n  {:<28} {:>8} {:>7} {:>10} {:>10}  last error\n",
             "function", "calls", "errors", "mean ms", "p99 ms"
         );
+        // Function names and errors come from peers (a caller, a module's exception).
         for r in self.rows() {
             let name = format!("{}.{}", r.module, r.function);
-            let last = r.last_error.as_deref().unwrap_or("-");
+            let name = printable(&name);
+            let last = printable(r.last_error.as_deref().unwrap_or("-"));
             out += &format!(
                 "  {name:<28} {:>8} {:>7} {:>10.3} {:>10.3}  {last}\n",
                 r.calls, r.errors, r.mean_ms, r.p99_ms
@@ -171,5 +175,19 @@ mod tests {
         s.record("z", "f", Duration::from_millis(50), None);
         assert!(s.rows()[0].p99_ms >= 50.0, "{}", s.rows()[0].p99_ms);
         assert!(s.render("calls").contains("z.f"));
+    }
+
+    #[test]
+    fn a_peers_function_name_and_error_stay_within_their_row() {
+        let mut s = Stats::default();
+        let error = "ValueError: \x1b]0;pwned\x07\nforged";
+        s.record("z", "f\rg", Duration::from_micros(100), Some(error));
+        let text = s.render("calls");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains(r"z.f\rg"), "{text}");
+        assert!(
+            text.contains(r"ValueError: \u{1b}]0;pwned\u{7}\nforged"),
+            "{text}"
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::actor::Actor;
 use common::chunk::{split, Reassembler};
 use common::error::{ErrorKind, RemoteError};
+use common::log::printable;
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
 use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
@@ -128,7 +129,7 @@ impl Actor for Broker {
             }
             Event::Malformed { id, error, request } => {
                 let name = self.registry.name(id).unwrap_or("?").to_owned();
-                say!("bad frame from {name}: {error}");
+                say!("bad frame from {name}: {}", printable(&error.to_string()));
                 match request {
                     // Answered at once, not left to time out.
                     Some((cmd, call)) if cmd == "call" => {
@@ -151,7 +152,7 @@ impl Actor for Broker {
             }
             Event::Lost { id, why } => {
                 let name = self.registry.name(id).unwrap_or("a stub that never joined");
-                say!("lost {name}: {why}");
+                say!("lost {name}: {}", printable(&why));
             }
             Event::Leave { id } => self.leave(id),
             Event::Console(cmd) => return self.console(cmd),
@@ -218,7 +219,7 @@ impl Broker {
             stream,
         } = link;
         let refuse = |reason: String, name_taken: bool| {
-            say!("refused {address}: {reason}");
+            say!("refused {address}: {}", printable(&reason));
             outbox.push(&ToClient::Refused { reason, name_taken });
             outbox.close();
         };
@@ -362,7 +363,7 @@ impl Broker {
             ToServer::Want { module, md5 } => self.send_module(id, &module, &md5),
             ToServer::Say { text } => {
                 let from = self.registry.name(id).unwrap_or("?");
-                say!("message from {from}: {text}");
+                say!("message from {from}: {}", printable(&text));
             }
             ToServer::Who => {
                 let peers = self.registry.who();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::conn::{send_frame, FrameReader, Silence};
+use common::log::printable;
 use common::outbox::Outbox;
 use common::proto::{salvage, ToClient, ToServer};
 use common::say;
@@ -50,7 +51,7 @@ pub async fn serve(
     let (mut reader, mut writer, hello) = match opened {
         Ok(parts) => parts,
         Err(e) => {
-            say!("refused {address}: {e}");
+            say!("refused {address}: {}", printable(&e.to_string()));
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
@@ -63,7 +64,7 @@ pub async fn serve(
                 Ok(Some(_)) => "the first frame must be hello".to_owned(),
                 Err(e) => e.to_string(),
             };
-            say!("refused {address}: {reason}");
+            say!("refused {address}: {}", printable(&reason));
             let refused = ToClient::Refused {
                 reason,
                 name_taken: false,

@@ -27,9 +27,14 @@ fn server() -> Server {
 
 /// A server whose profile holds `limits` (TOML lines of the `[limits]` table).
 fn server_with(limits: &str) -> Server {
+    server_profile(&format!("[limits]\n{limits}\n"))
+}
+
+/// A server whose profile (in its temp dir) is `toml`.
+fn server_profile(toml: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("server.toml");
-    std::fs::write(&profile, format!("[limits]\n{limits}\n")).unwrap();
+    std::fs::write(&profile, toml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_server_stub"))
         .args(["-p", "0", "-c"])
         .arg(&profile)
@@ -121,6 +126,41 @@ fn the_first_frame_must_be_hello() {
     assert!(
         v["data"]["reason"].as_str().unwrap().contains("version 99"),
         "{v}"
+    );
+}
+
+#[test]
+fn a_peers_text_is_logged_escaped_and_cannot_forge_a_line() {
+    let s = server_profile("[log]\nfile = \"server.log\"\n");
+    let log = s.dir.path().join("server.log");
+    // Refused before any token check: the name it is refused for is quoted.
+    let mut stranger = Peer::connect(s.port);
+    stranger.send(json!({"cmd": "hello", "data": {"version": 1, "name": "x\u{1b}[2J"}}));
+    assert_eq!(stranger.recv()["cmd"], "refused");
+    let mut p = Peer::join(s.port, "mallory");
+    let text = "hi \u{1b}]0;pwned\u{7}\nforged [server] bob left\r";
+    p.send(json!({"cmd": "say", "data": {"text": text}}));
+    let start = std::time::Instant::now();
+    let written = loop {
+        let written = std::fs::read_to_string(&log).unwrap_or_default();
+        if written.contains("message from mallory") || start.elapsed() > Duration::from_secs(30) {
+            break written;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        written
+            .contains(r"message from mallory: hi \u{1b}]0;pwned\u{7}\nforged [server] bob left\r"),
+        "{written}"
+    );
+    assert!(
+        written.contains(r"name 'x\u{1b}[2J' is not acceptable"),
+        "{written}"
+    );
+    assert!(!written.contains(['\u{1b}', '\u{7}', '\r']), "{written:?}");
+    assert!(
+        !written.lines().any(|l| l.starts_with("forged")),
+        "{written}"
     );
 }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::app::{CallError, Client};
+use common::log::printable_lines;
 use serde_json::{json, Map};
 use test_app::procs::Proc;
 
@@ -32,7 +33,7 @@ pub fn run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("demo failed: {e}");
+            eprintln!("demo failed: {}", printable_lines(&e));
             ExitCode::FAILURE
         }
     }
@@ -131,7 +132,7 @@ fn calls(app: &str) -> Result<(), CallError> {
     let client = Client::connect(app)?;
     let show = |what: &str, r: Result<serde_json::Value, CallError>| match r {
         Ok(v) => println!("    {what} = {v}"),
-        Err(e) => println!("    {what} -> {e}"),
+        Err(e) => println!("    {what} -> {}", printable_lines(&e.to_string())),
     };
     show("z.add_prams(1, 2)", client.call("z", "add_prams", (1, 2)));
     show("z.div_prams(1, 2)", client.call("z", "div_prams", (1, 2)));

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use common::app::{CallError, Client};
+use common::log::{printable, printable_lines};
 use serde_json::{Map, Value};
 
 /// Calls shared modules through the local client stub.
@@ -61,15 +62,16 @@ fn main() -> ExitCode {
                 .modules(prefix.as_deref().unwrap_or(""))
                 .map(|names| {
                     for n in names {
-                        println!("{n}");
+                        println!("{}", printable(&n));
                     }
                 })
         }
+        // Names, headers, docs and errors are the network's text, escaped before printing.
         Some(Cmd::Describe { module }) => client.describe(&module).map(|d| {
             for f in &d.functions {
-                println!("{}", f.signature());
+                println!("{}", printable(&f.signature()));
                 if let Some(doc) = &f.doc {
-                    println!("    {doc}");
+                    println!("    {}", printable(doc));
                 }
             }
         }),
@@ -82,7 +84,7 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &CallError) -> ExitCode {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", printable_lines(&e.to_string()));
     ExitCode::FAILURE
 }
 
@@ -107,7 +109,8 @@ fn classic(client: &Client) -> Result<(), CallError> {
         Err(CallError::Exception {
             exc_type, message, ..
         }) => {
-            println!("z.div_prams(1, 0) raised {exc_type}: {message}");
+            let raised = format!("{exc_type}: {message}");
+            println!("z.div_prams(1, 0) raised {}", printable_lines(&raised));
             Ok(())
         }
         other => Err(CallError::BadResult(format!(

@@ -20,6 +20,7 @@ use smol::process::{Child, ChildStderr, Command, Stdio};
 use smol::{Async, Task, Timer};
 
 use common::error::{ErrorKind, RemoteError};
+use common::log::printable;
 use common::outbox::flush_queued;
 use common::proto::Call;
 use common::readiness::ReadWhenReady;
@@ -539,12 +540,14 @@ impl Broken {
     }
 }
 
-/// Forwards a worker's stderr, where its prints go too, to the stub's log line by line.
+/// Forwards a worker's stderr, where its prints go too, to the stub's log line by line. The
+/// module is local, but what it prints may echo a caller's arguments: escaped like peer text.
 async fn forward(module: String, stderr: ChildStderr) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
     while let Ok(1..) = reader.read_until(b'\n', &mut line).await {
-        say!("[{module}] {}", String::from_utf8_lossy(&line).trim_end());
+        let text = String::from_utf8_lossy(&line);
+        say!("[{module}] {}", printable(text.trim_end()));
         line.clear();
     }
 }
