@@ -11,7 +11,7 @@ use common::error::RemoteError;
 use common::log::printable;
 use common::outbox::Outbox;
 use common::proto::{salvage, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
-use common::tls::{plain, Connector, Reader, Writer};
+use common::tls::{plain, Connector, Reader, Speaks, Writer};
 use common::{say, Error, Result};
 use smol::future::FutureExt;
 use smol::net::{Shutdown, TcpStream};
@@ -105,7 +105,13 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         Some(tls) => tls
             .connect(stream.clone())
             .await
-            .map_err(|e| Error::Config(format!("TLS with the server at {server} failed: {e}")))?,
+            .map_err(|(e, speaks)| match speaks {
+                Speaks::Frames => Error::Config(format!(
+                    "the server at {server} does not speak TLS \
+                     (remove tls_ca, or start the server with a certificate)"
+                )),
+                _ => Error::Config(format!("TLS with the server at {server} failed: {e}")),
+            })?,
         None => plain(&stream),
     };
     let mut reader = FrameReader::new(r, params.max_frame);
@@ -116,6 +122,12 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         session: Some(params.session.clone()),
     });
     send_frame(&mut writer, &hello).await?;
+    // A TLS server answers a hello in the clear with an alert, which no frame reader can read.
+    if params.tls.is_none() && Speaks::peek(&stream).await? == Speaks::Tls {
+        return Err(Error::Config(format!(
+            "the server at {server} speaks TLS: give --tls-ca (profile key tls_ca) to connect"
+        )));
+    }
     match reader.read::<ToClient>().await? {
         Some(ToClient::Welcome {
             name, heartbeat_ms, ..

@@ -6,25 +6,86 @@ use common::app::Client;
 use harness::*;
 use serde_json::json;
 
-#[test]
-fn stubs_speak_tls_to_the_server_and_strangers_cannot() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+const TLS_SERVER: [&str; 4] = ["--tls-cert", "tls/cert.pem", "--tls-key", "tls/key.pem"];
+const TLS_STUB: [&str; 4] = ["--tls-ca", "tls/cert.pem", "--tls-name", "localhost"];
+
+/// Makes a certificate and key in `dir/sub` with `server_stub gen-cert`.
+fn gen_cert(dir: &std::path::Path, sub: &str) {
     let mut gen = Proc::start(
         "gen-cert",
         &exe("server_stub"),
-        &["gen-cert", "--dir", "tls"],
+        &["gen-cert", "--dir", sub],
         dir,
     );
     assert!(gen.wait_exit().success());
     gen.wait_for("wrote");
-    let mut other = Proc::start(
-        "gen-other",
-        &exe("server_stub"),
-        &["gen-cert", "--dir", "other"],
-        dir,
+}
+
+/// Starts a stub named `name` at the server on `port` with `extra` flags, expects it to exit
+/// non-zero, and returns it.
+fn refused_stub(dir: &std::path::Path, port: u16, name: &str, extra: &[&str]) -> Proc {
+    let args = stub_args(&port.to_string(), name, name);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    let mut stub = Proc::start(name, &exe("client_stub"), &args, dir);
+    assert!(!stub.wait_exit().success(), "{:?}", stub.output());
+    stub
+}
+
+#[test]
+fn a_plain_stub_is_told_the_server_speaks_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gen_cert(dir, "tls");
+    let (server, port) = server(dir, &TLS_SERVER);
+    let plain = refused_stub(dir, port, "plain", &[]);
+    plain.wait_for(&format!(
+        "the server at 127.0.0.1:{port} speaks TLS: give --tls-ca (profile key tls_ca)"
+    ));
+    let refused = "it speaks in the clear, but this server speaks TLS";
+    server.wait_for(refused);
+    assert_eq!(
+        server.count("refused 127.0.0.1:"),
+        1,
+        "{:?}",
+        server.output()
     );
-    assert!(other.wait_exit().success());
+
+    stub(dir, port, "good", &TLS_STUB);
+    server.wait_for("joined: good");
+    assert_eq!(server.count(refused), 1, "{:?}", server.output());
+}
+
+#[test]
+fn a_tls_stub_is_told_the_server_does_not_speak_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gen_cert(dir, "tls");
+    let (server, port) = server(dir, &[]);
+    let tls = refused_stub(dir, port, "tls", &TLS_STUB);
+    tls.wait_for(&format!(
+        "the server at 127.0.0.1:{port} does not speak TLS (remove tls_ca"
+    ));
+    let refused = "it starts a TLS handshake, but this server does not speak TLS";
+    server.wait_for(refused);
+    assert_eq!(
+        server.count("refused 127.0.0.1:"),
+        1,
+        "{:?}",
+        server.output()
+    );
+
+    stub(dir, port, "good", &[]);
+    server.wait_for("joined: good");
+    assert_eq!(server.count(refused), 1, "{:?}", server.output());
+}
+
+#[test]
+fn stubs_speak_tls_to_the_server_and_strangers_cannot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gen_cert(dir, "tls");
+    gen_cert(dir, "other");
     let key_mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.join("tls/key.pem"))
             .unwrap()
@@ -32,14 +93,11 @@ fn stubs_speak_tls_to_the_server_and_strangers_cannot() {
     );
     assert_eq!(key_mode & 0o077, 0, "the key is private");
 
-    let (server, port) = server(
-        dir,
-        &["--tls-cert", "tls/cert.pem", "--tls-key", "tls/key.pem"],
-    );
+    let (server, port) = server(dir, &TLS_SERVER);
     server.wait_for("every connection uses TLS");
     let m = dir.join("m.py");
     std::fs::write(&m, "def add(a, b):\n    return a + b\n").unwrap();
-    let ca = ["--tls-ca", "tls/cert.pem", "--tls-name", "localhost"];
+    let ca = TLS_STUB;
     let mut owner_args = ca.to_vec();
     owner_args.extend(["--register", m.to_str().unwrap()]);
     let owner = stub(dir, port, "a", &owner_args);

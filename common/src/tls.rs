@@ -1,9 +1,13 @@
 //! Transport for the stub–server link: plain TCP or TLS (rustls), behind one pair of boxed
-//! reader/writer halves so the framing code never knows which. Also makes the self-signed
-//! certificate a small network needs.
+//! reader/writer halves so the framing code never knows which. Also tells, from a connection's
+//! first bytes, whether the other end speaks TLS ([`Speaks`]), so that a stub and a server that
+//! disagree about TLS are told so, and makes the self-signed certificate a small network needs.
 
+use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -18,6 +22,37 @@ use crate::error::{Error, Result};
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 /// The write half of a link.
 pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What the other end of a connection speaks, as its first bytes show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    Tls,
+    /// stubnet's newline-delimited JSON frames, in the clear.
+    Frames,
+    /// Something else, or nothing (it closed).
+    Unknown,
+}
+
+impl Speaks {
+    /// Tells what the first bytes (one or more) a peer sent are.
+    pub fn from_first(bytes: &[u8]) -> Speaks {
+        match bytes {
+            // A TLS record starts with its content type (change_cipher_spec, alert, handshake,
+            // application data), then major version 3; no frame starts so.
+            [0x14..=0x17] | [0x14..=0x17, 0x03, ..] => Speaks::Tls,
+            [b'{' | b' ' | b'\t' | b'\r' | b'\n', ..] => Speaks::Frames,
+            _ => Speaks::Unknown,
+        }
+    }
+
+    /// Waits for the first bytes `tcp` receives and tells what they are. They are only peeked
+    /// at: whatever reads the connection next reads them too.
+    pub async fn peek(tcp: &TcpStream) -> io::Result<Speaks> {
+        let mut first = [0; 2];
+        let n = tcp.peek(&mut first).await?;
+        Ok(Speaks::from_first(&first[..n]))
+    }
+}
 
 /// A plain TCP link's halves.
 pub fn plain(tcp: &TcpStream) -> (Reader, Writer) {
@@ -87,10 +122,76 @@ impl Connector {
     }
 
     /// Runs the handshake on a new connection.
-    pub async fn connect(&self, tcp: TcpStream) -> Result<(Reader, Writer)> {
-        let tls = self.tls.connect(self.name.clone(), tcp).await?;
-        let (r, w) = smol::io::split(tls);
-        Ok((Box::new(r), Box::new(w)))
+    ///
+    /// # Errors
+    /// Why the handshake failed, with what the server's first bytes show it speaks.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+    ) -> std::result::Result<(Reader, Writer), (Error, Speaks)> {
+        let tcp = FirstBytes {
+            tcp,
+            first: [0; 2],
+            len: 0,
+        };
+        // Fallible: a failed handshake gives the stream back, with the bytes it kept.
+        let tls = self
+            .tls
+            .connect(self.name.clone(), tcp)
+            .into_fallible()
+            .await;
+        match tls {
+            Ok(tls) => {
+                let (r, w) = smol::io::split(tls);
+                Ok((Box::new(r), Box::new(w)))
+            }
+            Err((e, tcp)) => Err((e.into(), Speaks::from_first(&tcp.first[..tcp.len]))),
+        }
+    }
+}
+
+/// The stub's TCP stream under TLS, keeping the first bytes the server sent: rustls reads them
+/// in the handshake, and a failed handshake is explained by them. Peeking cannot stand in: the
+/// server may answer before the handshake's first read, and that read would take the answer.
+struct FirstBytes {
+    tcp: TcpStream,
+    first: [u8; 2],
+    len: usize,
+}
+
+impl AsyncRead for FirstBytes {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let n = ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+        // Past the first bytes, this costs one comparison per read of the socket.
+        if this.len < this.first.len() {
+            let more = n.min(this.first.len() - this.len);
+            this.first[this.len..this.len + more].copy_from_slice(&buf[..more]);
+            this.len += more;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for FirstBytes {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_close(cx)
     }
 }
 
@@ -121,6 +222,25 @@ mod tests {
     use super::*;
     use crate::conn::{send_frame, FrameReader};
     use crate::proto::ToServer;
+
+    #[test]
+    fn first_bytes_tell_tls_from_frames() {
+        let tls: [&[u8]; 3] = [&[0x16, 0x03, 0x01, 0x02], &[0x15, 0x03, 0x03], &[0x16]];
+        for first in tls {
+            assert_eq!(Speaks::from_first(first), Speaks::Tls, "{first:?}");
+        }
+        for first in ["{\"cmd\"", "\r\n{", " {"] {
+            assert_eq!(
+                Speaks::from_first(first.as_bytes()),
+                Speaks::Frames,
+                "{first}"
+            );
+        }
+        let other: [&[u8]; 3] = [b"", b"GET /", &[0x16, 0x01]];
+        for first in other {
+            assert_eq!(Speaks::from_first(first), Speaks::Unknown, "{first:?}");
+        }
+    }
 
     #[test]
     fn a_generated_certificate_carries_frames_both_ways() {
@@ -163,12 +283,13 @@ mod tests {
                 acceptor.accept(tcp).await.is_err()
             });
             let tcp = TcpStream::connect(addr).await.unwrap();
-            let err = stranger
+            let (err, speaks) = stranger
                 .connect(tcp)
                 .await
                 .err()
                 .expect("untrusted certificate");
             assert!(err.to_string().contains("certificate"), "{err}");
+            assert_eq!(speaks, Speaks::Tls);
             assert!(server.await);
         });
         assert!(Acceptor::load(&dir.path().join("nope.pem"), &key).is_err());

@@ -9,7 +9,7 @@ use common::log::printable;
 use common::outbox::Outbox;
 use common::proto::{salvage, ToClient, ToServer};
 use common::say;
-use common::tls::{plain, Acceptor, Writer};
+use common::tls::{plain, Acceptor, Speaks, Writer};
 use common::Error;
 use smol::future::FutureExt;
 use smol::net::{Shutdown, TcpStream};
@@ -34,9 +34,37 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let opened = async {
-        let (r, w) = match &tls {
-            Some(acceptor) => acceptor.accept(stream.clone()).await?,
-            None => plain(&stream),
+        // The first bytes tell a stub that disagrees with this server about TLS from a broken one.
+        let speaks = Speaks::peek(&stream).await?;
+        let (r, w) = match (&tls, speaks) {
+            // A stub in the clear fails the handshake, and the alert tells it this is TLS.
+            (Some(acceptor), speaks) => {
+                acceptor
+                    .accept(stream.clone())
+                    .await
+                    .map_err(|e| match speaks {
+                        Speaks::Frames => Error::Config(
+                            "it speaks in the clear, but this server speaks TLS \
+                             (a stub without tls_ca?)"
+                                .into(),
+                        ),
+                        _ => e,
+                    })?
+            }
+            (None, Speaks::Tls) => {
+                // Answered with a frame, which the stub's handshake tells from TLS.
+                let refused = ToClient::Refused {
+                    reason: "this server does not speak TLS".into(),
+                    name_taken: false,
+                };
+                let _ = send_frame(&mut stream.clone(), &refused).await;
+                return Err(Error::Config(
+                    "it starts a TLS handshake, but this server does not speak TLS \
+                     (a stub with tls_ca? the server needs tls_cert and tls_key)"
+                        .into(),
+                ));
+            }
+            (None, _) => plain(&stream),
         };
         let mut reader = FrameReader::new(r, limits.max_frame_bytes);
         let hello = reader.read::<ToServer>().await;
