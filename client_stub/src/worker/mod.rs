@@ -751,10 +751,14 @@ fn parse_answer(line: &str, id: u64) -> Result<Answer, String> {
     if let Some(ok) = fields.remove("ok") {
         return Ok(Ok(ok));
     }
-    match fields
-        .get("error")
-        .and_then(|e| exception(ErrorKind::Exception, e, ""))
-    {
+    let error = fields.get("error");
+    // Interrupted at its deadline (or not started past it): a timeout to the caller, as when
+    // its own stub times it out first; which of the two ticks first is chance.
+    let kind = match error.and_then(|e| e.get("type")) {
+        Some(t) if t == "CallTimedOut" => ErrorKind::Timeout,
+        _ => ErrorKind::Exception,
+    };
+    match error.and_then(|e| exception(kind, e, "")) {
         Some(error) => Ok(Err(error)),
         None => Err(format!(
             "neither a result nor an exception: {}",

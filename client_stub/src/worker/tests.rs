@@ -546,6 +546,7 @@ fn a_call_past_its_timeout_is_interrupted_and_the_worker_keeps_its_state() {
         let error = nap.or(tick(&pool)).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(error.exc_type.as_deref(), Some("CallTimedOut"));
+        assert_eq!(error.kind, ErrorKind::Timeout);
         assert!(error.message.contains("call to nap"), "{}", error.message);
         let traceback = error.traceback.unwrap_or_default();
         assert!(traceback.contains("in nap"), "{traceback}");
@@ -577,6 +578,7 @@ fn a_call_whose_timeout_passes_while_it_waits_is_not_run() {
         assert_eq!(answers["nap"], Ok(json!(0.5)));
         let error = answers["counter"].clone().unwrap_err();
         assert_eq!(error.exc_type.as_deref(), Some("CallTimedOut"));
+        assert_eq!(error.kind, ErrorKind::Timeout);
         assert!(error.message.contains("not run"), "{}", error.message);
         assert_eq!(call(&pool, "counter", json!([])).await, Ok(json!(1)));
     });
