@@ -81,6 +81,13 @@ fn ping_help_and_stats_from_the_shells_and_the_api() {
     );
     assert!(pong["rtt_ms"].as_f64().unwrap() >= 0.0);
 
+    // A line that is not UTF-8 is skipped; neither shell (nor the network) ends over it.
+    caller.send_bytes(b"wii\xff\n");
+    server.send_bytes(b"wii\xff\n");
+    caller.wait_for("line ignored");
+    server.wait_for("line ignored");
+    assert!(app.ping().is_ok());
+
     caller.send("help:m");
     caller.wait_for("add(a, b)");
     caller.wait_for("Adds.");

@@ -93,8 +93,11 @@ impl Console {
             if let Some(h) = &self.history {
                 let _ = editor.load_history(h);
             }
+            let mut unreadable = 0;
             loop {
-                match editor.readline(&self.prompt) {
+                let read = editor.readline(&self.prompt);
+                unreadable = if read.is_ok() { 0 } else { unreadable + 1 };
+                match read {
                     Ok(line) => {
                         if !line.trim().is_empty() {
                             let _ = editor.add_history_entry(line.as_str());
@@ -110,9 +113,16 @@ impl Console {
                     // with `-l` from a script keeps serving. At a terminal, Ctrl-D quits.
                     Err(ReadlineError::Eof) if !std::io::stdin().is_terminal() => return,
                     Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+                    // A line that is not text (invalid UTF-8) is skipped: the shell never dies
+                    // on input. Only an input that fails without end stops it, not the process.
+                    Err(ReadlineError::Io(e))
+                        if e.kind() == std::io::ErrorKind::InvalidData && unreadable < 100 =>
+                    {
+                        eprintln!("error: console: {e}; line ignored");
+                    }
                     Err(e) => {
-                        eprintln!("error: console: {e}");
-                        break;
+                        eprintln!("error: console: {e}; the shell stops, serving goes on");
+                        return;
                     }
                 }
             }

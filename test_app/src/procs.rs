@@ -111,8 +111,14 @@ impl Proc {
 
     /// Types a line into the process's stdin (its shell, when started with `-l`).
     pub fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    /// Writes raw bytes into the process's stdin: input that need not be text.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}")
+        stdin
+            .write_all(bytes)
             .and_then(|()| stdin.flush())
             .expect("write to stdin");
     }
