@@ -181,7 +181,10 @@ pub async fn run(
                 config.app_port
             ))
         })?;
-    say!("apps on {}", apps.local_addr()?);
+    let bound = apps.local_addr()?;
+    say!("apps on {bound}");
+    // The port taken, not 0 ("any"): what `sc:` saves is what apps need to find this stub.
+    config.app_port = bound.port();
 
     let names = Names::default();
     let mut stub = Stub::new(config.clone(), store, names.clone());

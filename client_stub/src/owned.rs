@@ -194,41 +194,41 @@ impl Stub {
             // Provided by others too: from now on this stub is one of its owners.
             self.known.remove(&module);
         }
+        if let (None, Some(o)) = (&app, self.owned.get_mut(&module)) {
+            if o.parsed.path == parsed.path {
+                // The same file again: an edit is reloaded once no call runs on it, as the
+                // watcher does, so that calls running are not cut short.
+                let path = parsed.path.display();
+                if o.parsed.md5 == parsed.md5 && stamp(&parsed.path) == o.stamp {
+                    say!("{module} is registered from {path} already, unchanged (reload:{module} restarts it)");
+                } else {
+                    o.stale = true;
+                    say!("{module} changed: reloading it from {path} once no call runs on it");
+                }
+                return Ok(());
+            }
+        }
         say!(
             "registering {module} from {}: {} function(s)",
             parsed.path.display(),
             parsed.desc.functions.len()
         );
         self.upload(&module, &parsed.bytes);
-        let stamp = stamp(&parsed.path);
-        match self.owned.get_mut(&module) {
-            Some(o) => {
-                o.parsed = parsed;
-                o.stamp = stamp;
-                o.stale = false;
-                match app {
-                    Some(app) => o.pool = Runner::App(app),
-                    None => o.pool.restart(),
-                }
-            }
-            None => {
-                let pool = match app {
-                    Some(app) => Runner::App(app),
-                    None => {
-                        Runner::Python(Pool::start(self.config.worker_spec(&module, &parsed.path)))
-                    }
-                };
-                let owned = Owned {
-                    parsed,
-                    confirmed: false,
-                    pool,
-                    busy: Arc::default(),
-                    stamp,
-                    stale: false,
-                };
-                self.owned.insert(module, owned);
-            }
-        }
+        let pool = match app {
+            Some(app) => Runner::App(app),
+            None => Runner::Python(Pool::start(self.config.worker_spec(&module, &parsed.path))),
+        };
+        let owned = Owned {
+            stamp: stamp(&parsed.path),
+            parsed,
+            // Still registered at the server as before, until it answers the upload.
+            confirmed: self.owned.get(&module).is_some_and(|o| o.confirmed),
+            pool,
+            busy: Arc::default(),
+            stale: false,
+        };
+        // A module registered before from another file (or app): its old workers stop.
+        self.owned.insert(module, owned);
         self.refresh_names();
         Ok(())
     }
@@ -282,9 +282,10 @@ impl Stub {
     pub(crate) fn watch_files(&mut self) {
         let mut due = Vec::new();
         for (module, o) in &mut self.owned {
-            if o.stamp.is_none() {
-                continue; // An installed module, or a file that is gone: nothing to watch.
+            if !o.parsed.path.is_absolute() {
+                continue; // An installed module (`import:NAME`) or an app's: no file to watch.
             }
+            // A file that is gone is watched on: it counts as changed once it is back.
             if !o.stale && stamp(&o.parsed.path) != o.stamp {
                 o.stale = true;
             }

@@ -468,11 +468,19 @@ impl Stub {
     fn save_profile(&self, name: &str) -> Result<std::path::PathBuf> {
         let path = common::config::profile_path(name);
         let mut profile = self.config.profile();
-        // Module files only: exposed modules are in `expose`, and an app provides its own.
-        profile.register = (self.owned.values())
+        // What runs now (the profile's lists may have changed since the start): module files in
+        // `register`, installed modules in `expose`; an app provides its own.
+        let sources: Vec<String> = (self.owned.values())
             .filter(|o| o.pool.provider().is_none())
-            .map(|o| o.parsed.path.clone())
-            .filter(|path| !path.to_string_lossy().starts_with("import:"))
+            .map(|o| o.parsed.path.to_string_lossy().into_owned())
+            .collect();
+        profile.expose = (sources.iter())
+            .filter_map(|p| p.strip_prefix("import:"))
+            .map(str::to_owned)
+            .collect();
+        profile.register = (sources.iter())
+            .filter(|p| !p.starts_with("import:"))
+            .map(Into::into)
             .collect();
         common::config::save(&path, &profile)?;
         Ok(path)

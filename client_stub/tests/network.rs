@@ -245,6 +245,16 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
         dir.join("recv").is_dir(),
         "receiving_dir is relative to the profile"
     );
+    p.wait_for("registered math");
+    // The profile edited while the stub runs: `sc:` saves what runs now.
+    let edited = fs::read_to_string(dir.join("conf/mine.toml")).unwrap();
+    fs::write(
+        dir.join("conf/mine.toml"),
+        edited.replace("\"math\"", "\"cmath\""),
+    )
+    .unwrap();
+    p.wait_for("registered cmath");
+    let port_taken = app_port(&p);
     p.send("sc:saved");
     p.wait_for("saved the running configuration to conf/saved.toml");
     p.send("quit");
@@ -253,6 +263,11 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
     let saved = fs::read_to_string(dir.join("conf/saved.toml")).unwrap();
     assert!(saved.contains("name = \"p\""), "{saved}");
     assert!(saved.contains("call_timeout_ms = 700"), "{saved}");
+    assert!(saved.contains("expose = [\"cmath\"]"), "{saved}");
+    assert!(
+        saved.contains(&format!("app_port = {port_taken}")),
+        "{saved}"
+    );
     assert!(
         !saved.contains("import:"),
         "exposed modules stay in expose: {saved}"
@@ -268,7 +283,7 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
         dir,
     );
     again.wait_for("registered z");
-    again.wait_for("registered math");
+    again.wait_for("registered cmath");
     assert_eq!(again.count("error"), 0, "{:?}", again.output());
 }
 
