@@ -30,7 +30,16 @@ pub struct Limits {
     pub max_calls_in_flight: usize,
     /// How often each side of a stub–server link sends a heartbeat; three silent intervals
     /// mean the other side is gone (server; stubs follow the server's value).
+    #[serde(deserialize_with = "positive")]
     pub heartbeat_ms: u64,
+}
+
+/// A duration that must not be 0: a heartbeat of 0 ms would find every peer gone at once.
+fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
 }
 
 impl Default for Limits {
@@ -265,6 +274,9 @@ mod tests {
         std::fs::write(&bad, "nmae = \"a\"\n").unwrap();
         let err = Profile::<ClientProfile>::load(bad.to_str().unwrap()).unwrap_err();
         assert!(err.to_string().contains("nmae"), "{err}");
+        std::fs::write(&bad, "[limits]\nheartbeat_ms = 0\n").unwrap();
+        let err = Profile::<ServerProfile>::load(bad.to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("at least 1"), "{err}");
 
         let good = dir.path().join("good.toml");
         let values = ClientProfile {
