@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,17 +16,34 @@ use test_app::procs::Proc;
 
 type Children = Arc<Mutex<Vec<Proc>>>;
 
+/// Set by Ctrl-C: the steps that fail from then on are not the demo failing.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 pub fn run() -> ExitCode {
+    let tmp = match tempfile::tempdir() {
+        Ok(tmp) => tmp,
+        Err(e) => {
+            eprintln!("demo failed: cannot make a temp dir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let children = Children::default();
     let on_interrupt = children.clone();
+    let scratch = tmp.path().to_owned();
     let _ = ctrlc::set_handler(move || {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         println!("\ninterrupted: stopping every process");
         if let Ok(mut c) = on_interrupt.lock() {
             c.clear(); // Dropping a Proc kills it.
         }
+        // `exit` skips the temp dir's own cleanup.
+        let _ = std::fs::remove_dir_all(&scratch);
         std::process::exit(130);
     });
-    let result = steps(&children);
+    let result = steps(&children, tmp.path());
+    while INTERRUPTED.load(Ordering::SeqCst) {
+        std::thread::park(); // The handler ends the process (130), not a failed step.
+    }
     children.lock().map(|mut c| c.clear()).ok();
     match result {
         Ok(()) => {
@@ -43,11 +61,9 @@ fn step(text: &str) {
     println!("\n==> {text}");
 }
 
-fn steps(children: &Children) -> Result<(), String> {
+fn steps(children: &Children, dir: &Path) -> Result<(), String> {
     let root = repo_root()?;
     let bin = binaries()?;
-    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let dir = tmp.path();
     let conf = |name: &str| {
         root.join("conf")
             .join(format!("{name}.toml"))
