@@ -42,6 +42,11 @@ pub struct Owned {
     pub stamp: Option<(SystemTime, u64)>,
     /// The file changed; reload when idle.
     pub stale: bool,
+    /// Withdraws sent for it whose answer (`gone`) has not come yet.
+    pub withdraws: u32,
+    /// How many of those an upload sent since has overtaken: their `gone` is for an older
+    /// registration, and the server registers the module again right after.
+    pub overtaken: u32,
 }
 
 /// What tells that a file changed.
@@ -225,6 +230,8 @@ impl Stub {
                     busy: Arc::default(),
                     stamp,
                     stale: false,
+                    withdraws: 0,
+                    overtaken: 0,
                 };
                 self.owned.insert(module, owned);
             }
@@ -338,9 +345,17 @@ impl Stub {
     pub(crate) fn withdraw_owned(&mut self, module: &str, why: &str) {
         if self.owned.contains_key(module) {
             say!("withdrawing {module}: {why}");
-            self.send_up(ToServer::Withdraw {
-                module: module.to_owned(),
-            });
+            self.send_withdraw(module);
+        }
+    }
+
+    /// Sends a withdraw for an owned module, counting it until the server's `gone` answers it.
+    pub(crate) fn send_withdraw(&mut self, module: &str) {
+        self.send_up(ToServer::Withdraw {
+            module: module.to_owned(),
+        });
+        if let (Some(_), Some(o)) = (&self.up, self.owned.get_mut(module)) {
+            o.withdraws += 1;
         }
     }
 }
