@@ -208,13 +208,18 @@ impl Stub {
         let stamp = stamp(&parsed.path);
         match self.owned.get_mut(&module) {
             Some(o) => {
+                match app {
+                    Some(app) => o.pool = Runner::App(app),
+                    // Another file of the same name: workers for that file replace the old ones.
+                    None if o.parsed.path != parsed.path => {
+                        let spec = self.config.worker_spec(&module, &parsed.path);
+                        o.pool = Runner::Python(Pool::start(spec));
+                    }
+                    None => o.pool.restart(),
+                }
                 o.parsed = parsed;
                 o.stamp = stamp;
                 o.stale = false;
-                match app {
-                    Some(app) => o.pool = Runner::App(app),
-                    None => o.pool.restart(),
-                }
             }
             None => {
                 let pool = match app {

@@ -145,6 +145,18 @@ fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
     assert_eq!(sum, 3.0);
     a.send("mods");
     a.wait_for("z                    owner: this stub");
+
+    // Swapped for another file of the same name: that file runs the calls.
+    let other = dir.join("other");
+    fs::create_dir(&other).unwrap();
+    let mut source = fs::read_to_string(&z).unwrap();
+    source += "\n#%function%\ndef triple(x: int) -> int:\n    \"\"\"Three times x.\"\"\"\n    return 3 * x\n";
+    fs::write(other.join("z.py"), source).unwrap();
+    a.send("um:z");
+    a.send(&format!("rm:{}", other.join("z.py").display()));
+    b.wait_n("received z from a", ROUNDS + 2);
+    let tripled: f64 = client.call_as("z", "triple", (2,)).unwrap();
+    assert_eq!(tripled, 6.0);
 }
 
 #[test]
