@@ -42,6 +42,11 @@ pub struct Owned {
     pub stamp: Option<(SystemTime, u64)>,
     /// The file changed; reload when idle.
     pub stale: bool,
+    /// Withdraws sent for it whose answer (`gone`) has not come yet.
+    pub withdraws: u32,
+    /// How many of those an upload sent since has overtaken: their `gone` is for an older
+    /// registration, and the server registers the module again right after.
+    pub overtaken: u32,
 }
 
 /// What tells that a file changed.
@@ -195,7 +200,8 @@ impl Stub {
             self.known.remove(&module);
         }
         if let (None, Some(o)) = (&app, self.owned.get_mut(&module)) {
-            if o.parsed.path == parsed.path {
+            // (Unless a withdraw is on its way: then it must be uploaded again.)
+            if o.parsed.path == parsed.path && o.withdraws == 0 {
                 // The same file again: an edit is reloaded once no call runs on it, as the
                 // watcher does, so that calls running are not cut short.
                 let path = parsed.path.display();
@@ -218,14 +224,18 @@ impl Stub {
             Some(app) => Runner::App(app),
             None => Runner::Python(Pool::start(self.config.worker_spec(&module, &parsed.path))),
         };
+        let before = self.owned.get(&module);
         let owned = Owned {
             stamp: stamp(&parsed.path),
             parsed,
             // Still registered at the server as before, until it answers the upload.
-            confirmed: self.owned.get(&module).is_some_and(|o| o.confirmed),
+            confirmed: before.is_some_and(|o| o.confirmed),
             pool,
             busy: Arc::default(),
             stale: false,
+            // Withdraws still unanswered keep counting (see `gone`).
+            withdraws: before.map_or(0, |o| o.withdraws),
+            overtaken: before.map_or(0, |o| o.overtaken),
         };
         // A module registered before from another file (or app): its old workers stop.
         self.owned.insert(module, owned);
@@ -339,9 +349,17 @@ impl Stub {
     pub(crate) fn withdraw_owned(&mut self, module: &str, why: &str) {
         if self.owned.contains_key(module) {
             say!("withdrawing {module}: {why}");
-            self.send_up(ToServer::Withdraw {
-                module: module.to_owned(),
-            });
+            self.send_withdraw(module);
+        }
+    }
+
+    /// Sends a withdraw for an owned module, counting it until the server's `gone` answers it.
+    pub(crate) fn send_withdraw(&mut self, module: &str) {
+        self.send_up(ToServer::Withdraw {
+            module: module.to_owned(),
+        });
+        if let (Some(_), Some(o)) = (&self.up, self.owned.get_mut(module)) {
+            o.withdraws += 1;
         }
     }
 }

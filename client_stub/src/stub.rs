@@ -192,6 +192,8 @@ impl Stub {
             .iter_mut()
             .map(|(m, o)| {
                 o.confirmed = false;
+                // Answers to withdraws sent on the old link never come.
+                (o.withdraws, o.overtaken) = (0, 0);
                 (m.clone(), o.parsed.bytes.clone())
             })
             .collect();
@@ -232,12 +234,16 @@ impl Stub {
         }
     }
 
-    pub(crate) fn upload(&self, module: &str, bytes: &[u8]) {
+    pub(crate) fn upload(&mut self, module: &str, bytes: &[u8]) {
         if let Some(up) = &self.up {
             let shared = self.config.shared.iter().any(|m| m == module);
             for mut chunk in split(module, bytes) {
                 chunk.shared = shared;
                 up.push(&ToServer::Chunk(chunk));
+            }
+            // The server takes frames in order: withdraws sent so far are answered before this.
+            if let Some(o) = self.owned.get_mut(module) {
+                o.overtaken = o.withdraws;
             }
         }
     }
@@ -359,8 +365,16 @@ impl Stub {
     }
 
     fn gone(&mut self, module: &str, reason: &str) {
-        if self.owned.remove(module).is_some() {
+        if let Some(o) = self.owned.get_mut(module) {
             say!("withdrew {module}");
+            o.withdraws = o.withdraws.saturating_sub(1);
+            if o.overtaken > 0 {
+                // Registered again since that withdraw: keep it; the upload's answer follows.
+                o.overtaken -= 1;
+                o.confirmed = false;
+            } else {
+                self.owned.remove(module);
+            }
         } else if self.known.remove(module).is_some() {
             self.incoming.forget(module);
             if let Err(e) = self.store.remove(module) {
@@ -397,9 +411,7 @@ impl Stub {
         match cmd {
             Command::Register(path) => self.register(std::path::Path::new(&path)),
             Command::Withdraw(module) => match self.owned.contains_key(&module) {
-                true => {
-                    self.send_up(ToServer::Withdraw { module });
-                }
+                true => self.send_withdraw(&module),
                 false => say!("error: this stub does not own a module '{module}' (see mods)"),
             },
             Command::Parse(path) => match crate::owned::parse_file(std::path::Path::new(&path)) {

@@ -109,6 +109,56 @@ fn withdraw_and_ownership() {
     b.wait_for("no modules on the network");
 }
 
+/// `um:` at once followed by `rm:` of the same module: the server's answer to the withdraw
+/// arrives after the new registration was sent, and must not take the module from its owner.
+#[test]
+fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = module_copy(dir);
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let b = stub(dir, port, "b", &[]);
+    a.send(&format!("rm:{}", z.display()));
+    b.wait_for("received z from a");
+
+    const ROUNDS: usize = 5;
+    for round in 1..=ROUNDS {
+        a.send("um:z");
+        a.send(&format!("rm:{}", z.display()));
+        // The withdraw's answer comes before the registration's.
+        a.wait_n("registered z", round + 1);
+        assert_eq!(
+            a.count("does not own"),
+            0,
+            "a lost z in an earlier round:\n{}",
+            a.output().join("\n")
+        );
+    }
+    // Each round, b was told z is gone, then offered it again.
+    b.wait_n("received z from a", ROUNDS + 1);
+
+    let client = common::app::Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    let sum: f64 = client
+        .call_as("z", "add_prams", (1, 2))
+        .unwrap_or_else(|e| panic!("{e}; a's output:\n{}", a.output().join("\n")));
+    assert_eq!(sum, 3.0);
+    a.send("mods");
+    a.wait_for("z                    owner: this stub");
+
+    // Swapped for another file of the same name: that file runs the calls.
+    let other = dir.join("other");
+    fs::create_dir(&other).unwrap();
+    let mut source = fs::read_to_string(&z).unwrap();
+    source += "\n#%function%\ndef triple(x: int) -> int:\n    \"\"\"Three times x.\"\"\"\n    return 3 * x\n";
+    fs::write(other.join("z.py"), source).unwrap();
+    a.send("um:z");
+    a.send(&format!("rm:{}", other.join("z.py").display()));
+    b.wait_n("received z from a", ROUNDS + 2);
+    let tripled: f64 = client.call_as("z", "triple", (2,)).unwrap();
+    assert_eq!(tripled, 6.0);
+}
+
 #[test]
 fn a_syntax_error_is_refused_with_its_line_and_nothing_is_uploaded() {
     let tmp = tempfile::tempdir().unwrap();
