@@ -6,7 +6,8 @@
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use harness::*;
 
@@ -233,6 +234,79 @@ fn python_stub_works(recv: &Path, port: u16) {
         "python stub failed:\n{stdout}\n{stderr}\n{}",
         std::fs::read_to_string(recv.join("z.py")).unwrap()
     );
+}
+
+/// Modules named like the standard ones the helper itself uses: the app's `json` and `socket`
+/// are the network's, while `_stubnet` talks to its stub with the real ones (it used to get the
+/// stubs: a deadlock on its own lock for `socket`, endless recursion for `json`).
+#[test]
+fn stubs_named_like_standard_modules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--expose", "json", "--expose", "socket"]);
+    owner.wait_for("registered json");
+    owner.wait_for("registered socket");
+    let caller = stub(dir, port, "b", &[]);
+    caller.wait_for("received json from a");
+    caller.wait_for("received socket from a");
+    let recv = dir.join("b");
+    // Whichever comes first, the stub or the helper, `import json` gives the stub.
+    for first in ["json", "socket", "_stubnet"] {
+        let script = format!("import {first}\n{STANDARD_CHECKS}");
+        let (ok, out) = python_within(&recv, app_port(&caller), &script, Duration::from_secs(60));
+        assert!(
+            ok && out.contains("standard ok"),
+            "importing {first} first:\n{out}"
+        );
+    }
+}
+
+const STANDARD_CHECKS: &str = r#"
+import json, socket, _stubnet
+assert json.dumps([1, "a"]) == '[1, "a"]'
+assert json.loads('{"k": [2]}') == {"k": [2]}
+assert socket.gethostname() == _stubnet.socket.gethostname()
+assert json.__file__.endswith("json.py") and socket.__file__.endswith("socket.py")
+assert _stubnet.json is not json and _stubnet.socket is not socket
+print("standard ok")
+"#;
+
+/// Runs `script` with python3 in `dir` against the app port, killed if it runs past `limit`:
+/// whether it succeeded, and its output.
+fn python_within(dir: &Path, port: u16, script: &str, limit: Duration) -> (bool, String) {
+    let (stdout, stderr) = (dir.with_extension("out"), dir.with_extension("err"));
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .current_dir(dir)
+        .env("STUBNET_APP_PORT", port.to_string())
+        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
+        .spawn()
+        .expect("python3 runs");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = format!(
+        "{}{}{}",
+        std::fs::read_to_string(&stdout).unwrap(),
+        std::fs::read_to_string(&stderr).unwrap(),
+        if status.is_none() {
+            "(hung: killed)"
+        } else {
+            ""
+        }
+    );
+    (status.is_some_and(|s| s.success()), out)
 }
 
 /// The app that uses the Rust stub: every call's result on a line of its own.

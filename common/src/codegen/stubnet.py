@@ -10,23 +10,51 @@ timeouts raise TimeoutError; any other failure raises RemoteError, whose .kind s
 """
 
 import builtins
-import itertools
 import sys
 
 
 def _standard(*names):
-    """Imports standard modules even where stubs of exposed modules with the same names
-    (json.py, socket.py, ...) sit beside this file: its directory is off the path meanwhile."""
-    here = __file__[: max(__file__.rfind("/"), __file__.rfind("\\"), 0)]
-    path = sys.path[:]
-    sys.path[:] = [p for p in path if p.rstrip("/\\") not in ("", ".", here)]
+    """The standard modules `names`, even where stubs of exposed modules with the same names
+    (json.py, socket.py, ...) sit beside this file. The app that imports `json` here gets the
+    stub (maybe half-made: it is importing this file), so while the real ones load, this
+    directory is off the path and its stubs are out of sys.modules. Afterwards the stubs are
+    back, and a real module this loaded that a stub here shadows is dropped again: the app's
+    `import json` still finds the stub, whichever it imports first."""
+    here = _parent(__file__)
+    path, modules = sys.path[:], dict(sys.modules)
+    stubs = {n: m for n, m in modules.items() if _parent(getattr(m, "__file__", None)) == here}
+    sys.path[:] = [p for p in path if _entry(p) not in ("", ".", here)]
+    for name in stubs:
+        del sys.modules[name]
     try:
-        return [__import__(name) for name in names]
+        found = [__import__(name) for name in names]
+        import importlib.machinery
     finally:
         sys.path[:] = path
+        sys.modules.update(stubs)
+    for name in set(sys.modules).difference(modules):
+        spec = "." not in name and importlib.machinery.PathFinder.find_spec(name)
+        if spec and _parent(spec.origin) == here:
+            del sys.modules[name]
+    return found
 
 
-ast, json, os, socket, threading = _standard("ast", "json", "os", "socket", "threading")
+def _parent(file):
+    """The directory of `file` as the import system spells it (None for no file)."""
+    if not isinstance(file, str):
+        return None
+    return file[: max(file.rfind("/"), file.rfind("\\"), 0)]
+
+
+def _entry(entry):
+    """A sys.path entry as the directory its finder searches (for "", the current one)."""
+    finder = sys.path_importer_cache.get(entry)
+    return getattr(finder, "path", entry).rstrip("/\\")
+
+
+ast, itertools, json, os, socket, threading = _standard(
+    "ast", "itertools", "json", "os", "socket", "threading"
+)
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0
