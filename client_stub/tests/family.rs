@@ -56,24 +56,13 @@ fn an_edited_module_is_reloaded_when_idle_and_a_broken_edit_keeps_the_old_one() 
     assert_eq!(owner_app.reload("m").unwrap().len(), 32);
     assert!(matches!(owner_app.reload("zz"), Err(CallError::Failed(_))));
 
-    // What the caller gets once the new headers reach it (a function it does not know yet
-    // fails at its own stub until then).
-    let eventually = |function: &str| {
-        for _ in 0..300 {
-            match app.call("m", function, ()) {
-                Err(CallError::UnknownFunction(_)) => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                answer => return answer.unwrap(),
-            }
-        }
-        panic!("m.{function} never came");
-    };
-
     // `rm:` of the same file while a call runs: unchanged, nothing restarts.
     let slow_src = "import time\n\ndef f():\n    return 4\n\ndef slow(s=1.5):\n    time.sleep(s)\n    return s\n";
     std::fs::write(&m, slow_src).unwrap();
-    assert_eq!(eventually("slow"), json!(1.5));
+    assert_eq!(
+        eventually(|| app.call("m", "slow", ())).unwrap(),
+        json!(1.5)
+    );
     let slow_app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
     let slow = std::thread::spawn(move || slow_app.call("m", "slow", (1.5,)));
     std::thread::sleep(Duration::from_millis(300));
@@ -85,14 +74,14 @@ fn an_edited_module_is_reloaded_when_idle_and_a_broken_edit_keeps_the_old_one() 
     std::fs::remove_file(&m).unwrap();
     owner.wait_for("cannot read");
     std::fs::write(&m, "def f():\n    return 5\n\ndef h():\n    return 6\n").unwrap();
-    assert_eq!(eventually("h"), json!(6));
+    assert_eq!(eventually(|| app.call("m", "h", ())).unwrap(), json!(6));
 
     // Another file of the same name: it replaces the first, code and headers.
     let other = dir.join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("m.py"), "def k():\n    return 7\n").unwrap();
     owner.send(&format!("rm:{}", other.join("m.py").display()));
-    assert_eq!(eventually("k"), json!(7));
+    assert_eq!(eventually(|| app.call("m", "k", ())).unwrap(), json!(7));
 }
 
 #[test]

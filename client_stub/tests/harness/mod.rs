@@ -92,3 +92,20 @@ pub fn app_port(p: &Proc) -> u16 {
         .parse()
         .expect("app port")
 }
+
+/// The answer of `call`, retried while its module or function has not reached the caller's
+/// stub yet (a descriptor update is on its way).
+pub fn eventually<T>(
+    mut call: impl FnMut() -> Result<T, common::app::CallError>,
+) -> Result<T, common::app::CallError> {
+    use common::app::CallError::{UnknownFunction, UnknownModule};
+    let start = std::time::Instant::now();
+    loop {
+        match call() {
+            Err(UnknownModule(_) | UnknownFunction(_)) if start.elapsed() < WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            answer => return answer,
+        }
+    }
+}
