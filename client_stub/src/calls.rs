@@ -196,7 +196,9 @@ impl Stub {
                 .collect();
             for module in provided {
                 self.withdraw_owned(&module, "the app providing it left");
-                self.owned.remove(&module);
+                if let Some(o) = self.owned.remove(&module).filter(|o| o.withdraws > 0) {
+                    self.withdrawn.insert(module, o.withdraws);
+                }
             }
             self.refresh_names();
         }

@@ -225,6 +225,7 @@ impl Stub {
             None => Runner::Python(Pool::start(self.config.worker_spec(&module, &parsed.path))),
         };
         let before = self.owned.get(&module);
+        let in_flight = self.withdrawn.remove(&module).unwrap_or(0);
         let owned = Owned {
             stamp: stamp(&parsed.path),
             parsed,
@@ -234,8 +235,8 @@ impl Stub {
             busy: Arc::default(),
             stale: false,
             // Withdraws still unanswered keep counting (see `gone`).
-            withdraws: before.map_or(0, |o| o.withdraws),
-            overtaken: before.map_or(0, |o| o.overtaken),
+            withdraws: before.map_or(in_flight, |o| o.withdraws),
+            overtaken: before.map_or(in_flight, |o| o.overtaken),
         };
         // A module registered before from another file (or app): its old workers stop.
         self.owned.insert(module, owned);

@@ -79,6 +79,9 @@ pub struct Stub {
     /// How many times the link to the server was made.
     pub(crate) links: u32,
     pub(crate) owned: BTreeMap<String, Owned>,
+    /// Withdraws still unanswered for modules no longer owned here (an app that provided them
+    /// left): provided again meanwhile, they count on (see `gone`).
+    pub(crate) withdrawn: HashMap<String, u32>,
     pub(crate) store: Store,
     pub(crate) incoming: Reassembler,
     pub(crate) known: BTreeMap<String, Known>,
@@ -121,6 +124,7 @@ impl Stub {
             known: BTreeMap::new(),
             apps: HashMap::new(),
             closing: Vec::new(),
+            withdrawn: HashMap::new(),
             pending: HashMap::new(),
             local_calls: Vec::new(),
             next_id: 0,
@@ -187,6 +191,7 @@ impl Stub {
         self.config.name = name;
         self.up = Some(up);
         self.known.clear();
+        self.withdrawn.clear(); // Answers to withdraws sent on the old link never come.
         let uploads: Vec<(String, Vec<u8>)> = self
             .owned
             .iter_mut()
@@ -374,6 +379,11 @@ impl Stub {
                 o.confirmed = false;
             } else {
                 self.owned.remove(module);
+            }
+        } else if let Some(n) = self.withdrawn.get_mut(module) {
+            *n -= 1;
+            if *n == 0 {
+                self.withdrawn.remove(module);
             }
         } else if self.known.remove(module).is_some() {
             self.incoming.forget(module);

@@ -365,3 +365,45 @@ fn a_network_token_keeps_strangers_out() {
     assert!(!open.wait_exit().success());
     open.wait_for("without a network token");
 }
+
+#[test]
+fn a_module_an_app_provides_again_right_after_leaving_stays_provided() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    let desc = common::provider::Provider::new("pv")
+        .function("f", &[], "", |(): ()| Ok(1))
+        .descriptor()
+        .clone();
+    let provide = serde_json::json!({"cmd": "provide", "data": {"id": 1, "descriptor": desc}});
+    let a_port = app_port(&a);
+    // Each app leaves, and the next provides pv before the server has answered the withdraw
+    // its leaving sent; the last one stays connected.
+    let mut apps = Vec::new();
+    for _ in 0..5 {
+        apps.clear();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", a_port)).unwrap();
+        writeln!(s, "{provide}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("\"Ok\""), "{line}");
+        apps.push(s);
+    }
+    let client =
+        |p: &Proc| common::app::Client::connect(&format!("127.0.0.1:{}", app_port(p))).unwrap();
+    let (owner, caller) = (client(&a), client(&b));
+    let listed = |c: &common::app::Client| c.modules("").unwrap().contains(&"pv".to_owned());
+    for _ in 0..50 {
+        if a.count("withdrew pv") >= 4 && listed(&caller) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(listed(&owner), "{}", a.output().join("\n"));
+    assert!(listed(&caller), "{}", b.output().join("\n"));
+}
