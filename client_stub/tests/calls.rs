@@ -6,7 +6,7 @@ mod harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::app::{AsyncClient, CallError, Client};
+use common::app::{AsyncClient, CallError};
 use harness::*;
 use serde_json::{json, Map, Value};
 
@@ -75,10 +75,6 @@ fn net_with(flags: &[&str]) -> Net {
         owner,
         caller,
     }
-}
-
-fn client(p: &Proc) -> Client {
-    Client::connect(&format!("127.0.0.1:{}", app_port(p))).unwrap()
 }
 
 fn kwargs(v: Value) -> Map<String, Value> {

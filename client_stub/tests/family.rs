@@ -5,7 +5,7 @@ mod harness;
 
 use std::time::Duration;
 
-use common::app::{CallError, Client};
+use common::app::CallError;
 use harness::*;
 use serde_json::json;
 
@@ -24,11 +24,11 @@ fn an_edited_module_is_reloaded_when_idle_and_a_broken_edit_keeps_the_old_one() 
     owner.wait_for("registered m");
     let caller = stub(dir, port, "b", &[]);
     caller.wait_for("received m from a");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    let app = client(&caller);
     assert_eq!(app.call("m", "f", ()).unwrap(), json!(1));
 
     // A long call is running when the file changes: it finishes on the old code first.
-    let slow_app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    let slow_app = client(&caller);
     let slow = std::thread::spawn(move || slow_app.call("m", "slow", (2,)));
     std::thread::sleep(std::time::Duration::from_millis(300));
     std::fs::write(&m, "import time\n\ndef f():\n    return 2\n\ndef g(x):\n    return x\n\ndef slow(s):\n    time.sleep(s)\n    return s\n").unwrap();
@@ -52,7 +52,7 @@ fn an_edited_module_is_reloaded_when_idle_and_a_broken_edit_keeps_the_old_one() 
     owner.wait_for("reloaded m (asked at the shell): headers unchanged");
     owner.send("reload:nope");
     owner.wait_for("does not own a module 'nope'");
-    let owner_app = Client::connect(&format!("127.0.0.1:{}", app_port(&owner))).unwrap();
+    let owner_app = client(&owner);
     assert_eq!(owner_app.reload("m").unwrap().len(), 32);
     assert!(matches!(owner_app.reload("zz"), Err(CallError::Failed(_))));
 
@@ -63,7 +63,7 @@ fn an_edited_module_is_reloaded_when_idle_and_a_broken_edit_keeps_the_old_one() 
         eventually(|| app.call("m", "slow", ())).unwrap(),
         json!(1.5)
     );
-    let slow_app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    let slow_app = client(&caller);
     let slow = std::thread::spawn(move || slow_app.call("m", "slow", (1.5,)));
     std::thread::sleep(Duration::from_millis(300));
     owner.send(&format!("rm:{}", m.display()));
@@ -95,7 +95,7 @@ fn ping_help_and_stats_from_the_shells_and_the_api() {
     owner.wait_for("registered m");
     let mut caller = stub(dir, port, "b", &["-l"]);
     caller.wait_for("received m from a");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    let app = client(&caller);
     for i in 0..10 {
         app.call("m", "add", (i, 1)).unwrap();
     }
@@ -136,7 +136,7 @@ fn ping_help_and_stats_from_the_shells_and_the_api() {
     assert_eq!(add["calls"], 10);
     assert_eq!(add["errors"], 0);
     assert!(add["p99_ms"].as_f64().unwrap() >= add["mean_ms"].as_f64().unwrap() * 0.5);
-    let owner_app = Client::connect(&format!("127.0.0.1:{}", app_port(&owner))).unwrap();
+    let owner_app = client(&owner);
     let served = owner_app.stats().unwrap()["served"].clone();
     let boom = served
         .as_array()
@@ -170,7 +170,7 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
     c.wait_for("registered m");
     let b = stub(dir, port, "b", &[]);
     b.wait_for("m from a, c: fetching");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    let app = client(&b);
     let places: std::collections::BTreeSet<String> = (0..10)
         .map(|_| app.call_as::<String>("m", "where", ()).unwrap())
         .collect();
@@ -215,7 +215,7 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
     let b = stub(dir, port, "b", &[]);
     b.wait_for("received os.path from a");
     b.wait_for("received math from a");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    let app = client(&b);
     assert_eq!(app.call("math", "pow", (3, 2)).unwrap(), json!(9.0));
     assert_eq!(app.attr("os.path", "sep").unwrap(), json!("/"));
     assert_eq!(
@@ -284,7 +284,7 @@ fn a_rust_program_provides_a_module_in_process() {
     let mut provider = Proc::start("provider", &example, &[&a_port], dir);
     a.wait_for("registered rustcalc");
     b.wait_for("received rustcalc from a");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    let app = client(&b);
     assert_eq!(app.call("rustcalc", "add", (2, 3)).unwrap(), json!(5));
     assert_eq!(
         app.call("rustcalc", "greet", ("bo",)).unwrap(),

@@ -6,7 +6,7 @@ mod harness;
 use std::path::Path;
 use std::time::Duration;
 
-use common::app::{CallError, Client};
+use common::app::CallError;
 use harness::*;
 use serde_json::json;
 
@@ -83,7 +83,7 @@ fn the_server_restarts_and_every_stub_comes_back() {
     let a = stub(dir, port, "a", &["--register", &m]);
     let b = stub(dir, port, "b", &[]);
     b.wait_for("received m from a");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    let app = client(&b);
     assert_eq!(app.call("m", "add", (1, 2)).unwrap(), json!(3));
 
     server.kill();
@@ -177,7 +177,7 @@ fn a_killed_stub_takes_its_workers_with_it() {
     std::fs::write(&m, spin).unwrap();
     let mut a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
     a.wait_for("registered spin");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&a))).unwrap();
+    let app = client(&a);
     // A call still running, in a worker that would not notice its stdin closing.
     let _call = std::thread::spawn(move || app.call("spin", "spin", ()));
     let workers = (0..100)
@@ -206,7 +206,7 @@ fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
     let _owner = owner_with_limits(dir, port, "max_frame_bytes = 1000000");
     let b = stub(dir, port, "b", &[]);
     b.wait_for("received m from a");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
+    let app = client(&b);
 
     let huge = "y".repeat(5_000_000);
     match app.call("m", "add", (huge.as_str(), "")) {
@@ -285,7 +285,7 @@ fn an_app_that_does_not_read_its_answers_is_cut_off_and_others_go_on() {
         }
     }
     a.wait_for("dropping an app connection: it does not read its answers");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&a))).unwrap();
+    let app = client(&a);
     assert_eq!(app.call("m", "add", (1, 2)).unwrap(), json!(3));
 }
 

@@ -136,8 +136,8 @@ fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
         );
     }
     // Each round, b was told z is gone, then offered it again: it is back for b at the end.
-    let client = common::app::Client::connect(&format!("127.0.0.1:{}", app_port(&b))).unwrap();
-    let sum: f64 = eventually(|| client.call_as("z", "add_prams", (1, 2)))
+    let app = client(&b);
+    let sum: f64 = eventually(|| app.call_as("z", "add_prams", (1, 2)))
         .unwrap_or_else(|e| panic!("{e}; a's output:\n{}", a.output().join("\n")));
     assert_eq!(sum, 3.0);
     a.send("mods");
@@ -151,7 +151,7 @@ fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
     fs::write(other.join("z.py"), source).unwrap();
     a.send("um:z");
     a.send(&format!("rm:{}", other.join("z.py").display()));
-    let tripled: f64 = eventually(|| client.call_as("z", "triple", (2,))).unwrap();
+    let tripled: f64 = eventually(|| app.call_as("z", "triple", (2,))).unwrap();
     assert_eq!(tripled, 6.0);
 }
 
@@ -394,8 +394,6 @@ fn a_module_an_app_provides_again_right_after_leaving_stays_provided() {
         assert!(line.contains("\"Ok\""), "{line}");
         apps.push(s);
     }
-    let client =
-        |p: &Proc| common::app::Client::connect(&format!("127.0.0.1:{}", app_port(p))).unwrap();
     let (owner, caller) = (client(&a), client(&b));
     let listed = |c: &common::app::Client| c.modules("").unwrap().contains(&"pv".to_owned());
     for _ in 0..50 {

@@ -2,7 +2,6 @@
 
 mod harness;
 
-use common::app::Client;
 use harness::*;
 use serde_json::json;
 
@@ -33,51 +32,47 @@ fn refused_stub(dir: &std::path::Path, port: u16, name: &str, extra: &[&str]) ->
 }
 
 #[test]
-fn a_plain_stub_is_told_the_server_speaks_tls() {
+fn a_stub_and_a_server_that_disagree_about_tls_are_told_so() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     gen_cert(dir, "tls");
-    let (server, port) = server(dir, &TLS_SERVER);
-    let plain = refused_stub(dir, port, "plain", &[]);
-    plain.wait_for(&format!(
-        "the server at 127.0.0.1:{port} speaks TLS: give --tls-ca (profile key tls_ca)"
-    ));
-    let refused = "it speaks in the clear, but this server speaks TLS";
-    server.wait_for(refused);
-    assert_eq!(
-        server.count("refused 127.0.0.1:"),
-        1,
-        "{:?}",
-        server.output()
-    );
+    // (server flags, stub flags, what the stub says, what the server says once)
+    let cases: [(&[&str], &[&str], &str, &str); 2] = [
+        (
+            &TLS_SERVER,
+            &[],
+            "speaks TLS: give --tls-ca (profile key tls_ca)",
+            "it speaks in the clear, but this server speaks TLS",
+        ),
+        (
+            &[],
+            &TLS_STUB,
+            "does not speak TLS (remove tls_ca",
+            "it starts a TLS handshake, but this server does not speak TLS",
+        ),
+    ];
+    for (server_flags, stub_flags, told, refused) in cases {
+        let (server, port) = server(dir, server_flags);
+        let odd = refused_stub(dir, port, "odd", stub_flags);
+        odd.wait_for(&format!("the server at 127.0.0.1:{port} {told}"));
+        server.wait_for(refused);
+        assert_eq!(
+            server.count("refused 127.0.0.1:"),
+            1,
+            "{:?}",
+            server.output()
+        );
 
-    stub(dir, port, "good", &TLS_STUB);
-    server.wait_for("joined: good");
-    assert_eq!(server.count(refused), 1, "{:?}", server.output());
-}
-
-#[test]
-fn a_tls_stub_is_told_the_server_does_not_speak_tls() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    gen_cert(dir, "tls");
-    let (server, port) = server(dir, &[]);
-    let tls = refused_stub(dir, port, "tls", &TLS_STUB);
-    tls.wait_for(&format!(
-        "the server at 127.0.0.1:{port} does not speak TLS (remove tls_ca"
-    ));
-    let refused = "it starts a TLS handshake, but this server does not speak TLS";
-    server.wait_for(refused);
-    assert_eq!(
-        server.count("refused 127.0.0.1:"),
-        1,
-        "{:?}",
-        server.output()
-    );
-
-    stub(dir, port, "good", &[]);
-    server.wait_for("joined: good");
-    assert_eq!(server.count(refused), 1, "{:?}", server.output());
+        // The server goes on serving a stub that agrees with it.
+        let agrees: &[&str] = if server_flags.is_empty() {
+            &[]
+        } else {
+            &TLS_STUB
+        };
+        let _good = stub(dir, port, "good", agrees);
+        server.wait_for("joined: good");
+        assert_eq!(server.count(refused), 1, "{:?}", server.output());
+    }
 }
 
 #[test]
@@ -104,7 +99,7 @@ fn stubs_speak_tls_to_the_server_and_strangers_cannot() {
     owner.wait_for("registered m");
     let caller = stub(dir, port, "b", &ca);
     caller.wait_for("received m from a");
-    let app = Client::connect(&format!("127.0.0.1:{}", app_port(&caller))).unwrap();
+    let app = client(&caller);
     assert_eq!(app.call("m", "add", (20, 22)).unwrap(), json!(42));
 
     let p = port.to_string();

@@ -93,6 +93,11 @@ pub fn app_port(p: &Proc) -> u16 {
         .expect("app port")
 }
 
+/// An app of the stub `p` (on its app port).
+pub fn client(p: &Proc) -> common::app::Client {
+    common::app::Client::connect(&format!("127.0.0.1:{}", app_port(p))).unwrap()
+}
+
 /// The answer of `call`, retried while its module or function has not reached the caller's
 /// stub yet (a descriptor update is on its way).
 pub fn eventually<T>(
