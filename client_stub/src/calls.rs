@@ -196,9 +196,7 @@ impl Stub {
                 .collect();
             for module in provided {
                 self.withdraw_owned(&module, "the app providing it left");
-                if let Some(o) = self.owned.remove(&module).filter(|o| o.withdraws > 0) {
-                    self.withdrawn.insert(module, o.withdraws);
-                }
+                self.owned.remove(&module);
             }
             self.refresh_names();
         }

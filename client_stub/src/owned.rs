@@ -42,11 +42,6 @@ pub struct Owned {
     pub stamp: Option<(SystemTime, u64)>,
     /// The file changed; reload when idle.
     pub stale: bool,
-    /// Withdraws sent for it whose answer (`gone`) has not come yet.
-    pub withdraws: u32,
-    /// How many of those an upload sent since has overtaken: their `gone` is for an older
-    /// registration, and the server registers the module again right after.
-    pub overtaken: u32,
 }
 
 /// What tells that a file changed.
@@ -201,7 +196,7 @@ impl Stub {
         }
         if let (None, Some(o)) = (&app, self.owned.get_mut(&module)) {
             // (Unless a withdraw is on its way: then it must be uploaded again.)
-            if o.parsed.path == parsed.path && o.withdraws == 0 {
+            if o.parsed.path == parsed.path && !self.withdrawing.contains_key(&module) {
                 // The same file again: an edit is reloaded once no call runs on it, as the
                 // watcher does, so that calls running are not cut short.
                 let path = parsed.path.display();
@@ -225,7 +220,6 @@ impl Stub {
             None => Runner::Python(Pool::start(self.config.worker_spec(&module, &parsed.path))),
         };
         let before = self.owned.get(&module);
-        let in_flight = self.withdrawn.remove(&module).unwrap_or(0);
         let owned = Owned {
             stamp: stamp(&parsed.path),
             parsed,
@@ -234,9 +228,6 @@ impl Stub {
             pool,
             busy: Arc::default(),
             stale: false,
-            // Withdraws still unanswered keep counting (see `gone`).
-            withdraws: before.map_or(in_flight, |o| o.withdraws),
-            overtaken: before.map_or(in_flight, |o| o.overtaken),
         };
         // A module registered before from another file (or app): its old workers stop.
         self.owned.insert(module, owned);
@@ -359,8 +350,9 @@ impl Stub {
         self.send_up(ToServer::Withdraw {
             module: module.to_owned(),
         });
-        if let (Some(_), Some(o)) = (&self.up, self.owned.get_mut(module)) {
-            o.withdraws += 1;
+        if self.up.is_some() && self.owned.contains_key(module) {
+            let w = self.withdrawing.entry(module.to_owned()).or_default();
+            w.sent += 1;
         }
     }
 }

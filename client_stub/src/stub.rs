@@ -79,9 +79,8 @@ pub struct Stub {
     /// How many times the link to the server was made.
     pub(crate) links: u32,
     pub(crate) owned: BTreeMap<String, Owned>,
-    /// Withdraws still unanswered for modules no longer owned here (an app that provided them
-    /// left): provided again meanwhile, they count on (see `gone`).
-    pub(crate) withdrawn: HashMap<String, u32>,
+    /// This stub's withdraws the server has not answered yet, by module (see `gone`).
+    pub(crate) withdrawing: HashMap<String, Withdrawing>,
     pub(crate) store: Store,
     pub(crate) incoming: Reassembler,
     pub(crate) known: BTreeMap<String, Known>,
@@ -124,7 +123,7 @@ impl Stub {
             known: BTreeMap::new(),
             apps: HashMap::new(),
             closing: Vec::new(),
-            withdrawn: HashMap::new(),
+            withdrawing: HashMap::new(),
             pending: HashMap::new(),
             local_calls: Vec::new(),
             next_id: 0,
@@ -191,14 +190,12 @@ impl Stub {
         self.config.name = name;
         self.up = Some(up);
         self.known.clear();
-        self.withdrawn.clear(); // Answers to withdraws sent on the old link never come.
+        self.withdrawing.clear(); // Answers to withdraws sent on the old link never come.
         let uploads: Vec<(String, Vec<u8>)> = self
             .owned
             .iter_mut()
             .map(|(m, o)| {
                 o.confirmed = false;
-                // Answers to withdraws sent on the old link never come.
-                (o.withdraws, o.overtaken) = (0, 0);
                 (m.clone(), o.parsed.bytes.clone())
             })
             .collect();
@@ -247,8 +244,8 @@ impl Stub {
                 up.push(&ToServer::Chunk(chunk));
             }
             // The server takes frames in order: withdraws sent so far are answered before this.
-            if let Some(o) = self.owned.get_mut(module) {
-                o.overtaken = o.withdraws;
+            if let Some(w) = self.withdrawing.get_mut(module) {
+                w.overtaken = w.sent;
             }
         }
     }
@@ -370,22 +367,28 @@ impl Stub {
     }
 
     fn gone(&mut self, module: &str, reason: &str) {
+        // The answer to a withdraw of ours; when an upload overtook it, the module stays.
+        let (ours, overtaken) = match self.withdrawing.get_mut(module) {
+            Some(w) => {
+                let overtaken = w.overtaken > 0;
+                w.overtaken = w.overtaken.saturating_sub(1);
+                w.sent -= 1;
+                if w.sent == 0 {
+                    self.withdrawing.remove(module);
+                }
+                (true, overtaken)
+            }
+            None => (false, false),
+        };
         if let Some(o) = self.owned.get_mut(module) {
             say!("withdrew {module}");
-            o.withdraws = o.withdraws.saturating_sub(1);
-            if o.overtaken > 0 {
-                // Registered again since that withdraw: keep it; the upload's answer follows.
-                o.overtaken -= 1;
-                o.confirmed = false;
-            } else {
-                self.owned.remove(module);
+            match overtaken {
+                true => o.confirmed = false, // the upload's answer follows
+                false => {
+                    self.owned.remove(module);
+                }
             }
-        } else if let Some(n) = self.withdrawn.get_mut(module) {
-            *n -= 1;
-            if *n == 0 {
-                self.withdrawn.remove(module);
-            }
-        } else if self.known.remove(module).is_some() {
+        } else if !ours && self.known.remove(module).is_some() {
             self.incoming.forget(module);
             if let Err(e) = self.store.remove(module) {
                 say!("error: cannot remove the cached copy of {module}: {e}");
@@ -507,6 +510,15 @@ impl Stub {
         common::config::save(&path, &profile)?;
         Ok(path)
     }
+}
+
+/// Withdraws of one module sent and not yet answered, and how many of them an upload sent
+/// since has overtaken: their `gone` is for an older registration, which the server replaces
+/// right after.
+#[derive(Debug, Default)]
+pub(crate) struct Withdrawing {
+    pub(crate) sent: u32,
+    pub(crate) overtaken: u32,
 }
 
 /// Writes the generated client stubs beside a module's descriptor; a failure is said, never fatal.
