@@ -113,12 +113,16 @@ impl Stub {
     /// An app provides a module itself: register it, with the app as its runner.
     fn provide(&mut self, conn: u64, desc: ModuleDescriptor) -> Result<String, String> {
         check_module_name(&desc.module).map_err(|e| e.to_string())?;
-        if self
-            .owned
-            .get(&desc.module)
-            .is_some_and(|o| o.pool.provider() != Some(conn))
-        {
-            return Err(format!("this stub already owns a module '{}'", desc.module));
+        if let Some(owned) = self.owned.get(&desc.module) {
+            match owned.pool.provider() {
+                Some(other) if other == conn => {}
+                // An app that left (and whose leaving its task has not told yet) gives way
+                // now, so an app that restarts at once can provide its module again.
+                Some(other) if self.apps.get(&other).is_some_and(|o| o.peer_sent_all()) => {
+                    self.withdraw_provided(other)
+                }
+                _ => return Err(format!("this stub already owns a module '{}'", desc.module)),
+            }
         }
         let Some(outbox) = self.apps.get(&conn).cloned() else {
             return Err("the app left".into());

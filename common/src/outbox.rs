@@ -114,6 +114,15 @@ impl Outbox {
         state.frames >= limits.queue_frames || state.buf.len() >= limits.queue_bytes
     }
 
+    /// Whether the peer has sent all it will send and all of it was read: its end of the
+    /// connection is closed though its reader may not have seen that yet. `false` for an
+    /// encrypted link (its bytes cannot be told from here).
+    pub fn peer_sent_all(&self) -> bool {
+        self.direct
+            .as_ref()
+            .is_some_and(|socket| matches!(socket.get_ref().peek(&mut [0]), Ok(0)))
+    }
+
     /// Gives up on a peer that does not read: nothing more is queued, and the socket is shut
     /// so that the connection's reader ends too.
     pub fn cut(&self) {
