@@ -317,8 +317,8 @@ impl Stub {
     }
 
     /// Runs a call on a module this stub owns, answering where `answer` says. The caller's side
-    /// enforces the timeout (the server and the caller's stub drop a late answer); here the call
-    /// simply runs to its end, so a module is never reloaded under a call that is still running.
+    /// enforces the timeout (the server and the caller's stub drop a late answer); here a Python
+    /// call runs to its end, or is interrupted at its deadline (see `worker`).
     pub(crate) fn run_owned(&self, call: Call, answer: Answer) {
         let Some(owned) = self.owned.get(&call.module) else {
             let err = RemoteError::new(
@@ -331,13 +331,11 @@ impl Stub {
             });
         };
         let limit = self.config.limits.max_frame_bytes;
-        let (busy, served) = (owned.busy.clone(), self.served.clone());
-        busy.fetch_add(1, Ordering::AcqRel);
+        let served = self.served.clone();
         let (id, started) = (call.id, Instant::now());
         let (module, function) = (call.module.clone(), call.function.clone());
         let done = Box::new(move |result: Result<Value, RemoteError>| {
             let result = result.and_then(|value| fits_a_frame(value, limit));
-            busy.fetch_sub(1, Ordering::AcqRel);
             if let Ok(mut stats) = served.lock() {
                 let error = result.as_ref().err().map(ToString::to_string);
                 stats.record(&module, &function, started.elapsed(), error.as_deref());

@@ -1,8 +1,6 @@
 //! Modules this stub owns: a module file read and parsed into its descriptor.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use common::config::{ClientProfile, Profile};
@@ -36,12 +34,8 @@ pub struct Owned {
     pub confirmed: bool,
     /// What runs its calls: its Python workers, or the app providing it.
     pub pool: Runner,
-    /// Calls running on it now; a changed file is reloaded only when this is 0.
-    pub busy: Arc<AtomicUsize>,
     /// The file's modification time and size when last read, to notice edits.
     pub stamp: Option<(SystemTime, u64)>,
-    /// The file changed; reload when idle.
-    pub stale: bool,
 }
 
 /// What tells that a file changed.
@@ -194,19 +188,16 @@ impl Stub {
             // Provided by others too: from now on this stub is one of its owners.
             self.known.remove(&module);
         }
-        if let (None, Some(o)) = (&app, self.owned.get_mut(&module)) {
+        if let (None, Some(o)) = (&app, self.owned.get(&module)) {
             // (Unless a withdraw is on its way: then it must be uploaded again.)
             if o.parsed.path == parsed.path && !self.withdrawing.contains_key(&module) {
-                // The same file again: an edit is reloaded once no call runs on it, as the
-                // watcher does, so that calls running are not cut short.
-                let path = parsed.path.display();
+                // The same file again: reloaded if edited, as the watcher does.
                 if o.parsed.md5 == parsed.md5 && stamp(&parsed.path) == o.stamp {
+                    let path = parsed.path.display();
                     say!("{module} is registered from {path} already, unchanged (reload:{module} restarts it)");
-                } else {
-                    o.stale = true;
-                    say!("{module} changed: reloading it from {path} once no call runs on it");
+                    return Ok(());
                 }
-                return Ok(());
+                return self.reload(&module, "registered again").map(drop);
             }
         }
         say!(
@@ -226,8 +217,6 @@ impl Stub {
             // Still registered at the server as before, until it answers the upload.
             confirmed: before.is_some_and(|o| o.confirmed),
             pool,
-            busy: Arc::default(),
-            stale: false,
         };
         // A module registered before from another file (or app): its old workers stop.
         self.owned.insert(module, owned);
@@ -235,8 +224,10 @@ impl Stub {
         Ok(())
     }
 
-    /// Reloads an owned module from its file: workers restart on the new code, and new headers
-    /// are uploaded. A file that no longer parses leaves the old version running.
+    /// Reloads an owned module from its file: new headers are uploaded, and its workers
+    /// restart on the new code once the calls they are running end, so none is cut short
+    /// (see `worker::Pool::reload`). A file that no longer parses leaves the old version
+    /// running.
     ///
     /// # Returns
     /// The descriptor's md5.
@@ -249,7 +240,6 @@ impl Stub {
                 "this stub does not own a module '{module}' (see mods)"
             ));
         };
-        owned.stale = false;
         owned.stamp = stamp(&owned.parsed.path);
         if owned.pool.provider().is_some() {
             return Err(format!(
@@ -263,7 +253,7 @@ impl Stub {
         }
         .and_then(|parsed| fits(&parsed, self.config.limits.max_module_bytes).map(|()| parsed))
         .map_err(|e| format!("{e}; the old version of {module} keeps running"))?;
-        owned.pool.restart();
+        owned.pool.reload();
         let changed = parsed.md5 != owned.parsed.md5;
         owned.parsed = parsed;
         let md5 = owned.parsed.md5.clone();
@@ -280,21 +270,16 @@ impl Stub {
         Ok(md5)
     }
 
-    /// Notices edited module files and reloads each once no call is running on it.
+    /// Notices edited module files and reloads them (see [`Stub::reload`]).
     pub(crate) fn watch_files(&mut self) {
-        let mut due = Vec::new();
-        for (module, o) in &mut self.owned {
-            if !o.parsed.path.is_absolute() {
-                continue; // An installed module (`import:NAME`) or an app's: no file to watch.
-            }
-            // A file that is gone is watched on: it counts as changed once it is back.
-            if !o.stale && stamp(&o.parsed.path) != o.stamp {
-                o.stale = true;
-            }
-            if o.stale && o.busy.load(Ordering::Acquire) == 0 {
-                due.push(module.clone());
-            }
-        }
+        let due: Vec<String> = self
+            .owned
+            .iter()
+            // Not an installed module (`import:NAME`) or an app's: they have no file. A file
+            // that is gone is watched on: it counts as changed once it is back.
+            .filter(|(_, o)| o.parsed.path.is_absolute() && stamp(&o.parsed.path) != o.stamp)
+            .map(|(module, _)| module.clone())
+            .collect();
         for module in due {
             if let Err(e) = self.reload(&module, "its file changed") {
                 say!("error: {e}");

@@ -114,10 +114,11 @@ impl Runner {
         }
     }
 
-    /// Restarts Python workers on the current file; an app provides what it provides.
-    pub fn restart(&self) {
+    /// Restarts Python workers on the current file once their calls running are done (see
+    /// `worker::Pool::reload`); an app provides what it provides.
+    pub fn reload(&self) {
         if let Runner::Python(pool) = self {
-            pool.restart();
+            pool.reload();
         }
     }
 

@@ -10,7 +10,43 @@ use harness::*;
 use serde_json::json;
 
 #[test]
-fn an_edited_module_is_reloaded_when_idle_and_a_broken_edit_keeps_the_old_one() {
+fn an_edited_module_under_constant_load_is_reloaded_and_no_call_is_cut_short() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    let slow = "import time\n\ndef slow(s):\n    time.sleep(s)\n    return s\n";
+    std::fs::write(&m, slow).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let caller = stub(dir, port, "b", &[]);
+    caller.wait_for("received m from a");
+    // Two apps keep a call running or queued all the time.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, stop) = (client(&caller), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(app.call("m", "slow", (0.1,)).unwrap(), json!(0.1));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&m, format!("{slow}\ndef g():\n    return 2\n")).unwrap();
+    let app = client(&caller);
+    assert_eq!(eventually(|| app.call("m", "g", ())).unwrap(), json!(2));
+    stop.store(true, Ordering::Relaxed);
+    for thread in load {
+        thread.join().expect("every call under load answered");
+    }
+    owner.wait_for("reloaded m (its file changed): new headers uploaded");
+}
+
+#[test]
+fn an_edited_module_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let m = dir.join("m.py");

@@ -111,11 +111,12 @@ impl Lane {
         std::mem::take(&mut state.handed)
     }
 
-    /// Closes the lane for good (its generation stopped); returns the calls written to the
-    /// worker meanwhile.
-    pub(super) fn shut(&self) -> Vec<(u64, Job)> {
-        self.lock().shut = true;
-        self.close()
+    /// Closes the lane for good (its generation is ending); the calls written to the worker
+    /// meanwhile stay for the supervisor to answer.
+    pub(super) fn shut(&self) {
+        let mut state = self.lock();
+        state.shut = true;
+        state.open = None;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

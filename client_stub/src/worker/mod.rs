@@ -80,8 +80,13 @@ struct Generation {
     /// One per supervisor: what the tick checks for calls past their deadline.
     watches: Vec<Arc<Watch>>,
     stop: Sender<()>,
+    /// Closed, never written, when the generation must end once its calls running are done.
+    drain: Sender<()>,
     /// Closed once every supervisor of the generation has ended, its process gone.
     ended: Receiver<()>,
+    /// The generation this one replaced by a reload, until it has ended: its calls running
+    /// are still watched, and a stop ends them too.
+    older: Option<Box<Generation>>,
 }
 
 type Answer = Result<Value, RemoteError>;
@@ -168,21 +173,29 @@ impl Pool {
         }
     }
 
-    /// Kills and restarts every worker on the current file contents (used by reload later).
-    /// Calls in flight fail with `WorkerFailed`; queued and later calls go to the new workers,
-    /// whose processes start once the old ones are gone.
-    pub fn restart(&self) {
+    /// Restarts every worker on the current file contents without cutting a call short: the
+    /// old workers finish the calls they are running (each within its timeout), then exit;
+    /// queued and later calls go to the new workers, whose processes start once the old ones
+    /// are gone.
+    pub fn reload(&self) {
         let mut current = self.current();
         let next = Generation::start(&self.inner.spec, current.ended.clone());
-        for job in current.stop() {
+        for job in current.drain() {
             let _ = next.jobs.try_send(job);
         }
-        *current = next;
+        let old = std::mem::replace(&mut *current, next);
+        current.older = Some(Box::new(old));
     }
 
-    /// Kills the workers; calls in flight or queued fail with `WorkerFailed`, later calls too.
+    /// Kills the workers, old ones still finishing calls too; calls in flight or queued fail
+    /// with `WorkerFailed`, later calls too.
     pub fn stop(&self) {
-        let queued = self.current().stop();
+        let mut queued = Vec::new();
+        let mut generation = Some(&*self.current());
+        while let Some(g) = generation {
+            queued.extend(g.stop());
+            generation = g.older.as_deref();
+        }
         for job in queued {
             let message = format!(
                 "module '{}' was stopped before the call to {}",
@@ -196,8 +209,19 @@ impl Pool {
     /// (see `watch`). Called by the stub's tick.
     pub fn check_overdue(&self) {
         let now = monotonic_ms();
-        for watch in &self.current().watches {
-            watch.check(now);
+        let mut current = self.current();
+        let mut generation = Some(&mut *current);
+        while let Some(g) = generation {
+            for watch in &g.watches {
+                watch.check(now);
+            }
+            if g.older
+                .as_ref()
+                .is_some_and(|older| older.ended.is_closed())
+            {
+                g.older = None;
+            }
+            generation = g.older.as_deref_mut();
         }
     }
 
@@ -214,6 +238,7 @@ impl Generation {
     fn start(spec: &WorkerSpec, previous: Receiver<()>) -> Generation {
         let (jobs, queue) = channel::unbounded();
         let (stop, stopping) = channel::bounded(1);
+        let (drain, draining) = channel::bounded(1);
         let (alive, ended) = channel::bounded(1);
         let (mut lanes, mut watches) = (Vec::new(), Vec::new());
         for _ in 0..spec.workers.max(1) {
@@ -228,6 +253,7 @@ impl Generation {
                 jobs: queue.clone(),
                 requeue: jobs.clone(),
                 stop: stopping.clone(),
+                draining: draining.clone(),
                 previous: previous.clone(),
                 _alive: alive.clone(),
             };
@@ -239,7 +265,9 @@ impl Generation {
             lanes,
             watches,
             stop,
+            drain,
             ended,
+            older: None,
         }
     }
 
@@ -261,10 +289,21 @@ impl Generation {
     /// already written to a worker fail as stopped during the call.
     fn stop(&self) -> Vec<Job> {
         self.stop.close();
-        self.jobs.close();
+        let queued = self.drain();
         for lane in &self.lanes {
-            drop(lane.shut());
+            drop(lane.close());
         }
+        queued
+    }
+
+    /// Tells the supervisors to end their processes once the calls written to them are
+    /// answered; returns the calls still queued.
+    fn drain(&self) -> Vec<Job> {
+        for lane in &self.lanes {
+            lane.shut();
+        }
+        self.jobs.close();
+        self.drain.close();
         std::iter::from_fn(|| self.queue.try_recv().ok()).collect()
     }
 }
@@ -287,6 +326,8 @@ struct Supervisor {
     requeue: Sender<Job>,
     /// Closed, never written, when the supervisor must end.
     stop: Receiver<()>,
+    /// Closed, never written, when the supervisor must end once its calls running are done.
+    draining: Receiver<()>,
     previous: Receiver<()>,
     /// Dropped when the supervisor ends: see [`Generation::ended`].
     _alive: Sender<()>,
@@ -303,6 +344,8 @@ enum Next {
 /// Why a process stopped serving.
 enum Stopped {
     Stop,
+    /// Its generation was reloaded, and it has no call left to answer.
+    Drained,
     ImportFailed(RemoteError),
     /// It broke before it was ready.
     NotReady(Broken),
@@ -323,7 +366,7 @@ impl Supervisor {
         // previous generation was told to stop before this one started: the wait is short.
         while self.previous.recv().await.is_ok() {}
         let mut backoff = FIRST_BACKOFF;
-        while !self.stop.is_closed() {
+        while !self.draining.is_closed() {
             let started = Instant::now();
             let refuse = match self.run_process().await {
                 Next::Restart => None,
@@ -337,7 +380,7 @@ impl Supervisor {
                 say!("[{}] {error} (retrying)", self.spec.module); // once, not every retry
             }
             self.pause(backoff, refuse.as_ref())
-                .or(self.stopped())
+                .or(self.drained())
                 .await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -345,6 +388,11 @@ impl Supervisor {
 
     async fn stopped(&self) {
         while self.stop.recv().await.is_ok() {}
+    }
+
+    /// Completes once the generation is told to drain (a stop tells it too).
+    async fn drained(&self) {
+        while self.draining.recv().await.is_ok() {}
     }
 
     /// Waits out `backoff`, failing the calls that come meanwhile with `refuse` if given.
@@ -379,14 +427,15 @@ impl Supervisor {
         self.watch.ended();
         let on_its_way_out = matches!(
             stopped,
-            Stopped::ImportFailed(_)
+            Stopped::Drained
+                | Stopped::ImportFailed(_)
                 | Stopped::NotReady(Broken::Exited)
                 | Stopped::Broken(Broken::Exited, _)
         );
         let status = conn.end(on_its_way_out).await;
         let module = &self.spec.module;
         let (why, job) = match stopped {
-            Stopped::Stop => return Next::Stop,
+            Stopped::Stop | Stopped::Drained => return Next::Stop,
             Stopped::ImportFailed(error) => return Next::Refuse(error),
             Stopped::NotReady(why) => {
                 let what = why.describe(&status);
@@ -417,7 +466,11 @@ impl Supervisor {
 
     /// Serves jobs until the process fails; a stop is raced against it outside.
     async fn serve(&self, conn: &mut Conn) -> Stopped {
-        if let Err(stopped) = conn.wait_ready(&self.spec.module).await {
+        let drained = async {
+            self.drained().await;
+            Err(Stopped::Drained)
+        };
+        if let Err(stopped) = conn.wait_ready(&self.spec.module).or(drained).await {
             return stopped;
         }
         loop {
@@ -438,7 +491,11 @@ impl Supervisor {
                 let _ = (&mut conn.exited).await;
                 Woke::Exited
             };
-            let woke = exited.or(next_job.or(handed)).await;
+            let drained = async {
+                self.drained().await;
+                Woke::Drained
+            };
+            let woke = exited.or(next_job.or(handed).or(drained)).await;
             // Calls handed over before the lane closed were written first: their answers come
             // first.
             let mut sent = self.lane.close();
@@ -447,8 +504,9 @@ impl Supervisor {
             match woke {
                 // With calls handed over, reading their answers finds it gone and fails them.
                 Woke::Exited if sent.is_empty() => return Stopped::Broken(Broken::Exited, None),
+                Woke::Drained if sent.is_empty() => return Stopped::Drained,
                 Woke::Queued(job) => batch.push(job),
-                Woke::Exited | Woke::Handed => {}
+                Woke::Exited | Woke::Handed | Woke::Drained => {}
             }
             // Every call already queued goes to the worker in one write; it still runs them one
             // at a time, in order, reading ahead from its pipe.
@@ -529,6 +587,8 @@ enum Woke {
     /// A call was written straight to the worker.
     Handed,
     Exited,
+    /// The generation is told to end once its calls running are done.
+    Drained,
 }
 
 impl Broken {
@@ -617,6 +677,8 @@ impl Conn {
     /// Ends the process and returns its exit status as text. A process `on_its_way_out` gets
     /// a moment to exit by itself so that its own status is reported.
     async fn end(mut self, on_its_way_out: bool) -> String {
+        // The end of its input: a worker with no call left exits by itself.
+        drop(self.stdin);
         let exited = self.child.status();
         let grace = async {
             if on_its_way_out {

@@ -482,25 +482,54 @@ fn answers_are_checked() {
 }
 
 /// Holds a lock only one process may hold, like an open instrument, and returns `version`.
+/// Version `version` of a module that holds a lock while imported (as one holding an
+/// instrument would), and whose `nap` says it started by creating the file it is given.
 fn locking(version: u32) -> String {
     let lock =
-        "import fcntl\n_lock = open(__file__)\nfcntl.flock(_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n";
-    format!("{lock}def v():\n    return {version}\n")
+        "import fcntl, time\n_lock = open(__file__)\nfcntl.flock(_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n";
+    let nap = "def nap(started):\n    open(started, 'w').close()\n    time.sleep(0.5)\n";
+    format!("{lock}def v():\n    return {version}\n{nap}    return {version}\n")
 }
 
 #[test]
-fn restart_reloads_after_the_old_worker_is_gone_and_stop_fails_calls() {
+fn reload_restarts_after_the_old_worker_is_gone_and_stop_fails_calls() {
     let (dir, pool) = pool(&locking(1), 1);
     run(async {
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(1)));
         std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
-        pool.restart();
+        pool.reload();
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
         pool.stop();
         let error = call(&pool, "v", json!([])).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::WorkerFailed);
-        pool.restart();
+        pool.reload();
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
+    });
+}
+
+#[test]
+fn a_reload_lets_the_calls_running_finish_on_the_old_code() {
+    let (dir, pool) = pool(&locking(1), 2);
+    let started = dir.path().join("started");
+    run(async {
+        let running = {
+            let (pool, started) = (pool.clone(), started.display().to_string());
+            smol::spawn(async move { call(&pool, "nap", json!([started])).await })
+        };
+        while !started.exists() {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+        std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
+        pool.reload();
+        // The new workers import once the old ones are gone (the lock says so), after the nap.
+        assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
+        assert_eq!(running.await, Ok(json!(1)));
+        // A reload while the last one still drains waits for both.
+        std::fs::write(dir.path().join("z.py"), locking(3)).expect("write");
+        pool.reload();
+        std::fs::write(dir.path().join("z.py"), locking(4)).expect("write");
+        pool.reload();
+        assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(4)));
     });
 }
 
