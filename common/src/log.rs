@@ -52,9 +52,12 @@ pub fn printable_lines(text: &str) -> Cow<'_, str> {
     Cow::Owned(lines.join("\n    "))
 }
 
-/// Escapes the control characters of `text` except tab, and except newline if `keep_newlines`.
+/// Escapes the control characters of `text` except tab, and except newline if `keep_newlines`;
+/// and the bidirectional overrides and isolates, which can make a line read as another.
 fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\t' && !(keep_newlines && c == '\n');
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char =
+        |c: char| (c.is_control() && c != '\t' && !(keep_newlines && c == '\n')) || bidi(c);
     let Some(at) = text.find(unsafe_char) else {
         return Cow::Borrowed(text);
     };
@@ -62,6 +65,7 @@ fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
     out.push_str(&text[..at]);
     for c in text[at..].chars() {
         match unsafe_char(c) {
+            true if bidi(c) => out.extend(c.escape_unicode()),
             true => out.extend(c.escape_debug()),
             false => out.push(c),
         }
@@ -99,6 +103,10 @@ mod tests {
         }
         assert!(matches!(escape("two\nlines", true), Cow::Borrowed(_)));
         assert_eq!(escape("a\x1b[31m\nb\r", true), "a\\u{1b}[31m\nb\\r");
+        assert_eq!(
+            escape("ok\u{202e}kcatta\u{2066}", true),
+            "ok\\u{202e}kcatta\\u{2066}"
+        );
     }
 
     #[test]
