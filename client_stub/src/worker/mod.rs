@@ -476,10 +476,11 @@ impl Supervisor {
         loop {
             // Idle: a call may now be written straight to the worker (see `Lane`).
             self.lane.open(&conn.stdin);
+            // The queue closes when the generation drains, or stops (see `run_process`).
             let next_job = async {
                 match self.jobs.recv().await {
                     Ok(job) => Woke::Queued(job),
-                    Err(_) => std::future::pending().await, // closed by a stop: see `run_process`
+                    Err(_) => Woke::Drained,
                 }
             };
             let handed = async {
@@ -491,11 +492,7 @@ impl Supervisor {
                 let _ = (&mut conn.exited).await;
                 Woke::Exited
             };
-            let drained = async {
-                self.drained().await;
-                Woke::Drained
-            };
-            let woke = exited.or(next_job.or(handed).or(drained)).await;
+            let woke = exited.or(next_job.or(handed)).await;
             // Calls handed over before the lane closed were written first: their answers come
             // first.
             let mut sent = self.lane.close();
@@ -587,7 +584,7 @@ enum Woke {
     /// A call was written straight to the worker.
     Handed,
     Exited,
-    /// The generation is told to end once its calls running are done.
+    /// The queue closed: the generation ends once its calls running are done.
     Drained,
 }
 
