@@ -14,10 +14,10 @@ use common::error::{ErrorKind, RemoteError};
 use common::log::printable;
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
-use common::proto::{render_who, Chunk, Offer, Reply, ToClient, ToServer, ToStub};
+use common::proto::{render_who, valid_stub_name, Chunk, Offer, Reply, ToClient, ToServer, ToStub};
 use common::say;
 use common::stats::Stats;
-use common::store::Store;
+use common::store::{valid_module_name, Store};
 use common::Result;
 
 use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
@@ -302,6 +302,11 @@ impl Stub {
             md5,
             size,
         } = offer;
+        // Names a server would never send: they are printed, and name files.
+        if !valid_module_name(&module) || !valid_stub_name(&owner) {
+            let (module, owner) = (printable(&module), printable(&owner));
+            return say!("error: the server offered a module '{module}' of a stub '{owner}': not valid names, ignored");
+        }
         let cached = self.store.read(&module).ok().flatten();
         let current = cached
             .filter(|bytes| common::store::md5_hex(bytes) == md5)

@@ -326,3 +326,47 @@ fn a_slow_import_is_reported_and_what_the_module_prints_reaches_the_log_file() {
     assert!(log.contains("[m] hello from the import"), "{log}");
     assert!(log.contains("[m] still importing after 10 s"), "{log}");
 }
+
+#[test]
+fn names_a_server_would_never_send_are_refused_not_printed() {
+    use common::proto::{Offer, ToClient, PROTOCOL_VERSION};
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A hostile server: it welcomes the stub, then offers modules under forged names.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut hello = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut hello)
+            .unwrap();
+        let welcome = ToClient::Welcome {
+            name: "b".into(),
+            version: PROTOCOL_VERSION,
+            heartbeat_ms: 60_000,
+        };
+        let offer = |module: &str, owner: &str| {
+            ToClient::Offer(Offer {
+                module: module.into(),
+                owner: owner.into(),
+                md5: "0".repeat(32),
+                size: 10,
+            })
+        };
+        for msg in [
+            welcome,
+            offer("m", "a\n[server] forged line"),
+            offer("../escape", "a"),
+        ] {
+            writeln!(s, "{}", serde_json::to_string(&msg).unwrap()).unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let b = stub(tmp.path(), port, "b", &[]);
+    b.wait_n("not valid names, ignored", 2);
+    let out = b.output().join("\n");
+    assert!(out.contains(r"'a\n[server] forged line'"), "{out}");
+    assert!(!out.contains("fetching"), "{out}");
+    server.join().unwrap();
+}

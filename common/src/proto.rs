@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::RemoteError;
+use crate::log::printable;
 
 /// Version said in [`Hello`]; a server refuses any other.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -206,6 +207,12 @@ pub struct Reply {
     pub result: Result<Value, RemoteError>,
 }
 
+/// Whether `name` is one a stub may go by: 1 to 64 bytes, no `:` (which separates a shell
+/// command from its argument) and no control character.
+pub fn valid_stub_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && !name.chars().any(|c| c.is_control() || c == ':')
+}
+
 /// One stub as listed by `wii`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -214,7 +221,8 @@ pub struct PeerInfo {
     pub modules: Vec<String>,
 }
 
-/// The `wii` table, as both shells print it.
+/// The `wii` table, as both shells print it. A stub reads it from the server: what it holds is
+/// escaped (see [`printable`]).
 pub fn render_who(peers: &[PeerInfo]) -> String {
     if peers.is_empty() {
         return "no stubs are connected\n".into();
@@ -225,7 +233,12 @@ pub fn render_who(peers: &[PeerInfo]) -> String {
             true => "-".to_owned(),
             false => p.modules.join(", "),
         };
-        out += &format!("  {:<16} {:<22} modules: {modules}\n", p.name, p.address);
+        let (name, address, modules) = (
+            printable(&p.name),
+            printable(&p.address),
+            printable(&modules),
+        );
+        out += &format!("  {name:<16} {address:<22} modules: {modules}\n");
     }
     out
 }
@@ -288,6 +301,28 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stub_names_and_the_who_table_a_server_sends_cannot_forge_lines() {
+        for good in ["a", "lab-pc 2", "日本", &"x".repeat(64)] {
+            assert!(valid_stub_name(good), "{good}");
+        }
+        for bad in ["", "a:b", "a\nb", "a\x1b[2J", &"x".repeat(65)] {
+            assert!(!valid_stub_name(bad), "{bad}");
+        }
+        let forged = PeerInfo {
+            name: "a\n[server] bob left".into(),
+            address: "1.2.3.4:5\r".into(),
+            modules: vec!["m\u{202e}".into()],
+        };
+        let table = render_who(&[forged]);
+        assert_eq!(table.lines().count(), 2, "{table}");
+        assert!(table.contains(r"a\n[server] bob left"), "{table}");
+        assert!(
+            table.contains(r"1.2.3.4:5\r") && table.contains(r"m\u{202e}"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn a_refused_frame_gives_its_command_and_id_when_it_starts_as_senders_write_it() {

@@ -4,7 +4,7 @@
 use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use common::proto::{Offer, PeerInfo};
+use common::proto::{valid_stub_name, Offer, PeerInfo};
 
 /// A connection's id: unique for the server's lifetime, so a name re-taken by a new connection
 /// is never confused with the old one.
@@ -62,7 +62,7 @@ impl Registry {
         address: &str,
         session: Option<&str>,
     ) -> Result<(), Refusal> {
-        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == ':') {
+        if !valid_stub_name(name) {
             return Err(Refusal::BadName(format!(
                 "name '{name}' is not acceptable: use 1 to 64 characters, no ':' or control characters"
             )));
