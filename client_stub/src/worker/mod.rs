@@ -363,7 +363,8 @@ enum Broken {
 impl Supervisor {
     async fn run(self) {
         // A module holding an instrument must not be imported while it is still open. The
-        // previous generation was told to stop before this one started: the wait is short.
+        // previous generation was told to stop, or to drain, before this one started: the wait
+        // lasts at most as long as its calls still running (each within its timeout).
         while self.previous.recv().await.is_ok() {}
         let mut backoff = FIRST_BACKOFF;
         while !self.draining.is_closed() {
