@@ -239,11 +239,24 @@ fn profiles_and_flags_give_clear_errors() {
         out.contains("no profile 'nosuch'") && out.contains("conf/nosuch.toml"),
         "{out}"
     );
+    // A path has no `conf/NAME.toml` to fall back to: named once, not twice.
+    let (status, out) = run(&["-c", "gone/p.toml"]);
+    assert!(!status.success());
+    assert!(
+        out.contains("no profile 'gone/p.toml': it is not a file"),
+        "{out}"
+    );
 
     fs::write(dir.join("typo.toml"), "nmae = \"x\"\n").unwrap();
     let (status, out) = run(&["-c", "typo.toml"]);
     assert!(!status.success());
     assert!(out.contains("unknown field `nmae`"), "{out}");
+    // The parser's report keeps its lines (the line quoted, the caret under it), not `\n`s.
+    assert!(!out.contains("\\n"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("1 | nmae")),
+        "{out}"
+    );
 
     fs::write(dir.join("noname.toml"), "address = \"127.0.0.1\"\n").unwrap();
     let (status, out) = run(&["-c", "noname.toml"]);
