@@ -123,6 +123,16 @@ fn stubs_speak_tls_to_the_server_and_strangers_cannot() {
     assert!(!wrong.wait_exit().success());
     wrong.wait_for("TLS with the server");
     assert_eq!(server.count("joined:"), 2, "{:?}", server.output());
+
+    // A stub that quits over TLS leaves as it does in the clear: not "lost" with an i/o error.
+    let mut leaver_args = ca.to_vec();
+    leaver_args.push("-l");
+    let mut leaver = stub(dir, port, "leaver", &leaver_args);
+    server.wait_for("joined: leaver");
+    leaver.send("quit");
+    assert!(leaver.wait_exit().success());
+    server.wait_for("left: leaver");
+    assert_eq!(server.count("lost leaver"), 0, "{:?}", server.output());
 }
 
 #[test]
