@@ -284,6 +284,18 @@ fn profiles_and_flags_give_clear_errors() {
     let mut srv = Proc::start("server", &exe("server_stub"), &["-c", "nosuch"], dir);
     assert!(!srv.wait_exit().success());
     srv.wait_for("no profile 'nosuch'");
+
+    // An address that does not resolve is reported as such, not as one beyond loopback.
+    let args = ["-a", "no-such-host.invalid", "-p", "0", "-d", "srv"];
+    let mut srv = Proc::start("server", &exe("server_stub"), &args, dir);
+    assert!(!srv.wait_exit().success());
+    srv.wait_for("cannot listen on no-such-host.invalid");
+    assert_eq!(
+        srv.count("without a network token"),
+        0,
+        "{:?}",
+        srv.output()
+    );
 }
 
 #[test]
