@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use client_stub::{Config, NamePolicy};
 use common::config::{resolve_in, ClientProfile, LogSettings, Profile};
-use common::log::printable;
+use common::log::{printable, printable_lines};
 use common::Error;
 
 /// Every call allocates a few small buffers in each process; mimalloc's per-thread free lists
@@ -73,7 +73,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}", printable(&e.to_string())); // A refusal quotes the server.
+            // A refusal quotes the server; a bad profile's error spans lines (kept, indented).
+            eprintln!("error: {}", printable_lines(&e.to_string()));
             ExitCode::FAILURE
         }
     }

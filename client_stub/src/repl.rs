@@ -50,8 +50,8 @@ commands:
   mods          list modules (mods:PREFIX lists those starting with PREFIX)
   desc:MODULE   a module's functions with their parameters
   sc:PROFILE    save the running configuration (registered modules included) as a profile
-  reload:MODULE reload a module this stub registered from its file now (edits are also
-                picked up by themselves, once the module is idle)
+  reload:MODULE reload a module this stub registered from its file now (edits to the file
+                are picked up by themselves)
   ping          this stub's address as the server sees it, and the round trip time
   stats         calls made and served: calls, errors, last error, mean and p99 ms
   help          this list (help:MODULE: like desc:MODULE)

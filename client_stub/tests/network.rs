@@ -239,11 +239,24 @@ fn profiles_and_flags_give_clear_errors() {
         out.contains("no profile 'nosuch'") && out.contains("conf/nosuch.toml"),
         "{out}"
     );
+    // A path has no `conf/NAME.toml` to fall back to: named once, not twice.
+    let (status, out) = run(&["-c", "gone/p.toml"]);
+    assert!(!status.success());
+    assert!(
+        out.contains("no profile 'gone/p.toml': it is not a file"),
+        "{out}"
+    );
 
     fs::write(dir.join("typo.toml"), "nmae = \"x\"\n").unwrap();
     let (status, out) = run(&["-c", "typo.toml"]);
     assert!(!status.success());
     assert!(out.contains("unknown field `nmae`"), "{out}");
+    // The parser's report keeps its lines (the line quoted, the caret under it), not `\n`s.
+    assert!(!out.contains("\\n"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("1 | nmae")),
+        "{out}"
+    );
 
     fs::write(dir.join("noname.toml"), "address = \"127.0.0.1\"\n").unwrap();
     let (status, out) = run(&["-c", "noname.toml"]);
@@ -271,6 +284,18 @@ fn profiles_and_flags_give_clear_errors() {
     let mut srv = Proc::start("server", &exe("server_stub"), &["-c", "nosuch"], dir);
     assert!(!srv.wait_exit().success());
     srv.wait_for("no profile 'nosuch'");
+
+    // An address that does not resolve is reported as such, not as one beyond loopback.
+    let args = ["-a", "no-such-host.invalid", "-p", "0", "-d", "srv"];
+    let mut srv = Proc::start("server", &exe("server_stub"), &args, dir);
+    assert!(!srv.wait_exit().success());
+    srv.wait_for("cannot listen on no-such-host.invalid");
+    assert_eq!(
+        srv.count("without a network token"),
+        0,
+        "{:?}",
+        srv.output()
+    );
 }
 
 #[test]

@@ -123,4 +123,48 @@ fn stubs_speak_tls_to_the_server_and_strangers_cannot() {
     assert!(!wrong.wait_exit().success());
     wrong.wait_for("TLS with the server");
     assert_eq!(server.count("joined:"), 2, "{:?}", server.output());
+
+    // A stub that quits over TLS leaves as it does in the clear: not "lost" with an i/o error.
+    let mut leaver_args = ca.to_vec();
+    leaver_args.push("-l");
+    let mut leaver = stub(dir, port, "leaver", &leaver_args);
+    server.wait_for("joined: leaver");
+    leaver.send("quit");
+    assert!(leaver.wait_exit().success());
+    server.wait_for("left: leaver");
+    assert_eq!(server.count("lost leaver"), 0, "{:?}", server.output());
+}
+
+#[test]
+fn a_file_without_a_certificate_or_key_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gen_cert(dir, "tls");
+    std::fs::write(dir.join("notpem.txt"), "not a certificate\n").unwrap();
+    let expect = |args: &[&str], exe_name: &str, said: &str| {
+        let mut p = Proc::start(exe_name, &exe(exe_name), args, dir);
+        assert!(!p.wait_exit().success(), "{:?}", p.output());
+        p.wait_for(said);
+    };
+    // The server: no certificate in its chain, the certificate given as its key.
+    let srv = ["-p", "0", "-d", "srv", "--tls-cert", "notpem.txt"];
+    let mut no_cert = srv.to_vec();
+    no_cert.extend(["--tls-key", "tls/key.pem"]);
+    expect(&no_cert, "server_stub", "no certificate in notpem.txt");
+    let no_key = [
+        "-p",
+        "0",
+        "-d",
+        "srv",
+        "--tls-cert",
+        "tls/cert.pem",
+        "--tls-key",
+        "tls/cert.pem",
+    ];
+    expect(&no_key, "server_stub", "no private key in tls/cert.pem");
+
+    // A stub told to trust a file with no certificate in it says so before connecting.
+    let (_server, port) = server(dir, &TLS_SERVER);
+    let odd = refused_stub(dir, port, "odd", &["--tls-ca", "notpem.txt"]);
+    odd.wait_for("no certificate in notpem.txt");
 }

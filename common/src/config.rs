@@ -232,6 +232,12 @@ pub fn locate(arg: &str) -> Result<PathBuf> {
     if named.is_file() {
         return Ok(named);
     }
+    if named == direct {
+        // A path (`-c dir/p.toml`): there is no `conf/NAME.toml` to fall back to.
+        return Err(Error::Config(format!(
+            "no profile '{arg}': it is not a file"
+        )));
+    }
     Err(Error::Config(format!(
         "no profile '{arg}': neither {} nor {} is a file",
         direct.display(),

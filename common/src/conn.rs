@@ -113,8 +113,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             // Not `fill_buf()`: its future polls the stream again after a ready read and panics
             // if a stream that has just said "end" then says "pending" (found by fuzzing).
-            std::future::poll_fn(|cx| Pin::new(&mut self.reader).poll_fill_buf(cx).map_ok(drop))
-                .await?;
+            let filled = std::future::poll_fn(|cx| {
+                Pin::new(&mut self.reader).poll_fill_buf(cx).map_ok(drop)
+            })
+            .await;
+            match filled {
+                // A TLS peer that closes without `close_notify` (a stub quitting ends its link
+                // so) ends between frames like a plain one; a frame it cuts short still fails.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && self.size == 0 => {
+                    return Ok(Frame::End);
+                }
+                filled => filled?,
+            }
             let buf = self.reader.buffer();
             if buf.is_empty() {
                 // A last frame without its newline counts if it is whole (`read` tells).

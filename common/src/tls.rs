@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use futures_rustls::rustls::pki_types::pem::PemObject;
+use futures_rustls::rustls::pki_types::pem::{self, PemObject};
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use futures_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use futures_rustls::{TlsAcceptor, TlsConnector};
@@ -63,6 +63,15 @@ fn config_error(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Config(format!("{what} {}: {e}", path.display()))
 }
 
+/// A file that holds no PEM item of the kind asked for (an empty file, a key given as the
+/// certificate...): said so, rather than left to fail the handshake with a vaguer reason.
+fn no_pem(what: &str, path: &Path) -> Error {
+    Error::Config(format!(
+        "no {what} in {}: a PEM file (-----BEGIN ...-----) is expected",
+        path.display()
+    ))
+}
+
 /// The server side of TLS: its certificate chain and key.
 #[derive(Clone)]
 pub struct Acceptor(TlsAcceptor);
@@ -73,8 +82,13 @@ impl Acceptor {
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
             .map_err(|e| config_error("cannot read the certificate", cert, e))?;
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| config_error("cannot read the key", key, e))?;
+        if chain.is_empty() {
+            return Err(no_pem("certificate", cert));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+            pem::Error::NoItemsFound => no_pem("private key", key),
+            e => config_error("cannot read the key", key, e),
+        })?;
         let config = ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(chain, key)
@@ -109,6 +123,9 @@ impl Connector {
             roots
                 .add(cert)
                 .map_err(|e| config_error("bad certificate in", ca, e))?;
+        }
+        if roots.is_empty() {
+            return Err(no_pem("certificate", ca));
         }
         let config = ClientConfig::builder()
             .with_root_certificates(roots)

@@ -135,7 +135,7 @@ fn run(flags: Flags) -> common::Result<()> {
     })
     .map_err(|e| common::Error::Config(format!("cannot catch Ctrl-C: {e}")))?;
 
-    if token.is_none() && !insecure && !loopback_only(&address, port) {
+    if token.is_none() && !insecure && beyond_loopback(&address, port) {
         return Err(common::Error::Config(format!(
             "refusing to listen on {address} without a network token: anyone who can reach it \
              could run code on every stub. Set --token (or STUBNET_TOKEN, or profile key token), \
@@ -180,11 +180,12 @@ fn run(flags: Flags) -> common::Result<()> {
     }))
 }
 
-/// Whether `address` only ever means this machine.
-fn loopback_only(address: &str, port: u16) -> bool {
+/// Whether `address` means some machine other than this one.
+fn beyond_loopback(address: &str, port: u16) -> bool {
     use std::net::ToSocketAddrs;
     match (address, port).to_socket_addrs() {
-        Ok(mut addrs) => addrs.all(|a| a.ip().is_loopback()),
+        Ok(mut addrs) => addrs.any(|a| !a.ip().is_loopback()),
+        // Not refused for want of a token: listening on it fails, and says why.
         Err(_) => false,
     }
 }

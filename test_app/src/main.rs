@@ -125,26 +125,29 @@ fn call(client: &Client, target: &str, raw: &[String]) -> Result<(), CallError> 
             "'{target}' is not MODULE.FUNCTION"
         )));
     };
-    let (args, kwargs) = parse_args(raw);
+    let (args, kwargs) = parse_args(raw).map_err(CallError::BadArguments)?;
     let value = client.call_with(module, function, args, kwargs, None)?;
     println!("{value}");
     Ok(())
 }
 
-/// Splits command-line arguments into positional values and `key=value` keyword values.
-fn parse_args(raw: &[String]) -> (Vec<Value>, Map<String, Value>) {
+/// Splits command-line arguments into positional values and `key=value` keyword values; a key
+/// given twice is refused, as Python refuses `f(a=1, a=2)`.
+fn parse_args(raw: &[String]) -> Result<(Vec<Value>, Map<String, Value>), String> {
     let literal = |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()));
     let mut args = Vec::new();
     let mut kwargs = Map::new();
     for a in raw {
         match a.split_once('=') {
             Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_') => {
-                kwargs.insert(k.to_owned(), literal(v));
+                if kwargs.insert(k.to_owned(), literal(v)).is_some() {
+                    return Err(format!("keyword argument '{k}' given twice"));
+                }
             }
             _ => args.push(literal(a)),
         }
     }
-    (args, kwargs)
+    Ok((args, kwargs))
 }
 
 #[cfg(test)]
@@ -156,7 +159,7 @@ mod tests {
         let raw: Vec<String> = ["1", "[1,2]", "bob", "\"a=b\"", "x=2.5", "name=\"al\""]
             .map(String::from)
             .to_vec();
-        let (args, kwargs) = parse_args(&raw);
+        let (args, kwargs) = parse_args(&raw).unwrap();
         assert_eq!(
             args,
             vec![
@@ -168,5 +171,12 @@ mod tests {
         );
         assert_eq!(kwargs["x"], Value::from(2.5));
         assert_eq!(kwargs["name"], Value::from("al"));
+    }
+
+    #[test]
+    fn a_keyword_given_twice_is_refused() {
+        let raw: Vec<String> = ["1", "b=2", "b=3"].map(String::from).to_vec();
+        let e = parse_args(&raw).unwrap_err();
+        assert!(e.contains("'b' given twice"), "{e}");
     }
 }

@@ -109,6 +109,14 @@ impl Requests {
         let p = Profile::<ClientProfile>::load(profile)
             .map_err(|e| CallError::NotConnected(e.to_string()))?;
         let port = app_port.or(p.values.app_port).unwrap_or(8765);
+        if port == 0 {
+            // 0 tells the stub to take any free port: only its output says which.
+            return Err(CallError::NotConnected(format!(
+                "the profile {} has app_port = 0 (its stub takes any free port): connect to \
+                 the port the stub printed (apps on 127.0.0.1:PORT)",
+                p.path.display()
+            )));
+        }
         let address = format!("127.0.0.1:{port}");
         let mut requests = Requests::new();
         requests.max_frame = p.values.limits.max_frame_bytes;
@@ -520,6 +528,22 @@ mod tests {
     use super::*;
     use smol::future::zip;
     use std::io::{BufRead, BufReader, Write};
+
+    #[test]
+    fn a_profile_whose_app_port_is_any_free_port_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p.toml");
+        std::fs::write(&path, "app_port = 0\n").unwrap();
+        let path = path.to_str().unwrap();
+        let Err(e) = Client::connect_profile(path) else {
+            panic!("connected to port 0")
+        };
+        assert!(e.to_string().contains("has app_port = 0"), "{e}");
+        // A port given with it is used instead.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(Client::connect_profile_on(path, Some(port)).is_ok());
+    }
 
     #[test]
     fn a_reply_cut_by_a_timeout_does_not_garble_the_next_call() {
