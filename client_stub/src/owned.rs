@@ -39,15 +39,27 @@ pub struct Owned {
     /// Calls running on it now; a changed file is reloaded only when this is 0.
     pub busy: Arc<AtomicUsize>,
     /// The file's modification time and size when last read, to notice edits.
-    pub stamp: Option<(SystemTime, u64)>,
+    pub stamp: Stamp,
+    /// Another stamp, seen at the last look (see [`settled`]).
+    pub next_stamp: Option<Stamp>,
     /// The file changed; reload when idle.
     pub stale: bool,
 }
 
-/// What tells that a file changed.
-pub fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What tells that a file changed: its modification time and size (`None`: unreadable).
+pub type Stamp = Option<(SystemTime, u64)>;
+
+/// The stamp of the file at `path` now.
+pub fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Whether a watched file's new stamp `now` was also the one seen at the last look (kept in
+/// `next`): an edit counts once the file stays put, since a file written in place can be seen
+/// truncated or half written.
+pub fn settled(next: &mut Option<Stamp>, now: Stamp) -> bool {
+    next.replace(now) == Some(now)
 }
 
 /// Reads and parses the module file at `path`; the module is named after the file.
@@ -222,6 +234,7 @@ impl Stub {
         let before = self.owned.get(&module);
         let owned = Owned {
             stamp: stamp(&parsed.path),
+            next_stamp: None,
             parsed,
             // Still registered at the server as before, until it answers the upload.
             confirmed: before.is_some_and(|o| o.confirmed),
@@ -251,6 +264,7 @@ impl Stub {
         };
         owned.stale = false;
         owned.stamp = stamp(&owned.parsed.path);
+        owned.next_stamp = None;
         if owned.pool.provider().is_some() {
             return Err(format!(
                 "{module} is provided by an app, which reloads it by providing it again"
@@ -288,7 +302,10 @@ impl Stub {
                 continue; // An installed module (`import:NAME`) or an app's: no file to watch.
             }
             // A file that is gone is watched on: it counts as changed once it is back.
-            if !o.stale && stamp(&o.parsed.path) != o.stamp {
+            let now = stamp(&o.parsed.path);
+            if now == o.stamp {
+                o.next_stamp = None;
+            } else if !o.stale && settled(&mut o.next_stamp, now) {
                 o.stale = true;
             }
             if o.stale && o.busy.load(Ordering::Acquire) == 0 {
@@ -310,9 +327,14 @@ impl Stub {
         };
         let now = stamp(&path);
         if now == self.profile_seen {
+            self.profile_next = None;
+            return;
+        }
+        if !settled(&mut self.profile_next, now) {
             return;
         }
         self.profile_seen = now;
+        self.profile_next = None;
         let (register, expose) = match read_lists(&path) {
             Ok(lists) => lists,
             Err(e) => return say!("error: the profile changed but cannot be read: {e}"),
