@@ -35,13 +35,25 @@ pub struct Owned {
     /// What runs its calls: its Python workers, or the app providing it.
     pub pool: Runner,
     /// The file's modification time and size when last read, to notice edits.
-    pub stamp: Option<(SystemTime, u64)>,
+    pub stamp: Stamp,
+    /// Another stamp, seen at the last look (see [`settled`]).
+    pub next_stamp: Option<Stamp>,
 }
 
-/// What tells that a file changed.
-pub fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What tells that a file changed: its modification time and size (`None`: unreadable).
+pub type Stamp = Option<(SystemTime, u64)>;
+
+/// The stamp of the file at `path` now.
+pub fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Whether a watched file's new stamp `now` was also the one seen at the last look (kept in
+/// `next`): an edit counts once the file stays put, since a file written in place can be seen
+/// truncated or half written.
+pub fn settled(next: &mut Option<Stamp>, now: Stamp) -> bool {
+    next.replace(now) == Some(now)
 }
 
 /// Reads and parses the module file at `path`; the module is named after the file.
@@ -213,6 +225,7 @@ impl Stub {
         let before = self.owned.get(&module);
         let owned = Owned {
             stamp: stamp(&parsed.path),
+            next_stamp: None,
             parsed,
             // Still registered at the server as before, until it answers the upload.
             confirmed: before.is_some_and(|o| o.confirmed),
@@ -241,6 +254,7 @@ impl Stub {
             ));
         };
         owned.stamp = stamp(&owned.parsed.path);
+        owned.next_stamp = None;
         if owned.pool.provider().is_some() {
             return Err(format!(
                 "{module} is provided by an app, which reloads it by providing it again"
@@ -272,14 +286,19 @@ impl Stub {
 
     /// Notices edited module files and reloads them (see [`Stub::reload`]).
     pub(crate) fn watch_files(&mut self) {
-        let due: Vec<String> = self
-            .owned
-            .iter()
-            // Not an installed module (`import:NAME`) or an app's: they have no file. A file
-            // that is gone is watched on: it counts as changed once it is back.
-            .filter(|(_, o)| o.parsed.path.is_absolute() && stamp(&o.parsed.path) != o.stamp)
-            .map(|(module, _)| module.clone())
-            .collect();
+        let mut due = Vec::new();
+        for (module, o) in &mut self.owned {
+            if !o.parsed.path.is_absolute() {
+                continue; // An installed module (`import:NAME`) or an app's: no file to watch.
+            }
+            // A file that is gone is watched on: it counts as changed once it is back.
+            let now = stamp(&o.parsed.path);
+            if now == o.stamp {
+                o.next_stamp = None;
+            } else if settled(&mut o.next_stamp, now) {
+                due.push(module.clone());
+            }
+        }
         for module in due {
             if let Err(e) = self.reload(&module, "its file changed") {
                 say!("error: {e}");
@@ -295,9 +314,14 @@ impl Stub {
         };
         let now = stamp(&path);
         if now == self.profile_seen {
+            self.profile_next = None;
+            return;
+        }
+        if !settled(&mut self.profile_next, now) {
             return;
         }
         self.profile_seen = now;
+        self.profile_next = None;
         let (register, expose) = match read_lists(&path) {
             Ok(lists) => lists,
             Err(e) => return say!("error: the profile changed but cannot be read: {e}"),

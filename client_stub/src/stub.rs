@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::actor::Actor;
 use common::chunk::{split, Reassembler};
@@ -21,7 +21,7 @@ use common::store::{valid_module_name, Store};
 use common::Result;
 
 use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
-use crate::owned::{render, Owned};
+use crate::owned::{render, Owned, Stamp};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
 use crate::Config;
@@ -105,7 +105,9 @@ pub struct Stub {
     pub(crate) last_watch: Instant,
     /// The profile's stamp and the modules its `register` and `expose` lists named when last
     /// read.
-    pub(crate) profile_seen: Option<(SystemTime, u64)>,
+    pub(crate) profile_seen: Stamp,
+    /// Another stamp of the profile, seen at the last look (see [`crate::owned::settled`]).
+    pub(crate) profile_next: Option<Stamp>,
     pub(crate) from_profile: (Vec<PathBuf>, Vec<String>),
 }
 
@@ -134,6 +136,7 @@ impl Stub {
             served: Arc::default(),
             last_watch: Instant::now(),
             profile_seen: config_stamp,
+            profile_next: None,
             from_profile,
         }
     }

@@ -205,7 +205,8 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
     let c = stub(dir, port, "c", &["--shared", "m", "--register", &mc]);
     c.wait_for("registered m");
     let b = stub(dir, port, "b", &[]);
-    b.wait_for("m from a, c: fetching");
+    // Offered by both; callable once the descriptor has arrived, not when it is asked for.
+    b.wait_for("received m from a, c");
     let app = client(&b);
     let places: std::collections::BTreeSet<String> = (0..10)
         .map(|_| app.call_as::<String>("m", "where", ()).unwrap())

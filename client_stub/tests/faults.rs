@@ -14,12 +14,13 @@ const MODULE: &str = "def add(a, b):\n    return a + b\n\ndef big(n):\n    retur
 
 /// A server profile with a short heartbeat, so silence is noticed quickly.
 fn quick_server(dir: &Path, extra: &[&str]) -> (Proc, u16) {
+    server_with_limits(dir, "heartbeat_ms = 200\nmax_frame_bytes = 1000000", extra)
+}
+
+/// A server whose profile's `[limits]` table holds `limits`.
+fn server_with_limits(dir: &Path, limits: &str, extra: &[&str]) -> (Proc, u16) {
     let profile = dir.join("server.toml");
-    std::fs::write(
-        &profile,
-        "[limits]\nheartbeat_ms = 200\nmax_frame_bytes = 1000000\n",
-    )
-    .unwrap();
+    std::fs::write(&profile, format!("[limits]\n{limits}\n")).unwrap();
     let mut args = vec!["-c", profile.to_str().unwrap()];
     args.extend_from_slice(extra);
     server(dir, &args)
@@ -202,7 +203,9 @@ fn a_killed_stub_takes_its_workers_with_it() {
 fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (_server, port) = quick_server(dir, &[]);
+    // The default heartbeat, not a quick server's: a stub busy with a value of megabytes (a
+    // debug build on a busy machine) can stay silent longer than 600 ms, and be dropped.
+    let (_server, port) = server_with_limits(dir, "max_frame_bytes = 1000000", &[]);
     let _owner = owner_with_limits(dir, port, "max_frame_bytes = 1000000");
     let b = stub(dir, port, "b", &[]);
     b.wait_for("received m from a");

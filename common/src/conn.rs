@@ -409,13 +409,16 @@ mod tests {
     #[test]
     fn silence_expires_only_once_nothing_is_heard_for_the_limit() {
         smol::block_on(async {
-            let silence = Silence::new(Duration::from_millis(100));
+            let limit = Duration::from_millis(100);
+            let silence = Silence::new(limit);
             let expired = silence.expired();
             smol::pin!(expired);
             // Heard every 20 ms for 400 ms: never silent.
+            let mut last_heard = Instant::now();
             let talking = async {
                 for _ in 0..20 {
                     silence.heard();
+                    last_heard = Instant::now();
                     smol::Timer::after(Duration::from_millis(20)).await;
                 }
             };
@@ -424,13 +427,10 @@ mod tests {
                 panic!("silent while the peer was talking");
             };
             talking.or(cut).await;
-            let quiet = Instant::now();
             expired.await;
-            assert!(
-                quiet.elapsed() >= Duration::from_millis(75),
-                "{:?}",
-                quiet.elapsed()
-            );
+            // From the last word, not from the end of the talk: a busy machine may wake this
+            // thread well after the last timer, when the limit has nearly passed already.
+            assert!(last_heard.elapsed() >= limit, "{:?}", last_heard.elapsed());
         });
     }
 

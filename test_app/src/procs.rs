@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long any one expected line may take (generous: a slow, busy machine must pass).
@@ -16,6 +17,8 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads reading its stdout and stderr: each ends at the end of its pipe.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Proc {
@@ -35,10 +38,11 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
+        let readers = [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
-        ] {
+        ]
+        .map(|out| {
             let (lines, tag) = (lines.clone(), name.to_owned());
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -47,14 +51,16 @@ impl Proc {
                     }
                     lines.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        })
+        .into();
         let stdin = child.stdin.take();
         Proc {
             name: name.into(),
             child,
             stdin,
             lines,
+            readers,
         }
     }
 
@@ -123,13 +129,17 @@ impl Proc {
             .expect("write to stdin");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for the reader threads to have all it printed.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads catch the last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                // Its last lines may still be in the pipes: they are read to their end (unless
+                // something it started holds them open; then its output is what came in time).
+                let exited = Instant::now();
+                while !self.readers.iter().all(JoinHandle::is_finished) && exited.elapsed() < WAIT {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status;
             }
             if start.elapsed() > WAIT {

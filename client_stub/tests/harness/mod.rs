@@ -99,15 +99,18 @@ pub fn client(p: &Proc) -> common::app::Client {
 }
 
 /// The answer of `call`, retried while its module or function has not reached the caller's
-/// stub yet (a descriptor update is on its way).
+/// stub yet (a descriptor update is on its way): the caller's stub refuses the call as an
+/// unknown module or function, or by the function's old parameters.
 pub fn eventually<T>(
     mut call: impl FnMut() -> Result<T, common::app::CallError>,
 ) -> Result<T, common::app::CallError> {
-    use common::app::CallError::{UnknownFunction, UnknownModule};
+    use common::app::CallError::{BadArguments, UnknownFunction, UnknownModule};
     let start = std::time::Instant::now();
     loop {
         match call() {
-            Err(UnknownModule(_) | UnknownFunction(_)) if start.elapsed() < WAIT => {
+            Err(UnknownModule(_) | UnknownFunction(_) | BadArguments(_))
+                if start.elapsed() < WAIT =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             answer => return answer,
