@@ -34,26 +34,57 @@ pub struct Owned {
     pub confirmed: bool,
     /// What runs its calls: its Python workers, or the app providing it.
     pub pool: Runner,
-    /// The file's modification time and size when last read, to notice edits.
-    pub stamp: Stamp,
-    /// Another stamp, seen at the last look (see [`settled`]).
-    pub next_stamp: Option<Stamp>,
+    /// The file, to notice edits.
+    pub watched: Watched,
 }
 
 /// What tells that a file changed: its modification time and size (`None`: unreadable).
-pub type Stamp = Option<(SystemTime, u64)>;
+type Stamp = Option<(SystemTime, u64)>;
 
-/// The stamp of the file at `path` now.
-pub fn stamp(path: &Path) -> Stamp {
+fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Whether a watched file's new stamp `now` was also the one seen at the last look (kept in
-/// `next`): an edit counts once the file stays put, since a file written in place can be seen
-/// truncated or half written.
-pub fn settled(next: &mut Option<Stamp>, now: Stamp) -> bool {
-    next.replace(now) == Some(now)
+/// A watched file: how it looked when last read, and how it looks since, if edited.
+#[derive(Debug, Default)]
+pub struct Watched {
+    read: Stamp,
+    edit: Option<Stamp>,
+}
+
+impl Watched {
+    /// The file at `path`, read now.
+    pub fn read_now(path: &Path) -> Watched {
+        Watched {
+            read: stamp(path),
+            edit: None,
+        }
+    }
+
+    /// Whether the file was edited since it was read and then stayed put from one look to the
+    /// next (a file written in place can be seen truncated or half written); if so, it counts
+    /// as read now. A file that is gone counts as edited once it is back.
+    pub fn edited(&mut self, path: &Path) -> bool {
+        let now = stamp(path);
+        if now == self.read {
+            self.edit = None;
+            return false;
+        }
+        if self.edit.replace(now) != Some(now) {
+            return false;
+        }
+        *self = Watched {
+            read: now,
+            edit: None,
+        };
+        true
+    }
+
+    /// Whether the file at `path` is as it was read.
+    pub fn unchanged(&self, path: &Path) -> bool {
+        stamp(path) == self.read
+    }
 }
 
 /// Reads and parses the module file at `path`; the module is named after the file.
@@ -204,7 +235,7 @@ impl Stub {
             // (Unless a withdraw is on its way: then it must be uploaded again.)
             if o.parsed.path == parsed.path && !self.withdrawing.contains_key(&module) {
                 // The same file again: reloaded if edited, as the watcher does.
-                if o.parsed.md5 == parsed.md5 && stamp(&parsed.path) == o.stamp {
+                if o.parsed.md5 == parsed.md5 && o.watched.unchanged(&parsed.path) {
                     let path = parsed.path.display();
                     say!("{module} is registered from {path} already, unchanged (reload:{module} restarts it)");
                     return Ok(());
@@ -224,8 +255,7 @@ impl Stub {
         };
         let before = self.owned.get(&module);
         let owned = Owned {
-            stamp: stamp(&parsed.path),
-            next_stamp: None,
+            watched: Watched::read_now(&parsed.path),
             parsed,
             // Still registered at the server as before, until it answers the upload.
             confirmed: before.is_some_and(|o| o.confirmed),
@@ -253,8 +283,7 @@ impl Stub {
                 "this stub does not own a module '{module}' (see mods)"
             ));
         };
-        owned.stamp = stamp(&owned.parsed.path);
-        owned.next_stamp = None;
+        owned.watched = Watched::read_now(&owned.parsed.path);
         if owned.pool.provider().is_some() {
             return Err(format!(
                 "{module} is provided by an app, which reloads it by providing it again"
@@ -291,11 +320,7 @@ impl Stub {
             if !o.parsed.path.is_absolute() {
                 continue; // An installed module (`import:NAME`) or an app's: no file to watch.
             }
-            // A file that is gone is watched on: it counts as changed once it is back.
-            let now = stamp(&o.parsed.path);
-            if now == o.stamp {
-                o.next_stamp = None;
-            } else if settled(&mut o.next_stamp, now) {
+            if o.watched.edited(&o.parsed.path) {
                 due.push(module.clone());
             }
         }
@@ -312,16 +337,9 @@ impl Stub {
         let Some(path) = self.config.profile.clone() else {
             return;
         };
-        let now = stamp(&path);
-        if now == self.profile_seen {
-            self.profile_next = None;
+        if !self.profile_watched.edited(&path) {
             return;
         }
-        if !settled(&mut self.profile_next, now) {
-            return;
-        }
-        self.profile_seen = now;
-        self.profile_next = None;
         let (register, expose) = match read_lists(&path) {
             Ok(lists) => lists,
             Err(e) => return say!("error: the profile changed but cannot be read: {e}"),

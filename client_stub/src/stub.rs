@@ -21,7 +21,7 @@ use common::store::{valid_module_name, Store};
 use common::Result;
 
 use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
-use crate::owned::{render, Owned, Stamp};
+use crate::owned::{render, Owned, Watched};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
 use crate::Config;
@@ -103,17 +103,17 @@ pub struct Stub {
     pub(crate) served: Arc<Mutex<Stats>>,
     /// When owned module files were last checked for edits.
     pub(crate) last_watch: Instant,
-    /// The profile's stamp and the modules its `register` and `expose` lists named when last
-    /// read.
-    pub(crate) profile_seen: Stamp,
-    /// Another stamp of the profile, seen at the last look (see [`crate::owned::settled`]).
-    pub(crate) profile_next: Option<Stamp>,
+    /// The profile, and the modules its `register` and `expose` lists named when last read.
+    pub(crate) profile_watched: Watched,
     pub(crate) from_profile: (Vec<PathBuf>, Vec<String>),
 }
 
 impl Stub {
     pub fn new(config: Config, store: Store, names: Names) -> Self {
-        let config_stamp = config.profile.as_deref().and_then(crate::owned::stamp);
+        let profile_watched = config
+            .profile
+            .as_deref()
+            .map_or_else(Watched::default, Watched::read_now);
         let from_profile = crate::owned::profile_lists(config.profile.as_deref());
         Stub {
             incoming: Reassembler::new(config.limits.max_module_bytes),
@@ -135,8 +135,7 @@ impl Stub {
             made: Stats::default(),
             served: Arc::default(),
             last_watch: Instant::now(),
-            profile_seen: config_stamp,
-            profile_next: None,
+            profile_watched,
             from_profile,
         }
     }
