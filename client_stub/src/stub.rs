@@ -67,7 +67,8 @@ pub enum Event {
 pub(crate) struct Known {
     pub(crate) owner: String,
     md5: String,
-    /// Present once the cached copy is current.
+    /// What calls are checked against: the current copy once here; while a new version is
+    /// fetched, the one before it (calls made meanwhile still go out); none before the first.
     desc: Option<ModuleDescriptor>,
 }
 
@@ -331,12 +332,13 @@ impl Stub {
             }
         };
         self.send_up(msg);
+        let before = self.known.remove(&module).and_then(|k| k.desc);
         self.known.insert(
             module,
             Known {
                 owner,
                 md5,
-                desc: current,
+                desc: current.or(before),
             },
         );
         self.refresh_names();

@@ -6,7 +6,10 @@ mod harness;
 use std::path::Path;
 use std::time::Duration;
 
+use std::io::{BufRead, BufReader, Write};
+
 use common::app::CallError;
+use common::proto::{Offer, Reply, ToClient, ToServer, PROTOCOL_VERSION};
 use harness::*;
 use serde_json::json;
 
@@ -330,40 +333,61 @@ fn a_slow_import_is_reported_and_what_the_module_prints_reaches_the_log_file() {
     assert!(log.contains("[m] still importing after 10 s"), "{log}");
 }
 
-#[test]
-fn names_a_server_would_never_send_are_refused_not_printed() {
-    use common::proto::{Offer, ToClient, PROTOCOL_VERSION};
-    use std::io::{BufRead, BufReader, Write};
-    let tmp = tempfile::tempdir().unwrap();
+/// A server played by the test: it welcomes the stub that connects (as `b`), then `talk`
+/// speaks for it, writing frames to the stream and reading the stub's from the reader.
+fn fake_server(
+    talk: impl FnOnce(&mut std::net::TcpStream, &mut dyn BufRead) + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // A hostile server: it welcomes the stub, then offers modules under forged names.
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
+        let mut from_stub = BufReader::new(s.try_clone().unwrap());
         let mut hello = String::new();
-        BufReader::new(s.try_clone().unwrap())
-            .read_line(&mut hello)
-            .unwrap();
+        from_stub.read_line(&mut hello).unwrap();
         let welcome = ToClient::Welcome {
             name: "b".into(),
             version: PROTOCOL_VERSION,
             heartbeat_ms: 60_000,
         };
-        let offer = |module: &str, owner: &str| {
-            ToClient::Offer(Offer {
-                module: module.into(),
-                owner: owner.into(),
-                md5: "0".repeat(32),
-                size: 10,
-            })
-        };
-        for msg in [
-            welcome,
-            offer("m", "a\n[server] forged line"),
-            offer("../escape", "a"),
-        ] {
-            writeln!(s, "{}", serde_json::to_string(&msg).unwrap()).unwrap();
+        send(&mut s, &welcome);
+        talk(&mut s, &mut from_stub);
+    });
+    (port, server)
+}
+
+fn send(s: &mut std::net::TcpStream, msg: &ToClient) {
+    writeln!(s, "{}", serde_json::to_string(msg).unwrap()).unwrap();
+}
+
+/// The next frame the stub sends that `pick` takes (heartbeats and the like are skipped).
+fn next_frame<T>(from_stub: &mut dyn BufRead, pick: impl Fn(ToServer) -> Option<T>) -> T {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(from_stub.read_line(&mut line).unwrap() > 0, "the stub left");
+        if let Some(it) = pick(serde_json::from_str(&line).unwrap()) {
+            return it;
         }
+    }
+}
+
+fn offer(module: &str, owner: &str, bytes: &[u8]) -> ToClient {
+    ToClient::Offer(Offer {
+        module: module.into(),
+        owner: owner.into(),
+        md5: common::store::md5_hex(bytes),
+        size: bytes.len() as u64,
+    })
+}
+
+#[test]
+fn names_a_server_would_never_send_are_refused_not_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A hostile server offers modules under forged names.
+    let (port, server) = fake_server(|s, _| {
+        send(s, &offer("m", "a\n[server] forged line", b"{}"));
+        send(s, &offer("../escape", "a", b"{}"));
         std::thread::sleep(Duration::from_secs(2));
     });
     let b = stub(tmp.path(), port, "b", &[]);
@@ -371,5 +395,48 @@ fn names_a_server_would_never_send_are_refused_not_printed() {
     let out = b.output().join("\n");
     assert!(out.contains(r"'a\n[server] forged line'"), "{out}");
     assert!(!out.contains("fetching"), "{out}");
+    server.join().unwrap();
+}
+
+#[test]
+fn calls_go_on_while_a_new_version_of_a_module_is_fetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let version = |functions: &[&str]| {
+        let mut provider = common::provider::Provider::new("m");
+        for f in functions {
+            provider = provider.function(f, &[], "", |(): ()| Ok(1));
+        }
+        provider.descriptor().to_bytes()
+    };
+    // The server sends version 1, then offers version 2 and holds its chunks back: the
+    // stub keeps version 1's headers meanwhile, and the call still goes out.
+    let (port, server) = fake_server(move |s, from_stub| {
+        let v1 = version(&["f"]);
+        send(s, &offer("m", "a", &v1));
+        next_frame(from_stub, |f| {
+            matches!(f, ToServer::Want { .. }).then_some(())
+        });
+        for chunk in common::chunk::split("m", &v1) {
+            send(s, &ToClient::Chunk(chunk));
+        }
+        send(s, &offer("m", "a", &version(&["f", "g"])));
+        let call = next_frame(from_stub, |f| match f {
+            ToServer::Call(call) => Some(call),
+            _ => None,
+        });
+        let result = Ok(json!(call.function));
+        send(
+            s,
+            &ToClient::Reply(Reply {
+                id: call.id,
+                result,
+            }),
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let b = stub(tmp.path(), port, "b", &[]);
+    b.wait_for("received m from a");
+    b.wait_n("m from a: fetching", 2);
+    assert_eq!(client(&b).call("m", "f", ()).unwrap(), json!("f"));
     server.join().unwrap();
 }
