@@ -190,6 +190,7 @@ async fn read_server(
     limit: Duration,
 ) -> Option<String> {
     let silence = Silence::new(limit);
+    reader.report_to(&silence);
     let silent = silence.expired();
     smol::pin!(silent);
     let mut unflushed = 0;
@@ -200,7 +201,6 @@ async fn read_server(
             Err(Error::Protocol(why))
         });
         let read = read.await;
-        silence.heard();
         match read {
             Ok(Some(msg)) => {
                 let event = Event::Server(msg);

@@ -32,6 +32,8 @@ pub struct FrameReader<R> {
     max: usize,
     /// The start of the last frame refused (see [`FrameReader::refused_head`]).
     refused: Vec<u8>,
+    /// Told of every read that brings bytes (see [`FrameReader::report_to`]).
+    silence: Option<Silence>,
 }
 
 /// How much of a refused frame is kept: enough for its command and id.
@@ -48,7 +50,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             done: false,
             max,
             refused: Vec::new(),
+            silence: None,
         }
+    }
+
+    /// Every read that brings bytes counts as heard by `silence`, so that a peer sending one
+    /// long frame over a slow link is not taken for gone before its last byte.
+    pub fn report_to(&mut self, silence: &Silence) {
+        self.silence = Some(silence.clone());
     }
 
     /// The start of the last frame [`FrameReader::read`] refused (malformed or over the limit),
@@ -126,6 +135,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 filled => filled?,
             }
             let buf = self.reader.buffer();
+            if let (Some(silence), false) = (&self.silence, buf.is_empty()) {
+                silence.heard();
+            }
             if buf.is_empty() {
                 // A last frame without its newline counts if it is whole (`read` tells).
                 return match self.size {
@@ -257,9 +269,9 @@ pub async fn accept_each(
     }
 }
 
-/// Notices a silent peer without a timer or a clock read per frame: the reader calls
-/// [`Silence::heard`] after each frame (one atomic store); [`Silence::expired`], polled
-/// alongside the reads, wakes a few times per limit to look.
+/// Notices a silent peer without a timer or a clock read per read: its
+/// [`FrameReader`] calls [`Silence::heard`] whenever bytes arrive (one atomic store);
+/// [`Silence::expired`], polled alongside the reads, wakes a few times per limit to look.
 #[derive(Debug, Clone)]
 pub struct Silence {
     heard: Arc<AtomicBool>,

@@ -117,6 +117,7 @@ pub async fn serve(
     // A peer that vanished without closing (pulled cable, suspended laptop) falls silent.
     let limit = Duration::from_millis(limits.heartbeat_ms.saturating_mul(3));
     let silence = Silence::new(limit);
+    reader.report_to(&silence);
     let silent = silence.expired();
     smol::pin!(silent);
     let mut unflushed = 0;
@@ -126,7 +127,6 @@ pub async fn serve(
             Err(Error::Protocol(format!("nothing heard for {limit:?}")))
         });
         let read = read.await;
-        silence.heard();
         let event = match read {
             Ok(Some(msg)) => Event::Frame { id, msg },
             Ok(None) => break,

@@ -439,3 +439,23 @@ fn a_stub_reconnecting_with_its_session_replaces_its_ghost() {
     back.send(json!({"cmd": "who"}));
     assert_eq!(back.recv()["cmd"], "who");
 }
+
+#[test]
+fn a_long_frame_arriving_slowly_keeps_its_sender_in() {
+    // Silent for three heartbeats (1.5 s) means gone; the frame takes 4 s to arrive.
+    let s = server_with("heartbeat_ms = 500");
+    let mut slow = Peer::connect(s.port);
+    slow.send(json!({"cmd": "hello", "data": {"version": 1, "name": "slow", "session": null}}));
+    assert_eq!(slow.recv()["cmd"], "welcome");
+    let call = json!({"cmd": "call", "data": {"id": 7, "module": "z", "function": "f",
+        "args": ["x".repeat(40_000)], "timeout_ms": 60000}});
+    let frame = format!("{call}\n");
+    for piece in frame.as_bytes().chunks(frame.len() / 40 + 1) {
+        slow.raw(piece);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = slow.recv();
+    assert_eq!(v["cmd"], "reply", "{v}");
+    assert_eq!(v["data"]["id"], 7);
+    assert_eq!(v["data"]["result"]["Err"]["kind"], "unknown_module", "{v}");
+}
