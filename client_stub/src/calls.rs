@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::config::Limits;
-use common::conn::json_size;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
-use common::proto::{Call, Reply, ToApp, ToServer, ToStub};
+use common::proto::{Call, Json, Reply, ToApp, ToServer, ToStub};
 use common::say;
 use common::store::{check_module_name, md5_hex};
 use serde_json::{json, Value};
@@ -47,7 +46,7 @@ impl LocalCall {
     }
 
     /// Answers the app, unless it was answered already.
-    fn answer(&self, result: Result<Value, RemoteError>) {
+    fn answer(&self, result: Result<Json, RemoteError>) {
         if !self.answered.swap(true, Ordering::AcqRel) {
             let id = self.id;
             reply_to_app(&self.outbox, Reply { id, result }, &self.limits);
@@ -71,13 +70,11 @@ impl Stub {
                     .filter(|m| m.starts_with(&prefix))
                     .map(|m| Value::from(m.as_str()))
                     .collect();
-                self.answer_app(conn, id, Ok(Value::Array(list)));
+                self.answer_app(conn, id, Ok(Value::Array(list).into()));
             }
             ToStub::Describe { id, module } => {
                 let result = match self.descriptor(&module) {
-                    Some((desc, _)) => {
-                        Ok(serde_json::to_value(desc).expect("descriptors serialize"))
-                    }
+                    Some((desc, _)) => Ok(Json::of(desc).expect("descriptors serialize")),
                     None => Err(unknown_module(&module)),
                 };
                 self.answer_app(conn, id, result);
@@ -86,12 +83,12 @@ impl Stub {
             ToStub::Stats { id } => {
                 let served = self.served.lock().map(|s| s.rows()).unwrap_or_default();
                 let stats = json!({"made": self.made.rows(), "served": served});
-                self.answer_app(conn, id, Ok(stats));
+                self.answer_app(conn, id, Ok(stats.into()));
             }
             ToStub::Provide { id, descriptor } => {
                 let result = self
                     .provide(conn, descriptor)
-                    .map(Value::from)
+                    .map(|text| Value::from(text).into())
                     .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
                 self.answer_app(conn, id, result);
             }
@@ -103,7 +100,7 @@ impl Stub {
             ToStub::Reload { id, module } => {
                 let result = self
                     .reload(&module, "asked by an app")
-                    .map(Value::from)
+                    .map(|text| Value::from(text).into())
                     .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
                 self.answer_app(conn, id, result);
             }
@@ -233,7 +230,7 @@ impl Stub {
         match waiter.app {
             Some((conn, app_id)) => {
                 let pong = json!({"address": address, "rtt_ms": rtt_ms});
-                self.answer_app(conn, app_id, Ok(pong));
+                self.answer_app(conn, app_id, Ok(pong.into()));
             }
             None => say!("the server sees this stub as {address}; round trip {rtt_ms:.3} ms"),
         }
@@ -247,7 +244,7 @@ impl Stub {
     }
 
     /// Ends a call that waited for the network: counts it and answers its app.
-    pub(crate) fn settle(&mut self, p: Pending, result: std::result::Result<Value, RemoteError>) {
+    pub(crate) fn settle(&mut self, p: Pending, result: std::result::Result<Json, RemoteError>) {
         let error = result.as_ref().err().map(ToString::to_string);
         let took = p.started.elapsed();
         self.made
@@ -334,7 +331,7 @@ impl Stub {
         let served = self.served.clone();
         let (id, started) = (call.id, Instant::now());
         let (module, function) = (call.module.clone(), call.function.clone());
-        let done = Box::new(move |result: Result<Value, RemoteError>| {
+        let done = Box::new(move |result: Result<Json, RemoteError>| {
             let result = result.and_then(|value| fits_a_frame(value, limit));
             if let Ok(mut stats) = served.lock() {
                 let error = result.as_ref().err().map(ToString::to_string);
@@ -349,7 +346,7 @@ impl Stub {
         &self,
         conn: u64,
         id: u64,
-        result: std::result::Result<Value, RemoteError>,
+        result: std::result::Result<Json, RemoteError>,
     ) {
         if let Some(outbox) = self.apps.get(&conn) {
             reply_to_app(outbox, Reply { id, result }, &self.config.limits);
@@ -414,20 +411,10 @@ fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &Limits) {
 
 /// `value`, unless it is too large for one frame: then an error naming its size, so that it is
 /// never sent only to be refused.
-fn fits_a_frame(value: Value, max_frame: usize) -> Result<Value, RemoteError> {
+fn fits_a_frame(value: Json, max_frame: usize) -> Result<Json, RemoteError> {
     // Room for the reply's envelope around the value.
     let limit = max_frame.saturating_sub(1024);
-    // Only a value that could be that large is walked to count it (a string's JSON is at most
-    // six bytes per byte): a typical number or short string costs nothing extra on this path.
-    let could_exceed = match &value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
-        Value::String(s) => s.len().saturating_mul(6) > limit,
-        Value::Array(_) | Value::Object(_) => true,
-    };
-    if !could_exceed {
-        return Ok(value);
-    }
-    match json_size(&value) {
+    match value.text().len() {
         size if size > limit => Err(RemoteError::new(
             ErrorKind::TooLarge,
             format!("the result is {size} bytes, over the frame limit of {limit} bytes"),

@@ -6,8 +6,11 @@
 //! client stub → server ([`ToServer`]), server → client stub ([`ToClient`]),
 //! app → its local stub ([`ToStub`]) and back ([`ToApp`]).
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::error::RemoteError;
 use crate::log::printable;
@@ -193,9 +196,9 @@ pub struct Call {
     pub module: String,
     pub function: String,
     #[serde(default)]
-    pub args: Vec<Value>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub kwargs: Map<String, Value>,
+    pub args: Vec<Json>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kwargs: BTreeMap<String, Json>,
     /// How long the caller still waits, in milliseconds: a duration, never a clock time.
     pub timeout_ms: u64,
 }
@@ -204,7 +207,53 @@ pub struct Call {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     pub id: u64,
-    pub result: Result<Value, RemoteError>,
+    pub result: Result<Json, RemoteError>,
+}
+
+/// A value of a call's arguments or result, kept as its JSON text: checked to be JSON where a
+/// frame is read, never parsed into a tree nor printed again by the stubs it passes through (an
+/// argument of 10,000 numbers costs each hop a scan, not a parse and a print). It reads as one
+/// only in the app and in the module that runs the call.
+///
+/// Read from inside a frame, it needs the frame's `cmd` before its `data` (as every sender
+/// writes them; serde buffers the other order, which it cannot keep as text).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json(Box<RawValue>);
+
+impl Json {
+    /// `value` as JSON text.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Json> {
+        serde_json::value::to_raw_value(value).map(Json)
+    }
+
+    /// The value `text` holds, checked to be JSON.
+    pub fn parse(text: String) -> serde_json::Result<Json> {
+        RawValue::from_string(text).map(Json)
+    }
+
+    /// Reads the value as a `T`.
+    pub fn read<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Its JSON text, as it came (whitespace included).
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<Value> for Json {
+    fn from(value: Value) -> Json {
+        Json::of(&value).expect("a Value is always JSON")
+    }
+}
+
+/// Same text, same value: what a test compares, since every stub forwards the text as it came.
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.text() == other.text()
+    }
 }
 
 /// Whether `name` is one a stub may go by: 1 to 64 bytes, no `:` (which separates a shell

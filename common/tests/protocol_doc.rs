@@ -4,7 +4,7 @@
 
 use common::error::{ErrorKind, RemoteError};
 use common::proto::*;
-use serde_json::{json, Map};
+use serde_json::json;
 
 /// Every variant's name; exhaustive, so a new variant cannot be forgotten here.
 fn to_server_name(m: &ToServer) -> &'static str {
@@ -81,8 +81,8 @@ fn call(id: u64) -> Call {
         id,
         module: "z".into(),
         function: "add_prams".into(),
-        args: vec![json!(1), json!(2)],
-        kwargs: Map::new(),
+        args: vec![json!(1).into(), json!(2).into()],
+        kwargs: Default::default(),
         timeout_ms: 30000,
     }
 }
@@ -90,7 +90,7 @@ fn call(id: u64) -> Call {
 fn ok(id: u64) -> Reply {
     Reply {
         id,
-        result: Ok(json!(3)),
+        result: Ok(json!(3).into()),
     }
 }
 
@@ -129,7 +129,9 @@ fn render() -> String {
          malformed, unknown, of the wrong shape or over the limit is answered with an `error` frame naming\n\
          what was wrong, and the connection goes on; but when its start reads `{\"cmd\": NAME, \"data\":\n\
          {\"id\": N, ...`, the request it was is answered by that id instead (a call fails with kind\n\
-         `protocol` or `too_large`), so nobody waits for a timeout. Senders put the id first for this.\n\
+         `protocol` or `too_large`), so nobody waits for a timeout. Senders put the id first for this,\n\
+         and `cmd` before `data`: arguments and results go from stub to stub as the JSON text they came\n\
+         as, never parsed into values on the way, which needs the command read first.\n\
          Ids are chosen by the sender of a call and unique among its calls in flight; the answer carries\n\
          the same id. Timeouts travel as durations (`timeout_ms`), never as clock times. A `result` is\n\
          `{\"Ok\": VALUE}` or `{\"Err\": ERROR}` where ERROR has `kind` (exception, unknown_module,\n\

@@ -17,11 +17,10 @@ use common::error::{ErrorKind, RemoteError};
 use common::log::printable;
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
-use common::proto::{Call, Chunk, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
+use common::proto::{Call, Chunk, Hello, Json, Reply, ToClient, ToServer, PROTOCOL_VERSION};
 use common::say;
 use common::stats::Stats;
 use common::store::{check_module_name, md5_hex, Store};
-use serde_json::Value;
 use smol::net::{Shutdown, TcpStream};
 
 use crate::registry::{PeerId, Refusal, Registry};
@@ -533,7 +532,7 @@ impl Broker {
     }
 
     /// Ends a routed call: counts it and answers its caller.
-    fn settle(&mut self, route: Route, result: Result<Value, RemoteError>) {
+    fn settle(&mut self, route: Route, result: Result<Json, RemoteError>) {
         let error = result.as_ref().err().map(ToString::to_string);
         let took = route.started.elapsed();
         self.stats

@@ -1,6 +1,7 @@
 //! Supervised Python workers: the owner of a module runs it in `python3` processes (see
 //! `worker.py` for the line protocol) that are restarted with backoff when they die.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -12,7 +13,8 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -22,7 +24,7 @@ use smol::{Async, Task, Timer};
 use common::error::{ErrorKind, RemoteError};
 use common::log::printable;
 use common::outbox::flush_queued;
-use common::proto::Call;
+use common::proto::{Call, Json};
 use common::readiness::ReadWhenReady;
 use common::say;
 use lane::{request_line, Lane};
@@ -89,7 +91,7 @@ struct Generation {
     older: Option<Box<Generation>>,
 }
 
-type Answer = Result<Value, RemoteError>;
+type Answer = Result<Json, RemoteError>;
 
 /// Takes the answer to one call. Called exactly once, where the answer arrives (a worker's
 /// supervisor, a providing app's connection): it goes on from there with no task or channel of
@@ -101,8 +103,8 @@ pub type Done = Box<dyn FnOnce(Answer) + Send>;
 struct Job {
     module: Arc<str>,
     function: String,
-    args: Vec<Value>,
-    kwargs: Map<String, Value>,
+    args: Vec<Json>,
+    kwargs: BTreeMap<String, Json>,
     /// When the caller stops waiting, in ms of `CLOCK_MONOTONIC` (see `watch`).
     deadline_ms: u64,
     /// Taken when answered; see the `Drop` below.
@@ -779,39 +781,33 @@ impl Conn {
     }
 }
 
+/// A worker's answer line, its value kept as text.
+#[derive(Deserialize)]
+struct WorkerAnswer {
+    id: Option<u64>,
+    /// Present, even as `null`, for a result.
+    #[serde(default, deserialize_with = "present")]
+    ok: Option<Json>,
+    error: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Json>, D::Error> {
+    Json::deserialize(d).map(Some)
+}
+
 /// Parses the answer to request `id`: `Err` describes a line that is not one.
 fn parse_answer(line: &str, id: u64) -> Result<Answer, String> {
-    let mut answer: Value = match serde_json::from_str(line) {
-        Ok(answer) => answer,
-        // The worker wrote a whole answer to this call (it starts them all so), but with a value
-        // Python makes and this side cannot read: a lone surrogate in a string, nesting too
-        // deep. The call fails; the worker is fine and keeps its state.
-        Err(e) if line.starts_with(&format!("{{\"id\":{id},")) => {
-            let mut error = RemoteError::new(
-                ErrorKind::Exception,
-                format!(
-                    "the answer cannot be carried between stubs ({e}): does it hold a string with \
-                     a lone surrogate, or nesting over 127 levels?"
-                ),
-            );
-            error.exc_type = Some("ValueError".into());
-            return Ok(Err(error));
-        }
-        Err(e) => return Err(invalid(e, line)),
-    };
-    let fields = answer
-        .as_object_mut()
-        .filter(|f| f.get("id").and_then(Value::as_u64) == Some(id));
-    let Some(fields) = fields else {
+    let answer: WorkerAnswer = serde_json::from_str(line).map_err(|e| invalid(e, line))?;
+    if answer.id != Some(id) {
         return Err(format!(
             "expected the answer to call {id}: {}",
             excerpt(line)
         ));
-    };
-    if let Some(ok) = fields.remove("ok") {
+    }
+    if let Some(ok) = answer.ok {
         return Ok(Ok(ok));
     }
-    let error = fields.get("error");
+    let error = answer.error.as_ref();
     // Interrupted at its deadline (or not started past it): a timeout to the caller, as when
     // its own stub times it out first; which of the two ticks first is chance.
     let kind = match error.and_then(|e| e.get("type")) {

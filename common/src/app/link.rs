@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use serde_json::Value;
 use smol::future::FutureExt;
 use smol::io::AsyncWrite;
 use smol::lock::Mutex as AsyncMutex;
@@ -25,10 +24,10 @@ use smol::{Async, Timer};
 
 use crate::conn::FrameReader;
 use crate::error::RemoteError;
-use crate::proto::ToApp;
+use crate::proto::{Json, ToApp};
 use crate::readiness::ReadWhenReady;
 
-pub(super) type Answer = Result<Value, RemoteError>;
+pub(super) type Answer = Result<Json, RemoteError>;
 
 /// Why a call got no answer.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::config::{ClientProfile, Profile};
 use crate::conn::{put_line, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::ModuleDescriptor;
-use crate::proto::{Call, ToApp, ToStub};
+use crate::proto::{Call, Json, ToApp, ToStub};
 use link::{Link, NoAnswer};
 
 mod link;
@@ -135,12 +135,15 @@ impl Requests {
         kwargs: Map<String, Value>,
         timeout: Option<Duration>,
     ) -> Result<Request, CallError> {
-        let args =
-            match serde_json::to_value(args).map_err(|e| CallError::BadArguments(e.to_string()))? {
-                Value::Array(items) => items,
-                Value::Null => Vec::new(),
-                one => vec![one],
-            };
+        let bad = |e: serde_json::Error| CallError::BadArguments(e.to_string());
+        // Printed once; a list is then split into its values' texts, not parsed.
+        let text = serde_json::to_string(&args).map_err(bad)?;
+        let args = match text.as_bytes().first() {
+            Some(b'[') => serde_json::from_str(&text).map_err(bad)?,
+            _ if text == "null" => Vec::new(),
+            _ => vec![Json::parse(text).map_err(bad)?],
+        };
+        let kwargs = kwargs.into_iter().map(|(k, v)| (k, v.into())).collect();
         let timeout = timeout.unwrap_or(self.timeout);
         let (module, function) = (module.to_owned(), function.to_owned());
         let what = format!("{module}.{function}");
@@ -259,7 +262,10 @@ impl AsyncClient {
         function: &str,
         args: impl Serialize,
     ) -> Result<T, CallError> {
-        decode(self.call(module, function, args).await?)
+        let request = self
+            .requests
+            .call(module, function, args, Map::new(), None)?;
+        decode(self.send(request).await?)
     }
 
     /// Calls `module.function(*args, **kwargs)` with an optional timeout of its own.
@@ -274,7 +280,7 @@ impl AsyncClient {
         let request = self
             .requests
             .call(module, function, args, kwargs, timeout)?;
-        self.send(request).await
+        decode(self.send(request).await?)
     }
 
     /// The names of the modules on the network that start with `prefix`.
@@ -303,14 +309,18 @@ impl AsyncClient {
 
     /// This app's stub as the server sees it: `{"address": ..., "rtt_ms": ...}`.
     pub async fn ping(&self) -> Result<Value, CallError> {
-        self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)
-            .await
+        decode(
+            self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)
+                .await?,
+        )
     }
 
     /// Call statistics of the stub: `{"made": [...], "served": [...]}`, a row per function.
     pub async fn stats(&self) -> Result<Value, CallError> {
-        self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)
-            .await
+        decode(
+            self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)
+                .await?,
+        )
     }
 
     /// Reloads a module the stub owns from its file; returns the descriptor's new md5.
@@ -323,7 +333,7 @@ impl AsyncClient {
     }
 
     /// Sends one request and waits for its answer or the timeout, whichever comes first.
-    async fn send(&self, request: Request) -> Result<Value, CallError> {
+    async fn send(&self, request: Request) -> Result<Json, CallError> {
         let deadline = request.deadline();
         match self.link.request(request.id, &request.line, deadline).await {
             Ok(result) => result.map_err(CallError::from),
@@ -403,7 +413,12 @@ impl Client {
         function: &str,
         args: impl Serialize,
     ) -> Result<T, CallError> {
-        decode(self.call(module, function, args)?)
+        decode(
+            self.send(
+                self.requests
+                    .call(module, function, args, Map::new(), None)?,
+            )?,
+        )
     }
 
     /// See [`AsyncClient::call_with`].
@@ -415,9 +430,11 @@ impl Client {
         kwargs: Map<String, Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        self.send(
-            self.requests
-                .call(module, function, args, kwargs, timeout)?,
+        decode(
+            self.send(
+                self.requests
+                    .call(module, function, args, kwargs, timeout)?,
+            )?,
         )
     }
 
@@ -446,11 +463,11 @@ impl Client {
     }
 
     pub fn ping(&self) -> Result<Value, CallError> {
-        self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)
+        decode(self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)?)
     }
 
     pub fn stats(&self) -> Result<Value, CallError> {
-        self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)
+        decode(self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)?)
     }
 
     pub fn reload(&self, module: &str) -> Result<String, CallError> {
@@ -464,7 +481,7 @@ impl Client {
     }
 
     /// Writes one request and reads until its answer, or the timeout.
-    fn send(&self, request: Request) -> Result<Value, CallError> {
+    fn send(&self, request: Request) -> Result<Json, CallError> {
         use std::io::{BufRead, Write};
         let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
         let gone = |e: std::io::Error| {
@@ -519,8 +536,10 @@ impl Client {
 }
 
 /// A result read as the type asked for.
-fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CallError> {
-    serde_json::from_value(value).map_err(|e| CallError::BadResult(e.to_string()))
+fn decode<T: DeserializeOwned>(value: Json) -> Result<T, CallError> {
+    value
+        .read()
+        .map_err(|e| CallError::BadResult(e.to_string()))
 }
 
 #[cfg(test)]
