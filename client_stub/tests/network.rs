@@ -261,12 +261,15 @@ fn profiles_and_flags_give_clear_errors() {
     fs::write(dir.join("noname.toml"), "address = \"127.0.0.1\"\n").unwrap();
     let (status, out) = run(&["-c", "noname.toml"]);
     assert!(!status.success());
-    assert!(out.contains("-n/--name") && out.contains("'name'"), "{out}");
+    assert!(
+        out.contains("-n NAME sets it") && out.contains("'name'"),
+        "{out}"
+    );
 
     let (status, out) = run(&["-n", "x"]);
     assert!(!status.success());
     assert!(
-        out.contains("-a/--address") && out.contains("'address'"),
+        out.contains("-a ADDRESS sets it") && out.contains("'address'"),
         "{out}"
     );
 
