@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::config::Limits;
+use common::config::LinkLimits;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
@@ -33,7 +33,7 @@ pub(crate) struct Pending {
 /// tick looks), whichever comes first.
 pub(crate) struct LocalCall {
     outbox: Arc<Outbox>,
-    limits: Limits,
+    limits: LinkLimits,
     id: u64,
     deadline: Instant,
     answered: AtomicBool,
@@ -401,7 +401,7 @@ impl Answer {
 }
 
 /// Queues `reply` for an app; an app too far behind (it does not read its answers) is cut off.
-fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &Limits) {
+fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &LinkLimits) {
     outbox.push(&ToApp::Reply(reply));
     if outbox.over(limits) {
         say!("dropping an app connection: it does not read its answers");

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::config::{ClientProfile, Limits, LogSettings};
+use common::config::{ClientProfile, LinkLimits, LogSettings};
 use common::console::{Console, Names};
 use common::say;
 use common::store::Store;
@@ -56,7 +56,7 @@ pub struct Config {
     /// Modules this stub declares shareable: other stubs with the same headers may provide
     /// them too, and calls are spread among the owners.
     pub shared: Vec<String>,
-    pub limits: Limits,
+    pub limits: LinkLimits,
     /// The apps' default call timeout from the profile (kept for `sc:`; apps read it).
     pub call_timeout_ms: Option<u64>,
     /// Where the output also goes (kept for `sc:`; started by `main`).
@@ -88,7 +88,7 @@ impl Config {
             workers: BTreeMap::new(),
             shared: Vec::new(),
             expose: Vec::new(),
-            limits: Limits::default(),
+            limits: LinkLimits::default(),
             call_timeout_ms: None,
             log: LogSettings::default(),
             profile: None,

@@ -85,16 +85,8 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     let (profile, values) = Profile::<ClientProfile>::open(flags.config.as_deref(), |v| &v.log)?;
     let resolve = |p: PathBuf| resolve_in(&profile, p);
     let terminal = std::io::stdin().is_terminal();
-    let name = match flags.name.or(values.name) {
-        Some(n) => n,
-        None if terminal => ask("name of this stub")?,
-        None => return Err(missing("name", "-n/--name", "name")),
-    };
-    let address = match flags.address.or(values.address) {
-        Some(a) => a,
-        None if terminal => ask("server address")?,
-        None => return Err(missing("server address", "-a/--address", "address")),
-    };
+    let name = NAME.given_or_asked(flags.name.or(values.name), terminal)?;
+    let address = ADDRESS.given_or_asked(flags.address.or(values.address), terminal)?;
     let receiving_dir = flags
         .receiving_dir
         .or(values.receiving_dir.map(resolve))
@@ -139,21 +131,56 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     Ok(config)
 }
 
-fn missing(what: &str, flag: &str, key: &str) -> Error {
-    Error::Config(format!(
-        "no {what}: give {flag} or set '{key}' in the profile (-c PROFILE)"
-    ))
+/// A setting the stub cannot start without: asked for at a terminal, else an error saying
+/// where to set it.
+struct Needed {
+    /// What the prompt and the error call it.
+    what: &'static str,
+    /// The flag that sets it, with its value.
+    flag: &'static str,
+    /// The profile key that sets it.
+    key: &'static str,
 }
 
-fn ask(what: &str) -> common::Result<String> {
-    use std::io::Write;
-    print!("{what}: ");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    match line.trim() {
-        "" => Err(Error::Config(format!("no {what} given"))),
-        v => Ok(v.to_owned()),
+const NAME: Needed = Needed {
+    what: "name of this stub",
+    flag: "-n NAME",
+    key: "name",
+};
+
+const ADDRESS: Needed = Needed {
+    what: "server address",
+    flag: "-a ADDRESS",
+    key: "address",
+};
+
+impl Needed {
+    /// `given`, or else the answer typed at the terminal (if there is one).
+    fn given_or_asked(&self, given: Option<String>, terminal: bool) -> common::Result<String> {
+        match given {
+            Some(v) => Ok(v),
+            None if terminal => self.ask(),
+            None => Err(self.missing()),
+        }
+    }
+
+    fn ask(&self) -> common::Result<String> {
+        use std::io::Write;
+        print!("{}: ", self.what);
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        match line.trim() {
+            "" => Err(self.missing()),
+            v => Ok(v.to_owned()),
+        }
+    }
+
+    fn missing(&self) -> Error {
+        let Needed { what, flag, key } = self;
+        Error::Config(format!(
+            "no {what} given: {flag} sets it, or '{key}' in the profile (-c PROFILE)"
+        ))
     }
 }
 

@@ -318,9 +318,24 @@ fn a_rust_program_provides_a_module_in_process() {
     let b = stub(dir, port, "b", &[]);
     let example = exe("examples/provider");
     let a_port = format!("127.0.0.1:{}", app_port(&a));
+    // It says it provides only when it does: not when no stub answers, nor when refused.
+    let mut nowhere = Proc::start("nowhere", &example, &["127.0.0.1:1"], dir);
+    assert!(!nowhere.wait_exit().success());
+    let out = nowhere.output();
+    assert!(
+        out.len() == 1 && out[0].starts_with("error: not connected: no stub at 127.0.0.1:1"),
+        "{out:?}"
+    );
     let mut provider = Proc::start("provider", &example, &[&a_port], dir);
+    provider.wait_for(&format!("providing rustcalc through the stub at {a_port}"));
     a.wait_for("registered rustcalc");
     b.wait_for("received rustcalc from a");
+    let mut second = Proc::start("second", &example, &[&a_port], dir);
+    assert!(!second.wait_exit().success());
+    assert_eq!(
+        second.output(),
+        ["error: this stub already owns a module 'rustcalc'"]
+    );
     let app = client(&b);
     assert_eq!(app.call("rustcalc", "add", (2, 3)).unwrap(), json!(5));
     assert_eq!(

@@ -258,15 +258,28 @@ fn profiles_and_flags_give_clear_errors() {
         "{out}"
     );
 
+    // A server-only limit would do nothing here: refused, named.
+    fs::write(dir.join("server.toml"), "[limits]\nheartbeat_ms = 100\n").unwrap();
+    let (status, out) = run(&["-c", "server.toml"]);
+    assert!(!status.success());
+    assert!(
+        out.contains("bad profile server.toml")
+            && out.contains("`heartbeat_ms` is a server setting"),
+        "{out}"
+    );
+
     fs::write(dir.join("noname.toml"), "address = \"127.0.0.1\"\n").unwrap();
     let (status, out) = run(&["-c", "noname.toml"]);
     assert!(!status.success());
-    assert!(out.contains("-n/--name") && out.contains("'name'"), "{out}");
+    assert!(
+        out.contains("-n NAME sets it") && out.contains("'name'"),
+        "{out}"
+    );
 
     let (status, out) = run(&["-n", "x"]);
     assert!(!status.success());
     assert!(
-        out.contains("-a/--address") && out.contains("'address'"),
+        out.contains("-a ADDRESS sets it") && out.contains("'address'"),
         "{out}"
     );
 
@@ -334,6 +347,11 @@ fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
     let saved = fs::read_to_string(dir.join("conf/saved.toml")).unwrap();
     assert!(saved.contains("name = \"p\""), "{saved}");
     assert!(saved.contains("call_timeout_ms = 700"), "{saved}");
+    // Only the limits a client stub uses.
+    assert!(saved.contains("queue_frames = "), "{saved}");
+    for server_only in ["max_peers", "max_calls_in_flight", "heartbeat_ms"] {
+        assert!(!saved.contains(server_only), "{saved}");
+    }
     assert!(saved.contains("expose = [\"cmath\"]"), "{saved}");
     assert!(
         saved.contains(&format!("app_port = {port_taken}")),

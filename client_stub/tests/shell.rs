@@ -57,3 +57,22 @@ fn the_shell_registers_lists_completes_and_quits() {
         "{history}"
     );
 }
+
+#[test]
+fn an_empty_answer_at_the_prompts_says_which_flag_sets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // (flags given, the prompt, what the empty answer is told)
+    let cases: [(&[&str], &str, &str); 2] = [
+        (&[], "name of this stub: ", "-n NAME sets it"),
+        (&["-n", "a"], "server address: ", "-a ADDRESS sets it"),
+    ];
+    for (flags, prompt, told) in cases {
+        let mut cmd = Command::new(exe("client_stub"));
+        cmd.current_dir(tmp.path()).args(flags);
+        let mut sh = rexpect::session::spawn_command(cmd, Some(WAIT.as_millis() as u64)).unwrap();
+        sh.exp_string(prompt).unwrap();
+        sh.send_line("").unwrap();
+        sh.exp_string(told).unwrap();
+        sh.exp_eof().unwrap();
+    }
+}

@@ -168,3 +168,38 @@ fn a_file_without_a_certificate_or_key_is_named() {
     let odd = refused_stub(dir, port, "odd", &["--tls-ca", "notpem.txt"]);
     odd.wait_for("no certificate in notpem.txt");
 }
+
+#[test]
+fn gen_cert_keeps_existing_files_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gen_cert(dir, "tls");
+    let read = |file: &str| std::fs::read(dir.join("tls").join(file)).unwrap();
+    let key = read("key.pem");
+    let gen = |extra: &[&str]| {
+        let mut args = vec!["gen-cert", "--dir", "tls"];
+        args.extend_from_slice(extra);
+        let mut p = Proc::start("gen-cert", &exe("server_stub"), &args, dir);
+        let status = p.wait_exit();
+        (status, p.output().join("\n"))
+    };
+    let (status, out) = gen(&[]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("tls/cert.pem and tls/key.pem already exist: not replaced (--force"),
+        "{out}"
+    );
+    assert_eq!(read("key.pem"), key);
+
+    // One of them left: it alone is named, and nothing is written.
+    std::fs::remove_file(dir.join("tls/cert.pem")).unwrap();
+    let (status, out) = gen(&[]);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("tls/key.pem already exists"), "{out}");
+    assert!(!dir.join("tls/cert.pem").exists());
+
+    let (status, out) = gen(&["--force"]);
+    assert!(status.success(), "{out}");
+    assert!(dir.join("tls/cert.pem").exists());
+    assert_ne!(read("key.pem"), key);
+}

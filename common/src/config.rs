@@ -11,11 +11,11 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The sizes and times a stub enforces: the `[limits]` table of a profile. Every key is
-/// optional; the defaults suit a small network.
+/// What both stubs enforce on the links they keep (the server on each stub's, a client stub
+/// on each app's and on the server's): all a client profile's `[limits]` table may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
+#[serde(try_from = "LimitsTable", into = "LimitsTable")]
+pub struct LinkLimits {
     /// Largest frame accepted or sent, in bytes (an argument or result must fit in one).
     pub max_frame_bytes: usize,
     /// Largest module descriptor, in bytes.
@@ -24,34 +24,157 @@ pub struct Limits {
     pub queue_frames: usize,
     /// Bytes queued for one peer before it is dropped as not reading.
     pub queue_bytes: usize,
-    /// Stubs on the network at once (server).
+}
+
+/// The sizes and times the server enforces: the `[limits]` table of a server profile. Every
+/// key is optional; the defaults suit a small network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LimitsTable", into = "LimitsTable")]
+pub struct Limits {
+    /// What client stubs enforce too.
+    pub link: LinkLimits,
+    /// Stubs on the network at once.
     pub max_peers: usize,
-    /// Calls in flight per connection (server: per stub; client stub: per app).
+    /// Calls in flight per stub.
     pub max_calls_in_flight: usize,
     /// How often each side of a stub–server link sends a heartbeat; three silent intervals
-    /// mean the other side is gone (server; stubs follow the server's value).
-    #[serde(deserialize_with = "positive")]
+    /// mean the other side is gone (stubs follow the server's value).
     pub heartbeat_ms: u64,
 }
 
-/// A duration that must not be 0: a heartbeat of 0 ms would find every peer gone at once.
-fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+/// A `[limits]` table as written, each key set or not: one list of keys for both profiles.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsTable {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_frame_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_module_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_frames: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_peers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_calls_in_flight: Option<usize>,
+    #[serde(
+        default,
+        deserialize_with = "some_heartbeat_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    heartbeat_ms: Option<u64>,
+}
+
+/// A heartbeat interval, refused if 0: a heartbeat of 0 ms would find every peer gone at once.
+fn some_heartbeat_ms<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
     match u64::deserialize(d)? {
         0 => Err(serde::de::Error::custom("must be at least 1")),
-        n => Ok(n),
+        n => Ok(Some(n)),
+    }
+}
+
+/// A call timeout in milliseconds, refused if 0 (every call would time out at once): the
+/// profile's `call_timeout_ms` and an app's `--timeout-ms` alike.
+pub fn call_timeout_ms(ms: u64) -> std::result::Result<u64, String> {
+    match ms {
+        0 => Err(
+            "a call timeout must be at least 1 ms: with 0 every call would time out at once".into(),
+        ),
+        ms => Ok(ms),
+    }
+}
+
+fn some_call_timeout_ms<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    call_timeout_ms(u64::deserialize(d)?)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        LinkLimits {
+            max_frame_bytes: crate::conn::DEFAULT_MAX_FRAME,
+            max_module_bytes: 16 * 1024 * 1024,
+            queue_frames: 16 * 1024,
+            queue_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        LimitsTable::default().into()
+    }
+}
+
+impl LimitsTable {
+    /// The link limits this table sets, the defaults for the others.
+    fn link(&self) -> LinkLimits {
+        let d = LinkLimits::default();
+        LinkLimits {
+            max_frame_bytes: self.max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            max_module_bytes: self.max_module_bytes.unwrap_or(d.max_module_bytes),
+            queue_frames: self.queue_frames.unwrap_or(d.queue_frames),
+            queue_bytes: self.queue_bytes.unwrap_or(d.queue_bytes),
+        }
+    }
+}
+
+impl From<LimitsTable> for Limits {
+    fn from(t: LimitsTable) -> Self {
         Limits {
-            max_frame_bytes: crate::conn::DEFAULT_MAX_FRAME,
-            max_module_bytes: 16 * 1024 * 1024,
-            queue_frames: 16 * 1024,
-            queue_bytes: 64 * 1024 * 1024,
-            max_peers: 10_000,
-            max_calls_in_flight: 10_000,
-            heartbeat_ms: 5_000,
+            link: t.link(),
+            max_peers: t.max_peers.unwrap_or(10_000),
+            max_calls_in_flight: t.max_calls_in_flight.unwrap_or(10_000),
+            heartbeat_ms: t.heartbeat_ms.unwrap_or(5_000),
+        }
+    }
+}
+
+/// A client profile refuses the server's own keys: set there, they would silently do nothing.
+impl TryFrom<LimitsTable> for LinkLimits {
+    type Error = String;
+
+    fn try_from(t: LimitsTable) -> std::result::Result<Self, String> {
+        let server_only = [
+            ("max_peers", t.max_peers.is_some()),
+            ("max_calls_in_flight", t.max_calls_in_flight.is_some()),
+            ("heartbeat_ms", t.heartbeat_ms.is_some()),
+        ];
+        match server_only.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(format!(
+                "`{key}` is a server setting: a client stub does not use it (set it in the \
+                 server's profile)"
+            )),
+            None => Ok(t.link()),
+        }
+    }
+}
+
+impl From<LinkLimits> for LimitsTable {
+    fn from(l: LinkLimits) -> Self {
+        LimitsTable {
+            max_frame_bytes: Some(l.max_frame_bytes),
+            max_module_bytes: Some(l.max_module_bytes),
+            queue_frames: Some(l.queue_frames),
+            queue_bytes: Some(l.queue_bytes),
+            ..LimitsTable::default()
+        }
+    }
+}
+
+impl From<Limits> for LimitsTable {
+    fn from(l: Limits) -> Self {
+        LimitsTable {
+            max_peers: Some(l.max_peers),
+            max_calls_in_flight: Some(l.max_calls_in_flight),
+            heartbeat_ms: Some(l.heartbeat_ms),
+            ..l.link.into()
         }
     }
 }
@@ -147,6 +270,7 @@ pub struct ClientProfile {
     /// The Python interpreter that runs owned modules (`--python`).
     pub python: Option<String>,
     /// Default call timeout in milliseconds, for apps using this profile.
+    #[serde(default, deserialize_with = "some_call_timeout_ms")]
     pub call_timeout_ms: Option<u64>,
     /// Worker processes per owned module, by module name (default 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -160,7 +284,7 @@ pub struct ClientProfile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<String>,
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: LinkLimits,
     #[serde(default, skip_serializing_if = "LogSettings::is_default")]
     pub log: LogSettings,
 }
@@ -294,6 +418,54 @@ mod tests {
         let p = Profile::<ClientProfile>::load(good.to_str().unwrap()).unwrap();
         assert_eq!(p.values, values);
         assert_eq!(p.resolve(Path::new("recv")), dir.path().join("recv"));
+    }
+
+    #[test]
+    fn a_client_profile_refuses_server_limits_and_saves_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        for key in ["max_peers", "max_calls_in_flight", "heartbeat_ms"] {
+            std::fs::write(&path, format!("[limits]\nqueue_frames = 9\n{key} = 7\n")).unwrap();
+            let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&path.display().to_string())
+                    && err.contains(&format!("`{key}` is a server setting")),
+                "{err}"
+            );
+            let server = Profile::<ServerProfile>::load(path.to_str().unwrap()).unwrap();
+            assert_eq!(server.values.limits.link.queue_frames, 9);
+        }
+        std::fs::write(&path, "[limits]\nqueue_frames = 9\n").unwrap();
+        let client = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
+        assert_eq!(client.values.limits.queue_frames, 9);
+
+        save(&path, &client.values).unwrap();
+        let saved = std::fs::read_to_string(&path).unwrap();
+        assert!(saved.contains("queue_frames = 9"), "{saved}");
+        for key in ["max_peers", "max_calls_in_flight", "heartbeat_ms"] {
+            assert!(!saved.contains(key), "{saved}");
+        }
+        let again = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
+        assert_eq!(again.values, client.values);
+    }
+
+    #[test]
+    fn a_call_timeout_of_0_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "call_timeout_ms = 0\n").unwrap();
+        let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("call_timeout_ms") && err.contains("at least 1 ms"),
+            "{err}"
+        );
+        std::fs::write(&path, "call_timeout_ms = 1\n").unwrap();
+        let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
+        assert_eq!(ok.values.call_timeout_ms, Some(1));
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl Outbox {
     }
 
     /// Whether the peer is further behind than `limits` allow (frames or bytes queued).
-    pub fn over(&self, limits: &crate::config::Limits) -> bool {
+    pub fn over(&self, limits: &crate::config::LinkLimits) -> bool {
         let state = self.lock();
         state.frames >= limits.queue_frames || state.buf.len() >= limits.queue_bytes
     }

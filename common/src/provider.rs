@@ -9,6 +9,9 @@
 //!     .function("add", &["a", "b"], "Adds two integers.", |(a, b): (i64, i64)| Ok(a + b));
 //! calc.serve_blocking("127.0.0.1:8765").unwrap(); // until the stub goes away
 //! ```
+//!
+//! [`Provider::provide`] returns once the stub has accepted the module, for a program that
+//! says so before it serves ([`Providing::serve`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use crate::error::{ErrorKind, RemoteError};
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
 use crate::outbox::Outbox;
 use crate::proto::{Call, Json, Reply, ToApp, ToStub};
+use crate::readiness::ReadWhenReady;
 
 type Handler = Arc<dyn Fn(Vec<Json>, Kwargs) -> Result<Json, RemoteError> + Send + Sync>;
 type Kwargs = BTreeMap<String, Json>;
@@ -101,35 +105,47 @@ impl Provider {
     /// # Errors
     /// The stub cannot be reached or refuses the module.
     pub async fn serve(self, stub: &str) -> Result<(), CallError> {
-        let stream = TcpStream::connect(stub)
-            .await
-            .map_err(|e| CallError::NotConnected(format!("no stub at {stub}: {e}")))?;
-        let outbox = Outbox::tcp(&stream);
-        let _writer = outbox.spawn_writer(stream.clone());
-        let mut reader = FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME);
-        let provide = ToStub::Provide {
-            id: 0,
-            descriptor: self.desc.clone(),
-        };
-        if !outbox.send(&provide) {
-            return Err(CallError::NotConnected(
-                "the stub closed the connection".into(),
-            ));
-        }
-        loop {
-            match reader.read::<ToApp>().await {
-                Ok(Some(ToApp::Call(call))) => self.run(call, outbox.clone()),
-                Ok(Some(ToApp::Reply(Reply { result: Err(e), .. }))) => return Err(e.into()),
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(CallError::NotConnected(e.to_string())),
-            }
-        }
+        self.provide(stub).await?.serve().await
     }
 
     /// [`Provider::serve`], blocking.
     pub fn serve_blocking(self, stub: &str) -> Result<(), CallError> {
         smol::block_on(self.serve(stub))
+    }
+
+    /// Connects to the stub whose app port is `stub` and provides the module; returns once the
+    /// stub has accepted it, so the caller can say so (then [`Providing::serve`]).
+    ///
+    /// # Errors
+    /// The stub cannot be reached or refuses the module.
+    pub async fn provide(self, stub: &str) -> Result<Providing, CallError> {
+        let stream = TcpStream::connect(stub)
+            .await
+            .map_err(|e| CallError::NotConnected(format!("no stub at {stub}: {e}")))?;
+        let outbox = Outbox::tcp(&stream);
+        let provide = ToStub::Provide {
+            id: 0,
+            descriptor: self.desc.clone(),
+        };
+        let mut providing = Providing {
+            _writer: outbox.spawn_writer(stream.clone()),
+            reader: FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME),
+            outbox,
+            provider: self,
+        };
+        if !providing.outbox.send(&provide) {
+            return Err(closed());
+        }
+        match providing.until_reply().await? {
+            Some(Ok(_md5)) => Ok(providing),
+            Some(Err(refused)) => Err(refused.into()),
+            None => Err(closed()),
+        }
+    }
+
+    /// [`Provider::provide`], blocking.
+    pub fn provide_blocking(self, stub: &str) -> Result<Providing, CallError> {
+        smol::block_on(self.provide(stub))
     }
 
     /// Runs one call on a blocking thread and sends its answer.
@@ -150,6 +166,53 @@ impl Provider {
         })
         .detach();
     }
+}
+
+/// A module its stub has accepted: [`Providing::serve`] runs its calls.
+pub struct Providing {
+    provider: Provider,
+    outbox: Arc<Outbox>,
+    reader: FrameReader<ReadWhenReady<std::net::TcpStream>>,
+    _writer: smol::Task<()>,
+}
+
+impl Providing {
+    /// Runs the module's calls on blocking threads until the stub closes the connection.
+    ///
+    /// # Errors
+    /// The connection fails, or the stub withdraws the module with an error.
+    pub async fn serve(mut self) -> Result<(), CallError> {
+        loop {
+            match self.until_reply().await? {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// [`Providing::serve`], blocking.
+    pub fn serve_blocking(self) -> Result<(), CallError> {
+        smol::block_on(self.serve())
+    }
+
+    /// Runs the calls that come until the stub's next reply, which it returns; `None` when the
+    /// stub closes the connection.
+    async fn until_reply(&mut self) -> Result<Option<Result<Json, RemoteError>>, CallError> {
+        loop {
+            match self.reader.read::<ToApp>().await {
+                Ok(Some(ToApp::Call(call))) => self.provider.run(call, self.outbox.clone()),
+                Ok(Some(ToApp::Reply(reply))) => return Ok(Some(reply.result)),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(CallError::NotConnected(e.to_string())),
+            }
+        }
+    }
+}
+
+fn closed() -> CallError {
+    CallError::NotConnected("the stub closed the connection".into())
 }
 
 /// The arguments in parameter order: each keyword argument put in its parameter's place after

@@ -213,12 +213,32 @@ impl AsyncWrite for FirstBytes {
 }
 
 /// Writes a self-signed certificate for `names` (host names or IP addresses) and its key as
-/// `cert.pem` and `key.pem` in `dir`. The key file is readable by its owner only.
-pub fn generate(names: &[String], dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+/// `cert.pem` and `key.pem` in `dir`. The key file is readable by its owner only. Files already
+/// there are refused unless `replace`: a server and its stubs may be using them.
+pub fn generate(
+    names: &[String],
+    dir: &Path,
+    replace: bool,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let existing: Vec<String> = [&cert, &key]
+        .into_iter()
+        .filter(|f| f.exists())
+        .map(|f| f.display().to_string())
+        .collect();
+    if !replace && !existing.is_empty() {
+        let (exist, them) = match existing.len() {
+            1 => ("exists", "it"),
+            _ => ("exist", "them"),
+        };
+        return Err(Error::Config(format!(
+            "{} already {exist}: not replaced (--force replaces {them})",
+            existing.join(" and ")
+        )));
+    }
     let made = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| Error::Config(format!("cannot make a certificate: {e}")))?;
     std::fs::create_dir_all(dir)?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, made.cert.pem())?;
     write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
     Ok((cert, key))
@@ -262,7 +282,8 @@ mod tests {
     #[test]
     fn a_generated_certificate_carries_frames_both_ways() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = generate(&["localhost".into(), "127.0.0.1".into()], dir.path()).unwrap();
+        let (cert, key) =
+            generate(&["localhost".into(), "127.0.0.1".into()], dir.path(), false).unwrap();
         let acceptor = Acceptor::load(&cert, &key).unwrap();
         let connector = Connector::load(&cert, "localhost").unwrap();
         smol::block_on(async {
@@ -288,8 +309,8 @@ mod tests {
     #[test]
     fn a_stub_that_does_not_trust_the_certificate_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = generate(&["localhost".into()], &dir.path().join("a")).unwrap();
-        let (other, _) = generate(&["localhost".into()], &dir.path().join("b")).unwrap();
+        let (cert, key) = generate(&["localhost".into()], &dir.path().join("a"), false).unwrap();
+        let (other, _) = generate(&["localhost".into()], &dir.path().join("b"), false).unwrap();
         let acceptor = Acceptor::load(&cert, &key).unwrap();
         let stranger = Connector::load(&other, "localhost").unwrap();
         smol::block_on(async {

@@ -188,7 +188,7 @@ impl Broker {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        if peer.outbox.over(&self.limits) {
+        if peer.outbox.over(&self.limits.link) {
             let name = self.registry.name(id).unwrap_or("?");
             say!("dropping {name}: it does not read what it is sent");
             // Cutting the socket unblocks its writer and ends its reader, which reports Leave.
@@ -264,7 +264,7 @@ impl Broker {
                 return refuse(reason, true);
             }
         }
-        let uploads = Reassembler::new(self.limits.max_module_bytes);
+        let uploads = Reassembler::new(self.limits.link.max_module_bytes);
         self.peers.insert(
             id,
             Peer {

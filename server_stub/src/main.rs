@@ -57,6 +57,10 @@ enum Cmd {
         /// Where to write them
         #[arg(long, default_value = "tls")]
         dir: PathBuf,
+        /// Replace cert.pem and key.pem if they exist (stubs trusting the old cert.pem must
+        /// get the new one)
+        #[arg(long)]
+        force: bool,
         /// Names stubs will use to reach the server (host names or IP addresses)
         #[arg(default_values = ["localhost", "127.0.0.1"])]
         names: Vec<String>,
@@ -65,8 +69,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    if let Some(Cmd::GenCert { dir, names }) = &flags.command {
-        return match common::tls::generate(names, dir) {
+    if let Some(Cmd::GenCert { dir, names, force }) = &flags.command {
+        return match common::tls::generate(names, dir, *force) {
             Ok((cert, key)) => {
                 say!(
                     "wrote {} and {} for {}",

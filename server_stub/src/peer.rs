@@ -66,7 +66,7 @@ pub async fn serve(
             }
             (None, _) => plain(&stream),
         };
-        let mut reader = FrameReader::new(r, limits.max_frame_bytes);
+        let mut reader = FrameReader::new(r, limits.link.max_frame_bytes);
         let hello = reader.read::<ToServer>().await;
         Ok((reader, w, hello))
     };

@@ -4,9 +4,12 @@
 //! `cargo run -p test_app --example provider -- 127.0.0.1:8765` (its local stub's app port),
 //! then from any app: `test_app call rustcalc.add 2 3`.
 
+use std::process::ExitCode;
+
+use common::app::CallError;
 use common::provider::Provider;
 
-fn main() {
+fn main() -> ExitCode {
     let stub = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8765".into());
@@ -31,10 +34,21 @@ fn main() {
                 Ok(v.iter().sum::<f64>() / v.len() as f64)
             },
         );
-    println!("providing rustcalc through the stub at {stub}");
-    if let Err(e) = calc.serve_blocking(&stub) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    match provide(calc, &stub) {
+        Ok(()) => {
+            println!("the stub closed the connection");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
-    println!("the stub closed the connection");
+}
+
+/// Provides `calc` through `stub`, saying so once the stub has accepted it.
+fn provide(calc: Provider, stub: &str) -> Result<(), CallError> {
+    let providing = calc.provide_blocking(stub)?;
+    println!("providing rustcalc through the stub at {stub}");
+    providing.serve_blocking()
 }

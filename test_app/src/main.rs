@@ -21,8 +21,9 @@ struct Flags {
     /// A client profile whose stub to use (a path, or NAME for conf/NAME.toml)
     #[arg(short = 'c', long = "config", value_name = "PROFILE", global = true)]
     config: Option<String>,
-    /// Timeout of each call, in milliseconds [default: the profile's call_timeout_ms, else 30000]
-    #[arg(long, global = true)]
+    /// Timeout of each call, in milliseconds, at least 1 [default: the profile's
+    /// call_timeout_ms, else 30000]
+    #[arg(long, global = true, value_parser = timeout_ms)]
     timeout_ms: Option<u64>,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -81,6 +82,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// `--timeout-ms`: a number of milliseconds that is not 0, as for the profile's key.
+fn timeout_ms(arg: &str) -> Result<u64, String> {
+    common::config::call_timeout_ms(arg.parse().map_err(|e| format!("{e}"))?)
 }
 
 fn fail(e: &CallError) -> ExitCode {

@@ -47,6 +47,9 @@ pub enum CallError {
     OwnerGone(String),
     #[error("not connected: {0}")]
     NotConnected(String),
+    /// The client profile (`-c`) cannot be used; the message names its file and what is wrong.
+    #[error("{0}")]
+    Profile(String),
     /// An argument or a result over the frame limit.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -107,11 +110,11 @@ impl Requests {
     /// given, and the profile's `call_timeout_ms` and frame limit.
     fn of_profile(profile: &str, app_port: Option<u16>) -> Result<(String, Requests), CallError> {
         let p = Profile::<ClientProfile>::load(profile)
-            .map_err(|e| CallError::NotConnected(e.to_string()))?;
+            .map_err(|e| CallError::Profile(e.to_string()))?;
         let port = app_port.or(p.values.app_port).unwrap_or(8765);
         if port == 0 {
             // 0 tells the stub to take any free port: only its output says which.
-            return Err(CallError::NotConnected(format!(
+            return Err(CallError::Profile(format!(
                 "the profile {} has app_port = 0 (its stub takes any free port): connect to \
                  the port the stub printed (apps on 127.0.0.1:PORT)",
                 p.path.display()
@@ -557,11 +560,37 @@ mod tests {
         let Err(e) = Client::connect_profile(path) else {
             panic!("connected to port 0")
         };
-        assert!(e.to_string().contains("has app_port = 0"), "{e}");
+        assert!(
+            matches!(&e, CallError::Profile(m) if m.contains("has app_port = 0")),
+            "{e}"
+        );
         // A port given with it is used instead.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(Client::connect_profile_on(path, Some(port)).is_ok());
+    }
+
+    #[test]
+    fn a_bad_profile_is_a_profile_error_naming_its_file_and_the_fault() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p.toml");
+        for (text, fault) in [
+            ("app_port = \"x\"\n", "invalid type"),
+            ("nmae = 1\n", "nmae"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let Err(e) = Client::connect_profile(path.to_str().unwrap()) else {
+                panic!("connected with {text}")
+            };
+            let CallError::Profile(m) = &e else {
+                panic!("not a profile error: {e:?}")
+            };
+            assert!(
+                m.contains(&path.display().to_string()) && m.contains(fault),
+                "{m}"
+            );
+            assert!(!e.to_string().contains("not connected"), "{e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,58 @@
+//! test_app's command line: what a user who gets an option or a profile wrong is told.
+
+use std::path::Path;
+
+use test_app::procs::Proc;
+
+/// Runs test_app with `args` in `dir`; its exit code and everything it printed.
+fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut p = Proc::start(
+        "test_app",
+        Path::new(env!("CARGO_BIN_EXE_test_app")),
+        args,
+        dir,
+    );
+    let status = p.wait_exit();
+    (status.code(), p.output().join("\n"))
+}
+
+#[test]
+fn a_bad_profile_is_named_with_its_fault_not_reported_as_not_connected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cases = [
+        ("typo.toml", "app_prot = 8765\n", "unknown field `app_prot`"),
+        ("broken.toml", "app_port = \n", "invalid string"),
+        (
+            "server_key.toml",
+            "[limits]\nmax_peers = 5\n",
+            "`max_peers` is a server setting",
+        ),
+        ("zero.toml", "call_timeout_ms = 0\n", "at least 1 ms"),
+    ];
+    for (file, text, fault) in cases {
+        std::fs::write(dir.join(file), text).unwrap();
+        let (code, out) = run(dir, &["-c", file, "call", "m.f"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.starts_with(&format!("error: bad profile {file}: ")) && out.contains(fault),
+            "{out}"
+        );
+        assert!(!out.contains("not connected"), "{out}");
+    }
+    let (code, out) = run(dir, &["-c", "nosuch", "list"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("error: no profile 'nosuch'"), "{out}");
+}
+
+#[test]
+fn a_timeout_of_0_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, out) = run(tmp.path(), &["--timeout-ms", "0", "call", "m.f"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("invalid value '0' for '--timeout-ms <TIMEOUT_MS>'")
+            && out.contains("at least 1 ms"),
+        "{out}"
+    );
+}
