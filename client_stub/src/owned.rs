@@ -14,7 +14,7 @@ use common::store::{md5_hex, valid_module_name};
 
 use crate::runner::{AppRunner, Runner};
 use crate::stub::Stub;
-use crate::worker::Pool;
+use crate::worker::{Pool, MAX_BACKOFF};
 
 /// A module file read and parsed, ready to upload.
 #[derive(Debug, Clone)]
@@ -251,7 +251,7 @@ impl Stub {
         self.upload(&module, &parsed.bytes);
         let pool = match app {
             Some(app) => Runner::App(app),
-            None => Runner::Python(Pool::start(self.config.worker_spec(&module, &parsed.path))),
+            None => Runner::Python(self.start_workers(&module, &parsed.path)),
         };
         let before = self.owned.get(&module);
         let owned = Owned {
@@ -265,6 +265,22 @@ impl Stub {
         self.owned.insert(module, owned);
         self.refresh_names();
         Ok(())
+    }
+
+    /// Starts the workers of a module registered from `path`. One that cannot run (its
+    /// interpreter cannot be started) stays registered, as one that fails to import does: its
+    /// calls fail with the reason, and it runs once the interpreter can start.
+    fn start_workers(&self, module: &str, path: &Path) -> Pool {
+        let (pool, started) = Pool::start(self.config.worker_spec(module, path));
+        if let Err(e) = started {
+            let every = MAX_BACKOFF.as_secs();
+            say!(
+                "error: {e} (the interpreter is --python, or python in the profile); {module} \
+                 stays registered, and its calls fail with this until it can start (tried again \
+                 every {every} s)"
+            );
+        }
+        pool
     }
 
     /// Reloads an owned module from its file: new headers are uploaded, and its workers

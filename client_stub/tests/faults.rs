@@ -333,6 +333,35 @@ fn a_slow_import_is_reported_and_what_the_module_prints_reaches_the_log_file() {
     assert!(log.contains("[m] still importing after 10 s"), "{log}");
 }
 
+#[test]
+fn a_module_whose_interpreter_cannot_start_is_an_error_at_once_and_its_calls_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    let m = module(dir);
+    let python = dir.join("no-such-python");
+    let named = format!("`{}`", python.display());
+    let args = ["--register", &m, "--python", python.to_str().unwrap()];
+    let a = stub(dir, port, "a", &args);
+    let told = a.wait_for("error: could not start the Python interpreter");
+    assert!(told.contains(&named), "{told}");
+    assert!(told.contains("module 'm'"), "{told}");
+    // Registered all the same, as a module that fails to import is; but told first.
+    a.wait_for("registered m");
+    let out = a.output();
+    let at = |text: &str| out.iter().position(|line| line.contains(text)).unwrap();
+    assert!(
+        at("error: could not start") < at("registered m"),
+        "{out:#?}"
+    );
+    let b = stub(dir, port, "b", &[]);
+    let answer = eventually(|| client(&b).call("m", "add", (1, 2)));
+    assert!(
+        matches!(&answer, Err(CallError::Failed(e)) if e.message.contains(&named)),
+        "{answer:?}"
+    );
+}
+
 /// A server played by the test: it welcomes the stub that connects (as `b`), then `talk`
 /// speaks for it, writing frames to the stream and reading the stub's from the reader.
 fn fake_server(

@@ -28,17 +28,20 @@ use common::proto::{Call, Json};
 use common::readiness::ReadWhenReady;
 use common::say;
 use lane::{request_line, Lane};
+use not_started::{NotStarted, CRASH_LOOP};
 use watch::{monotonic_ms, Watch, KILL_AFTER_MS};
 use woken::WhenWoken;
 
 mod lane;
+mod not_started;
 mod watch;
 mod woken;
 
 /// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
 pub const SCRIPT: &str = include_str!("worker.py");
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest pause between two starts of a worker.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A worker up this long before it died is restarted after the first backoff again.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a worker whose pipes closed may take to exit, or its stderr to drain, by itself.
@@ -141,17 +144,22 @@ impl Drop for Job {
 }
 
 impl Pool {
-    /// Starts the workers (returns at once; the processes start in the background).
-    pub fn start(spec: WorkerSpec) -> Pool {
+    /// Starts the workers: the first process now, so that an interpreter that cannot be run
+    /// is known at once, the others in the background (none waits for its import). `Err` says
+    /// why the first could not be spawned: the module's calls fail with it, and its workers
+    /// are tried again with backoff, until one starts.
+    pub fn start(spec: WorkerSpec) -> (Pool, Result<(), RemoteError>) {
+        let first = spawn(&spec);
+        let started = first.as_ref().map(drop).map_err(Clone::clone);
         let (_, nothing_before) = channel::bounded(1);
-        let current = Mutex::new(Generation::start(&spec, nothing_before));
+        let current = Mutex::new(Generation::start(&spec, nothing_before, Some(first)));
         let module = Arc::from(spec.module.as_str());
         let inner = Arc::new(Inner {
             spec,
             module,
             current,
         });
-        Pool { inner }
+        (Pool { inner }, started)
     }
 
     /// Runs `call` on an idle worker (or queues it for one), handing its answer to `done`.
@@ -181,7 +189,7 @@ impl Pool {
     /// are gone.
     pub fn reload(&self) {
         let mut current = self.current();
-        let next = Generation::start(&self.inner.spec, current.ended.clone());
+        let next = Generation::start(&self.inner.spec, current.ended.clone(), None);
         for job in current.drain() {
             let _ = next.jobs.try_send(job);
         }
@@ -236,14 +244,17 @@ impl Pool {
 }
 
 impl Generation {
-    /// Spawns `spec.workers` supervisors, whose processes start once `previous` has ended.
-    fn start(spec: &WorkerSpec, previous: Receiver<()>) -> Generation {
+    /// Spawns `spec.workers` supervisors, whose processes start once `previous` has ended. The
+    /// first one's may be spawned already; if it could not be, none is tried before a backoff.
+    fn start(spec: &WorkerSpec, previous: Receiver<()>, mut first: Option<Spawned>) -> Generation {
+        let failed = first.as_ref().and_then(|f| f.as_ref().err().cloned());
         let (jobs, queue) = channel::unbounded();
         let (stop, stopping) = channel::bounded(1);
         let (drain, draining) = channel::bounded(1);
         let (alive, ended) = channel::bounded(1);
         let (mut lanes, mut watches) = (Vec::new(), Vec::new());
         for _ in 0..spec.workers.max(1) {
+            let spawned = first.take().or_else(|| failed.clone().map(Err));
             let lane = Arc::new(Lane::default());
             lanes.push(lane.clone());
             let watch = Arc::new(Watch::default());
@@ -259,7 +270,7 @@ impl Generation {
                 previous: previous.clone(),
                 _alive: alive.clone(),
             };
-            smol::spawn(supervisor.run()).detach();
+            smol::spawn(supervisor.run(spawned)).detach();
         }
         Generation {
             jobs,
@@ -314,6 +325,18 @@ fn failed(message: String) -> RemoteError {
     RemoteError::new(ErrorKind::WorkerFailed, message)
 }
 
+/// A worker process, or why it could not be spawned.
+type Spawned = Result<Conn, RemoteError>;
+
+fn spawn(spec: &WorkerSpec) -> Spawned {
+    Conn::spawn(spec).map_err(|e| {
+        let (python, module) = (&spec.python, &spec.module);
+        failed(format!(
+            "could not start the Python interpreter `{python}` for module '{module}': {e}"
+        ))
+    })
+}
+
 async fn sleep(duration: Duration) {
     Timer::after(duration).await;
 }
@@ -337,8 +360,11 @@ struct Supervisor {
 
 /// What a supervisor does once a process has ended.
 enum Next {
+    /// Restart it; calls wait for it (one that died during a call says nothing of the next).
     Restart,
-    /// Restart it, failing calls with this error meanwhile: the module cannot be imported.
+    /// It exited by itself, running no call, with this status: restart it.
+    Exited(String),
+    /// Restart it, failing calls with this error meanwhile: it did not start.
     Refuse(RemoteError),
     Stop,
 }
@@ -363,28 +389,52 @@ enum Broken {
 }
 
 impl Supervisor {
-    async fn run(self) {
+    /// Keeps a process running, starting with `first` if spawned already (or failed to be:
+    /// the pool has said why).
+    async fn run(self, mut first: Option<Spawned>) {
         // A module holding an instrument must not be imported while it is still open. The
         // previous generation was told to stop, or to drain, before this one started: the wait
         // lasts at most as long as its calls still running (each within its timeout).
         while self.previous.recv().await.is_ok() {}
+        let module = &self.spec.module;
         let mut backoff = FIRST_BACKOFF;
+        let mut not_started = first
+            .as_ref()
+            .and_then(|f| f.as_ref().err().cloned())
+            .map(NotStarted::Failed);
+        let mut quick_exits = 0;
         while !self.draining.is_closed() {
             let started = Instant::now();
-            let refuse = match self.run_process().await {
-                Next::Restart => None,
-                Next::Refuse(error) => Some(error),
-                Next::Stop => return,
+            let spawned = first.take().unwrap_or_else(|| spawn(&self.spec));
+            let next = match spawned {
+                Ok(conn) => self.run_process(conn, not_started.as_ref()).await,
+                Err(error) => Next::Refuse(error),
             };
-            if started.elapsed() >= STABLE_AFTER {
+            let stable = started.elapsed() >= STABLE_AFTER;
+            if stable {
                 backoff = FIRST_BACKOFF;
             }
-            if let (Some(error), true) = (&refuse, backoff == FIRST_BACKOFF) {
-                say!("[{}] {error} (retrying)", self.spec.module); // once, not every retry
+            quick_exits = match next {
+                Next::Exited(_) if !stable => quick_exits + 1,
+                _ => 0,
+            };
+            let now = match next {
+                Next::Stop => return,
+                Next::Refuse(error) => Some(NotStarted::Failed(error)),
+                Next::Exited(status) if quick_exits >= CRASH_LOOP => Some(NotStarted::Crashing {
+                    status,
+                    times: quick_exits,
+                }),
+                Next::Restart | Next::Exited(_) => None,
+            };
+            let next_start = Instant::now() + backoff;
+            if let Some(why) = now.as_ref().filter(|w| !w.same_as(not_started.as_ref())) {
+                let error = why.error(module, Some(next_start)); // once, not every retry
+                say!("[{module}] {error} (retrying; calls fail with this meanwhile)");
             }
-            self.pause(backoff, refuse.as_ref())
-                .or(self.drained())
-                .await;
+            not_started = now;
+            let pause = sleep(backoff).or(self.refuse(not_started.as_ref(), Some(next_start)));
+            pause.or(self.drained()).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -398,35 +448,26 @@ impl Supervisor {
         while self.draining.recv().await.is_ok() {}
     }
 
-    /// Waits out `backoff`, failing the calls that come meanwhile with `refuse` if given.
-    async fn pause(&self, backoff: Duration, refuse: Option<&RemoteError>) {
-        let refusing = async {
-            if let Some(error) = refuse {
-                while let Ok(job) = self.jobs.recv().await {
-                    job.answer(Err(error.clone()));
-                }
+    /// Fails every call that comes with the error of `why`, the next process due at `next`;
+    /// never completes. Without `why`, calls wait in the queue.
+    async fn refuse<T>(&self, why: Option<&NotStarted>, next: Option<Instant>) -> T {
+        if let Some(why) = why {
+            while let Ok(job) = self.jobs.recv().await {
+                job.answer(Err(why.error(&self.spec.module, next)));
             }
-            std::future::pending().await
-        };
-        sleep(backoff).or(refusing).await
+        }
+        std::future::pending().await
     }
 
-    /// Runs one process from start to end.
-    async fn run_process(&self) -> Next {
-        let mut conn = match Conn::spawn(&self.spec) {
-            Ok(conn) => conn,
-            Err(e) => {
-                let (python, module) = (&self.spec.python, &self.spec.module);
-                let message = format!("could not start `{python}` for module '{module}': {e}");
-                return Next::Refuse(failed(message));
-            }
-        };
+    /// Runs one process from start to end. Until it is ready, calls fail with `not_started`,
+    /// if the last one did not start.
+    async fn run_process(&self, mut conn: Conn, not_started: Option<&NotStarted>) -> Next {
         self.watch.started(conn.child.id());
         let stopping = async {
             self.stopped().await;
             Stopped::Stop
         };
-        let stopped = self.serve(&mut conn).or(stopping).await;
+        let stopped = self.serve(&mut conn, not_started).or(stopping).await;
         self.watch.ended();
         let on_its_way_out = matches!(
             stopped,
@@ -445,8 +486,10 @@ impl Supervisor {
                 let message = format!("worker for module '{module}' {what} while importing it");
                 return Next::Refuse(failed(message));
             }
-            Stopped::Broken(why, job) => (why.describe(&status), job),
+            Stopped::Broken(why, job) => (why, job),
         };
+        let exited_idle = job.is_none() && matches!(why, Broken::Exited);
+        let why = why.describe(&status);
         let function = job.as_ref().map_or("?", |job| &job.function);
         let (why, during) = match self.watch.take_killed() {
             true => {
@@ -464,17 +507,26 @@ impl Supervisor {
             ))));
         }
         say!("[{module}] worker {why}; restarting it");
-        Next::Restart
+        match exited_idle {
+            true => Next::Exited(status),
+            false => Next::Restart,
+        }
     }
 
-    /// Serves jobs until the process fails; a stop is raced against it outside.
-    async fn serve(&self, conn: &mut Conn) -> Stopped {
+    /// Serves jobs until the process fails; a stop is raced against it outside. Until it is
+    /// ready, calls fail with `not_started`, if given.
+    async fn serve(&self, conn: &mut Conn, not_started: Option<&NotStarted>) -> Stopped {
+        let module = &self.spec.module;
         let drained = async {
             self.drained().await;
             Err(Stopped::Drained)
         };
-        if let Err(stopped) = conn.wait_ready(&self.spec.module).or(drained).await {
+        let ready = conn.wait_ready(module).or(drained);
+        if let Err(stopped) = ready.or(self.refuse(not_started, None)).await {
             return stopped;
+        }
+        if not_started.is_some() {
+            say!("[{module}] worker ready: its calls run again");
         }
         loop {
             // Idle: a call may now be written straight to the worker (see `Lane`).

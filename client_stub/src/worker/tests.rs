@@ -17,15 +17,29 @@ fn pool(source: &str, workers: usize) -> (tempfile::TempDir, Pool) {
         python: "python3".into(),
         workers,
     };
-    (dir, Pool::start(spec))
+    let (pool, started) = Pool::start(spec);
+    started.expect("python3 starts");
+    (dir, pool)
 }
 
 /// Runs `test` in smol, failing it rather than hanging.
 fn run<T>(test: impl Future<Output = T>) -> T {
+    run_within(Duration::from_secs(30), test)
+}
+
+/// Runs `test` in smol, failing it if it is not done within `limit`.
+fn run_within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
     smol::block_on(test.or(async {
-        Timer::after(Duration::from_secs(30)).await;
+        Timer::after(limit).await;
         panic!("test timed out");
     }))
+}
+
+/// Completes once `done` says so, looking every 20 ms.
+async fn wait_until(done: impl Fn() -> bool) {
+    while !done() {
+        sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn call(pool: &Pool, function: &str, args: Value) -> Result<Value, RemoteError> {
@@ -301,6 +315,122 @@ fn import_error_fails_calls_quickly() {
     });
 }
 
+/// Fails its first import at once; hangs in the next (once it has written `retrying`): a
+/// retry whose import is slow, as a failing one can be.
+const FAILS_THEN_HANGS: &str = r#"
+import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+if not os.path.exists(os.path.join(here, "tried")):
+    open(os.path.join(here, "tried"), "w").close()
+    raise ImportError("the first import fails")
+open(os.path.join(here, "retrying"), "w").close()
+time.sleep(3600)
+
+def add(a, b):
+    return a + b
+"#;
+
+#[test]
+fn a_call_while_a_failed_import_is_retried_fails_at_once_with_that_error() {
+    let (dir, pool) = pool(FAILS_THEN_HANGS, 1);
+    run(async {
+        let error = call(&pool, "add", json!([1, 2])).await.unwrap_err();
+        assert_eq!(error.exc_type.as_deref(), Some("ImportError"));
+        wait_until(|| dir.path().join("retrying").exists()).await;
+        // It used to wait for the retry, here until its timeout (past the test's).
+        let error = call(&pool, "add", json!([1, 2])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::WorkerFailed);
+        assert_eq!(error.exc_type.as_deref(), Some("ImportError"));
+        assert!(
+            error.message.contains("the first import fails"),
+            "{}",
+            error.message
+        );
+    });
+}
+
+/// Exits by itself (status 7) a moment after each start, calls or not; `starts` counts them.
+const CRASHES_SOON: &str = r#"
+import os, threading, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "starts"), "a") as f:
+    f.write("started\n")
+
+def _die():
+    time.sleep(0.3)
+    os._exit(7)
+
+threading.Thread(target=_die, daemon=True).start()
+
+def add(a, b):
+    return a + b
+"#;
+
+#[test]
+fn calls_to_a_worker_that_keeps_crashing_fail_at_once_with_its_exit_status() {
+    let (dir, pool) = pool(CRASHES_SOON, 1);
+    let starts = || std::fs::read_to_string(dir.path().join("starts")).unwrap_or_default();
+    run_within(Duration::from_secs(90), async {
+        // Two quick exits in a row make a crash loop.
+        wait_until(|| starts().lines().count() >= 3).await;
+        loop {
+            // One that comes while a worker is up runs on it; between two, it used to wait for
+            // the next worker.
+            match call(&pool, "add", json!([1, 2])).await {
+                Err(error) if error.message.contains("keeps crashing") => {
+                    assert_eq!(error.kind, ErrorKind::WorkerFailed);
+                    assert!(error.message.contains("module 'z'"), "{}", error.message);
+                    assert!(
+                        error.message.contains("exit status: 7"),
+                        "{}",
+                        error.message
+                    );
+                    assert!(error.message.contains("restart"), "{}", error.message);
+                    break;
+                }
+                _ => sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+}
+
+#[test]
+fn a_missing_interpreter_is_told_at_start_and_in_each_call_until_it_is_there() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("z.py");
+    std::fs::write(&path, MODULE).expect("write module");
+    let python = dir.path().join("python");
+    let named = format!("`{}`", python.display());
+    let spec = WorkerSpec {
+        module: "z".into(),
+        path,
+        python: python.to_str().expect("utf-8 path").into(),
+        workers: 2,
+    };
+    let (pool, started) = Pool::start(spec);
+    let error = started.expect_err("no interpreter there");
+    assert!(error.message.contains(&named), "{}", error.message);
+    run_within(Duration::from_secs(90), async {
+        let error = call(&pool, "add", json!([1, 2])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::WorkerFailed);
+        assert!(error.message.contains(&named), "{}", error.message);
+        assert!(error.message.contains("module 'z'"), "{}", error.message);
+        // Put in place whole, executable: the next try runs it.
+        let script = dir.path().join("python.new");
+        std::fs::write(&script, "#!/bin/sh\nexec python3 \"$@\"\n").expect("write script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&script, &python).expect("rename");
+        loop {
+            match call(&pool, "add", json!([1, 2])).await {
+                Ok(sum) => break assert_eq!(sum, json!(3)),
+                Err(error) => assert!(error.message.contains(&named), "{}", error.message),
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 #[test]
 fn many_concurrent_calls_on_two_workers() {
     let (_dir, pool) = pool(MODULE, 2);
@@ -362,7 +492,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
     };
     // The supervisor waits for this never-ending previous generation: it takes nothing.
     let (_previous_runs, previous) = channel::bounded(1);
-    let generation = Generation::start(&spec, previous);
+    let generation = Generation::start(&spec, previous, None);
     let (reader, writer) = std::io::pipe().unwrap();
     let stdin = Arc::new(Async::new(File::from(OwnedFd::from(writer))).unwrap());
     let job = |function: &str| Job {
@@ -386,7 +516,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
 
     drop(generation.stop());
     let (_previous_runs, previous) = channel::bounded(1);
-    let generation = Generation::start(&spec, previous);
+    let generation = Generation::start(&spec, previous, None);
     let lane = &generation.lanes[0];
     lane.open(&stdin);
     assert!(generation.submit(job("third")).is_none());
