@@ -428,6 +428,47 @@ fn names_a_server_would_never_send_are_refused_not_printed() {
 }
 
 #[test]
+fn frames_with_data_before_cmd_are_read_from_an_app_and_from_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let module = || {
+        let provider = common::provider::Provider::new("m");
+        let provider = provider.function("f", &["x"], "", |(x,): (i64,)| Ok(x));
+        provider.descriptor().to_bytes()
+    };
+    // The server offers `m`, then answers the call for it with `data` before `cmd`.
+    let (port, server) = fake_server(move |s, from_stub| {
+        send(s, &offer("m", "a", &module()));
+        next_frame(from_stub, |f| {
+            matches!(f, ToServer::Want { .. }).then_some(())
+        });
+        for chunk in common::chunk::split("m", &module()) {
+            send(s, &ToClient::Chunk(chunk));
+        }
+        let id = next_frame(from_stub, |f| match f {
+            ToServer::Call(call) => Some(call.id),
+            _ => None,
+        });
+        let reply = format!(r#"{{"data":{{"id":{id},"result":{{"Ok":[1, 2]}}}},"cmd":"reply"}}"#);
+        writeln!(s, "{reply}").unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let b = stub(tmp.path(), port, "b", &[]);
+    b.wait_for("received m from a");
+    let app = std::net::TcpStream::connect(("127.0.0.1", app_port(&b))).unwrap();
+    app.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let call = r#"{"data":{"id":1,"module":"m","function":"f","args":[1],"timeout_ms":30000},"cmd":"call"}"#;
+    writeln!(&app, "{call}").unwrap();
+    let mut line = String::new();
+    BufReader::new(&app).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        reply,
+        json!({"cmd": "reply", "data": {"id": 1, "result": {"Ok": [1, 2]}}})
+    );
+    server.join().unwrap();
+}
+
+#[test]
 fn calls_go_on_while_a_new_version_of_a_module_is_fetched() {
     let tmp = tempfile::tempdir().unwrap();
     let version = |functions: &[&str]| {

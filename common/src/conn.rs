@@ -82,21 +82,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Frame::Buffered(len) => {
                 // Parsed where it was read, then consumed: nothing awaits in between.
                 let frame = &self.reader.buffer()[..len];
-                let msg = serde_json::from_slice(frame);
-                if msg.is_err() {
-                    keep_head(&mut self.refused, frame);
-                }
+                let msg = parse(frame, &mut self.refused);
                 self.reader.consume(len + 1);
                 Ok(Some(msg?))
             }
-            Frame::Assembled => {
-                let msg = serde_json::from_slice(&self.line);
-                if msg.is_err() {
-                    keep_head(&mut self.refused, &self.line);
-                }
-                Ok(Some(msg?))
-            }
-            Frame::Unterminated => match serde_json::from_slice(&self.line) {
+            Frame::Assembled => Ok(Some(parse(&self.line, &mut self.refused)?)),
+            Frame::Unterminated => match read_frame(&self.line) {
                 Ok(msg) => Ok(Some(msg)),
                 Err(_) => Err(Error::Protocol(format!(
                     "connection closed inside a frame ({} bytes without their newline)",
@@ -213,6 +204,30 @@ enum Frame {
     Unterminated,
 }
 
+/// Reads one frame (a line without its newline) as a `T`, as [`FrameReader::read`] does: a frame
+/// with its `data` before its `cmd` is read too (see [`crate::proto::cmd_first`]).
+pub fn read_frame<T: DeserializeOwned>(frame: &[u8]) -> serde_json::Result<T> {
+    parse(frame, &mut Vec::new())
+}
+
+/// [`read_frame`], keeping the head of a refused frame in `refused`: turned round when it was,
+/// so that [`crate::proto::salvage`] finds its request there.
+fn parse<T: DeserializeOwned>(frame: &[u8], refused: &mut Vec<u8>) -> serde_json::Result<T> {
+    let first = serde_json::from_slice(frame);
+    if first.is_ok() {
+        return first;
+    }
+    let turned = crate::proto::cmd_first(frame);
+    let (frame, msg) = match &turned {
+        Some(turned) => (turned.as_slice(), serde_json::from_slice(turned)),
+        None => (frame, first),
+    };
+    if msg.is_err() {
+        keep_head(refused, frame);
+    }
+    msg
+}
+
 fn keep_head(into: &mut Vec<u8>, frame: &[u8]) {
     into.clear();
     into.extend_from_slice(&frame[..frame.len().min(REFUSED_HEAD)]);
@@ -311,7 +326,7 @@ impl Silence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ToServer;
+    use crate::proto::{ToApp, ToClient, ToServer, ToStub};
     use smol::future::FutureExt;
 
     fn reader(bytes: &'static [u8], max: usize) -> FrameReader<&'static [u8]> {
@@ -384,6 +399,61 @@ mod tests {
                 assert!(r.read::<ToServer>().await.unwrap().is_none());
             });
         }
+    }
+
+    #[test]
+    fn a_frame_with_data_before_cmd_is_read_as_one_with_cmd_first() {
+        use crate::proto::{salvage, Call, Json};
+        // A call as an app may write it, `data` first; then one also wrong in itself.
+        let bytes = b"{\"data\":{\"id\":1,\"module\":\"m\",\"function\":\"f\",\"args\":[1],\
+                      \"timeout_ms\":100},\"cmd\":\"call\"}\n\
+                      {\"data\":{\"id\":2,\"module\":\"m\",\"function\":\"f\",\"args\":[1],\
+                      \"timeout_ms\":\"soon\"},\"cmd\":\"call\"}\n";
+        let call = ToStub::Call(Call {
+            id: 1,
+            module: "m".into(),
+            function: "f".into(),
+            args: vec![Json::parse("1".into()).unwrap()],
+            kwargs: Default::default(),
+            timeout_ms: 100,
+        });
+        for chunk in [7, 8192] {
+            smol::block_on(async {
+                let mut r = FrameReader::new(Trickle { bytes, chunk }, 1000);
+                assert_eq!(r.read::<ToStub>().await.unwrap(), Some(call.clone()));
+                // Refused naming what is wrong, and answered by its id as any call would be.
+                match r.read::<ToStub>().await {
+                    Err(Error::Json(e)) => assert!(e.to_string().contains("soon"), "{e}"),
+                    other => panic!("chunks of {chunk}: {other:?}"),
+                }
+                assert_eq!(salvage(r.refused_head()), Some(("call", 2)));
+                assert!(r.read::<ToStub>().await.unwrap().is_none());
+            });
+        }
+    }
+
+    #[test]
+    fn every_message_carrying_json_reads_with_data_before_cmd() {
+        fn same<T: DeserializeOwned + PartialEq + std::fmt::Debug>(data: &str, cmd: &str) {
+            let turned = format!(r#"{{"data":{data},"cmd":"{cmd}"}}"#);
+            let written = format!(r#"{{"cmd":"{cmd}","data":{data}}}"#);
+            let want: T = serde_json::from_str(&written).unwrap();
+            assert_eq!(
+                read_frame::<T>(turned.as_bytes()).unwrap(),
+                want,
+                "{turned}"
+            );
+        }
+        let call = r#"{"id":1,"module":"m","function":"f","args":[[1, 2]],"kwargs":{"k":{}},"timeout_ms":9}"#;
+        let reply = r#"{"id":1,"result":{"Ok":{"a": [1]}}}"#;
+        same::<ToStub>(call, "call");
+        same::<ToStub>(reply, "answer");
+        same::<ToServer>(call, "call");
+        same::<ToServer>(reply, "reply");
+        same::<ToClient>(call, "call");
+        same::<ToClient>(reply, "reply");
+        same::<ToApp>(call, "call");
+        same::<ToApp>(reply, "reply");
     }
 
     #[test]

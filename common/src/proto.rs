@@ -216,7 +216,8 @@ pub struct Reply {
 /// only in the app and in the module that runs the call.
 ///
 /// Read from inside a frame, it needs the frame's `cmd` before its `data` (as every sender
-/// writes them; serde buffers the other order, which it cannot keep as text).
+/// writes them; serde buffers the other order, which it cannot keep as text): a frame written
+/// the other way round is read again, turned round by [`cmd_first`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Json(Box<RawValue>);
@@ -308,7 +309,28 @@ pub fn salvage(head: &[u8]) -> Option<(&str, u64)> {
     Some((cmd, at.number()?))
 }
 
-/// Reads the few tokens [`salvage`] looks for.
+/// `frame` written again with `cmd` before `data`, when it has both and does not start with
+/// `cmd`; else `None`. Serde reads `data` before `cmd` only by buffering it, and a [`Json`]
+/// cannot be read from that buffer; so the frame readers read such a frame again as this turns
+/// it (only after a failed read: a frame written as senders write it still costs one parse).
+/// The parts keep their text; other keys, which serde ignores, are dropped.
+pub fn cmd_first(frame: &[u8]) -> Option<Vec<u8>> {
+    #[derive(Serialize, Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        cmd: &'a RawValue,
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    let mut at = Cursor(frame);
+    if at.expect("{").and_then(|()| at.expect("\"cmd\"")).is_some() {
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_slice(frame).ok()?;
+    serde_json::to_vec(&envelope).ok()
+}
+
+/// Reads the few tokens [`salvage`] and [`cmd_first`] look for.
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -396,6 +418,28 @@ mod tests {
             "",
         ] {
             assert_eq!(frame(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_frame_is_turned_cmd_first_only_when_it_has_data_before_cmd() {
+        fn turned(frame: &str) -> Option<String> {
+            cmd_first(frame.as_bytes()).map(|f| String::from_utf8(f).unwrap())
+        }
+        // Its parts keep their text; keys serde ignores are dropped.
+        assert_eq!(
+            turned(r#" {"x":0, "data": {"id":1, "args":[1 ,2]} ,"cmd":"call"} "#).as_deref(),
+            Some(r#"{"cmd":"call","data":{"id":1, "args":[1 ,2]}}"#)
+        );
+        for unchanged in [
+            r#"{"cmd":"call","data":{"id":1}}"#,
+            r#" { "cmd" : "call", "data": 1, "data": 2}"#,
+            r#"{"data":{"id":1}}"#,
+            r#"{"data":1,"cmd":"who","data":2}"#,
+            r#"{"data":{"id":1},"cmd":"call""#,
+            "garbage",
+        ] {
+            assert_eq!(turned(unchanged), None, "{unchanged}");
         }
     }
 

@@ -131,7 +131,9 @@ fn render() -> String {
          {\"id\": N, ...`, the request it was is answered by that id instead (a call fails with kind\n\
          `protocol` or `too_large`), so nobody waits for a timeout. Senders put the id first for this,\n\
          and `cmd` before `data`: arguments and results go from stub to stub as the JSON text they came\n\
-         as, never parsed into values on the way, which needs the command read first.\n\
+         as, never parsed into values on the way, which needs the command read first. A frame with `data`\n\
+         before `cmd` is still read: it is parsed again with `cmd` moved first (and, if it still cannot be\n\
+         read, its id is looked for there).\n\
          Ids are chosen by the sender of a call and unique among its calls in flight; the answer carries\n\
          the same id. Timeouts travel as durations (`timeout_ms`), never as clock times. A `result` is\n\
          `{\"Ok\": VALUE}` or `{\"Err\": ERROR}` where ERROR has `kind` (exception, unknown_module,\n\

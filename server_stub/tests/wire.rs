@@ -316,6 +316,30 @@ fn calls_to_unknown_modules_fail_at_once_and_calls_route_to_the_owner() {
     assert_eq!(kinds, ["gone", "reply"]);
 }
 
+#[test]
+fn a_call_and_a_reply_with_data_before_cmd_are_routed_as_any_other() {
+    let s = server();
+    let mut owner = Peer::join(s.port, "owner");
+    let mut caller = Peer::join(s.port, "caller");
+    register_z(&mut owner);
+    assert_eq!(caller.recv()["cmd"], "offer");
+    // Written by hand: `json!` puts keys in order, and these have `cmd` last.
+    caller.raw(
+        b"{\"data\":{\"id\":8,\"module\":\"z\",\"function\":\"f\",\"args\":[1],\
+                 \"timeout_ms\":60000},\"cmd\":\"call\"}\n",
+    );
+    let forwarded = owner.recv();
+    assert_eq!(forwarded["cmd"], "call", "{forwarded}");
+    assert_eq!(forwarded["data"]["args"], json!([1]));
+    let route = &forwarded["data"]["id"];
+    let reply = format!(r#"{{"data":{{"id":{route},"result":{{"Ok":[4, 2]}}}},"cmd":"reply"}}"#);
+    owner.raw(format!("{reply}\n").as_bytes());
+    assert_eq!(
+        caller.recv(),
+        json!({"cmd": "reply", "data": {"id": 8, "result": {"Ok": [4, 2]}}})
+    );
+}
+
 /// Uploads an empty module `z` in one chunk and checks it was registered.
 fn register_z(p: &mut Peer) {
     let desc = br#"{"module":"z","functions":[]}"#;

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use smol::net::TcpStream;
 
 use crate::config::{ClientProfile, Profile};
-use crate::conn::{put_line, DEFAULT_MAX_FRAME};
+use crate::conn::{put_line, read_frame, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::ModuleDescriptor;
 use crate::proto::{Call, Json, ToApp, ToStub};
@@ -527,7 +527,7 @@ impl Client {
                 ));
             }
             // Answers to earlier calls that timed out, and anything unreadable, are skipped.
-            let frame = serde_json::from_slice::<ToApp>(line);
+            let frame = read_frame::<ToApp>(line);
             line.clear();
             if let Ok(ToApp::Reply(reply)) = frame {
                 if reply.id == request.id {
@@ -644,6 +644,28 @@ mod tests {
             answer(s);
         });
         (addr, stub)
+    }
+
+    #[test]
+    fn an_answer_with_data_before_cmd_is_read() {
+        let answer = |mut s: std::net::TcpStream| {
+            s.write_all(b"{\"data\":{\"id\":1,\"result\":{\"Ok\":[1, 2]}},\"cmd\":\"reply\"}\n")
+                .unwrap();
+        };
+        let (addr, stub) = fake_stub(1, answer);
+        let client = Client::connect(&addr).unwrap();
+        assert_eq!(
+            client.call("m", "f", ()).unwrap(),
+            serde_json::json!([1, 2])
+        );
+        stub.join().unwrap();
+        let (addr, stub) = fake_stub(1, answer);
+        smol::block_on(async {
+            let client = AsyncClient::connect(&addr).await.unwrap();
+            let result = client.call("m", "f", ()).await;
+            assert_eq!(result.unwrap(), serde_json::json!([1, 2]));
+        });
+        stub.join().unwrap();
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use common::chunk::Reassembler;
-use common::conn::FrameReader;
+use common::conn::{read_frame, FrameReader};
 use common::error::Error;
 use common::module::ModuleDescriptor;
 use common::proto::{Chunk, ToApp, ToClient, ToServer, ToStub};
@@ -104,7 +104,7 @@ fn read_heap_bound(max: usize) -> usize {
 ///
 /// The decoder must agree, outcome for outcome, with a model that splits the stream at newlines:
 /// each line over the cap is `FrameTooLarge` with its true size; a blank line is skipped; any
-/// other line is what `serde_json` makes of it (a message or `Json`), and the reader goes on
+/// other line is what `read_frame` makes of it (a message or `Json`), and the reader goes on
 /// after both errors; bytes after the last newline are a fatal error, nothing there a clean end.
 /// Every message must survive a JSON round trip, and no read may hold heap out of proportion to
 /// the cap.
@@ -148,7 +148,7 @@ fn model<T: DeserializeOwned>(stream: &[u8], max: usize) -> Vec<Expect<T>> {
         if line.len() > max {
             out.push(Expect::TooLarge(line.len()));
         } else if !line.iter().all(u8::is_ascii_whitespace) {
-            out.push(match serde_json::from_slice(line) {
+            out.push(match read_frame(line) {
                 Ok(msg) => Expect::Message(msg),
                 Err(_) => Expect::Json,
             });
@@ -158,7 +158,7 @@ fn model<T: DeserializeOwned>(stream: &[u8], max: usize) -> Vec<Expect<T>> {
     if tail.len() > max {
         out.push(Expect::Fatal);
     } else if !tail.iter().all(u8::is_ascii_whitespace) {
-        match serde_json::from_slice(tail) {
+        match read_frame(tail) {
             Ok(msg) => out.extend([Expect::Message(msg), Expect::End]),
             Err(_) => out.push(Expect::Fatal),
         }
