@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -207,7 +208,40 @@ pub struct Call {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     pub id: u64,
+    #[serde(deserialize_with = "outcome")]
     pub result: Result<Json, RemoteError>,
+}
+
+/// Reads a [`Reply`]'s result, `{"Ok": VALUE}` or `{"Err": ERROR}`, as serde would, but refuses
+/// anything else saying so: serde_json's answer to an enum given a number, or a map of no key or
+/// two, is "expected value", which an app that wrote `"result": 3` could make nothing of.
+fn outcome<'de, D: Deserializer<'de>>(d: D) -> Result<Result<Json, RemoteError>, D::Error> {
+    #[derive(Deserialize)]
+    enum Key {
+        Ok,
+        Err,
+    }
+    struct Outcome;
+    impl<'de> Visitor<'de> for Outcome {
+        type Value = Result<Json, RemoteError>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(r#"a result, {"Ok": VALUE} or {"Err": ERROR}"#)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let result = match map.next_key()? {
+                Some(Key::Ok) => Ok(map.next_value()?),
+                Some(Key::Err) => Err(map.next_value()?),
+                None => return Err(de::Error::invalid_length(0, &self)),
+            };
+            match map.next_key::<Key>()? {
+                None => Ok(result),
+                Some(_) => Err(de::Error::invalid_length(2, &self)),
+            }
+        }
+    }
+    d.deserialize_map(Outcome)
 }
 
 /// A value of a call's arguments or result, kept as its JSON text: checked to be JSON where a
@@ -440,6 +474,25 @@ mod tests {
             "garbage",
         ] {
             assert_eq!(turned(unchanged), None, "{unchanged}");
+        }
+    }
+
+    #[test]
+    fn a_result_neither_ok_nor_err_is_refused_saying_what_it_must_be() {
+        let reply = |result: &str| {
+            serde_json::from_str::<Reply>(&format!(r#"{{"id":1,"result":{result}}}"#))
+        };
+        let ok = reply(r#"{"Ok": [1]}"#).unwrap().result;
+        assert_eq!(ok, Ok(Json::parse("[1]".into()).unwrap()));
+        let err = reply(r#"{"Err":{"kind":"timeout","message":"late"}}"#).unwrap();
+        assert_eq!(err.result.unwrap_err().message, "late");
+        // serde_json alone says "expected value" of each.
+        for bad in ["3", r#""Ok""#, "null", "{}", r#"{"Ok":1,"Err":2}"#] {
+            let e = reply(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(r#"{"Ok": VALUE} or {"Err": ERROR}"#),
+                "{bad}: {e}"
+            );
         }
     }
 
