@@ -334,6 +334,27 @@ fn a_slow_import_is_reported_and_what_the_module_prints_reaches_the_log_file() {
 }
 
 #[test]
+fn a_call_made_while_its_module_still_imports_is_told_so_before_its_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    let m = dir.join("m.py");
+    std::fs::write(&m, format!("import time\ntime.sleep(600)\n{MODULE}")).unwrap();
+    let a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    a.wait_for("registered m");
+    let b = stub(dir, port, "b", &[]);
+    // The owner answers before the app's own timeout fires, the way back included; it used to
+    // leave the call to time out with no reason.
+    let app = client(&b).with_timeout(Duration::from_secs(5));
+    let answer = eventually(|| app.call("m", "add", (1, 2)));
+    let told = "module 'm' is still starting: its worker has been importing it for ";
+    assert!(
+        matches!(&answer, Err(CallError::Timeout(message)) if message.starts_with(told)),
+        "{answer:?}"
+    );
+}
+
+#[test]
 fn a_module_whose_interpreter_cannot_start_is_an_error_at_once_and_its_calls_say_why() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

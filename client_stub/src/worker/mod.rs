@@ -29,11 +29,13 @@ use common::readiness::ReadWhenReady;
 use common::say;
 use lane::{request_line, Lane};
 use not_started::{NotStarted, CRASH_LOOP};
+use phase::{refusal, still_starting, Phase};
 use watch::{monotonic_ms, Watch, KILL_AFTER_MS};
 use woken::WhenWoken;
 
 mod lane;
 mod not_started;
+mod phase;
 mod watch;
 mod woken;
 
@@ -48,6 +50,15 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(1);
 /// An import still running this long is reported (once): its calls wait, and may time out.
 const SLOW_IMPORT: Duration = Duration::from_secs(10);
+
+/// How long before its deadline a call still waiting for its module's import is answered with
+/// why (see `phase::still_starting`), rather than left to time out with no reason. Its caller
+/// began to wait when it sent the call, hops away; the answer goes back through them, on
+/// machines that may be busy, and the tick that finds the call comes every 0.1 s. A quarter of
+/// its timeout, at most 1 s: a call whose worker is ready within that is lost to it.
+fn tell_before_ms(timeout_ms: u64) -> u64 {
+    (timeout_ms / 4).min(1_000)
+}
 
 /// How to start a module's workers.
 #[derive(Debug, Clone)]
@@ -84,6 +95,8 @@ struct Generation {
     lanes: Vec<Arc<Lane>>,
     /// One per supervisor: what the tick checks for calls past their deadline.
     watches: Vec<Arc<Watch>>,
+    /// One per supervisor: whether calls wait, fail at once, or are told why they waited.
+    phases: Phases,
     stop: Sender<()>,
     /// Closed, never written, when the generation must end once its calls running are done.
     drain: Sender<()>,
@@ -95,6 +108,14 @@ struct Generation {
 }
 
 type Answer = Result<Json, RemoteError>;
+
+/// What each supervisor's worker is doing. Taken, after the pool's own lock if both are, to
+/// change a phase, and to queue a call or take calls from the queue when that depends on them.
+type Phases = Arc<Mutex<Vec<Phase>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Takes the answer to one call. Called exactly once, where the answer arrives (a worker's
 /// supervisor, a providing app's connection): it goes on from there with no task or channel of
@@ -110,6 +131,8 @@ struct Job {
     kwargs: BTreeMap<String, Json>,
     /// When the caller stops waiting, in ms of `CLOCK_MONOTONIC` (see `watch`).
     deadline_ms: u64,
+    /// When a call still waiting for its module's import is told so (see [`tell_before_ms`]).
+    tell_at_ms: u64,
     /// Taken when answered; see the `Drop` below.
     done: Option<Done>,
 }
@@ -146,8 +169,8 @@ impl Drop for Job {
 impl Pool {
     /// Starts the workers: the first process now, so that an interpreter that cannot be run
     /// is known at once, the others in the background (none waits for its import). `Err` says
-    /// why the first could not be spawned: the module's calls fail with it, and its workers
-    /// are tried again with backoff, until one starts.
+    /// why the first could not be spawned: its workers are tried again with backoff, and the
+    /// module's calls fail with it while none runs or starts.
     pub fn start(spec: WorkerSpec) -> (Pool, Result<(), RemoteError>) {
         let first = spawn(&spec);
         let started = first.as_ref().map(drop).map_err(Clone::clone);
@@ -164,15 +187,19 @@ impl Pool {
 
     /// Runs `call` on an idle worker (or queues it for one), handing its answer to `done`.
     /// Never hangs: if the worker dies mid-call the call fails with [`ErrorKind::WorkerFailed`]
-    /// naming the module and the exit status. A call whose `timeout_ms` has passed is not
-    /// started, and is interrupted if it is running (see [`Pool::check_overdue`]).
+    /// naming the module and the exit status. While no worker runs or starts, it fails at once
+    /// with why (see `phase`). A call whose `timeout_ms` has passed is not started, and is
+    /// interrupted if it is running; one still waiting for an import is told so before then
+    /// (see [`Pool::check_overdue`]).
     pub fn submit(&self, call: Call, done: Done) {
+        let deadline_ms = monotonic_ms().saturating_add(call.timeout_ms);
         let job = Job {
             module: self.inner.module.clone(),
             function: call.function,
             args: call.args,
             kwargs: call.kwargs,
-            deadline_ms: monotonic_ms().saturating_add(call.timeout_ms),
+            deadline_ms,
+            tell_at_ms: deadline_ms - tell_before_ms(call.timeout_ms),
             done: Some(done),
         };
         // Under the lock, so that a call never lands in a queue being replaced.
@@ -216,10 +243,12 @@ impl Pool {
     }
 
     /// Interrupts each call running past its deadline, and kills a worker that stays in one
-    /// (see `watch`). Called by the stub's tick.
+    /// (see `watch`); answers each call about to time out while it waits for an import. Called
+    /// by the stub's tick.
     pub fn check_overdue(&self) {
         let now = monotonic_ms();
         let mut current = self.current();
+        current.tell_still_starting(&self.inner.module, now);
         let mut generation = Some(&mut *current);
         while let Some(g) = generation {
             for watch in &g.watches {
@@ -253,7 +282,9 @@ impl Generation {
         let (drain, draining) = channel::bounded(1);
         let (alive, ended) = channel::bounded(1);
         let (mut lanes, mut watches) = (Vec::new(), Vec::new());
-        for _ in 0..spec.workers.max(1) {
+        let workers = spec.workers.max(1);
+        let phases: Phases = Arc::new(Mutex::new((0..workers).map(|_| Phase::Waiting).collect()));
+        for index in 0..workers {
             let spawned = first.take().or_else(|| failed.clone().map(Err));
             let lane = Arc::new(Lane::default());
             lanes.push(lane.clone());
@@ -268,6 +299,8 @@ impl Generation {
                 stop: stopping.clone(),
                 draining: draining.clone(),
                 previous: previous.clone(),
+                phases: phases.clone(),
+                index,
                 _alive: alive.clone(),
             };
             smol::spawn(supervisor.run(spawned)).detach();
@@ -277,6 +310,7 @@ impl Generation {
             queue,
             lanes,
             watches,
+            phases,
             stop,
             drain,
             ended,
@@ -284,8 +318,20 @@ impl Generation {
         }
     }
 
-    /// Hands `job` to an idle worker, or queues it; gives it back if the generation stopped.
+    /// Hands `job` to an idle worker, or queues it; answers it at once if no worker can serve
+    /// it; gives it back if the generation stopped.
     fn submit(&self, mut job: Job) -> Option<Job> {
+        if self.jobs.is_closed() {
+            return Some(job);
+        }
+        // Held until the call is queued: the calls queued when the last worker that could
+        // serve fails to start are failed under it (see `Supervisor::enter`).
+        let phases = lock(&self.phases);
+        if let Some(error) = refusal(&phases, &job.module) {
+            drop(phases);
+            job.answer(Err(error));
+            return None;
+        }
         // Only past an empty queue, or a call would overtake those queued before it.
         if self.jobs.is_empty() {
             for lane in &self.lanes {
@@ -296,6 +342,28 @@ impl Generation {
             }
         }
         self.jobs.try_send(job).err().map(|e| e.into_inner())
+    }
+
+    /// Answers each queued call whose time to be told has come, while no worker serves and one
+    /// imports the module, with that; the others stay queued, in order.
+    fn tell_still_starting(&self, module: &str, now_ms: u64) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let phases = lock(&self.phases);
+        let Some(error) = still_starting(&phases, module) else {
+            return;
+        };
+        // With no worker ready, no supervisor takes calls from the queue, nor starts to while
+        // the lock is held; the pool's lock, held too, keeps calls from coming meanwhile.
+        let (told, waiting): (Vec<Job>, Vec<Job>) = all_queued(&self.queue)
+            .into_iter()
+            .partition(|job| job.tell_at_ms <= now_ms);
+        for job in waiting {
+            let _ = self.jobs.try_send(job); // open: only closed under the pool's lock
+        }
+        drop(phases);
+        answer_all(told, error);
     }
 
     /// Tells the supervisors to kill their processes; returns the calls still queued. Calls
@@ -317,8 +385,21 @@ impl Generation {
         }
         self.jobs.close();
         self.drain.close();
-        std::iter::from_fn(|| self.queue.try_recv().ok()).collect()
+        all_queued(&self.queue)
     }
+}
+
+/// Takes every call from `queue`, in order.
+fn all_queued(queue: &Receiver<Job>) -> Vec<Job> {
+    std::iter::from_fn(|| queue.try_recv().ok()).collect()
+}
+
+/// Answers each of `jobs` with `error`; what that queues is written at once.
+fn answer_all(jobs: Vec<Job>, error: RemoteError) {
+    for job in jobs {
+        job.answer_queued(Err(error.clone()));
+    }
+    flush_queued();
 }
 
 fn failed(message: String) -> RemoteError {
@@ -354,6 +435,9 @@ struct Supervisor {
     /// Closed, never written, when the supervisor must end once its calls running are done.
     draining: Receiver<()>,
     previous: Receiver<()>,
+    /// Its generation's, this supervisor's at `index`.
+    phases: Phases,
+    index: usize,
     /// Dropped when the supervisor ends: see [`Generation::ended`].
     _alive: Sender<()>,
 }
@@ -364,7 +448,7 @@ enum Next {
     Restart,
     /// It exited by itself, running no call, with this status: restart it.
     Exited(String),
-    /// Restart it, failing calls with this error meanwhile: it did not start.
+    /// It did not start, for this reason: restart it (see `phase` for what calls do meanwhile).
     Refuse(RemoteError),
     Stop,
 }
@@ -407,7 +491,15 @@ impl Supervisor {
             let started = Instant::now();
             let spawned = first.take().unwrap_or_else(|| spawn(&self.spec));
             let next = match spawned {
-                Ok(conn) => self.run_process(conn, not_started.as_ref()).await,
+                Ok(conn) => {
+                    let after = not_started.clone();
+                    let recovering = after.is_some();
+                    self.enter(Phase::Importing {
+                        since: started,
+                        after,
+                    });
+                    self.run_process(conn, recovering).await
+                }
                 Err(error) => Next::Refuse(error),
             };
             let stable = started.elapsed() >= STABLE_AFTER;
@@ -429,12 +521,21 @@ impl Supervisor {
             };
             let next_start = Instant::now() + backoff;
             if let Some(why) = now.as_ref().filter(|w| !w.same_as(not_started.as_ref())) {
-                let error = why.error(module, Some(next_start)); // once, not every retry
-                say!("[{module}] {error} (retrying; calls fail with this meanwhile)");
+                let error = why.error(module, next_start); // once, not every retry
+                say!(
+                    "[{module}] {error} (retrying; calls fail with this while no worker runs or \
+                     starts)"
+                );
             }
             not_started = now;
-            let pause = sleep(backoff).or(self.refuse(not_started.as_ref(), Some(next_start)));
-            pause.or(self.drained()).await;
+            self.enter(match &not_started {
+                Some(why) => Phase::Failed {
+                    why: why.clone(),
+                    next: next_start,
+                },
+                None => Phase::Waiting,
+            });
+            sleep(backoff).or(self.drained()).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -448,26 +549,28 @@ impl Supervisor {
         while self.draining.recv().await.is_ok() {}
     }
 
-    /// Fails every call that comes with the error of `why`, the next process due at `next`;
-    /// never completes. Without `why`, calls wait in the queue.
-    async fn refuse<T>(&self, why: Option<&NotStarted>, next: Option<Instant>) -> T {
-        if let Some(why) = why {
-            while let Ok(job) = self.jobs.recv().await {
-                job.answer(Err(why.error(&self.spec.module, next)));
-            }
-        }
-        std::future::pending().await
+    /// Its worker is now in `phase`. If that leaves no worker serving or being started, the
+    /// calls queued fail at once with why, under the lock taken to queue one (see
+    /// `Generation::submit`): none is left to wait for nothing.
+    fn enter(&self, phase: Phase) {
+        let mut phases = lock(&self.phases);
+        phases[self.index] = phase;
+        let Some(error) = refusal(&phases, &self.spec.module) else {
+            return;
+        };
+        let queued = all_queued(&self.jobs);
+        drop(phases);
+        answer_all(queued, error);
     }
 
-    /// Runs one process from start to end. Until it is ready, calls fail with `not_started`,
-    /// if the last one did not start.
-    async fn run_process(&self, mut conn: Conn, not_started: Option<&NotStarted>) -> Next {
+    /// Runs one process from start to end; `recovering` if the last one did not start.
+    async fn run_process(&self, mut conn: Conn, recovering: bool) -> Next {
         self.watch.started(conn.child.id());
         let stopping = async {
             self.stopped().await;
             Stopped::Stop
         };
-        let stopped = self.serve(&mut conn, not_started).or(stopping).await;
+        let stopped = self.serve(&mut conn, recovering).or(stopping).await;
         self.watch.ended();
         let on_its_way_out = matches!(
             stopped,
@@ -513,19 +616,20 @@ impl Supervisor {
         }
     }
 
-    /// Serves jobs until the process fails; a stop is raced against it outside. Until it is
-    /// ready, calls fail with `not_started`, if given.
-    async fn serve(&self, conn: &mut Conn, not_started: Option<&NotStarted>) -> Stopped {
+    /// Serves jobs until the process fails; a stop is raced against it outside. Calls wait
+    /// for its import, whatever the last one's outcome (see `phase`).
+    async fn serve(&self, conn: &mut Conn, recovering: bool) -> Stopped {
         let module = &self.spec.module;
         let drained = async {
             self.drained().await;
             Err(Stopped::Drained)
         };
-        let ready = conn.wait_ready(module).or(drained);
-        if let Err(stopped) = ready.or(self.refuse(not_started, None)).await {
+        if let Err(stopped) = conn.wait_ready(module).or(drained).await {
             return stopped;
         }
-        if not_started.is_some() {
+        // Before it takes a call: see `Generation::tell_still_starting`.
+        self.enter(Phase::Ready);
+        if recovering {
             say!("[{module}] worker ready: its calls run again");
         }
         loop {

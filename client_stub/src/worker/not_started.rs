@@ -1,5 +1,6 @@
-//! A worker that does not start: why, and the error its module's calls get meanwhile, at once,
-//! rather than waiting for a worker that is not coming and failing at their timeout.
+//! A worker that does not start: why, and the error its module's calls get at once while no
+//! worker can serve them, rather than waiting for one that is not coming and failing at their
+//! timeout.
 
 use std::time::Instant;
 
@@ -11,7 +12,9 @@ use super::{failed, STABLE_AFTER};
 /// signal from outside): calls wait for the restart then.
 pub(super) const CRASH_LOOP: u32 = 2;
 
-/// Why a supervisor's last process did not start serving. Until one does, calls fail with it.
+/// Why a supervisor's last process did not start serving. While no worker of its module is
+/// serving or starting, calls fail with it (see `phase`).
+#[derive(Clone)]
 pub(super) enum NotStarted {
     /// It could not be spawned, failed to import the module, or ended while importing it.
     Failed(RemoteError),
@@ -21,29 +24,32 @@ pub(super) enum NotStarted {
 }
 
 impl NotStarted {
-    /// The error for a call that comes now, the next process due at `next` (`None`: it is
-    /// starting).
-    pub(super) fn error(&self, module: &str, next: Option<Instant>) -> RemoteError {
+    /// The error for a call that comes now, the next process due at `next`.
+    pub(super) fn error(&self, module: &str, next: Instant) -> RemoteError {
         let (status, times) = match self {
             NotStarted::Failed(error) => return error.clone(),
             NotStarted::Crashing { status, times } => (status, times),
         };
-        let when = match next {
-            Some(at) => {
-                // In tenths of a second, rounded up: "0.0 s" would say it is under way.
-                let tenths = at
-                    .saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .div_ceil(100);
-                format!("next restart in {}.{} s", tenths / 10, tenths % 10)
-            }
-            None => "restarting it now".to_owned(),
-        };
+        // In tenths of a second, rounded up: "0.0 s" would say it is under way.
+        let tenths = next
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .div_ceil(100);
         let within = STABLE_AFTER.as_secs();
         failed(format!(
             "module '{module}' is not running: its worker keeps crashing ({status}; it exited by \
-             itself within {within} s of starting, {times} times in a row); {when}"
+             itself within {within} s of starting, {times} times in a row); next restart in {}.{} s",
+            tenths / 10,
+            tenths % 10
         ))
+    }
+
+    /// What went wrong, in short, for a call that waits for the next start.
+    pub(super) fn reason(&self) -> String {
+        match self {
+            NotStarted::Failed(error) => error.to_string(),
+            NotStarted::Crashing { status, .. } => format!("its worker keeps crashing ({status})"),
+        }
     }
 
     /// Whether the owner has been told of this already: the same failure as `before`.

@@ -315,37 +315,124 @@ fn import_error_fails_calls_quickly() {
     });
 }
 
-/// Fails its first import at once; hangs in the next (once it has written `retrying`): a
-/// retry whose import is slow, as a failing one can be.
-const FAILS_THEN_HANGS: &str = r#"
+/// Imports only once the test has created `go` beside it.
+const WAITS_FOR_GO: &str = r#"
 import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+while not os.path.exists(os.path.join(here, "go")):
+    time.sleep(0.02)
+
+def add(a, b):
+    return a + b
+"#;
+
+/// Put before `WAITS_FOR_GO`: the first import fails at once; the next writes `retrying`.
+const FAILS_FIRST: &str = r#"
+import os
 here = os.path.dirname(os.path.abspath(__file__))
 if not os.path.exists(os.path.join(here, "tried")):
     open(os.path.join(here, "tried"), "w").close()
     raise ImportError("the first import fails")
 open(os.path.join(here, "retrying"), "w").close()
-time.sleep(3600)
+"#;
+
+/// Submits a call now; its answer comes on the channel returned.
+fn submit(pool: &Pool, function: &str, args: Value, timeout_ms: u64) -> Receiver<Answer> {
+    let (tx, rx) = channel::bounded(1);
+    let done = Box::new(move |answer| drop(tx.try_send(answer)));
+    let args = args.as_array().cloned().unwrap_or_default();
+    pool.submit(request(function, args, Map::new(), timeout_ms), done);
+    rx
+}
+
+/// The answer on `rx`, the pool ticking meanwhile; a panic if `timeout_ms` passes first (the
+/// caller's own timeout would have fired).
+async fn answer_within(pool: &Pool, rx: Receiver<Answer>, timeout_ms: u64) -> Answer {
+    let too_late = async {
+        sleep(Duration::from_millis(timeout_ms)).await;
+        panic!("no answer within the call's timeout of {timeout_ms} ms");
+    };
+    let answer = async { rx.recv().await.expect("every call is answered") };
+    answer.or(too_late).or(tick(pool)).await
+}
+
+#[test]
+fn a_call_waiting_for_a_slow_import_is_told_so_before_its_timeout() {
+    let (dir, pool) = pool(WAITS_FOR_GO, 1);
+    run(async {
+        let patient = submit(&pool, "add", json!([1, 2]), 60_000);
+        let hasty = submit(&pool, "add", json!([2, 3]), 6_000);
+        // It used to wait for the import until its caller's own timeout, told nothing.
+        let error = value(answer_within(&pool, hasty, 6_000).await).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Timeout);
+        let message = &error.message;
+        let told = "module 'z' is still starting: its worker has been importing it for ";
+        assert!(message.starts_with(told), "{message}");
+        assert!(message.ends_with(" s"), "{message}");
+        // A call that can still be served waits for the import.
+        std::fs::write(dir.path().join("go"), "").expect("write go");
+        let sum = value(answer_within(&pool, patient, 60_000).await);
+        assert_eq!(sum, Ok(json!(3)));
+    });
+}
+
+#[test]
+fn a_call_during_a_retry_waits_for_it_rather_than_fail_with_the_last_error() {
+    let (dir, pool) = pool(&format!("{FAILS_FIRST}{WAITS_FOR_GO}"), 1);
+    run(async {
+        let error = call(&pool, "add", json!([1, 2])).await.unwrap_err();
+        assert_eq!(error.exc_type.as_deref(), Some("ImportError"));
+        wait_until(|| dir.path().join("retrying").exists()).await;
+        // Both come while the retry imports: they used to fail at once with the first error.
+        let patient = submit(&pool, "add", json!([1, 2]), 60_000);
+        let hasty = submit(&pool, "add", json!([2, 3]), 4_000);
+        let error = value(answer_within(&pool, hasty, 4_000).await).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Timeout);
+        let message = &error.message;
+        assert!(message.contains("is still starting"), "{message}");
+        let before = "(the start before failed: ImportError: module 'z' failed to import: the \
+                      first import fails)";
+        assert!(message.ends_with(before), "{message}");
+        std::fs::write(dir.path().join("go"), "").expect("write go");
+        let sum = value(answer_within(&pool, patient, 60_000).await);
+        assert_eq!(sum, Ok(json!(3)));
+    });
+}
+
+/// Imported by one worker at a time: the others fail to import while it holds its lock, and
+/// write `refused`.
+const ONE_AT_A_TIME: &str = r#"
+import fcntl, os, time
+here = os.path.dirname(os.path.abspath(__file__))
+_lock = open(__file__)
+try:
+    fcntl.flock(_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError:
+    open(os.path.join(here, "refused"), "w").close()
+    raise ImportError("another worker holds the lock")
+
+def nap(started):
+    open(started, "w").close()
+    time.sleep(1)
+    return "rested"
 
 def add(a, b):
     return a + b
 "#;
 
 #[test]
-fn a_call_while_a_failed_import_is_retried_fails_at_once_with_that_error() {
-    let (dir, pool) = pool(FAILS_THEN_HANGS, 1);
+fn a_call_waits_for_a_busy_worker_rather_than_fail_with_another_ones_error() {
+    let (dir, pool) = pool(ONE_AT_A_TIME, 2);
+    let started = dir.path().join("started");
     run(async {
-        let error = call(&pool, "add", json!([1, 2])).await.unwrap_err();
-        assert_eq!(error.exc_type.as_deref(), Some("ImportError"));
-        wait_until(|| dir.path().join("retrying").exists()).await;
-        // It used to wait for the retry, here until its timeout (past the test's).
-        let error = call(&pool, "add", json!([1, 2])).await.unwrap_err();
-        assert_eq!(error.kind, ErrorKind::WorkerFailed);
-        assert_eq!(error.exc_type.as_deref(), Some("ImportError"));
-        assert!(
-            error.message.contains("the first import fails"),
-            "{}",
-            error.message
-        );
+        assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+        wait_until(|| dir.path().join("refused").exists()).await;
+        let napping = submit(&pool, "nap", json!([started.display().to_string()]), 30_000);
+        wait_until(|| started.exists()).await;
+        // The other worker keeps failing to import: it used to take this call and fail it.
+        assert_eq!(call(&pool, "add", json!([2, 3])).await, Ok(json!(5)));
+        let rested = napping.recv().await.expect("every call is answered");
+        assert_eq!(value(rested), Ok(json!("rested")));
     });
 }
 
@@ -501,6 +588,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
         args: vec![json!(1).into()],
         kwargs: BTreeMap::new(),
         deadline_ms: 7,
+        tell_at_ms: 7,
         done: Some(Box::new(|_| {})),
     };
     let lane = &generation.lanes[0];
