@@ -69,7 +69,8 @@ struct Flags {
 fn main() -> ExitCode {
     match resolve(Flags::parse()).and_then(serve) {
         Ok(reason) => {
-            println!("stopped: {}", printable(&reason)); // Often the server's text.
+            // Often the server's text. Said like every line, so that the log file keeps it too.
+            common::say!("stopped: {}", printable(&reason));
             ExitCode::SUCCESS
         }
         Err(e) => {

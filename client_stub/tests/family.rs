@@ -287,12 +287,12 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     let profile = dir.join("p.toml");
     let write = |register: &str| {
         let text = format!(
-            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nregister = [{register}]\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
+            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{register}]\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
         );
         std::fs::write(&profile, text).unwrap();
     };
     write("\"m1.py\"");
-    let p = Proc::start(
+    let mut p = Proc::start(
         "p",
         &exe("client_stub"),
         &["-c", profile.to_str().unwrap()],
@@ -307,6 +307,11 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     p.wait_for("withdrew m1");
     let log = std::fs::read_to_string(dir.join("logs/p.log")).unwrap();
     assert!(log.contains("withdrew m1"), "{log}");
+    // Why the stub stopped is the log's last line, as it is its output's.
+    p.send("_end_");
+    assert!(p.wait_exit().success());
+    let log = std::fs::read_to_string(dir.join("logs/p.log")).unwrap();
+    assert!(log.ends_with("stopped: quit\n"), "{log}");
 }
 
 #[test]
