@@ -277,6 +277,24 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
 }
 
 #[test]
+fn an_interpreter_that_cannot_start_is_named_with_the_module_it_was_to_expose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &["--python", "/nonexistent/python3", "--expose", "math"],
+    );
+    let line = a.wait_for("cannot expose 'math'");
+    assert!(
+        line.contains("`/nonexistent/python3`") && line.contains("--python"),
+        "{line}"
+    );
+}
+
+#[test]
 fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
