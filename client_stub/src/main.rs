@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Flags {
-    /// The server's address [profile: address]
+    /// The server's address [profile: address; asked at a terminal if neither sets it]
     #[arg(short, long)]
     address: Option<String>,
     /// The server's port [profile: port; default 5050]
@@ -28,7 +28,7 @@ struct Flags {
     /// Loopback port for apps, 0 for any free port [profile: app_port; default 8765]
     #[arg(short = 'q', long)]
     app_port: Option<u16>,
-    /// This stub's name on the network [profile: name]
+    /// This stub's name on the network [profile: name; asked at a terminal if neither sets it]
     #[arg(short, long)]
     name: Option<String>,
     /// Run the interactive shell [profile: live_console]
@@ -69,7 +69,8 @@ struct Flags {
 fn main() -> ExitCode {
     match resolve(Flags::parse()).and_then(serve) {
         Ok(reason) => {
-            println!("stopped: {}", printable(&reason)); // Often the server's text.
+            // Often the server's text. Said like every line, so that the log file keeps it too.
+            common::say!("stopped: {}", printable(&reason));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -148,7 +148,12 @@ pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
     let out = std::process::Command::new(python)
         .args(["-c", crate::worker::SCRIPT, "--describe", name])
         .output()
-        .map_err(|e| format!("cannot run {python}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "cannot expose '{name}': could not start the Python interpreter `{python}`: {e} \
+                 (the interpreter is --python, or python in the profile)"
+            )
+        })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("failed");

@@ -277,6 +277,24 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
 }
 
 #[test]
+fn an_interpreter_that_cannot_start_is_named_with_the_module_it_was_to_expose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &["--python", "/nonexistent/python3", "--expose", "math"],
+    );
+    let line = a.wait_for("cannot expose 'math'");
+    assert!(
+        line.contains("`/nonexistent/python3`") && line.contains("--python"),
+        "{line}"
+    );
+}
+
+#[test]
 fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -287,12 +305,12 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     let profile = dir.join("p.toml");
     let write = |register: &str| {
         let text = format!(
-            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nregister = [{register}]\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
+            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{register}]\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
         );
         std::fs::write(&profile, text).unwrap();
     };
     write("\"m1.py\"");
-    let p = Proc::start(
+    let mut p = Proc::start(
         "p",
         &exe("client_stub"),
         &["-c", profile.to_str().unwrap()],
@@ -307,6 +325,11 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     p.wait_for("withdrew m1");
     let log = std::fs::read_to_string(dir.join("logs/p.log")).unwrap();
     assert!(log.contains("withdrew m1"), "{log}");
+    // Why the stub stopped is the log's last line, as it is its output's.
+    p.send("_end_");
+    assert!(p.wait_exit().success());
+    let log = std::fs::read_to_string(dir.join("logs/p.log")).unwrap();
+    assert!(log.ends_with("stopped: quit\n"), "{log}");
 }
 
 #[test]

@@ -76,6 +76,20 @@ fn some_heartbeat_ms<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// Worker counts by module, each refused if 0: a module with no worker could run no call.
+fn worker_counts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<BTreeMap<String, usize>, D::Error> {
+    let counts = BTreeMap::<String, usize>::deserialize(d)?;
+    match counts.iter().find(|(_, n)| **n == 0) {
+        Some((module, _)) => Err(serde::de::Error::custom(format!(
+            "workers for '{module}' must be at least 1: a module with no worker runs no call \
+             (leave it out for the default, 1)"
+        ))),
+        None => Ok(counts),
+    }
+}
+
 /// A call timeout in milliseconds, refused if 0 (every call would time out at once): the
 /// profile's `call_timeout_ms` and an app's `--timeout-ms` alike.
 pub fn call_timeout_ms(ms: u64) -> std::result::Result<u64, String> {
@@ -272,8 +286,12 @@ pub struct ClientProfile {
     /// Default call timeout in milliseconds, for apps using this profile.
     #[serde(default, deserialize_with = "some_call_timeout_ms")]
     pub call_timeout_ms: Option<u64>,
-    /// Worker processes per owned module, by module name (default 1).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Worker processes per owned module, by module name (default 1; at least 1).
+    #[serde(
+        default,
+        deserialize_with = "worker_counts",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub workers: BTreeMap<String, usize>,
     /// Installed Python modules to share by name, e.g. `["math", "os.path"]` (`--expose`). Their
     /// functions become callable and their plain values readable by everyone on the network.
@@ -466,6 +484,20 @@ mod tests {
         std::fs::write(&path, "call_timeout_ms = 1\n").unwrap();
         let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
         assert_eq!(ok.values.call_timeout_ms, Some(1));
+    }
+
+    #[test]
+    fn a_worker_count_of_0_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "workers = { z = 2, y = 0 }\n").unwrap();
+        let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers for 'y' must be at least 1"), "{err}");
+        std::fs::write(&path, "workers = { z = 2 }\n").unwrap();
+        let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
+        assert_eq!(ok.values.workers["z"], 2);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The stubs' output: each line goes to stdout and, when a profile sets `log_file`, to a log
-//! file that rotates by size (`log_max_bytes`, `log_keep` files kept as `FILE.1`, `FILE.2`, ...).
+//! The stubs' output: each line goes to stdout and, when a profile's `[log]` table sets `file`,
+//! to a log file that rotates by size (`max_bytes`; `keep` files kept as `FILE.1`, `FILE.2`, ...).
 //!
 //! Text a peer chose (a message, a reason, a descriptor's doc line, a remote exception) is
 //! printed through [`printable`] or [`printable_lines`], so it can neither drive the terminal
@@ -77,11 +77,14 @@ fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
 /// newline and tab are escaped here whatever the caller did: no line of a stub's output can
 /// drive the terminal (it is [`printable`] that keeps a peer's text within its line).
 pub fn line(text: &str) {
-    let text = escape(text, true);
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    let mut text = escape(text, true).into_owned();
+    text.push('\n');
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(f) = file.as_mut() {
-        let _ = writeln!(f, "{text}");
+        // One write for the line and its newline: the file rotates between writes, so a line
+        // written in two would end in one file and leave its newline at the top of the next.
+        let _ = f.write_all(text.as_bytes());
         let _ = f.flush();
     }
 }
@@ -129,6 +132,19 @@ mod tests {
         }
         let current = std::fs::read_to_string(&path).unwrap();
         assert!(current.contains("line 49"), "{current}");
+        // A rotation never splits a line: each file holds whole lines only.
+        for file in [
+            path.clone(),
+            path.with_extension("log.1"),
+            path.with_extension("log.2"),
+        ] {
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                text.ends_with(" of the log\n") && text.starts_with("line "),
+                "{}: {text:?}",
+                file.display()
+            );
+        }
         assert!(path.with_extension("log.1").exists());
         assert!(path.with_extension("log.2").exists());
         assert!(

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use common::config::{resolve_in, Profile, ServerProfile};
 use common::console::Console;
+use common::log::printable_lines;
 use common::say;
 use common::tls::Acceptor;
 use server_stub::{shell, Config};
@@ -90,15 +91,17 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", printable_lines(&e.to_string()));
                 ExitCode::FAILURE
             }
         };
     }
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
+        // A bad profile's error spans lines: kept, and indented under the first, as a client
+        // stub prints it.
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", printable_lines(&e.to_string()));
             ExitCode::FAILURE
         }
     }

@@ -107,6 +107,30 @@ fn chunk(module: &str, md5: &str, size: u64, seq: u32, total: u32, data: &str) -
 }
 
 #[test]
+fn a_bad_profile_is_one_error_its_lines_indented_under_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("server.toml");
+    std::fs::write(&profile, "port = 0\nadress = \"127.0.0.1\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_server_stub"))
+        .arg("-c")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("error: bad profile {}: ", profile.display())),
+        "{err}"
+    );
+    assert!(
+        lines.len() > 1 && lines[1..].iter().all(|l| l.starts_with("    ")),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `adress`"), "{err}");
+}
+
+#[test]
 fn the_first_frame_must_be_hello() {
     let s = server();
     let mut p = Peer::connect(s.port);

@@ -36,6 +36,8 @@ enum Cmd {
     Call {
         /// MODULE.FUNCTION, for example z.add_prams
         target: String,
+        /// The arguments: JSON literals (1, 2.5, "text", [1,2], null), a bare word as a
+        /// string, NAME=VALUE for a keyword argument
         args: Vec<String>,
     },
     /// List the modules on the network (those starting with PREFIX)
@@ -63,16 +65,16 @@ fn main() -> ExitCode {
                 .modules(prefix.as_deref().unwrap_or(""))
                 .map(|names| {
                     for n in names {
-                        println!("{}", printable(&n));
+                        out(printable(&n));
                     }
                 })
         }
         // Names, headers, docs and errors are the network's text, escaped before printing.
         Some(Cmd::Describe { module }) => client.describe(&module).map(|d| {
             for f in &d.functions {
-                println!("{}", printable(&f.signature()));
+                out(printable(&f.signature()));
                 if let Some(doc) = &f.doc {
-                    println!("    {}", printable(doc));
+                    out(format_args!("    {}", printable(doc)));
                 }
             }
         }),
@@ -87,6 +89,21 @@ fn main() -> ExitCode {
 /// `--timeout-ms`: a number of milliseconds that is not 0, as for the profile's key.
 fn timeout_ms(arg: &str) -> Result<u64, String> {
     common::config::call_timeout_ms(arg.parse().map_err(|e| format!("{e}"))?)
+}
+
+/// Prints one line of the answer. A reader that has gone away (`test_app describe m | head -1`)
+/// ends the program quietly, as it ends `ls` or `cat`, rather than with a panic; any other
+/// failure to write is an error.
+fn out(line: impl std::fmt::Display) {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write the answer: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn fail(e: &CallError) -> ExitCode {
@@ -108,15 +125,18 @@ fn connect(flags: &Flags) -> Result<Client, CallError> {
 /// What the original test app did.
 fn classic(client: &Client) -> Result<(), CallError> {
     let sum: f64 = client.call_as("z", "add_prams", (1, 2))?;
-    println!("z.add_prams(1, 2) = {sum}");
+    out(format_args!("z.add_prams(1, 2) = {sum}"));
     let quotient: f64 = client.call_as("z", "div_prams", (1, 2))?;
-    println!("z.div_prams(1, 2) = {quotient}");
+    out(format_args!("z.div_prams(1, 2) = {quotient}"));
     match client.call("z", "div_prams", (1, 0)) {
         Err(CallError::Exception {
             exc_type, message, ..
         }) => {
             let raised = format!("{exc_type}: {message}");
-            println!("z.div_prams(1, 0) raised {}", printable_lines(&raised));
+            out(format_args!(
+                "z.div_prams(1, 0) raised {}",
+                printable_lines(&raised)
+            ));
             Ok(())
         }
         other => Err(CallError::BadResult(format!(
@@ -133,7 +153,7 @@ fn call(client: &Client, target: &str, raw: &[String]) -> Result<(), CallError> 
     };
     let (args, kwargs) = parse_args(raw).map_err(CallError::BadArguments)?;
     let value = client.call_with(module, function, args, kwargs, None)?;
-    println!("{value}");
+    out(value);
     Ok(())
 }
 

@@ -56,3 +56,75 @@ fn a_timeout_of_0_is_refused() {
         "{out}"
     );
 }
+
+/// A binary of this workspace, built beside test_app (`cargo build --workspace`).
+fn sibling(name: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_test_app"))
+        .parent()
+        .unwrap()
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run cargo build --workspace first",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let srv_dir = dir.join("server");
+    let server = Proc::start(
+        "server",
+        &sibling("server_stub"),
+        &["-p", "0", "-d", srv_dir.to_str().unwrap()],
+        dir,
+    );
+    let port = server.wait_for("listening on ");
+    let port = port.rsplit(':').next().unwrap().trim();
+    let z = Path::new(env!("CARGO_MANIFEST_DIR")).join("modules/z.py");
+    let recv = dir.join("a");
+    let stub = Proc::start(
+        "a",
+        &sibling("client_stub"),
+        &[
+            "-a",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-n",
+            "a",
+            "-q",
+            "0",
+            "-d",
+            recv.to_str().unwrap(),
+            "--register",
+            z.to_str().unwrap(),
+        ],
+        dir,
+    );
+    stub.wait_for("registered z");
+    let app = stub.wait_for("apps on ");
+    let app_port = app.rsplit(':').next().unwrap().trim();
+    // `test_app describe z | head -0`: the pipe is closed before the first line is written.
+    for args in [&["describe", "z"][..], &["call", "z.add_prams", "1", "2"]] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test_app"))
+            .args(["-q", app_port])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(
+            done.status.success(),
+            "{args:?}: {:?} {stderr}",
+            done.status
+        );
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
