@@ -137,7 +137,8 @@ impl Config {
     }
 }
 
-/// Joins the network and serves until quit, a server shutdown, or `shutdown` completes.
+/// Joins the network and serves until quit, a server shutdown, or `shutdown` completes (the
+/// binary completes it on Ctrl-C or a terminate signal, which the reason names).
 ///
 /// # Returns
 /// Why the session ended.
@@ -213,7 +214,9 @@ pub async fn run(
     );
     let stop = async {
         shutdown.await;
-        stub.apply(Event::Stop("stopped".into()));
+        stub.apply(Event::Stop(
+            "asked to stop (Ctrl-C or a terminate signal)".into(),
+        ));
         std::future::pending().await
     };
     let result = async { ended.recv().await.unwrap_or(Ok("stopped".into())) }

@@ -394,3 +394,20 @@ fn a_rust_program_provides_a_module_in_process() {
     provider.kill();
     b.wait_for("module rustcalc is gone");
 }
+
+#[test]
+fn a_stub_stopped_by_a_signal_says_so_and_ends_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    a.wait_for("apps on");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(a.wait_exit().success());
+    // It used to say "stopped: stopped".
+    a.wait_for("stopped: asked to stop (Ctrl-C or a terminate signal)");
+}
