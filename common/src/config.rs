@@ -76,6 +76,14 @@ fn some_heartbeat_ms<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// A size or count refused if 0, rather than quietly taken as 1 (as the log's rotation would).
+fn at_least_1<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
 /// Worker counts by module, each refused if 0: a module with no worker could run no call.
 fn worker_counts<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -199,9 +207,11 @@ impl From<Limits> for LimitsTable {
 pub struct LogSettings {
     /// A log file (relative to the profile); output still goes to stdout too.
     pub file: Option<PathBuf>,
-    /// The file is rotated past this size (`FILE.1`, `FILE.2`, ...).
+    /// The file is rotated past this size (`FILE.1`, `FILE.2`, ...); at least 1.
+    #[serde(deserialize_with = "at_least_1")]
     pub max_bytes: usize,
-    /// How many rotated files are kept.
+    /// How many rotated files are kept; at least 1.
+    #[serde(deserialize_with = "at_least_1")]
     pub keep: usize,
 }
 
@@ -484,6 +494,22 @@ mod tests {
         std::fs::write(&path, "call_timeout_ms = 1\n").unwrap();
         let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
         assert_eq!(ok.values.call_timeout_ms, Some(1));
+    }
+
+    #[test]
+    fn a_log_rotation_of_0_bytes_or_0_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        for table in ["[log]\nkeep = 0\n", "[log]\nmax_bytes = 0\n"] {
+            std::fs::write(&path, table).unwrap();
+            let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("must be at least 1"), "{table}: {err}");
+        }
+        std::fs::write(&path, "[log]\nkeep = 1\nmax_bytes = 1\n").unwrap();
+        let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
+        assert_eq!((ok.values.log.keep, ok.values.log.max_bytes), (1, 1));
     }
 
     #[test]
