@@ -13,6 +13,7 @@ use common::app::{CallError, Client};
 use common::log::printable_lines;
 use serde_json::{json, Map};
 use test_app::procs::Proc;
+use test_app::show;
 
 type Children = Arc<Mutex<Vec<Proc>>>;
 
@@ -32,7 +33,7 @@ pub fn run() -> ExitCode {
     let scratch = tmp.path().to_owned();
     let _ = ctrlc::set_handler(move || {
         INTERRUPTED.store(true, Ordering::SeqCst);
-        println!("\ninterrupted: stopping every process");
+        show("\ninterrupted: stopping every process");
         if let Ok(mut c) = on_interrupt.lock() {
             c.clear(); // Dropping a Proc kills it.
         }
@@ -47,7 +48,7 @@ pub fn run() -> ExitCode {
     children.lock().map(|mut c| c.clear()).ok();
     match result {
         Ok(()) => {
-            println!("demo finished: every process stopped cleanly");
+            show("demo finished: every process stopped cleanly");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -58,7 +59,7 @@ pub fn run() -> ExitCode {
 }
 
 fn step(text: &str) {
-    println!("\n==> {text}");
+    show(format_args!("\n==> {text}"));
 }
 
 fn steps(children: &Children, dir: &Path) -> Result<(), String> {
@@ -147,8 +148,11 @@ fn steps(children: &Children, dir: &Path) -> Result<(), String> {
 fn calls(app: &str) -> Result<(), CallError> {
     let client = Client::connect(app)?;
     let show = |what: &str, r: Result<serde_json::Value, CallError>| match r {
-        Ok(v) => println!("    {what} = {v}"),
-        Err(e) => println!("    {what} -> {}", printable_lines(&e.to_string())),
+        Ok(v) => show(format_args!("    {what} = {v}")),
+        Err(e) => show(format_args!(
+            "    {what} -> {}",
+            printable_lines(&e.to_string())
+        )),
     };
     show("z.add_prams(1, 2)", client.call("z", "add_prams", (1, 2)));
     show("z.div_prams(1, 2)", client.call("z", "div_prams", (1, 2)));

@@ -47,7 +47,7 @@ impl Proc {
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     if echo {
-                        println!("    [{tag}] {line}");
+                        crate::show(format_args!("    [{tag}] {line}"));
                     }
                     lines.lock().unwrap().push(line);
                 }

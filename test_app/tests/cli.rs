@@ -128,3 +128,21 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn the_demo_runs_to_its_end_and_cleans_up_when_its_reader_goes_away() {
+    // `test_app demo | head -0`. Without CARGO set, the demo uses the binaries built beside it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test_app"))
+        .arg("demo")
+        .env_remove("CARGO")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    // It used to panic at its first line, leaving its stubs to fail its steps.
+    assert!(done.status.success(), "{:?} {stderr}", done.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
