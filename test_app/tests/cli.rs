@@ -16,6 +16,25 @@ fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     (status.code(), p.output().join("\n"))
 }
 
+/// Runs test_app with `args` as `test_app ARGS | head -0` would: its output's reader gone
+/// before the first line. Without CARGO set (the demo builds with it). Its exit status and
+/// what it wrote to stderr.
+fn run_unread(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test_app"))
+        .args(args)
+        .env_remove("CARGO")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    (
+        done.status,
+        String::from_utf8_lossy(&done.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_bad_profile_is_named_with_its_fault_not_reported_as_not_connected() {
     let tmp = tempfile::tempdir().unwrap();
@@ -110,39 +129,17 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     let app_port = app.rsplit(':').next().unwrap().trim();
     // `test_app describe z | head -0`: the pipe is closed before the first line is written.
     for args in [&["describe", "z"][..], &["call", "z.add_prams", "1", "2"]] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test_app"))
-            .args(["-q", app_port])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        drop(child.stdout.take());
-        let done = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&done.stderr);
-        assert!(
-            done.status.success(),
-            "{args:?}: {:?} {stderr}",
-            done.status
-        );
+        let (status, stderr) = run_unread(&[&["-q", app_port][..], args].concat());
+        assert!(status.success(), "{args:?}: {status:?} {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
 
 #[test]
 fn the_demo_runs_to_its_end_and_cleans_up_when_its_reader_goes_away() {
-    // `test_app demo | head -0`. Without CARGO set, the demo uses the binaries built beside it.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test_app"))
-        .arg("demo")
-        .env_remove("CARGO")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let done = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&done.stderr);
+    // Without CARGO set, the demo uses the binaries built beside it.
+    let (status, stderr) = run_unread(&["demo"]);
     // It used to panic at its first line, leaving its stubs to fail its steps.
-    assert!(done.status.success(), "{:?} {stderr}", done.status);
+    assert!(status.success(), "{status:?} {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
