@@ -479,51 +479,43 @@ mod tests {
         assert_eq!(again.values, client.values);
     }
 
-    #[test]
-    fn a_call_timeout_of_0_is_refused() {
+    /// A client profile of `text`, loaded from a file as a stub loads it; or the error it gets.
+    fn client_profile(text: &str) -> std::result::Result<ClientProfile, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
-        std::fs::write(&path, "call_timeout_ms = 0\n").unwrap();
-        let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
-            .unwrap_err()
-            .to_string();
+        std::fs::write(&path, text).unwrap();
+        Profile::<ClientProfile>::load(path.to_str().unwrap())
+            .map(|p| p.values)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_call_timeout_of_0_is_refused() {
+        let err = client_profile("call_timeout_ms = 0\n").unwrap_err();
         assert!(
             err.contains("call_timeout_ms") && err.contains("at least 1 ms"),
             "{err}"
         );
-        std::fs::write(&path, "call_timeout_ms = 1\n").unwrap();
-        let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
-        assert_eq!(ok.values.call_timeout_ms, Some(1));
+        let ok = client_profile("call_timeout_ms = 1\n").unwrap();
+        assert_eq!(ok.call_timeout_ms, Some(1));
     }
 
     #[test]
     fn a_log_rotation_of_0_bytes_or_0_files_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.toml");
         for table in ["[log]\nkeep = 0\n", "[log]\nmax_bytes = 0\n"] {
-            std::fs::write(&path, table).unwrap();
-            let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
-                .unwrap_err()
-                .to_string();
+            let err = client_profile(table).unwrap_err();
             assert!(err.contains("must be at least 1"), "{table}: {err}");
         }
-        std::fs::write(&path, "[log]\nkeep = 1\nmax_bytes = 1\n").unwrap();
-        let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
-        assert_eq!((ok.values.log.keep, ok.values.log.max_bytes), (1, 1));
+        let ok = client_profile("[log]\nkeep = 1\nmax_bytes = 1\n").unwrap();
+        assert_eq!((ok.log.keep, ok.log.max_bytes), (1, 1));
     }
 
     #[test]
     fn a_worker_count_of_0_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.toml");
-        std::fs::write(&path, "workers = { z = 2, y = 0 }\n").unwrap();
-        let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
-            .unwrap_err()
-            .to_string();
+        let err = client_profile("workers = { z = 2, y = 0 }\n").unwrap_err();
         assert!(err.contains("workers for 'y' must be at least 1"), "{err}");
-        std::fs::write(&path, "workers = { z = 2 }\n").unwrap();
-        let ok = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
-        assert_eq!(ok.values.workers["z"], 2);
+        let ok = client_profile("workers = { z = 2 }\n").unwrap();
+        assert_eq!(ok.workers["z"], 2);
     }
 
     #[test]
