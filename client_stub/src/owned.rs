@@ -135,6 +135,9 @@ fn fits(parsed: &Parsed, limit: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the interpreter that could not start was set, for errors that name it.
+const WHICH_INTERPRETER: &str = "the interpreter is --python, or python in the profile";
+
 /// Describes the installed Python module `name` (a profile's `expose`) by asking `python` to
 /// import it: its public functions and plain values. Its "path" is `import:NAME`, which the
 /// worker imports by name.
@@ -151,7 +154,7 @@ pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
         .map_err(|e| {
             format!(
                 "cannot expose '{name}': could not start the Python interpreter `{python}`: {e} \
-                 (the interpreter is --python, or python in the profile)"
+                 ({WHICH_INTERPRETER})"
             )
         })?;
     if !out.status.success() {
@@ -280,7 +283,7 @@ impl Stub {
         if let Err(e) = started {
             let every = MAX_BACKOFF.as_secs();
             say!(
-                "error: {e} (the interpreter is --python, or python in the profile); {module} \
+                "error: {e} ({WHICH_INTERPRETER}); {module} \
                  stays registered, and its calls fail with this until it can start (tried again \
                  every {every} s)"
             );
