@@ -448,3 +448,23 @@ fn a_module_an_app_provides_again_right_after_leaving_stays_provided() {
     assert!(listed(&owner), "{}", a.output().join("\n"));
     assert!(listed(&caller), "{}", b.output().join("\n"));
 }
+
+#[test]
+fn a_server_stopped_by_a_signal_says_so_and_its_stubs_hear_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    server.wait_for("joined: a");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(server.wait_exit().success());
+    // It used to say "the server ended the session", as if `_end_` had been typed.
+    let why = "the server was asked to stop (Ctrl-C or a terminate signal)";
+    server.wait_for(&format!("stopped: {why}"));
+    assert!(a.wait_exit().success());
+    a.wait_for(why);
+}

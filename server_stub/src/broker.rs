@@ -51,6 +51,8 @@ pub enum Event {
     Leave { id: PeerId },
     /// A server shell command.
     Console(Command),
+    /// The process was asked to stop (a signal): the session ends for this reason.
+    Stop(String),
     /// Time passed: expire overdue calls.
     Tick,
 }
@@ -155,6 +157,7 @@ impl Actor for Broker {
             }
             Event::Leave { id } => self.leave(id),
             Event::Console(cmd) => return self.console(cmd),
+            Event::Stop(reason) => return Some(reason),
             Event::Tick => {
                 self.expire();
                 if self.last_ping.elapsed() >= Duration::from_millis(self.limits.heartbeat_ms) {

@@ -74,10 +74,12 @@ pub async fn run(
     ));
     let stopped = async {
         shutdown.await;
-        broker.apply(Event::Console(shell::Command::End));
+        broker.apply(Event::Stop(
+            "the server was asked to stop (Ctrl-C or a terminate signal)".into(),
+        ));
         std::future::pending::<String>().await
     };
-    // The session ends on `_end_`, from the console or from `shutdown`.
+    // The session ends on `_end_` from the console, or when `shutdown` completes.
     let reason = async { ended.recv().await.unwrap_or_default() }
         .or(stopped)
         .await;
