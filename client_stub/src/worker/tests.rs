@@ -1,9 +1,17 @@
 //! The supervisor against real Python workers.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
 
+use super::answer::parse_answer;
+use super::watch::KILL_AFTER_MS;
 use super::*;
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
+use smol::future::FutureExt;
+use smol::Async;
 
 /// A pool running `source` as module `z` (the file and its directory live as long as the
 /// returned guard).

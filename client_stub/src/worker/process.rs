@@ -1,0 +1,239 @@
+//! One worker process: spawning it (dying with the stub), its protocol pipes, writing requests
+//! and reading the answers, forwarding its stderr to the log, and ending it.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::pin::Pin;
+use std::process::ExitStatus;
+use std::sync::Arc;
+
+use serde_json::Value;
+use smol::future::FutureExt;
+use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use smol::process::{Child, ChildStderr, Command, Stdio};
+use smol::{Async, Task};
+
+use common::error::{ErrorKind, RemoteError};
+use common::log::printable;
+use common::outbox::flush_queued;
+use common::readiness::ReadWhenReady;
+use common::say;
+
+use super::answer::{exception, excerpt, invalid, parse_answer};
+use super::lane::request_line;
+use super::supervisor::Stopped;
+use super::woken::WhenWoken;
+use super::{failed, sleep, Answer, Job, WorkerSpec, GRACE, SCRIPT, SLOW_IMPORT};
+
+/// A worker process, or why it could not be spawned.
+pub(super) type Spawned = Result<Conn, RemoteError>;
+
+pub(super) fn spawn(spec: &WorkerSpec) -> Spawned {
+    Conn::spawn(spec).map_err(|e| {
+        let (python, module) = (&spec.python, &spec.module);
+        failed(format!(
+            "could not start the Python interpreter `{python}` for module '{module}': {e}"
+        ))
+    })
+}
+
+/// One worker process and its protocol pipes, with buffers reused from call to call.
+pub(super) struct Conn {
+    pub(super) child: Child,
+    /// Non-blocking, so that a call can be written to it without waiting (see `Lane`).
+    pub(super) stdin: Arc<Async<File>>,
+    stdout: BufReader<ReadWhenReady<File>>,
+    /// Completes when the process exits: raced with every read so that a worker that died
+    /// while something else (a forked child) holds its stdout open still ends the wait.
+    /// Polled only once the process's pidfd wakes it (each poll is a `wait4`).
+    pub(super) exited: WhenWoken<Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>>,
+    stderr: Option<Task<()>>,
+    line: String,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    fn spawn(spec: &WorkerSpec) -> io::Result<Conn> {
+        let mut command = std::process::Command::new(&spec.python);
+        command.args(["-u", "-c", SCRIPT]).arg(&spec.path);
+        let stub = rustix::process::getpid();
+        // SAFETY: `die_with_stub` makes two system calls and touches no memory of the parent.
+        unsafe { command.pre_exec(move || die_with_stub(stub)) };
+        let mut child = Command::from(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let module = spec.module.clone();
+        let stderr = child.stderr.take().map(|e| smol::spawn(forward(module, e)));
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(io::Error::other("the worker's pipes are missing"));
+        };
+        let exited =
+            WhenWoken::new(Box::pin(child.status()) as Pin<Box<dyn Future<Output = _> + Send>>);
+        let stdin = Arc::new(Async::new(File::from(OwnedFd::try_from(stdin)?))?);
+        let stdout = File::from(OwnedFd::try_from(stdout)?);
+        let stdout = BufReader::new(ReadWhenReady::new(Arc::new(Async::new(stdout)?)));
+        let (line, out) = (String::new(), Vec::new());
+        Ok(Conn {
+            child,
+            stdin,
+            stdout,
+            exited,
+            stderr,
+            line,
+            out,
+        })
+    }
+
+    /// Ends the process and returns its exit status as text. A process `on_its_way_out` gets
+    /// a moment to exit by itself so that its own status is reported.
+    pub(super) async fn end(mut self, on_its_way_out: bool) -> String {
+        // The end of its input: a worker with no call left exits by itself.
+        drop(self.stdin);
+        let exited = self.child.status();
+        let grace = async {
+            if on_its_way_out {
+                sleep(GRACE).await;
+            }
+            None
+        };
+        let status = match async { Some(exited.await) }.or(grace).await {
+            Some(status) => status,
+            None => {
+                let _ = self.child.kill(); // fails only if it has exited already
+                self.child.status().await
+            }
+        };
+        if let Some(stderr) = self.stderr {
+            // Let its last lines (often a traceback) out, unless something else holds the pipe.
+            stderr.or(sleep(GRACE)).await;
+        }
+        match status {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("exit status unknown: {e}"),
+        }
+    }
+
+    /// Reads the line the worker writes once it has imported the module, or failed to.
+    pub(super) async fn wait_ready(&mut self, module: &str) -> Result<(), Stopped> {
+        let slow = async {
+            sleep(SLOW_IMPORT).await;
+            let secs = SLOW_IMPORT.as_secs();
+            say!("[{module}] still importing after {secs} s: its calls wait until it is ready");
+            std::future::pending().await
+        };
+        self.read_line().or(slow).await.map_err(Stopped::NotReady)?;
+        let ready: Value = serde_json::from_str(&self.line)
+            .map_err(|e| Stopped::NotReady(Broken::Invalid(invalid(e, &self.line))))?;
+        if ready.get("ready") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        let context = format!("module '{module}' failed to import: ");
+        match ready
+            .get("error")
+            .and_then(|e| exception(ErrorKind::WorkerFailed, e, &context))
+        {
+            Some(error) => Err(Stopped::ImportFailed(error)),
+            None => Err(Stopped::NotReady(Broken::Invalid(excerpt(&self.line)))),
+        }
+    }
+
+    /// Appends job `id`'s request to the pending output; `Err` answers a job that cannot be
+    /// sent.
+    pub(super) fn queue(&mut self, id: u64, job: &Job) -> Result<(), Answer> {
+        request_line(&mut self.out, id, job).map_err(|e| {
+            let message = format!("arguments are not JSON: {e}");
+            Err(RemoteError::new(ErrorKind::BadArguments, message))
+        })
+    }
+
+    /// Writes the pending output.
+    pub(super) async fn flush_out(&mut self) -> Result<(), Broken> {
+        let mut pipe = &*self.stdin;
+        let written = async {
+            pipe.write_all(&self.out).await?;
+            pipe.flush().await
+        };
+        let result = written.await.map_err(|_| Broken::Exited);
+        self.out.clear();
+        result
+    }
+
+    /// Reads the answer to request `id`.
+    pub(super) async fn answer(&mut self, id: u64) -> Result<Answer, Broken> {
+        // About to wait for the worker: the answers handed on before go out first.
+        if !self.stdout.buffer().contains(&b'\n') {
+            flush_queued();
+        }
+        self.read_line().await?;
+        parse_answer(&self.line, id).map_err(Broken::Invalid)
+    }
+
+    /// Reads one line into `self.line`, unless the process exits or its stdout ends first.
+    async fn read_line(&mut self) -> Result<(), Broken> {
+        let Conn {
+            stdout,
+            exited,
+            line,
+            ..
+        } = self;
+        line.clear();
+        let read = async {
+            match stdout.read_line(line).await {
+                Ok(1..) => Ok(()),
+                Ok(0) | Err(_) => Err(Broken::Exited),
+            }
+        };
+        read.or(async {
+            let _ = exited.await;
+            Err(Broken::Exited)
+        })
+        .await
+    }
+}
+
+/// How a worker process broke.
+pub(super) enum Broken {
+    /// It exited, or closed its pipes.
+    Exited,
+    /// It wrote something that is not the protocol.
+    Invalid(String),
+}
+
+impl Broken {
+    pub(super) fn describe(&self, status: &str) -> String {
+        match self {
+            Broken::Exited => format!("exited ({status})"),
+            Broken::Invalid(detail) => format!("sent an invalid line ({detail})"),
+        }
+    }
+}
+
+/// Forwards a worker's stderr, where its prints go too, to the stub's log line by line. The
+/// module is local, but what it prints may echo a caller's arguments: escaped like peer text.
+async fn forward(module: String, stderr: ChildStderr) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    while let Ok(1..) = reader.read_until(b'\n', &mut line).await {
+        let text = String::from_utf8_lossy(&line);
+        say!("[{module}] {}", printable(text.trim_end()));
+        line.clear();
+    }
+}
+
+/// Runs in the forked worker before it starts Python: the kernel kills it when the stub ends,
+/// however the stub ends (SIGKILL included), so no worker goes on running a module's code
+/// unseen. (The signal comes when the forking thread ends: the executor's, which lives as long
+/// as the stub.)
+fn die_with_stub(stub: rustix::process::Pid) -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::getppid() != Some(stub) {
+        return Err(io::Error::other("the stub ended while the worker started"));
+    }
+    Ok(())
+}
