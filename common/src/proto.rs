@@ -348,20 +348,28 @@ pub fn salvage(head: &[u8]) -> Option<(&str, u64)> {
 /// cannot be read from that buffer; so the frame readers read such a frame again as this turns
 /// it (only after a failed read: a frame written as senders write it still costs one parse).
 /// The parts keep their text; other keys, which serde ignores, are dropped.
-pub fn cmd_first(frame: &[u8]) -> Option<Vec<u8>> {
+///
+/// # Errors
+/// The frame's envelope cannot be read (a key repeated, `cmd` missing, not JSON): that says
+/// what is wrong, where serde's failed read of the whole speaks of the `data` it buffered.
+pub fn cmd_first(frame: &[u8]) -> serde_json::Result<Option<Vec<u8>>> {
     #[derive(Serialize, Deserialize)]
+    #[serde(expecting = r#"a frame, {"cmd": NAME, "data": VALUE}"#)]
     struct Envelope<'a> {
         #[serde(borrow)]
         cmd: &'a RawValue,
         #[serde(borrow)]
-        data: &'a RawValue,
+        data: Option<&'a RawValue>,
     }
     let mut at = Cursor(frame);
     if at.expect("{").and_then(|()| at.expect("\"cmd\"")).is_some() {
-        return None;
+        return Ok(None);
     }
-    let envelope: Envelope = serde_json::from_slice(frame).ok()?;
-    serde_json::to_vec(&envelope).ok()
+    let envelope: Envelope = serde_json::from_slice(frame)?;
+    match envelope.data {
+        Some(_) => serde_json::to_vec(&envelope).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Reads the few tokens [`salvage`] and [`cmd_first`] look for.
@@ -457,23 +465,34 @@ mod tests {
 
     #[test]
     fn a_frame_is_turned_cmd_first_only_when_it_has_data_before_cmd() {
-        fn turned(frame: &str) -> Option<String> {
-            cmd_first(frame.as_bytes()).map(|f| String::from_utf8(f).unwrap())
+        fn turned(frame: &str) -> serde_json::Result<Option<String>> {
+            cmd_first(frame.as_bytes()).map(|f| f.map(|f| String::from_utf8(f).unwrap()))
         }
         // Its parts keep their text; keys serde ignores are dropped.
         assert_eq!(
-            turned(r#" {"x":0, "data": {"id":1, "args":[1 ,2]} ,"cmd":"call"} "#).as_deref(),
-            Some(r#"{"cmd":"call","data":{"id":1, "args":[1 ,2]}}"#)
+            turned(r#" {"x":0, "data": {"id":1, "args":[1 ,2]} ,"cmd":"call"} "#).unwrap(),
+            Some(r#"{"cmd":"call","data":{"id":1, "args":[1 ,2]}}"#.into())
         );
         for unchanged in [
             r#"{"cmd":"call","data":{"id":1}}"#,
             r#" { "cmd" : "call", "data": 1, "data": 2}"#,
-            r#"{"data":{"id":1}}"#,
-            r#"{"data":1,"cmd":"who","data":2}"#,
-            r#"{"data":{"id":1},"cmd":"call""#,
-            "garbage",
+            r#"{"x":1,"cmd":"who"}"#,
         ] {
-            assert_eq!(turned(unchanged), None, "{unchanged}");
+            assert_eq!(turned(unchanged).unwrap(), None, "{unchanged}");
+        }
+        // An envelope that cannot be read is refused saying why.
+        for (refused, why) in [
+            (r#"{"data":{"id":1}}"#, "missing field `cmd`"),
+            (
+                r#"{"data":1,"cmd":"who","data":2}"#,
+                "duplicate field `data`",
+            ),
+            (r#"{"data":{"id":1},"cmd":"call""#, "EOF"),
+            ("garbage", "expected value"),
+            ("3", r#"expected a frame, {"cmd": NAME, "data": VALUE}"#),
+        ] {
+            let e = turned(refused).unwrap_err().to_string();
+            assert!(e.contains(why), "{refused}: {e}");
         }
     }
 
