@@ -459,6 +459,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cmd_not_a_string_is_refused_saying_what_it_must_be() {
+        let must = r#"expected `cmd` to be a string naming the message, like "call""#;
+        // serde_json alone says "expected value" of each, in either order.
+        for (cmd, got) in [
+            ("3", "integer `3`"),
+            ("null", "null"),
+            (r#"["who"]"#, "sequence"),
+        ] {
+            for frame in [
+                format!(r#"{{"cmd":{cmd},"data":{{"id":1}}}}"#),
+                format!(r#"{{"data":{{"id":1}},"cmd":{cmd}}}"#),
+            ] {
+                let e = read_frame::<ToServer>(frame.as_bytes()).unwrap_err();
+                let said = format!("invalid type: {got}, {must}");
+                assert!(e.to_string().contains(&said), "{frame}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn every_message_carrying_json_reads_with_data_before_cmd() {
         fn same<T: DeserializeOwned + PartialEq + std::fmt::Debug>(data: &str, cmd: &str) {
             let turned = format!(r#"{{"data":{data},"cmd":"{cmd}"}}"#);

@@ -244,6 +244,29 @@ fn outcome<'de, D: Deserializer<'de>>(d: D) -> Result<Result<Json, RemoteError>,
     d.deserialize_map(Outcome)
 }
 
+/// Reads a `T` named by a string (an enum's variant, say), but refuses any other value saying
+/// what the key must hold (`expecting`): serde_json's answer to an enum given a number is
+/// "expected value", which names neither the key nor what it takes.
+pub(crate) fn named<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    struct Named<T>(&'static str, std::marker::PhantomData<T>);
+    impl<T: DeserializeOwned> Visitor<'_> for Named<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<T, E> {
+            T::deserialize(de::value::StrDeserializer::new(name))
+        }
+    }
+    d.deserialize_str(Named(expecting, std::marker::PhantomData))
+}
+
 /// A value of a call's arguments or result, kept as its JSON text: checked to be JSON where a
 /// frame is read, never parsed into a tree nor printed again by the stubs it passes through (an
 /// argument of 10,000 numbers costs each hop a scan, not a parse and a print). It reads as one
@@ -350,19 +373,27 @@ pub fn salvage(head: &[u8]) -> Option<(&str, u64)> {
 /// The parts keep their text; other keys, which serde ignores, are dropped.
 ///
 /// # Errors
-/// The frame's envelope cannot be read (a key repeated, `cmd` missing, not JSON): that says
-/// what is wrong, where serde's failed read of the whole speaks of the `data` it buffered.
+/// The frame's envelope cannot be read (a key repeated, `cmd` missing or not a string, not
+/// JSON): that says what is wrong, where serde's failed read of the whole says "expected value"
+/// of a `cmd` not a string, or speaks of the `data` it buffered.
 pub fn cmd_first(frame: &[u8]) -> serde_json::Result<Option<Vec<u8>>> {
     #[derive(Serialize, Deserialize)]
     #[serde(expecting = r#"a frame, {"cmd": NAME, "data": VALUE}"#)]
     struct Envelope<'a> {
-        #[serde(borrow)]
-        cmd: &'a RawValue,
+        #[serde(deserialize_with = "cmd_name")]
+        cmd: String,
         #[serde(borrow)]
         data: Option<&'a RawValue>,
     }
+    fn cmd_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        named(d, r#"`cmd` to be a string naming the message, like "call""#)
+    }
+    // Started as senders write it, `cmd` first and a string: the failed read said what is wrong.
     let mut at = Cursor(frame);
-    if at.expect("{").and_then(|()| at.expect("\"cmd\"")).is_some() {
+    let as_sent = ["{", "\"cmd\"", ":", "\""]
+        .iter()
+        .all(|t| at.expect(t).is_some());
+    if as_sent {
         return Ok(None);
     }
     let envelope: Envelope = serde_json::from_slice(frame)?;
