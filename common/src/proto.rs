@@ -547,6 +547,25 @@ mod tests {
     }
 
     #[test]
+    fn an_error_kind_not_a_string_is_refused_saying_what_it_must_be() {
+        let reply = |kind: &str| {
+            let err = format!(r#"{{"kind":{kind},"message":"late"}}"#);
+            serde_json::from_str::<Reply>(&format!(r#"{{"id":1,"result":{{"Err":{err}}}}}"#))
+        };
+        let late = reply(r#""timeout""#).unwrap().result.unwrap_err();
+        assert_eq!(late.kind, crate::error::ErrorKind::Timeout);
+        let e = reply(r#""late""#).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `late`"), "{e}");
+        // serde_json alone says "expected value" of each.
+        let must = r#"expected `kind` to be a string naming the error, like "timeout""#;
+        for (bad, got) in [("3", "integer `3`"), ("null", "null"), ("{}", "map")] {
+            let e = reply(bad).unwrap_err().to_string();
+            let said = format!("invalid type: {got}, {must}");
+            assert!(e.contains(&said), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn envelope_shape_is_cmd_and_data() {
         let hello = ToServer::Hello(Hello {
             version: 1,
