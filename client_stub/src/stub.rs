@@ -441,7 +441,18 @@ impl Stub {
                 Err(e) => say!("error: {e}"),
             },
             Command::Say(text) => {
-                self.send_up(ToServer::Say { text });
+                // Refused here, naming the limit, rather than sent for the server to refuse.
+                let msg = ToServer::Say { text };
+                let size = serde_json::to_vec(&msg).map_or(0, |frame| frame.len());
+                let limit = self.config.limits.max_frame_bytes;
+                match size > limit {
+                    true => say!(
+                        "error: message not sent: its frame would be {size} bytes, over this \
+                         stub's max_frame_bytes ({limit}): shorten it, or raise the limit under \
+                         [limits]"
+                    ),
+                    false => self.send_up(msg),
+                }
             }
             Command::Who => {
                 self.send_up(ToServer::Who);

@@ -243,6 +243,22 @@ fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
 }
 
 #[test]
+fn a_message_over_the_frame_limit_is_refused_before_it_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, "[limits]\nmax_frame_bytes = 1000\n").unwrap();
+    let mut a = stub(dir, port, "a", &["-l", "-c", profile.to_str().unwrap()]);
+    a.send(&format!("s:{}", "y".repeat(1000)));
+    a.wait_for("over this stub's max_frame_bytes (1000)");
+    // The stub goes on; the server never saw the message (frames arrive in order).
+    a.send("s:still here");
+    server.wait_for("message from a: still here");
+    assert!(!server.output().join("\n").contains("yyy"));
+}
+
+#[test]
 fn a_request_the_stub_cannot_read_is_answered_by_its_id() {
     use std::io::{BufRead, BufReader, Write};
     let tmp = tempfile::tempdir().unwrap();

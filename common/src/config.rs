@@ -29,7 +29,7 @@ pub struct LinkLimits {
 /// The sizes and times the server enforces: the `[limits]` table of a server profile. Every
 /// key is optional; the defaults suit a small network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "LimitsTable", into = "LimitsTable")]
+#[serde(try_from = "LimitsTable", into = "LimitsTable")]
 pub struct Limits {
     /// What client stubs enforce too.
     pub link: LinkLimits,
@@ -44,7 +44,6 @@ pub struct Limits {
 
 /// A `[limits]` table as written, each key set or not: one list of keys for both profiles.
 #[derive(Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LimitsTable {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_frame_bytes: Option<usize>,
@@ -64,7 +63,26 @@ struct LimitsTable {
         skip_serializing_if = "Option::is_none"
     )]
     heartbeat_ms: Option<u64>,
+    /// Keys neither profile takes: each refuses them listing only the keys it takes (see
+    /// [`LimitsTable::refuse_unknown`]).
+    #[serde(flatten, skip_serializing)]
+    unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
+
+/// Every key a `[limits]` table may hold, in [`LimitsTable`]'s order: a server profile takes
+/// them all.
+const SERVER_KEYS: &[&str] = &[
+    "max_frame_bytes",
+    "max_module_bytes",
+    "queue_frames",
+    "queue_bytes",
+    "max_peers",
+    "max_calls_in_flight",
+    "heartbeat_ms",
+];
+
+/// The keys a client profile's `[limits]` table takes: the first four, [`LinkLimits`]'.
+const LINK_KEYS: &[&str] = SERVER_KEYS.split_at(4).0;
 
 /// A heartbeat interval, refused if 0: a heartbeat of 0 ms would find every peer gone at once.
 fn some_heartbeat_ms<'de, D: serde::Deserializer<'de>>(
@@ -130,11 +148,24 @@ impl Default for LinkLimits {
 
 impl Default for Limits {
     fn default() -> Self {
-        LimitsTable::default().into()
+        LimitsTable::default()
+            .try_into()
+            .expect("an empty table holds no unknown key")
     }
 }
 
 impl LimitsTable {
+    /// Refuses a key that is not one of `keys`, listing them: a typo never passes silently.
+    fn refuse_unknown(&self, keys: &'static [&'static str]) -> std::result::Result<(), String> {
+        match self.unknown.keys().next() {
+            Some(key) => {
+                let e = <serde::de::value::Error as serde::de::Error>::unknown_field(key, keys);
+                Err(e.to_string())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The link limits this table sets, the defaults for the others.
     fn link(&self) -> LinkLimits {
         let d = LinkLimits::default();
@@ -147,14 +178,17 @@ impl LimitsTable {
     }
 }
 
-impl From<LimitsTable> for Limits {
-    fn from(t: LimitsTable) -> Self {
-        Limits {
+impl TryFrom<LimitsTable> for Limits {
+    type Error = String;
+
+    fn try_from(t: LimitsTable) -> std::result::Result<Self, String> {
+        t.refuse_unknown(SERVER_KEYS)?;
+        Ok(Limits {
             link: t.link(),
             max_peers: t.max_peers.unwrap_or(10_000),
             max_calls_in_flight: t.max_calls_in_flight.unwrap_or(10_000),
             heartbeat_ms: t.heartbeat_ms.unwrap_or(5_000),
-        }
+        })
     }
 }
 
@@ -163,6 +197,7 @@ impl TryFrom<LimitsTable> for LinkLimits {
     type Error = String;
 
     fn try_from(t: LimitsTable) -> std::result::Result<Self, String> {
+        t.refuse_unknown(LINK_KEYS)?;
         let server_only = [
             ("max_peers", t.max_peers.is_some()),
             ("max_calls_in_flight", t.max_calls_in_flight.is_some()),
@@ -487,6 +522,36 @@ mod tests {
         Profile::<ClientProfile>::load(path.to_str().unwrap())
             .map(|p| p.values)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_limit_is_refused_listing_only_the_keys_its_profile_takes() {
+        let table = "[limits]\nqueue_frame = 9\n";
+        let client = client_profile(table).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, table).unwrap();
+        let server = Profile::<ServerProfile>::load(path.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        // The keys each profile takes are those it saves.
+        let keys = |limits: toml::Value| -> Vec<String> {
+            limits.as_table().unwrap().keys().cloned().collect()
+        };
+        let client_keys = keys(toml::Value::try_from(LinkLimits::default()).unwrap());
+        let server_keys = keys(toml::Value::try_from(Limits::default()).unwrap());
+        for err in [&client, &server] {
+            assert!(err.contains("unknown field `queue_frame`"), "{err}");
+        }
+        for key in &server_keys {
+            let listed = format!("`{key}`");
+            assert!(server.contains(&listed), "{key}: {server}");
+            assert_eq!(
+                client.contains(&listed),
+                client_keys.contains(key),
+                "{key}: {client}"
+            );
+        }
     }
 
     #[test]

@@ -217,10 +217,15 @@ fn parse<T: DeserializeOwned>(frame: &[u8], refused: &mut Vec<u8>) -> serde_json
     if first.is_ok() {
         return first;
     }
-    let turned = crate::proto::cmd_first(frame);
-    let (frame, msg) = match &turned {
-        Some(turned) => (turned.as_slice(), serde_json::from_slice(turned)),
-        None => (frame, first),
+    let turned;
+    let (frame, msg) = match crate::proto::cmd_first(frame) {
+        Ok(Some(frame)) => {
+            turned = frame;
+            (turned.as_slice(), serde_json::from_slice(&turned))
+        }
+        Ok(None) => (frame, first),
+        // The envelope itself is wrong (a key repeated, say): its error says so.
+        Err(envelope) => (frame, Err(envelope)),
     };
     if msg.is_err() {
         keep_head(refused, frame);
@@ -429,6 +434,47 @@ mod tests {
                 assert_eq!(salvage(r.refused_head()), Some(("call", 2)));
                 assert!(r.read::<ToStub>().await.unwrap().is_none());
             });
+        }
+    }
+
+    #[test]
+    fn a_frame_with_data_before_cmd_and_a_key_repeated_is_refused_naming_the_key() {
+        let data = r#"{"id":1,"module":"m","function":"f","args":[1],"timeout_ms":9}"#;
+        for (frame, key) in [
+            (
+                format!(r#"{{"data":{data},"cmd":"call","cmd":"call"}}"#),
+                "cmd",
+            ),
+            (
+                format!(r#"{{"data":{data},"cmd":"call","data":{data}}}"#),
+                "data",
+            ),
+        ] {
+            let e = read_frame::<ToStub>(frame.as_bytes()).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("duplicate field `{key}`")),
+                "{frame}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cmd_not_a_string_is_refused_saying_what_it_must_be() {
+        let must = r#"expected `cmd` to be a string naming the message, like "call""#;
+        // serde_json alone says "expected value" of each, in either order.
+        for (cmd, got) in [
+            ("3", "integer `3`"),
+            ("null", "null"),
+            (r#"["who"]"#, "sequence"),
+        ] {
+            for frame in [
+                format!(r#"{{"cmd":{cmd},"data":{{"id":1}}}}"#),
+                format!(r#"{{"data":{{"id":1}},"cmd":{cmd}}}"#),
+            ] {
+                let e = read_frame::<ToServer>(frame.as_bytes()).unwrap_err();
+                let said = format!("invalid type: {got}, {must}");
+                assert!(e.to_string().contains(&said), "{frame}: {e}");
+            }
         }
     }
 

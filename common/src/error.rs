@@ -27,6 +27,7 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{}", self.render())]
 pub struct RemoteError {
+    #[serde(deserialize_with = "kind_name")]
     pub kind: ErrorKind,
     /// Human-readable detail.
     pub message: String,
@@ -36,6 +37,14 @@ pub struct RemoteError {
     /// For [`ErrorKind::Exception`]: the remote traceback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
+}
+
+/// Reads `kind`, refusing a value that is not a string saying so (see [`crate::proto::named`]).
+fn kind_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ErrorKind, D::Error> {
+    crate::proto::named(
+        d,
+        r#"`kind` to be a string naming the error, like "timeout""#,
+    )
 }
 
 /// What kind of failure a [`RemoteError`] reports.

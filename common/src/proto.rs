@@ -244,6 +244,29 @@ fn outcome<'de, D: Deserializer<'de>>(d: D) -> Result<Result<Json, RemoteError>,
     d.deserialize_map(Outcome)
 }
 
+/// Reads a `T` named by a string (an enum's variant, say), but refuses any other value saying
+/// what the key must hold (`expecting`): serde_json's answer to an enum given a number is
+/// "expected value", which names neither the key nor what it takes.
+pub(crate) fn named<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    struct Named<T>(&'static str, std::marker::PhantomData<T>);
+    impl<T: DeserializeOwned> Visitor<'_> for Named<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<T, E> {
+            T::deserialize(de::value::StrDeserializer::new(name))
+        }
+    }
+    d.deserialize_str(Named(expecting, std::marker::PhantomData))
+}
+
 /// A value of a call's arguments or result, kept as its JSON text: checked to be JSON where a
 /// frame is read, never parsed into a tree nor printed again by the stubs it passes through (an
 /// argument of 10,000 numbers costs each hop a scan, not a parse and a print). It reads as one
@@ -348,20 +371,36 @@ pub fn salvage(head: &[u8]) -> Option<(&str, u64)> {
 /// cannot be read from that buffer; so the frame readers read such a frame again as this turns
 /// it (only after a failed read: a frame written as senders write it still costs one parse).
 /// The parts keep their text; other keys, which serde ignores, are dropped.
-pub fn cmd_first(frame: &[u8]) -> Option<Vec<u8>> {
+///
+/// # Errors
+/// The frame's envelope cannot be read (a key repeated, `cmd` missing or not a string, not
+/// JSON): that says what is wrong, where serde's failed read of the whole says "expected value"
+/// of a `cmd` not a string, or speaks of the `data` it buffered.
+pub fn cmd_first(frame: &[u8]) -> serde_json::Result<Option<Vec<u8>>> {
     #[derive(Serialize, Deserialize)]
+    #[serde(expecting = r#"a frame, {"cmd": NAME, "data": VALUE}"#)]
     struct Envelope<'a> {
+        #[serde(deserialize_with = "cmd_name")]
+        cmd: String,
         #[serde(borrow)]
-        cmd: &'a RawValue,
-        #[serde(borrow)]
-        data: &'a RawValue,
+        data: Option<&'a RawValue>,
     }
+    fn cmd_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        named(d, r#"`cmd` to be a string naming the message, like "call""#)
+    }
+    // Started as senders write it, `cmd` first and a string: the failed read said what is wrong.
     let mut at = Cursor(frame);
-    if at.expect("{").and_then(|()| at.expect("\"cmd\"")).is_some() {
-        return None;
+    let as_sent = ["{", "\"cmd\"", ":", "\""]
+        .iter()
+        .all(|t| at.expect(t).is_some());
+    if as_sent {
+        return Ok(None);
     }
-    let envelope: Envelope = serde_json::from_slice(frame).ok()?;
-    serde_json::to_vec(&envelope).ok()
+    let envelope: Envelope = serde_json::from_slice(frame)?;
+    match envelope.data {
+        Some(_) => serde_json::to_vec(&envelope).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Reads the few tokens [`salvage`] and [`cmd_first`] look for.
@@ -457,23 +496,34 @@ mod tests {
 
     #[test]
     fn a_frame_is_turned_cmd_first_only_when_it_has_data_before_cmd() {
-        fn turned(frame: &str) -> Option<String> {
-            cmd_first(frame.as_bytes()).map(|f| String::from_utf8(f).unwrap())
+        fn turned(frame: &str) -> serde_json::Result<Option<String>> {
+            cmd_first(frame.as_bytes()).map(|f| f.map(|f| String::from_utf8(f).unwrap()))
         }
         // Its parts keep their text; keys serde ignores are dropped.
         assert_eq!(
-            turned(r#" {"x":0, "data": {"id":1, "args":[1 ,2]} ,"cmd":"call"} "#).as_deref(),
-            Some(r#"{"cmd":"call","data":{"id":1, "args":[1 ,2]}}"#)
+            turned(r#" {"x":0, "data": {"id":1, "args":[1 ,2]} ,"cmd":"call"} "#).unwrap(),
+            Some(r#"{"cmd":"call","data":{"id":1, "args":[1 ,2]}}"#.into())
         );
         for unchanged in [
             r#"{"cmd":"call","data":{"id":1}}"#,
             r#" { "cmd" : "call", "data": 1, "data": 2}"#,
-            r#"{"data":{"id":1}}"#,
-            r#"{"data":1,"cmd":"who","data":2}"#,
-            r#"{"data":{"id":1},"cmd":"call""#,
-            "garbage",
+            r#"{"x":1,"cmd":"who"}"#,
         ] {
-            assert_eq!(turned(unchanged), None, "{unchanged}");
+            assert_eq!(turned(unchanged).unwrap(), None, "{unchanged}");
+        }
+        // An envelope that cannot be read is refused saying why.
+        for (refused, why) in [
+            (r#"{"data":{"id":1}}"#, "missing field `cmd`"),
+            (
+                r#"{"data":1,"cmd":"who","data":2}"#,
+                "duplicate field `data`",
+            ),
+            (r#"{"data":{"id":1},"cmd":"call""#, "EOF"),
+            ("garbage", "expected value"),
+            ("3", r#"expected a frame, {"cmd": NAME, "data": VALUE}"#),
+        ] {
+            let e = turned(refused).unwrap_err().to_string();
+            assert!(e.contains(why), "{refused}: {e}");
         }
     }
 
@@ -493,6 +543,25 @@ mod tests {
                 e.contains(r#"{"Ok": VALUE} or {"Err": ERROR}"#),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn an_error_kind_not_a_string_is_refused_saying_what_it_must_be() {
+        let reply = |kind: &str| {
+            let err = format!(r#"{{"kind":{kind},"message":"late"}}"#);
+            serde_json::from_str::<Reply>(&format!(r#"{{"id":1,"result":{{"Err":{err}}}}}"#))
+        };
+        let late = reply(r#""timeout""#).unwrap().result.unwrap_err();
+        assert_eq!(late.kind, crate::error::ErrorKind::Timeout);
+        let e = reply(r#""late""#).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `late`"), "{e}");
+        // serde_json alone says "expected value" of each.
+        let must = r#"expected `kind` to be a string naming the error, like "timeout""#;
+        for (bad, got) in [("3", "integer `3`"), ("null", "null"), ("{}", "map")] {
+            let e = reply(bad).unwrap_err().to_string();
+            let said = format!("invalid type: {got}, {must}");
+            assert!(e.contains(&said), "{bad}: {e}");
         }
     }
 
