@@ -3,16 +3,20 @@
 //! `main.rs` resolves flags and profile into a [`Config`] and calls [`run`].
 //!
 //! Layout: `upstream.rs` (join and keep the server link), `stub.rs` (all state, changed by
-//! events), `calls.rs` (app calls, answers, timeouts, stats), `owned.rs` (registering,
-//! reloading and watching modules), `runner.rs` + `worker/` (what runs owned modules: supervised
-//! Python workers or a providing app), `local.rs` (app connections), `repl.rs` (shell commands).
+//! events), `sync.rs` (modules on the network, synced with the server's offers), `calls.rs`
+//! (app calls, answers, timeouts, stats), `owned.rs` (registering, reloading and watching
+//! modules), `runner.rs` + `worker/` (what runs owned modules: supervised Python workers or a
+//! providing app), `local.rs` (app connections), `repl.rs` + `commands.rs` (shell commands:
+//! parsed, carried out).
 
 pub mod calls;
+mod commands;
 pub mod local;
 pub mod owned;
 pub mod repl;
 pub mod runner;
 pub mod stub;
+mod sync;
 pub mod upstream;
 pub mod worker;
 

@@ -36,7 +36,7 @@ pub(super) fn check_grammar(
 
 /// The state of [`check_grammar`]'s walk.
 pub(super) struct Walk<'a> {
-    /// Matching parentheses, as in [`Lexed::parens`].
+    /// Matching parentheses, as in [`Lexed::parens`](super::lexed::Lexed::parens).
     parens: &'a [(TextSize, TextSize)],
     stmts: Vec<&'a Stmt>,
     exprs: Vec<&'a Expr>,

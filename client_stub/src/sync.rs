@@ -1,0 +1,160 @@
+//! Module sync with the server: its offers answered from the cached copy or fetched, fetched
+//! copies checked and stored, gone modules removed (this stub's own once the server answers its
+//! withdraw); the generated client stubs kept beside the copies.
+
+use common::log::printable;
+use common::module::ModuleDescriptor;
+use common::proto::{valid_stub_name, Chunk, Offer, ToServer};
+use common::say;
+use common::store::{valid_module_name, Store};
+
+use crate::stub::Stub;
+
+/// A module on the network owned by another stub.
+pub(crate) struct Known {
+    pub(crate) owner: String,
+    md5: String,
+    /// What calls are checked against: the current copy once here; while a new version is
+    /// fetched, the one before it (calls made meanwhile still go out); none before the first.
+    pub(crate) desc: Option<ModuleDescriptor>,
+}
+
+impl Stub {
+    /// The server offers a module: keep the cached copy if its md5 matches, else ask for it.
+    pub(crate) fn offered(&mut self, offer: Offer) {
+        let Offer {
+            module,
+            owner,
+            md5,
+            size,
+        } = offer;
+        // Names a server would never send: they are printed, and name files.
+        if !valid_module_name(&module) || !valid_stub_name(&owner) {
+            let (module, owner) = (printable(&module), printable(&owner));
+            return say!("error: the server offered a module '{module}' of a stub '{owner}': not valid names, ignored");
+        }
+        let cached = self.store.read(&module).ok().flatten();
+        let current = cached
+            .filter(|bytes| common::store::md5_hex(bytes) == md5)
+            .and_then(|bytes| serde_json::from_slice::<ModuleDescriptor>(&bytes).ok());
+        let msg = match &current {
+            Some(desc) => {
+                write_stubs(&self.store, desc, &md5);
+                say!("{module} from {owner}: cached copy is current (md5 {md5}), nothing to fetch");
+                ToServer::Have {
+                    module: module.clone(),
+                    md5: md5.clone(),
+                }
+            }
+            None => {
+                say!("{module} from {owner}: fetching {size} bytes (md5 {md5})");
+                ToServer::Want {
+                    module: module.clone(),
+                    md5: md5.clone(),
+                }
+            }
+        };
+        self.send_up(msg);
+        let before = self.known.remove(&module).and_then(|k| k.desc);
+        self.known.insert(
+            module,
+            Known {
+                owner,
+                md5,
+                desc: current.or(before),
+            },
+        );
+        self.refresh_names();
+    }
+
+    /// A piece of a module we asked for; a complete, verified file replaces the cached copy.
+    pub(crate) fn received(&mut self, chunk: Chunk) {
+        let (module, pieces) = (chunk.module.clone(), chunk.total);
+        let bytes = match self.incoming.push(chunk) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(e) => return say!("error: receiving {module}: {e}; the cached copy is kept"),
+        };
+        let Some(known) = self.known.get_mut(&module) else {
+            return; // Gone meanwhile.
+        };
+        if common::store::md5_hex(&bytes) != known.md5 {
+            return; // A newer version was offered meanwhile and is on its way.
+        }
+        let desc = match serde_json::from_slice::<ModuleDescriptor>(&bytes) {
+            Ok(d) if d.module == module => d,
+            _ => return say!("error: {module} is not a valid descriptor; the cached copy is kept"),
+        };
+        if let Err(e) = self.store.write(&module, &bytes) {
+            return say!("error: cannot store {module}: {e}");
+        }
+        write_stubs(&self.store, &desc, &known.md5);
+        say!(
+            "received {module} from {}: {} bytes in {pieces} chunk(s), {} function(s)",
+            known.owner,
+            bytes.len(),
+            desc.functions.len()
+        );
+        known.desc = Some(desc);
+    }
+
+    pub(crate) fn gone(&mut self, module: &str, reason: &str) {
+        // The answer to a withdraw of ours; when an upload overtook it, the module stays.
+        let (ours, overtaken) = match self.withdrawing.get_mut(module) {
+            Some(w) => {
+                let overtaken = w.overtaken > 0;
+                w.overtaken = w.overtaken.saturating_sub(1);
+                w.sent -= 1;
+                if w.sent == 0 {
+                    self.withdrawing.remove(module);
+                }
+                (true, overtaken)
+            }
+            None => (false, false),
+        };
+        if let Some(o) = self.owned.get_mut(module) {
+            say!("withdrew {module}");
+            match overtaken {
+                true => o.confirmed = false, // the upload's answer follows
+                false => {
+                    self.owned.remove(module);
+                }
+            }
+        } else if !ours && self.known.remove(module).is_some() {
+            self.incoming.forget(module);
+            if let Err(e) = self.store.remove(module) {
+                say!("error: cannot remove the cached copy of {module}: {e}");
+            }
+            remove_stubs(&self.store, module);
+            say!("module {module} is gone: {}", printable(reason));
+        }
+        self.refresh_names();
+    }
+}
+
+/// Withdraws of one module sent and not yet answered, and how many of them an upload sent
+/// since has overtaken: their `gone` is for an older registration, which the server replaces
+/// right after.
+#[derive(Debug, Default)]
+pub(crate) struct Withdrawing {
+    pub(crate) sent: u32,
+    pub(crate) overtaken: u32,
+}
+
+/// Writes the generated client stubs beside a module's descriptor; a failure is said, never fatal.
+fn write_stubs(store: &Store, desc: &ModuleDescriptor, md5: &str) {
+    for (name, text) in common::codegen::stub_files(desc, md5) {
+        if let Err(e) = store.write_file(&name, text.as_bytes()) {
+            say!("error: cannot write the generated stub {name}: {e}");
+        }
+    }
+}
+
+/// Removes a gone module's generated stubs (the shared Python helper stays).
+fn remove_stubs(store: &Store, module: &str) {
+    for name in common::codegen::stub_file_names(module) {
+        if let Err(e) = store.remove_file(&name) {
+            say!("error: cannot remove the generated stub {name}: {e}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The smol client: many calls in flight on one connection, sharing it through [`Link`].
+
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{Map, Value};
+use smol::net::TcpStream;
+
+use super::link::{Link, NoAnswer};
+use super::requests::{Request, Requests};
+use super::{decode, CallError};
+use crate::conn::DEFAULT_MAX_FRAME;
+use crate::module::ModuleDescriptor;
+use crate::proto::{Json, ToStub};
+
+/// A connection to the local stub (smol form). Cheap to share by reference across tasks; it
+/// runs no task of its own, so it works under any executor.
+pub struct AsyncClient {
+    link: Link,
+    requests: Requests,
+}
+
+impl AsyncClient {
+    /// Connects to a stub's app port, for example `127.0.0.1:8765`.
+    pub async fn connect(address: &str) -> Result<Self, CallError> {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| CallError::NotConnected(format!("no stub at {address}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok(AsyncClient {
+            link: Link::new(stream, DEFAULT_MAX_FRAME),
+            requests: Requests::new(),
+        })
+    }
+
+    /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
+    /// `call_timeout_ms`.
+    pub async fn connect_profile(profile: &str) -> Result<Self, CallError> {
+        let (address, requests) = Requests::of_profile(profile, None)?;
+        let client = Self::connect(&address).await?;
+        Ok(AsyncClient { requests, ..client })
+    }
+
+    /// Sets the default timeout of every call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.requests.timeout = timeout;
+        self
+    }
+
+    /// Sets the largest request sent (default: the stubs' default frame limit).
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.requests.max_frame = bytes;
+        self
+    }
+
+    /// Calls `module.function(*args)`; `args` is a tuple, a list, or one value.
+    pub async fn call(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<Value, CallError> {
+        self.call_with(module, function, args, Map::new(), None)
+            .await
+    }
+
+    /// Calls `module.function(*args)` and reads the result as a `T`.
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<T, CallError> {
+        let request = self
+            .requests
+            .call(module, function, args, Map::new(), None)?;
+        decode(self.send(request).await?)
+    }
+
+    /// Calls `module.function(*args, **kwargs)` with an optional timeout of its own.
+    pub async fn call_with(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+        kwargs: Map<String, Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CallError> {
+        let request = self
+            .requests
+            .call(module, function, args, kwargs, timeout)?;
+        decode(self.send(request).await?)
+    }
+
+    /// The names of the modules on the network that start with `prefix`.
+    pub async fn modules(&self, prefix: &str) -> Result<Vec<String>, CallError> {
+        let prefix = prefix.to_owned();
+        let request = self
+            .requests
+            .other(|id| ToStub::Modules { id, prefix }, "modules")?;
+        decode(self.send(request).await?)
+    }
+
+    /// The descriptor of `module`.
+    pub async fn describe(&self, module: &str) -> Result<ModuleDescriptor, CallError> {
+        let module = module.to_owned();
+        let request = self
+            .requests
+            .other(|id| ToStub::Describe { id, module }, "describe")?;
+        decode(self.send(request).await?)
+    }
+
+    /// Reads the plain value `name` of `module` (an exposed installed module's constant, such
+    /// as `os.path.sep`).
+    pub async fn attr(&self, module: &str, name: &str) -> Result<Value, CallError> {
+        self.call(module, name, ()).await
+    }
+
+    /// This app's stub as the server sees it: `{"address": ..., "rtt_ms": ...}`.
+    pub async fn ping(&self) -> Result<Value, CallError> {
+        decode(
+            self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)
+                .await?,
+        )
+    }
+
+    /// Call statistics of the stub: `{"made": [...], "served": [...]}`, a row per function.
+    pub async fn stats(&self) -> Result<Value, CallError> {
+        decode(
+            self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)
+                .await?,
+        )
+    }
+
+    /// Reloads a module the stub owns from its file; returns the descriptor's new md5.
+    pub async fn reload(&self, module: &str) -> Result<String, CallError> {
+        let module = module.to_owned();
+        let request = self
+            .requests
+            .other(|id| ToStub::Reload { id, module }, "reload")?;
+        decode(self.send(request).await?)
+    }
+
+    /// Sends one request and waits for its answer or the timeout, whichever comes first.
+    async fn send(&self, request: Request) -> Result<Json, CallError> {
+        let deadline = request.deadline();
+        match self.link.request(request.id, &request.line, deadline).await {
+            Ok(result) => result.map_err(CallError::from),
+            Err(NoAnswer::Closed(why)) => Err(CallError::NotConnected(why)),
+            Err(NoAnswer::Late) => Err(request.late()),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The blocking client: each call writes its request and reads its answer on the calling thread.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{Map, Value};
+
+use super::requests::{Request, Requests};
+use super::{decode, CallError};
+use crate::conn::read_frame;
+use crate::module::ModuleDescriptor;
+use crate::proto::{Json, ToApp, ToStub};
+
+/// A blocking connection to the local stub. Each call writes its request and reads until its
+/// answer on the calling thread: no background task and no thread hop, the fastest path for an
+/// app that makes one call at a time. Threads sharing one `Client` take turns; for many calls
+/// in flight, use [`AsyncClient`](super::AsyncClient).
+pub struct Client {
+    link: Mutex<SyncLink>,
+    requests: Requests,
+}
+
+struct SyncLink {
+    writer: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+    line: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to a stub's app port, for example `127.0.0.1:8765`.
+    pub fn connect(address: &str) -> Result<Self, CallError> {
+        let refused =
+            |e: std::io::Error| CallError::NotConnected(format!("no stub at {address}: {e}"));
+        let stream = std::net::TcpStream::connect(address).map_err(refused)?;
+        let _ = stream.set_nodelay(true);
+        let reader = std::io::BufReader::new(stream.try_clone().map_err(refused)?);
+        Ok(Client {
+            link: Mutex::new(SyncLink {
+                writer: stream,
+                reader,
+                line: Vec::with_capacity(1024),
+            }),
+            requests: Requests::new(),
+        })
+    }
+
+    /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
+    /// `call_timeout_ms`.
+    pub fn connect_profile(profile: &str) -> Result<Self, CallError> {
+        Self::connect_profile_on(profile, None)
+    }
+
+    /// [`Client::connect_profile`], on loopback port `app_port` instead of the profile's if
+    /// given (the profile's timeout and frame limit still apply).
+    pub fn connect_profile_on(profile: &str, app_port: Option<u16>) -> Result<Self, CallError> {
+        let (address, requests) = Requests::of_profile(profile, app_port)?;
+        let client = Self::connect(&address)?;
+        Ok(Client { requests, ..client })
+    }
+
+    /// Sets the default timeout of every call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.requests.timeout = timeout;
+        self
+    }
+
+    /// See [`AsyncClient::call`](super::AsyncClient::call).
+    pub fn call(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<Value, CallError> {
+        self.call_with(module, function, args, Map::new(), None)
+    }
+
+    /// See [`AsyncClient::call_as`](super::AsyncClient::call_as).
+    pub fn call_as<T: DeserializeOwned>(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<T, CallError> {
+        decode(
+            self.send(
+                self.requests
+                    .call(module, function, args, Map::new(), None)?,
+            )?,
+        )
+    }
+
+    /// See [`AsyncClient::call_with`](super::AsyncClient::call_with).
+    pub fn call_with(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+        kwargs: Map<String, Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CallError> {
+        decode(
+            self.send(
+                self.requests
+                    .call(module, function, args, kwargs, timeout)?,
+            )?,
+        )
+    }
+
+    pub fn modules(&self, prefix: &str) -> Result<Vec<String>, CallError> {
+        let prefix = prefix.to_owned();
+        decode(
+            self.send(
+                self.requests
+                    .other(|id| ToStub::Modules { id, prefix }, "modules")?,
+            )?,
+        )
+    }
+
+    pub fn describe(&self, module: &str) -> Result<ModuleDescriptor, CallError> {
+        let module = module.to_owned();
+        decode(
+            self.send(
+                self.requests
+                    .other(|id| ToStub::Describe { id, module }, "describe")?,
+            )?,
+        )
+    }
+
+    pub fn attr(&self, module: &str, name: &str) -> Result<Value, CallError> {
+        self.call(module, name, ())
+    }
+
+    pub fn ping(&self) -> Result<Value, CallError> {
+        decode(self.send(self.requests.other(|id| ToStub::Ping { id }, "ping")?)?)
+    }
+
+    pub fn stats(&self) -> Result<Value, CallError> {
+        decode(self.send(self.requests.other(|id| ToStub::Stats { id }, "stats")?)?)
+    }
+
+    pub fn reload(&self, module: &str) -> Result<String, CallError> {
+        let module = module.to_owned();
+        decode(
+            self.send(
+                self.requests
+                    .other(|id| ToStub::Reload { id, module }, "reload")?,
+            )?,
+        )
+    }
+
+    /// Writes one request and reads until its answer, or the timeout.
+    fn send(&self, request: Request) -> Result<Json, CallError> {
+        use std::io::{BufRead, Write};
+        let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        let gone = |e: std::io::Error| {
+            CallError::NotConnected(format!("the connection to the stub failed: {e}"))
+        };
+        link.writer.write_all(&request.line).map_err(gone)?;
+        let deadline = request.deadline();
+        let SyncLink { reader, line, .. } = &mut *link;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(request.late());
+            }
+            reader
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .map_err(gone)?;
+            // A read cut short by the timeout leaves its bytes in `line`: the next read, in this
+            // call or the next one, completes the line instead of losing its start.
+            match reader.read_until(b'\n', line) {
+                Ok(0) if line.is_empty() => {
+                    return Err(CallError::NotConnected(
+                        "the stub closed the connection".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(gone(e)),
+            }
+            if line.last() != Some(&b'\n') {
+                return Err(CallError::NotConnected(
+                    "the stub closed the connection".into(),
+                ));
+            }
+            // Answers to earlier calls that timed out, and anything unreadable, are skipped.
+            let frame = read_frame::<ToApp>(line);
+            line.clear();
+            if let Ok(ToApp::Reply(reply)) = frame {
+                if reply.id == request.id {
+                    return reply.result.map_err(CallError::from);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The clients: profile errors, the frame limit, and against fake stubs, timeouts, closed
+//! connections and answers in any order.
+
+use super::*;
+use crate::conn::DEFAULT_MAX_FRAME;
+use serde_json::Map;
+use smol::future::zip;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Instant;
+
+#[test]
+fn a_profile_whose_app_port_is_any_free_port_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.toml");
+    std::fs::write(&path, "app_port = 0\n").unwrap();
+    let path = path.to_str().unwrap();
+    let Err(e) = Client::connect_profile(path) else {
+        panic!("connected to port 0")
+    };
+    assert!(
+        matches!(&e, CallError::Profile(m) if m.contains("has app_port = 0")),
+        "{e}"
+    );
+    // A port given with it is used instead.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(Client::connect_profile_on(path, Some(port)).is_ok());
+}
+
+#[test]
+fn a_bad_profile_is_a_profile_error_naming_its_file_and_the_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.toml");
+    for (text, fault) in [
+        ("app_port = \"x\"\n", "invalid type"),
+        ("nmae = 1\n", "nmae"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let Err(e) = Client::connect_profile(path.to_str().unwrap()) else {
+            panic!("connected with {text}")
+        };
+        let CallError::Profile(m) = &e else {
+            panic!("not a profile error: {e:?}")
+        };
+        assert!(
+            m.contains(&path.display().to_string()) && m.contains(fault),
+            "{m}"
+        );
+        assert!(!e.to_string().contains("not connected"), "{e}");
+    }
+}
+
+#[test]
+fn a_reply_cut_by_a_timeout_does_not_garble_the_next_call() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stub = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut requests = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        requests.read_line(&mut line).unwrap();
+        s.write_all(br#"{"cmd":"reply","data":{"id":1,"#).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(b"\"result\":{\"Ok\":1}}}\n").unwrap();
+        requests.read_line(&mut line).unwrap();
+        s.write_all(b"{\"cmd\":\"reply\",\"data\":{\"id\":2,\"result\":{\"Ok\":2}}}\n")
+            .unwrap();
+    });
+    let client = Client::connect(&addr).unwrap();
+    let first = client.call_with("m", "f", (), Map::new(), Some(Duration::from_millis(100)));
+    assert!(matches!(first, Err(CallError::Timeout(_))), "{first:?}");
+    assert_eq!(client.call("m", "f", ()).unwrap(), serde_json::json!(2));
+    stub.join().unwrap();
+}
+
+#[test]
+fn arguments_over_the_frame_limit_fail_before_they_are_sent() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let client = Client::connect(&addr).unwrap();
+    let big = "x".repeat(DEFAULT_MAX_FRAME);
+    match client.call("m", "f", (big,)) {
+        Err(CallError::TooLarge(m)) => assert!(m.contains("frame limit of 4194304"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A fake stub on a thread: reads `requests` lines, then runs `answer` on the socket.
+fn fake_stub(
+    requests: usize,
+    answer: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stub = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut lines = BufReader::new(s.try_clone().unwrap());
+        for _ in 0..requests {
+            lines.read_line(&mut String::new()).unwrap();
+        }
+        answer(s);
+    });
+    (addr, stub)
+}
+
+#[test]
+fn an_answer_with_data_before_cmd_is_read() {
+    let answer = |mut s: std::net::TcpStream| {
+        s.write_all(b"{\"data\":{\"id\":1,\"result\":{\"Ok\":[1, 2]}},\"cmd\":\"reply\"}\n")
+            .unwrap();
+    };
+    let (addr, stub) = fake_stub(1, answer);
+    let client = Client::connect(&addr).unwrap();
+    assert_eq!(
+        client.call("m", "f", ()).unwrap(),
+        serde_json::json!([1, 2])
+    );
+    stub.join().unwrap();
+    let (addr, stub) = fake_stub(1, answer);
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let result = client.call("m", "f", ()).await;
+        assert_eq!(result.unwrap(), serde_json::json!([1, 2]));
+    });
+    stub.join().unwrap();
+}
+
+#[test]
+fn a_call_timing_out_while_it_reads_for_others_passes_the_reading_on() {
+    let (addr, stub) = fake_stub(2, |mut s| {
+        std::thread::sleep(Duration::from_millis(300));
+        for id in [2, 1] {
+            let reply = format!(
+                "{{\"cmd\":\"reply\",\"data\":{{\"id\":{id},\"result\":{{\"Ok\":{id}}}}}}}\n"
+            );
+            s.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        // The first call waits first, so it holds the reader when its timeout cuts it.
+        let short = Some(Duration::from_millis(100));
+        let first = client.call_with("m", "f", (), Map::new(), short);
+        let second = client.call("m", "f", ());
+        let (first, second) = zip(first, second).await;
+        assert!(matches!(first, Err(CallError::Timeout(_))), "{first:?}");
+        assert_eq!(second.unwrap(), serde_json::json!(2));
+    });
+    stub.join().unwrap();
+}
+
+#[test]
+fn a_later_call_with_a_shorter_timeout_times_out_on_time() {
+    let (addr, stub) = fake_stub(2, |mut s| {
+        std::thread::sleep(Duration::from_millis(800));
+        s.write_all(b"{\"cmd\":\"reply\",\"data\":{\"id\":1,\"result\":{\"Ok\":1}}}\n")
+            .unwrap();
+    });
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        // The first call holds the reader, its timer set for its own (distant) deadline.
+        let first = client.call("m", "f", ());
+        let second = async {
+            smol::Timer::after(Duration::from_millis(50)).await;
+            let started = Instant::now();
+            let short = Some(Duration::from_millis(100));
+            let result = client.call_with("m", "f", (), Map::new(), short).await;
+            (result, started.elapsed())
+        };
+        let (first, (second, waited)) = zip(first, second).await;
+        assert!(matches!(second, Err(CallError::Timeout(_))), "{second:?}");
+        assert!(
+            waited < Duration::from_millis(600),
+            "timed out after {waited:?}"
+        );
+        assert_eq!(first.unwrap(), serde_json::json!(1));
+    });
+    stub.join().unwrap();
+}
+
+#[test]
+fn the_stub_closing_fails_every_waiting_call_at_once() {
+    let (addr, stub) = fake_stub(3, drop);
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let started = Instant::now();
+        let call = || client.call("m", "f", ());
+        let (a, (b, c)) = zip(call(), zip(call(), call())).await;
+        for result in [a, b, c] {
+            assert!(
+                matches!(result, Err(CallError::NotConnected(_))),
+                "{result:?}"
+            );
+        }
+        assert!(started.elapsed() < DEFAULT_TIMEOUT / 2);
+        let later = client.call("m", "f", ()).await;
+        assert!(
+            matches!(later, Err(CallError::NotConnected(_))),
+            "{later:?}"
+        );
+    });
+    stub.join().unwrap();
+}
+
+#[test]
+fn answers_in_any_order_reach_their_calls_while_others_time_out() {
+    const CALLS: u64 = 300;
+    // Answers each request (its result is its id), in bursts, the last of a burst first.
+    let (addr, stub) = fake_stub(0, |s| {
+        let mut lines = BufReader::new(s.try_clone().unwrap());
+        let mut out = s;
+        let (mut burst, mut line) = (Vec::new(), String::new());
+        while lines.read_line(&mut line).unwrap() > 0 {
+            let at = line.find("\"id\":").unwrap() + 5;
+            let id: u64 = line[at..].split(',').next().unwrap().parse().unwrap();
+            line.clear();
+            burst.push(id);
+            if burst.len() == 7 || id == CALLS {
+                std::thread::sleep(Duration::from_millis(2));
+                for id in burst.drain(..).rev() {
+                    let reply = format!("{{\"cmd\":\"reply\",\"data\":{{\"id\":{id},\"result\":{{\"Ok\":{id}}}}}}}\n");
+                    out.write_all(reply.as_bytes()).unwrap();
+                }
+            }
+        }
+    });
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let ex = smol::LocalExecutor::new();
+        let calls: Vec<_> = (1..=CALLS)
+            .map(|id| {
+                // Every fifth call gives up at once, wherever it is: often holding the reader.
+                let timeout = Duration::from_millis(if id % 5 == 0 { 1 } else { 10_000 });
+                let call = client.call_with("m", "f", (), Map::new(), Some(timeout));
+                ex.spawn(async move { (id, call.await) })
+            })
+            .collect();
+        let timed_out = ex
+            .run(async {
+                let mut timed_out = 0;
+                for call in calls {
+                    match call.await {
+                        (id, Err(CallError::Timeout(_))) if id % 5 == 0 => timed_out += 1,
+                        (id, answer) => assert_eq!(answer.unwrap(), serde_json::json!(id)),
+                    }
+                }
+                timed_out
+            })
+            .await;
+        assert!(timed_out > 0, "no call timed out: the test tested nothing");
+    });
+    stub.join().unwrap();
+}
