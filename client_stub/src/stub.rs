@@ -38,6 +38,8 @@ pub enum Event {
     Connected {
         up: Arc<Outbox>,
         name: String,
+        /// The modules on the network, if the server said (see [`ToClient::Welcome`]).
+        on_network: Option<Vec<String>>,
     },
     /// The server connection was lost; the link is being re-made.
     Disconnected(String),
@@ -143,7 +145,11 @@ impl Actor for Stub {
         match event {
             Event::Server(ToClient::Shutdown { reason }) => return Some(Ok(reason)),
             Event::Server(msg) => self.server(msg),
-            Event::Connected { up, name } => self.connected(up, name),
+            Event::Connected {
+                up,
+                name,
+                on_network,
+            } => self.connected(up, name, on_network),
             Event::Disconnected(why) => self.disconnected(&why),
             Event::Line(line) => match repl::parse(&line) {
                 Ok(Some(Command::Quit)) => return Some(Ok("quit".into())),
@@ -178,9 +184,9 @@ impl Actor for Stub {
 }
 
 impl Stub {
-    /// Frames go to `up` from now on: every owned module is uploaded again, and the server's
-    /// offers that follow re-sync the rest by md5.
-    fn connected(&mut self, up: Arc<Outbox>, name: String) {
+    /// Frames go to `up` from now on: every owned module is uploaded again, the server hears
+    /// that these are all this stub owns, and its offers that follow re-sync the rest by md5.
+    fn connected(&mut self, up: Arc<Outbox>, name: String, on_network: Option<Vec<String>>) {
         self.links += 1;
         self.config.name = name;
         self.up = Some(up);
@@ -199,6 +205,11 @@ impl Stub {
         }
         for (module, bytes) in uploads {
             self.upload(&module, &bytes);
+        }
+        let modules = self.owned.keys().cloned().collect();
+        self.send_up(ToServer::Owns { modules });
+        if let Some(on_network) = on_network {
+            self.forget_cached_except(&on_network);
         }
         self.refresh_names();
     }

@@ -1,6 +1,7 @@
 //! Module sync with the server: its offers answered from the cached copy or fetched, fetched
 //! copies checked and stored, gone modules removed (this stub's own once the server answers its
-//! withdraw); the generated client stubs kept beside the copies.
+//! withdraw; on joining, those that left while it was away); the generated client stubs kept
+//! beside the copies.
 
 use common::log::printable;
 use common::module::ModuleDescriptor;
@@ -129,6 +130,25 @@ impl Stub {
             say!("module {module} is gone: {}", printable(reason));
         }
         self.refresh_names();
+    }
+
+    /// Removes the cached copy (and generated stubs) of every module that is neither on the
+    /// network nor this stub's own: it left while this stub was away, so no `gone` came.
+    pub(crate) fn forget_cached_except(&mut self, on_network: &[String]) {
+        let cached = match self.store.modules() {
+            Ok(cached) => cached,
+            Err(e) => return say!("error: cannot list the cached modules: {e}"),
+        };
+        let left = cached
+            .into_iter()
+            .filter(|m| !on_network.contains(m) && !self.owned.contains_key(m));
+        for module in left {
+            if let Err(e) = self.store.remove(&module) {
+                say!("error: cannot remove the cached copy of {module}: {e}");
+            }
+            remove_stubs(&self.store, &module);
+            say!("module {module} left the network while this stub was away: its cached copy is removed");
+        }
     }
 }
 

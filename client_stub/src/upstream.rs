@@ -54,6 +54,8 @@ pub struct Link {
     pub stream: TcpStream,
     /// The link is encrypted (see [`Outbox::for_link`]).
     pub tls: bool,
+    /// The modules on the network, as the welcome said (see [`ToClient::Welcome`]).
+    pub on_network: Option<Vec<String>>,
 }
 
 /// Connects and joins as `name`, following `policy` if the name is taken.
@@ -130,7 +132,10 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
     }
     match reader.read::<ToClient>().await? {
         Some(ToClient::Welcome {
-            name, heartbeat_ms, ..
+            name,
+            heartbeat_ms,
+            on_network,
+            ..
         }) => Ok(Ok(Link {
             name,
             heartbeat: Duration::from_millis(heartbeat_ms.max(10)),
@@ -138,6 +143,7 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
             writer,
             stream,
             tls: params.tls.is_some(),
+            on_network,
         })),
         Some(ToClient::Refused {
             reason,
@@ -162,6 +168,7 @@ pub async fn keep_connected(mut link: Link, params: Params, stub: Arc<Shared>) {
         let connected = Event::Connected {
             up: up.clone(),
             name: link.name.clone(),
+            on_network: link.on_network.take(),
         };
         if !stub.apply(connected) {
             return;

@@ -140,6 +140,57 @@ fn a_stub_restarted_on_its_directory_reclaims_its_name_from_its_ghost() {
 }
 
 #[test]
+fn a_restarted_stub_that_no_longer_registers_a_module_takes_it_off_the_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = example_module();
+    let z = z.to_str().unwrap();
+    let (server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["--register", z]);
+    let mut b = stub(dir, port, "b", &["-l"]);
+    b.wait_for("received z from a");
+    // Frozen, its connection is a ghost the server has not seen die; a new `a` on the same
+    // directory, registering nothing, reclaims the name.
+    signal(&a, "-STOP");
+    let _again = stub(dir, port, "a", &[]);
+    server.wait_for("rejoined: a");
+    // z used to stay, owned by the new `a`, which could not run it nor withdraw it.
+    b.wait_for("module z is gone: withdrawn by 'a'");
+    let err = client(&b).call("z", "add_prams", (1, 2)).unwrap_err();
+    assert!(matches!(err, CallError::UnknownModule(_)), "{err}");
+    b.send(&format!("rm:{z}"));
+    b.wait_for("registered z");
+    signal(&a, "-CONT");
+    a.wait_exit();
+}
+
+#[test]
+fn a_stub_back_after_a_module_left_removes_its_cached_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = example_module();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l", "--register", z.to_str().unwrap()]);
+    let mut b = stub(dir, port, "b", &[]);
+    b.wait_for("received z from a");
+    let cached = ["z.json", "z.py", "z.rs"].map(|f| dir.join("b").join(f));
+    assert!(cached.iter().all(|f| f.exists()));
+    // A JSON file of the user's in the receiving directory is not the store's to remove.
+    let notes = dir.join("b/notes.json");
+    std::fs::write(&notes, r#"{"module": "notes"}"#).unwrap();
+    b.kill();
+    a.send("um:z");
+    a.wait_for("withdrew z");
+    // No `gone` reached b, away; its copy used to stay, and an app there could import it.
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("module z left the network while this stub was away: its cached copy is removed");
+    for file in &cached {
+        assert!(!file.exists(), "{} is still there", file.display());
+    }
+    assert!(notes.exists());
+}
+
+#[test]
 fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -415,6 +466,7 @@ fn fake_server(
             name: "b".into(),
             version: PROTOCOL_VERSION,
             heartbeat_ms: 60_000,
+            on_network: None,
         };
         send(&mut s, &welcome);
         talk(&mut s, &mut from_stub);

@@ -29,6 +29,10 @@ pub enum ToServer {
     Chunk(Chunk),
     /// Stop offering a module this stub owns.
     Withdraw { module: String },
+    /// Every module this stub owns, sent after its uploads on each connection: any other module
+    /// the server has it owning (its ghost's, when a stub restarted on the same receiving
+    /// directory reclaims the name) leaves the network, as if withdrawn.
+    Owns { modules: Vec<String> },
     /// Answer to an [`ToClient::Offer`]: the cached copy matches, send nothing.
     Have { module: String, md5: String },
     /// Answer to an [`ToClient::Offer`]: send the chunks.
@@ -57,6 +61,11 @@ pub enum ToClient {
         name: String,
         version: u32,
         heartbeat_ms: u64,
+        /// Every module on the network this stub does not own: the offers that follow. A copy
+        /// the stub cached of any other left while it was away, and is removed. `None` from a
+        /// server that does not say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_network: Option<Vec<String>>,
     },
     /// Hello refused; the server closes the connection after this.
     Refused {

@@ -12,6 +12,7 @@ fn to_server_name(m: &ToServer) -> &'static str {
         ToServer::Hello(_) => "hello",
         ToServer::Chunk(_) => "chunk",
         ToServer::Withdraw { .. } => "withdraw",
+        ToServer::Owns { .. } => "owns",
         ToServer::Have { .. } => "have",
         ToServer::Want { .. } => "want",
         ToServer::Say { .. } => "say",
@@ -151,6 +152,7 @@ fn render() -> String {
         ("Join the network under a name. `token`: for networks that set one. `session`: a random id kept for the stub's lifetime, so a stub that reconnects reclaims its name from its own ghost.", ToServer::Hello(Hello { version: PROTOCOL_VERSION, name: "alpha".into(), token: Some("s3cret".into()), session: Some("8c1f0e4a2b7d9c35".into()) })),
         ("One piece of a descriptor this stub registers; the server checks order, size and md5.", ToServer::Chunk(chunk())),
         ("Withdraw a module this stub owns.", ToServer::Withdraw { module: "z".into() }),
+        ("Every module this stub owns, sent after its uploads on each connection: any other module the server has it owning (its ghost's, when a stub restarted on the same receiving directory reclaims the name) leaves the network, as if withdrawn.", ToServer::Owns { modules: vec!["z".into()] }),
         ("Answer to an offer: my cached copy has this md5, send nothing.", ToServer::Have { module: "z".into(), md5: chunk().md5 }),
         ("Answer to an offer: send the chunks.", ToServer::Want { module: "z".into(), md5: chunk().md5 }),
         ("A message for the server's console.", ToServer::Say { text: "hi".into() }),
@@ -166,11 +168,12 @@ fn render() -> String {
         "",
         &[
             (
-                "Hello accepted. Each side sends at least a `ping` every `heartbeat_ms`; one that hears nothing for three intervals treats the other as gone.",
+                "Hello accepted. Each side sends at least a `ping` every `heartbeat_ms`; one that hears nothing for three intervals treats the other as gone. `on_network`: every module on the network the stub does not own, which the offers that follow name; the stub removes its cached copy of any other (it left while the stub was away).",
                 ToClient::Welcome {
                     name: "alpha".into(),
                     version: PROTOCOL_VERSION,
                     heartbeat_ms: 5000,
+                    on_network: Some(vec!["z".into()]),
                 },
             ),
             (

@@ -276,15 +276,18 @@ impl Broker {
                 uploads,
             },
         );
+        let offers = self.registry.offers_for(id);
+        let on_network = offers.iter().map(|o| o.module.clone()).collect();
         self.send(
             id,
             ToClient::Welcome {
                 name: hello.name,
                 version: PROTOCOL_VERSION,
                 heartbeat_ms: self.limits.heartbeat_ms,
+                on_network: Some(on_network),
             },
         );
-        for offer in self.registry.offers_for(id) {
+        for offer in offers {
             self.send(id, ToClient::Offer(offer));
         }
     }
@@ -357,6 +360,13 @@ impl Broker {
             ),
             ToServer::Chunk(chunk) => self.upload(id, chunk),
             ToServer::Withdraw { module } => self.withdraw(id, module),
+            ToServer::Owns { modules } => {
+                for module in self.registry.modules_of(id) {
+                    if !modules.contains(&module) {
+                        self.withdraw(id, module);
+                    }
+                }
+            }
             ToServer::Have { .. } | ToServer::Ping => {}
             ToServer::Echo { id: echo } => {
                 let address = self.registry.address(id).unwrap_or("?").to_owned();

@@ -263,6 +263,14 @@ impl Registry {
         Ok(self.drop_owner(id, module))
     }
 
+    /// The modules peer `id` owns, by name.
+    pub fn modules_of(&self, id: PeerId) -> Vec<String> {
+        self.peers
+            .get(&id)
+            .map(|p| p.modules.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The owner the next call to `module` goes to: each in turn.
     pub fn pick_owner(&mut self, module: &str) -> Option<PeerId> {
         let m = self.modules.get_mut(module)?;
