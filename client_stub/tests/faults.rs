@@ -289,6 +289,41 @@ fn a_request_the_stub_cannot_read_is_answered_by_its_id() {
 }
 
 #[test]
+fn a_request_whose_id_is_not_a_whole_integer_is_refused_without_an_id() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let m = module(dir);
+    let a = stub(dir, port, "a", &["--register", &m]);
+    a.wait_for("registered m");
+    let mut app = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    let call = |id: &str| {
+        format!(
+            r#"{{"cmd":"call","data":{{"id":{id},"module":"m","function":"add","args":[1,2],"timeout_ms":30000}}}}"#
+        )
+    };
+    // A real call 1, then ids whose leading digits read 1, 1 and 12.
+    let bad = ["1.5", "1e3", "12abc"];
+    for id in ["1"].iter().chain(&bad) {
+        writeln!(app, "{}", call(id)).unwrap();
+    }
+    app.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut lines = BufReader::new(&app).lines();
+    let mut answers: Vec<serde_json::Value> = (0..1 + bad.len())
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    answers.sort_by_key(|a| a["cmd"] != "reply");
+    let reply = json!({"cmd": "reply", "data": {"id": 1, "result": {"Ok": 3}}});
+    assert_eq!(answers[0], reply, "{answers:?}");
+    for error in &answers[1..] {
+        assert_eq!(error["cmd"], "error", "{answers:?}");
+        let message = error["data"]["message"].as_str().unwrap();
+        assert!(message.starts_with("malformed frame: "), "{message}");
+    }
+}
+
+#[test]
 fn an_app_that_does_not_read_its_answers_is_cut_off_and_others_go_on() {
     use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
