@@ -396,6 +396,38 @@ fn a_rust_program_provides_a_module_in_process() {
 }
 
 #[test]
+fn a_providing_app_is_sent_what_remains_of_each_calls_timeout() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    // A provider speaking the protocol itself, to see the call frames as they come.
+    let mut provider = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    provider
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let f = json!({"name": "f", "params": []});
+    let provide = json!({"cmd": "provide", "data": {"id": 1, "descriptor": {"module": "p", "functions": [f]}}});
+    writeln!(provider, "{provide}").unwrap();
+    let mut frames = BufReader::new(provider.try_clone().unwrap()).lines();
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&frames.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["cmd"], "reply");
+    b.wait_for("received p from a");
+    let app = client(&b).with_timeout(Duration::from_secs(60));
+    let caller = std::thread::spawn(move || app.call("p", "f", ()));
+    let call = next();
+    assert_eq!(call["cmd"], "call", "{call}");
+    let ms = call["data"]["timeout_ms"].as_u64().unwrap();
+    assert!(ms > 50_000 && ms <= 60_000, "{call}");
+    let answer = json!({"cmd": "answer", "data": {"id": call["data"]["id"], "result": {"Ok": 7}}});
+    writeln!(provider, "{answer}").unwrap();
+    assert_eq!(caller.join().unwrap().unwrap(), json!(7));
+}
+
+#[test]
 fn a_stub_stopped_by_a_signal_says_so_and_ends_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -319,7 +319,8 @@ fn render() -> String {
                 ToApp::Reply(ok(1)),
             ),
             (
-                "A call on a module this app provides; answer with `answer` and the same id.",
+                "A call on a module this app provides; answer with `answer` and the same id. \
+                 `timeout_ms` is what remains of the caller's timeout: an answer after it is dropped.",
                 ToApp::Call(call(3)),
             ),
             (
