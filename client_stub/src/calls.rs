@@ -403,9 +403,8 @@ impl Answer {
 /// Queues `reply` for an app; an app too far behind (it does not read its answers) is cut off.
 fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &LinkLimits) {
     outbox.push(&ToApp::Reply(reply));
-    if outbox.over(limits) {
+    if outbox.over(limits) && outbox.cut() {
         say!("dropping an app connection: it does not read its answers");
-        outbox.cut();
     }
 }
 

@@ -347,6 +347,36 @@ fn an_app_that_does_not_read_its_answers_is_cut_off_and_others_go_on() {
 }
 
 #[test]
+fn an_app_cut_off_for_not_reading_is_reported_once() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, "[limits]\nqueue_frames = 50\n").unwrap();
+    let a = stub(dir, port, "a", &["-c", profile.to_str().unwrap()]);
+    // A providing app that never answers: the calls to it all time out at once.
+    let mut provider = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    let desc = json!({"module": "p", "functions": [{"name": "f", "params": []}]});
+    let provide = json!({"cmd": "provide", "data": {"id": 1, "descriptor": desc}});
+    writeln!(provider, "{provide}").unwrap();
+    a.wait_for("registered p");
+    let mut deaf = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    let calls: String = (0..1000)
+        .map(|id| {
+            let call = json!({"cmd": "call", "data": {"id": id, "module": "p", "function": "f",
+                              "timeout_ms": 500}});
+            format!("{call}\n")
+        })
+        .collect();
+    deaf.write_all(calls.as_bytes()).unwrap();
+    a.wait_for("dropping an app connection: it does not read its answers");
+    // The timeouts of the other 950 calls find it cut off: it was said once.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.count("dropping an app connection"), 1);
+}
+
+#[test]
 fn a_module_over_the_stubs_own_size_limit_is_refused_before_upload() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
