@@ -314,10 +314,15 @@ impl PartialEq for Json {
     }
 }
 
-/// Whether `name` is one a stub may go by: 1 to 64 bytes, no `:` (which separates a shell
-/// command from its argument) and no control character.
+/// The longest name a stub may go by, in bytes.
+pub const MAX_STUB_NAME_BYTES: usize = 64;
+
+/// Whether `name` is one a stub may go by: 1 to [`MAX_STUB_NAME_BYTES`] bytes, no `:` (which
+/// separates a shell command from its argument) and no control character.
 pub fn valid_stub_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && !name.chars().any(|c| c.is_control() || c == ':')
+    !name.is_empty()
+        && name.len() <= MAX_STUB_NAME_BYTES
+        && !name.chars().any(|c| c.is_control() || c == ':')
 }
 
 /// One stub as listed by `wii`.
