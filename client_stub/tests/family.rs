@@ -277,6 +277,22 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
 }
 
 #[test]
+fn an_installed_module_that_prints_on_import_is_exposed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Importable by name from the stub's directory, as an installed module is from anywhere.
+    let printy = "print('hello from import')\n\ndef f():\n    return 1\n";
+    std::fs::write(dir.join("printy.py"), printy).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &["--expose", "printy"]);
+    let line = a.wait_for("printy");
+    assert!(line.starts_with("registering printy"), "{line}");
+    a.wait_for("registered printy");
+    assert_eq!(client(&a).call("printy", "f", ()).unwrap(), json!(1));
+    a.wait_for("[printy] hello from import");
+}
+
+#[test]
 fn an_interpreter_that_cannot_start_is_named_with_the_module_it_was_to_expose() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
