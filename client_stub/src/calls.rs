@@ -403,21 +403,26 @@ impl Answer {
 /// Queues `reply` for an app; an app too far behind (it does not read its answers) is cut off.
 fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &LinkLimits) {
     outbox.push(&ToApp::Reply(reply));
-    if outbox.over(limits) {
+    if outbox.over(limits) && outbox.cut() {
         say!("dropping an app connection: it does not read its answers");
-        outbox.cut();
     }
 }
 
+/// Bytes of a frame kept for the reply around a result (its command, id and `Ok`, with the
+/// ids of every hop).
+const REPLY_ENVELOPE: usize = 1024;
+
 /// `value`, unless it is too large for one frame: then an error naming its size, so that it is
-/// never sent only to be refused.
+/// never sent only to be refused. It names the frame limit as an argument's error does, and
+/// the room the reply takes from it.
 fn fits_a_frame(value: Json, max_frame: usize) -> Result<Json, RemoteError> {
-    // Room for the reply's envelope around the value.
-    let limit = max_frame.saturating_sub(1024);
     match value.text().len() {
-        size if size > limit => Err(RemoteError::new(
+        size if size > max_frame.saturating_sub(REPLY_ENVELOPE) => Err(RemoteError::new(
             ErrorKind::TooLarge,
-            format!("the result is {size} bytes, over the frame limit of {limit} bytes"),
+            format!(
+                "the result is {size} bytes, over the frame limit of {max_frame} bytes \
+                 (less {REPLY_ENVELOPE} kept for the reply around it)"
+            ),
         )),
         _ => Ok(value),
     }

@@ -45,15 +45,12 @@ impl AppRunner {
         }
     }
 
-    /// Sends `call` to the app under an id of this connection's own.
+    /// Sends `call` to the app under an id of this connection's own. It goes at once, so its
+    /// `timeout_ms` as it came is what remains of the caller's timeout.
     fn submit(&self, call: Call, done: Done) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.waiting().insert(id, (call.module.clone(), done));
-        let call = Call {
-            id,
-            timeout_ms: 0,
-            ..call
-        };
+        let call = Call { id, ..call };
         if !self.outbox.push(&ToApp::Call(call)) {
             let waiting = self.waiting().remove(&id);
             if let Some((module, done)) = waiting {

@@ -10,7 +10,9 @@ use common::conn::{send_frame, FrameReader, Silence};
 use common::error::RemoteError;
 use common::log::printable;
 use common::outbox::Outbox;
-use common::proto::{salvage, Hello, Reply, ToClient, ToServer, PROTOCOL_VERSION};
+use common::proto::{
+    salvage, Hello, Reply, ToClient, ToServer, MAX_STUB_NAME_BYTES, PROTOCOL_VERSION,
+};
 use common::tls::{plain, Connector, Reader, Speaks, Writer};
 use common::{say, Error, Result};
 use smol::future::FutureExt;
@@ -78,7 +80,7 @@ pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Lin
         candidate = match policy {
             NamePolicy::Suffix if attempt <= 100 => {
                 retry("trying another");
-                format!("{name}-{attempt}")
+                suffixed(name, attempt)
             }
             NamePolicy::Ask if std::io::stdin().is_terminal() => {
                 retry("please choose another");
@@ -94,6 +96,14 @@ pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Lin
         };
     }
     unreachable!("the loop returns")
+}
+
+/// `NAME-N`, NAME shortened (at a character's start) if the whole would be longer than a
+/// stub's name may be.
+fn suffixed(name: &str, n: u32) -> String {
+    let suffix = format!("-{n}");
+    let base = name.floor_char_boundary(MAX_STUB_NAME_BYTES - suffix.len());
+    format!("{}{suffix}", &name[..base])
 }
 
 /// One attempt: `Ok(Err(reason))` when the name is taken.
@@ -310,4 +320,19 @@ pub fn session(dir: &std::path::Path) -> String {
         say!("cannot keep the session id in {}: {e}", path.display());
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suffixed_name_stays_within_a_names_length() {
+        assert_eq!(suffixed("alpha", 2), "alpha-2");
+        let long = "x".repeat(MAX_STUB_NAME_BYTES);
+        assert_eq!(suffixed(&long, 100), format!("{}-100", &long[..60]));
+        // Shortened at a character's start: 21 three-byte characters and "-2" make 65 bytes.
+        let wide = "日".repeat(21);
+        assert_eq!(suffixed(&wide, 2), format!("{}-2", "日".repeat(20)));
+    }
 }

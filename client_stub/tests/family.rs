@@ -277,6 +277,22 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
 }
 
 #[test]
+fn an_installed_module_that_prints_on_import_is_exposed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Importable by name from the stub's directory, as an installed module is from anywhere.
+    let printy = "print('hello from import')\n\ndef f():\n    return 1\n";
+    std::fs::write(dir.join("printy.py"), printy).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &["--expose", "printy"]);
+    let line = a.wait_for("printy");
+    assert!(line.starts_with("registering printy"), "{line}");
+    a.wait_for("registered printy");
+    assert_eq!(client(&a).call("printy", "f", ()).unwrap(), json!(1));
+    a.wait_for("[printy] hello from import");
+}
+
+#[test]
 fn an_interpreter_that_cannot_start_is_named_with_the_module_it_was_to_expose() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -393,6 +409,38 @@ fn a_rust_program_provides_a_module_in_process() {
     );
     provider.kill();
     b.wait_for("module rustcalc is gone");
+}
+
+#[test]
+fn a_providing_app_is_sent_what_remains_of_each_calls_timeout() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    // A provider speaking the protocol itself, to see the call frames as they come.
+    let mut provider = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    provider
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let f = json!({"name": "f", "params": []});
+    let provide = json!({"cmd": "provide", "data": {"id": 1, "descriptor": {"module": "p", "functions": [f]}}});
+    writeln!(provider, "{provide}").unwrap();
+    let mut frames = BufReader::new(provider.try_clone().unwrap()).lines();
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&frames.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["cmd"], "reply");
+    b.wait_for("received p from a");
+    let app = client(&b).with_timeout(Duration::from_secs(60));
+    let caller = std::thread::spawn(move || app.call("p", "f", ()));
+    let call = next();
+    assert_eq!(call["cmd"], "call", "{call}");
+    let ms = call["data"]["timeout_ms"].as_u64().unwrap();
+    assert!(ms > 50_000 && ms <= 60_000, "{call}");
+    let answer = json!({"cmd": "answer", "data": {"id": call["data"]["id"], "result": {"Ok": 7}}});
+    writeln!(provider, "{answer}").unwrap();
+    assert_eq!(caller.join().unwrap().unwrap(), json!(7));
 }
 
 #[test]

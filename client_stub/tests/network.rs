@@ -199,6 +199,19 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
     args.push("--name-suffix");
     let suffixed = Proc::start("suffixed", &exe("client_stub"), &args, dir);
     suffixed.wait_for("joined as 'a-2' (the name 'a' was taken)");
+
+    // A name as long as names may be is shortened to take its suffix.
+    let long = "x".repeat(64);
+    let _x = stub(dir, port, &long, &[]);
+    let args = stub_args(&p, &long, "x2");
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("--name-suffix");
+    let suffixed = Proc::start("suffixed", &exe("client_stub"), &args, dir);
+    let joined = format!(
+        "joined as '{}-2' (the name '{long}' was taken)",
+        &long[..62]
+    );
+    suffixed.wait_for(&joined);
 }
 
 #[test]

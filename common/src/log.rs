@@ -33,11 +33,21 @@ pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()
     Ok(())
 }
 
+/// The most of a peer's text [`printable`] prints: a longer one is shortened to its first
+/// `PRINTABLE_BYTES` and its size, so that one message cannot flood the console and the log.
+pub const PRINTABLE_BYTES: usize = 1000;
+
 /// Text from a peer made safe to print within one line: every control character but tab (ESC,
 /// CR, LF, BEL, DEL, the C1 range) is escaped as Rust writes it (`\u{1b}`, `\r`, `\n`), so it
-/// cannot drive the terminal nor start a line of its own. Clean text is borrowed, not copied.
+/// cannot drive the terminal nor start a line of its own; past [`PRINTABLE_BYTES`] it is
+/// shortened (`HEAD… (N bytes)`). Clean, short text is borrowed, not copied.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    escape(text, false)
+    if text.len() <= PRINTABLE_BYTES {
+        return escape(text, false);
+    }
+    let head = &text[..text.floor_char_boundary(PRINTABLE_BYTES)];
+    let size = text.len();
+    Cow::Owned(format!("{}… ({size} bytes)", escape(head, false)))
 }
 
 /// Peer text that is multi-line by nature (a remote traceback or exception message): each line
@@ -109,6 +119,23 @@ mod tests {
         assert_eq!(
             escape("ok\u{202e}kcatta\u{2066}", true),
             "ok\\u{202e}kcatta\\u{2066}"
+        );
+    }
+
+    #[test]
+    fn long_peer_text_is_shortened_to_a_head_and_its_size() {
+        let fits = "y".repeat(PRINTABLE_BYTES);
+        assert!(matches!(printable(&fits), Cow::Borrowed(_)));
+        let long = format!("{fits}\x1b and more");
+        assert_eq!(printable(&long), format!("{fits}… (1010 bytes)"));
+        // Cut at a character's start, escaped within the head.
+        let wide = format!("\x1b{}", "日".repeat(400));
+        let head = format!("\\u{{1b}}{}", "日".repeat(333));
+        assert_eq!(printable(&wide), format!("{head}… (1201 bytes)"));
+        let lines = format!("short\n{long}");
+        assert_eq!(
+            printable_lines(&lines),
+            format!("short\n    {fits}… (1010 bytes)")
         );
     }
 

@@ -125,20 +125,29 @@ impl Outbox {
 
     /// Gives up on a peer that does not read: nothing more is queued, and the socket is shut
     /// so that the connection's reader ends too.
-    pub fn cut(&self) {
-        self.close();
+    ///
+    /// # Returns
+    /// Whether this cut it: `false` once it is closed, so that however many answers still come
+    /// for the connection (each finding it over its limits), it is reported once.
+    pub fn cut(&self) -> bool {
+        if !self.close() {
+            return false;
+        }
         if let Some(socket) = &self.direct {
             let _ = socket.get_ref().shutdown(std::net::Shutdown::Both);
         }
+        true
     }
 
-    /// No more frames: the writer task writes what is queued, then ends.
-    pub fn close(&self) {
+    /// No more frames: the writer task writes what is queued, then ends. Whether this closed
+    /// it (it was open).
+    pub fn close(&self) -> bool {
         let mut state = self.lock();
-        state.closed = true;
+        let was_open = !std::mem::replace(&mut state.closed, true);
         if let Some(writer) = state.writer.take() {
             writer.wake();
         }
+        was_open
     }
 
     /// Hands the queued frames on: straight to the socket if it takes them, else (what it did
@@ -260,6 +269,25 @@ mod tests {
             }
             writer.await;
             assert!(!outbox.push(&ToServer::Who), "closed");
+        });
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_is_cut_once() {
+        smol::block_on(async {
+            let (a, _b) = pair().await;
+            let outbox = Outbox::tcp(&a);
+            let limits = crate::config::LinkLimits {
+                queue_frames: 2,
+                ..Default::default()
+            };
+            outbox.push(&ToServer::Who);
+            assert!(!outbox.over(&limits));
+            outbox.push(&ToServer::Who);
+            // Still over its limits after the cut (nothing was written), but cut only once.
+            assert!(outbox.over(&limits) && outbox.cut());
+            assert!(!outbox.push(&ToServer::Who));
+            assert!(outbox.over(&limits) && !outbox.cut());
         });
     }
 

@@ -323,10 +323,15 @@ impl PartialEq for Json {
     }
 }
 
-/// Whether `name` is one a stub may go by: 1 to 64 bytes, no `:` (which separates a shell
-/// command from its argument) and no control character.
+/// The longest name a stub may go by, in bytes.
+pub const MAX_STUB_NAME_BYTES: usize = 64;
+
+/// Whether `name` is one a stub may go by: 1 to [`MAX_STUB_NAME_BYTES`] bytes, no `:` (which
+/// separates a shell command from its argument) and no control character.
 pub fn valid_stub_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && !name.chars().any(|c| c.is_control() || c == ':')
+    !name.is_empty()
+        && name.len() <= MAX_STUB_NAME_BYTES
+        && !name.chars().any(|c| c.is_control() || c == ':')
 }
 
 /// One stub as listed by `wii`.
@@ -443,11 +448,18 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(name).ok()
     }
 
-    /// An unsigned integer, with something after it (else it may have been cut short).
+    /// An unsigned integer token as JSON writes one (no leading zero), ended by what may end a
+    /// value in a map: `1.5`, `1e3` or `12abc` is no id (their leading digits would name another
+    /// request), and digits at the end of the head may have been cut short.
     fn number(&mut self) -> Option<u64> {
         self.skip_space();
         let len = self.0.iter().position(|b| !b.is_ascii_digit())?;
-        std::str::from_utf8(&self.0[..len]).ok()?.parse().ok()
+        let (digits, after) = self.0.split_at(len);
+        let ended = matches!(after[0], b',' | b'}') || after[0].is_ascii_whitespace();
+        if !ended || (len > 1 && digits[0] == b'0') {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
     }
 }
 
@@ -490,6 +502,14 @@ mod tests {
             frame("{ \"cmd\": \"answer\", \"data\": {\"id\": 7, \"result"),
             Some(("answer", 7))
         );
+        assert_eq!(
+            frame(r#"{"cmd":"ping","data":{"id":0}}"#),
+            Some(("ping", 0))
+        );
+        assert_eq!(
+            frame("{\"cmd\":\"call\",\"data\":{\"id\":5\n,"),
+            Some(("call", 5))
+        );
         for refused in [
             r#"{"cmd":"call","data":{"id":42"#, // cut short: maybe 421
             r#"{"cmd":"call","data":{"module":"z","id":42,"#,
@@ -497,6 +517,11 @@ mod tests {
             r#"{"cmd":"c\"all","data":{"id":42}}"#,
             r#"{"cmd":"call","data":{"id":-1}}"#,
             r#"{"cmd":"call","data":{"id":99999999999999999999}}"#,
+            // Not a whole integer: its leading digits would answer another request.
+            r#"{"cmd":"call","data":{"id":1.5,"module":"z"}}"#,
+            r#"{"cmd":"call","data":{"id":1e3,"module":"z"}}"#,
+            r#"{"cmd":"call","data":{"id":12abc,"module":"z"}}"#,
+            r#"{"cmd":"call","data":{"id":01,"module":"z"}}"#,
             "",
         ] {
             assert_eq!(frame(refused), None, "{refused}");

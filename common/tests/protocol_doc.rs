@@ -129,8 +129,9 @@ fn render() -> String {
          lack its newline. A frame is at most 4 MiB by default. A frame that is\n\
          malformed, unknown, of the wrong shape or over the limit is answered with an `error` frame naming\n\
          what was wrong, and the connection goes on; but when its start reads `{\"cmd\": NAME, \"data\":\n\
-         {\"id\": N, ...`, the request it was is answered by that id instead (a call fails with kind\n\
-         `protocol` or `too_large`), so nobody waits for a timeout. Senders put the id first for this,\n\
+         {\"id\": N, ...`, N a whole number as JSON writes one (`1.5`, `1e3` or `01` is no id), the\n\
+         request it was is answered by that id instead (a call fails with kind `protocol` or\n\
+         `too_large`), so nobody waits for a timeout. Senders put the id first for this,\n\
          and `cmd` before `data`: arguments and results go from stub to stub as the JSON text they came\n\
          as, never parsed into values on the way, which needs the command read first. A frame with `data`\n\
          before `cmd` is still read: it is parsed again with `cmd` moved first (and, if it still cannot be\n\
@@ -321,7 +322,8 @@ fn render() -> String {
                 ToApp::Reply(ok(1)),
             ),
             (
-                "A call on a module this app provides; answer with `answer` and the same id.",
+                "A call on a module this app provides; answer with `answer` and the same id. \
+                 `timeout_ms` is what remains of the caller's timeout: an answer after it is dropped.",
                 ToApp::Call(call(3)),
             ),
             (

@@ -4,7 +4,7 @@
 use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use common::proto::{valid_stub_name, Offer, PeerInfo};
+use common::proto::{valid_stub_name, Offer, PeerInfo, MAX_STUB_NAME_BYTES};
 
 /// A connection's id: unique for the server's lifetime, so a name re-taken by a new connection
 /// is never confused with the old one.
@@ -63,8 +63,14 @@ impl Registry {
         session: Option<&str>,
     ) -> Result<(), Refusal> {
         if !valid_stub_name(name) {
+            // A name far too long is not echoed: its size says what is wrong.
+            let name = match name.len() <= MAX_STUB_NAME_BYTES {
+                true => format!("name '{name}'"),
+                false => format!("a name of {} bytes", name.len()),
+            };
             return Err(Refusal::BadName(format!(
-                "name '{name}' is not acceptable: use 1 to 64 characters, no ':' or control characters"
+                "{name} is not acceptable: use 1 to {MAX_STUB_NAME_BYTES} bytes, no ':' or \
+                 control characters"
             )));
         }
         match self.names.entry(name.to_owned()) {

@@ -189,6 +189,33 @@ fn a_peers_text_is_logged_escaped_and_cannot_forge_a_line() {
 }
 
 #[test]
+fn a_peers_long_text_is_logged_shortened() {
+    let s = server_profile("[log]\nfile = \"server.log\"\n");
+    let log = s.dir.path().join("server.log");
+    let mut stranger = Peer::connect(s.port);
+    let name = "n".repeat(100_000);
+    stranger.send(json!({"cmd": "hello", "data": {"version": 1, "name": name}}));
+    let refused = stranger.recv();
+    assert_eq!(
+        refused["data"]["reason"],
+        "a name of 100000 bytes is not acceptable: use 1 to 64 bytes, no ':' or control characters"
+    );
+    let mut p = Peer::join(s.port, "a");
+    p.send(json!({"cmd": "say", "data": {"text": "s".repeat(1_000_000)}}));
+    let start = std::time::Instant::now();
+    let written = loop {
+        let written = std::fs::read_to_string(&log).unwrap_or_default();
+        if written.contains("message from a") || start.elapsed() > Duration::from_secs(30) {
+            break written;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = format!("message from a: {}… (1000000 bytes)\n", "s".repeat(1000));
+    assert!(written.contains(&said), "{written}");
+    assert!(written.lines().all(|l| l.len() < 1100), "{written}");
+}
+
+#[test]
 fn bad_frames_get_an_error_and_the_connection_survives() {
     let s = server();
     let mut p = Peer::join(s.port, "a");

@@ -36,8 +36,9 @@ enum Cmd {
     Call {
         /// MODULE.FUNCTION, for example z.add_prams
         target: String,
-        /// The arguments: JSON literals (1, 2.5, "text", [1,2], null), a bare word as a
+        /// The arguments: JSON literals (1, -2.5, "text", [1,2], null), a bare word as a
         /// string, NAME=VALUE for a keyword argument
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
     },
     /// List the modules on the network (those starting with PREFIX)
@@ -160,20 +161,69 @@ fn call(client: &Client, target: &str, raw: &[String]) -> Result<(), CallError> 
 /// Splits command-line arguments into positional values and `key=value` keyword values; a key
 /// given twice is refused, as Python refuses `f(a=1, a=2)`.
 fn parse_args(raw: &[String]) -> Result<(Vec<Value>, Map<String, Value>), String> {
-    let literal = |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()));
     let mut args = Vec::new();
     let mut kwargs = Map::new();
     for a in raw {
         match a.split_once('=') {
             Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_') => {
-                if kwargs.insert(k.to_owned(), literal(v)).is_some() {
+                if kwargs.insert(k.to_owned(), literal(v)?).is_some() {
                     return Err(format!("keyword argument '{k}' given twice"));
                 }
             }
-            _ => args.push(literal(a)),
+            _ => args.push(literal(a)?),
         }
     }
     Ok((args, kwargs))
+}
+
+/// The JSON value `text` writes, or the string `text` if it is not JSON (a bare word).
+///
+/// # Errors
+/// It holds a number a value here would not hold as written (see [`inexact_number`]).
+fn literal(text: &str) -> Result<Value, String> {
+    if serde_json::from_str::<&serde_json::value::RawValue>(text).is_err() {
+        return Ok(Value::String(text.to_owned()));
+    }
+    if let Some(why) = inexact_number(text) {
+        return Err(format!("{text}: {why}"));
+    }
+    serde_json::from_str(text).map_err(|e| format!("{text}: {e}"))
+}
+
+/// What is wrong with the first number of the JSON text `json` that a value would not hold as
+/// written: serde_json makes an integer beyond 64 bits an approximate float, and fails on a
+/// float beyond f64's range (`1e400`).
+fn inexact_number(json: &str) -> Option<String> {
+    let (mut in_string, mut escaped) = (false, false);
+    let mut at = 0;
+    while let Some(c) = json[at..].chars().next() {
+        if in_string {
+            (in_string, escaped) = (escaped || c != '"', !escaped && c == '\\');
+        } else if c == '"' {
+            in_string = true;
+        } else if c == '-' || c.is_ascii_digit() {
+            let len = json[at..]
+                .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+                .unwrap_or(json.len() - at);
+            let number = &json[at..at + len];
+            if number.contains(['.', 'e', 'E']) {
+                if !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Some(format!(
+                        "the number {number} is beyond the range of a float (f64)"
+                    ));
+                }
+            } else if number.parse::<i64>().is_err() && number.parse::<u64>().is_err() {
+                return Some(format!(
+                    "the number {number} is an integer beyond 64 bits: JSON between stubs \
+                     carries integers of up to 64 bits exactly; give it as a string or a float"
+                ));
+            }
+            at += len;
+            continue;
+        }
+        at += c.len_utf8();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -197,6 +247,40 @@ mod tests {
         );
         assert_eq!(kwargs["x"], Value::from(2.5));
         assert_eq!(kwargs["name"], Value::from("al"));
+    }
+
+    #[test]
+    fn numbers_arrive_as_written_or_are_refused() {
+        let raw: Vec<String> = [
+            "-1",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1e308",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (args, _) = parse_args(&raw).unwrap();
+        let exact = serde_json::json!([-1, u64::MAX, i64::MIN, 1e308]);
+        assert_eq!(Value::Array(args), exact);
+        // In a string, or a bare word, digits are text.
+        let raw = [r#"["18446744073709551616\"", "1e400"]"#, "12abc"].map(String::from);
+        let (args, _) = parse_args(&raw).unwrap();
+        assert_eq!(args[0][1], "1e400");
+        assert_eq!(args[1], "12abc");
+        let beyond_64_bits = "is an integer beyond 64 bits";
+        let beyond_f64 = "is beyond the range of a float";
+        for (bad, said) in [
+            ("18446744073709551616", beyond_64_bits),
+            ("-9223372036854775809", beyond_64_bits),
+            ("1e400", beyond_f64),
+            (r#"{"k": ["a", -1.5e999]}"#, beyond_f64),
+            ("x=[1, 2e400]", beyond_f64),
+        ] {
+            let e = parse_args(&[bad.to_owned()]).unwrap_err();
+            assert!(e.contains(said), "{bad}: {e}");
+        }
+        let e = parse_args(&["[1, 2e400]".into()]).unwrap_err();
+        assert!(e.starts_with("[1, 2e400]: the number 2e400 is"), "{e}");
     }
 
     #[test]

@@ -90,10 +90,9 @@ fn sibling(name: &str) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn a_reader_that_goes_away_ends_the_output_quietly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A server and a stub `a` that owns the example module z: they run while the returned
+/// processes live; the stub's app port.
+fn network(dir: &Path) -> ([Proc; 2], String) {
     let srv_dir = dir.join("server");
     let server = Proc::start(
         "server",
@@ -126,12 +125,44 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     );
     stub.wait_for("registered z");
     let app = stub.wait_for("apps on ");
-    let app_port = app.rsplit(':').next().unwrap().trim();
+    let app_port = app.rsplit(':').next().unwrap().trim().to_owned();
+    ([server, stub], app_port)
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_network, app_port) = network(tmp.path());
     // `test_app describe z | head -0`: the pipe is closed before the first line is written.
     for args in [&["describe", "z"][..], &["call", "z.add_prams", "1", "2"]] {
-        let (status, stderr) = run_unread(&[&["-q", app_port][..], args].concat());
+        let (status, stderr) = run_unread(&[&["-q", &app_port][..], args].concat());
         assert!(status.success(), "{args:?}: {status:?} {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn call_takes_negative_numbers_and_refuses_numbers_it_would_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_network, app_port) = network(dir);
+    let call = |args: &[&str]| run(dir, &[&["-q", &app_port, "call"][..], args].concat());
+    assert_eq!(call(&["z.add_prams", "-1", "2"]), (Some(0), "1".into()));
+    assert_eq!(
+        call(&["z.add_prams", "-1.5", "b=-2"]),
+        (Some(0), "-3.5".into())
+    );
+    let u64_max = u64::MAX.to_string();
+    assert_eq!(call(&["z.add_prams", &u64_max, "0"]), (Some(0), u64_max));
+    // Once an approximate float (1.8446744073709552e+19), once the string "1e400".
+    for (number, why) in [
+        ("18446744073709551616", "an integer beyond 64 bits"),
+        ("1e400", "beyond the range of a float"),
+    ] {
+        let (code, out) = call(&["z.add_prams", number, "0"]);
+        assert_eq!(code, Some(1), "{out}");
+        let said = format!("error: wrong arguments: {number}: the number {number} is {why}");
+        assert!(out.starts_with(&said), "{out}");
     }
 }
 

@@ -232,9 +232,6 @@ def main():
             raise CallTimedOut(f"interrupted: the call to {running[1]} ran past its timeout")
 
     signal.signal(signal.SIGUSR1, overdue)
-    if sys.argv[1] == "--describe":
-        print(json.dumps(describe(sys.argv[2])))
-        return
     proto_in, proto_out = take_protocol_pipes()
 
     encode = encoder()
@@ -245,6 +242,11 @@ def main():
     def send(data):
         while data:
             data = data[write(proto_out, data):]
+
+    if sys.argv[1] == "--describe":
+        # What the import prints went to stderr: the description is all stdout carries.
+        send((json.dumps(describe(sys.argv[2])) + "\n").encode())
+        return
 
     def failure(request_id, exc):
         return (encode({"id": request_id, "error": error_of(exc)}) + "\n").encode()

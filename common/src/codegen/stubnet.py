@@ -147,10 +147,35 @@ def _cannot_pass(function, what, skipped):
     )
 
 
+def _setting(name, default, read, takes):
+    """$`name` as `read` reads it (None for a value out of range), or `default` if unset; a
+    value it cannot read is refused naming the variable and what it takes."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = read(text)
+    except ValueError:
+        value = None
+    if value is None:
+        raise ValueError(f"${name} is {text!r}: it takes {takes}")
+    return value
+
+
+def _seconds(text):
+    value = float(text)
+    return value if 0 < value < float("inf") else None
+
+
+def _tcp_port(text):
+    value = int(text)
+    return value if 0 < value < 65536 else None
+
+
 def _call(module, function, args, kwargs):
     timeout = _timeout
     if timeout is None:
-        timeout = float(os.environ.get("STUBNET_TIMEOUT", DEFAULT_TIMEOUT))
+        timeout = _setting("STUBNET_TIMEOUT", DEFAULT_TIMEOUT, _seconds, "a number of seconds above 0")
     data = {"module": module, "function": function, "args": args, "timeout_ms": int(timeout * 1000)}
     if kwargs:
         data["kwargs"] = kwargs
@@ -165,7 +190,7 @@ def _connected():
     global _connection
     with _lock:
         if _connection is None or _connection.closed:
-            port = _port or int(os.environ.get("STUBNET_APP_PORT", DEFAULT_PORT))
+            port = _port or _setting("STUBNET_APP_PORT", DEFAULT_PORT, _tcp_port, "a port, 1 to 65535")
             _connection = _Connection(port)
         return _connection
 

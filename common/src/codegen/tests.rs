@@ -342,3 +342,32 @@ fn plain_values_are_read_by_name() {
     );
     assert!(python.contains("return _stubnet.call(\"os.path\", name)"));
 }
+
+#[test]
+fn the_python_helper_refuses_a_bad_setting_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    let seconds = "it takes a number of seconds above 0";
+    let port = "it takes a port, 1 to 65535";
+    for (name, value, takes) in [
+        ("STUBNET_TIMEOUT", "-5", seconds),
+        ("STUBNET_TIMEOUT", "0", seconds),
+        ("STUBNET_TIMEOUT", "nan", seconds),
+        ("STUBNET_TIMEOUT", "soon", seconds),
+        ("STUBNET_APP_PORT", "abc", port),
+        ("STUBNET_APP_PORT", "70000", port),
+    ] {
+        // Refused before it connects: no stub is needed.
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import _stubnet; _stubnet.call('m', 'f')"])
+            .current_dir(dir.path())
+            .env_remove("STUBNET_TIMEOUT")
+            .env_remove("STUBNET_APP_PORT")
+            .env(name, value)
+            .output()
+            .expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = format!("ValueError: ${name} is '{value}': {takes}");
+        assert_eq!(stderr.lines().last(), Some(said.as_str()), "{stderr}");
+    }
+}
