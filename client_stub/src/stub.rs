@@ -38,8 +38,8 @@ pub enum Event {
     Connected {
         up: Arc<Outbox>,
         name: String,
-        /// The modules on the network, if the server said (see [`ToClient::Welcome`]).
-        on_network: Option<Vec<String>>,
+        /// The modules that left the network (see [`ToClient::Welcome`]).
+        left: Vec<String>,
     },
     /// The server connection was lost; the link is being re-made.
     Disconnected(String),
@@ -145,11 +145,7 @@ impl Actor for Stub {
         match event {
             Event::Server(ToClient::Shutdown { reason }) => return Some(Ok(reason)),
             Event::Server(msg) => self.server(msg),
-            Event::Connected {
-                up,
-                name,
-                on_network,
-            } => self.connected(up, name, on_network),
+            Event::Connected { up, name, left } => self.connected(up, name, left),
             Event::Disconnected(why) => self.disconnected(&why),
             Event::Line(line) => match repl::parse(&line) {
                 Ok(Some(Command::Quit)) => return Some(Ok("quit".into())),
@@ -186,7 +182,7 @@ impl Actor for Stub {
 impl Stub {
     /// Frames go to `up` from now on: every owned module is uploaded again, the server hears
     /// that these are all this stub owns, and its offers that follow re-sync the rest by md5.
-    fn connected(&mut self, up: Arc<Outbox>, name: String, on_network: Option<Vec<String>>) {
+    fn connected(&mut self, up: Arc<Outbox>, name: String, left: Vec<String>) {
         self.links += 1;
         self.config.name = name;
         self.up = Some(up);
@@ -208,9 +204,7 @@ impl Stub {
         }
         let modules = self.owned.keys().cloned().collect();
         self.send_up(ToServer::Owns { modules });
-        if let Some(on_network) = on_network {
-            self.forget_cached_except(&on_network);
-        }
+        self.forget_cached(left);
         self.refresh_names();
     }
 

@@ -132,17 +132,14 @@ impl Stub {
         self.refresh_names();
     }
 
-    /// Removes the cached copy (and generated stubs) of every module that is neither on the
-    /// network nor this stub's own: it left while this stub was away, so no `gone` came.
-    pub(crate) fn forget_cached_except(&mut self, on_network: &[String]) {
-        let cached = match self.store.modules() {
-            Ok(cached) => cached,
-            Err(e) => return say!("error: cannot list the cached modules: {e}"),
-        };
-        let left = cached
-            .into_iter()
-            .filter(|m| !on_network.contains(m) && !self.owned.contains_key(m));
+    /// Removes the cached copy (and generated stubs) of each module in `left`, not this
+    /// stub's own: it left the network while this stub was away, so no `gone` came.
+    pub(crate) fn forget_cached(&mut self, left: Vec<String>) {
         for module in left {
+            let cached = matches!(self.store.read(&module), Ok(Some(_)));
+            if !cached || self.owned.contains_key(&module) {
+                continue;
+            }
             if let Err(e) = self.store.remove(&module) {
                 say!("error: cannot remove the cached copy of {module}: {e}");
             }

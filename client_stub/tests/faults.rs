@@ -531,7 +531,7 @@ fn fake_server(
             name: "b".into(),
             version: PROTOCOL_VERSION,
             heartbeat_ms: 60_000,
-            on_network: None,
+            left: Vec::new(),
         };
         send(&mut s, &welcome);
         talk(&mut s, &mut from_stub);

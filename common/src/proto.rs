@@ -61,11 +61,11 @@ pub enum ToClient {
         name: String,
         version: u32,
         heartbeat_ms: u64,
-        /// Every module on the network this stub does not own: the offers that follow. A copy
-        /// the stub cached of any other left while it was away, and is removed. `None` from a
-        /// server that does not say.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        on_network: Option<Vec<String>>,
+        /// The modules that left the network since the server started and are not back (the
+        /// newest 100): a copy the stub cached of one is removed, for it left while the stub
+        /// was away.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<String>,
     },
     /// Hello refused; the server closes the connection after this.
     Refused {

@@ -78,27 +78,6 @@ impl Store {
         self.replace(&self.path(module)?, bytes)
     }
 
-    /// The modules with a stored descriptor: each `NAME.json` that holds one of module `NAME`
-    /// (any other file there is not the store's, and is left alone).
-    pub fn modules(&self) -> Result<Vec<String>> {
-        let mut modules = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            let Some(module) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            let ours = valid_module_name(module)
-                && self.read(module)?.is_some_and(|bytes| {
-                    serde_json::from_slice::<crate::module::ModuleDescriptor>(&bytes)
-                        .is_ok_and(|d| d.module == module)
-                });
-            if ours {
-                modules.push(module.to_owned());
-            }
-        }
-        Ok(modules)
-    }
-
     /// Removes `module`'s file if present.
     pub fn remove(&self, module: &str) -> Result<()> {
         remove_if_present(&self.path(module)?)

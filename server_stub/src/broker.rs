@@ -276,18 +276,16 @@ impl Broker {
                 uploads,
             },
         );
-        let offers = self.registry.offers_for(id);
-        let on_network = offers.iter().map(|o| o.module.clone()).collect();
         self.send(
             id,
             ToClient::Welcome {
                 name: hello.name,
                 version: PROTOCOL_VERSION,
                 heartbeat_ms: self.limits.heartbeat_ms,
-                on_network: Some(on_network),
+                left: self.registry.left(),
             },
         );
-        for offer in offers {
+        for offer in self.registry.offers_for(id) {
             self.send(id, ToClient::Offer(offer));
         }
     }
