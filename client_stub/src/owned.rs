@@ -173,14 +173,14 @@ pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
     })
 }
 
-/// The `register` (resolved) and `expose` lists of a profile.
+/// The `register` and `expose` lists of a profile; `register`'s paths canonical where the file
+/// is there, so that the same file spelled otherwise (`sc:` writes paths canonical) is the same
+/// module, not one withdrawn and another registered.
 fn read_lists(path: &Path) -> common::Result<(Vec<PathBuf>, Vec<String>)> {
     let profile = Profile::<ClientProfile>::load(&path.to_string_lossy())?;
-    let register = profile
-        .values
-        .register
-        .iter()
+    let register = (profile.values.register.iter())
         .map(|p| profile.resolve(p))
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
         .collect();
     Ok((register, profile.values.expose))
 }

@@ -349,6 +349,66 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
 }
 
 #[test]
+fn the_same_module_file_spelled_otherwise_in_the_profile_is_not_withdrawn() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Canonical, so that the paths written below are spelled otherwise only where meant to be.
+    let dir = &tmp.path().canonicalize().unwrap();
+    std::fs::create_dir_all(dir.join("mods")).unwrap();
+    std::fs::create_dir_all(dir.join("prof")).unwrap();
+    for m in ["z", "odd", "m2", "m3"] {
+        std::fs::write(dir.join(format!("mods/{m}.py")), "def f():\n    return 1\n").unwrap();
+    }
+    std::os::unix::fs::symlink(dir.join("mods"), dir.join("link")).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let profile = dir.join("prof/alpha.toml");
+    let write = |register: &[&str]| {
+        let register = register
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>();
+        let text = format!(
+            "name = \"alpha\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{}]\n",
+            register.join(", ")
+        );
+        std::fs::write(&profile, text).unwrap();
+    };
+    write(&["../mods/z.py", "../mods/odd.py"]);
+    let mut alpha = Proc::start(
+        "alpha",
+        &exe("client_stub"),
+        &["-c", profile.to_str().unwrap()],
+        dir,
+    );
+    alpha.wait_for("registered z");
+    alpha.wait_for("registered odd");
+    // Absolute, and with `./` and `..`; a module added shows the edit was read.
+    std::thread::sleep(Duration::from_millis(50));
+    let z = dir.join("mods/z.py");
+    write(&[
+        z.to_str().unwrap(),
+        "./../mods/../mods/odd.py",
+        "../mods/m2.py",
+    ]);
+    alpha.wait_for("registered m2");
+    // `sc:` onto the running profile writes every path canonical.
+    alpha.send(&format!("sc:{}", profile.display()));
+    alpha.wait_for("saved the running configuration");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Through a symlink, relative again.
+    write(&[
+        "../link/z.py",
+        "../mods/odd.py",
+        "../mods/m2.py",
+        "../mods/m3.py",
+    ]);
+    alpha.wait_for("registered m3");
+    let out = alpha.output();
+    assert_eq!(alpha.count("withdrawing"), 0, "{out:#?}");
+    assert_eq!(alpha.count("registering z "), 1, "{out:#?}");
+    assert_eq!(alpha.count("registering odd "), 1, "{out:#?}");
+}
+
+#[test]
 fn a_rust_program_provides_a_module_in_process() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
