@@ -401,9 +401,11 @@ impl Answer {
 }
 
 /// Queues `reply` for an app; an app too far behind (it does not read its answers) is cut off.
+/// Checked before queuing, as the server does: `queue_frames` frames may wait, not one fewer.
 fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &LinkLimits) {
-    outbox.push(&ToApp::Reply(reply));
-    if outbox.over(limits) && outbox.cut() {
+    if !outbox.over(limits) {
+        outbox.push(&ToApp::Reply(reply));
+    } else if outbox.cut() {
         say!("dropping an app connection: it does not read its answers");
     }
 }

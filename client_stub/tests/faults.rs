@@ -299,10 +299,10 @@ fn a_message_over_the_frame_limit_is_refused_before_it_is_sent() {
     let dir = tmp.path();
     let (server, port) = server(dir, &[]);
     let profile = dir.join("stub.toml");
-    std::fs::write(&profile, "[limits]\nmax_frame_bytes = 1000\n").unwrap();
+    std::fs::write(&profile, "[limits]\nmax_frame_bytes = 4096\n").unwrap();
     let mut a = stub(dir, port, "a", &["-l", "-c", profile.to_str().unwrap()]);
-    a.send(&format!("s:{}", "y".repeat(1000)));
-    a.wait_for("over this stub's max_frame_bytes (1000)");
+    a.send(&format!("s:{}", "y".repeat(4096)));
+    a.wait_for("over this stub's max_frame_bytes (4096)");
     // The stub goes on; the server never saw the message (frames arrive in order).
     a.send("s:still here");
     server.wait_for("message from a: still here");
@@ -425,6 +425,55 @@ fn an_app_cut_off_for_not_reading_is_reported_once() {
     // The timeouts of the other 950 calls find it cut off: it was said once.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(a.count("dropping an app connection"), 1);
+}
+
+#[test]
+fn a_queue_of_1_frame_lets_an_app_be_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = owner_with_limits(dir, port, "queue_frames = 1");
+    let app = client(&a);
+    for i in 0..3 {
+        assert_eq!(app.call("m", "add", (i, 1)).unwrap(), json!(i + 1));
+    }
+    assert_eq!(a.count("dropping"), 0, "{:?}", a.output());
+}
+
+#[test]
+fn a_limit_that_cannot_work_is_refused_at_start_naming_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let profile = dir.join("limits.toml");
+    let refused = |exe_name: &str, limit: &str, args: &[&str]| {
+        std::fs::write(&profile, format!("[limits]\n{limit}\n")).unwrap();
+        let mut args = args.to_vec();
+        args.extend(["-c", profile.to_str().unwrap()]);
+        let mut p = Proc::start(exe_name, &exe(exe_name), &args, dir);
+        assert!(!p.wait_exit().success());
+        let out = p.output().join("\n");
+        assert!(
+            out.contains("bad profile") && out.contains(limit) && !out.contains("listening"),
+            "{out}"
+        );
+        out
+    };
+    refused("server_stub", "queue_frames = 0", &["-p", "0", "-d", "srv"]);
+    let stub = [
+        "-n",
+        "a",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "1",
+        "-q",
+        "0",
+        "-d",
+        "a",
+    ];
+    refused("client_stub", "queue_bytes = 0", &stub);
+    let out = refused("client_stub", "max_frame_bytes = 70", &stub);
+    assert!(out.contains("must be at least 4096"), "{out}");
 }
 
 #[test]

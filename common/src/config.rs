@@ -43,23 +43,43 @@ pub struct Limits {
 }
 
 /// A `[limits]` table as written, each key set or not: one list of keys for both profiles.
+/// None can be 0: a frame limit of 0 refuses every frame, a queue of 0 drops every peer, 0
+/// peers or calls refuse them all, a heartbeat of 0 ms finds every peer gone at once.
 #[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
 struct LimitsTable {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "some_frame_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
     max_frame_bytes: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "some_at_least_1",
+        skip_serializing_if = "Option::is_none"
+    )]
     max_module_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "some_at_least_1",
+        skip_serializing_if = "Option::is_none"
+    )]
     queue_frames: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "some_at_least_1",
+        skip_serializing_if = "Option::is_none"
+    )]
     queue_bytes: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "some_at_least_1",
+        skip_serializing_if = "Option::is_none"
+    )]
     max_peers: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "some_at_least_1",
+        skip_serializing_if = "Option::is_none"
+    )]
     max_calls_in_flight: Option<usize>,
     #[serde(
-        default,
-        deserialize_with = "some_heartbeat_ms",
+        deserialize_with = "some_at_least_1",
         skip_serializing_if = "Option::is_none"
     )]
     heartbeat_ms: Option<u64>,
@@ -84,21 +104,44 @@ const SERVER_KEYS: &[&str] = &[
 /// The keys a client profile's `[limits]` table takes: the first four, [`LinkLimits`]'.
 const LINK_KEYS: &[&str] = SERVER_KEYS.split_at(4).0;
 
-/// A heartbeat interval, refused if 0: a heartbeat of 0 ms would find every peer gone at once.
-fn some_heartbeat_ms<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<u64>, D::Error> {
-    match u64::deserialize(d)? {
-        0 => Err(serde::de::Error::custom("must be at least 1")),
-        n => Ok(Some(n)),
+/// A size, count or time refused if 0, where 0 cannot work: rather than failing at run time
+/// with a reason that does not name the key, or being quietly taken as 1 (as the log's rotation
+/// would).
+fn at_least_1<'de, D, N>(d: D) -> std::result::Result<N, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    N: Deserialize<'de> + PartialEq + From<u8>,
+{
+    let n = N::deserialize(d)?;
+    if n == N::from(0) {
+        return Err(serde::de::Error::custom("must be at least 1"));
     }
+    Ok(n)
 }
 
-/// A size or count refused if 0, rather than quietly taken as 1 (as the log's rotation would).
-fn at_least_1<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+/// [`at_least_1`], for a key that may be left out.
+fn some_at_least_1<'de, D, N>(d: D) -> std::result::Result<Option<N>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    N: Deserialize<'de> + PartialEq + From<u8>,
+{
+    at_least_1(d).map(Some)
+}
+
+/// The smallest `max_frame_bytes`. The smallest frames are about 100 bytes, but an answer
+/// keeps 1024 bytes of its frame for its envelope: below this, arguments and results would
+/// have little room or none.
+pub const MIN_FRAME_BYTES: usize = 4096;
+
+fn some_frame_bytes<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<usize>, D::Error> {
     match usize::deserialize(d)? {
-        0 => Err(serde::de::Error::custom("must be at least 1")),
-        n => Ok(n),
+        n if n < MIN_FRAME_BYTES => Err(serde::de::Error::custom(format!(
+            "must be at least {MIN_FRAME_BYTES}: a smaller frame leaves little or no room for \
+             a call's arguments or its result"
+        ))),
+        n => Ok(Some(n)),
     }
 }
 
@@ -514,14 +557,50 @@ mod tests {
         assert_eq!(again.values, client.values);
     }
 
-    /// A client profile of `text`, loaded from a file as a stub loads it; or the error it gets.
-    fn client_profile(text: &str) -> std::result::Result<ClientProfile, String> {
+    /// A profile of `text`, loaded from a file as a stub loads it; or the error it gets.
+    fn profile<T: DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
         std::fs::write(&path, text).unwrap();
-        Profile::<ClientProfile>::load(path.to_str().unwrap())
+        Profile::<T>::load(path.to_str().unwrap())
             .map(|p| p.values)
             .map_err(|e| e.to_string())
+    }
+
+    fn client_profile(text: &str) -> std::result::Result<ClientProfile, String> {
+        profile(text)
+    }
+
+    #[test]
+    fn a_limit_of_0_is_refused_in_either_profile_naming_its_key() {
+        for key in SERVER_KEYS {
+            let table = format!("[limits]\n{key} = 0\n");
+            let mut errors = vec![profile::<ServerProfile>(&table).unwrap_err()];
+            if LINK_KEYS.contains(key) {
+                errors.push(client_profile(&table).unwrap_err());
+            }
+            for err in errors {
+                assert!(
+                    err.contains(&format!("{key} = 0")) && err.contains("must be at least"),
+                    "{key}: {err}"
+                );
+            }
+            let one = format!("[limits]\n{key} = 1\n");
+            if *key != "max_frame_bytes" {
+                profile::<ServerProfile>(&one).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_limit_too_small_for_a_call_is_refused_naming_the_smallest() {
+        let err = client_profile("[limits]\nmax_frame_bytes = 4095\n").unwrap_err();
+        assert!(
+            err.contains("max_frame_bytes = 4095") && err.contains("must be at least 4096"),
+            "{err}"
+        );
+        let ok = profile::<ServerProfile>("[limits]\nmax_frame_bytes = 4096\n").unwrap();
+        assert_eq!(ok.limits.link.max_frame_bytes, MIN_FRAME_BYTES);
     }
 
     #[test]
