@@ -145,11 +145,18 @@ fn some_frame_bytes<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// Worker counts by module, each refused if 0: a module with no worker could run no call.
+/// Worker counts by module, each refused if 0: a module with no worker could run no call. A
+/// key that is not a module name is refused too: no module could ever be given those workers.
 fn worker_counts<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<BTreeMap<String, usize>, D::Error> {
     let counts = BTreeMap::<String, usize>::deserialize(d)?;
+    if let Some(key) = counts.keys().find(|m| !crate::store::valid_module_name(m)) {
+        return Err(serde::de::Error::custom(format!(
+            "workers: '{key}' is not a module name (letters, digits and _, not starting with \
+             a digit; dotted for an installed module, like os.path)"
+        )));
+    }
     match counts.iter().find(|(_, n)| **n == 0) {
         Some((module, _)) => Err(serde::de::Error::custom(format!(
             "workers for '{module}' must be at least 1: a module with no worker runs no call \
@@ -660,6 +667,17 @@ mod tests {
         assert!(err.contains("workers for 'y' must be at least 1"), "{err}");
         let ok = client_profile("workers = { z = 2 }\n").unwrap();
         assert_eq!(ok.workers["z"], 2);
+    }
+
+    #[test]
+    fn a_workers_key_that_is_not_a_module_name_is_refused_naming_it() {
+        let err = client_profile("workers = { z = 2, \"../x\" = 2 }\n").unwrap_err();
+        assert!(
+            err.contains("workers: '../x' is not a module name"),
+            "{err}"
+        );
+        let ok = client_profile("workers = { \"os.path\" = 2 }\n").unwrap();
+        assert_eq!(ok.workers["os.path"], 2);
     }
 
     #[test]
