@@ -153,7 +153,10 @@ pub async fn run(
     mut config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<String> {
-    let store = Store::open(&config.receiving_dir)?;
+    let store = Store::open(
+        &config.receiving_dir,
+        "the receiving directory (-d, profile key receiving_dir)",
+    )?;
     let params = upstream::Params {
         server: format!("{}:{}", config.address, config.port),
         token: config.token.clone(),

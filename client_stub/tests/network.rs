@@ -325,6 +325,54 @@ fn profiles_and_flags_give_clear_errors() {
 }
 
 #[test]
+fn a_directory_that_cannot_be_used_is_named_with_what_it_is_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("afile"), "").unwrap();
+    let mut srv = Proc::start(
+        "server",
+        &exe("server_stub"),
+        &["-p", "0", "-d", "afile"],
+        dir,
+    );
+    assert!(!srv.wait_exit().success());
+    let out = srv.output().join("\n");
+    assert!(
+        out.contains(
+            "cannot use afile as the server's directory (-d, profile key dir): it is a file"
+        ),
+        "{out}"
+    );
+    // Said before listening, not after.
+    assert!(!out.contains("listening"), "{out}");
+
+    for (recv, why) in [
+        ("afile", "it is a file"),
+        ("/proc/x", "cannot create it: No such file or directory"),
+    ] {
+        let args = [
+            "-n",
+            "a",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "1",
+            "-q",
+            "0",
+            "-d",
+            recv,
+        ];
+        let mut stub = Proc::start("stub", &exe("client_stub"), &args, dir);
+        assert!(!stub.wait_exit().success());
+        let out = stub.output().join("\n");
+        let named = format!(
+            "cannot use {recv} as the receiving directory (-d, profile key receiving_dir): {why}"
+        );
+        assert!(out.contains(&named), "{out}");
+    }
+}
+
+#[test]
 fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

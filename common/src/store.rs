@@ -42,10 +42,27 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the directory.
-    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+    /// Opens the directory `dir` (creating it if need be), checking that files can be written
+    /// in it, so that a directory that cannot be used is told at start, not at the first write.
+    ///
+    /// # Errors
+    /// Naming `dir`, `what` it is for (with the flag and profile key that set it) and why not.
+    pub fn open(dir: impl Into<PathBuf>, what: &str) -> Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        let usable = match std::fs::metadata(&dir) {
+            Ok(meta) if meta.is_file() => Err("it is a file".to_owned()),
+            _ => std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create it: {e}"))
+                .and_then(|()| {
+                    let probe = tempfile::tempfile_in(&dir);
+                    probe
+                        .map(drop)
+                        .map_err(|e| format!("cannot write in it: {e}"))
+                }),
+        };
+        usable.map_err(|why| {
+            Error::Config(format!("cannot use {} as {what}: {why}", dir.display()))
+        })?;
         Ok(Store { dir })
     }
 
@@ -151,7 +168,7 @@ mod tests {
     #[test]
     fn write_read_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("recv")).unwrap();
+        let store = Store::open(dir.path().join("recv"), "a test's store").unwrap();
         assert_eq!(store.read("z").unwrap(), None);
         store.write("z", b"one").unwrap();
         store.write("z", b"two").unwrap();

@@ -11,7 +11,6 @@ pub mod registry;
 pub mod routes;
 pub mod shell;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +30,9 @@ pub use common::config::Limits;
 /// The server's resolved settings.
 #[derive(Clone)]
 pub struct Config {
-    /// Where uploaded descriptors are kept.
-    pub dir: PathBuf,
+    /// Where uploaded descriptors are kept: opened before the server listens, so that one that
+    /// cannot be used is told before stubs are invited.
+    pub store: Store,
     pub limits: Limits,
     /// The token every stub must present in its hello; `None`: anyone may join.
     pub token: Option<String>,
@@ -50,8 +50,11 @@ pub async fn run(
     console: Option<Receiver<String>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> common::Result<String> {
-    let store = Store::open(&config.dir)?;
-    let (broker, ended) = Shared::new(Broker::new(store, config.limits, config.token.clone()));
+    let (broker, ended) = Shared::new(Broker::new(
+        config.store.clone(),
+        config.limits,
+        config.token.clone(),
+    ));
     // Connection tasks hold `alive`; when the last one ends, `all_closed` completes.
     let (alive, all_closed) = smol::channel::bounded::<()>(1);
 

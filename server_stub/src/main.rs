@@ -8,6 +8,7 @@ use common::config::{resolve_in, Profile, ServerProfile};
 use common::console::Console;
 use common::log::printable_lines;
 use common::say;
+use common::store::Store;
 use common::tls::Acceptor;
 use server_stub::{shell, Config};
 
@@ -136,6 +137,7 @@ fn run(flags: Flags) -> common::Result<()> {
     let token = flags.token.or(values.token).filter(|t| !t.is_empty());
     let insecure = flags.insecure || values.insecure.unwrap_or(false);
 
+    let store = Store::open(&dir, "the server's directory (-d, profile key dir)")?;
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
@@ -167,13 +169,13 @@ fn run(flags: Flags) -> common::Result<()> {
                 commands: shell::COMMANDS.to_vec(),
                 module_commands: vec![],
                 names: Default::default(),
-                history: Some(dir.join(".shell_history")),
+                history: Some(store.dir().join(".shell_history")),
                 on_end: "_end_",
             }
             .spawn()
         });
         let config = Config {
-            dir,
+            store,
             limits: values.limits,
             token,
             tls,
