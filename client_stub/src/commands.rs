@@ -92,7 +92,6 @@ impl Stub {
     }
 
     fn save_profile(&self, name: &str) -> Result<std::path::PathBuf> {
-        let path = common::config::profile_path(name);
         let mut profile = self.config.profile();
         // What runs now (the profile's lists may have changed since the start): module files in
         // `register`, installed modules in `expose`; an app provides its own.
@@ -108,7 +107,6 @@ impl Stub {
             .filter(|p| !p.starts_with("import:"))
             .map(Into::into)
             .collect();
-        common::config::save(&path, &profile)?;
-        Ok(path)
+        common::config::save(name, &profile)
     }
 }

@@ -373,6 +373,28 @@ fn a_directory_that_cannot_be_used_is_named_with_what_it_is_for() {
 }
 
 #[test]
+fn sc_creates_conf_for_a_name_but_not_the_directory_of_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    a.send("sc:mine");
+    a.wait_for("saved the running configuration to conf/mine.toml");
+    assert!(dir.join("conf/mine.toml").is_file());
+    let missing = dir.join("no/such");
+    a.send(&format!("sc:{}/x.toml", missing.display()));
+    let line = a.wait_for("x.toml");
+    assert!(
+        line.contains(&format!(
+            "cannot save the profile to {0}/x.toml: there is no directory {0}",
+            missing.display()
+        )),
+        "{line}"
+    );
+    assert!(!dir.join("no").exists());
+}
+
+#[test]
 fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

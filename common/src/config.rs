@@ -491,19 +491,40 @@ pub fn profile_path(arg: &str) -> PathBuf {
     }
 }
 
-/// Writes a profile as TOML (atomically, creating the directory).
-pub fn save<T: Serialize>(path: &Path, values: &T) -> Result<()> {
-    let text = toml::to_string_pretty(values)
-        .map_err(|e| Error::Config(format!("cannot write profile: {e}")))?;
+/// Writes a profile as TOML, atomically, to the file `sc:ARG` names (see [`profile_path`]).
+/// For a name, `conf/` is created if need be, as `-c NAME` looks there; a path's directory
+/// must exist, so that a mistyped one is told rather than created.
+///
+/// # Returns
+/// The file written.
+pub fn save<T: Serialize>(arg: &str, values: &T) -> Result<PathBuf> {
+    let path = profile_path(arg);
+    let cannot = |why: String| {
+        Error::Config(format!(
+            "cannot save the profile to {}: {why}",
+            path.display()
+        ))
+    };
+    let text = toml::to_string_pretty(values).map_err(|e| cannot(e.to_string()))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::fs::write(tmp.path(), text)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let named = path != Path::new(arg);
+    if named {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| cannot(format!("cannot create {}: {e}", dir.display())))?;
+    } else if !dir.is_dir() {
+        return Err(cannot(format!("there is no directory {}", dir.display())));
+    }
+    let write = || -> std::io::Result<()> {
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::fs::write(tmp.path(), &text)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| cannot(e.to_string()))?;
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -527,7 +548,7 @@ mod tests {
             receiving_dir: Some("recv".into()),
             ..Default::default()
         };
-        save(&good, &values).unwrap();
+        save(good.to_str().unwrap(), &values).unwrap();
         let p = Profile::<ClientProfile>::load(good.to_str().unwrap()).unwrap();
         assert_eq!(p.values, values);
         assert_eq!(p.resolve(Path::new("recv")), dir.path().join("recv"));
@@ -554,7 +575,7 @@ mod tests {
         let client = Profile::<ClientProfile>::load(path.to_str().unwrap()).unwrap();
         assert_eq!(client.values.limits.queue_frames, 9);
 
-        save(&path, &client.values).unwrap();
+        save(path.to_str().unwrap(), &client.values).unwrap();
         let saved = std::fs::read_to_string(&path).unwrap();
         assert!(saved.contains("queue_frames = 9"), "{saved}");
         for key in ["max_peers", "max_calls_in_flight", "heartbeat_ms"] {
