@@ -364,8 +364,7 @@ fn test_app_prints_results_and_exits_1_on_a_remote_exception() {
 fn values_travel_as_written_through_every_hop() {
     use std::io::{BufRead, BufReader, Write};
     let n = net();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", app_port(&n.caller))).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut s = raw_app(&n.caller);
     // Python's way of writing a string holding a lone surrogate, which a tree of Rust strings
     // cannot hold. No stub reads arguments or results as values: the module gets them, and its
     // result comes back, as written.
@@ -386,8 +385,7 @@ fn an_app_that_half_closes_gets_its_answers_then_the_end() {
     // Through the network (caller `b`) and on the owner's own stub (`a`): as `printf | nc` does,
     // the last frame without its newline, then the writing half shut.
     for p in [&n.caller, &n.owner] {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", app_port(p))).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut s = raw_app(p);
         let call = |id: u64, function: &str, args: Value| {
             let data = json!({"id": id, "module": "m", "function": function, "args": args,
                               "timeout_ms": 10000});

@@ -318,11 +318,10 @@ fn a_request_the_stub_cannot_read_is_answered_by_its_id() {
     let m = module(dir);
     let a = stub(dir, port, "a", &["--register", &m]);
     a.wait_for("registered m");
-    let mut app = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    let mut app = raw_app(&a);
     // A list with a trailing comma, which JSON refuses.
     let call = r#"{"cmd": "call", "data": {"id": 9, "module": "m", "function": "add", "args": [1, 2,], "timeout_ms": 30000}}"#;
     writeln!(app, "{call}").unwrap();
-    app.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut line = String::new();
     BufReader::new(&app).read_line(&mut line).unwrap();
     let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -348,7 +347,7 @@ fn a_request_whose_id_is_not_a_whole_integer_is_refused_without_an_id() {
     let m = module(dir);
     let a = stub(dir, port, "a", &["--register", &m]);
     a.wait_for("registered m");
-    let mut app = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    let mut app = raw_app(&a);
     let call = |id: &str| {
         format!(
             r#"{{"cmd":"call","data":{{"id":{id},"module":"m","function":"add","args":[1,2],"timeout_ms":30000}}}}"#
@@ -359,7 +358,6 @@ fn a_request_whose_id_is_not_a_whole_integer_is_refused_without_an_id() {
     for id in ["1"].iter().chain(&bad) {
         writeln!(app, "{}", call(id)).unwrap();
     }
-    app.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut lines = BufReader::new(&app).lines();
     let mut answers: Vec<serde_json::Value> = (0..1 + bad.len())
         .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
@@ -459,18 +457,8 @@ fn a_limit_that_cannot_work_is_refused_at_start_naming_its_key() {
         out
     };
     refused("server_stub", "queue_frames = 0", &["-p", "0", "-d", "srv"]);
-    let stub = [
-        "-n",
-        "a",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        "1",
-        "-q",
-        "0",
-        "-d",
-        "a",
-    ];
+    let stub = stub_args("1", "a", "a");
+    let stub: Vec<&str> = stub.iter().map(String::as_str).collect();
     refused("client_stub", "queue_bytes = 0", &stub);
     let out = refused("client_stub", "max_frame_bytes = 70", &stub);
     assert!(out.contains("must be at least 4096"), "{out}");
@@ -657,8 +645,7 @@ fn frames_with_data_before_cmd_are_read_from_an_app_and_from_the_server() {
     });
     let b = stub(tmp.path(), port, "b", &[]);
     b.wait_for("received m from a");
-    let app = std::net::TcpStream::connect(("127.0.0.1", app_port(&b))).unwrap();
-    app.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let app = raw_app(&b);
     let call = r#"{"data":{"id":1,"module":"m","function":"f","args":[1],"timeout_ms":30000},"cmd":"call"}"#;
     writeln!(&app, "{call}").unwrap();
     let mut line = String::new();

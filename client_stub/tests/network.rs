@@ -350,18 +350,8 @@ fn a_directory_that_cannot_be_used_is_named_with_what_it_is_for() {
         ("afile", "it is a file"),
         ("/proc/x", "cannot create it: No such file or directory"),
     ] {
-        let args = [
-            "-n",
-            "a",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            "1",
-            "-q",
-            "0",
-            "-d",
-            recv,
-        ];
+        let args = stub_args("1", "a", recv);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut stub = Proc::start("stub", &exe("client_stub"), &args, dir);
         assert!(!stub.wait_exit().success());
         let out = stub.output().join("\n");

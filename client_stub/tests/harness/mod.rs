@@ -93,6 +93,15 @@ pub fn app_port(p: &Proc) -> u16 {
         .expect("app port")
 }
 
+/// A raw connection to the stub `p`'s app port, for frames no client library writes; a read
+/// gives up after 20 s rather than hang the test.
+pub fn raw_app(p: &Proc) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(("127.0.0.1", app_port(p))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s
+}
+
 /// An app of the stub `p` (on its app port).
 pub fn client(p: &Proc) -> common::app::Client {
     common::app::Client::connect(&format!("127.0.0.1:{}", app_port(p))).unwrap()
