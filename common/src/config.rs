@@ -506,10 +506,7 @@ pub fn save<T: Serialize>(arg: &str, values: &T) -> Result<PathBuf> {
         ))
     };
     let text = toml::to_string_pretty(values).map_err(|e| cannot(e.to_string()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = crate::store::dir_of(&path);
     let named = path != Path::new(arg);
     if named {
         std::fs::create_dir_all(dir)
@@ -517,13 +514,7 @@ pub fn save<T: Serialize>(arg: &str, values: &T) -> Result<PathBuf> {
     } else if !dir.is_dir() {
         return Err(cannot(format!("there is no directory {}", dir.display())));
     }
-    let write = || -> std::io::Result<()> {
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::fs::write(tmp.path(), &text)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().map_err(|e| cannot(e.to_string()))?;
+    crate::store::replace_file(&path, text.as_bytes()).map_err(|e| cannot(e.to_string()))?;
     Ok(path)
 }
 

@@ -92,7 +92,7 @@ impl Store {
 
     /// Replaces `module`'s file with `bytes` atomically: readers see the old file or the new one.
     pub fn write(&self, module: &str, bytes: &[u8]) -> Result<()> {
-        self.replace(&self.path(module)?, bytes)
+        Ok(replace_file(&self.path(module)?, bytes)?)
     }
 
     /// Removes `module`'s file if present.
@@ -103,7 +103,7 @@ impl Store {
     /// Replaces the file `name` beside the descriptors (a generated stub) atomically. `name` is
     /// a plain file name, never a path.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.replace(&self.file_path(name)?, bytes)
+        Ok(replace_file(&self.file_path(name)?, bytes)?)
     }
 
     /// Removes the file `name` beside the descriptors if present.
@@ -122,14 +122,24 @@ impl Store {
             ))),
         }
     }
+}
 
-    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+/// The directory a file `path` is in: `.` for a bare file name.
+pub fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
+}
+
+/// Replaces the file at `path` with `bytes` atomically (a temporary file beside it, renamed
+/// over it): readers see the old file or the new one, never a part.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir_of(path))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
