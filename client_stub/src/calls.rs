@@ -35,6 +35,9 @@ pub(crate) struct LocalCall {
     outbox: Arc<Outbox>,
     limits: LinkLimits,
     id: u64,
+    /// `module.function`, for the timeout's message.
+    what: String,
+    timeout_ms: u64,
     deadline: Instant,
     answered: AtomicBool,
 }
@@ -265,6 +268,8 @@ impl Stub {
                 outbox: outbox.clone(),
                 limits: self.config.limits,
                 id: call.id,
+                what: format!("{}.{}", call.module, call.function),
+                timeout_ms: call.timeout_ms,
                 deadline: Instant::now() + Duration::from_millis(call.timeout_ms),
                 answered: AtomicBool::new(false),
             });
@@ -362,8 +367,7 @@ impl Stub {
             if call.deadline > now {
                 return true;
             }
-            let msg = "no answer within the call's timeout (it may still be running)";
-            call.answer(Err(RemoteError::new(ErrorKind::Timeout, msg)));
+            call.answer(Err(timed_out(&call.what, call.timeout_ms, "here")));
             false
         });
         let late: Vec<u64> = self
@@ -374,9 +378,9 @@ impl Stub {
             .collect();
         for id in late {
             if let Some(p) = self.pending.remove(&id) {
-                let err =
-                    RemoteError::new(ErrorKind::Timeout, "no answer within the call's timeout");
-                self.settle(p, Err(err));
+                let what = format!("{}.{}", p.module, p.function);
+                let timeout_ms = (p.deadline - p.started).as_millis() as u64;
+                self.settle(p, Err(timed_out(&what, timeout_ms, "on its owner")));
             }
         }
     }
@@ -428,6 +432,14 @@ fn fits_a_frame(value: Json, max_frame: usize) -> Result<Json, RemoteError> {
         )),
         _ => Ok(value),
     }
+}
+
+/// A call's answer at its timeout, said as an app's own timer says it (`common::app`), and
+/// where the call may still run (until its worker interrupts it: see `worker::watch`).
+fn timed_out(what: &str, timeout_ms: u64, running: &str) -> RemoteError {
+    let msg =
+        format!("{what}: no answer within {timeout_ms} ms (it may still be running {running})");
+    RemoteError::new(ErrorKind::Timeout, msg)
 }
 
 fn unknown_module(module: &str) -> RemoteError {

@@ -379,6 +379,28 @@ fn values_travel_as_written_through_every_hop() {
 }
 
 #[test]
+fn a_call_past_its_timeout_is_answered_naming_it_and_its_timeout() {
+    use std::io::{BufRead, BufReader, Write};
+    let n = net();
+    // An app with no timer of its own hears the stub's: on the owner's stub, which times the
+    // call out at the same tick that interrupts its worker, before the interruption's answer.
+    let mut s = raw_app(&n.owner);
+    let call = json!({"cmd": "call", "data": {"id": 9, "module": "m", "function": "slow",
+                                              "args": [30], "timeout_ms": 300}});
+    writeln!(s, "{call}").unwrap();
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    let error = &reply["data"]["result"]["Err"];
+    assert_eq!(error["kind"], "timeout", "{reply}");
+    let message = error["message"].as_str().unwrap();
+    assert_eq!(
+        message, "m.slow: no answer within 300 ms (it may still be running here)",
+        "{reply}"
+    );
+}
+
+#[test]
 fn an_app_that_half_closes_gets_its_answers_then_the_end() {
     use std::io::{Read, Write};
     let n = net();
