@@ -44,10 +44,10 @@ struct Flags {
     #[arg(long, value_name = "FILE")]
     register: Vec<PathBuf>,
     /// Share the installed Python module NAME, e.g. math (repeatable) [profile: expose]
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = common::config::module_name)]
     expose: Vec<String>,
     /// Declare MODULE shareable: others may provide it too (repeatable) [profile: shared]
-    #[arg(long, value_name = "MODULE")]
+    #[arg(long, value_name = "MODULE", value_parser = common::config::module_name)]
     shared: Vec<String>,
     /// If the name is taken, join as NAME-2, NAME-3, ... [profile: name_suffix]
     #[arg(long)]

@@ -152,10 +152,7 @@ fn worker_counts<'de, D: serde::Deserializer<'de>>(
 ) -> std::result::Result<BTreeMap<String, usize>, D::Error> {
     let counts = BTreeMap::<String, usize>::deserialize(d)?;
     if let Some(key) = counts.keys().find(|m| !crate::store::valid_module_name(m)) {
-        return Err(serde::de::Error::custom(format!(
-            "workers: '{key}' is not a module name (letters, digits and _, not starting with \
-             a digit; dotted for an installed module, like os.path)"
-        )));
+        return Err(serde::de::Error::custom(not_a_module_name("workers", key)));
     }
     match counts.iter().find(|(_, n)| **n == 0) {
         Some((module, _)) => Err(serde::de::Error::custom(format!(
@@ -164,6 +161,39 @@ fn worker_counts<'de, D: serde::Deserializer<'de>>(
         ))),
         None => Ok(counts),
     }
+}
+
+/// A list of module names (`expose`, `shared`), refused at the first that is not one: it could
+/// never match a module, so a typo (`z.py` for `z`) would quietly do nothing.
+fn module_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    match names.iter().find(|m| !crate::store::valid_module_name(m)) {
+        Some(name) => Err(serde::de::Error::custom(not_a_module_name("", name))),
+        None => Ok(names),
+    }
+}
+
+/// A module name given on the command line (`--expose`, `--shared`), checked as the profile's.
+pub fn module_name(name: &str) -> std::result::Result<String, String> {
+    match crate::store::valid_module_name(name) {
+        true => Ok(name.to_owned()),
+        false => Err(not_a_module_name("", name)),
+    }
+}
+
+/// Why `name`, given for `key` (if named), is refused.
+fn not_a_module_name(key: &str, name: &str) -> String {
+    let key = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    };
+    format!(
+        "{key}'{name}' is not a module name (letters, digits and _, not starting with a digit; \
+         dotted for an installed module, like os.path)"
+    )
 }
 
 /// A call timeout in milliseconds, refused if 0 (every call would time out at once): the
@@ -390,11 +420,19 @@ pub struct ClientProfile {
     pub workers: BTreeMap<String, usize>,
     /// Installed Python modules to share by name, e.g. `["math", "os.path"]` (`--expose`). Their
     /// functions become callable and their plain values readable by everyone on the network.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "module_names",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub expose: Vec<String>,
     /// Modules this stub declares shareable (`--shared`): stubs registering the same headers
     /// as shared all provide them, and calls are spread among them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "module_names",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub shared: Vec<String>,
     #[serde(default)]
     pub limits: LinkLimits,
@@ -690,6 +728,20 @@ mod tests {
         );
         let ok = client_profile("workers = { \"os.path\" = 2 }\n").unwrap();
         assert_eq!(ok.workers["os.path"], 2);
+    }
+
+    #[test]
+    fn a_shared_or_exposed_name_that_is_not_a_module_name_is_refused_naming_it() {
+        for key in ["shared", "expose"] {
+            let err = client_profile(&format!("{key} = [\"z\", \"../x\"]\n")).unwrap_err();
+            assert!(err.contains("'../x' is not a module name"), "{err}");
+        }
+        let ok = client_profile("shared = [\"z\"]\nexpose = [\"os.path\"]\n").unwrap();
+        assert_eq!(
+            (ok.shared, ok.expose),
+            (vec!["z".into()], vec!["os.path".into()])
+        );
+        assert!(module_name("a b").is_err());
     }
 
     #[test]
