@@ -34,6 +34,9 @@ struct State {
     buf: Vec<u8>,
     /// How many frames `buf` holds (counting a partly written one).
     frames: usize,
+    /// How many of them were queued since the last flush: not yet offered to the peer, so not
+    /// a sign that it is behind.
+    fresh: usize,
     /// The writer task is writing frames it took from `buf`: direct writes wait for it, so
     /// frames keep their order.
     writing: bool,
@@ -88,6 +91,10 @@ impl Outbox {
             return false;
         }
         state.frames += 1;
+        // Behind frames a flush left (the peer is behind), it waits as they do.
+        if was_empty || state.fresh > 0 {
+            state.fresh += 1;
+        }
         drop(state);
         // A non-empty buffer is already on some thread's list, or with the writer task.
         if was_empty {
@@ -103,7 +110,7 @@ impl Outbox {
         queued
     }
 
-    /// Frames queued and not yet handed to the socket: how far the peer is behind.
+    /// Frames queued and not yet handed to the socket.
     pub fn frames(&self) -> usize {
         self.lock().frames
     }
@@ -111,7 +118,9 @@ impl Outbox {
     /// Whether the peer is further behind than `limits` allow (frames or bytes queued).
     pub fn over(&self, limits: &crate::config::LinkLimits) -> bool {
         let state = self.lock();
-        state.frames >= limits.queue_frames || state.buf.len() >= limits.queue_bytes
+        // Frames the socket was offered and did not take: a batch still being queued is not
+        // the peer's fault, however small `queue_frames`. Its bytes count all the same.
+        state.frames - state.fresh >= limits.queue_frames || state.buf.len() >= limits.queue_bytes
     }
 
     /// Whether the peer has sent all it will send and all of it was read: its end of the
@@ -154,6 +163,7 @@ impl Outbox {
     /// not take) to the writer task.
     fn flush(&self) {
         let mut state = self.lock();
+        state.fresh = 0;
         if state.buf.is_empty() {
             return;
         }
@@ -195,7 +205,7 @@ impl Outbox {
                 if !state.buf.is_empty() {
                     // Swapped, not copied: both buffers keep their capacity.
                     std::mem::swap(&mut state.buf, &mut batch);
-                    state.frames = 0;
+                    (state.frames, state.fresh) = (0, 0);
                     state.writing = true;
                     Poll::Ready(true)
                 } else if state.closed {
@@ -276,18 +286,43 @@ mod tests {
     fn a_peer_that_does_not_read_is_cut_once() {
         smol::block_on(async {
             let (a, _b) = pair().await;
-            let outbox = Outbox::tcp(&a);
+            // Encrypted: with no writer task, what a flush offers stays queued, as it does for a
+            // peer that stopped reading.
+            let outbox = Outbox::for_link(&a, true);
             let limits = crate::config::LinkLimits {
                 queue_frames: 2,
                 ..Default::default()
             };
             outbox.push(&ToServer::Who);
+            flush_queued();
             assert!(!outbox.over(&limits));
-            outbox.push(&ToServer::Who);
-            // Still over its limits after the cut (nothing was written), but cut only once.
+            outbox.push(&ToServer::Who); // behind the one left: the peer is behind
+                                         // Still over its limits after the cut (nothing was written), but cut only once.
             assert!(outbox.over(&limits) && outbox.cut());
             assert!(!outbox.push(&ToServer::Who));
             assert!(outbox.over(&limits) && !outbox.cut());
+        });
+    }
+
+    #[test]
+    fn a_batch_being_queued_does_not_count_against_the_peer() {
+        smol::block_on(async {
+            let (a, b) = pair().await;
+            let outbox = Outbox::tcp(&a);
+            let limits = crate::config::LinkLimits {
+                queue_frames: 1,
+                ..Default::default()
+            };
+            for _ in 0..3 {
+                assert!(!outbox.over(&limits));
+                outbox.push(&ToServer::Who);
+            }
+            flush_queued();
+            assert!(!outbox.over(&limits), "the socket took all three");
+            let mut reader = FrameReader::new(b, 1024);
+            for _ in 0..3 {
+                assert_eq!(reader.read().await.unwrap(), Some(ToServer::Who));
+            }
         });
     }
 
