@@ -130,7 +130,7 @@ impl Stub {
         let runner = self
             .providers
             .entry(conn)
-            .or_insert_with(|| AppRunner::new(conn, outbox))
+            .or_insert_with(|| AppRunner::new(conn, outbox, self.config.limits))
             .clone();
         let bytes = desc.to_bytes();
         let parsed = Parsed {

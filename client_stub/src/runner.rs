@@ -4,15 +4,30 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use common::config::LinkLimits;
 use common::error::{ErrorKind, RemoteError};
 use common::outbox::Outbox;
 use common::proto::{Call, Reply, ToApp};
+use common::say;
 
 use crate::worker::{Done, Pool};
 
-/// Calls sent to the providing app, by id: the module (for messages) and where the answer goes.
-type Calls = HashMap<u64, (String, Done)>;
+/// Calls sent to the providing app, by id.
+type Calls = HashMap<u64, Sent>;
+
+/// A call sent to the providing app.
+struct Sent {
+    /// The module, for messages.
+    module: String,
+    /// `module.function` and the call's timeout, for the message at its deadline.
+    what: String,
+    timeout_ms: u64,
+    deadline: Instant,
+    /// Where its answer goes.
+    done: Done,
+}
 
 /// The calls waiting for the app; those still waiting when it is dropped fail.
 #[derive(Default)]
@@ -31,30 +46,50 @@ pub struct AppRunner {
     /// The app connection.
     pub conn: u64,
     outbox: Arc<Outbox>,
+    limits: LinkLimits,
     waiting: Arc<Waiting>,
     next: Arc<AtomicU64>,
 }
 
 impl AppRunner {
-    pub fn new(conn: u64, outbox: Arc<Outbox>) -> Self {
+    pub fn new(conn: u64, outbox: Arc<Outbox>, limits: LinkLimits) -> Self {
         AppRunner {
             conn,
             outbox,
+            limits,
             waiting: Arc::default(),
             next: Arc::default(),
         }
     }
 
     /// Sends `call` to the app under an id of this connection's own. It goes at once, so its
-    /// `timeout_ms` as it came is what remains of the caller's timeout.
+    /// `timeout_ms` as it came is what remains of the caller's timeout. An app too far behind
+    /// (it does not read its calls) is cut off, as one that does not read its answers is.
     fn submit(&self, call: Call, done: Done) {
+        if self.outbox.over(&self.limits) {
+            if self.outbox.cut() {
+                say!("dropping an app connection: it does not read the calls it provides");
+            }
+            let msg = format!(
+                "the app providing '{}' does not read its calls: it was cut off",
+                call.module
+            );
+            return done(Err(RemoteError::new(ErrorKind::OwnerGone, msg)));
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.waiting().insert(id, (call.module.clone(), done));
+        let sent = Sent {
+            module: call.module.clone(),
+            what: format!("{}.{}", call.module, call.function),
+            timeout_ms: call.timeout_ms,
+            deadline: Instant::now() + Duration::from_millis(call.timeout_ms),
+            done,
+        };
+        self.waiting().insert(id, sent);
         let call = Call { id, ..call };
         if !self.outbox.push(&ToApp::Call(call)) {
             let waiting = self.waiting().remove(&id);
-            if let Some((module, done)) = waiting {
-                done(Err(gone(&module)));
+            if let Some(sent) = waiting {
+                (sent.done)(Err(gone(&sent.module)));
             }
         }
     }
@@ -62,8 +97,28 @@ impl AppRunner {
     /// The provider's answer to call `reply.id`.
     pub fn answered(&self, reply: Reply) {
         let waiting = self.waiting().remove(&reply.id);
-        if let Some((_, done)) = waiting {
-            done(reply.result);
+        if let Some(sent) = waiting {
+            (sent.done)(reply.result);
+        }
+    }
+
+    /// Fails each call past its deadline: its caller stopped waiting, and an app that never
+    /// answers must not keep it for as long as it stays connected. A late answer is dropped.
+    fn expire(&self) {
+        let now = Instant::now();
+        let late: Vec<Sent> = {
+            let mut waiting = self.waiting();
+            let ids: Vec<u64> = waiting
+                .iter()
+                .filter(|(_, sent)| sent.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| waiting.remove(id)).collect()
+        };
+        for sent in late {
+            let (what, ms) = (&sent.what, sent.timeout_ms);
+            let msg = format!("{what}: the app providing it gave no answer within {ms} ms");
+            (sent.done)(Err(RemoteError::new(ErrorKind::Timeout, msg)));
         }
     }
 
@@ -83,8 +138,8 @@ impl AppRunner {
 }
 
 fn fail_all(calls: &mut Calls) {
-    for (_, (module, done)) in calls.drain() {
-        done(Err(gone(&module)));
+    for (_, sent) in calls.drain() {
+        (sent.done)(Err(gone(&sent.module)));
     }
 }
 
@@ -120,10 +175,12 @@ impl Runner {
     }
 
     /// Cuts short Python calls past their timeout (see `worker::Pool::check_overdue`). A
-    /// providing app's calls run in its own process: it alone can stop them.
+    /// providing app's calls run in its own process, which alone can stop them: they fail here
+    /// at their deadline.
     pub fn check_overdue(&self) {
-        if let Runner::Python(pool) = self {
-            pool.check_overdue();
+        match self {
+            Runner::Python(pool) => pool.check_overdue(),
+            Runner::App(app) => app.expire(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod harness;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::app::CallError;
@@ -480,13 +481,7 @@ fn a_providing_app_is_sent_what_remains_of_each_calls_timeout() {
     let a = stub(dir, port, "a", &[]);
     let b = stub(dir, port, "b", &[]);
     // A provider speaking the protocol itself, to see the call frames as they come.
-    let mut provider = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
-    provider
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let f = json!({"name": "f", "params": []});
-    let provide = json!({"cmd": "provide", "data": {"id": 1, "descriptor": {"module": "p", "functions": [f]}}});
-    writeln!(provider, "{provide}").unwrap();
+    let mut provider = provide_raw(&a, "p");
     let mut frames = BufReader::new(provider.try_clone().unwrap()).lines();
     let mut next =
         || -> serde_json::Value { serde_json::from_str(&frames.next().unwrap().unwrap()).unwrap() };
@@ -501,6 +496,84 @@ fn a_providing_app_is_sent_what_remains_of_each_calls_timeout() {
     let answer = json!({"cmd": "answer", "data": {"id": call["data"]["id"], "result": {"Ok": 7}}});
     writeln!(provider, "{answer}").unwrap();
     assert_eq!(caller.join().unwrap().unwrap(), json!(7));
+}
+
+/// An app connection to `stub` that asks to provide `module` (function `f(*args)`), speaking
+/// the protocol itself; the reply to its `provide` is left for the test to read.
+fn provide_raw(stub: &Proc, module: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut provider = raw_app(stub);
+    let f = json!({"name": "f", "params": [{"name": "args", "kind": "var_positional"}]});
+    let descriptor = json!({"module": module, "functions": [f]});
+    let provide = json!({"cmd": "provide", "data": {"id": 1, "descriptor": descriptor}});
+    writeln!(provider, "{provide}").unwrap();
+    provider
+}
+
+#[test]
+fn a_call_a_providing_app_never_answers_fails_at_its_deadline_on_the_providing_stub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    let _provider = provide_raw(&a, "p"); // reads nothing, answers nothing
+    b.wait_for("received p from a");
+    let app = client(&b).with_timeout(Duration::from_millis(300));
+    assert!(matches!(app.call("p", "f", ()), Err(CallError::Timeout(_))));
+    // The providing stub let the call go too, rather than keep it while the app stays: its
+    // statistics count it, failed at its deadline.
+    let owner = client(&a);
+    let started = std::time::Instant::now();
+    let served = loop {
+        let served = owner.stats().unwrap()["served"].clone();
+        if served[0]["errors"] == 1 || started.elapsed() > Duration::from_secs(20) {
+            break served;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let error = served[0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("p.f: the app providing it gave no answer within"),
+        "{served}"
+    );
+}
+
+#[test]
+fn a_providing_app_that_does_not_read_its_calls_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let profile = dir.join("a.toml");
+    std::fs::write(&profile, "[limits]\nqueue_frames = 2\n").unwrap();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &["-c", profile.to_str().unwrap()]);
+    let b = stub(dir, port, "b", &[]);
+    let _provider = provide_raw(&a, "p"); // reads nothing, answers nothing
+    b.wait_for("received p from a");
+    // Calls of 1 MB each, until the sockets between the stub and the app are full and calls
+    // wait in the stub.
+    let big = Arc::new("x".repeat(1 << 20));
+    let callers: Vec<_> = (0..40)
+        .map(|_| {
+            let (app, big) = (
+                client(&b).with_timeout(Duration::from_secs(60)),
+                big.clone(),
+            );
+            std::thread::spawn(move || app.call("p", "f", (big.as_str(),)))
+        })
+        .collect();
+    a.wait_for("dropping an app connection: it does not read the calls it provides");
+    b.wait_for("module p is gone");
+    // Each call fails, none waits its minute: the stub failed those it held; the rest came
+    // after the module had left.
+    let answers: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+    use CallError::{OwnerGone, UnknownModule};
+    assert!(
+        answers.iter().any(|a| matches!(a, Err(OwnerGone(_)))),
+        "{answers:?}"
+    );
+    let failed = |a: &Result<_, _>| matches!(a, Err(OwnerGone(_) | UnknownModule(_)));
+    assert!(answers.iter().all(failed), "{answers:?}");
 }
 
 #[test]
