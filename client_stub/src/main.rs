@@ -193,7 +193,9 @@ fn serve(config: Config) -> common::Result<String> {
     .map_err(|e| Error::Config(format!("cannot catch Ctrl-C: {e}")))?;
     // Every task runs on smol's executor thread, which also polls the sockets: no message
     // between the stub's tasks crosses a thread.
-    smol::block_on(smol::spawn(client_stub::run(config, async move {
+    let stopped = smol::block_on(smol::spawn(client_stub::run(config, async move {
         let _ = stop_rx.recv().await;
-    })))
+    })));
+    client_stub::worker::end_all();
+    stopped
 }

@@ -401,26 +401,20 @@ fn an_app_cut_off_for_not_reading_is_reported_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_server, port) = server(dir, &[]);
-    let profile = dir.join("stub.toml");
-    std::fs::write(&profile, "[limits]\nqueue_frames = 50\n").unwrap();
-    let a = stub(dir, port, "a", &["-c", profile.to_str().unwrap()]);
-    // A providing app that never answers: the calls to it all time out at once.
-    let mut provider = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
-    let desc = json!({"module": "p", "functions": [{"name": "f", "params": []}]});
-    let provide = json!({"cmd": "provide", "data": {"id": 1, "descriptor": desc}});
-    writeln!(provider, "{provide}").unwrap();
-    a.wait_for("registered p");
-    let mut deaf = std::net::TcpStream::connect(("127.0.0.1", app_port(&a))).unwrap();
+    let a = owner_with_limits(dir, port, "queue_frames = 50");
+    // An app that asks for 100 MB of answers and reads none: once its socket takes no more,
+    // answers wait in the stub, and past 50 of them it is cut off.
+    let mut deaf = raw_app(&a);
     let calls: String = (0..1000)
         .map(|id| {
-            let call = json!({"cmd": "call", "data": {"id": id, "module": "p", "function": "f",
-                              "timeout_ms": 500}});
+            let call = json!({"cmd": "call", "data": {"id": id, "module": "m", "function": "big",
+                              "args": [100_000], "timeout_ms": 20_000}});
             format!("{call}\n")
         })
         .collect();
     deaf.write_all(calls.as_bytes()).unwrap();
     a.wait_for("dropping an app connection: it does not read its answers");
-    // The timeouts of the other 950 calls find it cut off: it was said once.
+    // The answers still coming for it find it cut off: it was said once.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(a.count("dropping an app connection"), 1);
 }
@@ -699,4 +693,62 @@ fn calls_go_on_while_a_new_version_of_a_module_is_fetched() {
     b.wait_n("m from a: fetching", 2);
     assert_eq!(client(&b).call("m", "f", ()).unwrap(), json!("f"));
     server.join().unwrap();
+}
+
+/// Whether process `pid` is running (a zombie is not: it has ended, unreaped).
+fn running(pid: u64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    matches!(state, Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Waits until process `pid` is no longer running; whether it ended in time.
+fn ends(pid: u64) -> bool {
+    let started = std::time::Instant::now();
+    while running(pid) {
+        if started.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[test]
+fn what_a_module_starts_ends_with_its_worker_and_with_its_stub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    let m = dir.join("m.py");
+    let source =
+        "import subprocess\n\ndef spawn():\n    return subprocess.Popen(['sleep', '300']).pid\n";
+    std::fs::write(&m, source).unwrap();
+    let mut a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    a.wait_for("registered m");
+    let app = client(&a);
+    let spawned = || app.call("m", "spawn", ()).unwrap().as_u64().unwrap();
+    // A worker restarted (a reload): what the old one started ends with it.
+    let first = spawned();
+    assert!(running(first));
+    app.reload("m").unwrap();
+    assert!(
+        ends(first),
+        "process {first}, started by a worker since restarted, still runs"
+    );
+    // A stub that stops: what its workers started ends with them.
+    let second = spawned();
+    assert!(running(second));
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(a.wait_exit().success());
+    assert!(
+        ends(second),
+        "process {second}, started by a stopped stub's worker, still runs"
+    );
 }

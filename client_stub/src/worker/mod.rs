@@ -12,6 +12,7 @@
 //! - `phase.rs`: what each worker is doing, and whether a call waits for one or fails at once;
 //! - `not_started.rs`: why a worker did not start, and the error its calls get meanwhile;
 //! - `watch.rs`: interrupting, then killing, a worker still in a call past its deadline;
+//! - `group.rs`: ending what a worker started along with it;
 //! - `woken.rs`: a future polled only when it has asked to be.
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ use supervisor::Supervisor;
 use watch::{monotonic_ms, Watch};
 
 mod answer;
+mod group;
 mod lane;
 mod not_started;
 mod phase;
@@ -39,6 +41,8 @@ mod process;
 mod supervisor;
 mod watch;
 mod woken;
+
+pub use group::end_all;
 
 /// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
 pub const SCRIPT: &str = include_str!("worker.py");

@@ -26,7 +26,7 @@ use super::answer::{exception, excerpt, invalid, parse_answer};
 use super::lane::request_line;
 use super::supervisor::Stopped;
 use super::woken::WhenWoken;
-use super::{failed, sleep, Answer, Job, WorkerSpec, GRACE, SCRIPT, SLOW_IMPORT};
+use super::{failed, group, sleep, Answer, Job, WorkerSpec, GRACE, SCRIPT, SLOW_IMPORT};
 
 /// A worker process, or why it could not be spawned.
 pub(super) type Spawned = Result<Conn, RemoteError>;
@@ -62,12 +62,14 @@ impl Conn {
         let stub = rustix::process::getpid();
         // SAFETY: `die_with_stub` makes two system calls and touches no memory of the parent.
         unsafe { command.pre_exec(move || die_with_stub(stub)) };
+        command.process_group(0); // see `group`
         let mut child = Command::from(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
+        group::started(child.id());
         let module = spec.module.clone();
         let stderr = child.stderr.take().map(|e| smol::spawn(forward(module, e)));
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -105,10 +107,11 @@ impl Conn {
         let status = match async { Some(exited.await) }.or(grace).await {
             Some(status) => status,
             None => {
-                let _ = self.child.kill(); // fails only if it has exited already
+                group::kill(self.child.id());
                 self.child.status().await
             }
         };
+        group::end(self.child.id());
         if let Some(stderr) = self.stderr {
             // Let its last lines (often a traceback) out, unless something else holds the pipe.
             stderr.or(sleep(GRACE)).await;

@@ -7,7 +7,7 @@
 //! its deadline is sent `SIGUSR1`, on which `worker.py` raises `CallTimedOut` inside the call
 //! (only if that call is past its own deadline, so a signal that lands as the next call starts
 //! does nothing). A worker still in the call [`KILL_AFTER_MS`] later (stuck in C code, or
-//! swallowing the exception) is killed, and its supervisor restarts it.
+//! swallowing the exception) is killed with what it started, and its supervisor restarts it.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
@@ -68,15 +68,15 @@ impl Watch {
         if deadline == 0 || now_ms < deadline {
             return;
         }
-        let Some(pid) = Pid::from_raw(self.pid.load(Ordering::Relaxed)) else {
+        let raw = self.pid.load(Ordering::Relaxed);
+        let Some(pid) = Pid::from_raw(raw) else {
             return;
         };
-        let signal = if now_ms >= deadline.saturating_add(KILL_AFTER_MS) {
+        if now_ms >= deadline.saturating_add(KILL_AFTER_MS) {
             self.killed.store(true, Ordering::Relaxed);
-            Signal::KILL
-        } else {
-            Signal::USR1
-        };
-        let _ = kill_process(pid, signal); // fails only if it has exited already
+            // What the stuck call started dies with it (see `group`).
+            return super::group::kill(raw as u32);
+        }
+        let _ = kill_process(pid, Signal::USR1); // fails only if it has exited already
     }
 }
