@@ -367,7 +367,11 @@ impl Stub {
             if call.deadline > now {
                 return true;
             }
-            call.answer(Err(timed_out(&call.what, call.timeout_ms, "here")));
+            call.answer(Err(timed_out(
+                &call.what,
+                call.timeout_ms,
+                "in this stub's worker",
+            )));
             false
         });
         let late: Vec<u64> = self
@@ -404,14 +408,30 @@ impl Answer {
     }
 }
 
-/// Queues `reply` for an app; an app too far behind (it does not read its answers) is cut off.
-/// Checked before queuing, as the server does: `queue_frames` frames may wait, not one fewer.
+/// Queues `reply` for an app.
 fn reply_to_app(outbox: &Arc<Outbox>, reply: Reply, limits: &LinkLimits) {
+    push_to_app(outbox, &ToApp::Reply(reply), limits, "its answers");
+}
+
+/// Queues `msg` for an app, unless the app is too far behind: then it is cut off (said once),
+/// for it does not read `what` it is sent. Checked before queuing, as the server does:
+/// `queue_frames` frames may wait, not one fewer.
+///
+/// # Returns
+/// Whether `msg` was queued.
+pub(crate) fn push_to_app(
+    outbox: &Arc<Outbox>,
+    msg: &ToApp,
+    limits: &LinkLimits,
+    what: &str,
+) -> bool {
     if !outbox.over(limits) {
-        outbox.push(&ToApp::Reply(reply));
-    } else if outbox.cut() {
-        say!("dropping an app connection: it does not read its answers");
+        return outbox.push(msg);
     }
+    if outbox.cut() {
+        say!("dropping an app connection: it does not read {what}");
+    }
+    false
 }
 
 /// Bytes of a frame kept for the reply around a result (its command, id and `Ok`, with the
@@ -436,9 +456,9 @@ fn fits_a_frame(value: Json, max_frame: usize) -> Result<Json, RemoteError> {
 
 /// A call's answer at its timeout, said as an app's own timer says it (`common::app`), and
 /// where the call may still run (until its worker interrupts it: see `worker::watch`).
-fn timed_out(what: &str, timeout_ms: u64, running: &str) -> RemoteError {
-    let msg =
-        format!("{what}: no answer within {timeout_ms} ms (it may still be running {running})");
+pub(crate) fn timed_out(what: &str, timeout_ms: u64, running: &str) -> RemoteError {
+    let timeout = Duration::from_millis(timeout_ms);
+    let msg = format!("{what}: no answer within {timeout:?} (it may still be running {running})");
     RemoteError::new(ErrorKind::Timeout, msg)
 }
 

@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::calls::{push_to_app, timed_out};
+use crate::worker::{Done, Pool};
 use common::config::LinkLimits;
 use common::error::{ErrorKind, RemoteError};
 use common::outbox::Outbox;
 use common::proto::{Call, Reply, ToApp};
-use common::say;
-
-use crate::worker::{Done, Pool};
 
 /// Calls sent to the providing app, by id.
 type Calls = HashMap<u64, Sent>;
@@ -66,16 +65,6 @@ impl AppRunner {
     /// `timeout_ms` as it came is what remains of the caller's timeout. An app too far behind
     /// (it does not read its calls) is cut off, as one that does not read its answers is.
     fn submit(&self, call: Call, done: Done) {
-        if self.outbox.over(&self.limits) {
-            if self.outbox.cut() {
-                say!("dropping an app connection: it does not read the calls it provides");
-            }
-            let msg = format!(
-                "the app providing '{}' does not read its calls: it was cut off",
-                call.module
-            );
-            return done(Err(RemoteError::new(ErrorKind::OwnerGone, msg)));
-        }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let sent = Sent {
             module: call.module.clone(),
@@ -85,8 +74,9 @@ impl AppRunner {
             done,
         };
         self.waiting().insert(id, sent);
-        let call = Call { id, ..call };
-        if !self.outbox.push(&ToApp::Call(call)) {
+        let call = ToApp::Call(Call { id, ..call });
+        let what = "the calls it provides";
+        if !push_to_app(&self.outbox, &call, &self.limits, what) {
             let waiting = self.waiting().remove(&id);
             if let Some(sent) = waiting {
                 (sent.done)(Err(gone(&sent.module)));
@@ -116,9 +106,8 @@ impl AppRunner {
             ids.iter().filter_map(|id| waiting.remove(id)).collect()
         };
         for sent in late {
-            let (what, ms) = (&sent.what, sent.timeout_ms);
-            let msg = format!("{what}: the app providing it gave no answer within {ms} ms");
-            (sent.done)(Err(RemoteError::new(ErrorKind::Timeout, msg)));
+            let running = "in the app providing it";
+            (sent.done)(Err(timed_out(&sent.what, sent.timeout_ms, running)));
         }
     }
 
@@ -181,6 +170,15 @@ impl Runner {
         match self {
             Runner::Python(pool) => pool.check_overdue(),
             Runner::App(app) => app.expire(),
+        }
+    }
+
+    /// Ends the module's workers for good (a stub that stops), failing the calls they hold; an
+    /// app's calls fail too.
+    pub fn stop(&self) {
+        match self {
+            Runner::Python(pool) => pool.stop(),
+            Runner::App(app) => app.close(),
         }
     }
 

@@ -177,6 +177,14 @@ impl Actor for Stub {
         }
         None
     }
+
+    /// Its workers are told to stop before the process ends, so that none is restarted while
+    /// `worker::end_all` kills what is left.
+    fn end(&mut self, _end: &Result<String>) {
+        for owned in self.owned.values() {
+            owned.pool.stop();
+        }
+    }
 }
 
 impl Stub {

@@ -395,7 +395,7 @@ fn a_call_past_its_timeout_is_answered_naming_it_and_its_timeout() {
     assert_eq!(error["kind"], "timeout", "{reply}");
     let message = error["message"].as_str().unwrap();
     assert_eq!(
-        message, "m.slow: no answer within 300 ms (it may still be running here)",
+        message, "m.slow: no answer within 300ms (it may still be running in this stub's worker)",
         "{reply}"
     );
 }

@@ -532,11 +532,9 @@ fn a_call_a_providing_app_never_answers_fails_at_its_deadline_on_the_providing_s
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let error = served[0]["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("p.f: the app providing it gave no answer within"),
-        "{served}"
-    );
+    let error = served[0]["last_error"].as_str();
+    let told = "p.f: no answer within 300ms (it may still be running in the app providing it)";
+    assert!(error.is_some_and(|e| e.ends_with(told)), "{served}");
 }
 
 #[test]

@@ -197,7 +197,12 @@ impl Pool {
     /// interrupted if it is running; one still waiting for an import is told so before then
     /// (see [`Pool::check_overdue`]).
     pub fn submit(&self, call: Call, done: Done) {
-        let deadline_ms = monotonic_ms().saturating_add(call.timeout_ms);
+        // Rounded up: a call is never interrupted before its caller's own deadline, which the
+        // stub of a local call reads from a finer clock (it times the call out first, and its
+        // answer says so).
+        let deadline_ms = monotonic_ms()
+            .saturating_add(call.timeout_ms)
+            .saturating_add(1);
         let job = Job {
             module: self.inner.module.clone(),
             function: call.function,

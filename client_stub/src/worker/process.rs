@@ -23,10 +23,11 @@ use common::readiness::ReadWhenReady;
 use common::say;
 
 use super::answer::{exception, excerpt, invalid, parse_answer};
+use super::group::Group;
 use super::lane::request_line;
 use super::supervisor::Stopped;
 use super::woken::WhenWoken;
-use super::{failed, group, sleep, Answer, Job, WorkerSpec, GRACE, SCRIPT, SLOW_IMPORT};
+use super::{failed, sleep, Answer, Job, WorkerSpec, GRACE, SCRIPT, SLOW_IMPORT};
 
 /// A worker process, or why it could not be spawned.
 pub(super) type Spawned = Result<Conn, RemoteError>;
@@ -53,6 +54,8 @@ pub(super) struct Conn {
     stderr: Option<Task<()>>,
     line: String,
     out: Vec<u8>,
+    /// Declared last, so dropped last: after `child`, which kills the worker if it still runs.
+    group: Group,
 }
 
 impl Conn {
@@ -69,7 +72,7 @@ impl Conn {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        group::started(child.id());
+        let group = Group::led_by(child.id());
         let module = spec.module.clone();
         let stderr = child.stderr.take().map(|e| smol::spawn(forward(module, e)));
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -89,6 +92,7 @@ impl Conn {
             stderr,
             line,
             out,
+            group,
         })
     }
 
@@ -107,11 +111,11 @@ impl Conn {
         let status = match async { Some(exited.await) }.or(grace).await {
             Some(status) => status,
             None => {
-                group::kill(self.child.id());
+                self.group.kill();
                 self.child.status().await
             }
         };
-        group::end(self.child.id());
+        drop(self.group); // what the worker started, which may outlive it
         if let Some(stderr) = self.stderr {
             // Let its last lines (often a traceback) out, unless something else holds the pipe.
             stderr.or(sleep(GRACE)).await;

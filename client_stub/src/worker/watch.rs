@@ -75,7 +75,7 @@ impl Watch {
         if now_ms >= deadline.saturating_add(KILL_AFTER_MS) {
             self.killed.store(true, Ordering::Relaxed);
             // What the stuck call started dies with it (see `group`).
-            return super::group::kill(raw as u32);
+            return super::group::kill(raw);
         }
         let _ = kill_process(pid, Signal::USR1); // fails only if it has exited already
     }

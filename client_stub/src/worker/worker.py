@@ -219,7 +219,8 @@ def describe(name):
 
 
 def main():
-    # Ctrl-C at the stub's terminal reaches this process too: only the stub decides its end.
+    # Only the stub decides this process's end: SIGINT is ignored. (Ctrl-C at the stub's terminal
+    # does not reach it anyway: it leads a process group of its own.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     running = [0, ""]  # the deadline and name of the call running; 0 while none runs
 
