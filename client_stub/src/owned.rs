@@ -1,7 +1,8 @@
 //! Modules this stub owns: a module file read and parsed into its descriptor.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::config::{ClientProfile, Profile};
 use common::proto::ToServer;
@@ -138,6 +139,65 @@ fn fits(parsed: &Parsed, limit: u64) -> Result<(), String> {
 /// Where the interpreter that could not start was set, for errors that name it.
 const WHICH_INTERPRETER: &str = "the interpreter is --python, or python in the profile";
 
+/// The longest an installed module's import may take to describe it: the stub waits for it.
+const DESCRIBE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Why `python --describe` gave no output.
+enum Described {
+    NotStarted(std::io::Error),
+    TooSlow,
+}
+
+/// Runs `python` to describe the installed module `name`, for at most [`DESCRIBE_LIMIT`]. It
+/// leads a process group of its own, killed once it has exited: a process its import started
+/// can neither hold its output open (and the stub waiting) nor outlive it.
+fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(python)
+        .args(["-c", crate::worker::SCRIPT, "--describe", name])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Described::NotStarted)?;
+    let group = child.id() as i32;
+    fn all_of(pipe: Option<impl Read>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    }
+    std::thread::scope(|scope| {
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let stdout = scope.spawn(|| all_of(out));
+        let stderr = scope.spawn(|| all_of(err));
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if started.elapsed() < DESCRIBE_LIMIT => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => break None,
+            }
+        };
+        crate::worker::kill_group(group);
+        let _ = child.wait();
+        let (stdout, stderr) = (stdout.join(), stderr.join());
+        match (status, stdout, stderr) {
+            (Some(status), Ok(stdout), Ok(stderr)) => Ok(Output {
+                status,
+                stdout,
+                stderr,
+            }),
+            _ => Err(Described::TooSlow),
+        }
+    })
+}
+
 /// Describes the installed Python module `name` (a profile's `expose`) by asking `python` to
 /// import it: its public functions and plain values. Its "path" is `import:NAME`, which the
 /// worker imports by name.
@@ -148,15 +208,16 @@ pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
     if !valid_module_name(name) {
         return Err(format!("'{name}' is not a module name"));
     }
-    let out = std::process::Command::new(python)
-        .args(["-c", crate::worker::SCRIPT, "--describe", name])
-        .output()
-        .map_err(|e| {
-            format!(
-                "cannot expose '{name}': could not start the Python interpreter `{python}`: {e} \
-                 ({WHICH_INTERPRETER})"
-            )
-        })?;
+    let out = run_describe(python, name).map_err(|e| match e {
+        Described::NotStarted(e) => format!(
+            "cannot expose '{name}': could not start the Python interpreter `{python}`: {e} \
+             ({WHICH_INTERPRETER})"
+        ),
+        Described::TooSlow => format!(
+            "cannot expose '{name}': importing it took over {} s",
+            DESCRIBE_LIMIT.as_secs()
+        ),
+    })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("failed");

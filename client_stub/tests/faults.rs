@@ -752,3 +752,28 @@ fn what_a_module_starts_ends_with_its_worker_and_with_its_stub() {
         "process {second}, started by a stopped stub's worker, still runs"
     );
 }
+
+#[test]
+fn an_exposed_module_whose_import_starts_a_process_is_described_without_waiting_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    // Importable by name: `python -c` looks in the stub's working directory (`dir`).
+    let source = "import subprocess\n\
+                  child = subprocess.Popen(['sleep', '120'])\n\
+                  open('children', 'a').write(f'{child.pid}\\n')\n\n\
+                  def f():\n    return 1\n";
+    std::fs::write(dir.join("starts_one.py"), source).unwrap();
+    let a = stub(dir, port, "a", &["--expose", "starts_one"]);
+    // The process the import started holds the describing interpreter's output open: the
+    // stub used to wait for it (two minutes, frozen), and it outlived the description.
+    a.wait_for("registered starts_one");
+    // The first line: the worker imports it too, later.
+    let children = std::fs::read_to_string(dir.join("children")).unwrap();
+    let describing: u64 = children.lines().next().unwrap().parse().unwrap();
+    assert!(
+        ends(describing),
+        "process {describing}, started by the import, still runs"
+    );
+    assert_eq!(client(&a).call("starts_one", "f", ()).unwrap(), json!(1));
+}

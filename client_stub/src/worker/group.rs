@@ -52,7 +52,7 @@ pub fn end_all() {
 }
 
 /// Kills `group`: a worker and what it started.
-pub(super) fn kill(group: i32) {
+pub fn kill(group: i32) {
     if let Some(group) = Pid::from_raw(group) {
         let _ = kill_process_group(group, Signal::KILL); // fails only if none is left
     }
