@@ -197,7 +197,11 @@ pub async fn run(
     let names = Names::default();
     let mut stub = Stub::new(config.clone(), store, names.clone());
     // Parsed and started now; uploaded as soon as the stub hears it is connected.
-    for path in &config.register {
+    let (register, left_out) = owned::one_file_per_module(config.register.clone());
+    for e in left_out {
+        say!("error: {e}");
+    }
+    for path in &register {
         stub.register(path);
     }
     for name in &config.expose {
