@@ -215,6 +215,26 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
 }
 
 #[test]
+fn a_message_over_the_frame_limit_is_refused_in_the_shell_that_typed_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = server(dir, &["-l"]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    server.wait_for("joined: a");
+    let long = "y".repeat(5_000_000);
+    server.send(&format!("sta:{long}"));
+    server.wait_for("error: message not sent: its frame would be 5000");
+    server.send("sta:short");
+    a.wait_for("message from server: short");
+    a.send(&format!("s:{long}"));
+    a.wait_for("error: message not sent: its frame would be 5000");
+    a.send("s:fits");
+    server.wait_for("message from a: fits");
+    assert_eq!(a.count("bad frame"), 0, "{:#?}", a.output());
+    assert_eq!(a.count("message from server: yyy"), 0);
+}
+
+#[test]
 fn the_server_ends_the_session_and_every_stub_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
