@@ -41,8 +41,11 @@ impl Stub {
             .and_then(|bytes| serde_json::from_slice::<ModuleDescriptor>(&bytes).ok());
         let msg = match &current {
             Some(desc) => {
-                self.write_stubs(desc, &md5);
+                let skipped = self.write_stubs(desc, &md5);
                 say!("{module} from {owner}: cached copy is current (md5 {md5}), nothing to fetch");
+                if let Err(why) = skipped {
+                    say!("{why}");
+                }
                 ToServer::Have {
                     module: module.clone(),
                     md5: md5.clone(),
@@ -90,14 +93,17 @@ impl Stub {
         if let Err(e) = self.store.write(&module, &bytes) {
             return say!("error: cannot store {module}: {e}");
         }
+        // The stubs are there by the time the line says the module is.
+        let skipped = self.write_stubs(&desc, &known.md5);
         say!(
             "received {module} from {}: {} bytes in {pieces} chunk(s), {} function(s)",
             known.owner,
             bytes.len(),
             desc.functions.len()
         );
-        let md5 = known.md5.clone();
-        self.write_stubs(&desc, &md5);
+        if let Err(why) = skipped {
+            say!("{why}");
+        }
         if let Some(known) = self.known.get_mut(&module) {
             known.desc = Some(desc);
         }
@@ -162,15 +168,21 @@ impl Stub {
     }
 
     /// Writes the generated stubs of `desc`, unless another module's have their names.
-    fn write_stubs(&self, desc: &ModuleDescriptor, md5: &str) {
+    ///
+    /// # Errors
+    /// What to say when they are not written: whose names they are.
+    fn write_stubs(&self, desc: &ModuleDescriptor, md5: &str) -> Result<(), String> {
         let module = &desc.module;
         match self.stubs_taken_by(module) {
-            Some(other) => say!(
+            Some(other) => Err(format!(
                 "{module}: no generated stubs: their file names ({}.py, .rs) are \
                  {other}'s; call it by name (_stubnet.call(\"{module}\", ...), Client::call)",
                 stub_stem(module)
-            ),
-            None => write_stubs(&self.store, desc, md5),
+            )),
+            None => {
+                write_stubs(&self.store, desc, md5);
+                Ok(())
+            }
         }
     }
 
