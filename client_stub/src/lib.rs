@@ -124,7 +124,11 @@ impl Config {
             live_console: Some(self.live_console),
             register: Vec::new(),
             name_suffix: Some(self.name_policy == NamePolicy::Suffix),
-            python: Some(self.python.clone()),
+            // A path as one that works from anywhere; a bare name for the PATH as it is.
+            python: Some(match self.python.contains('/') {
+                true => absolute(Path::new(&self.python)).display().to_string(),
+                false => self.python.clone(),
+            }),
             call_timeout_ms: self.call_timeout_ms,
             workers: self.workers.clone(),
             shared: self.shared.clone(),

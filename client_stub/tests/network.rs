@@ -405,6 +405,34 @@ fn sc_creates_conf_for_a_name_but_not_the_directory_of_a_path() {
 }
 
 #[test]
+fn a_python_path_in_a_profile_is_relative_to_the_profile_and_sc_keeps_it_working() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = &tmp.path().canonicalize().unwrap();
+    let (_server, port) = server(dir, &[]);
+    // A virtualenv-like interpreter beside the profile, not beside where the stub starts.
+    let bin = dir.join("prof/venv/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(bin.join("python"), "#!/bin/sh\nexec python3 \"$@\"\n").unwrap();
+    fs::set_permissions(bin.join("python"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("m.py"), "def f():\n    return 'ran'\n").unwrap();
+    fs::write(
+        dir.join("prof/p.toml"),
+        format!("name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\npython = \"venv/bin/python\"\nregister = [\"../m.py\"]\n"),
+    )
+    .unwrap();
+    let mut p = Proc::start("p", &exe("client_stub"), &["-c", "prof/p.toml"], dir);
+    p.wait_for("registered m");
+    let ran: String = eventually(|| client(&p).call_as("m", "f", ())).unwrap();
+    assert_eq!(ran, "ran");
+    p.send("sc:saved");
+    p.wait_for("saved the running configuration to conf/saved.toml");
+    let saved = fs::read_to_string(dir.join("conf/saved.toml")).unwrap();
+    let python = format!("python = {:?}", bin.join("python").display().to_string());
+    assert!(saved.contains(&python), "{saved}");
+}
+
+#[test]
 fn a_profile_runs_the_stub_and_sc_saves_one_that_restores_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
