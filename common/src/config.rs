@@ -320,7 +320,10 @@ impl<T> Profile<T> {
                 false => self.resolve(file),
             };
             crate::log::to_file(&path, log.max_bytes, log.keep).map_err(|e| {
-                let (path, profile) = (path.display(), self.path.display());
+                let (path, profile) = (
+                    format!("{:?}", path.display().to_string()),
+                    self.path.display(),
+                );
                 Error::Config(format!(
                     "cannot log to {path} ([log] file in {profile}): {e}"
                 ))
