@@ -234,6 +234,9 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
         }
         out.push('\n');
     }
+    if let Some(values) = desc.values_line() {
+        out += &format!("  {values}\n");
+    }
     out
 }
 

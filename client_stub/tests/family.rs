@@ -249,9 +249,28 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
     a.wait_for("registered math");
     a.wait_for("registered os.path");
     a.wait_for("cannot expose 'no_such_module_here'");
-    let b = stub(dir, port, "b", &[]);
+    let mut b = stub(dir, port, "b", &["-l"]);
     b.wait_for("received os.path from a");
     b.wait_for("received math from a");
+    // Its values are listed with its functions, or nobody could find them.
+    b.send("desc:os.path");
+    let values = b.wait_for("  values (read by a call with no arguments): ");
+    assert!(
+        values.contains("sep") && values.contains("curdir"),
+        "{values}"
+    );
+    let port = app_port(&b).to_string();
+    let described = std::process::Command::new(exe("test_app"))
+        .args(["-q", &port, "describe", "os.path"])
+        .output()
+        .unwrap();
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        described.lines().any(
+            |l| l.starts_with("values (read by a call with no arguments): ") && l.contains("sep")
+        ),
+        "{described}"
+    );
     let app = client(&b);
     assert_eq!(app.call("math", "pow", (3, 2)).unwrap(), json!(9.0));
     assert_eq!(app.attr("os.path", "sep").unwrap(), json!("/"));

@@ -19,6 +19,18 @@ pub struct ModuleDescriptor {
     pub attributes: Vec<String>,
 }
 
+impl ModuleDescriptor {
+    /// The plain values the module offers (`os.path.sep`), on one line for `desc:` and
+    /// `test_app describe`, escaped; `None` for a module of functions alone.
+    pub fn values_line(&self) -> Option<String> {
+        let names = self.attributes.join(", ");
+        (!names.is_empty()).then(|| {
+            let names = crate::log::printable(&names);
+            format!("values (read by a call with no arguments): {names}")
+        })
+    }
+}
+
 /// One exported function's header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionDesc {
