@@ -124,7 +124,11 @@ impl Config {
             live_console: Some(self.live_console),
             register: Vec::new(),
             name_suffix: Some(self.name_policy == NamePolicy::Suffix),
-            python: Some(self.python.clone()),
+            // A path as one that works from anywhere; a bare name for the PATH as it is.
+            python: Some(match self.python.contains('/') {
+                true => absolute(Path::new(&self.python)).display().to_string(),
+                false => self.python.clone(),
+            }),
             call_timeout_ms: self.call_timeout_ms,
             workers: self.workers.clone(),
             shared: self.shared.clone(),
@@ -197,7 +201,11 @@ pub async fn run(
     let names = Names::default();
     let mut stub = Stub::new(config.clone(), store, names.clone());
     // Parsed and started now; uploaded as soon as the stub hears it is connected.
-    for path in &config.register {
+    let (register, left_out) = owned::one_file_per_module(config.register.clone());
+    for e in left_out {
+        say!("error: {e}");
+    }
+    for path in &register {
         stub.register(path);
     }
     for name in &config.expose {

@@ -113,7 +113,10 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     } else {
         NamePolicy::Fail
     };
-    if let Some(p) = flags.python.or(values.python) {
+    if let Some(p) = flags
+        .python
+        .or(values.python.map(|p| interpreter_in(&profile, p)))
+    {
         config.python = p;
     }
     config.workers = values.workers;
@@ -130,6 +133,17 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     config.tls_ca = flags.tls_ca.or(values.tls_ca.map(resolve));
     config.tls_name = flags.tls_name.or(values.tls_name);
     Ok(config)
+}
+
+/// The profile's `python`: a path (`venv/bin/python`) is relative to the profile, as its other
+/// paths are; a bare name (`python3`) is left for the PATH to find.
+fn interpreter_in(profile: &Option<Profile<ClientProfile>>, python: String) -> String {
+    match python.contains('/') {
+        true => resolve_in(profile, python.into())
+            .to_string_lossy()
+            .into_owned(),
+        false => python,
+    }
 }
 
 /// A setting the stub cannot start without: asked for at a terminal, else an error saying

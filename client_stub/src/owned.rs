@@ -236,19 +236,48 @@ pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
 
 /// The `register` and `expose` lists of a profile; `register`'s paths canonical where the file
 /// is there, so that the same file spelled otherwise (`sc:` writes paths canonical) is the same
-/// module, not one withdrawn and another registered.
-fn read_lists(path: &Path) -> common::Result<(Vec<PathBuf>, Vec<String>)> {
+/// module, not one withdrawn and another registered. Only the first file of each module name
+/// is kept (see [`one_file_per_module`]); the errors say which were left out.
+fn read_lists(path: &Path) -> common::Result<(Vec<PathBuf>, Vec<String>, Vec<String>)> {
     let profile = Profile::<ClientProfile>::load(&path.to_string_lossy())?;
     let register = (profile.values.register.iter())
         .map(|p| profile.resolve(p))
         .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
         .collect();
-    Ok((register, profile.values.expose))
+    let (register, left_out) = one_file_per_module(register);
+    Ok((register, profile.values.expose, left_out))
 }
 
 /// The lists of the profile at `path`, if any and readable; empty otherwise.
 pub fn profile_lists(path: Option<&Path>) -> (Vec<PathBuf>, Vec<String>) {
-    path.and_then(|p| read_lists(p).ok()).unwrap_or_default()
+    let lists = path.and_then(|p| read_lists(p).ok());
+    lists.map_or_else(Default::default, |(register, expose, _)| (register, expose))
+}
+
+/// `paths` (to register) with only the first file of each module name, and an error for each
+/// other file: two files of one name would be registered one after the other, the second
+/// replacing the first, and withdrawn twice when both leave the list. The same file listed
+/// twice is kept once, as registering it again changes nothing.
+pub fn one_file_per_module(paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
+    let mut kept: Vec<(PathBuf, PathBuf)> = Vec::new(); // (as given, canonical)
+    let mut errors = Vec::new();
+    for path in paths {
+        // Named as `parse_file` names it: after the file a symlink points to.
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        match kept.iter().find(|(_, k)| k.file_stem() == real.file_stem()) {
+            Some((_, first)) if *first == real => {}
+            Some((first, _)) => {
+                let module = real.file_stem().unwrap_or_default().to_string_lossy();
+                let (first, other) = (first.display(), path.display());
+                errors.push(format!(
+                    "module {module} is listed twice, as {first} and as {other}: only {first} \
+                     is registered (a module has one file: list one)"
+                ));
+            }
+            None => kept.push((path, real)),
+        }
+    }
+    (kept.into_iter().map(|(path, _)| path).collect(), errors)
 }
 
 /// The `desc:` text of a descriptor.
@@ -265,6 +294,9 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
             out += &format!("\n      {}", printable(doc));
         }
         out.push('\n');
+    }
+    if let Some(values) = desc.values_line() {
+        out += &format!("  {values}\n");
     }
     out
 }
@@ -425,10 +457,13 @@ impl Stub {
         if !self.profile_watched.edited(&path) {
             return;
         }
-        let (register, expose) = match read_lists(&path) {
+        let (register, expose, left_out) = match read_lists(&path) {
             Ok(lists) => lists,
             Err(e) => return say!("error: the profile changed but cannot be read: {e}"),
         };
+        for e in left_out {
+            say!("error: {e}");
+        }
         let (old_register, old_expose) = std::mem::take(&mut self.from_profile);
         for gone in old_register.iter().filter(|p| !register.contains(p)) {
             let module = gone

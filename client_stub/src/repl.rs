@@ -90,7 +90,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         ("wii", None) => Command::Who,
         ("help", None) => Command::Help,
         ("_end_" | "quit", None) => Command::Quit,
-        _ => return Err(format!("unknown command '{line}' (type help for the list)")),
+        // A paste gone wrong is told by its head, not echoed whole into the log.
+        _ => {
+            let line = common::log::printable(line);
+            return Err(format!("unknown command '{line}' (type help for the list)"));
+        }
     };
     Ok(Some(cmd))
 }
@@ -126,5 +130,8 @@ mod tests {
         assert!(parse("rmz.py").unwrap_err().contains("type help"));
         assert!(parse("wii:x").unwrap_err().contains("unknown command"));
         assert!(parse("\u{1b}[A").is_err());
+        let pasted = parse(&"y".repeat(3_000_000)).unwrap_err();
+        assert!(pasted.len() < 1100, "{} bytes", pasted.len());
+        assert!(pasted.contains("… (3000000 bytes)' (type help"), "{pasted}");
     }
 }

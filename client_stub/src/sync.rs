@@ -3,6 +3,7 @@
 //! withdraw; on joining, those that left while it was away); the generated client stubs kept
 //! beside the copies.
 
+use common::codegen::stub_stem;
 use common::log::printable;
 use common::module::ModuleDescriptor;
 use common::proto::{valid_stub_name, Chunk, Offer, ToServer};
@@ -40,8 +41,11 @@ impl Stub {
             .and_then(|bytes| serde_json::from_slice::<ModuleDescriptor>(&bytes).ok());
         let msg = match &current {
             Some(desc) => {
-                write_stubs(&self.store, desc, &md5);
+                let skipped = self.write_stubs(desc, &md5);
                 say!("{module} from {owner}: cached copy is current (md5 {md5}), nothing to fetch");
+                if let Err(why) = skipped {
+                    say!("{why}");
+                }
                 ToServer::Have {
                     module: module.clone(),
                     md5: md5.clone(),
@@ -76,7 +80,7 @@ impl Stub {
             Ok(None) => return,
             Err(e) => return say!("error: receiving {module}: {e}; the cached copy is kept"),
         };
-        let Some(known) = self.known.get_mut(&module) else {
+        let Some(known) = self.known.get(&module) else {
             return; // Gone meanwhile.
         };
         if common::store::md5_hex(&bytes) != known.md5 {
@@ -89,14 +93,20 @@ impl Stub {
         if let Err(e) = self.store.write(&module, &bytes) {
             return say!("error: cannot store {module}: {e}");
         }
-        write_stubs(&self.store, &desc, &known.md5);
+        // The stubs are there by the time the line says the module is.
+        let skipped = self.write_stubs(&desc, &known.md5);
         say!(
             "received {module} from {}: {} bytes in {pieces} chunk(s), {} function(s)",
             known.owner,
             bytes.len(),
             desc.functions.len()
         );
-        known.desc = Some(desc);
+        if let Err(why) = skipped {
+            say!("{why}");
+        }
+        if let Some(known) = self.known.get_mut(&module) {
+            known.desc = Some(desc);
+        }
     }
 
     pub(crate) fn gone(&mut self, module: &str, reason: &str) {
@@ -126,7 +136,7 @@ impl Stub {
             if let Err(e) = self.store.remove(module) {
                 say!("error: cannot remove the cached copy of {module}: {e}");
             }
-            remove_stubs(&self.store, module);
+            self.remove_stubs(module);
             say!("module {module} is gone: {}", printable(reason));
         }
         self.refresh_names();
@@ -143,8 +153,55 @@ impl Stub {
             if let Err(e) = self.store.remove(&module) {
                 say!("error: cannot remove the cached copy of {module}: {e}");
             }
-            remove_stubs(&self.store, &module);
+            self.remove_stubs(&module);
             say!("module {module} left the network while this stub was away: its cached copy is removed");
+        }
+    }
+
+    /// The other known module whose generated stubs have the file names `module`'s would
+    /// have, if any: `os.path` and `os_path` both make `os_path.py`. The first in name order
+    /// has them, on every stub alike, whichever arrived first.
+    fn stubs_taken_by(&self, module: &str) -> Option<&str> {
+        let stem = stub_stem(module);
+        let first = (self.known.keys()).find(|m| *m != module && stub_stem(m) == stem)?;
+        (first.as_str() < module).then_some(first.as_str())
+    }
+
+    /// Writes the generated stubs of `desc`, unless another module's have their names.
+    ///
+    /// # Errors
+    /// What to say when they are not written: whose names they are.
+    fn write_stubs(&self, desc: &ModuleDescriptor, md5: &str) -> Result<(), String> {
+        let module = &desc.module;
+        match self.stubs_taken_by(module) {
+            Some(other) => Err(format!(
+                "{module}: no generated stubs: their file names ({}.py, .rs) are \
+                 {other}'s; call it by name (_stubnet.call(\"{module}\", ...), Client::call)",
+                stub_stem(module)
+            )),
+            None => {
+                write_stubs(&self.store, desc, md5);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a gone module's generated stubs if they were its own, and writes those of the
+    /// module with the same stub names that comes next, if any.
+    fn remove_stubs(&self, module: &str) {
+        if self.stubs_taken_by(module).is_some() {
+            return;
+        }
+        remove_stubs(&self.store, module);
+        let stem = stub_stem(module);
+        let next = (self.known.iter()).find(|(m, _)| *m != module && stub_stem(m) == stem);
+        if let Some(Known {
+            desc: Some(desc),
+            md5,
+            ..
+        }) = next.map(|(_, k)| k)
+        {
+            write_stubs(&self.store, desc, md5);
         }
     }
 }

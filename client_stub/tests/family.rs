@@ -250,9 +250,28 @@ fn installed_python_modules_are_shared_by_name_and_nothing_else() {
     a.wait_for("registered math");
     a.wait_for("registered os.path");
     a.wait_for("cannot expose 'no_such_module_here'");
-    let b = stub(dir, port, "b", &[]);
+    let mut b = stub(dir, port, "b", &["-l"]);
     b.wait_for("received os.path from a");
     b.wait_for("received math from a");
+    // Its values are listed with its functions, or nobody could find them.
+    b.send("desc:os.path");
+    let values = b.wait_for("  values (read by a call with no arguments): ");
+    assert!(
+        values.contains("sep") && values.contains("curdir"),
+        "{values}"
+    );
+    let port = app_port(&b).to_string();
+    let described = std::process::Command::new(exe("test_app"))
+        .args(["-q", &port, "describe", "os.path"])
+        .output()
+        .unwrap();
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        described.lines().any(
+            |l| l.starts_with("values (read by a call with no arguments): ") && l.contains("sep")
+        ),
+        "{described}"
+    );
     let app = client(&b);
     assert_eq!(app.call("math", "pow", (3, 2)).unwrap(), json!(9.0));
     assert_eq!(app.attr("os.path", "sep").unwrap(), json!("/"));
@@ -407,6 +426,51 @@ fn the_same_module_file_spelled_otherwise_in_the_profile_is_not_withdrawn() {
     assert_eq!(alpha.count("withdrawing"), 0, "{out:#?}");
     assert_eq!(alpha.count("registering z "), 1, "{out:#?}");
     assert_eq!(alpha.count("registering odd "), 1, "{out:#?}");
+}
+
+#[test]
+fn a_module_listed_twice_in_the_profile_is_registered_once_and_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = &tmp.path().canonicalize().unwrap();
+    for sub in ["one", "two"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let code = format!("def f():\n    return {sub:?}\n");
+        std::fs::write(dir.join(format!("{sub}/m.py")), code).unwrap();
+    }
+    let (_server, port) = server(dir, &[]);
+    let profile = dir.join("p.toml");
+    let write = |register: &str| {
+        let text = format!(
+            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nregister = [{register}]\n"
+        );
+        std::fs::write(&profile, text).unwrap();
+    };
+    // The same file twice is no error; another file of the same name is.
+    write("\"one/m.py\", \"./one/m.py\", \"two/m.py\"");
+    let p = Proc::start(
+        "p",
+        &exe("client_stub"),
+        &["-c", profile.to_str().unwrap()],
+        dir,
+    );
+    let told = p.wait_for("is listed twice");
+    let (one, two) = (dir.join("one/m.py"), dir.join("two/m.py"));
+    assert!(
+        told.contains(&format!("as {} and as {}", one.display(), two.display())),
+        "{told}"
+    );
+    p.wait_for("registered m ");
+    let answer: String = eventually(|| client(&p).call_as("m", "f", ())).unwrap();
+    assert_eq!(answer, "one");
+    // Both leave the list: withdrawn once, and nothing is left to fail.
+    std::thread::sleep(Duration::from_millis(50));
+    write("");
+    p.wait_for("withdrew m");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = p.output();
+    assert_eq!(p.count("registering m "), 1, "{out:#?}");
+    assert_eq!(p.count("withdrawing m:"), 1, "{out:#?}");
+    assert_eq!(p.count("error: module m: "), 0, "{out:#?}");
 }
 
 #[test]

@@ -215,6 +215,26 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
 }
 
 #[test]
+fn a_message_over_the_frame_limit_is_refused_in_the_shell_that_typed_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = server(dir, &["-l"]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    server.wait_for("joined: a");
+    let long = "y".repeat(5_000_000);
+    server.send(&format!("sta:{long}"));
+    server.wait_for("error: message not sent: its frame would be 5000");
+    server.send("sta:short");
+    a.wait_for("message from server: short");
+    a.send(&format!("s:{long}"));
+    a.wait_for("error: message not sent: its frame would be 5000");
+    a.send("s:fits");
+    server.wait_for("message from a: fits");
+    assert_eq!(a.count("bad frame"), 0, "{:#?}", a.output());
+    assert_eq!(a.count("message from server: yyy"), 0);
+}
+
+#[test]
 fn the_server_ends_the_session_and_every_stub_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -382,6 +402,34 @@ fn sc_creates_conf_for_a_name_but_not_the_directory_of_a_path() {
         "{line}"
     );
     assert!(!dir.join("no").exists());
+}
+
+#[test]
+fn a_python_path_in_a_profile_is_relative_to_the_profile_and_sc_keeps_it_working() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = &tmp.path().canonicalize().unwrap();
+    let (_server, port) = server(dir, &[]);
+    // A virtualenv-like interpreter beside the profile, not beside where the stub starts.
+    let bin = dir.join("prof/venv/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(bin.join("python"), "#!/bin/sh\nexec python3 \"$@\"\n").unwrap();
+    fs::set_permissions(bin.join("python"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("m.py"), "def f():\n    return 'ran'\n").unwrap();
+    fs::write(
+        dir.join("prof/p.toml"),
+        format!("name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\npython = \"venv/bin/python\"\nregister = [\"../m.py\"]\n"),
+    )
+    .unwrap();
+    let mut p = Proc::start("p", &exe("client_stub"), &["-c", "prof/p.toml"], dir);
+    p.wait_for("registered m");
+    let ran: String = eventually(|| client(&p).call_as("m", "f", ())).unwrap();
+    assert_eq!(ran, "ran");
+    p.send("sc:saved");
+    p.wait_for("saved the running configuration to conf/saved.toml");
+    let saved = fs::read_to_string(dir.join("conf/saved.toml")).unwrap();
+    let python = format!("python = {:?}", bin.join("python").display().to_string());
+    assert!(saved.contains(&python), "{saved}");
 }
 
 #[test]

@@ -161,6 +161,42 @@ fn generated_stubs_follow_the_module() {
     assert!(recv.join("_stubnet.py").exists());
 }
 
+#[test]
+fn modules_whose_stubs_share_a_file_name_never_take_each_others() {
+    let n = net();
+    let dir = n.tmp.path();
+    let recv = dir.join("b");
+    let module_of = |file: &str| {
+        let text = std::fs::read_to_string(recv.join(file)).unwrap();
+        text.lines().next().unwrap_or_default().to_owned()
+    };
+    let dotted = "stubnet module 'os.path'";
+    assert!(module_of("os_path.py").contains(dotted));
+    // `os_path` would make os_path.py and os_path.rs too: os.path keeps them.
+    std::fs::write(dir.join("os_path.py"), "def mine():\n    return 1\n").unwrap();
+    let mut c = stub(dir, n.port, "c", &["-l"]);
+    c.send(&format!("rm:{}", dir.join("os_path.py").display()));
+    c.wait_for("registered os_path");
+    n.caller.wait_for("received os_path from c");
+    n.caller
+        .wait_for("os_path: no generated stubs: their file names (os_path.py, .rs) are os.path's");
+    assert!(module_of("os_path.py").contains(dotted));
+    assert!(module_of("os_path.rs").contains("module `os.path`"));
+    assert!(recv.join("os_path.json").exists() && recv.join("os.path.json").exists());
+    // It leaves: os.path's stubs stay.
+    c.send("um:os_path");
+    n.caller.wait_for("module os_path is gone");
+    assert!(module_of("os_path.py").contains(dotted));
+    // Back again, it waits for its stub names until os.path leaves.
+    c.send(&format!("rm:{}", dir.join("os_path.py").display()));
+    n.caller.wait_n("received os_path from c", 2);
+    assert!(module_of("os_path.py").contains(dotted));
+    let mut owner = n.owner;
+    owner.kill();
+    n.caller.wait_for("module os.path is gone");
+    assert!(module_of("os_path.py").contains("stubnet module 'os_path'"));
+}
+
 /// Imports `z` from the receiving directory and checks results, defaults, exceptions, timeouts.
 const PYTHON_CHECKS: &str = r#"
 import inspect

@@ -344,9 +344,20 @@ impl<T> Profile<T> {
     /// Starts logging to the file `log` names, if any.
     fn start_log(&self, log: &LogSettings) -> Result<()> {
         if let Some(file) = &log.file {
-            let path = self.resolve(file);
-            crate::log::to_file(&path, log.max_bytes, log.keep)
-                .map_err(|e| Error::Config(format!("cannot log to {}: {e}", path.display())))?;
+            // `""` would resolve to the profile's directory: kept empty, it names no file.
+            let path = match file.as_os_str().is_empty() {
+                true => PathBuf::new(),
+                false => self.resolve(file),
+            };
+            crate::log::to_file(&path, log.max_bytes, log.keep).map_err(|e| {
+                let (path, profile) = (
+                    format!("{:?}", path.display().to_string()),
+                    self.path.display(),
+                );
+                Error::Config(format!(
+                    "cannot log to {path} ([log] file in {profile}): {e}"
+                ))
+            })?;
         }
         Ok(())
     }

@@ -18,10 +18,25 @@ static FILE: Mutex<Option<FileRotate<AppendCount>>> = Mutex::new(None);
 
 /// Sends every later line to `path` too, rotating it past `max_bytes` and keeping `keep` old
 /// files.
+///
+/// # Errors
+/// `path` names no file (`""`, `.`, `/`) or a file that cannot be opened for appending (a
+/// directory, not writable): told now, as `FileRotate` would panic at the one and drop every
+/// line for the other.
 pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path.file_name().is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it names no file: give [log] file a file name, like stub.log",
+        ));
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let file = FileRotate::new(
         path,
         AppendCount::new(keep.max(1)),

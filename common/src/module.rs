@@ -19,6 +19,18 @@ pub struct ModuleDescriptor {
     pub attributes: Vec<String>,
 }
 
+impl ModuleDescriptor {
+    /// The plain values the module offers (`os.path.sep`), on one line for `desc:` and
+    /// `test_app describe`, escaped; `None` for a module of functions alone.
+    pub fn values_line(&self) -> Option<String> {
+        let names = self.attributes.join(", ");
+        (!names.is_empty()).then(|| {
+            let names = crate::log::printable(&names);
+            format!("values (read by a call with no arguments): {names}")
+        })
+    }
+}
+
 /// One exported function's header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionDesc {
@@ -174,7 +186,11 @@ impl FunctionDesc {
                         .iter()
                         .position(|q| q.name == p.name)
                         .unwrap_or(0);
-                    at >= positional && !keywords.contains(&p.name.as_str())
+                    // A keyword of a positional-only one's name is not it (it goes to
+                    // `**kwargs`, if any).
+                    let by_keyword =
+                        p.kind == ParamKind::Positional && keywords.contains(&p.name.as_str());
+                    at >= positional && !by_keyword
                 }
                 ParamKind::KeywordOnly => !keywords.contains(&p.name.as_str()),
                 _ => false,
@@ -251,5 +267,20 @@ mod tests {
             .check_args(0, &["a", "b", "d"])
             .unwrap_err()
             .contains("unexpected"));
+    }
+
+    #[test]
+    fn a_keyword_never_gives_a_positional_only_parameter() {
+        // def g(a, /, **k): g(a=1) is "missing a", with {"a": 1} for **k.
+        let mut g = f();
+        g.params = vec![
+            param("a", ParamKind::PositionalOnly, None),
+            param("k", ParamKind::VarKeyword, None),
+        ];
+        assert_eq!(
+            g.check_args(0, &["a"]),
+            Err("f() missing required argument(s): a".into())
+        );
+        assert_eq!(g.check_args(1, &["a"]), Ok(()));
     }
 }

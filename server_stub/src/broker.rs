@@ -574,7 +574,17 @@ impl Broker {
                     from: "server".into(),
                     text,
                 };
-                self.broadcast(&msg, None);
+                // Refused here, naming the limit, rather than sent for every stub to refuse.
+                let size = serde_json::to_vec(&msg).map_or(0, |frame| frame.len());
+                let limit = self.limits.link.max_frame_bytes;
+                match size > limit {
+                    true => say!(
+                        "error: message not sent: its frame would be {size} bytes, over the \
+                         server's max_frame_bytes ({limit}): shorten it, or raise the limit \
+                         under [limits]"
+                    ),
+                    false => self.broadcast(&msg, None),
+                }
             }
             Command::Kick(name) => match self.registry.peer_by_name(&name) {
                 Some(id) => {

@@ -59,7 +59,11 @@ pub fn parse(line: &str) -> Result<Line, String> {
         ("_end_" | "quit", None) => Line::Run(Command::End),
         ("sta", a) => Line::Run(Command::Announce(need(a, "TEXT")?)),
         ("kick", a) => Line::Run(Command::Kick(need(a, "NAME")?)),
-        _ => return Err(format!("unknown command '{line}' (type help for the list)")),
+        // A paste gone wrong is told by its head, not echoed whole into the log.
+        _ => {
+            let line = common::log::printable(line);
+            return Err(format!("unknown command '{line}' (type help for the list)"));
+        }
     })
 }
 
@@ -80,5 +84,8 @@ mod tests {
         assert!(parse("kick:").unwrap_err().contains("kick:NAME"));
         assert!(parse("wiii").unwrap_err().contains("help"));
         assert!(parse("wii:x").is_err());
+        let pasted = parse(&"y".repeat(3_000_000)).unwrap_err();
+        assert!(pasted.len() < 1100, "{} bytes", pasted.len());
+        assert!(pasted.contains("… (3000000 bytes)' (type help"), "{pasted}");
     }
 }

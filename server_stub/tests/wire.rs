@@ -134,6 +134,55 @@ fn a_bad_profile_is_one_error_its_lines_indented_under_the_first() {
     assert!(err.contains("unknown field `adress`"), "{err}");
 }
 
+/// What `cmd` printed and how it ended, killed if still running after `limit` (a server that
+/// should have refused to start must not hang the test).
+fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_log_file_that_cannot_be_used_is_an_error_naming_it_not_a_panic_or_lost_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let profile = dir.path().join("server.toml");
+    // (what [log] file says, what the error says about it)
+    let cases = [
+        ("", "it names no file"),
+        (".", "Is a directory"),
+        (".", "Is a directory"),
+        ("logs", "Is a directory"),
+    ];
+    for (file, why) in cases {
+        std::fs::write(&profile, format!("port = 0\n[log]\nfile = \"{file}\"\n")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_server_stub"));
+        cmd.arg("-c")
+            .arg(&profile)
+            .arg("-d")
+            .arg(dir.path().join("store"));
+        let out = output_within(cmd, Duration::from_secs(10));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "[log] file = {file:?}: {err}");
+        assert!(
+            err.starts_with("error: cannot log to ")
+                && err.contains(&format!("([log] file in {}): {why}", profile.display())),
+            "[log] file = {file:?}: {err}"
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.is_empty(), "it must not listen: {said}");
+    }
+}
+
 #[test]
 fn the_first_frame_must_be_hello() {
     let s = server();

@@ -78,6 +78,9 @@ fn main() -> ExitCode {
                     out(format_args!("    {}", printable(doc)));
                 }
             }
+            if let Some(values) = d.values_line() {
+                out(values);
+            }
         }),
         Some(Cmd::Demo) => unreachable!("handled above"),
     };

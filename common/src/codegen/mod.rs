@@ -76,8 +76,9 @@ pub fn stub_file_names(module: &str) -> Vec<String> {
     names
 }
 
-/// The name an app knows a module's stubs by: the module's, dots made `_`.
-fn stub_stem(module: &str) -> String {
+/// The name an app knows a module's stubs by: the module's, dots made `_` (so `os.path` and
+/// a module named `os_path` would share one).
+pub fn stub_stem(module: &str) -> String {
     module.replace('.', "_")
 }
 

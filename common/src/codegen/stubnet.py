@@ -58,6 +58,7 @@ ast, itertools, json, os, socket, threading = _standard(
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0
+SECONDS = "a number of seconds above 0"  # what a timeout takes
 MAX_FRAME = 4 * 1024 * 1024  # the stubs' default frame limit: a larger request is refused
 
 
@@ -106,8 +107,17 @@ def connect(port=None):
 
 
 def set_timeout(seconds):
-    """Sets how long each call waits (None: $STUBNET_TIMEOUT, else 30 seconds)."""
+    """Sets how long each call waits (None: $STUBNET_TIMEOUT, else 30 seconds). Anything but
+    a number of seconds above 0 is refused here, not at the next call."""
     global _timeout
+    if seconds is not None:
+        try:
+            value = _seconds(seconds)
+        except (TypeError, ValueError):
+            value = None
+        if value is None:
+            raise ValueError(f"set_timeout({seconds!r}): it takes {SECONDS} (or None)")
+        seconds = value
     _timeout = seconds
 
 
@@ -163,8 +173,10 @@ def _setting(name, default, read, takes):
 
 
 def _seconds(text):
+    """Seconds to wait (None: not above 0, or not finite); the longest a wait can take
+    (threading.TIMEOUT_MAX, centuries on most systems) for more, which a wait would refuse."""
     value = float(text)
-    return value if 0 < value < float("inf") else None
+    return min(value, threading.TIMEOUT_MAX) if 0 < value < float("inf") else None
 
 
 def _tcp_port(text):
@@ -175,7 +187,7 @@ def _tcp_port(text):
 def _call(module, function, args, kwargs):
     timeout = _timeout
     if timeout is None:
-        timeout = _setting("STUBNET_TIMEOUT", DEFAULT_TIMEOUT, _seconds, "a number of seconds above 0")
+        timeout = _setting("STUBNET_TIMEOUT", DEFAULT_TIMEOUT, _seconds, SECONDS)
     data = {"module": module, "function": function, "args": args, "timeout_ms": int(timeout * 1000)}
     if kwargs:
         data["kwargs"] = kwargs

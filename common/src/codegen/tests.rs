@@ -354,6 +354,7 @@ fn the_python_helper_refuses_a_bad_setting_naming_it() {
         ("STUBNET_TIMEOUT", "0", seconds),
         ("STUBNET_TIMEOUT", "nan", seconds),
         ("STUBNET_TIMEOUT", "soon", seconds),
+        ("STUBNET_TIMEOUT", "inf", seconds),
         ("STUBNET_APP_PORT", "abc", port),
         ("STUBNET_APP_PORT", "70000", port),
     ] {
@@ -369,5 +370,50 @@ fn the_python_helper_refuses_a_bad_setting_naming_it() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let said = format!("ValueError: ${name} is '{value}': {takes}");
         assert_eq!(stderr.lines().last(), Some(said.as_str()), "{stderr}");
+    }
+}
+
+#[test]
+fn the_python_helper_takes_a_timeout_only_it_can_wait() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    // A "stub" that reads each request and hangs up: the call waits for it, then fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let _ = std::io::BufReader::new(conn).read_line(&mut String::new());
+        }
+    });
+    let python = |script: &str, timeout: &str| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .env("STUBNET_APP_PORT", port.to_string())
+            .env("STUBNET_TIMEOUT", timeout)
+            .output()
+            .expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        stderr.lines().last().unwrap_or_default().to_owned()
+    };
+    let hung_up = "RemoteError: not_connected: the client stub closed the connection";
+    // Centuries: as long as a wait can be, not an OverflowError at the call.
+    let call = "import _stubnet; _stubnet.call('m', 'f')";
+    let err = python(call, "1e300");
+    assert!(err.ends_with(hung_up), "{err}");
+    let call = "import _stubnet; _stubnet.set_timeout(1e300); _stubnet.call('m', 'f')";
+    let err = python(call, "30");
+    assert!(err.ends_with(hung_up), "{err}");
+    for bad in ["0", "-1", "'soon'", "float('nan')", "[]"] {
+        let err = python(
+            &format!("import _stubnet; _stubnet.set_timeout({bad})"),
+            "30",
+        );
+        let want = "it takes a number of seconds above 0 (or None)";
+        assert!(
+            err.starts_with("ValueError: set_timeout(") && err.ends_with(want),
+            "{bad}: {err}"
+        );
     }
 }
