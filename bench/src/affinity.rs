@@ -6,8 +6,9 @@
 
 use std::io;
 
-/// The process groups (and so their children: the Python workers) pinned to one CPU while this
-/// lives; dropping it gives them back the CPUs the benchmark itself runs on.
+/// The process groups, and the children of their processes (the Python workers, which lead
+/// groups of their own), pinned to one CPU while this lives; dropping it gives them back the
+/// CPUs the benchmark itself runs on.
 pub struct Pinned {
     groups: Vec<u32>,
     cpu: usize,
@@ -75,7 +76,7 @@ fn set(tid: i32, cpus: &libc::cpu_set_t) -> io::Result<()> {
     }
 }
 
-/// Sets every thread of every process in `groups`.
+/// Sets every thread of every process in `groups`, and of their children.
 fn set_groups(groups: &[u32], cpus: &libc::cpu_set_t) -> io::Result<()> {
     for entry in std::fs::read_dir("/proc")? {
         let Some(pid) = entry?
@@ -85,7 +86,11 @@ fn set_groups(groups: &[u32], cpus: &libc::cpu_set_t) -> io::Result<()> {
         else {
             continue;
         };
-        if !groups.contains(&group_of(pid).unwrap_or(0)) {
+        let Some((parent, group)) = parent_and_group(pid) else {
+            continue;
+        };
+        let in_groups = |group| groups.contains(&group);
+        if !in_groups(group) && !parent_and_group(parent).is_some_and(|(_, g)| in_groups(g)) {
             continue;
         }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -104,9 +109,13 @@ fn set_groups(groups: &[u32], cpus: &libc::cpu_set_t) -> io::Result<()> {
     Ok(())
 }
 
-/// A process's group, from `/proc/PID/stat` (the fifth field; the second may hold spaces).
-fn group_of(pid: u32) -> Option<u32> {
+/// A process's parent and group, from `/proc/PID/stat` (the fourth and fifth fields; the second
+/// may hold spaces).
+fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(2)?.parse().ok()
+    let mut after_name = stat[stat.rfind(')')? + 1..].split_whitespace().skip(1);
+    Some((
+        after_name.next()?.parse().ok()?,
+        after_name.next()?.parse().ok()?,
+    ))
 }
