@@ -588,14 +588,11 @@ fn a_call_a_providing_app_never_answers_fails_at_its_deadline_on_the_providing_s
     // The providing stub let the call go too, rather than keep it while the app stays: its
     // statistics count it, failed at its deadline.
     let owner = client(&a);
-    let started = std::time::Instant::now();
-    let served = loop {
-        let served = owner.stats().unwrap()["served"].clone();
-        if served[0]["errors"] == 1 || started.elapsed() > Duration::from_secs(20) {
-            break served;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut served = serde_json::Value::Null;
+    soon(|| {
+        served = owner.stats().unwrap()["served"].clone();
+        served[0]["errors"] == 1
+    });
     let error = served[0]["last_error"].as_str();
     let told = "p.f: no answer within 300ms (it may still be running in the app providing it)";
     assert!(error.is_some_and(|e| e.ends_with(told)), "{served}");
@@ -645,12 +642,7 @@ fn a_stub_stopped_by_a_signal_says_so_and_ends_cleanly() {
     let (_server, port) = server(dir, &[]);
     let mut a = stub(dir, port, "a", &[]);
     a.wait_for("apps on");
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &a.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert!(a.wait_exit().success());
+    assert!(a.terminate().success());
     // It used to say "stopped: stopped".
     a.wait_for("stopped: asked to stop (Ctrl-C or a terminate signal)");
 }

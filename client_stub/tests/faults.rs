@@ -206,20 +206,21 @@ fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
     assert_eq!(again.count("lost the server"), 0);
 }
 
+/// The fields of `/proc/PID/stat` after the command name (state, parent, ...), if the
+/// process is there. `pid (comm) state ppid ...`: comm may hold spaces, so split after its ')'.
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    Some(after.split(' ').map(str::to_owned).collect())
+}
+
 /// The process ids whose parent is `parent`.
 fn children(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        if after.split(' ').nth(1) == Some(&parent.to_string()) {
-            found.push(entry.file_name().to_str().unwrap().parse().unwrap());
-        }
-    }
-    found
+    let parent = parent.to_string();
+    let pids = std::fs::read_dir("/proc").unwrap().flatten();
+    let pids = pids.filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+    pids.filter(|pid| stat_fields(&pid.to_string()).is_some_and(|f| f[1] == parent))
+        .collect()
 }
 
 #[test]
@@ -697,24 +698,12 @@ fn calls_go_on_while_a_new_version_of_a_module_is_fetched() {
 
 /// Whether process `pid` is running (a zombie is not: it has ended, unreaped).
 fn running(pid: u64) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state follows the command name, which is in parentheses.
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    matches!(state, Some(s) if s != 'Z' && s != 'X')
+    stat_fields(&pid.to_string()).is_some_and(|f| f[0] != "Z" && f[0] != "X")
 }
 
 /// Waits until process `pid` is no longer running; whether it ended in time.
 fn ends(pid: u64) -> bool {
-    let started = std::time::Instant::now();
-    while running(pid) {
-        if started.elapsed() > Duration::from_secs(20) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
+    soon(|| !running(pid))
 }
 
 #[test]
@@ -741,12 +730,7 @@ fn what_a_module_starts_ends_with_its_worker_and_with_its_stub() {
     // A stub that stops: what its workers started ends with them.
     let second = spawned();
     assert!(running(second));
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &a.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert!(a.wait_exit().success());
+    assert!(a.terminate().success());
     assert!(
         ends(second),
         "process {second}, started by a stopped stub's worker, still runs"
@@ -764,7 +748,7 @@ fn an_exposed_module_whose_import_starts_a_process_is_described_without_waiting_
                   open('children', 'a').write(f'{child.pid}\\n')\n\n\
                   def f():\n    return 1\n";
     std::fs::write(dir.join("starts_one.py"), source).unwrap();
-    let a = stub(dir, port, "a", &["--expose", "starts_one"]);
+    let mut a = stub(dir, port, "a", &["--expose", "starts_one"]);
     // The process the import started holds the describing interpreter's output open: the
     // stub used to wait for it (two minutes, frozen), and it outlived the description.
     a.wait_for("registered starts_one");
@@ -776,4 +760,10 @@ fn an_exposed_module_whose_import_starts_a_process_is_described_without_waiting_
         "process {describing}, started by the import, still runs"
     );
     assert_eq!(client(&a).call("starts_one", "f", ()).unwrap(), json!(1));
+    // What the worker's import started ends when the stub stops.
+    assert!(a.terminate().success());
+    let children = std::fs::read_to_string(dir.join("children")).unwrap();
+    for pid in children.lines().map(|l| l.parse().unwrap()) {
+        assert!(ends(pid), "process {pid}, started by an import, still runs");
+    }
 }

@@ -577,12 +577,7 @@ fn a_server_stopped_by_a_signal_says_so_and_its_stubs_hear_why() {
     let (mut server, port) = server(dir, &[]);
     let mut a = stub(dir, port, "a", &[]);
     server.wait_for("joined: a");
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert!(server.wait_exit().success());
+    assert!(server.terminate().success());
     // It used to say "the server ended the session", as if `_end_` had been typed.
     let why = "the server was asked to stop (Ctrl-C or a terminate signal)";
     server.wait_for(&format!("stopped: {why}"));

@@ -153,6 +153,18 @@ impl Proc {
         }
     }
 
+    /// Asks the process to stop (SIGTERM, as a service manager does) and waits for its exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "{}: kill -TERM failed",
+            self.name
+        );
+        self.wait_exit()
+    }
+
     /// Kills the process (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

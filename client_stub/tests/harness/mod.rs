@@ -107,6 +107,18 @@ pub fn client(p: &Proc) -> common::app::Client {
     common::app::Client::connect(&format!("127.0.0.1:{}", app_port(p))).unwrap()
 }
 
+/// Whether `ready()` turns true within [`WAIT`], asked every 50 ms.
+pub fn soon(mut ready: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !ready() {
+        if start.elapsed() > WAIT {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
 /// The answer of `call`, retried while its module or function has not reached the caller's
 /// stub yet (a descriptor update is on its way): the caller's stub refuses the call as an
 /// unknown module or function, or by the function's old parameters.
