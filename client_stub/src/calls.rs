@@ -374,18 +374,14 @@ impl Stub {
             )));
             false
         });
-        let late: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
+        let late: Vec<Pending> = (self.pending)
+            .extract_if(|_, p| p.deadline <= now)
+            .map(|(_, p)| p)
             .collect();
-        for id in late {
-            if let Some(p) = self.pending.remove(&id) {
-                let what = format!("{}.{}", p.module, p.function);
-                let timeout_ms = (p.deadline - p.started).as_millis() as u64;
-                self.settle(p, Err(timed_out(&what, timeout_ms, "on its owner")));
-            }
+        for p in late {
+            let what = format!("{}.{}", p.module, p.function);
+            let timeout_ms = (p.deadline - p.started).as_millis() as u64;
+            self.settle(p, Err(timed_out(&what, timeout_ms, "on its owner")));
         }
     }
 }

@@ -96,15 +96,10 @@ impl AppRunner {
     /// answers must not keep it for as long as it stays connected. A late answer is dropped.
     fn expire(&self) {
         let now = Instant::now();
-        let late: Vec<Sent> = {
-            let mut waiting = self.waiting();
-            let ids: Vec<u64> = waiting
-                .iter()
-                .filter(|(_, sent)| sent.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.iter().filter_map(|id| waiting.remove(id)).collect()
-        };
+        let late: Vec<Sent> = (self.waiting())
+            .extract_if(|_, sent| sent.deadline <= now)
+            .map(|(_, sent)| sent)
+            .collect();
         for sent in late {
             let running = "in the app providing it";
             (sent.done)(Err(timed_out(&sent.what, sent.timeout_ms, running)));

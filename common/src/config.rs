@@ -152,7 +152,10 @@ fn worker_counts<'de, D: serde::Deserializer<'de>>(
 ) -> std::result::Result<BTreeMap<String, usize>, D::Error> {
     let counts = BTreeMap::<String, usize>::deserialize(d)?;
     if let Some(key) = counts.keys().find(|m| !crate::store::valid_module_name(m)) {
-        return Err(serde::de::Error::custom(not_a_module_name("workers", key)));
+        return Err(serde::de::Error::custom(format!(
+            "workers: {}",
+            not_a_module_name(key)
+        )));
     }
     match counts.iter().find(|(_, n)| **n == 0) {
         Some((module, _)) => Err(serde::de::Error::custom(format!(
@@ -170,7 +173,7 @@ fn module_names<'de, D: serde::Deserializer<'de>>(
 ) -> std::result::Result<Vec<String>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;
     match names.iter().find(|m| !crate::store::valid_module_name(m)) {
-        Some(name) => Err(serde::de::Error::custom(not_a_module_name("", name))),
+        Some(name) => Err(serde::de::Error::custom(not_a_module_name(name))),
         None => Ok(names),
     }
 }
@@ -179,19 +182,14 @@ fn module_names<'de, D: serde::Deserializer<'de>>(
 pub fn module_name(name: &str) -> std::result::Result<String, String> {
     match crate::store::valid_module_name(name) {
         true => Ok(name.to_owned()),
-        false => Err(not_a_module_name("", name)),
+        false => Err(not_a_module_name(name)),
     }
 }
 
-/// Why `name`, given for `key` (if named), is refused.
-fn not_a_module_name(key: &str, name: &str) -> String {
-    let key = if key.is_empty() {
-        String::new()
-    } else {
-        format!("{key}: ")
-    };
+/// Why `name` is refused where a module name must be given.
+fn not_a_module_name(name: &str) -> String {
     format!(
-        "{key}'{name}' is not a module name (letters, digits and _, not starting with a digit; \
+        "'{name}' is not a module name (letters, digits and _, not starting with a digit; \
          dotted for an installed module, like os.path)"
     )
 }
