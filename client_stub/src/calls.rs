@@ -14,7 +14,7 @@ use common::say;
 use common::store::{check_module_name, md5_hex};
 use serde_json::{json, Value};
 
-use crate::owned::Parsed;
+use crate::owned::{Asker, Parsed};
 use crate::runner::AppRunner;
 use crate::stub::Stub;
 
@@ -101,11 +101,7 @@ impl Stub {
                 }
             }
             ToStub::Reload { id, module } => {
-                let result = self
-                    .reload(&module, "asked by an app")
-                    .map(|text| Value::from(text).into())
-                    .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
-                self.answer_app(conn, id, result);
+                self.reload(&module, "asked by an app", Asker::App(conn, id))
             }
         }
     }

@@ -5,7 +5,7 @@ use common::proto::ToServer;
 use common::say;
 use common::Result;
 
-use crate::owned::render;
+use crate::owned::{render, Asker};
 use crate::repl::{self, Command};
 use crate::stub::Stub;
 
@@ -48,11 +48,7 @@ impl Stub {
                 Err(e) => say!("error: {e}"),
             },
             Command::Help => say!("{}", repl::HELP.trim_end()),
-            Command::Reload(module) => {
-                if let Err(e) = self.reload(&module, "asked at the shell") {
-                    say!("error: {e}");
-                }
-            }
+            Command::Reload(module) => self.reload(&module, "asked at the shell", Asker::Output),
             Command::Ping => self.ping(None),
             Command::Stats => {
                 let served = self.served.lock().map(|s| s.clone()).unwrap_or_default();

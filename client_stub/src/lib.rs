@@ -199,8 +199,10 @@ pub async fn run(
     config.app_port = bound.port();
 
     let names = Names::default();
-    let mut stub = Stub::new(config.clone(), store, names.clone());
-    // Parsed and started now; uploaded as soon as the stub hears it is connected.
+    let (describing, to_describe) = smol::channel::unbounded();
+    let mut stub = Stub::new(config.clone(), store, names.clone(), describing);
+    // Parsed and started now (installed modules once described); uploaded as soon as the stub
+    // hears it is connected.
     let (register, left_out) = owned::one_file_per_module(config.register.clone());
     for e in left_out {
         say!("error: {e}");
@@ -223,6 +225,7 @@ pub async fn run(
             let stub = stub.clone();
             async move { stub.every(Duration::from_millis(100), || Event::Tick).await }
         }),
+        smol::spawn(owned::describe_queued(to_describe, stub.clone())),
         config
             .live_console
             .then(|| smol::spawn(console(config.clone(), names, stub.clone()))),

@@ -1,11 +1,17 @@
 //! Modules this stub owns: a module file read and parsed into its descriptor.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use common::config::{ClientProfile, Profile};
+use common::error::{ErrorKind, RemoteError};
 use common::proto::ToServer;
+use smol::channel::Receiver;
+use smol::future::{zip, FutureExt};
+use smol::io::{AsyncRead, AsyncReadExt};
+use smol::Timer;
 
 use common::log::printable;
 use common::module::ModuleDescriptor;
@@ -14,8 +20,8 @@ use common::say;
 use common::store::{md5_hex, valid_module_name};
 
 use crate::runner::{AppRunner, Runner};
-use crate::stub::Stub;
-use crate::worker::{Pool, MAX_BACKOFF};
+use crate::stub::{Event, Shared, Stub};
+use crate::worker::{Group, Pool, MAX_BACKOFF};
 
 /// A module file read and parsed, ready to upload.
 #[derive(Debug, Clone)]
@@ -123,6 +129,11 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     })
 }
 
+/// A reload's error: the module as it was goes on.
+fn kept_running(module: &str, e: &str) -> String {
+    format!("{e}; the old version of {module} keeps running")
+}
+
 /// Refuses a descriptor over this stub's `max_module_bytes`: the limit it holds others' to.
 fn fits(parsed: &Parsed, limit: u64) -> Result<(), String> {
     let size = parsed.bytes.len();
@@ -145,57 +156,54 @@ const DESCRIBE_LIMIT: Duration = Duration::from_secs(10);
 /// Why `python --describe` gave no output.
 enum Described {
     NotStarted(std::io::Error),
+    Lost(std::io::Error),
     TooSlow,
 }
 
 /// Runs `python` to describe the installed module `name`, for at most [`DESCRIBE_LIMIT`]. It
 /// leads a process group of its own, killed once it has exited: a process its import started
-/// can neither hold its output open (and the stub waiting) nor outlive it.
-fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
-    use std::io::Read;
+/// can neither hold its output open (and the description waiting) nor outlive it.
+async fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(python)
+    let mut command = std::process::Command::new(python);
+    command
         .args(["-c", crate::worker::SCRIPT, "--describe", name])
-        .process_group(0)
+        .process_group(0);
+    let mut child = smol::process::Command::from(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .map_err(Described::NotStarted)?;
-    let group = child.id() as i32;
-    fn all_of(pipe: Option<impl Read>) -> Vec<u8> {
+    // Killed when dropped, also by a stub that stops meanwhile (`worker::end_all`).
+    let group = Group::led_by(child.id());
+    async fn all_of(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
         let mut bytes = Vec::new();
         if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
+            let _ = pipe.read_to_end(&mut bytes).await;
         }
         bytes
     }
-    std::thread::scope(|scope| {
-        let (out, err) = (child.stdout.take(), child.stderr.take());
-        let stdout = scope.spawn(|| all_of(out));
-        let stderr = scope.spawn(|| all_of(err));
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if started.elapsed() < DESCRIBE_LIMIT => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => break None,
-            }
-        };
-        crate::worker::kill_group(group);
-        let _ = child.wait();
-        let (stdout, stderr) = (stdout.join(), stderr.join());
-        match (status, stdout, stderr) {
-            (Some(status), Ok(stdout), Ok(stderr)) => Ok(Output {
-                status,
-                stdout,
-                stderr,
-            }),
-            _ => Err(Described::TooSlow),
-        }
-    })
+    let (out, err) = (all_of(child.stdout.take()), all_of(child.stderr.take()));
+    let exited = async move {
+        let status = child.status().await;
+        drop(group);
+        status
+    };
+    let described = async {
+        let (status, (stdout, stderr)) = zip(exited, zip(out, err)).await;
+        Ok(Output {
+            status: status.map_err(Described::Lost)?,
+            stdout,
+            stderr,
+        })
+    };
+    let too_slow = async {
+        Timer::after(DESCRIBE_LIMIT).await;
+        Err(Described::TooSlow)
+    };
+    described.or(too_slow).await
 }
 
 /// Describes the installed Python module `name` (a profile's `expose`) by asking `python` to
@@ -204,15 +212,16 @@ fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
 ///
 /// # Errors
 /// Not a module name, or Python cannot import it.
-pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
+pub async fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
     if !valid_module_name(name) {
         return Err(format!("'{name}' is not a module name"));
     }
-    let out = run_describe(python, name).map_err(|e| match e {
+    let out = run_describe(python, name).await.map_err(|e| match e {
         Described::NotStarted(e) => format!(
             "cannot expose '{name}': could not start the Python interpreter `{python}`: {e} \
              ({WHICH_INTERPRETER})"
         ),
+        Described::Lost(e) => format!("cannot expose '{name}': lost its interpreter: {e}"),
         Described::TooSlow => format!(
             "cannot expose '{name}': importing it took over {} s",
             DESCRIBE_LIMIT.as_secs()
@@ -232,6 +241,41 @@ pub fn describe_installed(python: &str, name: &str) -> Result<Parsed, String> {
         desc,
         bytes,
     })
+}
+
+/// An installed module for [`describe_queued`] to describe, and what for.
+pub struct Describe {
+    pub name: String,
+    pub python: String,
+    pub purpose: Purpose,
+}
+
+/// What an installed module is described for.
+pub enum Purpose {
+    /// To expose it.
+    Expose,
+    /// To reload it, for `asker`.
+    Reload { why: &'static str, asker: Asker },
+}
+
+/// Who asked for a reload, and is told how it went: the stub's output (the shell, the file
+/// watcher), or an app's request (connection, id), answered with the md5 or why not.
+#[derive(Debug, Clone, Copy)]
+pub enum Asker {
+    Output,
+    App(u64, u64),
+}
+
+/// Describes the installed modules the stub asks for, one at a time, and hands each
+/// description back to it. An import may take seconds (up to [`DESCRIBE_LIMIT`]): the stub
+/// serves its apps and the server meanwhile.
+pub async fn describe_queued(jobs: Receiver<Describe>, stub: Arc<Shared>) {
+    while let Ok(job) = jobs.recv().await {
+        let described = describe_installed(&job.python, &job.name).await;
+        if !stub.apply(Event::Described(job, described)) {
+            return;
+        }
+    }
 }
 
 /// The `register` and `expose` lists of a profile; `register`'s paths canonical where the file
@@ -309,11 +353,40 @@ impl Stub {
         }
     }
 
-    /// Shares the installed Python module `name` (a profile's `expose`).
+    /// Shares the installed Python module `name` (a profile's `expose`) once it is described.
     pub(crate) fn expose(&mut self, name: &str) {
-        let described = describe_installed(&self.config.python, name);
-        if let Err(e) = described.and_then(|parsed| self.own(parsed, None)) {
-            say!("error: {e}");
+        if self.exposing.insert(name.to_owned()) {
+            self.describe(name, Purpose::Expose);
+        }
+    }
+
+    /// Has the installed module `name` described, off the stub's thread (see
+    /// [`describe_queued`]): what it was for is done once it is ([`Stub::described`]).
+    fn describe(&self, name: &str, purpose: Purpose) {
+        let _ = self.describing.try_send(Describe {
+            name: name.to_owned(),
+            python: self.config.python.clone(),
+            purpose,
+        });
+    }
+
+    /// An installed module described: exposed, or reloaded, as it was described for.
+    pub(crate) fn described(&mut self, job: Describe, described: Result<Parsed, String>) {
+        let name = job.name;
+        match job.purpose {
+            // Unless removed from the profile meanwhile.
+            Purpose::Expose if self.exposing.remove(&name) => {
+                if let Err(e) = described.and_then(|parsed| self.own(parsed, None)) {
+                    say!("error: {e}");
+                }
+            }
+            Purpose::Expose => {}
+            Purpose::Reload { why, asker } => {
+                let reloaded = described
+                    .map_err(|e| kept_running(&name, &e))
+                    .and_then(|parsed| self.replace(&name, parsed, why));
+                self.tell(asker, reloaded);
+            }
         }
     }
 
@@ -341,7 +414,7 @@ impl Stub {
                     say!("{module} is registered from {path} already, unchanged (reload:{module} restarts it)");
                     return Ok(());
                 }
-                return self.reload(&module, "registered again").map(drop);
+                return self.replace(&module, parsed, "registered again").map(drop);
             }
         }
         say!(
@@ -384,35 +457,52 @@ impl Stub {
         pool
     }
 
-    /// Reloads an owned module from its file: new headers are uploaded, and its workers
-    /// restart on the new code once the calls they are running end, so none is cut short
-    /// (see `worker::Pool::reload`). A file that no longer parses leaves the old version
-    /// running.
+    /// Reloads an owned module from its file (an installed one is described again): new headers
+    /// are uploaded, and its workers restart on the new code once the calls they are running
+    /// end, so none is cut short (see `worker::Pool::reload`). A file that no longer parses
+    /// leaves the old version running. `asker` is told the descriptor's md5, or why not: not
+    /// owned here, or the file does not parse.
+    pub(crate) fn reload(&mut self, module: &str, why: &'static str, asker: Asker) {
+        let Some(owned) = self.owned.get_mut(module) else {
+            let e = format!("this stub does not own a module '{module}' (see mods)");
+            return self.tell(asker, Err(e));
+        };
+        owned.watched = Watched::read_now(&owned.parsed.path);
+        if owned.pool.provider().is_some() {
+            let e =
+                format!("{module} is provided by an app, which reloads it by providing it again");
+            return self.tell(asker, Err(e));
+        }
+        let path = &owned.parsed.path;
+        if let Some(name) = path.to_str().and_then(|p| p.strip_prefix("import:")) {
+            let name = name.to_owned();
+            return self.describe(&name, Purpose::Reload { why, asker });
+        }
+        let reloaded = parse_file(path)
+            .map_err(|e| kept_running(module, &e))
+            .and_then(|parsed| self.replace(module, parsed, why));
+        self.tell(asker, reloaded);
+    }
+
+    /// Puts `parsed`, read again, in place of the owned module's version (see
+    /// [`Stub::reload`]).
     ///
     /// # Returns
     /// The descriptor's md5.
     ///
     /// # Errors
-    /// Why not: not owned here, or the file does not parse.
-    pub(crate) fn reload(&mut self, module: &str, why: &str) -> Result<String, String> {
-        let Some(owned) = self.owned.get_mut(module) else {
+    /// The descriptor is over the limit, or the module is no longer owned from that path.
+    fn replace(&mut self, module: &str, parsed: Parsed, why: &str) -> Result<String, String> {
+        fits(&parsed, self.config.limits.max_module_bytes).map_err(|e| kept_running(module, &e))?;
+        // (Withdrawn, or replaced, while it was being described.)
+        let Some(owned) = (self.owned.get_mut(module)).filter(|o| o.parsed.path == parsed.path)
+        else {
             return Err(format!(
-                "this stub does not own a module '{module}' (see mods)"
+                "{module} is no longer owned here from {}",
+                parsed.path.display()
             ));
         };
-        owned.watched = Watched::read_now(&owned.parsed.path);
-        if owned.pool.provider().is_some() {
-            return Err(format!(
-                "{module} is provided by an app, which reloads it by providing it again"
-            ));
-        }
-        let path = &owned.parsed.path;
-        let parsed = match path.to_str().and_then(|p| p.strip_prefix("import:")) {
-            Some(name) => describe_installed(&self.config.python, name),
-            None => parse_file(path),
-        }
-        .and_then(|parsed| fits(&parsed, self.config.limits.max_module_bytes).map(|()| parsed))
-        .map_err(|e| format!("{e}; the old version of {module} keeps running"))?;
+        owned.watched = Watched::read_now(&parsed.path);
         owned.pool.reload();
         let changed = parsed.md5 != owned.parsed.md5;
         owned.parsed = parsed;
@@ -430,6 +520,20 @@ impl Stub {
         Ok(md5)
     }
 
+    /// Tells `asker` how a reload went: its md5, or why not.
+    fn tell(&self, asker: Asker, reloaded: Result<String, String>) {
+        match (asker, reloaded) {
+            (Asker::Output, Ok(_)) => {} // said as it was done
+            (Asker::Output, Err(e)) => say!("error: {e}"),
+            (Asker::App(conn, id), reloaded) => {
+                let result = reloaded
+                    .map(|md5| serde_json::Value::from(md5).into())
+                    .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
+                self.answer_app(conn, id, result);
+            }
+        }
+    }
+
     /// Notices edited module files and reloads them (see [`Stub::reload`]).
     pub(crate) fn watch_files(&mut self) {
         let mut due = Vec::new();
@@ -442,9 +546,7 @@ impl Stub {
             }
         }
         for module in due {
-            if let Err(e) = self.reload(&module, "its file changed") {
-                say!("error: {e}");
-            }
+            self.reload(&module, "its file changed", Asker::Output);
         }
     }
 
@@ -473,6 +575,7 @@ impl Stub {
             self.withdraw_owned(module, "removed from the profile");
         }
         for gone in old_expose.iter().filter(|m| !expose.contains(m)) {
+            self.exposing.remove(gone); // not exposed, if still being described
             self.withdraw_owned(gone, "removed from the profile");
         }
         for added in register.iter().filter(|p| !old_register.contains(p)) {

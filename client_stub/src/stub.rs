@@ -2,7 +2,7 @@
 //! apps and their calls in flight), changed only by events, which the tasks that hear them
 //! apply (see [`common::actor`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use common::store::Store;
 use common::Result;
 
 use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
-use crate::owned::{Owned, Watched};
+use crate::owned::{Describe, Owned, Parsed, Watched};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
 use crate::sync::{Known, Withdrawing};
@@ -64,6 +64,8 @@ pub enum Event {
     Tick,
     /// Ctrl-C or the like.
     Stop(String),
+    /// An installed module described (see [`crate::owned::describe_queued`]).
+    Described(Describe, std::result::Result<Parsed, String>),
 }
 
 /// The stub's state.
@@ -101,10 +103,18 @@ pub struct Stub {
     /// The profile, and the modules its `register` and `expose` lists named when last read.
     pub(crate) profile_watched: Watched,
     pub(crate) from_profile: (Vec<PathBuf>, Vec<String>),
+    /// Installed modules to expose once described, and where to send them to be.
+    pub(crate) exposing: BTreeSet<String>,
+    pub(crate) describing: smol::channel::Sender<Describe>,
 }
 
 impl Stub {
-    pub fn new(config: Config, store: Store, names: Names) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        names: Names,
+        describing: smol::channel::Sender<Describe>,
+    ) -> Self {
         let profile_watched = config
             .profile
             .as_deref()
@@ -132,6 +142,8 @@ impl Stub {
             last_watch: Instant::now(),
             profile_watched,
             from_profile,
+            exposing: BTreeSet::new(),
+            describing,
         }
     }
 }
@@ -174,6 +186,7 @@ impl Actor for Stub {
                 }
             }
             Event::Stop(reason) => return Some(Ok(reason)),
+            Event::Described(job, described) => self.described(job, described),
         }
         None
     }

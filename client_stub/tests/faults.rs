@@ -767,3 +767,40 @@ fn an_exposed_module_whose_import_starts_a_process_is_described_without_waiting_
         assert!(ends(pid), "process {pid}, started by an import, still runs");
     }
 }
+
+#[test]
+fn a_stub_describing_an_installed_module_whose_import_hangs_still_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    // Its import says it started, then waits for the test (relative paths: the stub's
+    // working directory, `dir`, where `python -c` finds the module too).
+    let source = "import os, time\n\
+                  open('importing', 'w').close()\n\
+                  while not os.path.exists('go'):\n    time.sleep(0.05)\n\n\
+                  def f():\n    return 1\n";
+    std::fs::write(dir.join("hangs.py"), source).unwrap();
+    let (importing, go) = (dir.join("importing"), dir.join("go"));
+    let a = stub(dir, port, "a", &["--expose", "hangs"]);
+    let app = client(&a);
+    // Described at start: the stub used to serve nothing until the import ended (or ran
+    // out of time, leaving the module unexposed).
+    assert!(soon(|| importing.exists()));
+    app.ping().unwrap();
+    std::fs::write(&go, "").unwrap();
+    a.wait_for("registered hangs");
+    assert_eq!(app.call("hangs", "f", ()).unwrap(), json!(1));
+    // Described again for a reload (an app's here; the shell's goes the same way), which is
+    // answered once the import has ended.
+    std::fs::remove_file(&go).unwrap();
+    std::fs::remove_file(&importing).unwrap();
+    let reload = std::thread::spawn({
+        let reloader = client(&a);
+        move || reloader.reload("hangs")
+    });
+    assert!(soon(|| importing.exists()));
+    app.ping().unwrap();
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(reload.join().unwrap().unwrap().len(), 32, "the md5");
+    assert_eq!(app.call("hangs", "f", ()).unwrap(), json!(1));
+}

@@ -3,7 +3,8 @@
 //! holding a device, a port or a file once its worker is gone: when the worker ends or is
 //! restarted, and when the stub stops.
 //!
-//! Each worker leads a group of its own (its pid is the group's id), held by a [`Group`]. The
+//! Each worker leads a group of its own (its pid is the group's id), held by a [`Group`]; so
+//! does the interpreter that describes an installed module (`owned::run_describe`). The
 //! groups alive are also kept here, so that a stub that stops ends them all ([`end_all`]).
 
 use std::collections::BTreeSet;
@@ -15,11 +16,11 @@ use rustix::process::{kill_process_group, Pid, Signal};
 static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 /// The group a worker leads. Dropping it kills the group (the worker too, if it still runs).
-pub(super) struct Group(i32);
+pub(crate) struct Group(i32);
 
 impl Group {
     /// The group of the worker `pid`, spawned as the leader of a group of its own.
-    pub(super) fn led_by(pid: u32) -> Group {
+    pub(crate) fn led_by(pid: u32) -> Group {
         groups().insert(pid as i32);
         Group(pid as i32)
     }
@@ -52,7 +53,7 @@ pub fn end_all() {
 }
 
 /// Kills `group`: a worker and what it started.
-pub fn kill(group: i32) {
+pub(super) fn kill(group: i32) {
     if let Some(group) = Pid::from_raw(group) {
         let _ = kill_process_group(group, Signal::KILL); // fails only if none is left
     }

@@ -42,7 +42,8 @@ mod supervisor;
 mod watch;
 mod woken;
 
-pub use group::{end_all, kill as kill_group};
+pub use group::end_all;
+pub(crate) use group::Group;
 
 /// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
 pub const SCRIPT: &str = include_str!("worker.py");
