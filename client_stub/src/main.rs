@@ -53,7 +53,7 @@ struct Flags {
     #[arg(long)]
     name_suffix: bool,
     /// Python interpreter for owned modules [profile: python; default python3]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = common::config::not_empty)]
     python: Option<String>,
     /// The network token, if the server requires one [profile: token; env STUBNET_TOKEN]
     #[arg(long, env = "STUBNET_TOKEN", hide_env_values = true)]

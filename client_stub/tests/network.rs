@@ -301,6 +301,21 @@ fn profiles_and_flags_give_clear_errors() {
         "{out}"
     );
 
+    // An empty directory or interpreter would be the profile's directory, or never start.
+    fs::write(dir.join("empty.toml"), "receiving_dir = \"\"\n").unwrap();
+    let (status, out) = run(&["-c", "empty.toml"]);
+    assert!(!status.success());
+    assert!(
+        out.contains("receiving_dir = \"\"") && out.contains("must not be empty"),
+        "{out}"
+    );
+    let (status, out) = run(&["-n", "x", "-a", "127.0.0.1", "--python", ""]);
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        out.contains("'--python <PATH>'") && out.contains("must not be empty"),
+        "{out}"
+    );
+
     fs::write(dir.join("noname.toml"), "address = \"127.0.0.1\"\n").unwrap();
     let (status, out) = run(&["-c", "noname.toml"]);
     assert!(!status.success());

@@ -194,6 +194,32 @@ fn not_a_module_name(name: &str) -> String {
     )
 }
 
+/// Why a directory or an interpreter is refused when empty: `""` would quietly name the
+/// profile's own directory, or an interpreter that never starts.
+const EMPTY: &str = "must not be empty (leave it out for the default)";
+
+/// The `--python` flag, refused if empty as the profile's key is (clap refuses an empty path
+/// itself).
+pub fn not_empty(value: &str) -> std::result::Result<String, String> {
+    match value.is_empty() {
+        true => Err(EMPTY.into()),
+        false => Ok(value.to_owned()),
+    }
+}
+
+/// A profile's `receiving_dir`, `dir` or `python`, refused if empty (see [`EMPTY`]).
+fn some_not_empty<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + AsRef<std::ffi::OsStr>,
+{
+    let value = T::deserialize(d)?;
+    match value.as_ref().is_empty() {
+        true => Err(serde::de::Error::custom(EMPTY)),
+        false => Ok(Some(value)),
+    }
+}
+
 /// A call timeout in milliseconds, refused if 0 (every call would time out at once): the
 /// profile's `call_timeout_ms` and an app's `--timeout-ms` alike.
 pub fn call_timeout_ms(ms: u64) -> std::result::Result<u64, String> {
@@ -370,6 +396,7 @@ pub struct ServerProfile {
     /// Port to listen on, 0 for any free port (`-p`).
     pub port: Option<u16>,
     /// Where uploaded descriptors are kept (`-d`).
+    #[serde(default, deserialize_with = "some_not_empty")]
     pub dir: Option<PathBuf>,
     /// Run the interactive shell (`-l`).
     pub live_console: Option<bool>,
@@ -400,6 +427,7 @@ pub struct ClientProfile {
     /// Loopback port for apps, 0 for any free port (`-q`).
     pub app_port: Option<u16>,
     /// Where received descriptors are kept (`-d`).
+    #[serde(default, deserialize_with = "some_not_empty")]
     pub receiving_dir: Option<PathBuf>,
     /// Run the interactive shell (`-l`).
     pub live_console: Option<bool>,
@@ -416,6 +444,7 @@ pub struct ClientProfile {
     /// When the name is taken, join as `NAME-2`, `NAME-3`, ... instead of failing (`--name-suffix`).
     pub name_suffix: Option<bool>,
     /// The Python interpreter that runs owned modules (`--python`).
+    #[serde(default, deserialize_with = "some_not_empty")]
     pub python: Option<String>,
     /// Default call timeout in milliseconds, for apps using this profile.
     #[serde(default, deserialize_with = "some_call_timeout_ms")]
@@ -751,6 +780,28 @@ mod tests {
             (vec!["z".into()], vec!["os.path".into()])
         );
         assert!(module_name("a b").is_err());
+    }
+
+    #[test]
+    fn an_empty_directory_or_interpreter_is_refused_naming_its_key() {
+        for key in ["receiving_dir", "python"] {
+            let err = client_profile(&format!("{key} = \"\"\n")).unwrap_err();
+            assert!(
+                err.contains(&format!("{key} = \"\"")) && err.contains("must not be empty"),
+                "{err}"
+            );
+        }
+        let err = profile::<ServerProfile>("dir = \"\"\n").unwrap_err();
+        assert!(
+            err.contains("dir = \"\"") && err.contains("must not be empty"),
+            "{err}"
+        );
+        let ok = client_profile("receiving_dir = \"r\"\npython = \"python3\"\n").unwrap();
+        assert_eq!(
+            (ok.receiving_dir, ok.python),
+            (Some("r".into()), Some("python3".into()))
+        );
+        assert!(not_empty("").is_err());
     }
 
     #[test]
