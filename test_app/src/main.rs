@@ -37,7 +37,8 @@ enum Cmd {
         /// MODULE.FUNCTION, for example z.add_prams
         target: String,
         /// The arguments: JSON literals (1, -2.5, "text", [1,2], null), a bare word as a
-        /// string, NAME=VALUE for a keyword argument
+        /// string (one starting with {, [ or " must be JSON), NAME=VALUE for a keyword
+        /// argument
         #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
     },
@@ -150,15 +151,27 @@ fn classic(client: &Client) -> Result<(), CallError> {
 }
 
 fn call(client: &Client, target: &str, raw: &[String]) -> Result<(), CallError> {
-    let Some((module, function)) = target.rsplit_once('.') else {
-        return Err(CallError::BadArguments(format!(
-            "'{target}' is not MODULE.FUNCTION"
-        )));
-    };
+    let (module, function) = module_function(target).map_err(CallError::BadArguments)?;
     let (args, kwargs) = parse_args(raw).map_err(CallError::BadArguments)?;
     let value = client.call_with(module, function, args, kwargs, None)?;
     out(value);
     Ok(())
+}
+
+/// `MODULE.FUNCTION` split at its last dot (an installed module's name may have dots:
+/// `os.path.join`).
+fn module_function(target: &str) -> Result<(&str, &str), String> {
+    let example = "give MODULE.FUNCTION, for example z.add_prams";
+    match target.rsplit_once('.') {
+        Some(("", _)) => Err(format!(
+            "'{target}' has no module name before the dot: {example}"
+        )),
+        Some((_, "")) => Err(format!(
+            "'{target}' has no function name after the dot: {example}"
+        )),
+        Some(parts) => Ok(parts),
+        None => Err(format!("'{target}' is not MODULE.FUNCTION: {example}")),
+    }
 }
 
 /// Splits command-line arguments into positional values and `key=value` keyword values; a key
@@ -169,7 +182,8 @@ fn parse_args(raw: &[String]) -> Result<(Vec<Value>, Map<String, Value>), String
     for a in raw {
         match a.split_once('=') {
             Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_') => {
-                if kwargs.insert(k.to_owned(), literal(v)?).is_some() {
+                let value = literal(v).map_err(|e| format!("{k}={e}"))?;
+                if kwargs.insert(k.to_owned(), value).is_some() {
                     return Err(format!("keyword argument '{k}' given twice"));
                 }
             }
@@ -179,12 +193,19 @@ fn parse_args(raw: &[String]) -> Result<(Vec<Value>, Map<String, Value>), String
     Ok((args, kwargs))
 }
 
-/// The JSON value `text` writes, or the string `text` if it is not JSON (a bare word).
+/// The JSON value `text` writes, or the string `text` for a bare word: text that is not JSON
+/// and does not start like a JSON object, array or string.
 ///
 /// # Errors
-/// It holds a number a value here would not hold as written (see [`inexact_number`]).
+/// It starts like JSON but is not JSON (`{"a": 1`, `[1, 2`: a value mistyped, not text),
+/// or it holds a number a value here would not hold as written (see [`inexact_number`]).
 fn literal(text: &str) -> Result<Value, String> {
-    if serde_json::from_str::<&serde_json::value::RawValue>(text).is_err() {
+    if let Err(e) = serde_json::from_str::<&serde_json::value::RawValue>(text) {
+        if text.trim_start().starts_with(['{', '[', '"']) {
+            return Err(format!(
+                "{text}: not JSON ({e}); to send it as text, give it as a JSON string"
+            ));
+        }
         return Ok(Value::String(text.to_owned()));
     }
     if let Some(why) = inexact_number(text) {
@@ -284,6 +305,40 @@ mod tests {
         }
         let e = parse_args(&["[1, 2e400]".into()]).unwrap_err();
         assert!(e.starts_with("[1, 2e400]: the number 2e400 is"), "{e}");
+    }
+
+    #[test]
+    fn an_argument_that_starts_like_json_but_is_not_is_refused_naming_it() {
+        for bad in [r#"{"a": 1"#, "[1, 2", r#""abc"#, "[1]x", r#"k={"a": 1"#] {
+            let e = parse_args(&[bad.to_owned()]).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{bad}: not JSON")) && e.contains("as a JSON string"),
+                "{bad}: {e}"
+            );
+        }
+        // Bare words stay strings, whatever they hold.
+        let raw = ["a{b", "x]", "it's", "1.2.3"].map(String::from);
+        let (args, _) = parse_args(&raw).unwrap();
+        assert_eq!(
+            Value::Array(args),
+            serde_json::json!(["a{b", "x]", "it's", "1.2.3"])
+        );
+    }
+
+    #[test]
+    fn a_target_without_a_module_or_a_function_says_which() {
+        assert_eq!(module_function("os.path.join"), Ok(("os.path", "join")));
+        for (bad, said) in [
+            (".add", "no module name before the dot"),
+            ("z.", "no function name after the dot"),
+            ("add", "is not MODULE.FUNCTION"),
+        ] {
+            let e = module_function(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("'{bad}' ")) && e.contains(said),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -167,6 +167,32 @@ fn call_takes_negative_numbers_and_refuses_numbers_it_would_change() {
 }
 
 #[test]
+fn call_refuses_a_malformed_argument_or_target_saying_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_network, app_port) = network(dir);
+    let call = |args: &[&str]| run(dir, &[&["-q", &app_port, "call"][..], args].concat());
+    // They used to go as the strings '{"a": 1' and '[1, 2', or to no module ''.
+    for (args, said) in [
+        (
+            &["z.add_prams", r#"{"a": 1"#, "2"][..],
+            r#"{"a": 1: not JSON"#,
+        ),
+        (&["z.add_prams", "1", "b=[1, 2"], "b=[1, 2: not JSON"),
+        (&[".add_prams", "1", "2"], "'.add_prams' has no module name"),
+    ] {
+        let (code, out) = call(args);
+        assert_eq!(code, Some(1), "{out}");
+        let said = format!("error: wrong arguments: {said}");
+        assert!(out.starts_with(&said), "{args:?}: {out}");
+    }
+    // A bare word is still a string.
+    let (code, out) = call(&["z.greet", "bob"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("bob"), "{out}");
+}
+
+#[test]
 fn the_demo_runs_to_its_end_and_cleans_up_when_its_reader_goes_away() {
     // Without CARGO set, the demo uses the binaries built beside it.
     let (status, stderr) = run_unread(&["demo"]);
