@@ -235,6 +235,27 @@ fn a_message_over_the_frame_limit_is_refused_in_the_shell_that_typed_it() {
 }
 
 #[test]
+fn a_huge_mistyped_line_is_not_kept_in_either_shells_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = server(dir, &["-l"]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let pasted = "y".repeat(3_000_000);
+    for (p, help) in [(&mut server, "kick:NAME"), (&mut a, "sc:PROFILE")] {
+        p.send(&pasted);
+        p.wait_for("(3000000 bytes)' (type help");
+        p.send("help");
+        p.wait_for(help);
+    }
+    // A line goes into the history before it is carried out.
+    for history in [dir.join("server"), dir.join("a")].map(|d| d.join(".shell_history")) {
+        let history = fs::read_to_string(history).unwrap();
+        assert!(history.contains("help"), "{history}");
+        assert!(!history.contains("yyy"), "{} bytes", history.len());
+    }
+}
+
+#[test]
 fn the_server_ends_the_session_and_every_stub_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

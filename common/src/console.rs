@@ -11,6 +11,8 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{CompletionType, Config, Context, Editor, Helper, Highlighter, Hinter, Validator};
 
+use crate::log::PRINTABLE_BYTES;
+
 /// Names the shell completes after a `cmd:` prefix (module names), kept current by the stub.
 pub type Names = Arc<Mutex<Vec<String>>>;
 
@@ -99,7 +101,9 @@ impl Console {
                 unreadable = if read.is_ok() { 0 } else { unreadable + 1 };
                 match read {
                     Ok(line) => {
-                        if !line.trim().is_empty() {
+                        // A paste gone wrong is not kept: it would be saved and loaded, in
+                        // full, by every session after (it is told by its head, see `printable`).
+                        if !line.trim().is_empty() && line.len() <= PRINTABLE_BYTES {
                             let _ = editor.add_history_entry(line.as_str());
                             if let Some(h) = &self.history {
                                 let _ = editor.append_history(h);

@@ -50,6 +50,7 @@ pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()
 
 /// The most of a peer's text [`printable`] prints: a longer one is shortened to its first
 /// `PRINTABLE_BYTES` and its size, so that one message cannot flood the console and the log.
+/// Also the longest line a shell keeps in its history.
 pub const PRINTABLE_BYTES: usize = 1000;
 
 /// Text from a peer made safe to print within one line: every control character but tab (ESC,
