@@ -1,7 +1,7 @@
 //! Modules this stub owns: a module file read and parsed into its descriptor.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::config::{ClientProfile, Profile};
@@ -15,7 +15,7 @@ use common::store::{md5_hex, valid_module_name};
 
 use crate::runner::{AppRunner, Runner};
 use crate::stub::Stub;
-use crate::worker::{Pool, MAX_BACKOFF};
+use crate::worker::{python_command, Pool, MAX_BACKOFF};
 
 /// A module file read and parsed, ready to upload.
 #[derive(Debug, Clone)]
@@ -149,14 +149,13 @@ enum Described {
 }
 
 /// Runs `python` to describe the installed module `name`, for at most [`DESCRIBE_LIMIT`]. It
-/// leads a process group of its own, killed once it has exited: a process its import started
-/// can neither hold its output open (and the stub waiting) nor outlive it.
+/// leads a process group of its own, killed once it has exited (or with the stub): a process
+/// its import started can neither hold its output open (and the stub waiting) nor outlive it.
 fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
     use std::io::Read;
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(python)
-        .args(["-c", crate::worker::SCRIPT, "--describe", name])
-        .process_group(0)
+    let mut child = python_command(python)
+        .map_err(Described::NotStarted)?
+        .args(["--describe", name])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
