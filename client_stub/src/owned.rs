@@ -21,7 +21,7 @@ use common::store::{md5_hex, valid_module_name};
 
 use crate::runner::{AppRunner, Runner};
 use crate::stub::{Event, Shared, Stub};
-use crate::worker::{Group, Pool, MAX_BACKOFF};
+use crate::worker::{python_command, Group, Pool, MAX_BACKOFF};
 
 /// A module file read and parsed, ready to upload.
 #[derive(Debug, Clone)]
@@ -161,14 +161,12 @@ enum Described {
 }
 
 /// Runs `python` to describe the installed module `name`, for at most [`DESCRIBE_LIMIT`]. It
-/// leads a process group of its own, killed once it has exited: a process its import started
-/// can neither hold its output open (and the description waiting) nor outlive it.
+/// leads a process group of its own, killed once it has exited (or with the stub): a process
+/// its import started can neither hold its output open (and the description waiting) nor
+/// outlive it.
 async fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
-    use std::os::unix::process::CommandExt;
-    let mut command = std::process::Command::new(python);
-    command
-        .args(["-c", crate::worker::SCRIPT, "--describe", name])
-        .process_group(0);
+    let mut command = python_command(python).map_err(Described::NotStarted)?;
+    command.args(["--describe", name]);
     let mut child = smol::process::Command::from(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -224,34 +224,57 @@ fn children(parent: u32) -> Vec<u32> {
 }
 
 #[test]
-fn a_killed_stub_takes_its_workers_with_it() {
+fn a_killed_stub_takes_its_workers_with_it_and_what_they_started() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_server, port) = server(dir, &[]);
     let m = dir.join("spin.py");
-    let spin = "def spin():\n    while True:\n        pass\n";
-    std::fs::write(&m, spin).unwrap();
+    let source = "import subprocess\n\
+                  at_import = subprocess.Popen(['sleep', '300'])\n\n\
+                  def started():\n    \
+                  return [at_import.pid, subprocess.Popen(['sleep', '300']).pid]\n\n\
+                  def spin():\n    open('spinning', 'w').close()\n    while True:\n        pass\n";
+    std::fs::write(&m, source).unwrap();
     let mut a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
     a.wait_for("registered spin");
     let app = client(&a);
+    let mut pids: Vec<u64> = app.call_as("spin", "started", ()).unwrap();
+    let workers = children(a.pid());
+    assert_eq!(workers.len(), 1, "the stub's children: {workers:?}");
+    pids.extend(workers.into_iter().map(u64::from));
     // A call still running, in a worker that would not notice its stdin closing.
     let _call = std::thread::spawn(move || app.call("spin", "spin", ()));
-    let workers = (0..100)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(50));
-            children(a.pid())
-        })
-        .find(|w| !w.is_empty())
-        .expect("no worker started");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(soon(|| dir.join("spinning").exists()), "spin never ran");
     a.kill(); // SIGKILL: the stub cleans nothing up itself
-    let worker = std::path::PathBuf::from(format!("/proc/{}", workers[0]));
-    let gone = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        // Gone, or a zombie until its new parent reaps it.
-        std::fs::read_to_string(worker.join("stat")).map_or(true, |s| s.contains(") Z "))
-    });
-    assert!(gone, "the worker outlived its stub");
+    for pid in pids {
+        assert!(
+            ends(pid),
+            "process {pid} (a worker, or what it started) outlived its stub"
+        );
+    }
+}
+
+#[test]
+fn a_stub_killed_while_it_describes_a_module_leaves_nothing_of_the_description_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    // Importable by name from the stub's working directory (`dir`); its import outlasts the test.
+    let source = "import os, subprocess, time\n\
+                  child = subprocess.Popen(['sleep', '300'])\n\
+                  open('describing', 'w').write(f'{os.getpid()} {child.pid}\\n')\n\
+                  time.sleep(300)\n";
+    std::fs::write(dir.join("hangs.py"), source).unwrap();
+    let mut a = stub(dir, port, "a", &["--expose", "hangs"]);
+    let written = || std::fs::read_to_string(dir.join("describing")).unwrap_or_default();
+    assert!(soon(|| written().ends_with('\n')), "the import never ran");
+    a.kill();
+    for pid in written().split_whitespace().map(|p| p.parse().unwrap()) {
+        assert!(
+            ends(pid),
+            "process {pid}, describing for a killed stub, still runs"
+        );
+    }
 }
 
 #[test]

@@ -1,15 +1,22 @@
 //! A worker's process group: the worker and every process a module starts from it (a
 //! `subprocess`, a `multiprocessing` pool) end together, so nothing a module started goes on
 //! holding a device, a port or a file once its worker is gone: when the worker ends or is
-//! restarted, and when the stub stops.
+//! restarted, and when the stub ends, however it ends.
 //!
 //! Each worker leads a group of its own (its pid is the group's id), held by a [`Group`]; so
 //! does the interpreter that describes an installed module (`owned::run_describe`). The
-//! groups alive are also kept here, so that a stub that stops ends them all ([`end_all`]).
+//! groups alive are also kept here, so that a stub that stops ends them all ([`end_all`]). A
+//! stub killed outright (SIGKILL, a crash) ends nothing itself: each group is given the stub's
+//! [`lifeline`], and a process of the group that waits on it kills the group when it ends.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::io::{self, PipeReader, PipeWriter};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
+use rustix::io::{fcntl_setfd, FdFlags};
 use rustix::process::{kill_process_group, Pid, Signal};
 
 /// The groups of the workers alive in this process.
@@ -44,8 +51,7 @@ impl Drop for Group {
 }
 
 /// Kills every worker of this process and what each started: for a stub that stops. (A stub
-/// killed outright cannot: its workers die with it, see `process::die_with_stub`, but what
-/// they started does not.)
+/// killed outright cannot: see [`lifeline`].)
 pub fn end_all() {
     for group in std::mem::take(&mut *groups()) {
         kill(group);
@@ -61,4 +67,37 @@ pub(super) fn kill(group: i32) {
 
 fn groups() -> MutexGuard<'static, BTreeSet<i32>> {
     GROUPS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Makes `command` (a Python about to run `worker.py`) lead a process group of its own, and
+/// passes it the stub's [`lifeline`] as its next argument: `worker.py` forks a watcher that
+/// waits on it and kills the group once the stub has ended.
+pub(super) fn tie_to_stub(command: &mut Command) -> io::Result<()> {
+    let fd = lifeline()?.as_raw_fd();
+    command.arg(fd.to_string()).process_group(0);
+    // SAFETY: `inherit` makes one system call on the child's copy of a descriptor of the
+    // parent that lives as long as the parent, and touches no memory of the parent.
+    unsafe { command.pre_exec(move || inherit(fd)) };
+    Ok(())
+}
+
+/// The read end of a pipe, never written, whose write end only this process holds (both ends
+/// close on exec): it reads end of file once this process has ended, however it ended. Chosen
+/// over `PR_SET_PDEATHSIG`, which fires when the *thread* that forked the child ends (a
+/// short-lived thread would kill its workers), and whose signal the module could catch, block
+/// or be deaf to (stuck in C code): the watcher waiting on it runs no module code.
+fn lifeline() -> io::Result<BorrowedFd<'static>> {
+    static LIFELINE: OnceLock<(PipeReader, PipeWriter)> = OnceLock::new();
+    if let Some((read, _)) = LIFELINE.get() {
+        return Ok(read.as_fd());
+    }
+    let pipe = io::pipe()?; // two threads may race here: one pipe is kept
+    Ok(LIFELINE.get_or_init(|| pipe).0.as_fd())
+}
+
+/// Runs in the forked child before `exec`: keeps its copy of the lifeline open across it.
+fn inherit(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `fd` is the lifeline's read end, open for the life of the process (see above).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    Ok(fcntl_setfd(fd, FdFlags::empty())?)
 }

@@ -12,7 +12,7 @@
 //! - `phase.rs`: what each worker is doing, and whether a call waits for one or fails at once;
 //! - `not_started.rs`: why a worker did not start, and the error its calls get meanwhile;
 //! - `watch.rs`: interrupting, then killing, a worker still in a call past its deadline;
-//! - `group.rs`: ending what a worker started along with it;
+//! - `group.rs`: ending what a worker started along with it, and with the stub however it ends;
 //! - `woken.rs`: a future polled only when it has asked to be.
 
 use std::collections::BTreeMap;
@@ -46,7 +46,7 @@ pub use group::end_all;
 pub(crate) use group::Group;
 
 /// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
-pub const SCRIPT: &str = include_str!("worker.py");
+const SCRIPT: &str = include_str!("worker.py");
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between two starts of a worker.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -64,6 +64,15 @@ const SLOW_IMPORT: Duration = Duration::from_secs(10);
 /// its timeout, at most 1 s: a call whose worker is ready within that is lost to it.
 fn tell_before_ms(timeout_ms: u64) -> u64 {
     (timeout_ms / 4).min(1_000)
+}
+
+/// A command that runs `worker.py` with the interpreter `python`, leading a process group of
+/// its own that ends with the stub (see `group`); the caller adds the script's arguments.
+pub fn python_command(python: &str) -> std::io::Result<std::process::Command> {
+    let mut command = std::process::Command::new(python);
+    command.args(["-u", "-c", SCRIPT]);
+    group::tie_to_stub(&mut command)?;
+    Ok(command)
 }
 
 /// How to start a module's workers.

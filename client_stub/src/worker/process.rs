@@ -1,11 +1,10 @@
-//! One worker process: spawning it (dying with the stub), its protocol pipes, writing requests
-//! and reading the answers, forwarding its stderr to the log, and ending it.
+//! One worker process: spawning it (ending with the stub, see `group`), its protocol pipes,
+//! writing requests and reading the answers, forwarding its stderr to the log, and ending it.
 
 use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use super::group::Group;
 use super::lane::request_line;
 use super::supervisor::Stopped;
 use super::woken::WhenWoken;
-use super::{failed, sleep, Answer, Job, WorkerSpec, GRACE, SCRIPT, SLOW_IMPORT};
+use super::{failed, python_command, sleep, Answer, Job, WorkerSpec, GRACE, SLOW_IMPORT};
 
 /// A worker process, or why it could not be spawned.
 pub(super) type Spawned = Result<Conn, RemoteError>;
@@ -60,12 +59,8 @@ pub(super) struct Conn {
 
 impl Conn {
     fn spawn(spec: &WorkerSpec) -> io::Result<Conn> {
-        let mut command = std::process::Command::new(&spec.python);
-        command.args(["-u", "-c", SCRIPT]).arg(&spec.path);
-        let stub = rustix::process::getpid();
-        // SAFETY: `die_with_stub` makes two system calls and touches no memory of the parent.
-        unsafe { command.pre_exec(move || die_with_stub(stub)) };
-        command.process_group(0); // see `group`
+        let mut command = python_command(&spec.python)?;
+        command.arg(&spec.path);
         let mut child = Command::from(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -231,16 +226,4 @@ async fn forward(module: String, stderr: ChildStderr) {
         say!("[{module}] {}", printable(text.trim_end()));
         line.clear();
     }
-}
-
-/// Runs in the forked worker before it starts Python: the kernel kills it when the stub ends,
-/// however the stub ends (SIGKILL included), so no worker goes on running a module's code
-/// unseen. (The signal comes when the forking thread ends: the executor's, which lives as long
-/// as the stub.)
-fn die_with_stub(stub: rustix::process::Pid) -> io::Result<()> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-    if rustix::process::getppid() != Some(stub) {
-        return Err(io::Error::other("the stub ended while the worker started"));
-    }
-    Ok(())
 }

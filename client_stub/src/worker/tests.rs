@@ -662,6 +662,24 @@ fn dropping_the_pool_kills_the_worker() {
 }
 
 #[test]
+fn a_worker_outlives_the_thread_that_started_it() {
+    // A worker tied to the thread that forked it (`PR_SET_PDEATHSIG`) would be killed here.
+    let (thread, _dir, pool, pid) = std::thread::spawn(|| {
+        let thread = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+        let (dir, pool) = pool(MODULE, 1);
+        let pid = run(call(&pool, "pid", json!([]))).expect("pid");
+        (thread, dir, pool, pid)
+    })
+    .join()
+    .expect("the thread");
+    run(async {
+        // The thread's /proc entry goes only once its end has sent what it sends.
+        wait_until(|| !std::path::Path::new("/proc").join(&thread).exists()).await;
+        assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid));
+    });
+}
+
+#[test]
 fn stop_fails_the_call_in_flight_and_kills_the_worker() {
     let (_dir, pool) = pool(MODULE, 1);
     run(async {

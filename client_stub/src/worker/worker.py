@@ -1,7 +1,9 @@
 """stubnet worker: imports one Python module by path and runs its functions, one call at a time.
 
-Run as `python3 -u -c <this script> <module_path>`, or `... import:NAME` for an installed
-module exposed by name, or `... --describe NAME` to print an installed module's descriptor. The protocol uses the process's original
+Run as `python3 -u -c <this script> LIFELINE <module_path>`, or `... LIFELINE import:NAME` for an
+installed module exposed by name, or `... LIFELINE --describe NAME` to print an installed module's
+descriptor, in a process group of its own; LIFELINE is a file descriptor that reads end of file
+once the stub has ended (see `watch_stub`). The protocol uses the process's original
 stdin and stdout, one JSON object per line:
   worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1)
   stub -> worker:         [N, "f", [args...], D]  or  [N, "f", [args...], D, {kwargs...}]
@@ -43,6 +45,34 @@ def take_protocol_pipes():
     os.close(devnull)
     os.dup2(2, 1)
     return proto_in, proto_out
+
+
+def watch_stub(lifeline):
+    """Leaves a watcher in this process group that kills the group once the stub has ended.
+
+    The stub alone holds the write end of the pipe `lifeline` reads: it reads end of file once
+    the stub has ended, however it ended (SIGKILL too). The watcher, not the worker, waits for
+    it: it runs no module code, so nothing the module does (a signal caught or blocked, C code
+    that never returns) keeps it from killing the group, the worker, what the module started
+    and itself. Forked twice, so that it is no child of the worker: a module waiting for its
+    own children, or ending them, never meets it.
+    """
+    child = os.fork()
+    if child:
+        os.close(lifeline)
+        os.waitpid(child, 0)
+        return
+    try:  # in the child, which must never return into `main`
+        if os.fork():
+            os._exit(0)
+        # The stub's pipes end with the worker, not with the watcher.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.read(lifeline, 1)
+    finally:
+        os.killpg(0, signal.SIGKILL)
+        os._exit(1)  # not reached: the signal is taken before killpg returns
 
 
 def import_module(path):
@@ -222,6 +252,7 @@ def main():
     # Only the stub decides this process's end: SIGINT is ignored. (Ctrl-C at the stub's terminal
     # does not reach it anyway: it leads a process group of its own.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch_stub(int(sys.argv.pop(1)))
     running = [0, ""]  # the deadline and name of the call running; 0 while none runs
 
     def overdue(_signum, _frame):
