@@ -97,8 +97,8 @@ impl Watched {
 /// Reads and parses the module file at `path`; the module is named after the file.
 ///
 /// # Errors
-/// A one-line reason: unreadable file, a name that is not an identifier, or a syntax error
-/// with its line.
+/// A one-line reason: unreadable file, not a regular file (a FIFO, a device), a name that is
+/// not an identifier, or a syntax error with its line.
 pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     let path =
         std::fs::canonicalize(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -114,6 +114,10 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
             "{}: '{module}' is not a module name (letters, digits and _, not starting with a digit)",
             path.display()
         ));
+    }
+    // A FIFO or a device would hold the stub reading it (or read forever).
+    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(format!("{} is not a regular file", path.display()));
     }
     let source = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
