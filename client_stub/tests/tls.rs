@@ -208,4 +208,15 @@ fn gen_cert_keeps_existing_files_unless_forced() {
     assert_ne!(read("key.pem"), key);
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    // A directory that cannot be made is named.
+    std::fs::write(dir.join("afile"), "").unwrap();
+    let mut p = Proc::start(
+        "gen-cert",
+        &exe("server_stub"),
+        &["gen-cert", "--dir", "afile/tls"],
+        dir,
+    );
+    assert!(!p.wait_exit().success());
+    p.wait_for("error: cannot make the directory afile/tls: ");
 }
