@@ -39,6 +39,9 @@ pub struct Owned {
     pub parsed: Parsed,
     /// The server accepted it.
     pub confirmed: bool,
+    /// The server refused this version's upload (its headers differ from other owners') and
+    /// holds the one before: a reload uploads it again.
+    pub refused: bool,
     /// What runs its calls: its Python workers, or the app providing it.
     pub pool: Runner,
     /// The file, to notice edits.
@@ -413,7 +416,7 @@ impl Stub {
             // (Unless a withdraw is on its way: then it must be uploaded again.)
             if o.parsed.path == parsed.path && !self.withdrawing.contains_key(&module) {
                 // The same file again: reloaded if edited, as the watcher does.
-                if o.parsed.md5 == parsed.md5 && o.watched.unchanged(&parsed.path) {
+                if o.parsed.md5 == parsed.md5 && o.watched.unchanged(&parsed.path) && !o.refused {
                     let path = parsed.path.display();
                     say!("{module} is registered from {path} already, unchanged (reload:{module} restarts it)");
                     return Ok(());
@@ -437,6 +440,7 @@ impl Stub {
             parsed,
             // Still registered at the server as before, until it answers the upload.
             confirmed: before.is_some_and(|o| o.confirmed),
+            refused: false,
             pool,
         };
         // A module registered before from another file (or app): its old workers stop.
@@ -509,16 +513,17 @@ impl Stub {
         owned.watched = Watched::read_now(&parsed.path);
         owned.pool.reload();
         let changed = parsed.md5 != owned.parsed.md5;
+        let again = !changed && std::mem::take(&mut owned.refused);
         owned.parsed = parsed;
         let md5 = owned.parsed.md5.clone();
-        if changed {
+        if changed || again {
             let bytes = owned.parsed.bytes.clone();
             self.upload(module, &bytes);
         }
-        let headers = if changed {
-            "new headers uploaded"
-        } else {
-            "headers unchanged"
+        let headers = match (changed, again) {
+            (true, _) => "new headers uploaded",
+            (false, true) => "its refused headers uploaded again",
+            (false, false) => "headers unchanged",
         };
         say!("reloaded {module} ({why}): {headers}");
         Ok(md5)
