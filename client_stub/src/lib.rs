@@ -145,6 +145,26 @@ impl Config {
     }
 }
 
+/// How long a stub waits for the app port a stub it replaced still holds.
+const REPLACED_LETS_GO: Duration = Duration::from_secs(5);
+
+/// The app listener on `port`, taken once whoever holds it lets go (a stub this one replaced,
+/// as it stops), within [`REPLACED_LETS_GO`].
+async fn listen_once_free(port: u16) -> std::io::Result<TcpListener> {
+    let start = std::time::Instant::now();
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if start.elapsed() >= REPLACED_LETS_GO {
+                    return Err(e);
+                }
+                smol::Timer::after(Duration::from_millis(50)).await;
+            }
+            bound => return bound,
+        }
+    }
+}
+
 /// Joins the network and serves until quit, a server shutdown, or `shutdown` completes (the
 /// binary completes it on Ctrl-C or a terminate signal, which the reason names).
 ///
@@ -174,6 +194,10 @@ pub async fn run(
             None => None,
         },
     };
+    // Bound before joining when the port is free: joining replaces a stub running on this
+    // receiving directory, which must not be for nothing. Taken, it may be that stub's, which
+    // lets go of it once replaced.
+    let early = TcpListener::bind(("127.0.0.1", config.app_port)).await;
     let link = upstream::join(&params, &config.name, config.name_policy).await?;
     if link.name != config.name {
         say!(
@@ -185,14 +209,18 @@ pub async fn run(
     config.name = link.name.clone();
     say!("joined {} as {}", params.server, config.name);
 
-    let apps = TcpListener::bind(("127.0.0.1", config.app_port))
-        .await
-        .map_err(|e| {
-            Error::Config(format!(
-                "cannot listen for apps on 127.0.0.1:{}: {e}",
-                config.app_port
-            ))
-        })?;
+    let apps = match early {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            listen_once_free(config.app_port).await
+        }
+        early => early,
+    }
+    .map_err(|e| {
+        Error::Config(format!(
+            "cannot listen for apps on 127.0.0.1:{}: {e}",
+            config.app_port
+        ))
+    })?;
     let bound = apps.local_addr()?;
     say!("apps on {bound}");
     // The port taken, not 0 ("any"): what `sc:` saves is what apps need to find this stub.

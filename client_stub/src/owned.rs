@@ -39,6 +39,9 @@ pub struct Owned {
     pub parsed: Parsed,
     /// The server accepted it.
     pub confirmed: bool,
+    /// The server refused this version's upload (its headers differ from other owners') and
+    /// holds the one before: a reload uploads it again.
+    pub refused: bool,
     /// What runs its calls: its Python workers, or the app providing it.
     pub pool: Runner,
     /// The file, to notice edits.
@@ -97,8 +100,8 @@ impl Watched {
 /// Reads and parses the module file at `path`; the module is named after the file.
 ///
 /// # Errors
-/// A one-line reason: unreadable file, a name that is not an identifier, or a syntax error
-/// with its line.
+/// A one-line reason: unreadable file, not a regular file (a FIFO, a device), a name that is
+/// not an identifier, or a syntax error with its line.
 pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     let path =
         std::fs::canonicalize(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -114,6 +117,10 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
             "{}: '{module}' is not a module name (letters, digits and _, not starting with a digit)",
             path.display()
         ));
+    }
+    // A FIFO or a device would hold the stub reading it (or read forever).
+    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(format!("{} is not a regular file", path.display()));
     }
     let source = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -407,7 +414,7 @@ impl Stub {
             // (Unless a withdraw is on its way: then it must be uploaded again.)
             if o.parsed.path == parsed.path && !self.withdrawing.contains_key(&module) {
                 // The same file again: reloaded if edited, as the watcher does.
-                if o.parsed.md5 == parsed.md5 && o.watched.unchanged(&parsed.path) {
+                if o.parsed.md5 == parsed.md5 && o.watched.unchanged(&parsed.path) && !o.refused {
                     let path = parsed.path.display();
                     say!("{module} is registered from {path} already, unchanged (reload:{module} restarts it)");
                     return Ok(());
@@ -431,6 +438,7 @@ impl Stub {
             parsed,
             // Still registered at the server as before, until it answers the upload.
             confirmed: before.is_some_and(|o| o.confirmed),
+            refused: false,
             pool,
         };
         // A module registered before from another file (or app): its old workers stop.
@@ -503,16 +511,17 @@ impl Stub {
         owned.watched = Watched::read_now(&parsed.path);
         owned.pool.reload();
         let changed = parsed.md5 != owned.parsed.md5;
+        let again = !changed && std::mem::take(&mut owned.refused);
         owned.parsed = parsed;
         let md5 = owned.parsed.md5.clone();
-        if changed {
+        if changed || again {
             let bytes = owned.parsed.bytes.clone();
             self.upload(module, &bytes);
         }
-        let headers = if changed {
-            "new headers uploaded"
-        } else {
-            "headers unchanged"
+        let headers = match (changed, again) {
+            (true, _) => "new headers uploaded",
+            (false, true) => "its refused headers uploaded again",
+            (false, false) => "headers unchanged",
         };
         say!("reloaded {module} ({why}): {headers}");
         Ok(md5)

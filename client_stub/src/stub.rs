@@ -279,14 +279,24 @@ impl Stub {
             ToClient::Registered { module, md5 } => {
                 if let Some(o) = self.owned.get_mut(&module) {
                     o.confirmed = true;
+                    o.refused = false;
                 }
                 say!("registered {module} (md5 {md5})");
             }
             ToClient::RegisterFailed { module, reason } => {
-                say!("error: module {module}: {}", printable(&reason));
-                if self.owned.get(&module).is_some_and(|o| !o.confirmed) {
-                    self.owned.remove(&module);
-                    self.refresh_names();
+                let reason = printable(&reason);
+                match self.owned.get_mut(&module) {
+                    Some(o) if !o.confirmed => {
+                        say!("error: module {module}: {reason}");
+                        self.owned.remove(&module);
+                        self.refresh_names();
+                    }
+                    // A new version refused: the network keeps the one before.
+                    Some(o) => {
+                        o.refused = true;
+                        say!("error: module {module}: {reason}; the network keeps its version before (reload:{module} uploads this one again)");
+                    }
+                    None => say!("error: module {module}: {reason}"),
                 }
             }
             ToClient::Message { from, text } => say!("message from {from}: {}", printable(&text)),

@@ -230,6 +230,41 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
 }
 
 #[test]
+fn headers_refused_while_shared_are_uploaded_again_by_a_reload_once_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let source = "def one():\n    return 1\n";
+    let copy = |sub: &str| {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let path = dir.join(sub).join("m.py");
+        std::fs::write(&path, source).unwrap();
+        path
+    };
+    let (ma, mb) = (copy("src_a"), copy("src_b"));
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l", "--shared", "m"]);
+    a.send(&format!("rm:{}", ma.display()));
+    a.wait_for("registered m");
+    let mut b = stub(dir, port, "b", &["-l", "--shared", "m"]);
+    b.send(&format!("rm:{}", mb.display()));
+    b.wait_for("registered m");
+
+    // a's new headers are refused while b provides the old ones.
+    std::fs::write(&ma, format!("{source}\ndef two():\n    return 2\n")).unwrap();
+    a.wait_for("its headers cannot change while they provide it");
+    b.send("um:m");
+    b.wait_for("withdrew m");
+    // Alone now, a uploads them on asking.
+    a.send("reload:m");
+    a.wait_for("reloaded m (asked at the shell)");
+    let caller = stub(dir, port, "c", &[]);
+    assert_eq!(
+        eventually(|| client(&caller).call_as::<i64>("m", "two", ())).unwrap(),
+        2
+    );
+}
+
+#[test]
 fn installed_python_modules_are_shared_by_name_and_nothing_else() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -206,6 +206,27 @@ fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
     assert_eq!(again.count("lost the server"), 0);
 }
 
+#[test]
+fn a_stub_replacing_one_on_its_app_port_takes_the_port_once_the_other_lets_go() {
+    // As when a profile with a fixed app_port is started twice.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    let app_port = app_port(&a).to_string();
+    // Frozen, the first holds its port after it is replaced, until it thaws and stops.
+    signal(&a, "-STOP");
+    let mut args = stub_args(&port.to_string(), "a", "a");
+    args[7] = app_port.clone(); // -q
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = Proc::start("again", &exe("client_stub"), &args, dir);
+    again.wait_for("joined 127.0.0.1");
+    signal(&a, "-CONT");
+    a.wait_exit();
+    again.wait_for(&format!("apps on 127.0.0.1:{app_port}"));
+    assert_eq!(again.count("error"), 0, "{:?}", again.output());
+}
+
 /// The fields of `/proc/PID/stat` after the command name (state, parent, ...), if the
 /// process is there. `pid (comm) state ppid ...`: comm may hold spaces, so split after its ')'.
 fn stat_fields(pid: &str) -> Option<Vec<String>> {

@@ -183,6 +183,30 @@ fn a_syntax_error_is_refused_with_its_line_and_nothing_is_uploaded() {
 }
 
 #[test]
+fn a_module_path_that_is_not_a_regular_file_is_refused_and_the_stub_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A FIFO nobody writes to: reading it would never end.
+    let fifo = dir.join("fifo.py");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    for command in ["pm", "rm"] {
+        a.send(&format!("{command}:{}", fifo.display()));
+        a.wait_n(
+            "fifo.py is not a regular file",
+            1 + usize::from(command == "rm"),
+        );
+    }
+    a.send("ping");
+    a.wait_for("round trip");
+}
+
+#[test]
 fn names_are_unique_unless_a_suffix_is_allowed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

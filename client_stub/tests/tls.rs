@@ -198,8 +198,25 @@ fn gen_cert_keeps_existing_files_unless_forced() {
     assert!(out.contains("tls/key.pem already exists"), "{out}");
     assert!(!dir.join("tls/cert.pem").exists());
 
+    // A key others could read is replaced by one only its owner can.
+    use std::os::unix::fs::PermissionsExt;
+    let key_file = dir.join("tls/key.pem");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (status, out) = gen(&["--force"]);
     assert!(status.success(), "{out}");
     assert!(dir.join("tls/cert.pem").exists());
     assert_ne!(read("key.pem"), key);
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    // A directory that cannot be made is named.
+    std::fs::write(dir.join("afile"), "").unwrap();
+    let mut p = Proc::start(
+        "gen-cert",
+        &exe("server_stub"),
+        &["gen-cert", "--dir", "afile/tls"],
+        dir,
+    );
+    assert!(!p.wait_exit().success());
+    p.wait_for("error: cannot make the directory afile/tls: ");
 }

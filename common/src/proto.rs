@@ -327,10 +327,12 @@ impl PartialEq for Json {
 pub const MAX_STUB_NAME_BYTES: usize = 64;
 
 /// Whether `name` is one a stub may go by: 1 to [`MAX_STUB_NAME_BYTES`] bytes, no `:` (which
-/// separates a shell command from its argument) and no control character.
+/// separates a shell command from its argument), no control character, and no space at either
+/// end (the shells trim their arguments: `kick: a` is `kick:a`).
 pub fn valid_stub_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_STUB_NAME_BYTES
+        && name.trim() == name
         && !name.chars().any(|c| c.is_control() || c == ':')
 }
 
@@ -472,7 +474,16 @@ mod tests {
         for good in ["a", "lab-pc 2", "日本", &"x".repeat(64)] {
             assert!(valid_stub_name(good), "{good}");
         }
-        for bad in ["", "a:b", "a\nb", "a\x1b[2J", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a:b",
+            "a\nb",
+            "a\x1b[2J",
+            &"x".repeat(65),
+            " a",
+            "a ",
+            "\u{3000}",
+        ] {
             assert!(!valid_stub_name(bad), "{bad}");
         }
         let forged = PeerInfo {

@@ -238,19 +238,28 @@ pub fn generate(
     }
     let made = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| Error::Config(format!("cannot make a certificate: {e}")))?;
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(&cert, made.cert.pem())?;
-    write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
+    let named = |path: &Path, e: &dyn std::fmt::Display| {
+        Error::Config(format!("cannot write {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Config(format!("cannot make the directory {}: {e}", dir.display())))?;
+    std::fs::write(&cert, made.cert.pem()).map_err(|e| named(&cert, &e))?;
+    write_private(&key, made.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| named(&key, &e))?;
     Ok((cert, key))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)?;
+    let mut file = options.open(path)?;
+    // The mode above is only for a new file: one replaced (--force) may be readable by others.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(bytes)?;
     Ok(())
 }
 

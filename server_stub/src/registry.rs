@@ -76,8 +76,8 @@ impl Registry {
                 false => format!("a name of {} bytes", name.len()),
             };
             return Err(Refusal::BadName(format!(
-                "{name} is not acceptable: use 1 to {MAX_STUB_NAME_BYTES} bytes, no ':' or \
-                 control characters"
+                "{name} is not acceptable: use 1 to {MAX_STUB_NAME_BYTES} bytes, no ':', \
+                 control characters or spaces at either end"
             )));
         }
         match self.names.entry(name.to_owned()) {

@@ -207,6 +207,21 @@ fn the_first_frame_must_be_hello() {
 }
 
 #[test]
+fn a_name_with_spaces_at_either_end_is_refused() {
+    // The server's shell could not kick it: `kick: a ` is `kick:a`.
+    let s = server();
+    let _a = Peer::join(s.port, "a");
+    for name in [" a", "a ", " a "] {
+        let mut p = Peer::connect(s.port);
+        p.send(json!({"cmd": "hello", "data": {"version": 1, "name": name}}));
+        let v = p.recv();
+        assert_eq!(v["cmd"], "refused", "{name:?}: {v}");
+        let reason = v["data"]["reason"].as_str().unwrap();
+        assert!(reason.contains("spaces at either end"), "{reason}");
+    }
+}
+
+#[test]
 fn a_peers_text_is_logged_escaped_and_cannot_forge_a_line() {
     let s = server_profile("[log]\nfile = \"server.log\"\n");
     let log = s.dir.path().join("server.log");
@@ -251,7 +266,7 @@ fn a_peers_long_text_is_logged_shortened() {
     let refused = stranger.recv();
     assert_eq!(
         refused["data"]["reason"],
-        "a name of 100000 bytes is not acceptable: use 1 to 64 bytes, no ':' or control characters"
+        "a name of 100000 bytes is not acceptable: use 1 to 64 bytes, no ':', control characters or spaces at either end"
     );
     let mut p = Peer::join(s.port, "a");
     p.send(json!({"cmd": "say", "data": {"text": "s".repeat(1_000_000)}}));
