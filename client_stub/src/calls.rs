@@ -157,6 +157,7 @@ impl Stub {
             pending,
             local_calls,
             pings,
+            app_reloads,
             ..
         } = self;
         closing.retain(|&conn| {
@@ -167,7 +168,8 @@ impl Stub {
                 || pings
                     .values()
                     .any(|p| p.app.is_some_and(|(c, _)| c == conn))
-                || local_calls.iter().any(|c| c.waits_on(outbox));
+                || local_calls.iter().any(|c| c.waits_on(outbox))
+                || app_reloads.contains(&conn);
             if !waiting {
                 outbox.close();
             }

@@ -95,8 +95,10 @@ impl Stub {
             .filter(|o| o.pool.provider().is_none())
             .map(|o| o.parsed.path.to_string_lossy().into_owned())
             .collect();
+        // With those still being described, which will be.
         profile.expose = (sources.iter())
             .filter_map(|p| p.strip_prefix("import:"))
+            .chain(self.exposing.iter().map(String::as_str))
             .map(str::to_owned)
             .collect();
         profile.register = (sources.iter())

@@ -222,23 +222,19 @@ pub async fn describe_installed(python: &str, name: &str) -> Result<Parsed, Stri
         return Err(format!("'{name}' is not a module name"));
     }
     let out = run_describe(python, name).await.map_err(|e| match e {
-        Described::NotStarted(e) => format!(
-            "cannot expose '{name}': could not start the Python interpreter `{python}`: {e} \
-             ({WHICH_INTERPRETER})"
-        ),
-        Described::Lost(e) => format!("cannot expose '{name}': lost its interpreter: {e}"),
-        Described::TooSlow => format!(
-            "cannot expose '{name}': importing it took over {} s",
-            DESCRIBE_LIMIT.as_secs()
-        ),
+        Described::NotStarted(e) => {
+            format!("could not start the Python interpreter `{python}`: {e} ({WHICH_INTERPRETER})")
+        }
+        Described::Lost(e) => format!("lost its interpreter: {e}"),
+        Described::TooSlow => format!("importing it took over {} s", DESCRIBE_LIMIT.as_secs()),
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("failed");
-        return Err(format!("cannot expose '{name}': {last}"));
+        return Err(last.to_owned());
     }
-    let desc: ModuleDescriptor = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("cannot expose '{name}': bad description: {e}"))?;
+    let desc: ModuleDescriptor =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad description: {e}"))?;
     let bytes = desc.to_bytes();
     Ok(Parsed {
         path: PathBuf::from(format!("import:{name}")),
@@ -367,7 +363,14 @@ impl Stub {
 
     /// Has the installed module `name` described, off the stub's thread (see
     /// [`describe_queued`]): what it was for is done once it is ([`Stub::described`]).
-    fn describe(&self, name: &str, purpose: Purpose) {
+    fn describe(&mut self, name: &str, purpose: Purpose) {
+        if let Purpose::Reload {
+            asker: Asker::App(conn, _),
+            ..
+        } = purpose
+        {
+            self.app_reloads.push(conn);
+        }
         let _ = self.describing.try_send(Describe {
             name: name.to_owned(),
             python: self.config.python.clone(),
@@ -381,6 +384,7 @@ impl Stub {
         match job.purpose {
             // Unless removed from the profile meanwhile.
             Purpose::Expose if self.exposing.remove(&name) => {
+                let described = described.map_err(|e| format!("cannot expose '{name}': {e}"));
                 if let Err(e) = described.and_then(|parsed| self.own(parsed, None)) {
                     say!("error: {e}");
                 }
@@ -388,9 +392,15 @@ impl Stub {
             Purpose::Expose => {}
             Purpose::Reload { why, asker } => {
                 let reloaded = described
-                    .map_err(|e| kept_running(&name, &e))
+                    .map_err(|e| kept_running(&name, &format!("cannot reload '{name}': {e}")))
                     .and_then(|parsed| self.replace(&name, parsed, why));
+                if let Asker::App(conn, _) = asker {
+                    if let Some(i) = self.app_reloads.iter().position(|&c| c == conn) {
+                        self.app_reloads.swap_remove(i);
+                    }
+                }
                 self.tell(asker, reloaded);
+                self.close_answered_apps();
             }
         }
     }
@@ -470,7 +480,10 @@ impl Stub {
     /// owned here, or the file does not parse.
     pub(crate) fn reload(&mut self, module: &str, why: &'static str, asker: Asker) {
         let Some(owned) = self.owned.get_mut(module) else {
-            let e = format!("this stub does not own a module '{module}' (see mods)");
+            let e = match self.exposing.contains(module) {
+                true => format!("{module} is still being described: it is exposed once imported"),
+                false => format!("this stub does not own a module '{module}' (see mods)"),
+            };
             return self.tell(asker, Err(e));
         };
         owned.watched = Watched::read_now(&owned.parsed.path);
@@ -500,6 +513,10 @@ impl Stub {
     /// The descriptor is over the limit, or the module is no longer owned from that path.
     fn replace(&mut self, module: &str, parsed: Parsed, why: &str) -> Result<String, String> {
         fits(&parsed, self.config.limits.max_module_bytes).map_err(|e| kept_running(module, &e))?;
+        // An upload now would overtake the withdraw on its way and keep the module registered.
+        if self.withdrawing.contains_key(module) {
+            return Err(format!("{module} is being withdrawn: not reloaded"));
+        }
         // (Withdrawn, or replaced, while it was being described.)
         let Some(owned) = (self.owned.get_mut(module)).filter(|o| o.parsed.path == parsed.path)
         else {

@@ -105,6 +105,9 @@ pub struct Stub {
     pub(crate) from_profile: (Vec<PathBuf>, Vec<String>),
     /// Installed modules to expose once described, and where to send them to be.
     pub(crate) exposing: BTreeSet<String>,
+    /// The app connections waiting for a reload of an installed module, one entry per reload
+    /// being described: such a connection is not closed before it is answered.
+    pub(crate) app_reloads: Vec<u64>,
     pub(crate) describing: smol::channel::Sender<Describe>,
 }
 
@@ -143,6 +146,7 @@ impl Stub {
             profile_watched,
             from_profile,
             exposing: BTreeSet::new(),
+            app_reloads: Vec::new(),
             describing,
         }
     }

@@ -6,7 +6,7 @@ mod harness;
 use std::path::Path;
 use std::time::Duration;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
 use common::app::CallError;
 use common::proto::{Json, Offer, Reply, ToClient, ToServer, PROTOCOL_VERSION};
@@ -825,12 +825,20 @@ fn a_stub_describing_an_installed_module_whose_import_hangs_still_serves() {
                   def f():\n    return 1\n";
     std::fs::write(dir.join("hangs.py"), source).unwrap();
     let (importing, go) = (dir.join("importing"), dir.join("go"));
-    let a = stub(dir, port, "a", &["--expose", "hangs"]);
+    let mut a = stub(dir, port, "a", &["--expose", "hangs", "-l"]);
     let app = client(&a);
     // Described at start: the stub used to serve nothing until the import ended (or ran
     // out of time, leaving the module unexposed).
     assert!(soon(|| importing.exists()));
     app.ping().unwrap();
+    // Meanwhile it is not owned yet, but it is on its way: a reload says so, and `sc:`
+    // saves it.
+    let early = app.reload("hangs").unwrap_err().to_string();
+    assert!(early.contains("hangs is still being described"), "{early}");
+    a.send("sc:saved.toml");
+    a.wait_for("saved the running configuration");
+    let saved = std::fs::read_to_string(dir.join("saved.toml")).unwrap();
+    assert!(saved.contains("expose = [\"hangs\"]"), "{saved}");
     std::fs::write(&go, "").unwrap();
     a.wait_for("registered hangs");
     assert_eq!(app.call("hangs", "f", ()).unwrap(), json!(1));
@@ -842,9 +850,18 @@ fn a_stub_describing_an_installed_module_whose_import_hangs_still_serves() {
         let reloader = client(&a);
         move || reloader.reload("hangs")
     });
+    // An app that asks, then sends nothing more (half-closes), is still answered before its
+    // connection is closed.
+    let mut half_closed = raw_app(&a);
+    let ask = r#"{"cmd":"reload","data":{"id":7,"module":"hangs"}}"#;
+    writeln!(half_closed, "{ask}").unwrap();
+    half_closed.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(soon(|| importing.exists()));
     app.ping().unwrap();
     std::fs::write(&go, "").unwrap();
     assert_eq!(reload.join().unwrap().unwrap().len(), 32, "the md5");
+    let mut answer = String::new();
+    half_closed.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains(r#""id":7,"result":{"Ok":""#), "{answer}");
     assert_eq!(app.call("hangs", "f", ()).unwrap(), json!(1));
 }
