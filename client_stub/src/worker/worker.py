@@ -54,10 +54,11 @@ def watch_stub(lifeline):
 
     The stub alone holds the write end of the pipe `lifeline` reads: it reads end of file once
     the stub has ended, however it ended (SIGKILL too). The watcher, not the worker, waits for
-    it: it runs no module code, so nothing the module does (a signal caught or blocked, C code
-    that never returns) keeps it from killing the group, the worker, what the module started
-    and itself. Forked twice, so that it is no child of the worker: a module waiting for its
-    own children, or ending them, never meets it.
+    it: it runs no module code and ignores every signal it can, so nothing the module does (a
+    signal caught or blocked, C code that never returns, a SIGTERM to its whole group) keeps it
+    from killing the group, the worker, what the module started and itself. Forked twice, so
+    that it is no child of the worker: a module waiting for its own children, or ending them,
+    never meets it.
 
     Raises OSError if `lifeline` is no pipe, or this process leads no group of its own (run
     by hand, the group could be a shell's job), checked before anything is forked; or if the
@@ -75,6 +76,14 @@ def watch_stub(lifeline):
             raise OSError("the watcher did not start")
         return
     try:  # in the child, which must never return into `main`
+        # Ignores every signal it can (a module may signal its whole group), set before the
+        # second fork so that the watcher is deaf from its start: the module runs only once
+        # this child has exited.
+        for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except (OSError, ValueError):  # one the platform does not let a process ignore
+                pass
         if os.fork():
             os._exit(0)
         # The stub's pipes end with the worker, not with the watcher.
