@@ -276,6 +276,47 @@ fn a_killed_stub_takes_its_workers_with_it_and_what_they_started() {
 }
 
 #[test]
+fn a_killed_stub_takes_its_workers_with_it_after_a_module_sigterms_its_own_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let m = dir.join("deaf.py");
+    // The common way to end all one started: SIGTERM to one's own group. The module and what
+    // it started shrug it off; the watcher, in the same group, used to die of it, and the
+    // worker no longer ended with its stub.
+    let source = "import os, signal, subprocess, time\n\n\
+                  def shrug():\n    \
+                  signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    \
+                  child = subprocess.Popen(['sh', '-c', \"trap '' TERM; exec sleep 300\"])\n    \
+                  os.killpg(os.getpgrp(), signal.SIGTERM)\n    \
+                  open('shrugged', 'w').write(f'{os.getpid()} {child.pid}\\n')\n    \
+                  time.sleep(300)\n";
+    std::fs::write(&m, source).unwrap();
+    let mut a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    a.wait_for("registered deaf");
+    let app = client(&a);
+    // A call still running, in a worker that would not notice its stdin closing.
+    let _call = std::thread::spawn(move || app.call("deaf", "shrug", ()));
+    let written = || std::fs::read_to_string(dir.join("shrugged")).unwrap_or_default();
+    assert!(soon(|| written().ends_with('\n')), "shrug never ran");
+    let pids: Vec<u64> = written()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(
+        pids.iter().all(|&pid| running(pid)),
+        "{pids:?} ended at SIGTERM"
+    );
+    a.kill(); // SIGKILL: the stub cleans nothing up itself
+    for pid in pids {
+        assert!(
+            ends(pid),
+            "process {pid} (a worker, or what it started) outlived its stub"
+        );
+    }
+}
+
+#[test]
 fn a_stub_killed_while_it_describes_a_module_leaves_nothing_of_the_description_running() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

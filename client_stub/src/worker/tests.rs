@@ -899,3 +899,57 @@ fn a_worker_that_stays_in_a_call_past_its_timeout_is_killed_and_the_calls_behind
         );
     });
 }
+
+/// `worker.py` run by hand with `args` (a lifeline, then its own), in a process group of its
+/// own, led by `sh` when `leads` is false: nothing it kills can be the test's.
+fn run_by_hand(args: &[&str], leads: bool) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("z.py"), "def f():\n    return 1\n").expect("write module");
+    let mut command = if leads {
+        Command::new("python3")
+    } else {
+        // Not `exec`: sh stays the leader, and says whether it outlived python.
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "\"$@\"; echo \"sh survived $?\"", "sh", "python3"]);
+        sh
+    };
+    command.args(["-u", "-c", SCRIPT]).args(args);
+    // stdin: a pipe, a lifeline that passes for one (its other end closes at once).
+    let output = command
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .process_group(0);
+    output.output().expect("python3 runs")
+}
+
+#[test]
+fn a_worker_that_cannot_watch_for_its_stubs_end_says_why_and_does_not_start() {
+    let ready_error = |out: &std::process::Output| {
+        let line = String::from_utf8_lossy(&out.stdout);
+        let ready: Value = serde_json::from_str(line.lines().next().unwrap_or("")).expect(&line);
+        assert_eq!(ready["ready"], json!(false), "{line}");
+        ready["error"]["message"].as_str().unwrap_or("").to_owned()
+    };
+    // A lifeline that is not open: an error, not a SIGKILL from a watcher that failed.
+    let out = run_by_hand(&["999", "z.py"], true);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let message = ready_error(&out);
+    let said = "cannot watch for the stub's end on fd 999: [Errno 9] Bad file descriptor";
+    assert_eq!(message, said);
+    // Describing a module: the stub reports the last line of stderr.
+    let out = run_by_hand(&["999", "--describe", "json"], true);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().last(), Some(said), "{stderr}");
+    // Not the leader of its group, which would be the shell's job run by hand: not killed.
+    let out = run_by_hand(&["0", "z.py"], false);
+    let message = ready_error(&out);
+    assert!(
+        message.contains("does not lead its process group"),
+        "{message}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.ends_with("sh survived 1\n"), "{stdout}");
+}

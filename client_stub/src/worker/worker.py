@@ -2,9 +2,10 @@
 
 Run as `python3 -u -c <this script> LIFELINE <module_path>`, or `... LIFELINE import:NAME` for an
 installed module exposed by name, or `... LIFELINE --describe NAME` to print an installed module's
-descriptor, in a process group of its own; LIFELINE is a file descriptor that reads end of file
-once the stub has ended (see `watch_stub`). The protocol uses the process's original
-stdin and stdout, one JSON object per line:
+descriptor, leading a process group of its own; LIFELINE is the read end of a pipe that reads
+end of file once the stub has ended (see `watch_stub`); if either is wrong, the worker says why
+and goes no further. The protocol uses the process's original stdin and stdout, one JSON object
+per line:
   worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1)
   stub -> worker:         [N, "f", [args...], D]  or  [N, "f", [args...], D, {kwargs...}]
   worker -> stub:         {"id": N, "ok": VALUE}  or  {"id": N, "error": {...}}
@@ -22,6 +23,7 @@ import json.scanner
 import math
 import os
 import signal
+import stat
 import sys
 import traceback
 from time import monotonic
@@ -52,27 +54,50 @@ def watch_stub(lifeline):
 
     The stub alone holds the write end of the pipe `lifeline` reads: it reads end of file once
     the stub has ended, however it ended (SIGKILL too). The watcher, not the worker, waits for
-    it: it runs no module code, so nothing the module does (a signal caught or blocked, C code
-    that never returns) keeps it from killing the group, the worker, what the module started
-    and itself. Forked twice, so that it is no child of the worker: a module waiting for its
-    own children, or ending them, never meets it.
+    it: it runs no module code and ignores every signal it can, so nothing the module does (a
+    signal caught or blocked, C code that never returns, a SIGTERM to its whole group) keeps it
+    from killing the group, the worker, what the module started and itself. Forked twice, so
+    that it is no child of the worker: a module waiting for its own children, or ending them,
+    never meets it.
+
+    Raises OSError if `lifeline` is no pipe, or this process leads no group of its own (run
+    by hand, the group could be a shell's job), checked before anything is forked; or if the
+    watcher could not start. The worker would not end with the stub: it must not run.
     """
+    if not stat.S_ISFIFO(os.fstat(lifeline).st_mode):
+        raise OSError("it is not a pipe")
+    group = os.getpgrp()
+    if group != os.getpid():
+        raise OSError(f"process {os.getpid()} does not lead its process group ({group})")
     child = os.fork()
     if child:
         os.close(lifeline)
-        os.waitpid(child, 0)
+        if os.waitpid(child, 0)[1]:
+            raise OSError("the watcher did not start")
         return
     try:  # in the child, which must never return into `main`
+        # Ignores every signal it can (a module may signal its whole group), set before the
+        # second fork so that the watcher is deaf from its start: the module runs only once
+        # this child has exited.
+        for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except (OSError, ValueError):  # one the platform does not let a process ignore
+                pass
         if os.fork():
             os._exit(0)
         # The stub's pipes end with the worker, not with the watcher.
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        os.read(lifeline, 1)
+        # Nothing is ever written: only end of file ends the wait (os.read retries by itself
+        # when interrupted, PEP 475).
+        while os.read(lifeline, 1):
+            pass
+        os.killpg(group, signal.SIGKILL)
     finally:
-        os.killpg(0, signal.SIGKILL)
-        os._exit(1)  # not reached: the signal is taken before killpg returns
+        # Only on an unexpected error: the worker goes on, unwatched, until the stub ends it.
+        os._exit(1)
 
 
 def import_module(path):
@@ -252,7 +277,12 @@ def main():
     # Only the stub decides this process's end: SIGINT is ignored. (Ctrl-C at the stub's terminal
     # does not reach it anyway: it leads a process group of its own.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch_stub(int(sys.argv.pop(1)))
+    lifeline = sys.argv.pop(1)
+    try:
+        watch_stub(int(lifeline))
+        unwatched = None
+    except (OSError, ValueError) as exc:  # reported below, where the stub reads it
+        unwatched = OSError(f"cannot watch for the stub's end on fd {lifeline}: {exc}")
     running = [0, ""]  # the deadline and name of the call running; 0 while none runs
 
     def overdue(_signum, _frame):
@@ -276,6 +306,8 @@ def main():
             data = data[write(proto_out, data):]
 
     if sys.argv[1] == "--describe":
+        if unwatched is not None:
+            sys.exit(str(unwatched))  # to stderr, whose last line the stub reports
         # What the import prints went to stderr: the description is all stdout carries.
         send((json.dumps(describe(sys.argv[2])) + "\n").encode())
         return
@@ -284,6 +316,8 @@ def main():
         return (encode({"id": request_id, "error": error_of(exc)}) + "\n").encode()
 
     try:
+        if unwatched is not None:
+            raise unwatched
         module = import_module(sys.argv[1])
     except BaseException as exc:  # a SystemExit at import fails it too
         send((encode({"ready": False, "error": error_of(exc)}) + "\n").encode())
