@@ -39,8 +39,9 @@ impl Group {
 }
 
 impl Drop for Group {
-    /// Kills what is left of the group: dropped once the worker was waited for (`Conn::end`),
-    /// or with a `Conn` never ended, whose worker is being killed. A group with a member left
+    /// Kills what is left of the group: dropped once the worker (or the describing
+    /// interpreter, `owned::run_describe`) was waited for (`Conn::end`), or with a `Conn` never
+    /// ended, whose worker is being killed. A group with a member left
     /// keeps its id; an empty one frees it, but pids are handed out in turn, so the id comes
     /// back only after every other one has: it names no one else here.
     fn drop(&mut self) {
