@@ -267,12 +267,7 @@ fn a_killed_stub_takes_its_workers_with_it_and_what_they_started() {
     let _call = std::thread::spawn(move || app.call("spin", "spin", ()));
     assert!(soon(|| dir.join("spinning").exists()), "spin never ran");
     a.kill(); // SIGKILL: the stub cleans nothing up itself
-    for pid in pids {
-        assert!(
-            ends(pid),
-            "process {pid} (a worker, or what it started) outlived its stub"
-        );
-    }
+    all_end_with_their_stub(pids);
 }
 
 #[test]
@@ -297,23 +292,15 @@ fn a_killed_stub_takes_its_workers_with_it_after_a_module_sigterms_its_own_group
     let app = client(&a);
     // A call still running, in a worker that would not notice its stdin closing.
     let _call = std::thread::spawn(move || app.call("deaf", "shrug", ()));
-    let written = || std::fs::read_to_string(dir.join("shrugged")).unwrap_or_default();
-    assert!(soon(|| written().ends_with('\n')), "shrug never ran");
-    let pids: Vec<u64> = written()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let shrugged = dir.join("shrugged");
+    assert!(soon(|| pids_in(&shrugged).is_some()), "shrug never ran");
+    let pids = pids_in(&shrugged).unwrap();
     assert!(
         pids.iter().all(|&pid| running(pid)),
         "{pids:?} ended at SIGTERM"
     );
     a.kill(); // SIGKILL: the stub cleans nothing up itself
-    for pid in pids {
-        assert!(
-            ends(pid),
-            "process {pid} (a worker, or what it started) outlived its stub"
-        );
-    }
+    all_end_with_their_stub(pids);
 }
 
 #[test]
@@ -328,13 +315,28 @@ fn a_stub_killed_while_it_describes_a_module_leaves_nothing_of_the_description_r
                   time.sleep(300)\n";
     std::fs::write(dir.join("hangs.py"), source).unwrap();
     let mut a = stub(dir, port, "a", &["--expose", "hangs"]);
-    let written = || std::fs::read_to_string(dir.join("describing")).unwrap_or_default();
-    assert!(soon(|| written().ends_with('\n')), "the import never ran");
+    let describing = dir.join("describing");
+    assert!(
+        soon(|| pids_in(&describing).is_some()),
+        "the import never ran"
+    );
     a.kill();
-    for pid in written().split_whitespace().map(|p| p.parse().unwrap()) {
+    all_end_with_their_stub(pids_in(&describing).unwrap());
+}
+
+/// The pids a module wrote on one line to `path`, once the line is whole.
+fn pids_in(path: &Path) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pids = text.split_whitespace().map(|p| p.parse().unwrap());
+    text.ends_with('\n').then(|| pids.collect())
+}
+
+/// Asserts that each of `pids`, a killed stub's worker or what one started, ends.
+fn all_end_with_their_stub(pids: Vec<u64>) {
+    for pid in pids {
         assert!(
             ends(pid),
-            "process {pid}, describing for a killed stub, still runs"
+            "process {pid} (a worker, or what it started) outlived its stub"
         );
     }
 }
