@@ -220,3 +220,18 @@ fn gen_cert_keeps_existing_files_unless_forced() {
     assert!(!p.wait_exit().success());
     p.wait_for("error: cannot make the directory afile/tls: ");
 }
+
+#[test]
+fn gen_cert_refuses_a_name_no_stub_could_ask_for_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for (name, said) in [("", "''"), ("a host", "'a host'")] {
+        let args = ["gen-cert", "--dir", "tls", "localhost", name];
+        let mut p = Proc::start("gen-cert", &exe("server_stub"), &args, dir);
+        assert!(!p.wait_exit().success());
+        p.wait_for(&format!(
+            "error: {said} is neither a host name nor an IP address"
+        ));
+        assert!(!dir.join("tls").exists());
+    }
+}

@@ -236,6 +236,17 @@ pub fn generate(
             existing.join(" and ")
         )));
     }
+    // A name a stub could not ask for (empty, a space in it) would make a certificate that no
+    // stub can use: refused here, as a stub's `--tls-name` would refuse it.
+    if let Some((name, e)) = names
+        .iter()
+        .find_map(|n| ServerName::try_from(n.as_str()).err().map(|e| (n, e)))
+    {
+        return Err(Error::Config(format!(
+            "'{}' is neither a host name nor an IP address: {e}",
+            name.escape_debug()
+        )));
+    }
     let made = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| Error::Config(format!("cannot make a certificate: {e}")))?;
     let named = |path: &Path, e: &dyn std::fmt::Display| {
