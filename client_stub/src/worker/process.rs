@@ -135,11 +135,7 @@ impl Conn {
         if ready.get("ready") == Some(&Value::Bool(true)) {
             return Ok(());
         }
-        let context = format!("module '{module}' failed to import: ");
-        match ready
-            .get("error")
-            .and_then(|e| exception(ErrorKind::WorkerFailed, e, &context))
-        {
+        match not_ready(&ready, module) {
             Some(error) => Err(Stopped::ImportFailed(error)),
             None => Err(Stopped::NotReady(Broken::Invalid(excerpt(&self.line)))),
         }
@@ -226,4 +222,13 @@ async fn forward(module: String, stderr: ChildStderr) {
         say!("[{module}] {}", printable(text.trim_end()));
         line.clear();
     }
+}
+
+/// The error a worker's `{"ready": false, ...}` line reports; `None` if it reports none.
+pub(super) fn not_ready(ready: &Value, module: &str) -> Option<RemoteError> {
+    let context = match ready.get("unwatched") == Some(&Value::Bool(true)) {
+        true => format!("worker for module '{module}' did not start: "),
+        false => format!("module '{module}' failed to import: "),
+    };
+    exception(ErrorKind::WorkerFailed, ready.get("error")?, &context)
 }

@@ -938,6 +938,14 @@ fn a_worker_that_cannot_watch_for_its_stubs_end_says_why_and_does_not_start() {
     let message = ready_error(&out);
     let said = "cannot watch for the stub's end on fd 999: [Errno 9] Bad file descriptor";
     assert_eq!(message, said);
+    // No import was tried, and the stub does not say one failed.
+    let ready: Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap())
+        .expect("a ready line");
+    let error = super::process::not_ready(&ready, "z").expect("an error");
+    assert_eq!(
+        error.message,
+        format!("worker for module 'z' did not start: {said}")
+    );
     // Describing a module: the stub reports the last line of stderr.
     let out = run_by_hand(&["999", "--describe", "json"], true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

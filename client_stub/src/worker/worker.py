@@ -6,7 +6,8 @@ descriptor, leading a process group of its own; LIFELINE is the read end of a pi
 end of file once the stub has ended (see `watch_stub`); if either is wrong, the worker says why
 and goes no further. The protocol uses the process's original stdin and stdout, one JSON object
 per line:
-  worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1)
+  worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1),
+                          with "unwatched": true if it could not watch for the stub's end
   stub -> worker:         [N, "f", [args...], D]  or  [N, "f", [args...], D, {kwargs...}]
   worker -> stub:         {"id": N, "ok": VALUE}  or  {"id": N, "error": {...}}
 where an error is {"type": "ZeroDivisionError", "message": "...", "traceback": "..."}, and D is
@@ -315,9 +316,10 @@ def main():
     def failure(request_id, exc):
         return (encode({"id": request_id, "error": error_of(exc)}) + "\n").encode()
 
+    if unwatched is not None:  # no import is tried: the stub must not say one failed
+        send((encode({"ready": False, "error": error_of(unwatched), "unwatched": True}) + "\n").encode())
+        sys.exit(1)
     try:
-        if unwatched is not None:
-            raise unwatched
         module = import_module(sys.argv[1])
     except BaseException as exc:  # a SystemExit at import fails it too
         send((encode({"ready": False, "error": error_of(exc)}) + "\n").encode())
