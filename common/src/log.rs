@@ -78,10 +78,31 @@ pub fn printable_lines(text: &str) -> Cow<'_, str> {
     Cow::Owned(lines.join("\n    "))
 }
 
+/// JSON text from a peer (a call's result) made safe to print whole: JSON escapes control
+/// characters already, and the bidirectional overrides and isolates are escaped here as JSON
+/// does (`\u202e`), so the text is still the same JSON value.
+pub fn printable_json(json: &str) -> Cow<'_, str> {
+    if !json.contains(bidi) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match bidi(c) {
+            true => out.push_str(&format!("\\u{:04x}", c as u32)),
+            false => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The bidirectional overrides and isolates, which can make a line read as another.
+fn bidi(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Escapes the control characters of `text` except tab, and except newline if `keep_newlines`;
-/// and the bidirectional overrides and isolates, which can make a line read as another.
+/// and the bidirectional overrides and isolates.
 fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
-    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     let unsafe_char =
         |c: char| (c.is_control() && c != '\t' && !(keep_newlines && c == '\n')) || bidi(c);
     let Some(at) = text.find(unsafe_char) else {
@@ -118,6 +139,17 @@ pub fn line(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_prints_as_the_same_json_with_bidi_overrides_escaped() {
+        let value = serde_json::json!({"k\u{202e}": ["abc\u{202e}def\u{2066}", "\u{1b}"]});
+        let json = value.to_string();
+        let shown = printable_json(&json);
+        assert_eq!(shown, r#"{"k\u202e":["abc\u202edef\u2066","\u001b"]}"#);
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, value);
+        assert!(matches!(printable_json("[1,\"é\"]"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn peer_text_is_escaped_and_clean_text_borrowed() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use common::app::{CallError, Client};
-use common::log::{printable, printable_lines};
+use common::log::{printable, printable_json, printable_lines};
 use serde_json::{Map, Value};
 
 /// Calls shared modules through the local client stub.
@@ -154,7 +154,7 @@ fn call(client: &Client, target: &str, raw: &[String]) -> Result<(), CallError> 
     let (module, function) = module_function(target).map_err(CallError::BadArguments)?;
     let (args, kwargs) = parse_args(raw).map_err(CallError::BadArguments)?;
     let value = client.call_with(module, function, args, kwargs, None)?;
-    out(value);
+    out(printable_json(&value.to_string()));
     Ok(())
 }
 

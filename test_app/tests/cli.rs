@@ -167,6 +167,22 @@ fn call_takes_negative_numbers_and_refuses_numbers_it_would_change() {
 }
 
 #[test]
+fn call_prints_a_result_that_would_reorder_the_line_as_the_same_json_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_network, app_port) = network(dir);
+    let args = [
+        "-q",
+        &app_port,
+        "call",
+        "z.add_prams",
+        r#""a\u202e""#,
+        r#""b""#,
+    ];
+    assert_eq!(run(dir, &args), (Some(0), r#""a\u202eb""#.into()));
+}
+
+#[test]
 fn call_refuses_a_malformed_argument_or_target_saying_what_is_wrong() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
