@@ -10,9 +10,11 @@
 //!
 //! Which functions are exported: a top-level `def` whose nearest non-blank line above it (above
 //! its decorators) is the comment line `#%function%`; if the file has no such marker line at
-//! all, every top-level function whose name does not start with `_`. When a name is defined
-//! more than once, the last definition gives the header and the position, and the name is
-//! exported if any of its definitions is.
+//! all, every top-level function whose name does not start with `_`. A `def` in the block of a
+//! top-level `if`, `try` or `with` counts as top-level, but not one under
+//! `if __name__ == "__main__":` or `if TYPE_CHECKING:`. When a name is defined more than once,
+//! the last definition gives the header and the position, and the name is exported if any of
+//! its definitions is.
 //!
 //! Defaults and annotations are kept as the source text of their expressions (trimmed, line
 //! endings normalised to `\n`), so the descriptor is the same for LF and CRLF files.
@@ -87,9 +89,10 @@ fn parse_on_this_thread(module: &str, source: &str) -> Result<ModuleDescriptor, 
     let markers = src.marker_lines(&lexed.strings);
 
     // Every top-level def, with whether it is exported by itself.
-    let defs: Vec<(FnDef, bool)> = suite
-        .iter()
-        .filter_map(FnDef::of)
+    let mut top_level = Vec::new();
+    module_level_defs(&suite, &mut top_level);
+    let defs: Vec<(FnDef, bool)> = top_level
+        .into_iter()
         .map(|def| {
             let exported = if markers.is_empty() {
                 !def.name.starts_with('_')
@@ -185,6 +188,74 @@ impl<'a> FnDef<'a> {
             _ => None,
         }
     }
+}
+
+/// The defs of `suite` that bind a name of the module when it is imported, in source order:
+/// those at its top level and in the blocks of its top-level `if`, `try` and `with` statements
+/// (`try: from fast import f` / `except ImportError: def f(...)`), but not under
+/// `if __name__ == "__main__":` or `if TYPE_CHECKING:`, which do not run on import. Which branch
+/// runs is not known here: as for any name defined twice, the last definition gives the header.
+fn module_level_defs<'a>(suite: &'a [Stmt], defs: &mut Vec<FnDef<'a>>) {
+    for stmt in suite {
+        if let Some(def) = FnDef::of(stmt) {
+            defs.push(def);
+            continue;
+        }
+        let blocks: Vec<&[Stmt]> = match stmt {
+            Stmt::If(s) if runs_not_on_import(&s.test) => vec![&s.orelse],
+            Stmt::If(s) => vec![&s.body, &s.orelse],
+            Stmt::With(s) => vec![&s.body],
+            Stmt::AsyncWith(s) => vec![&s.body],
+            Stmt::Try(ast::StmtTry {
+                body,
+                handlers,
+                orelse,
+                finalbody,
+                ..
+            })
+            | Stmt::TryStar(ast::StmtTryStar {
+                body,
+                handlers,
+                orelse,
+                finalbody,
+                ..
+            }) => {
+                let handled = handlers.iter().map(|h| match h {
+                    ast::ExceptHandler::ExceptHandler(h) => &h.body[..],
+                });
+                [&body[..]]
+                    .into_iter()
+                    .chain(handled)
+                    .chain([&orelse[..], &finalbody[..]])
+                    .collect()
+            }
+            _ => continue,
+        };
+        for block in blocks {
+            module_level_defs(block, defs);
+        }
+    }
+}
+
+/// Whether `test` is `__name__ == "__main__"` (either way round) or `TYPE_CHECKING` (also
+/// `typing.TYPE_CHECKING`): false when a module is imported.
+fn runs_not_on_import(test: &Expr) -> bool {
+    let compare = match test {
+        Expr::Name(n) => return n.id.as_str() == "TYPE_CHECKING",
+        Expr::Attribute(a) => return a.attr.as_str() == "TYPE_CHECKING",
+        Expr::Compare(compare) => compare,
+        _ => return false,
+    };
+    let is = |e: &Expr, name: bool| match e {
+        Expr::Name(n) => name && n.id.as_str() == "__name__",
+        Expr::Constant(c) => !name && matches!(&c.value, Constant::Str(s) if s == "__main__"),
+        _ => false,
+    };
+    let [ast::CmpOp::Eq] = compare.ops[..] else {
+        return false;
+    };
+    let (left, right) = (&*compare.left, &compare.comparators[0]);
+    (is(left, true) && is(right, false)) || (is(left, false) && is(right, true))
 }
 
 /// Where a def's header begins: its first decorator's `@`, else the statement itself.

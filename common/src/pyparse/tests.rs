@@ -130,7 +130,84 @@ fn async_and_decorated() {
 fn without_markers_public_top_level_functions_are_exported() {
     let src = "def a(): pass\ndef _b(): pass\nclass C:\n    def m(self): pass\n\
                    def d():\n    def inner(): pass\nif True:\n    def e(): pass\nasync def g(): pass\n";
-    assert_eq!(names(src), ["a", "d", "g"]);
+    assert_eq!(names(src), ["a", "d", "e", "g"]);
+}
+
+#[test]
+fn functions_in_top_level_if_try_and_with_blocks_are_exported() {
+    // What runs on import defines module functions, whichever branch it is.
+    let src = [
+        "import sys",
+        "if sys.platform == 'win32':",
+        "    def a(x): pass",
+        "elif False:",
+        "    pass",
+        "else:",
+        "    def a(x, y): pass",
+        "try:",
+        "    from fast import b",
+        "except ImportError:",
+        "    def b(n: int) -> int: pass",
+        "else:",
+        "    def c(): pass",
+        "finally:",
+        "    def d(): pass",
+        "with open(__file__):",
+        "    if True:",
+        "        async def e(): pass",
+        "try:",
+        "    pass",
+        "except* OSError:",
+        "    def f(): pass",
+        "for i in range(1):",
+        "    def loop(): pass",
+        "class K:",
+        "    def method(self): pass",
+    ]
+    .join("\n");
+    let d = parse(&src);
+    let got: Vec<&str> = d.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(got, ["a", "b", "c", "d", "e", "f"]);
+    assert_eq!(
+        d.functions[0].params.len(),
+        2,
+        "the last definition gives the header"
+    );
+    assert_eq!(d.functions[1].returns.as_deref(), Some("int"));
+    assert!(d.functions[4].is_async);
+    // A marker, indented with its def, exports it alone.
+    let src = "def a(): pass\nif True:\n    #%function%\n    def b(): pass\n";
+    assert_eq!(names(src), ["b"]);
+}
+
+#[test]
+fn functions_under_the_main_or_type_checking_check_are_not_exported_but_its_else_branch_is() {
+    // Neither runs on import.
+    let checks = [
+        "__name__ == '__main__'",
+        "\"__main__\" == __name__",
+        "TYPE_CHECKING",
+        "typing.TYPE_CHECKING",
+    ];
+    for check in checks {
+        let src = format!(
+            "def a(): pass
+if {check}:
+    def main(): pass
+    main()
+else:
+    def b(): pass
+"
+        );
+        assert_eq!(names(&src), ["a", "b"], "{check}");
+    }
+    // Any other check is code that runs on import.
+    let src = "if __name__ != '__main__':
+    def a(): pass
+if __name__ == 'm':
+    def b(): pass
+";
+    assert_eq!(names(src), ["a", "b"]);
 }
 
 #[test]

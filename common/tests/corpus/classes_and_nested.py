@@ -1,6 +1,6 @@
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not run on import: not exported
     def typed_only(x: int) -> int: ...
 
 
@@ -35,7 +35,7 @@ def outer(a, b=2):
     return inner(b)
 
 
-try:
+try:  # run on import: exported
     def maybe():
         pass
 except ImportError:
