@@ -4,11 +4,12 @@
 //!
 //! Layout: `upstream.rs` (join and keep the server link), `stub.rs` (all state, changed by
 //! events), `sync.rs` (modules on the network, synced with the server's offers), `calls.rs`
-//! (app calls, answers, timeouts, stats), `owned.rs` (registering, reloading and watching
-//! modules), `runner.rs` + `worker/` (what runs owned modules: supervised Python workers or a
-//! providing app), `local.rs` (app connections), `repl.rs` + `commands.rs` (shell commands:
-//! parsed, carried out).
+//! (app calls, answers, timeouts, stats), `app_port.rs` (the loopback port apps use),
+//! `owned.rs` (registering, reloading and watching modules), `runner.rs` + `worker/` (what runs
+//! owned modules: supervised Python workers or a providing app), `local.rs` (app connections),
+//! `repl.rs` + `commands.rs` (shell commands: parsed, carried out).
 
+mod app_port;
 pub mod calls;
 mod commands;
 pub mod local;
@@ -32,7 +33,6 @@ use common::store::Store;
 use common::tls::Connector;
 use common::{Error, Result};
 use smol::future::FutureExt;
-use smol::net::TcpListener;
 
 use stub::{Event, Shared, Stub};
 pub use upstream::NamePolicy;
@@ -145,26 +145,6 @@ impl Config {
     }
 }
 
-/// How long a stub waits for the app port a stub it replaced still holds.
-const REPLACED_LETS_GO: Duration = Duration::from_secs(5);
-
-/// The app listener on `port`, taken once whoever holds it lets go (a stub this one replaced,
-/// as it stops), within [`REPLACED_LETS_GO`].
-async fn listen_once_free(port: u16) -> std::io::Result<TcpListener> {
-    let start = std::time::Instant::now();
-    loop {
-        match TcpListener::bind(("127.0.0.1", port)).await {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                if start.elapsed() >= REPLACED_LETS_GO {
-                    return Err(e);
-                }
-                smol::Timer::after(Duration::from_millis(50)).await;
-            }
-            bound => return bound,
-        }
-    }
-}
-
 /// Joins the network and serves until quit, a server shutdown, or `shutdown` completes (the
 /// binary completes it on Ctrl-C or a terminate signal, which the reason names).
 ///
@@ -194,10 +174,15 @@ pub async fn run(
             None => None,
         },
     };
-    // Bound before joining when the port is free: joining replaces a stub running on this
-    // receiving directory, which must not be for nothing. Taken, it may be that stub's, which
-    // lets go of it once replaced.
-    let early = TcpListener::bind(("127.0.0.1", config.app_port)).await;
+    let cannot_listen = |e: std::io::Error| {
+        Error::Config(format!(
+            "cannot listen for apps on 127.0.0.1:{}: {e}",
+            config.app_port
+        ))
+    };
+    let early = app_port::bind_before_joining(&config.receiving_dir, config.app_port)
+        .await
+        .map_err(cannot_listen)?;
     let link = upstream::join(&params, &config.name, config.name_policy).await?;
     if link.name != config.name {
         say!(
@@ -210,18 +195,13 @@ pub async fn run(
     say!("joined {} as {}", params.server, config.name);
 
     let apps = match early {
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            listen_once_free(config.app_port).await
-        }
-        early => early,
-    }
-    .map_err(|e| {
-        Error::Config(format!(
-            "cannot listen for apps on 127.0.0.1:{}: {e}",
-            config.app_port
-        ))
-    })?;
+        Some(apps) => apps,
+        None => app_port::take_once_free(config.app_port)
+            .await
+            .map_err(cannot_listen)?,
+    };
     let bound = apps.local_addr()?;
+    app_port::note_held(&config.receiving_dir, bound.port());
     say!("apps on {bound}");
     // The port taken, not 0 ("any"): what `sc:` saves is what apps need to find this stub.
     config.app_port = bound.port();

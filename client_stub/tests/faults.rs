@@ -227,6 +227,33 @@ fn a_stub_replacing_one_on_its_app_port_takes_the_port_once_the_other_lets_go() 
     assert_eq!(again.count("error"), 0, "{:?}", again.output());
 }
 
+#[test]
+fn a_stub_whose_app_port_another_program_holds_does_not_replace_the_one_running() {
+    // The same receiving directory, started again with an app port something else holds.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_port = held.local_addr().unwrap().port().to_string();
+    let mut args = stub_args(&port.to_string(), "a", "a");
+    args[7] = held_port.clone(); // -q
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut again = Proc::start("again", &exe("client_stub"), &args, dir);
+    assert!(!again.wait_exit().success());
+    again.wait_for(&format!(
+        "cannot listen for apps on 127.0.0.1:{held_port}: Address already in use (os error 98), \
+         by a program other than a stub on this receiving directory"
+    ));
+    assert_eq!(again.count("joined"), 0, "{:?}", again.output());
+    // The first goes on, joined and serving.
+    assert_eq!(server.count("rejoined: a"), 0);
+    assert_eq!(a.count("replaced"), 0);
+    client(&a)
+        .modules("")
+        .expect("the first stub still serves its apps");
+}
+
 /// The fields of `/proc/PID/stat` after the command name (state, parent, ...), if the
 /// process is there. `pid (comm) state ppid ...`: comm may hold spaces, so split after its ')'.
 fn stat_fields(pid: &str) -> Option<Vec<String>> {
