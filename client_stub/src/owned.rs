@@ -167,10 +167,15 @@ enum Described {
     TooSlow,
 }
 
+/// How long the output of a describing interpreter that has exited is read for, held open by
+/// a process its import moved out of its group.
+const OUTPUT_AFTER_EXIT: Duration = Duration::from_secs(1);
+
 /// Runs `python` to describe the installed module `name`, for at most [`DESCRIBE_LIMIT`]. It
 /// leads a process group of its own, killed once it has exited (or with the stub): a process
 /// its import started can neither hold its output open (and the description waiting) nor
-/// outlive it.
+/// outlive it. One its import moved out of the group (`setsid`) may hold the output open: its
+/// end is not waited for past [`OUTPUT_AFTER_EXIT`].
 async fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
     let mut command = python_command(python).map_err(Described::NotStarted)?;
     command.args(["--describe", name]);
@@ -183,21 +188,33 @@ async fn run_describe(python: &str, name: &str) -> Result<Output, Described> {
         .map_err(Described::NotStarted)?;
     // Killed when dropped, also by a stub that stops meanwhile (`worker::end_all`).
     let group = Group::led_by(child.id());
-    async fn all_of(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
-        let mut bytes = Vec::new();
+    async fn all_of(pipe: Option<impl AsyncRead + Unpin>, bytes: &mut Vec<u8>) {
         if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes).await;
+            let _ = pipe.read_to_end(bytes).await;
         }
-        bytes
     }
-    let (out, err) = (all_of(child.stdout.take()), all_of(child.stderr.take()));
+    let (out, err) = (child.stdout.take(), child.stderr.take());
     let exited = async move {
         let status = child.status().await;
         drop(group);
         status
     };
     let described = async {
-        let (status, (stdout, stderr)) = zip(exited, zip(out, err)).await;
+        let mut exited = std::pin::pin!(exited);
+        let (mut status, mut stdout, mut stderr) = (None, Vec::new(), Vec::new());
+        let reads = async {
+            zip(all_of(out, &mut stdout), all_of(err, &mut stderr)).await;
+        };
+        // What Python wrote is in the pipes by its exit: read by OUTPUT_AFTER_EXIT after it.
+        let exit = async {
+            status = Some(exited.as_mut().await);
+            Timer::after(OUTPUT_AFTER_EXIT).await;
+        };
+        reads.or(exit).await;
+        let status = match status {
+            Some(status) => status,
+            None => exited.await,
+        };
         Ok(Output {
             status: status.map_err(Described::Lost)?,
             stdout,

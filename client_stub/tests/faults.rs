@@ -883,6 +883,30 @@ fn an_exposed_module_whose_import_starts_a_process_is_described_without_waiting_
 }
 
 #[test]
+fn an_exposed_module_whose_import_sets_a_process_apart_holding_its_output_is_described() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    // The process leaves the describing interpreter's group (so it is not killed with it) and
+    // keeps its stderr open.
+    let source = "import subprocess\n\
+                  child = subprocess.Popen(['sleep', '120'], start_new_session=True)\n\
+                  open('children', 'a').write(f'{child.pid}\\n')\n\n\
+                  def f():\n    return 1\n";
+    std::fs::write(dir.join("sets_apart.py"), source).unwrap();
+    let a = stub(dir, port, "a", &["--expose", "sets_apart"]);
+    // It used to fail after 10 s, "importing it took over 10 s", though the import had ended.
+    a.wait_for("registered sets_apart");
+    assert_eq!(client(&a).call("sets_apart", "f", ()).unwrap(), json!(1));
+    assert_eq!(a.count("error"), 0, "{:?}", a.output());
+    // Set apart, they outlive the stub (as the README says): ended here.
+    let children = std::fs::read_to_string(dir.join("children")).unwrap();
+    for pid in children.lines() {
+        let _ = std::process::Command::new("kill").arg(pid).status();
+    }
+}
+
+#[test]
 fn a_stub_describing_an_installed_module_whose_import_hangs_still_serves() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
