@@ -13,7 +13,7 @@ use common::app::{CallError, Client};
 use common::log::printable_lines;
 use serde_json::{json, Map};
 use test_app::procs::Proc;
-use test_app::show;
+use test_app::{show, show_last};
 
 type Children = Arc<Mutex<Vec<Proc>>>;
 
@@ -33,7 +33,7 @@ pub fn run() -> ExitCode {
     let scratch = tmp.path().to_owned();
     let _ = ctrlc::set_handler(move || {
         INTERRUPTED.store(true, Ordering::SeqCst);
-        show("\ninterrupted: stopping every process");
+        show_last("\ninterrupted: stopping every process");
         if let Ok(mut c) = on_interrupt.lock() {
             c.clear(); // Dropping a Proc kills it.
         }

@@ -216,3 +216,39 @@ fn the_demo_runs_to_its_end_and_cleans_up_when_its_reader_goes_away() {
     assert!(status.success(), "{status:?} {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn the_demo_interrupted_says_so_last_and_exits_130() {
+    use std::io::BufRead;
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_test_app"))
+        .arg("demo")
+        .env_remove("CARGO")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Interrupted as its app starts calling: the calls fail as the stubs are stopped.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let calling = line.contains("an app connects to gamma");
+        seen.push(line);
+        if calling {
+            let pid = demo.id().to_string();
+            assert!(std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success());
+            break;
+        }
+    }
+    seen.extend(lines.map(Result::unwrap));
+    assert_eq!(demo.wait().unwrap().code(), Some(130), "{seen:#?}");
+    // Nothing after the notice: neither the failing calls nor the stubs' last words.
+    let last = seen.iter().rposition(|l| !l.is_empty()).unwrap();
+    assert_eq!(
+        seen[last], "interrupted: stopping every process",
+        "{seen:#?}"
+    );
+}
