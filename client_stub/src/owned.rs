@@ -1,5 +1,6 @@
 //! Modules this stub owns: a module file read and parsed into its descriptor.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use common::proto::ToServer;
 use smol::channel::Receiver;
 use smol::future::{zip, FutureExt};
 use smol::io::{AsyncRead, AsyncReadExt};
-use smol::Timer;
+use smol::{Task, Timer};
 
 use common::log::printable;
 use common::module::ModuleDescriptor;
@@ -284,16 +285,51 @@ pub enum Asker {
     App(u64, u64),
 }
 
-/// Describes the installed modules the stub asks for, one at a time, and hands each
-/// description back to it. An import may take seconds (up to [`DESCRIBE_LIMIT`]): the stub
-/// serves its apps and the server meanwhile.
+/// Describes the installed modules the stub asks for, [`describes_at_once`] at a time, and
+/// hands each description back to it. An import may take seconds (up to [`DESCRIBE_LIMIT`]):
+/// the stub serves its apps and the server meanwhile. A module's own describes (to expose it,
+/// then for each reload) run one after the other, in the order asked: the last one asked for
+/// is the one that stays.
 pub async fn describe_queued(jobs: Receiver<Describe>, stub: Arc<Shared>) {
-    while let Ok(job) = jobs.recv().await {
-        let described = describe_installed(&job.python, &job.name).await;
-        if !stub.apply(Event::Described(job, described)) {
-            return;
+    let (done, finished) = smol::channel::unbounded::<String>();
+    // Dropped with this task, as the stub ends: the describes under way are killed.
+    let mut running: HashMap<String, Task<()>> = HashMap::new();
+    let mut waiting: VecDeque<Describe> = VecDeque::new();
+    loop {
+        let next = async { jobs.recv().await.map(Some) }.or(async {
+            finished.recv().await.map(|name| {
+                running.remove(&name);
+                None
+            })
+        });
+        match next.await {
+            Ok(Some(job)) => waiting.push_back(job),
+            Ok(None) => {}
+            Err(_) => return,
+        }
+        while running.len() < describes_at_once() {
+            let Some(at) = waiting.iter().position(|j| !running.contains_key(&j.name)) else {
+                break;
+            };
+            let job = waiting.remove(at).expect("a waiting job");
+            let (stub, done) = (stub.clone(), done.clone());
+            let name = job.name.clone();
+            let task = smol::spawn(async move {
+                let described = describe_installed(&job.python, &job.name).await;
+                let name = job.name.clone();
+                stub.apply(Event::Described(job, described));
+                let _ = done.send(name).await;
+            });
+            running.insert(name, task);
         }
     }
+}
+
+/// How many installed modules are described at once: as many as the machine has cores, up to
+/// 4. An import is mostly the interpreter's work, and each describe must end within
+/// [`DESCRIBE_LIMIT`] of its start, however many run beside it.
+fn describes_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// The `register` and `expose` lists of a profile; `register`'s paths canonical where the file

@@ -907,6 +907,34 @@ fn an_exposed_module_whose_import_sets_a_process_apart_holding_its_output_is_des
 }
 
 #[test]
+fn installed_modules_are_described_side_by_side_and_a_slow_one_delays_no_other() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return; // One at a time on one core (see the README).
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_srv, port) = quick_server(dir, &[]);
+    // Each import notes it began, then waits for the test.
+    for name in ["first", "second"] {
+        let source = format!(
+            "import os, time\nopen('importing_{name}', 'a').close()\n\
+             while not os.path.exists('go'):\n    time.sleep(0.05)\n\ndef f():\n    return 1\n"
+        );
+        std::fs::write(dir.join(format!("{name}.py")), source).unwrap();
+    }
+    let a = stub(dir, port, "a", &["--expose", "first", "--expose", "second"]);
+    // The second used to wait for the first's import to end (up to 10 s each).
+    assert!(
+        soon(|| dir.join("importing_first").exists() && dir.join("importing_second").exists()),
+        "the second import did not begin while the first was under way"
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    a.wait_for("registered first");
+    a.wait_for("registered second");
+    assert_eq!(client(&a).call("second", "f", ()).unwrap(), json!(1));
+}
+
+#[test]
 fn a_stub_describing_an_installed_module_whose_import_hangs_still_serves() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
