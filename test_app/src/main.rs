@@ -53,6 +53,13 @@ enum Cmd {
 fn main() -> ExitCode {
     let flags = Flags::parse();
     if let Some(Cmd::Demo) = flags.command {
+        // Its network is its own, on free ports: a flag meant for another would be ignored.
+        if flags.app_port.is_some() || flags.config.is_some() || flags.timeout_ms.is_some() {
+            eprintln!(
+                "error: demo starts its own network: -q, -c and --timeout-ms do not apply to it"
+            );
+            return ExitCode::from(2);
+        }
         return demo::run();
     }
     let client = match connect(&flags) {

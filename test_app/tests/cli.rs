@@ -65,6 +65,21 @@ fn a_bad_profile_is_named_with_its_fault_not_reported_as_not_connected() {
 }
 
 #[test]
+fn the_demo_refuses_the_flags_that_do_not_apply_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for flags in [&["-q", "9"][..], &["-c", "conf"], &["--timeout-ms", "5"]] {
+        let (code, out) = run(tmp.path(), &[&["demo"][..], flags].concat());
+        assert_eq!(code, Some(2), "{flags:?}: {out}");
+        assert!(
+            out.contains(
+                "error: demo starts its own network: -q, -c and --timeout-ms do not apply"
+            ),
+            "{flags:?}: {out}"
+        );
+    }
+}
+
+#[test]
 fn a_timeout_of_0_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, out) = run(tmp.path(), &["--timeout-ms", "0", "call", "m.f"]);
