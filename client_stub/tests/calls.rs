@@ -3,6 +3,7 @@
 
 mod harness;
 
+use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,9 @@ def noisy(x):
 def bad_result():
     """Docs \x1b]0;pwned\x07 too."""
     return {1, 2}
+
+def pid(*args):
+    return os.getpid()
 
 def stubborn(seconds):
     try:
@@ -228,6 +232,32 @@ fn a_crashing_worker_is_restarted_and_the_next_call_works() {
         "{crashed:?}"
     );
     assert_eq!(c.call("m", "add", (1, 1)).unwrap(), json!(2));
+}
+
+#[test]
+fn arguments_nested_past_pythons_recursion_limit_fail_their_call_and_the_worker_goes_on() {
+    let n = net();
+    let c = client(&n.caller);
+    let pid = c.call("m", "pid", ()).unwrap();
+    // Well within the frame limit, but deeper than Python's decoder recurses (and than a Rust
+    // app can write: sent as text).
+    let deep = format!("{}{}", "[".repeat(3000), "]".repeat(3000));
+    let mut app = raw_app(&n.caller);
+    let call = format!(
+        r#"{{"cmd":"call","data":{{"id":7,"module":"m","function":"pid","args":[{deep}],"timeout_ms":60000}}}}"#
+    );
+    writeln!(app, "{call}").unwrap();
+    let mut line = String::new();
+    BufReader::new(&app).read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["data"]["id"], 7, "{line}");
+    assert_eq!(
+        reply["data"]["result"]["Err"]["exc_type"], "RecursionError",
+        "{line}"
+    );
+    // The same worker, module state and all, takes the next call.
+    assert_eq!(c.call("m", "pid", ()).unwrap(), pid);
+    assert_eq!(n.owner.count("restarting it"), 0);
 }
 
 #[test]
