@@ -423,6 +423,25 @@ fn a_call_that_fits_its_apps_frame_but_not_the_next_hops_is_refused_with_its_siz
 }
 
 #[test]
+fn directories_removed_while_in_use_are_made_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let b = stub(dir, port, "b", &[]);
+    // As a cleaner of old files in /tmp would, under a server and a stub that run on.
+    std::fs::remove_dir_all(dir.join("server")).unwrap();
+    std::fs::remove_dir_all(dir.join("b")).unwrap();
+    let m = module(dir);
+    let a = stub(dir, port, "a", &["--register", &m]);
+    a.wait_for("registered m");
+    b.wait_for("received m from a");
+    server.wait_for("was removed; made it again");
+    assert!(dir.join("server/m.json").exists());
+    assert!(dir.join("b/m.json").exists());
+    assert_eq!(client(&b).call("m", "add", (1, 2)).unwrap(), json!(3));
+}
+
+#[test]
 fn a_message_over_the_frame_limit_is_refused_before_it_is_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
