@@ -462,6 +462,32 @@ fn an_app_that_half_closes_gets_its_answers_then_the_end() {
 }
 
 #[test]
+fn an_app_that_half_closes_inside_its_last_frame_gets_every_answer_it_can() {
+    use std::io::{Read, Write};
+    let n = net();
+    let mut s = raw_app(&n.caller);
+    let call = r#"{"cmd":"call","data":{"id":1,"module":"m","function":"slow","args":[0.3],"timeout_ms":10000}}"#;
+    writeln!(s, "{call}").unwrap();
+    // Cut short: its id shows, the rest never comes.
+    write!(s, r#"{{"cmd":"call","data":{{"id":2,"module":"m","func"#).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap(); // to the end: the stub closes after the answers
+    let mut replies: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["data"].clone())
+        .collect();
+    replies.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(replies.len(), 2, "{all}");
+    assert_eq!(replies[0]["result"]["Ok"], json!(0.3), "{all}");
+    let cut = &replies[1];
+    assert_eq!(cut["id"], 2, "{all}");
+    assert_eq!(cut["result"]["Err"]["kind"], "protocol", "{all}");
+    let said = cut["result"]["Err"]["message"].as_str().unwrap();
+    assert!(said.contains("connection closed inside a frame"), "{all}");
+}
+
+#[test]
 fn a_peers_text_is_printed_escaped_by_the_stubs_and_test_app() {
     let mut n = net_with(&["-l"]);
     let c = client(&n.caller);
