@@ -44,6 +44,13 @@ def bad_result():
     """Docs \x1b]0;pwned\x07 too."""
     return {1, 2}
 
+def flood(mib):
+    for _ in range(mib):
+        sys.stderr.write("x" * (1 << 20))
+    sys.stderr.write("\n")
+    sys.stderr.flush()
+    return mib
+
 def pid(*args):
     return os.getpid()
 
@@ -258,6 +265,28 @@ fn arguments_nested_past_pythons_recursion_limit_fail_their_call_and_the_worker_
     // The same worker, module state and all, takes the next call.
     assert_eq!(c.call("m", "pid", ()).unwrap(), pid);
     assert_eq!(n.owner.count("restarting it"), 0);
+}
+
+/// The most memory process `pid` has held, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_module_printing_a_huge_line_is_shown_shortened_and_not_held_by_its_stub() {
+    let n = net();
+    let c = client(&n.caller).with_timeout(Duration::from_secs(120));
+    assert_eq!(c.call("m", "flood", (200,)).unwrap(), json!(200));
+    let line = n.owner.wait_for("… (209715200 bytes)");
+    assert!(
+        line.starts_with(&format!("[m] {}", "x".repeat(1000))),
+        "{line:.80}"
+    );
+    // The stub kept the line's head, not its 200 MiB.
+    let peak = peak_kib(n.owner.pid());
+    assert!(peak < 100 << 10, "the owner's stub held {peak} KiB");
 }
 
 #[test]
