@@ -279,6 +279,9 @@ impl Stub {
             let err = RemoteError::new(ErrorKind::NotConnected, msg);
             return self.answer_app(conn, call.id, Err(err));
         }
+        if let Err(e) = fits_every_hop(&call, self.config.limits.max_frame_bytes) {
+            return self.answer_app(conn, call.id, Err(e));
+        }
         self.next_id += 1;
         let started = Instant::now();
         let pending = Pending {
@@ -445,6 +448,42 @@ fn fits_a_frame(value: Json, max_frame: usize) -> Result<Json, RemoteError> {
             ),
         )),
         _ => Ok(value),
+    }
+}
+
+/// Its frame around a call's data: `{"cmd":"call","data":DATA}`.
+const CALL_ENVELOPE: usize = r#"{"cmd":"call","data":}"#.len();
+
+/// Digits of the widest id a call may be given on its way (`u64::MAX`).
+const WIDEST_ID: usize = 20;
+
+/// Whether `call` fits one frame on every hop to its owner. This stub and the server send it
+/// on under ids of their own, which may be longer than its app's: measured with the widest, a
+/// call the app's frame held is refused here, with its size, not by the server as a bad frame.
+fn fits_every_hop(call: &Call, max_frame: usize) -> Result<(), RemoteError> {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut data = Counter(0);
+    serde_json::to_writer(&mut data, call).expect("calls serialize");
+    let id_digits = call.id.checked_ilog10().map_or(1, |d| d as usize + 1);
+    match CALL_ENVELOPE + data.0 - id_digits + WIDEST_ID {
+        size if size > max_frame => Err(RemoteError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "{}.{}: the call is {size} bytes on its way to the owner (its ids at their \
+                 widest), over the frame limit of {max_frame} bytes",
+                call.module, call.function
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

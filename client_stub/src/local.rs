@@ -67,6 +67,18 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
                     }
                 }
             }
+            // The app ended its stream inside its last frame, as one that half-closes may:
+            // that request is answered if its id shows, as a malformed one is, and so are the
+            // calls it made before; then the connection closes.
+            Err(e @ Error::Protocol(_)) => {
+                if let Some((cmd, id)) = salvage(reader.refused_head()) {
+                    if cmd != "answer" {
+                        let result = Err(RemoteError::refused_frame(&e, ""));
+                        outbox.send(&ToApp::Reply(Reply { id, result }));
+                    }
+                }
+                break true;
+            }
             Err(_) => break false,
         }
     };

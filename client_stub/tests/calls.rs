@@ -3,6 +3,7 @@
 
 mod harness;
 
+use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,16 @@ def noisy(x):
 def bad_result():
     """Docs \x1b]0;pwned\x07 too."""
     return {1, 2}
+
+def flood(mib):
+    for _ in range(mib):
+        sys.stderr.write("x" * (1 << 20))
+    sys.stderr.write("\n")
+    sys.stderr.flush()
+    return mib
+
+def pid(*args):
+    return os.getpid()
 
 def stubborn(seconds):
     try:
@@ -228,6 +239,54 @@ fn a_crashing_worker_is_restarted_and_the_next_call_works() {
         "{crashed:?}"
     );
     assert_eq!(c.call("m", "add", (1, 1)).unwrap(), json!(2));
+}
+
+#[test]
+fn arguments_nested_past_pythons_recursion_limit_fail_their_call_and_the_worker_goes_on() {
+    let n = net();
+    let c = client(&n.caller);
+    let pid = c.call("m", "pid", ()).unwrap();
+    // Well within the frame limit, but deeper than Python's decoder recurses (and than a Rust
+    // app can write: sent as text).
+    let deep = format!("{}{}", "[".repeat(3000), "]".repeat(3000));
+    let mut app = raw_app(&n.caller);
+    let call = format!(
+        r#"{{"cmd":"call","data":{{"id":7,"module":"m","function":"pid","args":[{deep}],"timeout_ms":60000}}}}"#
+    );
+    writeln!(app, "{call}").unwrap();
+    let mut line = String::new();
+    BufReader::new(&app).read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["data"]["id"], 7, "{line}");
+    assert_eq!(
+        reply["data"]["result"]["Err"]["exc_type"], "RecursionError",
+        "{line}"
+    );
+    // The same worker, module state and all, takes the next call.
+    assert_eq!(c.call("m", "pid", ()).unwrap(), pid);
+    assert_eq!(n.owner.count("restarting it"), 0);
+}
+
+/// The most memory process `pid` has held, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_module_printing_a_huge_line_is_shown_shortened_and_not_held_by_its_stub() {
+    let n = net();
+    let c = client(&n.caller).with_timeout(Duration::from_secs(120));
+    assert_eq!(c.call("m", "flood", (200,)).unwrap(), json!(200));
+    let line = n.owner.wait_for("… (209715200 bytes)");
+    assert!(
+        line.starts_with(&format!("[m] {}", "x".repeat(1000))),
+        "{line:.80}"
+    );
+    // The stub kept the line's head, not its 200 MiB.
+    let peak = peak_kib(n.owner.pid());
+    assert!(peak < 100 << 10, "the owner's stub held {peak} KiB");
 }
 
 #[test]
@@ -429,6 +488,32 @@ fn an_app_that_half_closes_gets_its_answers_then_the_end() {
             "{all}"
         );
     }
+}
+
+#[test]
+fn an_app_that_half_closes_inside_its_last_frame_gets_every_answer_it_can() {
+    use std::io::{Read, Write};
+    let n = net();
+    let mut s = raw_app(&n.caller);
+    let call = r#"{"cmd":"call","data":{"id":1,"module":"m","function":"slow","args":[0.3],"timeout_ms":10000}}"#;
+    writeln!(s, "{call}").unwrap();
+    // Cut short: its id shows, the rest never comes.
+    write!(s, r#"{{"cmd":"call","data":{{"id":2,"module":"m","func"#).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap(); // to the end: the stub closes after the answers
+    let mut replies: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["data"].clone())
+        .collect();
+    replies.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(replies.len(), 2, "{all}");
+    assert_eq!(replies[0]["result"]["Ok"], json!(0.3), "{all}");
+    let cut = &replies[1];
+    assert_eq!(cut["id"], 2, "{all}");
+    assert_eq!(cut["result"]["Err"]["kind"], "protocol", "{all}");
+    let said = cut["result"]["Err"]["message"].as_str().unwrap();
+    assert!(said.contains("connection closed inside a frame"), "{all}");
 }
 
 #[test]

@@ -409,6 +409,66 @@ fn arguments_and_results_over_the_frame_limit_fail_with_their_size() {
 }
 
 #[test]
+fn a_call_that_fits_its_apps_frame_but_not_the_next_hops_is_refused_with_its_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let limits = "max_frame_bytes = 4096";
+    let (server, port) = server_with_limits(dir, limits, &[]);
+    let _owner = owner_with_limits(dir, port, limits);
+    let b = stub(
+        dir,
+        port,
+        "b",
+        &["-c", dir.join("stub.toml").to_str().unwrap()],
+    );
+    b.wait_for("received m from a");
+    // Ten calls first: b's own ids for its calls now have two digits, the app's below one.
+    let app = client(&b);
+    for i in 0..10 {
+        assert_eq!(app.call("m", "add", (i, 1)).unwrap(), json!(i + 1));
+    }
+    // Exactly the limit as the app writes it, and as b would write it on but for the id.
+    let call = |pad: &str| {
+        format!(
+            r#"{{"cmd":"call","data":{{"id":1,"module":"m","function":"add","args":["{pad}",""],"timeout_ms":60000}}}}"#
+        )
+    };
+    let pad = "y".repeat(4096 - call("").len());
+    let mut raw = raw_app(&b);
+    writeln!(raw, "{}", call(&pad)).unwrap();
+    let mut line = String::new();
+    BufReader::new(&raw).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["data"]["id"], 1, "{line}");
+    let error = &reply["data"]["result"]["Err"];
+    assert_eq!(error["kind"], "too_large", "{line}");
+    let said = "on its way to the owner (its ids at their widest), over the frame limit of 4096";
+    assert!(error["message"].as_str().unwrap().contains(said), "{line}");
+    // b never sent it: the server, which reads b's frames in order, saw no bad frame.
+    assert_eq!(app.call("m", "add", (1, 1)).unwrap(), json!(2));
+    assert_eq!(server.count("bad frame"), 0, "{:?}", server.output());
+}
+
+#[test]
+fn directories_removed_while_in_use_are_made_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let b = stub(dir, port, "b", &[]);
+    // As a cleaner of old files in /tmp would, under a server and a stub that run on.
+    std::fs::remove_dir_all(dir.join("server")).unwrap();
+    std::fs::remove_dir_all(dir.join("b")).unwrap();
+    let m = module(dir);
+    let a = stub(dir, port, "a", &["--register", &m]);
+    a.wait_for("registered m");
+    b.wait_for("received m from a");
+    server.wait_for("was removed; made it again");
+    assert!(dir.join("server/m.json").exists());
+    assert!(dir.join("b/m.json").exists());
+    assert_eq!(client(&b).call("m", "add", (1, 2)).unwrap(), json!(3));
+}
+
+#[test]
 fn a_message_over_the_frame_limit_is_refused_before_it_is_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -75,7 +75,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// # Errors
     /// [`Error::Json`] (malformed or unknown message) and [`Error::FrameTooLarge`] leave the
     /// reader at the start of the next frame, so the caller may answer and go on. Any other error
-    /// (i/o, end of stream inside a frame) ends the connection.
+    /// (i/o, end of stream inside a frame) ends the connection; [`Error::Protocol`], the end of
+    /// the stream inside a frame, keeps that frame's head too.
     pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         match self.next_frame().await? {
             Frame::End => Ok(None),
@@ -87,7 +88,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(Some(msg?))
             }
             Frame::Assembled => Ok(Some(parse(&self.line, &mut self.refused)?)),
-            Frame::Unterminated => match read_frame(&self.line) {
+            // Cut short, its head is kept all the same: a request whose id shows there can
+            // still be answered (see [`FrameReader::refused_head`]).
+            Frame::Unterminated => match parse(&self.line, &mut self.refused) {
                 Ok(msg) => Ok(Some(msg)),
                 Err(_) => Err(Error::Protocol(format!(
                     "connection closed inside a frame ({} bytes without their newline)",
@@ -140,7 +143,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                             false => Frame::Unterminated,
                         })
                     }
-                    _ => Err(Error::Protocol("connection closed inside a frame".into())),
+                    _ => {
+                        keep_head(&mut self.refused, &self.line);
+                        Err(Error::Protocol("connection closed inside a frame".into()))
+                    }
                 };
             }
             let newline = memchr::memchr(b'\n', buf);

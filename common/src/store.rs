@@ -92,7 +92,7 @@ impl Store {
 
     /// Replaces `module`'s file with `bytes` atomically: readers see the old file or the new one.
     pub fn write(&self, module: &str, bytes: &[u8]) -> Result<()> {
-        Ok(replace_file(&self.path(module)?, bytes)?)
+        self.replace(&self.path(module)?, bytes)
     }
 
     /// Removes `module`'s file if present.
@@ -103,7 +103,21 @@ impl Store {
     /// Replaces the file `name` beside the descriptors (a generated stub) atomically. `name` is
     /// a plain file name, never a path.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        Ok(replace_file(&self.file_path(name)?, bytes)?)
+        self.replace(&self.file_path(name)?, bytes)
+    }
+
+    /// [`replace_file`] in this directory, which is made again if it was removed while in use
+    /// (by a cleaner of old files in /tmp, say): else every later write would fail, and a server
+    /// refuse every module, until a restart.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        match replace_file(path, bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
+                std::fs::create_dir_all(&self.dir)?;
+                crate::say!("{} was removed; made it again", self.dir.display());
+                Ok(replace_file(path, bytes)?)
+            }
+            done => Ok(done?),
+        }
     }
 
     /// Removes the file `name` beside the descriptors if present.
@@ -196,6 +210,10 @@ mod tests {
         }
         let names: Vec<_> = std::fs::read_dir(store.dir()).unwrap().collect();
         assert!(names.is_empty(), "no temp file left behind");
+        // Removed while in use: made again.
+        std::fs::remove_dir(store.dir()).unwrap();
+        store.write("z", b"three").unwrap();
+        assert_eq!(store.read("z").unwrap().unwrap(), b"three");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use smol::process::{Child, ChildStderr, Command, Stdio};
 use smol::{Async, Task};
 
 use common::error::{ErrorKind, RemoteError};
-use common::log::printable;
+use common::log::{printable, PRINTABLE_BYTES};
 use common::outbox::flush_queued;
 use common::readiness::ReadWhenReady;
 use common::say;
@@ -214,13 +214,37 @@ impl Broken {
 
 /// Forwards a worker's stderr, where its prints go too, to the stub's log line by line. The
 /// module is local, but what it prints may echo a caller's arguments: escaped like peer text.
+/// Of a line only the head that is printed is kept, however much the module writes without a
+/// newline: a module writing megabytes so cannot make the stub hold them.
 async fn forward(module: String, stderr: ChildStderr) {
     let mut reader = BufReader::new(stderr);
-    let mut line = Vec::new();
-    while let Ok(1..) = reader.read_until(b'\n', &mut line).await {
-        let text = String::from_utf8_lossy(&line);
-        say!("[{module}] {}", printable(text.trim_end()));
-        line.clear();
+    // The line's head (a few bytes past what is printed, for a character cut there), its size.
+    let (mut head, mut size) = (Vec::new(), 0);
+    while let Ok(buf) = reader.fill_buf().await {
+        let at_end = buf.is_empty();
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let piece = &buf[..newline.map_or(buf.len(), |i| i + 1)];
+        let room = (PRINTABLE_BYTES + 4).saturating_sub(head.len());
+        head.extend_from_slice(&piece[..piece.len().min(room)]);
+        size += piece.len();
+        let used = piece.len();
+        reader.consume(used);
+        if newline.is_some() || (at_end && size > 0) {
+            let text = String::from_utf8_lossy(&head);
+            match head.len() == size {
+                true => say!("[{module}] {}", printable(text.trim_end())),
+                false => {
+                    let shown = &text[..text.floor_char_boundary(PRINTABLE_BYTES)];
+                    let size = size - usize::from(newline.is_some());
+                    say!("[{module}] {}… ({size} bytes)", printable(shown));
+                }
+            }
+            head.clear();
+            size = 0;
+        }
+        if at_end {
+            break;
+        }
     }
 }
 

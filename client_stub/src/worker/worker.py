@@ -228,6 +228,15 @@ KINDS = {
 }
 
 
+def leading_id(line):
+    """The id a request line starts with (`[ID,...`), for a line that cannot be decoded whole
+    (arguments nested past Python's recursion limit): its call is still answered."""
+    try:
+        return int(line[1 : line.index(b",")])
+    except ValueError:
+        return None
+
+
 def text_of(annotation):
     return getattr(annotation, "__name__", None) or str(annotation)
 
@@ -366,6 +375,8 @@ def main():
                     check_int(result)  # raises: beyond 64 bits
                 answer = b'{"id":%d,"ok":%s}\n' % (request_id, encode(result).encode())
         except (Exception, CallTimedOut) as exc:  # SystemExit still ends the worker
+            if request_id is None:
+                request_id = leading_id(line)
             answer = failure(request_id, exc)
         written = write(proto_out, answer)
         if written != len(answer):  # a pipe takes a short line whole, a long one maybe not
