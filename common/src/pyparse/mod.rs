@@ -206,35 +206,29 @@ fn module_level_defs<'a>(suite: &'a [Stmt], defs: &mut Vec<FnDef<'a>>) {
             Stmt::If(s) => vec![&s.body, &s.orelse],
             Stmt::With(s) => vec![&s.body],
             Stmt::AsyncWith(s) => vec![&s.body],
-            Stmt::Try(ast::StmtTry {
-                body,
-                handlers,
-                orelse,
-                finalbody,
-                ..
-            })
-            | Stmt::TryStar(ast::StmtTryStar {
-                body,
-                handlers,
-                orelse,
-                finalbody,
-                ..
-            }) => {
-                let handled = handlers.iter().map(|h| match h {
-                    ast::ExceptHandler::ExceptHandler(h) => &h.body[..],
-                });
-                [&body[..]]
-                    .into_iter()
-                    .chain(handled)
-                    .chain([&orelse[..], &finalbody[..]])
-                    .collect()
-            }
+            Stmt::Try(s) => try_blocks(&s.body, &s.handlers, &s.orelse, &s.finalbody),
+            Stmt::TryStar(s) => try_blocks(&s.body, &s.handlers, &s.orelse, &s.finalbody),
             _ => continue,
         };
         for block in blocks {
             module_level_defs(block, defs);
         }
     }
+}
+
+/// A `try` statement's blocks, in source order: its body, its handlers', `else`, `finally`.
+fn try_blocks<'a>(
+    body: &'a [Stmt],
+    handlers: &'a [ast::ExceptHandler],
+    orelse: &'a [Stmt],
+    finalbody: &'a [Stmt],
+) -> Vec<&'a [Stmt]> {
+    let handled = (handlers.iter()).map(|ast::ExceptHandler::ExceptHandler(h)| &h.body[..]);
+    [body]
+        .into_iter()
+        .chain(handled)
+        .chain([orelse, finalbody])
+        .collect()
 }
 
 /// Whether `test` is `__name__ == "__main__"` (either way round) or `TYPE_CHECKING` (also
