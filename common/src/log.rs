@@ -58,11 +58,16 @@ pub const PRINTABLE_BYTES: usize = 1000;
 /// cannot drive the terminal nor start a line of its own; past [`PRINTABLE_BYTES`] it is
 /// shortened (`HEAD… (N bytes)`). Clean, short text is borrowed, not copied.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    if text.len() <= PRINTABLE_BYTES {
-        return escape(text, false);
+    printable_head(text, text.len())
+}
+
+/// [`printable`] for a text of `size` bytes of which only `head` was kept (at least its first
+/// [`PRINTABLE_BYTES`]): a line read piece by piece, so as not to hold it whole.
+pub fn printable_head(head: &str, size: usize) -> Cow<'_, str> {
+    if size <= PRINTABLE_BYTES {
+        return escape(head, false);
     }
-    let head = &text[..text.floor_char_boundary(PRINTABLE_BYTES)];
-    let size = text.len();
+    let head = &head[..head.floor_char_boundary(PRINTABLE_BYTES)];
     Cow::Owned(format!("{}… ({size} bytes)", escape(head, false)))
 }
 

@@ -16,7 +16,7 @@ use smol::process::{Child, ChildStderr, Command, Stdio};
 use smol::{Async, Task};
 
 use common::error::{ErrorKind, RemoteError};
-use common::log::{printable, PRINTABLE_BYTES};
+use common::log::{printable_head, PRINTABLE_BYTES};
 use common::outbox::flush_queued;
 use common::readiness::ReadWhenReady;
 use common::say;
@@ -231,14 +231,11 @@ async fn forward(module: String, stderr: ChildStderr) {
         reader.consume(used);
         if newline.is_some() || (at_end && size > 0) {
             let text = String::from_utf8_lossy(&head);
-            match head.len() == size {
-                true => say!("[{module}] {}", printable(text.trim_end())),
-                false => {
-                    let shown = &text[..text.floor_char_boundary(PRINTABLE_BYTES)];
-                    let size = size - usize::from(newline.is_some());
-                    say!("[{module}] {}… ({size} bytes)", printable(shown));
-                }
-            }
+            let (shown, all) = match head.len() == size {
+                true => (text.trim_end(), text.trim_end().len()),
+                false => (&text[..], size - usize::from(newline.is_some())),
+            };
+            say!("[{module}] {}", printable_head(shown, all));
             head.clear();
             size = 0;
         }
