@@ -206,6 +206,14 @@ fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
     assert_eq!(again.count("lost the server"), 0);
 }
 
+/// Stub `a` started again on its receiving directory (`dir/a`), with app port `app_port`.
+fn stub_a_again(dir: &Path, port: u16, app_port: &str) -> Proc {
+    let mut args = stub_args(&port.to_string(), "a", "a");
+    args[7] = app_port.to_owned(); // -q
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::start("again", &exe("client_stub"), &args, dir)
+}
+
 #[test]
 fn a_stub_replacing_one_on_its_app_port_takes_the_port_once_the_other_lets_go() {
     // As when a profile with a fixed app_port is started twice.
@@ -216,10 +224,7 @@ fn a_stub_replacing_one_on_its_app_port_takes_the_port_once_the_other_lets_go() 
     let app_port = app_port(&a).to_string();
     // Frozen, the first holds its port after it is replaced, until it thaws and stops.
     signal(&a, "-STOP");
-    let mut args = stub_args(&port.to_string(), "a", "a");
-    args[7] = app_port.clone(); // -q
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let again = Proc::start("again", &exe("client_stub"), &args, dir);
+    let again = stub_a_again(dir, port, &app_port);
     again.wait_for("joined 127.0.0.1");
     signal(&a, "-CONT");
     a.wait_exit();
@@ -236,10 +241,7 @@ fn a_stub_whose_app_port_another_program_holds_does_not_replace_the_one_running(
     let a = stub(dir, port, "a", &[]);
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held_port = held.local_addr().unwrap().port().to_string();
-    let mut args = stub_args(&port.to_string(), "a", "a");
-    args[7] = held_port.clone(); // -q
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut again = Proc::start("again", &exe("client_stub"), &args, dir);
+    let mut again = stub_a_again(dir, port, &held_port);
     assert!(!again.wait_exit().success());
     again.wait_for(&format!(
         "cannot listen for apps on 127.0.0.1:{held_port}: Address already in use (os error 98), \
