@@ -312,15 +312,14 @@ pub async fn describe_queued(jobs: Receiver<Describe>, stub: Arc<Shared>) {
                 break;
             };
             let job = waiting.remove(at).expect("a waiting job");
-            let (stub, done) = (stub.clone(), done.clone());
-            let name = job.name.clone();
+            let (stub, done, name) = (stub.clone(), done.clone(), job.name.clone());
+            let describing = name.clone();
             let task = smol::spawn(async move {
                 let described = describe_installed(&job.python, &job.name).await;
-                let name = job.name.clone();
                 stub.apply(Event::Described(job, described));
                 let _ = done.send(name).await;
             });
-            running.insert(name, task);
+            running.insert(describing, task);
         }
     }
 }
