@@ -78,7 +78,7 @@ impl Stub {
             ToStub::Describe { id, module } => {
                 let result = match self.descriptor(&module) {
                     Some((desc, _)) => Ok(Json::of(desc).expect("descriptors serialize")),
-                    None => Err(unknown_module(&module)),
+                    None => Err(self.not_here(&module)),
                 };
                 self.answer_app(conn, id, result);
             }
@@ -256,7 +256,11 @@ impl Stub {
     /// An app's call: checked against the descriptor here, then run here or sent to the owner.
     pub(crate) fn app_call(&mut self, conn: u64, call: Call) {
         if let Err(e) = self.check(&call) {
-            return self.answer_app(conn, call.id, Err(e));
+            // A module whose first copy is still being fetched is checked by its owner alone.
+            let fetching = (self.known.get(&call.module)).is_some_and(|k| k.desc.is_none());
+            if !fetching {
+                return self.answer_app(conn, call.id, Err(e));
+            }
         }
         if self.owned.contains_key(&call.module) {
             let Some(outbox) = self.apps.get(&conn) else {
@@ -317,6 +321,20 @@ impl Stub {
         let keywords: Vec<&str> = call.kwargs.keys().map(String::as_str).collect();
         f.check_args(call.args.len(), &keywords)
             .map_err(|m| RemoteError::new(ErrorKind::BadArguments, m))
+    }
+
+    /// Why a module has no [`descriptor`](Self::descriptor) here.
+    pub(crate) fn not_here(&self, module: &str) -> RemoteError {
+        match self.known.get(module) {
+            Some(k) => RemoteError::new(
+                ErrorKind::UnknownModule,
+                format!(
+                    "module '{module}' from {} is still being fetched: try again shortly",
+                    k.owner
+                ),
+            ),
+            None => unknown_module(module),
+        }
     }
 
     /// Runs a call on a module this stub owns, answering where `answer` says. The caller's side

@@ -41,7 +41,7 @@ impl Stub {
             Command::Modules(prefix) => say!("{}", self.list(&prefix).trim_end()),
             Command::Describe(module) => match self.descriptor(&module) {
                 Some((desc, owner)) => say!("{}", render(desc, owner).trim_end()),
-                None => say!("error: no module '{module}' here (see mods)"),
+                None => say!("error: {}", self.not_here(&module).message),
             },
             Command::SaveConfig(name) => match self.save_profile(&name) {
                 Ok(path) => say!("saved the running configuration to {}", path.display()),

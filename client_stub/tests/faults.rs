@@ -872,6 +872,43 @@ fn calls_go_on_while_a_new_version_of_a_module_is_fetched() {
     server.join().unwrap();
 }
 
+#[test]
+fn a_module_whose_first_copy_is_still_being_fetched_is_called_and_its_description_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let module = common::provider::Provider::new("m")
+        .function("f", &["x"], "", |(x,): (i64,)| Ok(x))
+        .descriptor()
+        .to_bytes();
+    // The server offers `m` and holds its chunks back: the stub has no headers to check the
+    // call against, so it sends the call on for the owner to check.
+    let (port, server) = fake_server(move |s, from_stub| {
+        send(s, &offer("m", "a", &module));
+        let call = next_frame(from_stub, |f| match f {
+            ToServer::Call(call) => Some(call),
+            _ => None,
+        });
+        let result = Ok(Json::from(json!(call.args)));
+        send(
+            s,
+            &ToClient::Reply(Reply {
+                id: call.id,
+                result,
+            }),
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let b = stub(tmp.path(), port, "b", &[]);
+    b.wait_for("m from a: fetching");
+    let app = client(&b);
+    let described = app.describe("m").unwrap_err().to_string();
+    assert!(
+        described.contains("module 'm' from a is still being fetched"),
+        "{described}"
+    );
+    assert_eq!(app.call("m", "f", (7,)).unwrap(), json!([7]));
+    server.join().unwrap();
+}
+
 /// Whether process `pid` is running (a zombie is not: it has ended, unreaped).
 fn running(pid: u64) -> bool {
     stat_fields(&pid.to_string()).is_some_and(|f| f[0] != "Z" && f[0] != "X")
