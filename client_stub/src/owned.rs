@@ -331,24 +331,56 @@ fn describes_at_once() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
-/// The `register` and `expose` lists of a profile; `register`'s paths canonical where the file
+/// What a profile says (see [`FromProfile`]); `register`'s paths canonical where the file
 /// is there, so that the same file spelled otherwise (`sc:` writes paths canonical) is the same
 /// module, not one withdrawn and another registered. Only the first file of each module name
 /// is kept (see [`one_file_per_module`]); the errors say which were left out.
-fn read_lists(path: &Path) -> common::Result<(Vec<PathBuf>, Vec<String>, Vec<String>)> {
-    let profile = Profile::<ClientProfile>::load(&path.to_string_lossy())?;
-    let register = (profile.values.register.iter())
+fn read_profile(path: &Path) -> common::Result<(FromProfile, Vec<String>)> {
+    let mut profile = Profile::<ClientProfile>::load(&path.to_string_lossy())?;
+    let register = std::mem::take(&mut profile.values.register);
+    let register = (register.iter())
         .map(|p| profile.resolve(p))
         .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
         .collect();
     let (register, left_out) = one_file_per_module(register);
-    Ok((register, profile.values.expose, left_out))
+    let expose = std::mem::take(&mut profile.values.expose);
+    let others = match serde_json::to_value(&profile.values) {
+        Ok(serde_json::Value::Object(keys)) => keys,
+        _ => serde_json::Map::new(),
+    };
+    let lists = FromProfile {
+        register,
+        expose,
+        others,
+    };
+    Ok((lists, left_out))
 }
 
-/// The lists of the profile at `path`, if any and readable; empty otherwise.
-pub fn profile_lists(path: Option<&Path>) -> (Vec<PathBuf>, Vec<String>) {
-    let lists = path.and_then(|p| read_lists(p).ok());
-    lists.map_or_else(Default::default, |(register, expose, _)| (register, expose))
+/// What the profile said when last read: the modules its `register` and `expose` lists name,
+/// which are applied while the stub runs, and its other keys, which are not.
+#[derive(Default)]
+pub(crate) struct FromProfile {
+    register: Vec<PathBuf>,
+    expose: Vec<String>,
+    others: serde_json::Map<String, serde_json::Value>,
+}
+
+impl FromProfile {
+    /// What the profile at `path` says, if any and readable; nothing otherwise.
+    pub(crate) fn read(path: Option<&Path>) -> Self {
+        let read = path.and_then(|p| read_profile(p).ok());
+        read.map_or_else(Default::default, |(lists, _)| lists)
+    }
+
+    /// The keys, other than the lists, whose values differ in `now`.
+    fn keys_changed(&self, now: &FromProfile) -> Vec<String> {
+        let (old, now) = (&self.others, &now.others);
+        let removed = old.keys().filter(|k| !now.contains_key(*k));
+        (now.keys().chain(removed))
+            .filter(|k| old.get(*k) != now.get(*k))
+            .cloned()
+            .collect()
+    }
 }
 
 /// `paths` (to register) with only the first file of each module name, and an error for each
@@ -635,32 +667,40 @@ impl Stub {
         if !self.profile_watched.edited(&path) {
             return;
         }
-        let (register, expose, left_out) = match read_lists(&path) {
-            Ok(lists) => lists,
+        let (now, left_out) = match read_profile(&path) {
+            Ok(read) => read,
             Err(e) => return say!("error: the profile changed but cannot be read: {e}"),
         };
         for e in left_out {
             say!("error: {e}");
         }
-        let (old_register, old_expose) = std::mem::take(&mut self.from_profile);
-        for gone in old_register.iter().filter(|p| !register.contains(p)) {
+        let old = std::mem::take(&mut self.from_profile);
+        let changed = old.keys_changed(&now);
+        if !changed.is_empty() {
+            say!(
+                "note: the profile's {} changed: that applies when the stub is restarted (only \
+                 its register and expose lists apply while it runs)",
+                changed.join(", ")
+            );
+        }
+        for gone in old.register.iter().filter(|p| !now.register.contains(p)) {
             let module = gone
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or_default();
             self.withdraw_owned(module, "removed from the profile");
         }
-        for gone in old_expose.iter().filter(|m| !expose.contains(m)) {
+        for gone in old.expose.iter().filter(|m| !now.expose.contains(m)) {
             self.exposing.remove(gone); // not exposed, if still being described
             self.withdraw_owned(gone, "removed from the profile");
         }
-        for added in register.iter().filter(|p| !old_register.contains(p)) {
+        for added in now.register.iter().filter(|p| !old.register.contains(p)) {
             self.register(added);
         }
-        for added in expose.iter().filter(|m| !old_expose.contains(m)) {
+        for added in now.expose.iter().filter(|m| !old.expose.contains(m)) {
             self.expose(added);
         }
-        self.from_profile = (register, expose);
+        self.from_profile = now;
     }
 
     /// Asks the server to withdraw a module this stub owns.

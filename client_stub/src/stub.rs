@@ -3,7 +3,6 @@
 //! apply (see [`common::actor`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use common::store::Store;
 use common::Result;
 
 use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
-use crate::owned::{Describe, Owned, Parsed, Watched};
+use crate::owned::{Describe, FromProfile, Owned, Parsed, Watched};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
 use crate::sync::{Known, Withdrawing};
@@ -102,7 +101,7 @@ pub struct Stub {
     pub(crate) last_watch: Instant,
     /// The profile, and the modules its `register` and `expose` lists named when last read.
     pub(crate) profile_watched: Watched,
-    pub(crate) from_profile: (Vec<PathBuf>, Vec<String>),
+    pub(crate) from_profile: FromProfile,
     /// Installed modules to expose once described, and where to send them to be.
     pub(crate) exposing: BTreeSet<String>,
     /// The app connections waiting for a reload of an installed module, one entry per reload
@@ -122,7 +121,7 @@ impl Stub {
             .profile
             .as_deref()
             .map_or_else(Watched::default, Watched::read_now);
-        let from_profile = crate::owned::profile_lists(config.profile.as_deref());
+        let from_profile = FromProfile::read(config.profile.as_deref());
         Stub {
             incoming: Reassembler::new(config.limits.max_module_bytes),
             config,

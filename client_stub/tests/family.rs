@@ -374,13 +374,13 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     }
     let (_server, port) = server(dir, &[]);
     let profile = dir.join("p.toml");
-    let write = |register: &str| {
+    let write = |register: &str, workers: &str| {
         let text = format!(
-            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{register}]\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
+            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{register}]\nworkers = {{ {workers} }}\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
         );
         std::fs::write(&profile, text).unwrap();
     };
-    write("\"m1.py\"");
+    write("\"m1.py\"", "");
     let mut p = Proc::start(
         "p",
         &exe("client_stub"),
@@ -390,8 +390,10 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     p.wait_for("registered m1");
     // Make sure the edit gets a new modification time.
     std::thread::sleep(std::time::Duration::from_millis(50));
-    write("\"m2.py\"");
+    write("\"m2.py\"", "m2 = 2");
     p.wait_for("registered m2");
+    // Keys other than the lists apply at the next start, and the stub says so.
+    p.wait_for("note: the profile's workers changed: that applies when the stub is restarted");
     p.wait_for("withdrawing m1: removed from the profile");
     p.wait_for("withdrew m1");
     let log = std::fs::read_to_string(dir.join("logs/p.log")).unwrap();
