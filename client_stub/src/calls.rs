@@ -454,19 +454,26 @@ pub(crate) fn push_to_app(
 const REPLY_ENVELOPE: usize = 1024;
 
 /// `value`, unless it is too large for one frame: then an error naming its size, so that it is
-/// never sent only to be refused. It names the frame limit as an argument's error does, and
-/// the room the reply takes from it.
+/// never sent only to be refused.
 fn fits_a_frame(value: Json, max_frame: usize) -> Result<Json, RemoteError> {
     match value.text().len() {
-        size if size > max_frame.saturating_sub(REPLY_ENVELOPE) => Err(RemoteError::new(
-            ErrorKind::TooLarge,
-            format!(
-                "the result is {size} bytes, over the frame limit of {max_frame} bytes \
-                 (less {REPLY_ENVELOPE} kept for the reply around it)"
-            ),
-        )),
+        size if size > max_frame.saturating_sub(REPLY_ENVELOPE) => {
+            Err(result_too_large(size, max_frame))
+        }
         _ => Ok(value),
     }
+}
+
+/// The error for a result of `size` bytes, too large for one frame. It names the frame limit as
+/// an argument's error does, and the room the reply takes from it.
+pub(crate) fn result_too_large(size: usize, max_frame: usize) -> RemoteError {
+    RemoteError::new(
+        ErrorKind::TooLarge,
+        format!(
+            "the result is {size} bytes, over the frame limit of {max_frame} bytes (less \
+             {REPLY_ENVELOPE} kept for the reply around it)"
+        ),
+    )
 }
 
 /// Its frame around a call's data: `{"cmd":"call","data":DATA}`.

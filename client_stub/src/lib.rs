@@ -109,6 +109,7 @@ impl Config {
             path: path.to_owned(),
             python: self.python.clone(),
             workers: self.workers.get(module).copied().unwrap_or(1).max(1),
+            max_frame: self.limits.max_frame_bytes,
         }
     }
 

@@ -8,6 +8,7 @@ use common::error::{ErrorKind, RemoteError};
 use common::proto::Json;
 
 use super::Answer;
+use crate::calls::result_too_large;
 
 /// A worker's answer line, its value kept as text.
 #[derive(Deserialize)]
@@ -48,6 +49,20 @@ pub(super) fn parse_answer(line: &str, id: u64) -> Result<Answer, String> {
             "neither a result nor an exception: {}",
             excerpt(line)
         )),
+    }
+}
+
+/// The error for answer `id`, a line of `size` bytes over the frame limit (`max_frame`) of which
+/// only `head` was kept: a result is sized as the owner sizes one it read whole.
+pub(super) fn too_large(head: &[u8], id: u64, size: usize, max_frame: usize) -> RemoteError {
+    // `worker.py` writes a result as `{"id":N,"ok":VALUE}`.
+    let ok = format!(r#"{{"id":{id},"ok":"#);
+    match head.starts_with(ok.as_bytes()) {
+        true => result_too_large(size - ok.len() - 1, max_frame),
+        false => RemoteError::new(
+            ErrorKind::TooLarge,
+            format!("the exception is {size} bytes, over the frame limit of {max_frame} bytes"),
+        ),
     }
 }
 

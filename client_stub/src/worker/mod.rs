@@ -86,6 +86,8 @@ pub struct WorkerSpec {
     pub python: String,
     /// How many worker processes share the module's calls (at least 1).
     pub workers: usize,
+    /// The frame limit: an answer over it is refused as too large, and never held whole.
+    pub max_frame: usize,
 }
 
 /// A module's running workers. Cloneable handle; dropping the last handle kills the processes.

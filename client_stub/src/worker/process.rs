@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use smol::future::FutureExt;
-use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use smol::process::{Child, ChildStderr, Command, Stdio};
 use smol::{Async, Task};
 
@@ -21,7 +21,7 @@ use common::outbox::flush_queued;
 use common::readiness::ReadWhenReady;
 use common::say;
 
-use super::answer::{exception, excerpt, invalid, parse_answer};
+use super::answer::{exception, excerpt, invalid, parse_answer, too_large};
 use super::group::Group;
 use super::lane::request_line;
 use super::supervisor::Stopped;
@@ -51,7 +51,9 @@ pub(super) struct Conn {
     /// Polled only once the process's pidfd wakes it (each poll is a `wait4`).
     pub(super) exited: WhenWoken<Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>>,
     stderr: Option<Task<()>>,
-    line: String,
+    line: Vec<u8>,
+    /// The longest line kept: an answer over the frame limit is read to its end, not kept.
+    max_line: usize,
     out: Vec<u8>,
     /// Declared last, so dropped last: after `child`, which kills the worker if it still runs.
     group: Group,
@@ -78,7 +80,7 @@ impl Conn {
         let stdin = Arc::new(Async::new(File::from(OwnedFd::try_from(stdin)?))?);
         let stdout = File::from(OwnedFd::try_from(stdout)?);
         let stdout = BufReader::new(ReadWhenReady::new(Arc::new(Async::new(stdout)?)));
-        let (line, out) = (String::new(), Vec::new());
+        let (line, out) = (Vec::new(), Vec::new());
         Ok(Conn {
             child,
             stdin,
@@ -86,6 +88,7 @@ impl Conn {
             exited,
             stderr,
             line,
+            max_line: spec.max_frame,
             out,
             group,
         })
@@ -129,15 +132,21 @@ impl Conn {
             say!("[{module}] still importing after {secs} s: its calls wait until it is ready");
             std::future::pending().await
         };
-        self.read_line().or(slow).await.map_err(Stopped::NotReady)?;
-        let ready: Value = serde_json::from_str(&self.line)
-            .map_err(|e| Stopped::NotReady(Broken::Invalid(invalid(e, &self.line))))?;
+        let line = match self.read_line().or(slow).await.map_err(Stopped::NotReady)? {
+            Line::Text(line) => line,
+            Line::Over(size) => {
+                let line = format!("a line of {size} bytes");
+                return Err(Stopped::NotReady(Broken::Invalid(line)));
+            }
+        };
+        let ready: Value = serde_json::from_str(line)
+            .map_err(|e| Stopped::NotReady(Broken::Invalid(invalid(e, line))))?;
         if ready.get("ready") == Some(&Value::Bool(true)) {
             return Ok(());
         }
         match not_ready(&ready, module) {
             Some(error) => Err(Stopped::ImportFailed(error)),
-            None => Err(Stopped::NotReady(Broken::Invalid(excerpt(&self.line)))),
+            None => Err(Stopped::NotReady(Broken::Invalid(excerpt(line)))),
         }
     }
 
@@ -168,30 +177,66 @@ impl Conn {
         if !self.stdout.buffer().contains(&b'\n') {
             flush_queued();
         }
-        self.read_line().await?;
-        parse_answer(&self.line, id).map_err(Broken::Invalid)
+        match self.read_line().await? {
+            Line::Text(line) => parse_answer(line, id).map_err(Broken::Invalid),
+            Line::Over(size) => Ok(Err(too_large(&self.line, id, size, self.max_line))),
+        }
     }
 
-    /// Reads one line into `self.line`, unless the process exits or its stdout ends first.
-    async fn read_line(&mut self) -> Result<(), Broken> {
+    /// Reads one line, unless the process exits or its stdout ends first.
+    async fn read_line(&mut self) -> Result<Line<'_>, Broken> {
         let Conn {
             stdout,
             exited,
             line,
+            max_line,
             ..
         } = self;
         line.clear();
         let read = async {
-            match stdout.read_line(line).await {
-                Ok(1..) => Ok(()),
+            let limit = *max_line as u64 + 1;
+            match (&mut *stdout).take(limit).read_until(b'\n', line).await {
                 Ok(0) | Err(_) => Err(Broken::Exited),
+                Ok(_) if line.ends_with(b"\n") => Ok(None),
+                Ok(kept) => skip_line(stdout).await.map(|rest| Some(kept + rest)),
             }
         };
-        read.or(async {
-            let _ = exited.await;
-            Err(Broken::Exited)
-        })
-        .await
+        let over = read
+            .or(async {
+                let _ = exited.await;
+                Err(Broken::Exited)
+            })
+            .await?;
+        match over {
+            Some(size) => Ok(Line::Over(size)),
+            None => std::str::from_utf8(line)
+                .map(Line::Text)
+                .map_err(|e| Broken::Invalid(format!("a line that is not UTF-8: {e}"))),
+        }
+    }
+}
+
+/// A line a worker wrote: its text, or the size of one over the frame limit, not kept.
+enum Line<'a> {
+    Text(&'a str),
+    Over(usize),
+}
+
+/// Reads the rest of a line without keeping it; its size, the newline not counted.
+async fn skip_line(stdout: &mut BufReader<ReadWhenReady<File>>) -> Result<usize, Broken> {
+    let mut size = 0;
+    loop {
+        let buf = stdout.fill_buf().await.map_err(|_| Broken::Exited)?;
+        if buf.is_empty() {
+            return Err(Broken::Exited);
+        }
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        stdout.consume(used);
+        size += used;
+        if newline.is_some() {
+            return Ok(size - 1);
+        }
     }
 }
 

@@ -16,6 +16,11 @@ use smol::Async;
 /// A pool running `source` as module `z` (the file and its directory live as long as the
 /// returned guard).
 fn pool(source: &str, workers: usize) -> (tempfile::TempDir, Pool) {
+    pool_framed(source, workers, common::conn::DEFAULT_MAX_FRAME)
+}
+
+/// [`pool`], with a frame limit of `max_frame` bytes.
+fn pool_framed(source: &str, workers: usize, max_frame: usize) -> (tempfile::TempDir, Pool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("z.py");
     std::fs::write(&path, source).expect("write module");
@@ -24,6 +29,7 @@ fn pool(source: &str, workers: usize) -> (tempfile::TempDir, Pool) {
         path,
         python: "python3".into(),
         workers,
+        max_frame,
     };
     let (pool, started) = Pool::start(spec);
     started.expect("python3 starts");
@@ -213,6 +219,29 @@ fn prints_do_not_break_calls() {
     run(async {
         assert_eq!(call(&pool, "noisy", json!([])).await, Ok(json!("quiet")));
         assert_eq!(call(&pool, "add", json!([1, 1])).await, Ok(json!(2)));
+    });
+}
+
+#[test]
+fn an_answer_over_the_frame_limit_is_refused_with_its_size_and_the_worker_goes_on() {
+    const LONG: &str = "def long(n):\n    return 'x' * n\n\ndef oops(n):\n    raise ValueError('y' * n)\n\nimport os\ndef pid():\n    return os.getpid()\n";
+    let (_dir, pool) = pool_framed(LONG, 1, 4096);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        // Read to its end but not kept: the stub's memory does not grow with it.
+        let error = call(&pool, "long", json!([20_000_000])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::TooLarge);
+        let said = "the result is 20000002 bytes, over the frame limit of 4096 bytes";
+        assert!(error.message.starts_with(said), "{}", error.message);
+        let error = call(&pool, "oops", json!([10_000])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::TooLarge);
+        assert!(
+            error.message.contains("over the frame limit"),
+            "{}",
+            error.message
+        );
+        assert_eq!(call(&pool, "long", json!([3])).await, Ok(json!("xxx")));
+        assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid));
     });
 }
 
@@ -502,6 +531,7 @@ fn a_missing_interpreter_is_told_at_start_and_in_each_call_until_it_is_there() {
         path,
         python: python.to_str().expect("utf-8 path").into(),
         workers: 2,
+        max_frame: common::conn::DEFAULT_MAX_FRAME,
     };
     let (pool, started) = Pool::start(spec);
     let error = started.expect_err("no interpreter there");
@@ -584,6 +614,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
         path: "z.py".into(),
         python: "python3".into(),
         workers: 1,
+        max_frame: common::conn::DEFAULT_MAX_FRAME,
     };
     // The supervisor waits for this never-ending previous generation: it takes nothing.
     let (_previous_runs, previous) = channel::bounded(1);
