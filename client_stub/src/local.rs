@@ -68,13 +68,19 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
                 }
             }
             // The app ended its stream inside its last frame, as one that half-closes may:
-            // that request is answered if its id shows, as a malformed one is, and so are the
-            // calls it made before; then the connection closes.
+            // that request is answered if its id shows, as a malformed one is (or told why,
+            // if none shows), and so are the calls it made before; then the connection closes.
             Err(e @ Error::Protocol(_)) => {
-                if let Some((cmd, id)) = salvage(reader.refused_head()) {
-                    if cmd != "answer" {
+                match salvage(reader.refused_head()) {
+                    Some(("answer", _)) => {}
+                    Some((_, id)) => {
                         let result = Err(RemoteError::refused_frame(&e, ""));
                         outbox.send(&ToApp::Reply(Reply { id, result }));
+                    }
+                    None => {
+                        outbox.send(&ToApp::Error {
+                            message: e.to_string(),
+                        });
                     }
                 }
                 break true;

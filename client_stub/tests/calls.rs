@@ -514,6 +514,17 @@ fn an_app_that_half_closes_inside_its_last_frame_gets_every_answer_it_can() {
     assert_eq!(cut["result"]["Err"]["kind"], "protocol", "{all}");
     let said = cut["result"]["Err"]["message"].as_str().unwrap();
     assert!(said.contains("connection closed inside a frame"), "{all}");
+
+    // Cut short before its id: the app is told why, as for a malformed frame.
+    let mut s = raw_app(&n.caller);
+    write!(s, r#"{{"cmd":"ca"#).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let told: Value = serde_json::from_str(all.trim_end()).unwrap();
+    assert_eq!(told["cmd"], "error", "{all}");
+    let said = told["data"]["message"].as_str().unwrap();
+    assert!(said.contains("connection closed inside a frame"), "{all}");
 }
 
 #[test]
