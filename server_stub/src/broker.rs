@@ -276,16 +276,17 @@ impl Broker {
                 uploads,
             },
         );
+        let offers = self.registry.offers_for(id);
         self.send(
             id,
             ToClient::Welcome {
                 name: hello.name,
                 version: PROTOCOL_VERSION,
                 heartbeat_ms: self.limits.heartbeat_ms,
-                left: self.registry.left(),
+                offers: offers.len(),
             },
         );
-        for offer in self.registry.offers_for(id) {
+        for offer in offers {
             self.send(id, ToClient::Offer(offer));
         }
     }
