@@ -23,7 +23,7 @@ use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
 use crate::owned::{Describe, FromProfile, Owned, Parsed, Watched};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
-use crate::sync::{FirstOffers, Known, Withdrawing};
+use crate::sync::{Known, Withdrawing};
 use crate::Config;
 
 /// The stub as its tasks share it.
@@ -37,8 +37,8 @@ pub enum Event {
     Connected {
         up: Arc<Outbox>,
         name: String,
-        /// How many offers follow (see [`ToClient::Welcome`]).
-        offers: usize,
+        /// The modules that left the network (see [`ToClient::Welcome`]).
+        left: Vec<String>,
     },
     /// The server connection was lost; the link is being re-made.
     Disconnected(String),
@@ -80,8 +80,6 @@ pub struct Stub {
     pub(crate) store: Store,
     pub(crate) incoming: Reassembler,
     pub(crate) known: BTreeMap<String, Known>,
-    /// The offers that follow a welcome, while they come.
-    pub(crate) first_offers: Option<FirstOffers>,
     pub(crate) apps: HashMap<u64, Arc<Outbox>>,
     /// App connections that sent all they will send, closed once their calls are answered.
     pub(crate) closing: Vec<u64>,
@@ -132,7 +130,6 @@ impl Stub {
             owned: BTreeMap::new(),
             store,
             known: BTreeMap::new(),
-            first_offers: None,
             apps: HashMap::new(),
             closing: Vec::new(),
             withdrawing: HashMap::new(),
@@ -163,7 +160,7 @@ impl Actor for Stub {
         match event {
             Event::Server(ToClient::Shutdown { reason }) => return Some(Ok(reason)),
             Event::Server(msg) => self.server(msg),
-            Event::Connected { up, name, offers } => self.connected(up, name, offers),
+            Event::Connected { up, name, left } => self.connected(up, name, left),
             Event::Disconnected(why) => self.disconnected(&why),
             Event::Line(line) => match repl::parse(&line) {
                 Ok(Some(Command::Quit)) => return Some(Ok("quit".into())),
@@ -209,7 +206,7 @@ impl Actor for Stub {
 impl Stub {
     /// Frames go to `up` from now on: every owned module is uploaded again, the server hears
     /// that these are all this stub owns, and its offers that follow re-sync the rest by md5.
-    fn connected(&mut self, up: Arc<Outbox>, name: String, offers: usize) {
+    fn connected(&mut self, up: Arc<Outbox>, name: String, left: Vec<String>) {
         self.links += 1;
         self.config.name = name;
         self.up = Some(up);
@@ -231,8 +228,7 @@ impl Stub {
         }
         let modules = self.owned.keys().cloned().collect();
         self.send_up(ToServer::Owns { modules });
-        self.first_offers = Some(FirstOffers::expecting(offers));
-        self.forget_not_offered();
+        self.forget_cached(left);
         self.refresh_names();
     }
 

@@ -3,8 +3,6 @@
 //! withdraw; on joining, those that left while it was away); the generated client stubs kept
 //! beside the copies.
 
-use std::collections::BTreeSet;
-
 use common::codegen::stub_stem;
 use common::log::printable;
 use common::module::ModuleDescriptor;
@@ -23,22 +21,6 @@ pub(crate) struct Known {
     pub(crate) desc: Option<ModuleDescriptor>,
 }
 
-/// The offers that follow a welcome: the modules on the network as this stub joins.
-pub(crate) struct FirstOffers {
-    /// How many are still to come.
-    pending: usize,
-    offered: BTreeSet<String>,
-}
-
-impl FirstOffers {
-    pub(crate) fn expecting(offers: usize) -> Self {
-        FirstOffers {
-            pending: offers,
-            offered: BTreeSet::new(),
-        }
-    }
-}
-
 impl Stub {
     /// The server offers a module: keep the cached copy if its md5 matches, else ask for it.
     pub(crate) fn offered(&mut self, offer: Offer) {
@@ -48,11 +30,6 @@ impl Stub {
             md5,
             size,
         } = offer;
-        if let Some(first) = &mut self.first_offers {
-            first.pending = first.pending.saturating_sub(1);
-            first.offered.insert(module.clone());
-        }
-        self.forget_not_offered();
         // Names a server would never send: they are printed, and name files.
         if !valid_module_name(&module) || !valid_stub_name(&owner) {
             let (module, owner) = (printable(&module), printable(&owner));
@@ -165,15 +142,12 @@ impl Stub {
         self.refresh_names();
     }
 
-    /// Once the offers that followed the welcome have all come: removes the cached copy (and
-    /// generated stubs) of every module not offered, not this stub's own. It left the network
-    /// while this stub was away, so no `gone` came.
-    pub(crate) fn forget_not_offered(&mut self) {
-        let Some(first) = self.first_offers.take_if(|f| f.pending == 0) else {
-            return;
-        };
-        for module in self.store.modules() {
-            if first.offered.contains(&module) || self.owned.contains_key(&module) {
+    /// Removes the cached copy (and generated stubs) of each module in `left`, not this
+    /// stub's own: it left the network while this stub was away, so no `gone` came.
+    pub(crate) fn forget_cached(&mut self, left: Vec<String>) {
+        for module in left {
+            let cached = matches!(self.store.read(&module), Ok(Some(_)));
+            if !cached || self.owned.contains_key(&module) {
                 continue;
             }
             if let Err(e) = self.store.remove(&module) {

@@ -56,8 +56,8 @@ pub struct Link {
     pub stream: TcpStream,
     /// The link is encrypted (see [`Outbox::for_link`]).
     pub tls: bool,
-    /// How many offers follow the welcome (see [`ToClient::Welcome`]).
-    pub offers: usize,
+    /// The modules that left the network, as the welcome said (see [`ToClient::Welcome`]).
+    pub left: Vec<String>,
 }
 
 /// Connects and joins as `name`, following `policy` if the name is taken.
@@ -144,7 +144,7 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         Some(ToClient::Welcome {
             name,
             heartbeat_ms,
-            offers,
+            left,
             ..
         }) => Ok(Ok(Link {
             name,
@@ -153,7 +153,7 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
             writer,
             stream,
             tls: params.tls.is_some(),
-            offers,
+            left,
         })),
         Some(ToClient::Refused {
             reason,
@@ -178,7 +178,7 @@ pub async fn keep_connected(mut link: Link, params: Params, stub: Arc<Shared>) {
         let connected = Event::Connected {
             up: up.clone(),
             name: link.name.clone(),
-            offers: link.offers,
+            left: std::mem::take(&mut link.left),
         };
         if !stub.apply(connected) {
             return;

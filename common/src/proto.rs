@@ -17,7 +17,7 @@ use crate::error::RemoteError;
 use crate::log::printable;
 
 /// Version said in [`Hello`]; a server refuses any other.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Client stub → server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,9 +61,11 @@ pub enum ToClient {
         name: String,
         version: u32,
         heartbeat_ms: u64,
-        /// How many [`ToClient::Offer`]s follow at once: the modules on the network now. A copy
-        /// the stub cached of any other module is removed, for it left while the stub was away.
-        offers: usize,
+        /// The modules that left the network since the server started and are not back (the
+        /// newest 100): a copy the stub cached of one is removed, for it left while the stub
+        /// was away.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<String>,
     },
     /// Hello refused; the server closes the connection after this.
     Refused {

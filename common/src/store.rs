@@ -90,25 +90,6 @@ impl Store {
         Ok(self.read(module)?.map(|b| md5_hex(&b)))
     }
 
-    /// The modules whose descriptors are stored here: a `NAME.json` that another program left
-    /// here (an app run in this directory) is not one unless it is a descriptor of NAME.
-    pub fn modules(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let names = entries.filter_map(|e| e.ok()?.file_name().into_string().ok());
-        let stems = names.filter_map(|n| Some(n.strip_suffix(".json")?.to_owned()));
-        stems
-            .filter(|module| valid_module_name(module) && self.holds_descriptor_of(module))
-            .collect()
-    }
-
-    fn holds_descriptor_of(&self, module: &str) -> bool {
-        let bytes = self.read(module).ok().flatten().unwrap_or_default();
-        serde_json::from_slice::<crate::module::ModuleDescriptor>(&bytes)
-            .is_ok_and(|desc| desc.module == module)
-    }
-
     /// Replaces `module`'s file with `bytes` atomically: readers see the old file or the new one.
     pub fn write(&self, module: &str, bytes: &[u8]) -> Result<()> {
         self.replace(&self.path(module)?, bytes)

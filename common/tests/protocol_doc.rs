@@ -169,12 +169,12 @@ fn render() -> String {
         "",
         &[
             (
-                "Hello accepted. Each side sends at least a `ping` every `heartbeat_ms`; one that hears nothing for three intervals treats the other as gone. `offers`: how many `offer`s follow at once, the modules on the network now; the stub removes its cached copy of any other module, for it left while the stub was away.",
+                "Hello accepted. Each side sends at least a `ping` every `heartbeat_ms`; one that hears nothing for three intervals treats the other as gone. `left`: the modules that left the network since the server started and are not back (the newest 100); the stub removes its cached copy of each, for it left while the stub was away.",
                 ToClient::Welcome {
                     name: "alpha".into(),
                     version: PROTOCOL_VERSION,
                     heartbeat_ms: 5000,
-                    offers: 3,
+                    left: vec!["old".into()],
                 },
             ),
             (

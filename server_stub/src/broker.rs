@@ -276,17 +276,16 @@ impl Broker {
                 uploads,
             },
         );
-        let offers = self.registry.offers_for(id);
         self.send(
             id,
             ToClient::Welcome {
                 name: hello.name,
                 version: PROTOCOL_VERSION,
                 heartbeat_ms: self.limits.heartbeat_ms,
-                offers: offers.len(),
+                left: self.registry.left(),
             },
         );
-        for offer in offers {
+        for offer in self.registry.offers_for(id) {
             self.send(id, ToClient::Offer(offer));
         }
     }

@@ -1,7 +1,7 @@
 //! The server's tables, free of I/O: who is in, which modules exist and who owns them.
 //! The broker owns one [`Registry`] and is the only code that touches it.
 
-use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
+use std::collections::{btree_map::Entry, BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use common::proto::{valid_stub_name, Offer, PeerInfo, MAX_STUB_NAME_BYTES};
@@ -48,7 +48,14 @@ pub struct Registry {
     names: BTreeMap<String, PeerId>,
     peers: BTreeMap<PeerId, PeerEntry>,
     modules: BTreeMap<String, ModuleEntry>,
+    /// The modules that left the network since the server started, and are not back: a stub
+    /// that was away when one left is told on joining (see [`Registry::left`]). The newest
+    /// [`LEFT_KEPT`].
+    left: VecDeque<String>,
 }
+
+/// How many modules that left [`Registry::left`] keeps: a welcome names them all.
+const LEFT_KEPT: usize = 100;
 
 impl Registry {
     /// Claims `name` for peer `id`.
@@ -154,7 +161,18 @@ impl Registry {
             return false;
         }
         self.modules.remove(module);
+        self.left.retain(|m| m != module);
+        if self.left.len() == LEFT_KEPT {
+            self.left.pop_front();
+        }
+        self.left.push_back(module.to_owned());
         true
+    }
+
+    /// The modules that left the network since the server started and are not back, newest
+    /// last.
+    pub fn left(&self) -> Vec<String> {
+        self.left.iter().cloned().collect()
     }
 
     pub fn name(&self, id: PeerId) -> Option<&str> {
@@ -235,6 +253,7 @@ impl Registry {
                 false
             }
             _ => {
+                self.left.retain(|m| m != module);
                 let entry = ModuleEntry {
                     owners: vec![id],
                     shared,

@@ -6,7 +6,6 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::proto::PROTOCOL_VERSION;
 use serde_json::{json, Value};
 
 struct Server {
@@ -94,14 +93,14 @@ impl Peer {
 
     fn join_as(port: u16, name: &str, session: Value) -> Peer {
         let mut p = Peer::connect(port);
-        p.send(json!({"cmd": "hello", "data": {"version": PROTOCOL_VERSION, "name": name, "session": session}}));
+        p.send(json!({"cmd": "hello", "data": {"version": 1, "name": name, "session": session}}));
         let welcome = p.recv();
         let data = &welcome["data"];
         assert_eq!(welcome["cmd"], "welcome", "{welcome}");
         assert_eq!(data["name"], name, "{welcome}");
         assert_eq!(
             (&data["version"], &data["heartbeat_ms"]),
-            (&json!(PROTOCOL_VERSION), &json!(5000))
+            (&json!(1), &json!(5000))
         );
         p
     }
@@ -214,7 +213,7 @@ fn a_name_with_spaces_at_either_end_is_refused() {
     let _a = Peer::join(s.port, "a");
     for name in [" a", "a ", " a "] {
         let mut p = Peer::connect(s.port);
-        p.send(json!({"cmd": "hello", "data": {"version": PROTOCOL_VERSION, "name": name}}));
+        p.send(json!({"cmd": "hello", "data": {"version": 1, "name": name}}));
         let v = p.recv();
         assert_eq!(v["cmd"], "refused", "{name:?}: {v}");
         let reason = v["data"]["reason"].as_str().unwrap();
@@ -228,8 +227,7 @@ fn a_peers_text_is_logged_escaped_and_cannot_forge_a_line() {
     let log = s.dir.path().join("server.log");
     // Refused before any token check: the name it is refused for is quoted.
     let mut stranger = Peer::connect(s.port);
-    stranger
-        .send(json!({"cmd": "hello", "data": {"version": PROTOCOL_VERSION, "name": "x\u{1b}[2J"}}));
+    stranger.send(json!({"cmd": "hello", "data": {"version": 1, "name": "x\u{1b}[2J"}}));
     assert_eq!(stranger.recv()["cmd"], "refused");
     let mut p = Peer::join(s.port, "mallory");
     let text = "hi \u{1b}]0;pwned\u{7}\nforged [server] bob left\r";
@@ -264,7 +262,7 @@ fn a_peers_long_text_is_logged_shortened() {
     let log = s.dir.path().join("server.log");
     let mut stranger = Peer::connect(s.port);
     let name = "n".repeat(100_000);
-    stranger.send(json!({"cmd": "hello", "data": {"version": PROTOCOL_VERSION, "name": name}}));
+    stranger.send(json!({"cmd": "hello", "data": {"version": 1, "name": name}}));
     let refused = stranger.recv();
     assert_eq!(
         refused["data"]["reason"],
@@ -526,7 +524,7 @@ fn limits_on_peers_and_calls_in_flight_answer_with_the_limit() {
     let mut owner = Peer::join(s.port, "owner");
     let mut caller = Peer::join(s.port, "caller");
     let mut third = Peer::connect(s.port);
-    third.send(json!({"cmd": "hello", "data": {"version": PROTOCOL_VERSION, "name": "third"}}));
+    third.send(json!({"cmd": "hello", "data": {"version": 1, "name": "third"}}));
     let v = third.recv();
     assert!(
         v["data"]["reason"]
@@ -561,7 +559,7 @@ fn a_stub_reconnecting_with_its_session_replaces_its_ghost() {
 
     // A stranger cannot take the name; the same session can.
     let mut stranger = Peer::connect(s.port);
-    stranger.send(json!({"cmd": "hello", "data": {"version": PROTOCOL_VERSION, "name": "a", "session": "s2"}}));
+    stranger.send(json!({"cmd": "hello", "data": {"version": 1, "name": "a", "session": "s2"}}));
     assert_eq!(stranger.recv()["data"]["name_taken"], true);
     let mut back = Peer::join_as(s.port, "a", json!("s1"));
     // The ghost is told why, then its connection is closed; the module stayed: nobody was
@@ -590,7 +588,7 @@ fn a_long_frame_arriving_slowly_keeps_its_sender_in() {
     // Silent for three heartbeats (1.5 s) means gone; the frame takes 4 s to arrive.
     let s = server_with("heartbeat_ms = 500");
     let mut slow = Peer::connect(s.port);
-    slow.send(json!({"cmd": "hello", "data": {"version": PROTOCOL_VERSION, "name": "slow", "session": null}}));
+    slow.send(json!({"cmd": "hello", "data": {"version": 1, "name": "slow", "session": null}}));
     assert_eq!(slow.recv()["cmd"], "welcome");
     let call = json!({"cmd": "call", "data": {"id": 7, "module": "z", "function": "f",
         "args": ["x".repeat(40_000)], "timeout_ms": 60000}});
