@@ -230,6 +230,52 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
 }
 
 #[test]
+fn a_stub_joining_the_owners_of_a_shared_module_keeps_no_copy_and_a_refused_one_still_calls_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let copy = |sub: &str, text: &str| {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let path = dir.join(sub).join("m.py");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let source = "def one():\n    return 1\n";
+    let (server, port) = server(dir, &[]);
+    let mut b = stub(
+        dir,
+        port,
+        "b",
+        &["--shared", "m", "--register", &copy("src_b", source)],
+    );
+    b.wait_for("registered m");
+    // Offered m by b as it joins, a then becomes one of its owners.
+    let mut a = stub(
+        dir,
+        port,
+        "a",
+        &["-l", "--shared", "m", "--register", &copy("src_a", source)],
+    );
+    a.wait_for("registered m");
+    // Refused as an owner (other headers), d still calls the m that b provides.
+    let mut d = stub(dir, port, "d", &["-l", "--shared", "m"]);
+    d.wait_for("received m from b");
+    d.send(&format!(
+        "rm:{}",
+        copy("src_d", "def two():\n    return 2\n")
+    ));
+    d.wait_for("different headers");
+    assert_eq!(client(&d).call_as::<i64>("m", "one", ()).unwrap(), 1);
+
+    b.kill();
+    server.wait_for("left: b");
+    a.send("um:m");
+    a.wait_for("withdrew m");
+    // The last owner gone, m is nowhere on a: not listed, no copy of it kept as b's.
+    assert_eq!(client(&a).modules("m").unwrap(), Vec::<String>::new());
+    assert!(!dir.join("a/m.json").exists() && !dir.join("a/m.py").exists());
+}
+
+#[test]
 fn headers_refused_while_shared_are_uploaded_again_by_a_reload_once_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
