@@ -618,6 +618,37 @@ fn a_rust_program_provides_a_module_in_process() {
 }
 
 #[test]
+fn a_provider_function_that_panics_fails_its_call_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    let boom = |(n,): (i64,)| -> Result<i64, String> { panic!("kaboom {n}") };
+    let providing = common::provider::Provider::new("p")
+        .function("boom", &["n"], "", boom)
+        .provide_blocking(&format!("127.0.0.1:{}", app_port(&a)))
+        .unwrap();
+    std::thread::spawn(move || providing.serve_blocking());
+    b.wait_for("received p from a");
+    let app = client(&b).with_timeout(Duration::from_secs(30));
+    let start = std::time::Instant::now();
+    match app.call("p", "boom", (1,)) {
+        Err(CallError::Exception {
+            exc_type, message, ..
+        }) => {
+            assert_eq!((exc_type.as_str(), message.as_str()), ("panic", "kaboom 1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn a_providing_app_is_sent_what_remains_of_each_calls_timeout() {
     use std::io::{BufRead, BufReader, Write};
     let tmp = tempfile::tempdir().unwrap();

@@ -153,7 +153,7 @@ impl Provider {
         let handler = self.handlers.get(&call.function).cloned();
         smol::spawn(async move {
             let result = match handler {
-                Some(h) => smol::unblock(move || h(call.args, call.kwargs)).await,
+                Some(h) => smol::unblock(move || caught(|| h(call.args, call.kwargs))).await,
                 None => Err(RemoteError::new(
                     ErrorKind::UnknownFunction,
                     format!("no function '{}'", call.function),
@@ -209,6 +209,23 @@ impl Providing {
             }
         }
     }
+}
+
+/// Runs a handler; one that panics fails its call with the panic's message (a `panic`
+/// exception) rather than leave it unanswered until its caller's timeout.
+fn caught(run: impl FnOnce() -> Result<Json, RemoteError>) -> Result<Json, RemoteError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let message = match panic.downcast::<String>() {
+            Ok(message) => *message,
+            Err(panic) => panic
+                .downcast_ref::<&str>()
+                .unwrap_or(&"(no message)")
+                .to_string(),
+        };
+        let mut e = RemoteError::new(ErrorKind::Exception, message);
+        e.exc_type = Some("panic".into());
+        Err(e)
+    })
 }
 
 fn closed() -> CallError {
