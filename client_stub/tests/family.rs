@@ -222,6 +222,8 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
 
     a.kill();
     server.wait_for("left: a");
+    // b is told who provides m now, from its cached copy.
+    b.wait_for("m from c: cached copy is current");
     for _ in 0..4 {
         let place = app.call_as::<String>("m", "where", ()).unwrap();
         assert!(place.contains("src_c"), "{place}");
