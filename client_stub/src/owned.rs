@@ -501,8 +501,8 @@ impl Stub {
                 let owner = &k.owner;
                 return Err(format!("module '{module}' is owned by '{owner}' (to provide it too, both must declare it shared)"));
             }
-            // Provided by others too: from now on this stub is one of its owners.
-            self.known.remove(&module);
+            // Provided by others too: this stub becomes one of its owners once the server
+            // accepts it (see `Stub::forget_known`); until then, refused, it calls theirs.
         }
         if let (None, Some(o)) = (&app, self.owned.get(&module)) {
             // (Unless a withdraw is on its way: then it must be uploaded again.)

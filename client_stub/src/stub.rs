@@ -283,6 +283,8 @@ impl Stub {
                 if let Some(o) = self.owned.get_mut(&module) {
                     o.confirmed = true;
                     o.refused = false;
+                    // One of a shared module's owners now: it is no other stub's here.
+                    self.forget_known(&module);
                 }
                 say!("registered {module} (md5 {md5})");
             }

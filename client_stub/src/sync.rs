@@ -131,15 +131,26 @@ impl Stub {
                     self.owned.remove(module);
                 }
             }
-        } else if !ours && self.known.remove(module).is_some() {
-            self.incoming.forget(module);
-            if let Err(e) = self.store.remove(module) {
-                say!("error: cannot remove the cached copy of {module}: {e}");
-            }
-            self.remove_stubs(module);
+        } else if !ours && self.forget_known(module) {
             say!("module {module} is gone: {}", printable(reason));
         }
         self.refresh_names();
+    }
+
+    /// Drops another stub's module: its entry, its cached copy and its generated stubs.
+    ///
+    /// # Returns
+    /// Whether it was known.
+    pub(crate) fn forget_known(&mut self, module: &str) -> bool {
+        if self.known.remove(module).is_none() {
+            return false;
+        }
+        self.incoming.forget(module);
+        if let Err(e) = self.store.remove(module) {
+            say!("error: cannot remove the cached copy of {module}: {e}");
+        }
+        self.remove_stubs(module);
+        true
     }
 
     /// Removes the cached copy (and generated stubs) of each module in `left`, not this

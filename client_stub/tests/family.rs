@@ -222,11 +222,59 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
 
     a.kill();
     server.wait_for("left: a");
+    // b is told who provides m now, from its cached copy.
+    b.wait_for("m from c: cached copy is current");
     for _ in 0..4 {
         let place = app.call_as::<String>("m", "where", ()).unwrap();
         assert!(place.contains("src_c"), "{place}");
     }
     assert_eq!(b.count("module m is gone"), 0);
+}
+
+#[test]
+fn a_stub_joining_the_owners_of_a_shared_module_keeps_no_copy_and_a_refused_one_still_calls_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let copy = |sub: &str, text: &str| {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let path = dir.join(sub).join("m.py");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let source = "def one():\n    return 1\n";
+    let (server, port) = server(dir, &[]);
+    let mut b = stub(
+        dir,
+        port,
+        "b",
+        &["--shared", "m", "--register", &copy("src_b", source)],
+    );
+    b.wait_for("registered m");
+    // Offered m by b as it joins, a then becomes one of its owners.
+    let mut a = stub(
+        dir,
+        port,
+        "a",
+        &["-l", "--shared", "m", "--register", &copy("src_a", source)],
+    );
+    a.wait_for("registered m");
+    // Refused as an owner (other headers), d still calls the m that b provides.
+    let mut d = stub(dir, port, "d", &["-l", "--shared", "m"]);
+    d.wait_for("received m from b");
+    d.send(&format!(
+        "rm:{}",
+        copy("src_d", "def two():\n    return 2\n")
+    ));
+    d.wait_for("different headers");
+    assert_eq!(client(&d).call_as::<i64>("m", "one", ()).unwrap(), 1);
+
+    b.kill();
+    server.wait_for("left: b");
+    a.send("um:m");
+    a.wait_for("withdrew m");
+    // The last owner gone, m is nowhere on a: not listed, no copy of it kept as b's.
+    assert_eq!(client(&a).modules("m").unwrap(), Vec::<String>::new());
+    assert!(!dir.join("a/m.json").exists() && !dir.join("a/m.py").exists());
 }
 
 #[test]
@@ -571,6 +619,37 @@ fn a_rust_program_provides_a_module_in_process() {
     );
     provider.kill();
     b.wait_for("module rustcalc is gone");
+}
+
+#[test]
+fn a_provider_function_that_panics_fails_its_call_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    let boom = |(n,): (i64,)| -> Result<i64, String> { panic!("kaboom {n}") };
+    let providing = common::provider::Provider::new("p")
+        .function("boom", &["n"], "", boom)
+        .provide_blocking(&format!("127.0.0.1:{}", app_port(&a)))
+        .unwrap();
+    std::thread::spawn(move || providing.serve_blocking());
+    b.wait_for("received p from a");
+    let app = client(&b).with_timeout(Duration::from_secs(30));
+    let start = std::time::Instant::now();
+    match app.call("p", "boom", (1,)) {
+        Err(CallError::Exception {
+            exc_type, message, ..
+        }) => {
+            assert_eq!((exc_type.as_str(), message.as_str()), ("panic", "kaboom 1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]

@@ -62,7 +62,7 @@ def type(match: str, self=None, client: bool = False, _=0) -> list:
 
 
 def nothing() -> None:
-    """Returns nothing."""
+    """Returns nothing (its doc line \u202e written back to front, to no Rust compiler's harm)."""
 
 
 def half(x: int) -> int:

@@ -50,8 +50,8 @@ impl Provider {
     }
 
     /// Adds function `name(params...)`. `f` gets the arguments as `A`, typically a tuple with one
-    /// element per parameter, keyword arguments put in their parameter's place as Python would;
-    /// its `Err` comes back to the caller as an exception.
+    /// element per parameter (`()` for none), keyword arguments put in their parameter's place as
+    /// Python would; its `Err` comes back to the caller as an exception.
     pub fn function<A, R, F>(mut self, name: &str, params: &[&str], doc: &str, f: F) -> Self
     where
         A: DeserializeOwned,
@@ -65,8 +65,12 @@ impl Provider {
                 .map_err(|message| bad(ErrorKind::BadArguments, message))?;
             // The values' texts as one list, read as `A`: nothing is parsed twice.
             let list = Json::of(&args).map_err(|e| bad(ErrorKind::Exception, e.to_string()))?;
-            let args = list
-                .read()
+            let args = (list.read())
+                .or_else(|e| match args.is_empty() {
+                    // No parameters, as `()`, which serde reads from null only.
+                    true => serde_json::from_str("null").map_err(|_| e),
+                    false => Err(e),
+                })
                 .map_err(|e| bad(ErrorKind::BadArguments, format!("arguments: {e}")))?;
             let result = f(args).map_err(|message| {
                 let mut e = bad(ErrorKind::Exception, message);
@@ -153,7 +157,7 @@ impl Provider {
         let handler = self.handlers.get(&call.function).cloned();
         smol::spawn(async move {
             let result = match handler {
-                Some(h) => smol::unblock(move || h(call.args, call.kwargs)).await,
+                Some(h) => smol::unblock(move || caught(|| h(call.args, call.kwargs))).await,
                 None => Err(RemoteError::new(
                     ErrorKind::UnknownFunction,
                     format!("no function '{}'", call.function),
@@ -211,6 +215,23 @@ impl Providing {
     }
 }
 
+/// Runs a handler; one that panics fails its call with the panic's message (a `panic`
+/// exception) rather than leave it unanswered until its caller's timeout.
+fn caught(run: impl FnOnce() -> Result<Json, RemoteError>) -> Result<Json, RemoteError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let message = match panic.downcast::<String>() {
+            Ok(message) => *message,
+            Err(panic) => panic
+                .downcast_ref::<&str>()
+                .unwrap_or(&"(no message)")
+                .to_string(),
+        };
+        let mut e = RemoteError::new(ErrorKind::Exception, message);
+        e.exc_type = Some("panic".into());
+        Err(e)
+    })
+}
+
 fn closed() -> CallError {
     CallError::NotConnected("the stub closed the connection".into())
 }
@@ -265,6 +286,17 @@ mod tests {
         assert_eq!(bound(json!([1, 2]), json!({})), Ok(json!([1, 2])));
         assert_eq!(bound(json!([1]), json!({"b": 2})), Ok(json!([1, 2])));
         assert_eq!(bound(json!([]), json!({"b": 2, "a": 1})), Ok(json!([1, 2])));
+    }
+
+    #[test]
+    fn a_function_without_parameters_takes_them_as_unit_or_as_an_empty_tuple() {
+        let provider = Provider::new("p")
+            .function("unit", &[], "", |(): ()| Ok(1))
+            .function("tuple", &[], "", |_: [i64; 0]| Ok(2));
+        for (name, result) in [("unit", "1"), ("tuple", "2")] {
+            let answer = provider.handlers[name](Vec::new(), Kwargs::new());
+            assert_eq!(answer.map(|r| r.text().to_owned()), Ok(result.into()));
+        }
     }
 
     #[test]

@@ -315,10 +315,14 @@ impl Broker {
 
     fn leave(&mut self, id: PeerId) {
         self.peers.remove(&id);
+        let provided = self.registry.modules_of(id);
         let Some((name, modules)) = self.registry.leave(id) else {
             return;
         };
         say!("left: {name}");
+        for module in provided.iter().filter(|m| !modules.contains(m)) {
+            self.offer_again(module);
+        }
         for module in modules {
             self.module_gone(&module, format!("its owner '{name}' left"));
         }
@@ -408,9 +412,7 @@ impl Broker {
                         reason,
                     },
                 );
-                if let Some(offer) = self.registry.offer(&module) {
-                    self.send(id, ToClient::Offer(offer));
-                }
+                self.offer_again(&module);
             }
             Err(reason) => self.send(id, ToClient::RegisterFailed { module, reason }),
         }
@@ -461,6 +463,7 @@ impl Broker {
         // Ownership may have changed while the pieces arrived.
         let md5 = md5_hex(&bytes);
         self.registry.may_register(id, module, &md5, shared)?;
+        let owners_before = self.registry.module(module).map(|m| m.owners.len());
         self.store
             .write(module, &bytes)
             .map_err(|e| format!("the server cannot store it: {e}"))?;
@@ -480,8 +483,30 @@ impl Broker {
             if let Some(offer) = self.registry.offer(module) {
                 self.broadcast(&ToClient::Offer(offer), Some(id));
             }
+        } else if self.registry.module(module).map(|m| m.owners.len()) != owners_before {
+            self.offer_again(module);
         }
         Ok(())
+    }
+
+    /// Offers `module` again to every stub that does not provide it, once its owners changed
+    /// and it stayed: from their cached copy (nothing is sent again) they learn who provides
+    /// it now.
+    fn offer_again(&mut self, module: &str) {
+        let Some(entry) = self.registry.module(module) else {
+            return;
+        };
+        let owners = entry.owners.clone();
+        let Some(offer) = self.registry.offer(module) else {
+            return;
+        };
+        let msg = ToClient::Offer(offer);
+        let users: Vec<PeerId> = (self.peers.keys().copied())
+            .filter(|id| !owners.contains(id))
+            .collect();
+        for id in users {
+            self.queue(id, &msg);
+        }
     }
 
     /// Sends the pieces of `module` if its md5 is still `md5` (else a newer offer is on its way).

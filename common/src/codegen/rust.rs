@@ -1,6 +1,7 @@
 //! The Rust stub of a module.
 
 use super::*;
+use crate::log::printable;
 
 /// The Rust module for `desc`: one function per remote function (and one per plain value),
 /// taking a `Client` first.
@@ -126,14 +127,15 @@ pub(super) fn rust_function(
 /// The docstring's first line and the remote header, as doc comments.
 pub(super) fn rust_docs(module: &str, f: &FunctionDesc) -> String {
     let mut out = String::new();
+    // Escaped as the shells print a peer's text: rustc refuses a bare CR in a doc comment, and
+    // a bidirectional override (`text_direction_codepoint_in_comment`).
     if let Some(doc) = f.doc.as_deref().and_then(|d| d.lines().next()) {
-        // A bare CR is an error in a doc comment; no control character belongs in one line.
-        let doc: String = doc.trim().chars().filter(|c| !c.is_control()).collect();
-        out += &format!("/// {doc}\n///\n");
+        out += &format!("/// {}\n///\n", printable(doc.trim()));
     }
     let signature = f.signature();
     let signature: Vec<&str> = signature.split_whitespace().collect();
-    out += &format!("/// Remote: `{module}.{}`.\n", signature.join(" "));
+    let signature = signature.join(" ");
+    out += &format!("/// Remote: `{module}.{}`.\n", printable(&signature));
     out
 }
 

@@ -152,6 +152,27 @@ fn rust_functions_are_typed_with_defaults_optional() {
 }
 
 #[test]
+fn rust_doc_comments_escape_what_rustc_refuses_in_them() {
+    // A bare CR, and a bidirectional override (a deny-by-default lint), from the doc line and
+    // from a default as written.
+    let mut f = function(
+        "f",
+        vec![param("a", ParamKind::Positional, Some("'\u{202e}'"), None)],
+        None,
+    );
+    f.doc = Some("Reads \u{202e}backwards\r.".into());
+    let code = rust_stub(&module(vec![f]), "m");
+    let unsafe_char =
+        |c: char| matches!(c, '\r' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    assert!(!code.contains(unsafe_char), "{code:?}");
+    assert!(
+        code.contains("/// Reads \\u{202e}backwards\\r.\n"),
+        "{code}"
+    );
+    assert!(code.contains("/// Remote: `z.f(a='\\u{202e}')`."), "{code}");
+}
+
+#[test]
 fn rust_keywords_and_reserved_names() {
     use ParamKind::*;
     let f = |name: &str, params: Vec<Param>| function(name, params, None);
