@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use rustpython_parser::ast::{self, Constant, Expr, Ranged, Stmt};
 use rustpython_parser::text_size::{TextRange, TextSize};
 use rustpython_parser::Parse;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
 
@@ -108,12 +109,12 @@ fn parse_on_this_thread(module: &str, source: &str) -> Result<ModuleDescriptor, 
     // A name is exported if any of its definitions is; the last one is what Python binds.
     let mut names: HashMap<&str, (usize, bool)> = HashMap::new();
     for (i, (def, exported)) in defs.iter().enumerate() {
-        let entry = names.entry(def.name).or_insert((i, false));
+        let entry = names.entry(&def.name).or_insert((i, false));
         *entry = (i, entry.1 || *exported);
     }
     let mut functions = Vec::new();
     for (i, (def, _)) in defs.iter().enumerate() {
-        if names.get(def.name) == Some(&(i, true)) {
+        if names.get(def.name.as_ref()) == Some(&(i, true)) {
             functions.push(describe(def, &src)?);
         }
     }
@@ -153,9 +154,19 @@ fn parse_suite(module: &str, src: &Source) -> Result<(ast::Suite, Lexed), ParseE
     Ok((suite, lexed))
 }
 
+/// An identifier as Python reads it: NFKC-normalised (`ﬁx` is `fix`, `ℕ` is `N`), which is the
+/// name a call must use. The parser keeps identifiers as written.
+fn python_name(written: &str) -> Cow<'_, str> {
+    match written.is_ascii() {
+        true => Cow::Borrowed(written),
+        false => Cow::Owned(written.nfkc().collect()),
+    }
+}
+
 /// The parts of a `def` or `async def` statement this module needs.
 struct FnDef<'a> {
-    name: &'a str,
+    /// As Python binds it (see [`python_name`]).
+    name: Cow<'a, str>,
     args: &'a ast::Arguments,
     body: &'a [Stmt],
     decorators: &'a [Expr],
@@ -168,7 +179,7 @@ impl<'a> FnDef<'a> {
     fn of(stmt: &'a Stmt) -> Option<Self> {
         match stmt {
             Stmt::FunctionDef(d) => Some(FnDef {
-                name: d.name.as_str(),
+                name: python_name(&d.name),
                 args: &d.args,
                 body: &d.body,
                 decorators: &d.decorator_list,
@@ -177,7 +188,7 @@ impl<'a> FnDef<'a> {
                 range: d.range,
             }),
             Stmt::AsyncFunctionDef(d) => Some(FnDef {
-                name: d.name.as_str(),
+                name: python_name(&d.name),
                 args: &d.args,
                 body: &d.body,
                 decorators: &d.decorator_list,
@@ -286,8 +297,7 @@ fn describe(def: &FnDef, src: &Source) -> Result<FunctionDesc, ParseError> {
         .map(|(arg, default, kind)| param(arg, default, kind, src))
         .collect::<Result<_, _>>()?;
     Ok(FunctionDesc {
-        // Python NFKC-normalises identifiers; the parser keeps them as written.
-        name: def.name.to_string(),
+        name: def.name.clone().into_owned(),
         params,
         returns: def.returns.map(|e| src.text(e.range())).transpose()?,
         doc: docstring_summary(def.body),
@@ -310,7 +320,7 @@ fn param(
     src: &Source,
 ) -> Result<Param, ParseError> {
     Ok(Param {
-        name: arg.arg.as_str().to_string(),
+        name: python_name(&arg.arg).into_owned(),
         kind,
         default: default.map(|e| src.text(e.range())).transpose()?,
         annotation: arg

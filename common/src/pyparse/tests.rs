@@ -428,3 +428,18 @@ fn check_corpus_file(path: &std::path::Path) -> Result<(), String> {
         Err("no expected.json or expected_error".into())
     }
 }
+
+#[test]
+fn names_are_the_ones_python_binds_normalised_as_it_normalises_them() {
+    // Python reads `ℕ` as `N` and `ﬁrst` as `first` (NFKC): a call must use those names.
+    let source =
+        "def ℕ(ﬁrst, *, ｂ=1):\n    pass\n\ndef ﬁx():\n    pass\n\ndef fix(a):\n    pass\n";
+    assert_eq!(names(source), ["N", "fix"]);
+    let desc = parse(source);
+    let params: Vec<&str> = (desc.functions[0].params.iter())
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(params, ["first", "b"]);
+    // Defined twice under one name, as Python sees it: the last definition is the header.
+    assert_eq!(desc.functions[1].params[0].name, "a");
+}
