@@ -763,6 +763,31 @@ fn next_frame<T>(from_stub: &mut dyn BufRead, pick: impl Fn(ToServer) -> Option<
     }
 }
 
+/// The next call the stub sends.
+fn next_call(from_stub: &mut dyn BufRead) -> common::proto::Call {
+    next_frame(from_stub, |f| match f {
+        ToServer::Call(call) => Some(call),
+        _ => None,
+    })
+}
+
+/// Answers the next call the stub sends with what `result` makes of it.
+fn answer_next_call(
+    s: &mut std::net::TcpStream,
+    from_stub: &mut dyn BufRead,
+    result: impl FnOnce(&common::proto::Call) -> serde_json::Value,
+) {
+    let call = next_call(from_stub);
+    let result = Ok(Json::from(result(&call)));
+    send(
+        s,
+        &ToClient::Reply(Reply {
+            id: call.id,
+            result,
+        }),
+    );
+}
+
 fn offer(module: &str, owner: &str, bytes: &[u8]) -> ToClient {
     ToClient::Offer(Offer {
         module: module.into(),
@@ -806,10 +831,7 @@ fn frames_with_data_before_cmd_are_read_from_an_app_and_from_the_server() {
         for chunk in common::chunk::split("m", &module()) {
             send(s, &ToClient::Chunk(chunk));
         }
-        let id = next_frame(from_stub, |f| match f {
-            ToServer::Call(call) => Some(call.id),
-            _ => None,
-        });
+        let id = next_call(from_stub).id;
         let reply = format!(r#"{{"data":{{"id":{id},"result":{{"Ok":[1, 2]}}}},"cmd":"reply"}}"#);
         writeln!(s, "{reply}").unwrap();
         std::thread::sleep(Duration::from_secs(1));
@@ -851,18 +873,7 @@ fn calls_go_on_while_a_new_version_of_a_module_is_fetched() {
             send(s, &ToClient::Chunk(chunk));
         }
         send(s, &offer("m", "a", &version(&["f", "g"])));
-        let call = next_frame(from_stub, |f| match f {
-            ToServer::Call(call) => Some(call),
-            _ => None,
-        });
-        let result = Ok(Json::from(json!(call.function)));
-        send(
-            s,
-            &ToClient::Reply(Reply {
-                id: call.id,
-                result,
-            }),
-        );
+        answer_next_call(s, from_stub, |call| json!(call.function));
         std::thread::sleep(Duration::from_secs(1));
     });
     let b = stub(tmp.path(), port, "b", &[]);
@@ -883,18 +894,7 @@ fn a_module_whose_first_copy_is_still_being_fetched_is_called_and_its_descriptio
     // call against, so it sends the call on for the owner to check.
     let (port, server) = fake_server(move |s, from_stub| {
         send(s, &offer("m", "a", &module));
-        let call = next_frame(from_stub, |f| match f {
-            ToServer::Call(call) => Some(call),
-            _ => None,
-        });
-        let result = Ok(Json::from(json!(call.args)));
-        send(
-            s,
-            &ToClient::Reply(Reply {
-                id: call.id,
-                result,
-            }),
-        );
+        answer_next_call(s, from_stub, |call| json!(call.args));
         std::thread::sleep(Duration::from_secs(1));
     });
     let b = stub(tmp.path(), port, "b", &[]);
