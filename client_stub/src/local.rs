@@ -45,45 +45,17 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
                 }
             }
             Ok(None) => break true,
-            Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
-                match salvage(reader.refused_head()) {
-                    // A providing app's answer: the call it answers fails with the reason.
-                    Some(("answer", id)) => {
-                        let why = "the providing app's answer cannot be read: ";
-                        let result = Err(RemoteError::refused_frame(&e, why));
-                        let msg = ToStub::Answer(Reply { id, result });
-                        if !stub.apply(Event::App { conn, msg }) {
-                            break false;
-                        }
-                    }
-                    Some((_, id)) => {
-                        let result = Err(RemoteError::refused_frame(&e, ""));
-                        outbox.send(&ToApp::Reply(Reply { id, result }));
-                    }
-                    None => {
-                        outbox.send(&ToApp::Error {
-                            message: e.to_string(),
-                        });
-                    }
+            // A frame that cannot be read is answered by its id, if its head shows one (or
+            // the app is told why), and the connection goes on. One the app cut short by
+            // ending its stream, as one that half-closes may, is answered so too, after the
+            // calls it made before; then the connection closes.
+            Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. } | Error::Protocol(_))) => {
+                if !answer_refused(&e, reader.refused_head(), conn, &stub, &outbox) {
+                    break false;
                 }
-            }
-            // The app ended its stream inside its last frame, as one that half-closes may:
-            // that request is answered if its id shows, as a malformed one is (or told why,
-            // if none shows), and so are the calls it made before; then the connection closes.
-            Err(e @ Error::Protocol(_)) => {
-                match salvage(reader.refused_head()) {
-                    Some(("answer", _)) => {}
-                    Some((_, id)) => {
-                        let result = Err(RemoteError::refused_frame(&e, ""));
-                        outbox.send(&ToApp::Reply(Reply { id, result }));
-                    }
-                    None => {
-                        outbox.send(&ToApp::Error {
-                            message: e.to_string(),
-                        });
-                    }
+                if matches!(e, Error::Protocol(_)) {
+                    break true;
                 }
-                break true;
             }
             Err(_) => break false,
         }
@@ -95,4 +67,28 @@ async fn serve(conn: u64, stream: TcpStream, stub: Arc<Shared>, max_frame: usize
     writer.await;
     stub.apply(Event::AppLeft { conn });
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Answers a frame that could not be read (`e`), whose start was `head`; `false` if the stub
+/// has stopped.
+fn answer_refused(e: &Error, head: &[u8], conn: u64, stub: &Shared, outbox: &Arc<Outbox>) -> bool {
+    match salvage(head) {
+        // A providing app's answer: the call it answers fails with the reason.
+        Some(("answer", id)) => {
+            let why = "the providing app's answer cannot be read: ";
+            let result = Err(RemoteError::refused_frame(e, why));
+            let msg = ToStub::Answer(Reply { id, result });
+            return stub.apply(Event::App { conn, msg });
+        }
+        Some((_, id)) => {
+            let result = Err(RemoteError::refused_frame(e, ""));
+            outbox.send(&ToApp::Reply(Reply { id, result }));
+        }
+        None => {
+            outbox.send(&ToApp::Error {
+                message: e.to_string(),
+            });
+        }
+    }
+    true
 }
