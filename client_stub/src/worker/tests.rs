@@ -263,6 +263,26 @@ fn dying_worker_fails_the_call_and_is_restarted() {
 }
 
 #[test]
+fn a_keyboard_interrupt_or_other_base_exception_fails_its_call_and_the_worker_goes_on() {
+    const RAISES: &str = "import os\nclass Stop(BaseException):\n    pass\n\ndef kbi():\n    raise KeyboardInterrupt('from the module')\n\ndef stop():\n    raise Stop('stopped')\n\ndef pid():\n    return os.getpid()\n";
+    let (_dir, pool) = pool(RAISES, 1);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        for (function, exc_type, message) in [
+            ("kbi", "KeyboardInterrupt", "from the module"),
+            ("stop", "Stop", "stopped"),
+        ] {
+            let error = call(&pool, function, json!([])).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Exception, "{function}: {error:?}");
+            assert_eq!(error.exc_type.as_deref(), Some(exc_type));
+            assert_eq!(error.message, message);
+        }
+        // The same worker, its state kept.
+        assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid));
+    });
+}
+
+#[test]
 fn non_json_result_is_a_clear_type_error() {
     let (_dir, pool) = pool(MODULE, 1);
     run(async {

@@ -374,7 +374,9 @@ def main():
                 if type(result) is int:
                     check_int(result)  # raises: beyond 64 bits
                 answer = b'{"id":%d,"ok":%s}\n' % (request_id, encode(result).encode())
-        except (Exception, CallTimedOut) as exc:  # SystemExit still ends the worker
+        except SystemExit:  # the module asks its process to end: the stub restarts it
+            raise
+        except BaseException as exc:  # KeyboardInterrupt too: SIGINT is ignored, the module raised it
             if request_id is None:
                 request_id = leading_id(line)
             answer = failure(request_id, exc)
