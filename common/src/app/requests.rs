@@ -91,7 +91,8 @@ impl Requests {
                 function,
                 args,
                 kwargs,
-                timeout_ms: timeout.as_millis() as u64,
+                // Saturated: `as` would wrap 2^61 s to 0 ms, which the stub takes as expired.
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             })
         };
         self.request(make, timeout, what)
@@ -134,8 +135,13 @@ impl Requests {
 }
 
 impl Request {
+    /// When its answer is late. A timeout past what the clock can count (`Duration::MAX`
+    /// meant as "wait for ever") waits a century instead of panicking.
     pub(super) fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let now = Instant::now();
+        now.checked_add(self.timeout)
+            .unwrap_or_else(|| now + CENTURY)
     }
 
     /// The error of a request whose answer did not come in time.

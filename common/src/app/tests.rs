@@ -251,3 +251,35 @@ fn answers_in_any_order_reach_their_calls_while_others_time_out() {
     });
     stub.join().unwrap();
 }
+
+#[test]
+fn a_timeout_too_long_for_a_clock_waits_as_long_as_one_can() {
+    // Duration::MAX ("no timeout"), and 2^61 s, whose milliseconds wrap to 0 in 64 bits.
+    for timeout in [Duration::MAX, Duration::from_secs(1 << 61)] {
+        let answer = |mut s: std::net::TcpStream| {
+            s.write_all(b"{\"cmd\":\"reply\",\"data\":{\"id\":1,\"result\":{\"Ok\":1}}}\n")
+                .unwrap();
+        };
+        let (addr, stub) = fake_stub(1, answer);
+        let client = Client::connect(&addr).unwrap().with_timeout(timeout);
+        assert_eq!(client.call("m", "f", ()).unwrap(), serde_json::json!(1));
+        stub.join().unwrap();
+        let (addr, stub) = fake_stub(1, answer);
+        smol::block_on(async {
+            let client = AsyncClient::connect(&addr).await.unwrap();
+            let one = client.call_with("m", "f", (), Map::new(), Some(timeout));
+            assert_eq!(one.await.unwrap(), serde_json::json!(1));
+        });
+        stub.join().unwrap();
+        // What the stub is told: the longest timeout it reads, not the milliseconds wrapped.
+        let requests = requests::Requests::new();
+        let request = requests
+            .call("m", "f", (), Map::new(), Some(timeout))
+            .unwrap();
+        let line = String::from_utf8(request.line).unwrap();
+        assert!(
+            line.contains(r#""timeout_ms":18446744073709551615"#),
+            "{line}"
+        );
+    }
+}
