@@ -383,6 +383,29 @@ fn calls_made_on_the_owners_own_stub_time_out_on_time() {
 }
 
 #[test]
+fn a_call_waiting_for_its_turn_on_a_shared_blocking_client_times_out_on_time() {
+    let n = net();
+    let address = format!("127.0.0.1:{}", app_port(&n.caller));
+    let client = Arc::new(common::app::Client::connect(&address).unwrap());
+    let busy = client.clone();
+    let long = Some(Duration::from_secs(20));
+    let holder = std::thread::spawn(move || busy.call_with("m", "slow", (3,), Map::new(), long));
+    std::thread::sleep(Duration::from_millis(300)); // the slow call holds the connection
+    let started = Instant::now();
+    let short = Some(Duration::from_millis(300));
+    let result = client.call_with("m", "add", (1, 2), Map::new(), short);
+    assert!(matches!(result, Err(CallError::Timeout(_))), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(holder.join().unwrap(), Ok(json!(3)));
+    // The connection is still usable, in turn.
+    assert_eq!(client.call("m", "add", (1, 2)), Ok(json!(3)));
+}
+
+#[test]
 fn test_app_prints_results_and_exits_1_on_a_remote_exception() {
     let n = net();
     let port = app_port(&n.caller).to_string();

@@ -1,6 +1,6 @@
 //! The blocking client: each call writes its request and reads its answer on the calling thread.
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -14,11 +14,36 @@ use crate::proto::{Json, ToApp, ToStub};
 
 /// A blocking connection to the local stub. Each call writes its request and reads until its
 /// answer on the calling thread: no background task and no thread hop, the fastest path for an
-/// app that makes one call at a time. Threads sharing one `Client` take turns; for many calls
-/// in flight, use [`AsyncClient`](super::AsyncClient).
+/// app that makes one call at a time. Threads sharing one `Client` take turns, each call
+/// within its timeout, its wait for its turn included; for many calls in flight, use
+/// [`AsyncClient`](super::AsyncClient).
 pub struct Client {
-    link: Mutex<SyncLink>,
+    turn: Mutex<Turn>,
+    /// Told when a call gives the connection back.
+    returned: Condvar,
     requests: Requests,
+}
+
+/// The connection, out while a call has it, and how many calls wait for it.
+struct Turn {
+    link: Option<SyncLink>,
+    waiting: usize,
+}
+
+/// A call's hold on the connection: given back when dropped, however the call ends.
+struct Held<'a> {
+    client: &'a Client,
+    link: Option<SyncLink>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut turn = self.client.lock_turn();
+        turn.link = self.link.take();
+        if turn.waiting > 0 {
+            self.client.returned.notify_one();
+        }
+    }
 }
 
 struct SyncLink {
@@ -35,12 +60,17 @@ impl Client {
         let stream = std::net::TcpStream::connect(address).map_err(refused)?;
         let _ = stream.set_nodelay(true);
         let reader = std::io::BufReader::new(stream.try_clone().map_err(refused)?);
+        let link = SyncLink {
+            writer: stream,
+            reader,
+            line: Vec::with_capacity(1024),
+        };
         Ok(Client {
-            link: Mutex::new(SyncLink {
-                writer: stream,
-                reader,
-                line: Vec::with_capacity(1024),
+            turn: Mutex::new(Turn {
+                link: Some(link),
+                waiting: 0,
             }),
+            returned: Condvar::new(),
             requests: Requests::new(),
         })
     }
@@ -149,16 +179,44 @@ impl Client {
         )
     }
 
+    fn lock_turn(&self) -> MutexGuard<'_, Turn> {
+        self.turn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the connection until `deadline`: a call waiting behind a slower one
+    /// times out on time, unsent.
+    fn take_turn(&self, request: &Request, deadline: Instant) -> Result<Held<'_>, CallError> {
+        let mut turn = self.lock_turn();
+        loop {
+            if let Some(link) = turn.link.take() {
+                return Ok(Held {
+                    client: self,
+                    link: Some(link),
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(request.late());
+            }
+            turn.waiting += 1;
+            turn = (self.returned.wait_timeout(turn, left))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            turn.waiting -= 1;
+        }
+    }
+
     /// Writes one request and reads until its answer, or the timeout.
     fn send(&self, request: Request) -> Result<Json, CallError> {
         use std::io::{BufRead, Write};
-        let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = request.deadline();
+        let mut held = self.take_turn(&request, deadline)?;
+        let link = held.link.as_mut().expect("a turn holds the connection");
         let gone = |e: std::io::Error| {
             CallError::NotConnected(format!("the connection to the stub failed: {e}"))
         };
         link.writer.write_all(&request.line).map_err(gone)?;
-        let deadline = request.deadline();
-        let SyncLink { reader, line, .. } = &mut *link;
+        let SyncLink { reader, line, .. } = link;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
