@@ -1086,3 +1086,43 @@ fn a_stub_describing_an_installed_module_whose_import_hangs_still_serves() {
     assert!(answer.contains(r#""id":7,"result":{"Ok":""#), "{answer}");
     assert_eq!(app.call("hangs", "f", ()).unwrap(), json!(1));
 }
+
+#[test]
+fn an_async_app_on_a_profile_with_a_larger_frame_limit_reads_results_up_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let limits = "max_frame_bytes = 8000000";
+    let (_server, port) = server_with_limits(dir, limits, &[]);
+    let _owner = owner_with_limits(dir, port, limits);
+    let profile = dir.join("b.toml");
+    std::fs::write(&profile, format!("[limits]\n{limits}\n")).unwrap();
+    let b = stub(dir, port, "b", &["-c", profile.to_str().unwrap()]);
+    b.wait_for("received m from a");
+    // The app's profile: b's limits, and the port b took.
+    let app_profile = dir.join("app.toml");
+    let app_port = app_port(&b);
+    let text = format!("app_port = {app_port}\n[limits]\n{limits}\n");
+    std::fs::write(&app_profile, text).unwrap();
+    smol::block_on(async {
+        let profile = app_profile.to_str().unwrap();
+        let app = common::app::AsyncClient::connect_profile(profile)
+            .await
+            .unwrap();
+        // 5 MB: over the default limit, under the profile's.
+        let result = app.call("m", "big", (5_000_000,)).await;
+        assert_eq!(
+            result.map(|v| v.as_str().map(str::len)),
+            Ok(Some(5_000_000))
+        );
+        assert_eq!(app.call("m", "add", (1, 2)).await, Ok(json!(3)));
+        // The same limit given by hand.
+        let address = format!("127.0.0.1:{app_port}");
+        let app = common::app::AsyncClient::connect(&address).await.unwrap();
+        let app = app.with_max_frame(8_000_000);
+        let result = app.call("m", "big", (5_000_000,)).await;
+        assert_eq!(
+            result.map(|v| v.as_str().map(str::len)),
+            Ok(Some(5_000_000))
+        );
+    });
+}

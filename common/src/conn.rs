@@ -54,6 +54,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Refuses frames longer than `max` bytes from now on.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Every read that brings bytes counts as heard by `silence`, so that a peer sending one
     /// long frame over a slow link is not taken for gone before its last byte.
     pub fn report_to(&mut self, silence: &Silence) {

@@ -9,7 +9,6 @@ use smol::net::TcpStream;
 use super::link::{Link, NoAnswer};
 use super::requests::{Request, Requests};
 use super::{decode, CallError};
-use crate::conn::DEFAULT_MAX_FRAME;
 use crate::module::ModuleDescriptor;
 use crate::proto::{Json, ToStub};
 
@@ -23,22 +22,26 @@ pub struct AsyncClient {
 impl AsyncClient {
     /// Connects to a stub's app port, for example `127.0.0.1:8765`.
     pub async fn connect(address: &str) -> Result<Self, CallError> {
+        Self::connect_with(address, Requests::new()).await
+    }
+
+    /// Connects to the stub of a client profile (`-c conf2`): its `app_port`,
+    /// `call_timeout_ms` and frame limit.
+    pub async fn connect_profile(profile: &str) -> Result<Self, CallError> {
+        let (address, requests) = Requests::of_profile(profile, None)?;
+        Self::connect_with(&address, requests).await
+    }
+
+    /// Connects to `address`, reading answers up to the frame limit of `requests`.
+    async fn connect_with(address: &str, requests: Requests) -> Result<Self, CallError> {
         let stream = TcpStream::connect(address)
             .await
             .map_err(|e| CallError::NotConnected(format!("no stub at {address}: {e}")))?;
         let _ = stream.set_nodelay(true);
         Ok(AsyncClient {
-            link: Link::new(stream, DEFAULT_MAX_FRAME),
-            requests: Requests::new(),
+            link: Link::new(stream, requests.max_frame),
+            requests,
         })
-    }
-
-    /// Connects to the stub of a client profile (`-c conf2`): its `app_port` and
-    /// `call_timeout_ms`.
-    pub async fn connect_profile(profile: &str) -> Result<Self, CallError> {
-        let (address, requests) = Requests::of_profile(profile, None)?;
-        let client = Self::connect(&address).await?;
-        Ok(AsyncClient { requests, ..client })
     }
 
     /// Sets the default timeout of every call.
@@ -47,9 +50,11 @@ impl AsyncClient {
         self
     }
 
-    /// Sets the largest request sent (default: the stubs' default frame limit).
+    /// Sets the largest request sent and answer read (default: the stubs' default frame
+    /// limit): the stub's `max_frame_bytes`.
     pub fn with_max_frame(mut self, bytes: usize) -> Self {
         self.requests.max_frame = bytes;
+        self.link.set_max_frame(bytes);
         self
     }
 

@@ -83,6 +83,11 @@ impl Link {
         }
     }
 
+    /// Refuses answers longer than `max_frame` bytes from now on.
+    pub(super) fn set_max_frame(&mut self, max_frame: usize) {
+        self.reader.get_mut().frames.set_max(max_frame);
+    }
+
     /// Sends `request` (one line of JSON) and waits for the answer to call `id` until
     /// `deadline`.
     /// Dropping the future forgets the call (its request may still go).
