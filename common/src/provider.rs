@@ -49,7 +49,7 @@ impl Provider {
         }
     }
 
-    /// Adds function `name(params...)`. `f` gets the arguments as `A`, typically a tuple with one
+    /// Adds function `name(params...)`, replacing one added before under that name. `f` gets the arguments as `A`, typically a tuple with one
     /// element per parameter (`()` for none), keyword arguments put in their parameter's place as
     /// Python would; its `Err` comes back to the caller as an exception.
     pub fn function<A, R, F>(mut self, name: &str, params: &[&str], doc: &str, f: F) -> Self
@@ -80,6 +80,8 @@ impl Provider {
             Json::of(&result).map_err(|e| bad(ErrorKind::Exception, format!("result: {e}")))
         });
         self.handlers.insert(name.to_owned(), handler);
+        // Added again, its header goes too: calls are checked against the code they run.
+        self.desc.functions.retain(|f| f.name != name);
         self.desc.functions.push(FunctionDesc {
             name: name.to_owned(),
             params: params
@@ -297,6 +299,17 @@ mod tests {
             let answer = provider.handlers[name](Vec::new(), Kwargs::new());
             assert_eq!(answer.map(|r| r.text().to_owned()), Ok(result.into()));
         }
+    }
+
+    #[test]
+    fn a_function_added_again_replaces_its_header_as_well_as_its_code() {
+        let provider = Provider::new("p")
+            .function("f", &["a"], "first", |(a,): (i64,)| Ok(a))
+            .function("f", &["a", "b"], "second", |(a, b): (i64, i64)| Ok(a + b));
+        let functions = &provider.descriptor().functions;
+        assert_eq!(functions.len(), 1, "{functions:?}");
+        assert_eq!(functions[0].params.len(), 2);
+        assert_eq!(functions[0].doc.as_deref(), Some("second"));
     }
 
     #[test]
