@@ -283,6 +283,21 @@ fn a_keyboard_interrupt_or_other_base_exception_fails_its_call_and_the_worker_go
 }
 
 #[test]
+fn an_exception_whose_text_holds_a_lone_surrogate_fails_its_call_and_the_worker_goes_on() {
+    // A name from os.listdir of a file whose name is not UTF-8 holds one ('\udcff').
+    const RAISES: &str = "import os\ndef bad_name():\n    raise ValueError('no file ' + os.fsdecode(b'\\xff'))\n\ndef pid():\n    return os.getpid()\n";
+    let (_dir, pool) = pool(RAISES, 1);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        let error = call(&pool, "bad_name", json!([])).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Exception, "{error:?}");
+        assert_eq!(error.exc_type.as_deref(), Some("ValueError"));
+        assert_eq!(error.message, "no file \\udcff");
+        assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid));
+    });
+}
+
+#[test]
 fn non_json_result_is_a_clear_type_error() {
     let (_dir, pool) = pool(MODULE, 1);
     run(async {

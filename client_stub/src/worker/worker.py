@@ -130,7 +130,13 @@ def error_of(exc):
         message = str(exc)
     except Exception:
         message = f"<unprintable {type(exc).__name__}>"
-    return {"type": type(exc).__name__, "message": message, "traceback": text}
+    return {"type": utf8(type(exc).__name__), "message": utf8(message), "traceback": utf8(text)}
+
+
+def utf8(text):
+    """`text` with any lone surrogate (a name os.listdir decoded from bytes not UTF-8) written
+    as its escape, `\\udcff`: the stub reads an exception's text, which must be UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class CallTimedOut(BaseException):
