@@ -1088,12 +1088,12 @@ fn a_stub_describing_an_installed_module_whose_import_hangs_still_serves() {
 }
 
 #[test]
-fn an_async_app_on_a_profile_with_a_larger_frame_limit_reads_results_up_to_it() {
+fn apps_and_providers_on_stubs_with_a_larger_frame_limit_take_values_up_to_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let limits = "max_frame_bytes = 8000000";
     let (_server, port) = server_with_limits(dir, limits, &[]);
-    let _owner = owner_with_limits(dir, port, limits);
+    let owner = owner_with_limits(dir, port, limits);
     let profile = dir.join("b.toml");
     std::fs::write(&profile, format!("[limits]\n{limits}\n")).unwrap();
     let b = stub(dir, port, "b", &["-c", profile.to_str().unwrap()]);
@@ -1124,5 +1124,35 @@ fn an_async_app_on_a_profile_with_a_larger_frame_limit_reads_results_up_to_it() 
             result.map(|v| v.as_str().map(str::len)),
             Ok(Some(5_000_000))
         );
-    });
+    }); // A Python app through the generated stub: the stub's limit, not the default, applies.
+    let script = "import m, _stubnet\n\
+                  print(len(m.big(5_000_000)), len(m.add('y' * 5_000_000, '')))\n\
+                  try:\n    m.add('y' * 9_000_000, '')\n\
+                  except _stubnet.RemoteError as e:\n    print(e.kind)\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .current_dir(dir.join("b"))
+        .env("STUBNET_APP_PORT", app_port.to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "5000000 5000000\ntoo_large\n",
+        "{err}"
+    );
+    // A Rust program providing a module through b, called through a with a 5 MB argument.
+    let size = |(s,): (String,)| Ok(s.len());
+    let providing = common::provider::Provider::new("pv")
+        .function("size", &["s"], "", size)
+        .with_max_frame(8_000_000)
+        .provide_blocking(&format!("127.0.0.1:{app_port}"))
+        .unwrap();
+    std::thread::spawn(move || providing.serve_blocking());
+    owner.wait_for("received pv from b");
+    let app = client(&owner).with_max_frame(8_000_000);
+    assert_eq!(
+        app.call("pv", "size", ("y".repeat(5_000_000),)),
+        Ok(json!(5_000_000))
+    );
 }

@@ -34,6 +34,8 @@ type Kwargs = BTreeMap<String, Json>;
 pub struct Provider {
     desc: ModuleDescriptor,
     handlers: HashMap<String, Handler>,
+    /// The largest call read from the stub.
+    max_frame: usize,
 }
 
 impl Provider {
@@ -46,12 +48,21 @@ impl Provider {
                 attributes: Vec::new(),
             },
             handlers: HashMap::new(),
+            max_frame: DEFAULT_MAX_FRAME,
         }
     }
 
-    /// Adds function `name(params...)`, replacing one added before under that name. `f` gets the arguments as `A`, typically a tuple with one
-    /// element per parameter (`()` for none), keyword arguments put in their parameter's place as
-    /// Python would; its `Err` comes back to the caller as an exception.
+    /// Sets the largest call read (default: the stubs' default frame limit): the stub's
+    /// `max_frame_bytes`, so that every call it sends on can be read.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Adds function `name(params...)`, replacing one added before under that name. `f` gets
+    /// the arguments as `A`, typically a tuple with one element per parameter (`()` for none),
+    /// keyword arguments put in their parameter's place as Python would; its `Err` comes back
+    /// to the caller as an exception.
     pub fn function<A, R, F>(mut self, name: &str, params: &[&str], doc: &str, f: F) -> Self
     where
         A: DeserializeOwned,
@@ -135,7 +146,7 @@ impl Provider {
         };
         let mut providing = Providing {
             _writer: outbox.spawn_writer(stream.clone()),
-            reader: FrameReader::new(crate::readiness::tcp(&stream), DEFAULT_MAX_FRAME),
+            reader: FrameReader::new(crate::readiness::tcp(&stream), self.max_frame),
             outbox,
             provider: self,
         };

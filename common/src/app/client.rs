@@ -95,6 +95,13 @@ impl Client {
         self
     }
 
+    /// Sets the largest request sent (default: the stubs' default frame limit): the stub's
+    /// `max_frame_bytes`.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.requests.max_frame = bytes;
+        self
+    }
+
     /// See [`AsyncClient::call`](super::AsyncClient::call).
     pub fn call(
         &self,

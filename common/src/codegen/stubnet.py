@@ -59,7 +59,6 @@ ast, itertools, json, os, socket, threading = _standard(
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0
 SECONDS = "a number of seconds above 0"  # what a timeout takes
-MAX_FRAME = 4 * 1024 * 1024  # the stubs' default frame limit: a larger request is refused
 
 
 class RemoteError(Exception):
@@ -229,11 +228,8 @@ class _Connection:
         id_ = next(self.ids)
         # The id first: a stub that cannot read the rest can still answer this request.
         line = json.dumps({"cmd": cmd, "data": {"id": id_, **data}}, allow_nan=False)
+        # Its size is the stub's to check: it refuses, by this id, one over its frame limit.
         line = line.encode() + b"\n"
-        if len(line) > MAX_FRAME:
-            size = len(line)
-            msg = f"{what}: the request is {size} bytes, over the frame limit of {MAX_FRAME} bytes"
-            raise RemoteError("too_large", msg)
         slot = [threading.Event(), None]
         with self.lock:
             if self.closed:
