@@ -712,7 +712,12 @@ impl Stub {
     }
 
     /// Sends a withdraw for an owned module, counting it until the server's `gone` answers it.
+    /// Not while one is on its way with no upload after it: the server would refuse the second,
+    /// and its refusal, read as an upload's, would drop the module registered again meanwhile.
     pub(crate) fn send_withdraw(&mut self, module: &str) {
+        if (self.withdrawing.get(module)).is_some_and(|w| w.sent > w.overtaken) {
+            return say!("{module} is being withdrawn already");
+        }
         self.send_up(ToServer::Withdraw {
             module: module.to_owned(),
         });
