@@ -451,6 +451,45 @@ fn a_call_that_fits_its_apps_frame_but_not_the_next_hops_is_refused_with_its_siz
     assert_eq!(server.count("bad frame"), 0, "{:?}", server.output());
 }
 
+/// A descriptor many times the smallest frame limit goes to and from stubs and a server at that
+/// limit: its chunks fit any frame limit a profile may set (each was 64 KiB, refused by them).
+#[test]
+fn descriptors_larger_than_the_smallest_frame_sync_at_that_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let functions = (0..60).map(|i| format!("def func_{i}(alpha, beta, gamma={i}):\n    \"\"\"Doc line {i} of a module bigger than a frame.\"\"\"\n    return {i}\n"));
+    std::fs::write(dir.join("big.py"), functions.collect::<String>()).unwrap();
+    let small = "max_frame_bytes = 4096";
+    let (server, port) = server_with_limits(dir, small, &[]);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, format!("[limits]\n{small}\n")).unwrap();
+    let small = ["-c", profile.to_str().unwrap()];
+    let b = stub(dir, port, "b", &small);
+    // One way: registered by a stub at the limit, received by one at the default.
+    let big = dir.join("big.py");
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &[&small[..], &["--register", big.to_str().unwrap()]].concat(),
+    );
+    a.wait_for("registered big");
+    let c = stub(dir, port, "c", &[]);
+    c.wait_for("received big from a");
+    // The other way: received by a stub at the limit.
+    b.wait_for("received big from a");
+    assert_eq!(
+        client(&b).call("big", "func_59", (1, 2)).unwrap(),
+        json!(59)
+    );
+    let size = std::fs::metadata(dir.join("b/big.json")).unwrap().len();
+    assert!(
+        size > 4 * 4096,
+        "{size} bytes: not bigger than a few frames"
+    );
+    assert_eq!(server.count("bad frame"), 0, "{:?}", server.output());
+}
+
 #[test]
 fn directories_removed_while_in_use_are_made_again() {
     let tmp = tempfile::tempdir().unwrap();
