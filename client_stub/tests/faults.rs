@@ -206,6 +206,29 @@ fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
     assert_eq!(again.count("lost the server"), 0);
 }
 
+/// Under another name too (its profile's name edited, say): the two used to run side by side
+/// on one directory, the second's `.apps` naming its port in place of the first's.
+#[test]
+fn a_second_stub_on_the_same_directory_under_another_name_replaces_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let z = example_module();
+    let mut a = stub(dir, port, "a", &["--register", z.to_str().unwrap()]);
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("received z from a");
+    let args = stub_args(&port.to_string(), "a2", "a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = Proc::start("again", &exe("client_stub"), &args, dir);
+    again.wait_for("joined 127.0.0.1");
+    assert!(a.wait_exit().success());
+    a.wait_for("replaced by a newer connection of this stub");
+    // It owns only what it registers itself: z, only the first's, left with it.
+    b.wait_for("module z is gone: its owner 'a' left");
+    server.wait_for("left: a");
+    assert_eq!(again.count("lost the server"), 0);
+}
+
 /// Stub `a` started again on its receiving directory (`dir/a`), with app port `app_port`.
 fn stub_a_again(dir: &Path, port: u16, app_port: &str) -> Proc {
     let mut args = stub_args(&port.to_string(), "a", "a");
