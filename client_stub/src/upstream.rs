@@ -2,6 +2,7 @@
 //! connection, silence past the heartbeat) is reported to the stub, and the link is re-made
 //! with backoff under the same name and session, so the stub reclaims its name from its ghost.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,7 @@ pub struct Link {
 pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Link> {
     let mut candidate = name.to_owned();
     for attempt in 2.. {
-        let reason = match hello(params, &candidate).await? {
+        let reason = match answered_in_time(params, hello(params, &candidate)).await? {
             Ok(link) => return Ok(link),
             Err(reason) => reason,
         };
@@ -96,6 +97,27 @@ pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Lin
         };
     }
     unreachable!("the loop returns")
+}
+
+/// How long the server may take to answer a hello (as long as it gives a stub to say one),
+/// from the connection's start: a port that takes connections and says nothing (another
+/// program's, a server that hangs) would hold a joining stub forever.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `attempt`, unless the server has not answered it within [`HELLO_TIMEOUT`].
+async fn answered_in_time<T>(
+    params: &Params,
+    attempt: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    attempt
+        .or(async {
+            smol::Timer::after(HELLO_TIMEOUT).await;
+            Err(Error::Config(format!(
+                "the server at {} did not answer within {HELLO_TIMEOUT:?}",
+                params.server
+            )))
+        })
+        .await
 }
 
 /// `NAME-N`, NAME shortened (at a character's start) if the whole would be longer than a

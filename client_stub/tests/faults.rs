@@ -229,6 +229,50 @@ fn a_second_stub_on_the_same_directory_under_another_name_replaces_the_first() {
     assert_eq!(again.count("lost the server"), 0);
 }
 
+/// A "server" that takes connections (the kernel's backlog does) and never answers: the
+/// port reused by another program, or a server that hangs.
+fn mute_server() -> (std::net::TcpListener, String) {
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mute.local_addr().unwrap().port().to_string();
+    (mute, port)
+}
+
+/// A stub joining a server that never answers gives up, saying so: it used to wait forever.
+#[test]
+fn a_server_that_never_answers_the_hello_is_given_up_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_mute, port) = mute_server();
+    let args = stub_args(&port, "a", "a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
+    let status = a.wait_exit();
+    assert_eq!(status.code(), Some(1), "{:?}", a.output());
+    a.wait_for(&format!(
+        "the server at 127.0.0.1:{port} did not answer within 10s"
+    ));
+}
+
+/// Ctrl-C or SIGTERM while a stub is still joining stops it at once: it was not heeded.
+#[test]
+fn a_stub_still_joining_stops_when_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_mute, port) = mute_server();
+    let args = stub_args(&port, "a", "a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
+    std::thread::sleep(Duration::from_millis(500)); // its hello sent
+    let asked = std::time::Instant::now();
+    assert!(a.terminate().success(), "{:?}", a.output());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    a.wait_for("stopped: asked to stop");
+}
+
 /// Stub `a` started again on its receiving directory (`dir/a`), with app port `app_port`.
 fn stub_a_again(dir: &Path, port: u16, app_port: &str) -> Proc {
     let mut args = stub_args(&port.to_string(), "a", "a");
