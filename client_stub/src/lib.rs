@@ -233,14 +233,14 @@ struct Started {
 
 /// Opens the receiving directory, joins the network and takes the app port.
 async fn start(config: &mut Config) -> Result<Started> {
-    let store = Store::open(
+    let mut store = Store::open(
         &config.receiving_dir,
         "the receiving directory (-d, profile key receiving_dir)",
     )?;
     let params = upstream::Params {
         server: format!("{}:{}", config.address, config.port),
         token: config.token.clone(),
-        session: upstream::session(&config.receiving_dir),
+        session: upstream::session(&mut store),
         max_frame: config.limits.max_frame_bytes,
         tls: match &config.tls_ca {
             Some(ca) => Some(Connector::load(
@@ -277,7 +277,7 @@ async fn start(config: &mut Config) -> Result<Started> {
             .map_err(cannot_listen)?,
     };
     let bound = apps.local_addr()?;
-    app_port::note_held(&config.receiving_dir, bound.port());
+    app_port::note_held(&mut store, bound.port());
     say!("apps on {bound}");
     // The port taken, not 0 ("any"): what `sc:` saves is what apps need to find this stub.
     config.app_port = bound.port();

@@ -325,23 +325,25 @@ pub async fn ask_name() -> Result<String> {
 
 /// This stub's session id: kept in `dir/.session`, so a stub restarted on the same receiving
 /// directory reclaims its name from the ghost of its previous run, too.
-pub fn session(dir: &std::path::Path) -> String {
-    let path = dir.join(".session");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        if !s.trim().is_empty() {
-            return s.trim().to_owned();
-        }
+pub fn session(store: &mut common::store::Store) -> String {
+    let path = store.dir().join(".session");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => new_session_id(),
+    };
+    if let Err(e) = store.keep_note(".session", id.as_bytes()) {
+        say!("cannot keep the session id in {}: {e}", path.display());
     }
+    id
+}
+
+fn new_session_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     h.write_u128(now.unwrap_or_default().as_nanos());
     h.write_u32(std::process::id());
-    let id = format!("{:016x}", h.finish());
-    if let Err(e) = std::fs::write(&path, &id) {
-        say!("cannot keep the session id in {}: {e}", path.display());
-    }
-    id
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]

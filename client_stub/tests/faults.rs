@@ -576,6 +576,32 @@ fn directories_removed_while_in_use_are_made_again() {
     assert_eq!(client(&b).call("m", "add", (1, 2)).unwrap(), json!(3));
 }
 
+/// A receiving directory made again keeps the stub's session: a stub started on it replaces
+/// the one running there, as before it was removed (it was refused, the name in use).
+#[test]
+fn a_receiving_directory_made_again_keeps_its_stubs_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let mut b = stub(dir, port, "b", &[]);
+    std::fs::remove_dir_all(dir.join("b")).unwrap();
+    let m = module(dir);
+    let _a = stub(dir, port, "a", &["--register", &m]);
+    b.wait_for("received m from a");
+    let again = Proc::start(
+        "again",
+        &exe("client_stub"),
+        &stub_args(&port.to_string(), "b", "b")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        dir,
+    );
+    again.wait_for("joined 127.0.0.1");
+    assert!(b.wait_exit().success());
+    server.wait_for("rejoined: b");
+}
+
 #[test]
 fn a_message_over_the_frame_limit_is_refused_before_it_is_sent() {
     let tmp = tempfile::tempdir().unwrap();
