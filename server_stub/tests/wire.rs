@@ -583,7 +583,7 @@ fn a_stub_reconnecting_with_its_session_replaces_its_ghost() {
     assert_eq!(back.recv()["cmd"], "who");
 }
 
-/// The server's heartbeats keep the interval its profile sets, even under its 250 ms tick:
+/// The server's heartbeats keep the interval its profile sets, even one under its 250 ms tick:
 /// a stub hearing nothing for three intervals would drop the link.
 #[test]
 fn heartbeats_keep_a_short_interval() {
@@ -604,8 +604,9 @@ fn heartbeats_keep_a_short_interval() {
             last = std::time::Instant::now();
         }
     }
-    let longest = gaps.iter().max().unwrap();
-    assert!(*longest < 200, "pings {gaps:?} ms apart");
+    // The median: a busy machine may delay a ping or two, not most of them (250 ms, unfixed).
+    gaps.sort_unstable();
+    assert!(gaps[gaps.len() / 2] < 200, "pings {gaps:?} ms apart");
 }
 
 #[test]
