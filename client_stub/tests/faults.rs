@@ -263,13 +263,8 @@ fn a_stub_still_joining_stops_when_told() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
     std::thread::sleep(Duration::from_millis(500)); // its hello sent
-    let asked = std::time::Instant::now();
+    // Unheeded, it would end 10 s on, giving up on the server: with exit status 1.
     assert!(a.terminate().success(), "{:?}", a.output());
-    assert!(
-        asked.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        asked.elapsed()
-    );
     a.wait_for("stopped: asked to stop");
 }
 
