@@ -54,10 +54,11 @@ pub async fn take_once_free(port: u16) -> std::io::Result<TcpListener> {
     }
 }
 
-/// Notes in `dir` that this process holds app port `port`.
-pub fn note_held(dir: &Path, port: u16) {
-    let path = dir.join(HELD);
-    if let Err(e) = std::fs::write(&path, format!("{port} {}\n", std::process::id())) {
+/// Notes in the receiving directory that this process holds app port `port`.
+pub fn note_held(store: &mut common::store::Store, port: u16) {
+    let note = format!("{port} {}\n", std::process::id());
+    if let Err(e) = store.keep_note(HELD, note.as_bytes()) {
+        let path = store.dir().join(HELD);
         say!("cannot note the app port in {}: {e}", path.display());
     }
 }

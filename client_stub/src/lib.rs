@@ -146,6 +146,9 @@ impl Config {
     }
 }
 
+/// Why a stub stops on Ctrl-C or a terminate signal.
+const ASKED_TO_STOP: &str = "asked to stop (Ctrl-C or a terminate signal)";
+
 /// Joins the network and serves until quit, a server shutdown, or `shutdown` completes (the
 /// binary completes it on Ctrl-C or a terminate signal, which the reason names).
 ///
@@ -158,14 +161,86 @@ pub async fn run(
     mut config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<String> {
-    let store = Store::open(
+    smol::pin!(shutdown);
+    // Heeded while joining too, which can take a while (a slow server, a port to wait for).
+    let started = async { start(&mut config).await.map(Some) }
+        .or(async {
+            (&mut shutdown).await;
+            Ok(None)
+        })
+        .await?;
+    let Some(Started {
+        store,
+        params,
+        link,
+        apps,
+    }) = started
+    else {
+        return Ok(ASKED_TO_STOP.into());
+    };
+
+    let names = Names::default();
+    let (describing, to_describe) = smol::channel::unbounded();
+    let mut stub = Stub::new(config.clone(), store, names.clone(), describing);
+    // Parsed and started now (installed modules once described); uploaded as soon as the stub
+    // hears it is connected.
+    let (register, left_out) = owned::one_file_per_module(config.register.clone());
+    for e in left_out {
+        say!("error: {e}");
+    }
+    for path in &register {
+        stub.register(path);
+    }
+    for name in &config.expose {
+        stub.expose(name);
+    }
+    let (stub, ended) = Shared::new(stub);
+    let tasks = (
+        smol::spawn(upstream::keep_connected(link, params, stub.clone())),
+        smol::spawn(local::accept_loop(
+            apps,
+            stub.clone(),
+            config.limits.max_frame_bytes,
+        )),
+        smol::spawn({
+            let stub = stub.clone();
+            async move { stub.every(Duration::from_millis(100), || Event::Tick).await }
+        }),
+        smol::spawn(owned::describe_queued(to_describe, stub.clone())),
+        config
+            .live_console
+            .then(|| smol::spawn(console(config.clone(), names, stub.clone()))),
+    );
+    let stop = async {
+        (&mut shutdown).await;
+        stub.apply(Event::Stop(ASKED_TO_STOP.into()));
+        std::future::pending().await
+    };
+    let result = async { ended.recv().await.unwrap_or(Ok("stopped".into())) }
+        .or(stop)
+        .await;
+    drop(tasks);
+    result
+}
+
+/// What joining leaves for serving.
+struct Started {
+    store: Store,
+    params: upstream::Params,
+    link: upstream::Link,
+    apps: smol::net::TcpListener,
+}
+
+/// Opens the receiving directory, joins the network and takes the app port.
+async fn start(config: &mut Config) -> Result<Started> {
+    let mut store = Store::open(
         &config.receiving_dir,
         "the receiving directory (-d, profile key receiving_dir)",
     )?;
     let params = upstream::Params {
         server: format!("{}:{}", config.address, config.port),
         token: config.token.clone(),
-        session: upstream::session(&config.receiving_dir),
+        session: upstream::session(&mut store),
         max_frame: config.limits.max_frame_bytes,
         tls: match &config.tls_ca {
             Some(ca) => Some(Connector::load(
@@ -202,55 +277,16 @@ pub async fn run(
             .map_err(cannot_listen)?,
     };
     let bound = apps.local_addr()?;
-    app_port::note_held(&config.receiving_dir, bound.port());
+    app_port::note_held(&mut store, bound.port());
     say!("apps on {bound}");
     // The port taken, not 0 ("any"): what `sc:` saves is what apps need to find this stub.
     config.app_port = bound.port();
-
-    let names = Names::default();
-    let (describing, to_describe) = smol::channel::unbounded();
-    let mut stub = Stub::new(config.clone(), store, names.clone(), describing);
-    // Parsed and started now (installed modules once described); uploaded as soon as the stub
-    // hears it is connected.
-    let (register, left_out) = owned::one_file_per_module(config.register.clone());
-    for e in left_out {
-        say!("error: {e}");
-    }
-    for path in &register {
-        stub.register(path);
-    }
-    for name in &config.expose {
-        stub.expose(name);
-    }
-    let (stub, ended) = Shared::new(stub);
-    let tasks = (
-        smol::spawn(upstream::keep_connected(link, params, stub.clone())),
-        smol::spawn(local::accept_loop(
-            apps,
-            stub.clone(),
-            config.limits.max_frame_bytes,
-        )),
-        smol::spawn({
-            let stub = stub.clone();
-            async move { stub.every(Duration::from_millis(100), || Event::Tick).await }
-        }),
-        smol::spawn(owned::describe_queued(to_describe, stub.clone())),
-        config
-            .live_console
-            .then(|| smol::spawn(console(config.clone(), names, stub.clone()))),
-    );
-    let stop = async {
-        shutdown.await;
-        stub.apply(Event::Stop(
-            "asked to stop (Ctrl-C or a terminate signal)".into(),
-        ));
-        std::future::pending().await
-    };
-    let result = async { ended.recv().await.unwrap_or(Ok("stopped".into())) }
-        .or(stop)
-        .await;
-    drop(tasks);
-    result
+    Ok(Started {
+        store,
+        params,
+        link,
+        apps,
+    })
 }
 
 /// Runs the shell, applying its lines to the stub.

@@ -137,6 +137,20 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     })
 }
 
+/// `parsed`, read again from the file a module was registered from, unless that file has
+/// become a link to another (which `rm:` registers: see [`Stub::own`]).
+fn same_file(registered: &Path, parsed: Parsed) -> Result<Parsed, String> {
+    match parsed.path == registered {
+        true => Ok(parsed),
+        false => Err(format!(
+            "{} is now a link to {}, which rm: registers as module {}",
+            registered.display(),
+            parsed.path.display(),
+            parsed.desc.module
+        )),
+    }
+}
+
 /// A reload's error: the module as it was goes on.
 fn kept_running(module: &str, e: &str) -> String {
     format!("{e}; the old version of {module} keeps running")
@@ -582,6 +596,7 @@ impl Stub {
             return self.describe(&name, Purpose::Reload { why, asker });
         }
         let reloaded = parse_file(path)
+            .and_then(|parsed| same_file(path, parsed))
             .map_err(|e| kept_running(module, &e))
             .and_then(|parsed| self.replace(module, parsed, why));
         self.tell(asker, reloaded);
@@ -712,7 +727,12 @@ impl Stub {
     }
 
     /// Sends a withdraw for an owned module, counting it until the server's `gone` answers it.
+    /// Not while one is on its way with no upload after it: the server would refuse the second,
+    /// and its refusal, read as an upload's, would drop the module registered again meanwhile.
     pub(crate) fn send_withdraw(&mut self, module: &str) {
+        if (self.withdrawing.get(module)).is_some_and(|w| w.sent > w.overtaken) {
+            return say!("{module} is being withdrawn already");
+        }
         self.send_up(ToServer::Withdraw {
             module: module.to_owned(),
         });

@@ -2,6 +2,7 @@
 //! connection, silence past the heartbeat) is reported to the stub, and the link is re-made
 //! with backoff under the same name and session, so the stub reclaims its name from its ghost.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,7 @@ pub struct Link {
 pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Link> {
     let mut candidate = name.to_owned();
     for attempt in 2.. {
-        let reason = match hello(params, &candidate).await? {
+        let reason = match answered_in_time(params, hello(params, &candidate)).await? {
             Ok(link) => return Ok(link),
             Err(reason) => reason,
         };
@@ -96,6 +97,27 @@ pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Lin
         };
     }
     unreachable!("the loop returns")
+}
+
+/// How long the server may take to answer a hello (as long as it gives a stub to say one),
+/// from the connection's start: a port that takes connections and says nothing (another
+/// program's, a server that hangs) would hold a joining stub forever.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `attempt`, unless the server has not answered it within [`HELLO_TIMEOUT`].
+async fn answered_in_time<T>(
+    params: &Params,
+    attempt: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    attempt
+        .or(async {
+            smol::Timer::after(HELLO_TIMEOUT).await;
+            Err(Error::Config(format!(
+                "the server at {} did not answer within {HELLO_TIMEOUT:?}",
+                params.server
+            )))
+        })
+        .await
 }
 
 /// `NAME-N`, NAME shortened (at a character's start) if the whole would be longer than a
@@ -303,23 +325,25 @@ pub async fn ask_name() -> Result<String> {
 
 /// This stub's session id: kept in `dir/.session`, so a stub restarted on the same receiving
 /// directory reclaims its name from the ghost of its previous run, too.
-pub fn session(dir: &std::path::Path) -> String {
-    let path = dir.join(".session");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        if !s.trim().is_empty() {
-            return s.trim().to_owned();
-        }
+pub fn session(store: &mut common::store::Store) -> String {
+    let path = store.dir().join(".session");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => new_session_id(),
+    };
+    if let Err(e) = store.keep_note(".session", id.as_bytes()) {
+        say!("cannot keep the session id in {}: {e}", path.display());
     }
+    id
+}
+
+fn new_session_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     h.write_u128(now.unwrap_or_default().as_nanos());
     h.write_u32(std::process::id());
-    let id = format!("{:016x}", h.finish());
-    if let Err(e) = std::fs::write(&path, &id) {
-        say!("cannot keep the session id in {}: {e}", path.display());
-    }
-    id
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]

@@ -121,6 +121,31 @@ fn an_edited_module_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
     assert_eq!(eventually(|| app.call("m", "k", ())).unwrap(), json!(7));
 }
 
+/// A registered file replaced by a link to another module's file is not read through the link
+/// (that is another module): the owner says what the file has become, and `m` goes on.
+#[test]
+fn a_registered_file_replaced_by_a_link_is_told_and_the_module_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    std::fs::write(&m, "def f():\n    return 1\n").unwrap();
+    std::fs::write(dir.join("other.py"), "def g():\n    return 22\n").unwrap();
+    let (_server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let app = client(&owner);
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!(1)); // its worker has imported it
+
+    std::fs::remove_file(&m).unwrap();
+    std::os::unix::fs::symlink("other.py", &m).unwrap();
+    let told = owner.wait_for("the old version of m keeps running");
+    let other = dir.join("other.py").canonicalize().unwrap();
+    let link = format!("{} is now a link to {}", m.display(), other.display());
+    assert!(told.contains(&link), "{told}");
+    assert!(told.contains("registers as module other"), "{told}");
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!(1));
+}
+
 #[test]
 fn ping_help_and_stats_from_the_shells_and_the_api() {
     let tmp = tempfile::tempdir().unwrap();

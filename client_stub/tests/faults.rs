@@ -206,6 +206,68 @@ fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
     assert_eq!(again.count("lost the server"), 0);
 }
 
+/// Under another name too (its profile's name edited, say): the two used to run side by side
+/// on one directory, the second's `.apps` naming its port in place of the first's.
+#[test]
+fn a_second_stub_on_the_same_directory_under_another_name_replaces_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let z = example_module();
+    let mut a = stub(dir, port, "a", &["--register", z.to_str().unwrap()]);
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("received z from a");
+    let args = stub_args(&port.to_string(), "a2", "a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = Proc::start("again", &exe("client_stub"), &args, dir);
+    again.wait_for("joined 127.0.0.1");
+    assert!(a.wait_exit().success());
+    a.wait_for("replaced by a newer connection of this stub");
+    // It owns only what it registers itself: z, only the first's, left with it.
+    b.wait_for("module z is gone: its owner 'a' left");
+    server.wait_for("left: a");
+    assert_eq!(again.count("lost the server"), 0);
+}
+
+/// A "server" that takes connections (the kernel's backlog does) and never answers: the
+/// port reused by another program, or a server that hangs.
+fn mute_server() -> (std::net::TcpListener, String) {
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mute.local_addr().unwrap().port().to_string();
+    (mute, port)
+}
+
+/// A stub joining a server that never answers gives up, saying so: it used to wait forever.
+#[test]
+fn a_server_that_never_answers_the_hello_is_given_up_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_mute, port) = mute_server();
+    let args = stub_args(&port, "a", "a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
+    let status = a.wait_exit();
+    assert_eq!(status.code(), Some(1), "{:?}", a.output());
+    a.wait_for(&format!(
+        "the server at 127.0.0.1:{port} did not answer within 10s"
+    ));
+}
+
+/// Ctrl-C or SIGTERM while a stub is still joining stops it at once: it was not heeded.
+#[test]
+fn a_stub_still_joining_stops_when_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_mute, port) = mute_server();
+    let args = stub_args(&port, "a", "a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
+    std::thread::sleep(Duration::from_millis(500)); // its hello sent
+    // Unheeded, it would end 10 s on, giving up on the server: with exit status 1.
+    assert!(a.terminate().success(), "{:?}", a.output());
+    a.wait_for("stopped: asked to stop");
+}
+
 /// Stub `a` started again on its receiving directory (`dir/a`), with app port `app_port`.
 fn stub_a_again(dir: &Path, port: u16, app_port: &str) -> Proc {
     let mut args = stub_args(&port.to_string(), "a", "a");
@@ -451,6 +513,45 @@ fn a_call_that_fits_its_apps_frame_but_not_the_next_hops_is_refused_with_its_siz
     assert_eq!(server.count("bad frame"), 0, "{:?}", server.output());
 }
 
+/// A descriptor many times the smallest frame limit goes to and from stubs and a server at that
+/// limit: its chunks fit any frame limit a profile may set (each was 64 KiB, refused by them).
+#[test]
+fn descriptors_larger_than_the_smallest_frame_sync_at_that_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let functions = (0..60).map(|i| format!("def func_{i}(alpha, beta, gamma={i}):\n    \"\"\"Doc line {i} of a module bigger than a frame.\"\"\"\n    return {i}\n"));
+    std::fs::write(dir.join("big.py"), functions.collect::<String>()).unwrap();
+    let small = "max_frame_bytes = 4096";
+    let (server, port) = server_with_limits(dir, small, &[]);
+    let profile = dir.join("stub.toml");
+    std::fs::write(&profile, format!("[limits]\n{small}\n")).unwrap();
+    let small = ["-c", profile.to_str().unwrap()];
+    let b = stub(dir, port, "b", &small);
+    // One way: registered by a stub at the limit, received by one at the default.
+    let big = dir.join("big.py");
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &[&small[..], &["--register", big.to_str().unwrap()]].concat(),
+    );
+    a.wait_for("registered big");
+    let c = stub(dir, port, "c", &[]);
+    c.wait_for("received big from a");
+    // The other way: received by a stub at the limit.
+    b.wait_for("received big from a");
+    assert_eq!(
+        client(&b).call("big", "func_59", (1, 2)).unwrap(),
+        json!(59)
+    );
+    let size = std::fs::metadata(dir.join("b/big.json")).unwrap().len();
+    assert!(
+        size > 4 * 4096,
+        "{size} bytes: not bigger than a few frames"
+    );
+    assert_eq!(server.count("bad frame"), 0, "{:?}", server.output());
+}
+
 #[test]
 fn directories_removed_while_in_use_are_made_again() {
     let tmp = tempfile::tempdir().unwrap();
@@ -468,6 +569,32 @@ fn directories_removed_while_in_use_are_made_again() {
     assert!(dir.join("server/m.json").exists());
     assert!(dir.join("b/m.json").exists());
     assert_eq!(client(&b).call("m", "add", (1, 2)).unwrap(), json!(3));
+}
+
+/// A receiving directory made again keeps the stub's session: a stub started on it replaces
+/// the one running there, as before it was removed (it was refused, the name in use).
+#[test]
+fn a_receiving_directory_made_again_keeps_its_stubs_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let mut b = stub(dir, port, "b", &[]);
+    std::fs::remove_dir_all(dir.join("b")).unwrap();
+    let m = module(dir);
+    let _a = stub(dir, port, "a", &["--register", &m]);
+    b.wait_for("received m from a");
+    let again = Proc::start(
+        "again",
+        &exe("client_stub"),
+        &stub_args(&port.to_string(), "b", "b")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        dir,
+    );
+    again.wait_for("joined 127.0.0.1");
+    assert!(b.wait_exit().success());
+    server.wait_for("rejoined: b");
 }
 
 #[test]

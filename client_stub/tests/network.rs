@@ -155,6 +155,34 @@ fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
     assert_eq!(tripled, 6.0);
 }
 
+/// `um:` twice before the server answers, then `rm:` again: the second withdraw is not sent
+/// (the server would refuse it, and its refusal took the module re-registered from its owner:
+/// listed everywhere, every call to it failing, and `um:` no longer able to withdraw it).
+#[test]
+fn a_module_withdrawn_twice_then_registered_again_stays_owned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let z = module_copy(dir);
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let b = stub(dir, port, "b", &[]);
+    a.send(&format!("rm:{}", z.display()));
+    b.wait_for("received z from a");
+
+    a.send("um:z");
+    a.send("um:z");
+    a.send(&format!("rm:{}", z.display()));
+    a.wait_n("registered z", 2);
+    let app = client(&b);
+    let sum: f64 = eventually(|| app.call_as("z", "add_prams", (1, 2)))
+        .unwrap_or_else(|e| panic!("{e}; a's output:\n{}", a.output().join("\n")));
+    assert_eq!(sum, 3.0);
+    a.send("mods");
+    a.wait_for("z                    owner: this stub");
+    assert_eq!(a.count("is not registered"), 0, "{}", a.output().join("\n"));
+    a.wait_for("z is being withdrawn already");
+}
+
 #[test]
 fn a_syntax_error_is_refused_with_its_line_and_nothing_is_uploaded() {
     let tmp = tempfile::tempdir().unwrap();

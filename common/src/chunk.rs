@@ -10,8 +10,11 @@ use crate::error::{Error, Result};
 use crate::proto::Chunk;
 use crate::store::md5_hex;
 
-/// Raw bytes per chunk (before base64).
-pub const CHUNK_BYTES: usize = 48 * 1024;
+/// Raw bytes per chunk (before base64): a chunk's frame (2732 bytes of base64 and an envelope
+/// of about 300 at most) fits the smallest frame limit a profile may set
+/// ([`crate::config::MIN_FRAME_BYTES`]), so that every descriptor passes between stubs and a
+/// server whatever limits each has.
+pub const CHUNK_BYTES: usize = 2 * 1024;
 
 /// Cuts `bytes` (the descriptor file of `module`) into chunks.
 pub fn split(module: &str, bytes: &[u8]) -> Vec<Chunk> {
@@ -170,6 +173,23 @@ mod tests {
                 out = r.push(c).unwrap();
             }
             assert_eq!(out.unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_chunks_frame_fits_the_smallest_frame_limit() {
+        let widest = "m".repeat(128);
+        let mut chunk = split(&widest, &file(CHUNK_BYTES * 2)).remove(0);
+        (chunk.size, chunk.seq, chunk.total) = (u64::MAX, u32::MAX, u32::MAX);
+        chunk.shared = true;
+        let up = serde_json::to_vec(&crate::proto::ToServer::Chunk(chunk.clone())).unwrap();
+        let down = serde_json::to_vec(&crate::proto::ToClient::Chunk(chunk)).unwrap();
+        for frame in [up, down] {
+            assert!(
+                frame.len() < crate::config::MIN_FRAME_BYTES,
+                "{}",
+                frame.len()
+            );
         }
     }
 

@@ -79,7 +79,7 @@ struct LimitsTable {
     )]
     max_calls_in_flight: Option<usize>,
     #[serde(
-        deserialize_with = "some_at_least_1",
+        deserialize_with = "some_heartbeat_ms",
         skip_serializing_if = "Option::is_none"
     )]
     heartbeat_ms: Option<u64>,
@@ -140,6 +140,22 @@ fn some_frame_bytes<'de, D: serde::Deserializer<'de>>(
         n if n < MIN_FRAME_BYTES => Err(serde::de::Error::custom(format!(
             "must be at least {MIN_FRAME_BYTES}: a smaller frame leaves little or no room for \
              a call's arguments or its result"
+        ))),
+        n => Ok(Some(n)),
+    }
+}
+
+/// The shortest `heartbeat_ms`. Three silent intervals drop a peer: much shorter, and the
+/// delays of a busy machine (a process not scheduled, a burst of frames) would drop live ones.
+pub const MIN_HEARTBEAT_MS: u64 = 100;
+
+fn some_heartbeat_ms<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        n if n < MIN_HEARTBEAT_MS => Err(serde::de::Error::custom(format!(
+            "must be at least {MIN_HEARTBEAT_MS}: three intervals of silence drop a peer, and a \
+             shorter one would drop live peers as they wait to be scheduled"
         ))),
         n => Ok(Some(n)),
     }
@@ -622,11 +638,22 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_too_short_to_be_kept_is_refused() {
+        let err = profile::<ServerProfile>("[limits]\nheartbeat_ms = 99\n").unwrap_err();
+        assert!(
+            err.contains("heartbeat_ms") && err.contains("at least 100"),
+            "{err}"
+        );
+        let ok = profile::<ServerProfile>("[limits]\nheartbeat_ms = 100\n").unwrap();
+        assert_eq!(ok.limits.heartbeat_ms, 100);
+    }
+
+    #[test]
     fn a_client_profile_refuses_server_limits_and_saves_only_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
         for key in ["max_peers", "max_calls_in_flight", "heartbeat_ms"] {
-            std::fs::write(&path, format!("[limits]\nqueue_frames = 9\n{key} = 7\n")).unwrap();
+            std::fs::write(&path, format!("[limits]\nqueue_frames = 9\n{key} = 700\n")).unwrap();
             let err = Profile::<ClientProfile>::load(path.to_str().unwrap())
                 .unwrap_err()
                 .to_string();
@@ -681,7 +708,8 @@ mod tests {
                 );
             }
             let one = format!("[limits]\n{key} = 1\n");
-            if *key != "max_frame_bytes" {
+            // (These two have minimums of their own, tested below.)
+            if !["max_frame_bytes", "heartbeat_ms"].contains(key) {
                 profile::<ServerProfile>(&one).unwrap();
             }
         }

@@ -39,6 +39,9 @@ pub fn check_module_name(name: &str) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    /// Files its owner keeps there (a stub's session and app port), by name: written again
+    /// when the directory is made again.
+    notes: Vec<(String, Vec<u8>)>,
 }
 
 impl Store {
@@ -63,7 +66,19 @@ impl Store {
         usable.map_err(|why| {
             Error::Config(format!("cannot use {} as {what}: {why}", dir.display()))
         })?;
-        Ok(Store { dir })
+        Ok(Store {
+            dir,
+            notes: Vec::new(),
+        })
+    }
+
+    /// Writes the file `name` (hidden, `.session`) in the directory, and again whenever the
+    /// directory is made again (see [`Store::write`]): what it notes holds as long as the
+    /// directory is in use.
+    pub fn keep_note(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.notes.retain(|(n, _)| n != name);
+        self.notes.push((name.to_owned(), bytes.to_vec()));
+        std::fs::write(self.dir.join(name), bytes)
     }
 
     pub fn dir(&self) -> &Path {
@@ -113,6 +128,9 @@ impl Store {
         match replace_file(path, bytes) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
                 std::fs::create_dir_all(&self.dir)?;
+                for (name, bytes) in &self.notes {
+                    std::fs::write(self.dir.join(name), bytes)?;
+                }
                 crate::say!("{} was removed; made it again", self.dir.display());
                 Ok(replace_file(path, bytes)?)
             }

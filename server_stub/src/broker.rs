@@ -250,7 +250,14 @@ impl Broker {
         }
         let session = hello.session.as_deref();
         match self.registry.join(id, &hello.name, &address, session) {
-            Ok(()) => say!("joined: {} from {address}", hello.name),
+            Ok(()) => {
+                say!("joined: {} from {address}", hello.name);
+                // The same stub's directory under another name: the one there is replaced.
+                if let Some(old) = self.registry.on_session(session, id) {
+                    self.tell_replaced(old, &address);
+                    self.leave(old);
+                }
+            }
             Err(Refusal::BadName(reason)) => return refuse(reason, false),
             Err(Refusal::Taken {
                 holder,
@@ -293,10 +300,22 @@ impl Broker {
     /// A stub reconnected before its old connection was seen to die: the old one is closed, its
     /// calls in flight fail, and its name and modules pass to the new connection.
     fn reclaim(&mut self, old: PeerId, new: PeerId, address: &str) {
-        if let Some(peer) = self.peers.remove(&old) {
-            // Usually nobody reads this: the old connection is dead. But a live stub there (two
-            // started on one receiving directory share its session) must stop, not reconnect
-            // and take the name back: the two would replace each other forever.
+        self.tell_replaced(old, address);
+        self.peers.remove(&old);
+        for route in self.routes.fail_owner(old) {
+            let msg = "the owner reconnected; the call it was running is lost".to_owned();
+            self.fail(route, ErrorKind::OwnerGone, msg);
+        }
+        self.routes.forget_caller(old);
+        self.registry.reclaim(old, new, address);
+    }
+
+    /// Tells the connection `old` that a newer one of its stub, from `address`, replaces it,
+    /// and closes it. Usually nobody reads this: the old connection is dead. But a live stub
+    /// there (two started on one receiving directory share its session) must stop, not
+    /// reconnect and take its name back: the two would replace each other forever.
+    fn tell_replaced(&mut self, old: PeerId, address: &str) {
+        if let Some(peer) = self.peers.get(&old) {
             peer.outbox.push(&ToClient::Shutdown {
                 reason: format!(
                     "replaced by a newer connection of this stub, from {address} (another \
@@ -305,12 +324,6 @@ impl Broker {
             });
             peer.outbox.close();
         }
-        for route in self.routes.fail_owner(old) {
-            let msg = "the owner reconnected; the call it was running is lost".to_owned();
-            self.fail(route, ErrorKind::OwnerGone, msg);
-        }
-        self.routes.forget_caller(old);
-        self.registry.reclaim(old, new, address);
     }
 
     fn leave(&mut self, id: PeerId) {

@@ -60,11 +60,9 @@ pub async fn run(
 
     let ticker = {
         let broker = broker.clone();
-        smol::spawn(async move {
-            broker
-                .every(Duration::from_millis(250), || Event::Tick)
-                .await
-        })
+        // Ticks send the heartbeats too: no further apart than they must be.
+        let every = Duration::from_millis(config.limits.heartbeat_ms.min(250));
+        smol::spawn(async move { broker.every(every, || Event::Tick).await })
     };
     let shell = console.map(|lines| smol::spawn(shell_loop(lines, broker.clone())));
 

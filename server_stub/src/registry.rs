@@ -106,6 +106,16 @@ impl Registry {
         }
     }
 
+    /// The peer other than `id` that joined on `session`: a stub on the same receiving
+    /// directory, under another name.
+    pub fn on_session(&self, session: Option<&str>, id: PeerId) -> Option<PeerId> {
+        let session = session?;
+        let mut peers = self.peers.iter();
+        peers
+            .find(|(other, p)| **other != id && p.session.as_deref() == Some(session))
+            .map(|(other, _)| *other)
+    }
+
     /// Moves the name and modules of `old` (a stub's ghost) to `new`, the same stub reconnected:
     /// its modules stay on the network, so nobody re-fetches anything.
     pub fn reclaim(&mut self, old: PeerId, new: PeerId, address: &str) {

@@ -583,6 +583,32 @@ fn a_stub_reconnecting_with_its_session_replaces_its_ghost() {
     assert_eq!(back.recv()["cmd"], "who");
 }
 
+/// The server's heartbeats keep the interval its profile sets, even one under its 250 ms tick:
+/// a stub hearing nothing for three intervals would drop the link.
+#[test]
+fn heartbeats_keep_a_short_interval() {
+    let s = server_with("heartbeat_ms = 100");
+    let mut p = Peer::connect(s.port);
+    p.send(json!({"cmd": "hello", "data": {"version": 1, "name": "p", "session": null}}));
+    let mut line = String::new();
+    p.inp.read_line(&mut line).unwrap();
+    assert!(line.contains("welcome"), "{line}");
+    let start = std::time::Instant::now();
+    let mut gaps = Vec::new();
+    let mut last = start;
+    while start.elapsed() < Duration::from_secs(2) {
+        line.clear();
+        p.inp.read_line(&mut line).unwrap();
+        if line.contains("ping") {
+            gaps.push(last.elapsed().as_millis());
+            last = std::time::Instant::now();
+        }
+    }
+    // The median: a busy machine may delay a ping or two, not most of them (250 ms, unfixed).
+    gaps.sort_unstable();
+    assert!(gaps[gaps.len() / 2] < 200, "pings {gaps:?} ms apart");
+}
+
 #[test]
 fn a_long_frame_arriving_slowly_keeps_its_sender_in() {
     // Silent for three heartbeats (1.5 s) means gone; the frame takes 4 s to arrive.
