@@ -262,8 +262,9 @@ fn a_stub_still_joining_stops_when_told() {
     let args = stub_args(&port, "a", "a");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
-    std::thread::sleep(Duration::from_millis(500)); // its hello sent
-    // Unheeded, it would end 10 s on, giving up on the server: with exit status 1.
+    // Its hello sent. Unheeded, SIGTERM would leave it to give up on the server 10 s on,
+    // with exit status 1.
+    std::thread::sleep(Duration::from_millis(500));
     assert!(a.terminate().success(), "{:?}", a.output());
     a.wait_for("stopped: asked to stop");
 }
