@@ -242,12 +242,18 @@ async fn start(config: &mut Config) -> Result<Started> {
         token: config.token.clone(),
         session: upstream::session(&mut store),
         max_frame: config.limits.max_frame_bytes,
-        tls: match &config.tls_ca {
-            Some(ca) => Some(Connector::load(
+        tls: match (&config.tls_ca, &config.tls_name) {
+            (Some(ca), name) => Some(Connector::load(
                 ca,
-                config.tls_name.as_deref().unwrap_or(&config.address),
+                name.as_deref().unwrap_or(&config.address),
             )?),
-            None => None,
+            // Meant for TLS, surely: joining in the clear would ignore it without a word.
+            (None, Some(name)) => {
+                return Err(Error::Config(format!(
+                    "--tls-name {name} (profile key tls_name) is for TLS, which is off: give                      --tls-ca (profile key tls_ca) too"
+                )))
+            }
+            (None, None) => None,
         },
     };
     let cannot_listen = |e: std::io::Error| {

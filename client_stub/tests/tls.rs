@@ -167,6 +167,10 @@ fn a_file_without_a_certificate_or_key_is_named() {
     let (_server, port) = server(dir, &TLS_SERVER);
     let odd = refused_stub(dir, port, "odd", &["--tls-ca", "notpem.txt"]);
     odd.wait_for("no certificate in notpem.txt");
+    // A certificate's name with no certificate to trust, at a plain server: not ignored.
+    let (_plain, port) = server(dir, &[]);
+    let odd = refused_stub(dir, port, "odd", &["--tls-name", "localhost"]);
+    odd.wait_for("--tls-name localhost (profile key tls_name) is for TLS, which is off");
 }
 
 #[test]
