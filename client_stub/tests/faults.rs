@@ -131,10 +131,7 @@ fn a_stub_restarted_on_its_directory_reclaims_its_name_from_its_ghost() {
     server.wait_for("rejoined: a");
     a.kill();
     // Somebody else still cannot take the name.
-    let p = port.to_string();
-    let args = stub_args(&p, "a", "elsewhere");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut other = Proc::start("other", &exe("client_stub"), &args, dir);
+    let mut other = start_stub("other", dir, &port.to_string(), "a", "elsewhere", &[]);
     assert!(!other.wait_exit().success());
     other.wait_for("already in use");
 }
@@ -217,9 +214,7 @@ fn a_second_stub_on_the_same_directory_under_another_name_replaces_the_first() {
     let mut a = stub(dir, port, "a", &["--register", z.to_str().unwrap()]);
     let b = stub(dir, port, "b", &[]);
     b.wait_for("received z from a");
-    let args = stub_args(&port.to_string(), "a2", "a");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let again = Proc::start("again", &exe("client_stub"), &args, dir);
+    let again = start_stub("again", dir, &port.to_string(), "a2", "a", &[]);
     again.wait_for("joined 127.0.0.1");
     assert!(a.wait_exit().success());
     a.wait_for("replaced by a newer connection of this stub");
@@ -243,9 +238,7 @@ fn a_server_that_never_answers_the_hello_is_given_up_on() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_mute, port) = mute_server();
-    let args = stub_args(&port, "a", "a");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
+    let mut a = start_stub("a", dir, &port, "a", "a", &[]);
     let status = a.wait_exit();
     assert_eq!(status.code(), Some(1), "{:?}", a.output());
     a.wait_for(&format!(
@@ -259,9 +252,7 @@ fn a_stub_still_joining_stops_when_told() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_mute, port) = mute_server();
-    let args = stub_args(&port, "a", "a");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut a = Proc::start("a", &exe("client_stub"), &args, dir);
+    let mut a = start_stub("a", dir, &port, "a", "a", &[]);
     // Its hello sent. Unheeded, SIGTERM would leave it to give up on the server 10 s on,
     // with exit status 1.
     std::thread::sleep(Duration::from_millis(500));
@@ -584,15 +575,7 @@ fn a_receiving_directory_made_again_keeps_its_stubs_session() {
     let m = module(dir);
     let _a = stub(dir, port, "a", &["--register", &m]);
     b.wait_for("received m from a");
-    let again = Proc::start(
-        "again",
-        &exe("client_stub"),
-        &stub_args(&port.to_string(), "b", "b")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        dir,
-    );
+    let again = start_stub("again", dir, &port.to_string(), "b", "b", &[]);
     again.wait_for("joined 127.0.0.1");
     assert!(b.wait_exit().success());
     server.wait_for("rejoined: b");

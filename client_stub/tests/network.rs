@@ -255,10 +255,7 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
     // A name as long as names may be is shortened to take its suffix.
     let long = "x".repeat(64);
     let _x = stub(dir, port, &long, &[]);
-    let args = stub_args(&p, &long, "x2");
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.push("--name-suffix");
-    let suffixed = Proc::start("suffixed", &exe("client_stub"), &args, dir);
+    let suffixed = start_stub("suffixed", dir, &p, &long, "x2", &["--name-suffix"]);
     let joined = format!(
         "joined as '{}-2' (the name '{long}' was taken)",
         &long[..62]
@@ -458,9 +455,7 @@ fn a_directory_that_cannot_be_used_is_named_with_what_it_is_for() {
         ("afile", "it is a file"),
         ("/proc/x", "cannot create it: No such file or directory"),
     ] {
-        let args = stub_args("1", "a", recv);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut stub = Proc::start("stub", &exe("client_stub"), &args, dir);
+        let mut stub = start_stub("stub", dir, "1", "a", recv, &[]);
         assert!(!stub.wait_exit().success());
         let out = stub.output().join("\n");
         let named = format!(

@@ -23,10 +23,7 @@ fn gen_cert(dir: &std::path::Path, sub: &str) {
 /// Starts a stub named `name` at the server on `port` with `extra` flags, expects it to exit
 /// non-zero, and returns it.
 fn refused_stub(dir: &std::path::Path, port: u16, name: &str, extra: &[&str]) -> Proc {
-    let args = stub_args(&port.to_string(), name, name);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(extra);
-    let mut stub = Proc::start(name, &exe("client_stub"), &args, dir);
+    let mut stub = start_stub(name, dir, &port.to_string(), name, name, extra);
     assert!(!stub.wait_exit().success(), "{:?}", stub.output());
     stub
 }

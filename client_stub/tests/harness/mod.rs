@@ -60,24 +60,26 @@ pub fn stub_args(port: &str, name: &str, dir: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// Starts (without waiting for anything) a client stub named `name` at the server on `port`,
+/// receiving into `recv` (relative to `dir`, the test's directory), with `extra` flags; its
+/// output is labelled `label`.
+pub fn start_stub(
+    label: &str,
+    dir: &Path,
+    port: &str,
+    name: &str,
+    recv: &str,
+    extra: &[&str],
+) -> Proc {
+    let args = stub_args(port, name, recv);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    Proc::start(label, &exe("client_stub"), &args, dir)
+}
+
 /// A client stub named `name` receiving into `dir/<name>`, with an app port picked freely.
 pub fn stub(dir: &Path, port: u16, name: &str, extra: &[&str]) -> Proc {
-    let recv = dir.join(name);
-    let port = port.to_string();
-    let mut args = vec![
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-n",
-        name,
-        "-q",
-        "0",
-        "-d",
-        recv.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let p = Proc::start(name, &exe("client_stub"), &args, dir);
+    let p = start_stub(name, dir, &port.to_string(), name, name, extra);
     p.wait_for("apps on ");
     p
 }
