@@ -5,6 +5,7 @@ mod harness;
 
 use harness::*;
 use std::fs;
+use std::path::{Path, PathBuf};
 
 /// Copies the example module into `dir` so a test can edit it.
 fn module_copy(dir: &std::path::Path) -> std::path::PathBuf {
@@ -109,18 +110,35 @@ fn withdraw_and_ownership() {
     b.wait_for("no modules on the network");
 }
 
+/// A server, stub `a` (with a shell) owning a copy of z registered with `rm:`, and stub `b`
+/// that has received it: z's path and the three processes.
+fn a_owning_z(dir: &Path) -> (PathBuf, Proc, Proc, Proc) {
+    let z = module_copy(dir);
+    let (server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let b = stub(dir, port, "b", &[]);
+    a.send(&format!("rm:{}", z.display()));
+    b.wait_for("received z from a");
+    (z, server, a, b)
+}
+
+/// z is a's: b's calls to it are answered (in time), and a lists itself as its owner.
+fn z_owned_by_a(a: &mut Proc, b: &Proc) {
+    let app = client(b);
+    let sum: f64 = eventually(|| app.call_as("z", "add_prams", (1, 2)))
+        .unwrap_or_else(|e| panic!("{e}; a's output:\n{}", a.output().join("\n")));
+    assert_eq!(sum, 3.0);
+    a.send("mods");
+    a.wait_for("z                    owner: this stub");
+}
+
 /// `um:` at once followed by `rm:` of the same module: the server's answer to the withdraw
 /// arrives after the new registration was sent, and must not take the module from its owner.
 #[test]
 fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let z = module_copy(dir);
-    let (_server, port) = server(dir, &[]);
-    let mut a = stub(dir, port, "a", &["-l"]);
-    let b = stub(dir, port, "b", &[]);
-    a.send(&format!("rm:{}", z.display()));
-    b.wait_for("received z from a");
+    let (z, _server, mut a, b) = a_owning_z(dir);
 
     const ROUNDS: usize = 5;
     for round in 1..=ROUNDS {
@@ -136,12 +154,7 @@ fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
         );
     }
     // Each round, b was told z is gone, then offered it again: it is back for b at the end.
-    let app = client(&b);
-    let sum: f64 = eventually(|| app.call_as("z", "add_prams", (1, 2)))
-        .unwrap_or_else(|e| panic!("{e}; a's output:\n{}", a.output().join("\n")));
-    assert_eq!(sum, 3.0);
-    a.send("mods");
-    a.wait_for("z                    owner: this stub");
+    z_owned_by_a(&mut a, &b);
 
     // Swapped for another file of the same name: that file runs the calls.
     let other = dir.join("other");
@@ -151,7 +164,7 @@ fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
     fs::write(other.join("z.py"), source).unwrap();
     a.send("um:z");
     a.send(&format!("rm:{}", other.join("z.py").display()));
-    let tripled: f64 = eventually(|| app.call_as("z", "triple", (2,))).unwrap();
+    let tripled: f64 = eventually(|| client(&b).call_as("z", "triple", (2,))).unwrap();
     assert_eq!(tripled, 6.0);
 }
 
@@ -162,23 +175,13 @@ fn a_module_registered_again_right_after_its_withdraw_stays_owned() {
 fn a_module_withdrawn_twice_then_registered_again_stays_owned() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let z = module_copy(dir);
-    let (_server, port) = server(dir, &[]);
-    let mut a = stub(dir, port, "a", &["-l"]);
-    let b = stub(dir, port, "b", &[]);
-    a.send(&format!("rm:{}", z.display()));
-    b.wait_for("received z from a");
+    let (z, _server, mut a, b) = a_owning_z(dir);
 
     a.send("um:z");
     a.send("um:z");
     a.send(&format!("rm:{}", z.display()));
     a.wait_n("registered z", 2);
-    let app = client(&b);
-    let sum: f64 = eventually(|| app.call_as("z", "add_prams", (1, 2)))
-        .unwrap_or_else(|e| panic!("{e}; a's output:\n{}", a.output().join("\n")));
-    assert_eq!(sum, 3.0);
-    a.send("mods");
-    a.wait_for("z                    owner: this stub");
+    z_owned_by_a(&mut a, &b);
     assert_eq!(a.count("is not registered"), 0, "{}", a.output().join("\n"));
     a.wait_for("z is being withdrawn already");
 }
