@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Copies the example module into `dir` so a test can edit it.
-fn module_copy(dir: &std::path::Path) -> std::path::PathBuf {
+fn module_copy(dir: &Path) -> PathBuf {
     let path = dir.join("z.py");
     fs::copy(example_module(), &path).unwrap();
     path
