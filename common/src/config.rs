@@ -161,8 +161,13 @@ fn some_heartbeat_ms<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// Worker counts by module, each refused if 0: a module with no worker could run no call. A
-/// key that is not a module name is refused too: no module could ever be given those workers.
+/// The most workers a module may have. Each is a Python process; a count above this is far more
+/// likely a typo than a machine that could run that many interpreters.
+pub const MAX_WORKERS: usize = 256;
+
+/// Worker counts by module, each refused if 0 (a module with no worker could run no call) or
+/// over [`MAX_WORKERS`]. A key that is not a module name is refused too: no module could ever be
+/// given those workers.
 fn worker_counts<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<BTreeMap<String, usize>, D::Error> {
@@ -178,7 +183,13 @@ fn worker_counts<'de, D: serde::Deserializer<'de>>(
             "workers for '{module}' must be at least 1: a module with no worker runs no call \
              (leave it out for the default, 1)"
         ))),
-        None => Ok(counts),
+        None => match counts.iter().find(|(_, n)| **n > MAX_WORKERS) {
+            Some((module, n)) => Err(serde::de::Error::custom(format!(
+                "workers for '{module}' = {n} is too many: at most {MAX_WORKERS}, as each worker \
+                 is a Python process"
+            ))),
+            None => Ok(counts),
+        },
     }
 }
 
@@ -783,6 +794,17 @@ mod tests {
         assert!(err.contains("workers for 'y' must be at least 1"), "{err}");
         let ok = client_profile("workers = { z = 2 }\n").unwrap();
         assert_eq!(ok.workers["z"], 2);
+    }
+
+    #[test]
+    fn a_worker_count_over_the_most_is_refused_naming_the_most() {
+        let err = client_profile("workers = { z = 100000 }\n").unwrap_err();
+        assert!(
+            err.contains("workers for 'z' = 100000 is too many: at most 256"),
+            "{err}"
+        );
+        let ok = client_profile(&format!("workers = {{ z = {MAX_WORKERS} }}\n")).unwrap();
+        assert_eq!(ok.workers["z"], MAX_WORKERS);
     }
 
     #[test]
