@@ -3,6 +3,7 @@
 
 mod demo;
 
+use std::borrow::Cow;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -205,7 +206,7 @@ fn parse_args(raw: &[String]) -> Result<(Vec<Value>, Map<String, Value>), String
 ///
 /// # Errors
 /// It starts like JSON but is not JSON (`{"a": 1`, `[1, 2`: a value mistyped, not text),
-/// or it holds a number a value here would not hold as written (see [`inexact_number`]).
+/// or it holds a number a value here would not hold as written (see [`exact_numbers`]).
 fn literal(text: &str) -> Result<Value, String> {
     if let Err(e) = serde_json::from_str::<&serde_json::value::RawValue>(text) {
         if text.trim_start().starts_with(['{', '[', '"']) {
@@ -215,17 +216,17 @@ fn literal(text: &str) -> Result<Value, String> {
         }
         return Ok(Value::String(text.to_owned()));
     }
-    if let Some(why) = inexact_number(text) {
-        return Err(format!("{text}: {why}"));
-    }
-    serde_json::from_str(text).map_err(|e| format!("{text}: {e}"))
+    let exact = exact_numbers(text).map_err(|why| format!("{text}: {why}"))?;
+    serde_json::from_str(&exact).map_err(|e| format!("{text}: {e}"))
 }
 
-/// What is wrong with the first number of the JSON text `json` that a value would not hold as
-/// written: serde_json makes an integer beyond 64 bits an approximate float, and fails on a
-/// float beyond f64's range (`1e400`).
-fn inexact_number(json: &str) -> Option<String> {
+/// The JSON text `json` with each integer `-0` written `0`, or what is wrong with its first
+/// number that a value would not hold as written. serde_json reads `-0` as the float `-0.0`
+/// where Python reads the integer 0; it makes an integer beyond 64 bits an approximate float,
+/// and fails on a float beyond f64's range (`1e400`).
+fn exact_numbers(json: &str) -> Result<Cow<'_, str>, String> {
     let (mut in_string, mut escaped) = (false, false);
+    let mut text = Cow::Borrowed(json);
     let mut at = 0;
     while let Some(c) = json[at..].chars().next() {
         if in_string {
@@ -239,12 +240,15 @@ fn inexact_number(json: &str) -> Option<String> {
             let number = &json[at..at + len];
             if number.contains(['.', 'e', 'E']) {
                 if !number.parse::<f64>().is_ok_and(f64::is_finite) {
-                    return Some(format!(
+                    return Err(format!(
                         "the number {number} is beyond the range of a float (f64)"
                     ));
                 }
+            } else if number == "-0" {
+                let removed = json.len() - text.len();
+                text.to_mut().remove(at - removed);
             } else if number.parse::<i64>().is_err() && number.parse::<u64>().is_err() {
-                return Some(format!(
+                return Err(format!(
                     "the number {number} is an integer beyond 64 bits: JSON between stubs \
                      carries integers of up to 64 bits exactly; give it as a string or a float"
                 ));
@@ -254,7 +258,7 @@ fn inexact_number(json: &str) -> Option<String> {
         }
         at += c.len_utf8();
     }
-    None
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -312,6 +316,15 @@ mod tests {
         }
         let e = parse_args(&["[1, 2e400]".into()]).unwrap_err();
         assert!(e.starts_with("[1, 2e400]: the number 2e400 is"), "{e}");
+    }
+
+    #[test]
+    fn an_integer_minus_0_arrives_as_the_integer_0_as_python_reads_it() {
+        let raw = ["-0", r#"[-0, "-0", -0.0, {"k": -0}]"#, "x=-0"].map(String::from);
+        let (args, kwargs) = parse_args(&raw).unwrap();
+        assert_eq!(args[0], Value::from(0));
+        assert_eq!(args[1].to_string(), r#"[0,"-0",-0.0,{"k":0}]"#);
+        assert_eq!(kwargs["x"], Value::from(0));
     }
 
     #[test]
