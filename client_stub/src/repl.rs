@@ -58,6 +58,9 @@ commands:
   _end_, quit   leave the network and exit
 ";
 
+/// The longest path Linux takes (`PATH_MAX`).
+const PATH_MAX: usize = 4096;
+
 /// Parses one shell line; `Ok(None)` for a blank line.
 ///
 /// # Errors
@@ -75,15 +78,26 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         Some(a) if !a.is_empty() => Ok(a.to_owned()),
         _ => Err(format!("'{word}:' needs {what}, as in {word}:{what}")),
     };
+    // Checked here, so that no later message echoes a pasted megabyte.
+    let path = |what: &str| {
+        need(what).and_then(|p| match p.len() > PATH_MAX {
+            true => Err(format!(
+                "'{word}:' takes a path of at most {PATH_MAX} bytes, not '{}'",
+                common::log::printable(&p)
+            )),
+            false => Ok(p),
+        })
+    };
+    let module = || need("MODULE").and_then(|m| common::config::module_name(&m));
     let cmd = match (word, arg) {
-        ("rm", _) => Command::Register(need("PATH")?),
-        ("um", _) => Command::Withdraw(need("MODULE")?),
-        ("pm", _) => Command::Parse(need("PATH")?),
+        ("rm", _) => Command::Register(path("PATH")?),
+        ("um", _) => Command::Withdraw(module()?),
+        ("pm", _) => Command::Parse(path("PATH")?),
         ("s", _) => Command::Say(need("TEXT")?),
-        ("desc", _) => Command::Describe(need("MODULE")?),
-        ("sc", _) => Command::SaveConfig(need("PROFILE")?),
-        ("reload", _) => Command::Reload(need("MODULE")?),
-        ("help", Some(_)) => Command::Describe(need("MODULE")?),
+        ("desc", _) => Command::Describe(module()?),
+        ("sc", _) => Command::SaveConfig(path("PROFILE")?),
+        ("reload", _) => Command::Reload(module()?),
+        ("help", Some(_)) => Command::Describe(module()?),
         ("ping", None) => Command::Ping,
         ("stats", None) => Command::Stats,
         ("mods", a) => Command::Modules(a.unwrap_or("").to_owned()),
@@ -133,5 +147,17 @@ mod tests {
         let pasted = parse(&"y".repeat(3_000_000)).unwrap_err();
         assert!(pasted.len() < 1100, "{} bytes", pasted.len());
         assert!(pasted.contains("… (3000000 bytes)' (type help"), "{pasted}");
+    }
+
+    #[test]
+    fn a_long_argument_is_refused_by_its_head() {
+        for word in ["rm", "pm", "sc", "um", "desc", "reload", "help"] {
+            let err = parse(&format!("{word}:{}", "y".repeat(5000))).unwrap_err();
+            assert!(err.len() < 1300, "{word}: {} bytes", err.len());
+            assert!(err.contains("… (5000 bytes)'"), "{word}: {err}");
+        }
+        assert!(parse(&format!("rm:{}", "y".repeat(4096))).is_ok());
+        let err = parse("um:../x").unwrap_err();
+        assert!(err.contains("'../x' is not a module name"), "{err}");
     }
 }
