@@ -119,6 +119,7 @@ fn stubs_speak_tls_to_the_server_and_strangers_cannot() {
     let mut wrong = Proc::start("wrong", &exe("client_stub"), &wrong_args, dir);
     assert!(!wrong.wait_exit().success());
     wrong.wait_for("TLS with the server");
+    wrong.wait_for("its certificate is not one tls_ca trusts");
     assert_eq!(server.count("joined:"), 2, "{:?}", server.output());
 
     // A stub that quits over TLS leaves as it does in the clear: not "lost" with an i/o error.

@@ -162,8 +162,37 @@ impl Connector {
                 let (r, w) = smol::io::split(tls);
                 Ok((Box::new(r), Box::new(w)))
             }
-            Err((e, tcp)) => Err((e.into(), Speaks::from_first(&tcp.first[..tcp.len]))),
+            Err((e, tcp)) => Err((
+                Error::Config(self.explain(&e)),
+                Speaks::from_first(&tcp.first[..tcp.len]),
+            )),
         }
+    }
+
+    /// A failed handshake in the words of `--tls-ca` and `--tls-name`, where rustls's own
+    /// ("invalid peer certificate: BadSignature") would leave the user to guess which is wrong.
+    fn explain(&self, e: &io::Error) -> String {
+        use futures_rustls::rustls::{CertificateError as Cert, Error as Tls};
+        let Some(Tls::InvalidCertificate(cert)) = e.get_ref().and_then(|e| e.downcast_ref()) else {
+            return e.to_string();
+        };
+        let why = match cert {
+            Cert::UnknownIssuer | Cert::BadSignature => {
+                "its certificate is not one tls_ca trusts (give the server's cert.pem)".to_owned()
+            }
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => format!(
+                "its certificate is not for the name '{}' (tls_name must be one gen-cert named)",
+                self.name.to_str()
+            ),
+            Cert::Expired | Cert::ExpiredContext { .. } => {
+                "its certificate has expired (make a new one with gen-cert)".to_owned()
+            }
+            Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+                "its certificate is not valid yet (is this machine's clock right?)".to_owned()
+            }
+            _ => return e.to_string(),
+        };
+        format!("{why}; rustls said: {e}")
     }
 }
 
@@ -333,6 +362,23 @@ mod tests {
         let (other, _) = generate(&["localhost".into()], &dir.path().join("b"), false).unwrap();
         let acceptor = Acceptor::load(&cert, &key).unwrap();
         let stranger = Connector::load(&other, "localhost").unwrap();
+        let (err, speaks) = refused(acceptor.clone(), stranger);
+        assert!(
+            err.starts_with("its certificate is not one tls_ca trusts"),
+            "{err}"
+        );
+        assert_eq!(speaks, Speaks::Tls);
+        let misnamed = Connector::load(&cert, "elsewhere").unwrap();
+        let (err, _) = refused(acceptor, misnamed);
+        assert!(
+            err.starts_with("its certificate is not for the name 'elsewhere'"),
+            "{err}"
+        );
+        assert!(Acceptor::load(&dir.path().join("nope.pem"), &key).is_err());
+    }
+
+    /// The stub's error and what the server seemed to speak, for a handshake that must fail.
+    fn refused(acceptor: Acceptor, connector: Connector) -> (String, Speaks) {
         smol::block_on(async {
             let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -341,15 +387,9 @@ mod tests {
                 acceptor.accept(tcp).await.is_err()
             });
             let tcp = TcpStream::connect(addr).await.unwrap();
-            let (err, speaks) = stranger
-                .connect(tcp)
-                .await
-                .err()
-                .expect("untrusted certificate");
-            assert!(err.to_string().contains("certificate"), "{err}");
-            assert_eq!(speaks, Speaks::Tls);
+            let (err, speaks) = connector.connect(tcp).await.err().expect("refused");
             assert!(server.await);
-        });
-        assert!(Acceptor::load(&dir.path().join("nope.pem"), &key).is_err());
+            (err.to_string(), speaks)
+        })
     }
 }
