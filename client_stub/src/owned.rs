@@ -22,6 +22,7 @@ use common::store::{md5_hex, valid_module_name};
 
 use crate::runner::{AppRunner, Runner};
 use crate::stub::{Event, Shared, Stub};
+use crate::sync::Ask;
 use crate::worker::{python_command, Group, Pool, MAX_BACKOFF};
 
 /// A module file read and parsed, ready to upload.
@@ -520,7 +521,7 @@ impl Stub {
         }
         if let (None, Some(o)) = (&app, self.owned.get(&module)) {
             // (Unless a withdraw is on its way: then it must be uploaded again.)
-            if o.parsed.path == parsed.path && !self.withdrawing.contains_key(&module) {
+            if o.parsed.path == parsed.path && !self.asked.waits_on(&module, Ask::Withdraw) {
                 // The same file again: reloaded if edited, as the watcher does.
                 if o.parsed.md5 == parsed.md5 && o.watched.unchanged(&parsed.path) && !o.refused {
                     let path = parsed.path.display();
@@ -613,7 +614,7 @@ impl Stub {
     fn replace(&mut self, module: &str, parsed: Parsed, why: &str) -> Result<String, String> {
         fits(&parsed, self.config.limits.max_module_bytes).map_err(|e| kept_running(module, &e))?;
         // An upload now would overtake the withdraw on its way and keep the module registered.
-        if self.withdrawing.contains_key(module) {
+        if self.asked.waits_on(module, Ask::Withdraw) {
             return Err(format!("{module} is being withdrawn: not reloaded"));
         }
         // (Withdrawn, or replaced, while it was being described.)
@@ -726,19 +727,17 @@ impl Stub {
         }
     }
 
-    /// Sends a withdraw for an owned module, counting it until the server's `gone` answers it.
-    /// Not while one is on its way with no upload after it: the server would refuse the second,
-    /// and its refusal, read as an upload's, would drop the module registered again meanwhile.
+    /// Sends a withdraw for an owned module, kept in `Stub::asked` until the server answers it.
+    /// Not while one is on its way with no upload after it: the second could only be refused.
     pub(crate) fn send_withdraw(&mut self, module: &str) {
-        if (self.withdrawing.get(module)).is_some_and(|w| w.sent > w.overtaken) {
+        if self.asked.last(module) == Some(Ask::Withdraw) {
             return say!("{module} is being withdrawn already");
         }
         self.send_up(ToServer::Withdraw {
             module: module.to_owned(),
         });
-        if self.up.is_some() && self.owned.contains_key(module) {
-            let w = self.withdrawing.entry(module.to_owned()).or_default();
-            w.sent += 1;
+        if self.up.is_some() {
+            self.asked.push(module, Ask::Withdraw);
         }
     }
 }

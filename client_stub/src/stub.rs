@@ -23,7 +23,7 @@ use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
 use crate::owned::{Describe, FromProfile, Owned, Parsed, Watched};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
-use crate::sync::{Known, Withdrawing};
+use crate::sync::{Ask, Asked, Known};
 use crate::Config;
 
 /// The stub as its tasks share it.
@@ -75,8 +75,8 @@ pub struct Stub {
     /// How many times the link to the server was made.
     pub(crate) links: u32,
     pub(crate) owned: BTreeMap<String, Owned>,
-    /// This stub's withdraws the server has not answered yet, by module (see `gone`).
-    pub(crate) withdrawing: HashMap<String, Withdrawing>,
+    /// This stub's uploads and withdraws the server has not answered yet.
+    pub(crate) asked: Asked,
     pub(crate) store: Store,
     pub(crate) incoming: Reassembler,
     pub(crate) known: BTreeMap<String, Known>,
@@ -132,7 +132,7 @@ impl Stub {
             known: BTreeMap::new(),
             apps: HashMap::new(),
             closing: Vec::new(),
-            withdrawing: HashMap::new(),
+            asked: Asked::default(),
             pending: HashMap::new(),
             local_calls: Vec::new(),
             next_id: 0,
@@ -211,7 +211,7 @@ impl Stub {
         self.config.name = name;
         self.up = Some(up);
         self.known.clear();
-        self.withdrawing.clear(); // Answers to withdraws sent on the old link never come.
+        self.asked.clear();
         let uploads: Vec<(String, Vec<u8>)> = self
             .owned
             .iter_mut()
@@ -267,10 +267,7 @@ impl Stub {
                 chunk.shared = shared;
                 up.push(&ToServer::Chunk(chunk));
             }
-            // The server takes frames in order: withdraws sent so far are answered before this.
-            if let Some(w) = self.withdrawing.get_mut(module) {
-                w.overtaken = w.sent;
-            }
+            self.asked.push(module, Ask::Upload);
         }
     }
 
@@ -280,6 +277,7 @@ impl Stub {
             ToClient::Chunk(chunk) => self.received(chunk),
             ToClient::Gone { module, reason } => self.gone(&module, &reason),
             ToClient::Registered { module, md5 } => {
+                self.asked.answer(&module, Some(Ask::Upload));
                 if let Some(o) = self.owned.get_mut(&module) {
                     o.confirmed = true;
                     o.refused = false;
@@ -290,7 +288,17 @@ impl Stub {
             }
             ToClient::RegisterFailed { module, reason } => {
                 let reason = printable(&reason);
+                if self.asked.answer(&module, None) == Some(Ask::Withdraw) {
+                    // Not registered by this stub (its upload was refused): nothing to take.
+                    say!("{module}: nothing to withdraw: {reason}");
+                    self.withdrawn(&module);
+                    return self.refresh_names();
+                }
                 match self.owned.get_mut(&module) {
+                    // (Unless another upload follows: its answer tells.)
+                    Some(_) if self.asked.waits_on(&module, Ask::Upload) => {
+                        say!("error: module {module}: {reason}");
+                    }
                     Some(o) if !o.confirmed => {
                         say!("error: module {module}: {reason}");
                         self.owned.remove(&module);

@@ -3,6 +3,8 @@
 //! withdraw; on joining, those that left while it was away); the generated client stubs kept
 //! beside the copies.
 
+use std::collections::{HashMap, VecDeque};
+
 use common::codegen::stub_stem;
 use common::log::printable;
 use common::module::ModuleDescriptor;
@@ -110,31 +112,27 @@ impl Stub {
     }
 
     pub(crate) fn gone(&mut self, module: &str, reason: &str) {
-        // The answer to a withdraw of ours; when an upload overtook it, the module stays.
-        let (ours, overtaken) = match self.withdrawing.get_mut(module) {
-            Some(w) => {
-                let overtaken = w.overtaken > 0;
-                w.overtaken = w.overtaken.saturating_sub(1);
-                w.sent -= 1;
-                if w.sent == 0 {
-                    self.withdrawing.remove(module);
-                }
-                (true, overtaken)
-            }
-            None => (false, false),
-        };
+        if self.asked.answer(module, Some(Ask::Withdraw)).is_some() {
+            self.withdrawn(module);
+        } else if self.forget_known(module) {
+            say!("module {module} is gone: {}", printable(reason));
+        }
+        self.refresh_names();
+    }
+
+    /// The server answered a withdraw of ours: the module is no longer this stub's on the
+    /// network, unless an upload sent since makes it so again.
+    pub(crate) fn withdrawn(&mut self, module: &str) {
+        let upload_due = self.asked.waits_on(module, Ask::Upload);
         if let Some(o) = self.owned.get_mut(module) {
             say!("withdrew {module}");
-            match overtaken {
+            match upload_due {
                 true => o.confirmed = false, // the upload's answer follows
                 false => {
                     self.owned.remove(module);
                 }
             }
-        } else if !ours && self.forget_known(module) {
-            say!("module {module} is gone: {}", printable(reason));
         }
-        self.refresh_names();
     }
 
     /// Drops another stub's module: its entry, its cached copy and its generated stubs.
@@ -217,13 +215,51 @@ impl Stub {
     }
 }
 
-/// Withdraws of one module sent and not yet answered, and how many of them an upload sent
-/// since has overtaken: their `gone` is for an older registration, which the server replaces
-/// right after.
+/// What this stub asked the server about its own modules and has not heard back on, oldest
+/// first. The server answers each upload and each withdraw once, in the order asked, so an
+/// answer is for the oldest question of its module.
 #[derive(Debug, Default)]
-pub(crate) struct Withdrawing {
-    pub(crate) sent: u32,
-    pub(crate) overtaken: u32,
+pub(crate) struct Asked(HashMap<String, VecDeque<Ask>>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ask {
+    Upload,
+    Withdraw,
+}
+
+impl Asked {
+    pub(crate) fn push(&mut self, module: &str, ask: Ask) {
+        self.0.entry(module.to_owned()).or_default().push_back(ask);
+    }
+
+    /// Takes the oldest question about `module`, answered now; `only` if it is that one.
+    pub(crate) fn answer(&mut self, module: &str, only: Option<Ask>) -> Option<Ask> {
+        let asks = self.0.get_mut(module)?;
+        let ask = *asks.front()?;
+        if only.is_some_and(|only| only != ask) {
+            return None;
+        }
+        asks.pop_front();
+        if asks.is_empty() {
+            self.0.remove(module);
+        }
+        Some(ask)
+    }
+
+    /// Whether `ask` about `module` is among the questions not answered yet.
+    pub(crate) fn waits_on(&self, module: &str, ask: Ask) -> bool {
+        self.0.get(module).is_some_and(|asks| asks.contains(&ask))
+    }
+
+    /// The latest question about `module` not answered yet.
+    pub(crate) fn last(&self, module: &str) -> Option<Ask> {
+        self.0.get(module).and_then(|asks| asks.back().copied())
+    }
+
+    /// Forgets every question: answers to those asked on a link that is gone never come.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Writes the generated client stubs beside a module's descriptor; a failure is said, never fatal.
@@ -241,5 +277,30 @@ fn remove_stubs(store: &Store, module: &str) {
         if let Err(e) = store.remove_file(&name) {
             say!("error: cannot remove the generated stub {name}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_for_the_oldest_question_of_its_module() {
+        let mut asked = Asked::default();
+        asked.push("z", Ask::Withdraw);
+        asked.push("z", Ask::Upload);
+        asked.push("y", Ask::Upload);
+        assert_eq!(
+            asked.answer("z", Some(Ask::Upload)),
+            None,
+            "the withdraw is first"
+        );
+        assert_eq!(asked.answer("z", None), Some(Ask::Withdraw));
+        assert_eq!(asked.last("z"), Some(Ask::Upload));
+        assert_eq!(asked.answer("z", Some(Ask::Upload)), Some(Ask::Upload));
+        assert!(!asked.waits_on("z", Ask::Upload) && asked.last("z").is_none());
+        assert!(asked.waits_on("y", Ask::Upload));
+        asked.clear();
+        assert!(!asked.waits_on("y", Ask::Upload));
     }
 }

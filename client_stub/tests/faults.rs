@@ -1267,3 +1267,42 @@ fn apps_and_providers_on_stubs_with_a_larger_frame_limit_take_values_up_to_it() 
         Ok(json!(5_000_000))
     );
 }
+
+/// An upload the server refuses is answered once, however many chunks it came in, and a
+/// withdraw sent behind it is answered by its own refusal: the module, registered later from a
+/// smaller file, reloads and withdraws as any other.
+#[test]
+fn a_refused_upload_and_the_withdraw_behind_it_are_each_answered_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server_with_limits(dir, "max_module_bytes = 3000", &[]);
+    let m = dir.join("m.py");
+    let functions = (0..60).map(|i| format!("def func_{i}(alpha, beta):\n    return {i}\n"));
+    std::fs::write(&m, functions.collect::<String>()).unwrap();
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let b = stub(dir, port, "b", &[]);
+    a.send(&format!("rm:{}", m.display()));
+    a.send("um:m");
+    a.wait_for("over the limit of 3000 bytes");
+
+    std::fs::write(&m, "def f():\n    return 1\n").unwrap();
+    a.send(&format!("rm:{}", m.display()));
+    a.wait_for("registered m");
+    b.wait_for("received m from a");
+    std::fs::write(&m, "def g():\n    return 2\n").unwrap();
+    a.send("reload:m");
+    a.wait_n("registered m", 2);
+    let app = client(&b);
+    let two: i64 = eventually(|| app.call_as("m", "g", ()))
+        .unwrap_or_else(|e| panic!("{e}; a's output:\n{}", a.output().join("\n")));
+    assert_eq!(two, 2);
+
+    a.send("um:m");
+    a.wait_for("withdrew m");
+    b.wait_for("module m is gone");
+    a.send("mods");
+    a.wait_for("no modules on the network");
+    let output = a.output().join("\n");
+    assert_eq!(a.count("error: module m"), 1, "{output}");
+    assert_eq!(a.count("being withdrawn"), 0, "{output}");
+}

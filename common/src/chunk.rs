@@ -2,7 +2,7 @@
 //! back together and accepts the file only when every piece arrived in order and the md5 matches.
 //! No I/O here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 
@@ -39,6 +39,11 @@ pub fn split(module: &str, bytes: &[u8]) -> Vec<Chunk> {
         .collect()
 }
 
+/// Whether `chunk` is its file's last.
+fn is_last(chunk: &Chunk) -> bool {
+    chunk.total.saturating_sub(chunk.seq) <= 1
+}
+
 /// Files one peer may be sending at once.
 pub const MAX_PARTIAL: usize = 64;
 
@@ -46,6 +51,9 @@ pub const MAX_PARTIAL: usize = 64;
 #[derive(Debug)]
 pub struct Reassembler {
     partial: HashMap<String, Partial>,
+    /// Modules whose file was refused before its last chunk: the rest of it is dropped without
+    /// a word, so that its sender hears of a file once, however many chunks it came in.
+    refused: HashSet<String>,
     max_size: u64,
 }
 
@@ -63,6 +71,7 @@ impl Reassembler {
     pub fn new(max_size: u64) -> Self {
         Reassembler {
             partial: HashMap::new(),
+            refused: HashSet::new(),
             max_size,
         }
     }
@@ -71,26 +80,40 @@ impl Reassembler {
     ///
     /// # Returns
     /// `Ok(Some(bytes))` when this chunk completed a file whose md5 matched; `Ok(None)` when more
-    /// pieces are due.
+    /// pieces are due, or when the chunk is of a file already refused.
     ///
     /// # Errors
     /// A chunk out of order, inconsistent with the earlier ones, undecodable, over the size
-    /// limit, or completing a file with the wrong md5. The module's partial file is dropped.
+    /// limit, or completing a file with the wrong md5. The rest of the file is [`refuse`]d.
+    ///
+    /// [`refuse`]: Reassembler::refuse
     pub fn push(&mut self, chunk: Chunk) -> Result<Option<Vec<u8>>> {
-        let module = chunk.module.clone();
-        let result = self.accept(chunk);
-        if !matches!(result, Ok(None)) {
-            self.partial.remove(&module);
+        if chunk.seq > 0 && self.refused.contains(&chunk.module) {
+            if is_last(&chunk) {
+                self.refused.remove(&chunk.module);
+            }
+            return Ok(None);
         }
-        result
+        self.refused.remove(&chunk.module);
+        self.accept(&chunk).inspect_err(|_| self.refuse(&chunk))
+    }
+
+    /// Drops the file `chunk` is part of, and the chunks of it still to come (its sender is
+    /// told once, by the caller).
+    pub fn refuse(&mut self, chunk: &Chunk) {
+        self.partial.remove(&chunk.module);
+        if !is_last(chunk) && self.refused.len() < MAX_PARTIAL {
+            self.refused.insert(chunk.module.clone());
+        }
     }
 
     /// Forgets a module's partial file (its sender left or withdrew it).
     pub fn forget(&mut self, module: &str) {
         self.partial.remove(module);
+        self.refused.remove(module);
     }
 
-    fn accept(&mut self, chunk: Chunk) -> Result<Option<Vec<u8>>> {
+    fn accept(&mut self, chunk: &Chunk) -> Result<Option<Vec<u8>>> {
         let bad = |why: String| Error::Protocol(format!("chunk for '{}': {why}", chunk.module));
         if chunk.size > self.max_size {
             return Err(Error::Protocol(format!(
@@ -145,7 +168,7 @@ impl Reassembler {
         let part = self.partial.remove(&chunk.module).expect("present above");
         if part.bytes.len() as u64 != part.size || md5_hex(&part.bytes) != part.md5 {
             return Err(Error::DigestMismatch {
-                module: chunk.module,
+                module: chunk.module.clone(),
             });
         }
         Ok(Some(part.bytes))
@@ -202,6 +225,25 @@ mod tests {
         assert!(r.push(chunks[2].clone()).is_err());
         // The partial file was dropped: seq 1 now has no start.
         assert!(r.push(chunks[1].clone()).is_err());
+    }
+
+    #[test]
+    fn a_refused_file_is_refused_once_however_many_chunks_it_came_in() {
+        let mut r = Reassembler::new(CHUNK_BYTES as u64);
+        let answers: Vec<_> = (split("z", &file(CHUNK_BYTES * 3)).into_iter())
+            .map(|c| r.push(c))
+            .collect();
+        assert!(answers[0].is_err());
+        assert!(answers[1..].iter().all(|a| matches!(a, Ok(None))));
+        // Refused by the caller at its first chunk: the same.
+        let two = split("y", &file(CHUNK_BYTES * 2));
+        r.refuse(&two[0]);
+        assert_eq!(r.push(two[1].clone()).unwrap(), None);
+        // The next file of a module is taken afresh.
+        for (module, bytes) in [("z", b"hello".to_vec()), ("y", file(CHUNK_BYTES))] {
+            let got = r.push(split(module, &bytes).remove(0)).unwrap();
+            assert_eq!(got, Some(bytes));
+        }
     }
 
     #[test]

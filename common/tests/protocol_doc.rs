@@ -151,8 +151,8 @@ fn render() -> String {
     };
     section(&mut out, "Client stub → server", "The first frame must be `hello`.", &[
         ("Join the network under a name. `token`: for networks that set one. `session`: a random id kept for the stub's lifetime, so a stub that reconnects reclaims its name from its own ghost.", ToServer::Hello(Hello { version: PROTOCOL_VERSION, name: "alpha".into(), token: Some("s3cret".into()), session: Some("8c1f0e4a2b7d9c35".into()) })),
-        ("One piece of a descriptor this stub registers; the server checks order, size and md5.", ToServer::Chunk(chunk())),
-        ("Withdraw a module this stub owns.", ToServer::Withdraw { module: "z".into() }),
+        ("One piece of a descriptor this stub registers; the server checks order, size and md5. Each upload (all its chunks) is answered once, by `registered` or `register_failed`: a refused upload's remaining chunks are dropped unanswered.", ToServer::Chunk(chunk())),
+        ("Withdraw a module this stub owns. Answered once, by `gone` or `register_failed`, in order with the uploads of that module.", ToServer::Withdraw { module: "z".into() }),
         ("Every module this stub owns, sent after its uploads on each connection: any other module the server has it owning (its ghost's, when a stub restarted on the same receiving directory reclaims the name) leaves the network, as if withdrawn.", ToServer::Owns { modules: vec!["z".into()] }),
         ("Answer to an offer: my cached copy has this md5, send nothing.", ToServer::Have { module: "z".into(), md5: chunk().md5 }),
         ("Answer to an offer: send the chunks.", ToServer::Want { module: "z".into(), md5: chunk().md5 }),
@@ -192,7 +192,7 @@ fn render() -> String {
                 },
             ),
             (
-                "An upload or withdraw was refused.",
+                "An upload or withdraw was refused (the answer to it).",
                 ToClient::RegisterFailed {
                     module: "z".into(),
                     reason: "module 'z' is owned by 'beta'".into(),
@@ -207,7 +207,7 @@ fn render() -> String {
                 ToClient::Chunk(chunk()),
             ),
             (
-                "A module left the network.",
+                "A module left the network; to a stub that withdrew it, the answer to its withdraw.",
                 ToClient::Gone {
                     module: "z".into(),
                     reason: "its owner 'alpha' left".into(),

@@ -434,24 +434,27 @@ impl Broker {
     /// Takes one piece of an upload; a complete, verified descriptor is stored and offered.
     fn upload(&mut self, id: PeerId, chunk: Chunk) {
         let (module, shared) = (chunk.module.clone(), chunk.shared);
-        if chunk.seq == 0 {
-            let check = check_module_name(&module)
+        let check = match chunk.seq {
+            0 => check_module_name(&module)
                 .map_err(|e| e.to_string())
-                .and_then(|()| self.registry.may_register(id, &module, &chunk.md5, shared));
-            if let Err(reason) = check {
-                return self.send(id, ToClient::RegisterFailed { module, reason });
-            }
-        }
+                .and_then(|()| self.registry.may_register(id, &module, &chunk.md5, shared)),
+            _ => Ok(()),
+        };
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let bytes = match peer.uploads.push(chunk) {
+        // Refused once: the stub counts on one answer per upload.
+        let pushed = match check {
+            Ok(()) => peer.uploads.push(chunk).map_err(|e| e.to_string()),
+            Err(reason) => {
+                peer.uploads.refuse(&chunk);
+                Err(reason)
+            }
+        };
+        let bytes = match pushed {
             Ok(None) => return,
             Ok(Some(bytes)) => bytes,
-            Err(e) => {
-                let reason = e.to_string();
-                return self.send(id, ToClient::RegisterFailed { module, reason });
-            }
+            Err(reason) => return self.send(id, ToClient::RegisterFailed { module, reason }),
         };
         if let Err(reason) = self.accept_descriptor(id, &module, bytes, shared) {
             self.send(id, ToClient::RegisterFailed { module, reason });
