@@ -112,9 +112,13 @@ impl Stub {
     }
 
     pub(crate) fn gone(&mut self, module: &str, reason: &str) {
-        if self.asked.answer(module, Some(Ask::Withdraw)).is_some() {
+        let ours = self.asked.answer(module, Some(Ask::Withdraw)).is_some();
+        // Not asked, but an owned module gone from the network all the same is no longer ours
+        // there, unless an upload on its way makes it so again.
+        if ours || (self.owned.contains_key(module) && !self.asked.waits_on(module, Ask::Upload)) {
             self.withdrawn(module);
-        } else if self.forget_known(module) {
+        }
+        if !ours && self.forget_known(module) {
             say!("module {module} is gone: {}", printable(reason));
         }
         self.refresh_names();
