@@ -121,6 +121,37 @@ fn an_edited_module_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
     assert_eq!(eventually(|| app.call("m", "k", ())).unwrap(), json!(7));
 }
 
+/// An edit that parses but that Python's compiler refuses (`await` in a plain `def`, a
+/// common slip) is refused as a syntax error is: its workers would fail to import it, and
+/// the module would stop working everywhere.
+#[test]
+fn an_edit_pythons_compiler_refuses_keeps_the_old_version_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    let good = "def f():\n    return 1\n";
+    std::fs::write(&m, good).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let caller = stub(dir, port, "b", &[]);
+    caller.wait_for("received m from a");
+    let app = client(&caller);
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!(1));
+
+    std::fs::write(&m, format!("{good}\ndef fetch(x):\n    await x\n")).unwrap();
+    let told = owner.wait_for("the old version of m keeps running");
+    assert!(
+        told.contains("line 5: 'await' outside async function"),
+        "{told}"
+    );
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!(1));
+    assert!(matches!(
+        app.call("m", "fetch", (1,)),
+        Err(CallError::UnknownFunction(_))
+    ));
+}
+
 /// A registered file replaced by a link to another module's file is not read through the link
 /// (that is another module): the owner says what the file has become, and `m` goes on.
 #[test]

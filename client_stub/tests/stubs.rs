@@ -56,6 +56,16 @@ def lookup(key: str, table: Dict[str, int]) -> Optional[int]:
     return table[key]
 
 
+def window(items=list(range(5)), size=3, /) -> list:
+    """A default only the owner can compute, then a literal one, both positional-only."""
+    return items[:size]
+
+
+def far(x: float = 1e400) -> str:
+    """A float literal beyond JSON's range: Python reads it as inf."""
+    return str(x)
+
+
 def type(match: str, self=None, client: bool = False, _=0) -> list:
     """Parameters named like Rust keywords."""
     return [match, self, client, _]
@@ -224,6 +234,8 @@ assert got == {"first": 1, "second": 5, "rest": [6, 7], "scale": 2.0, "label": N
 assert str(inspect.signature(z.clamp)) == "(x: 'int', limit=LIMIT, *, floor: 'int' = 0) -> 'int'"
 assert z.clamp(50) == 10 and z.clamp(50, 20) == 20 and z.clamp(-5, floor=-2) == -2
 assert z.type("m", client=True) == ["m", None, True, 0]
+assert z.window() == [0, 1, 2] and z.window([5, 6, 7], 2) == [5, 6]
+assert z.far() == "inf" and z.far(2.5) == "2.5"
 assert z.nothing() is None
 try:
     z.lookup("nope", {})

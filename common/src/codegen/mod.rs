@@ -17,8 +17,9 @@
 //! `_`.
 //!
 //! Python stubs keep the remote headers; a default that is not a plain literal (a name, a call,
-//! a list) becomes a `_stubnet.Default` that shows as written and is never sent, so the remote
-//! module applies its own.
+//! a list, a float beyond JSON's range) becomes a `_stubnet.Default` that shows as written and
+//! is never sent, so the remote module applies its own; so does a positional-only parameter's
+//! after one, which could not be sent by position.
 
 use std::collections::HashSet;
 

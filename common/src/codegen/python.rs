@@ -83,13 +83,19 @@ pub(super) fn python_function(module: &str, f: &FunctionDesc, helper: &str) -> S
     let (mut positional, mut keywords) = (Vec::new(), Vec::new());
     let (mut varargs, mut varkw) = ("()".to_owned(), "{}".to_owned());
     let mut starred = false;
+    // After a positional default only the remote module knows, a positional-only parameter
+    // cannot be sent at all: its literal default is left to the remote module too.
+    let mut remote_default = false;
     for (i, p) in f.params.iter().enumerate() {
         let name = &p.name;
         if p.kind == ParamKind::KeywordOnly && !starred {
             header.push("*".to_owned());
         }
         starred |= matches!(p.kind, ParamKind::VarPositional | ParamKind::KeywordOnly);
-        header.push(python_param(p, helper));
+        let by_position = matches!(p.kind, ParamKind::PositionalOnly | ParamKind::Positional);
+        let unsent = remote_default && p.kind == ParamKind::PositionalOnly;
+        header.push(python_param(p, helper, unsent));
+        remote_default |= by_position && p.default.as_deref().is_some_and(|d| !is_plain_literal(d));
         match p.kind {
             ParamKind::PositionalOnly => {
                 positional.push(format!("({}, False, {name})", py_str(name)))
@@ -132,8 +138,9 @@ pub(super) fn python_function(module: &str, f: &FunctionDesc, helper: &str) -> S
     out
 }
 
-/// A parameter as in the header: `*args`, `name: "ann" = default`.
-pub(super) fn python_param(p: &Param, helper: &str) -> String {
+/// A parameter as in the header: `*args`, `name: "ann" = default`; `unsent`: its default,
+/// even a plain literal, is left to the remote module.
+pub(super) fn python_param(p: &Param, helper: &str, unsent: bool) -> String {
     let mut s = match p.kind {
         ParamKind::VarPositional => format!("*{}", p.name),
         ParamKind::VarKeyword => format!("**{}", p.name),
@@ -145,30 +152,30 @@ pub(super) fn python_param(p: &Param, helper: &str) -> String {
     if let Some(d) = &p.default {
         let eq = if p.annotation.is_some() { " = " } else { "=" };
         s += eq;
-        s += &python_default(d, helper);
+        s += &python_default(d, helper, unsent);
     }
     s
 }
 
-/// A default as written if it is a plain literal (the stub can send it); otherwise a
-/// `Default` that shows as written and leaves the value to the remote module (a name, a call,
-/// a mutable default: nothing the stub can evaluate).
-pub(super) fn python_default(text: &str, helper: &str) -> String {
-    match is_plain_literal(text) {
+/// A default as written if it is a plain literal (the stub can send it), unless `unsent`;
+/// otherwise a `Default` that shows as written and leaves the value to the remote module (a
+/// name, a call, a mutable default: nothing the stub can evaluate).
+pub(super) fn python_default(text: &str, helper: &str, unsent: bool) -> String {
+    match is_plain_literal(text) && !unsent {
         true => text.to_owned(),
         false => format!("{helper}.Default({})", py_str(text)),
     }
 }
 
-/// `True`, `False`, `None`, one number (signed) or one single-line string that is neither
-/// bytes nor an f-string.
+/// `True`, `False`, `None`, one number (signed) that JSON can carry or one single-line string
+/// that is neither bytes nor an f-string.
 pub(super) fn is_plain_literal(text: &str) -> bool {
     if matches!(text, "True" | "False" | "None") {
         return true;
     }
     let number = text.trim_start_matches(['-', '+', ' ']);
     if number.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-        return is_number(number);
+        return is_number(number) && !is_infinite(number);
     }
     let body = text.trim_start_matches(['r', 'R', 'u', 'U']);
     let Some(quote) = body.chars().next().filter(|c| matches!(c, '\'' | '"')) else {
@@ -212,6 +219,19 @@ pub(super) fn is_number(text: &str) -> bool {
         && part(fraction)
         && digits(&format!("{whole}{fraction}"), 10)
         && exponent.is_none_or(|e| digits(e, 10))
+}
+
+/// Whether the number literal `text` is a float beyond f64's range (`1e400`), which Python
+/// reads as `inf`: JSON has no such value, so a stub cannot send it.
+pub(super) fn is_infinite(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let radix = ["0x", "0o", "0b"].iter().any(|p| lower.starts_with(p));
+    let float = !radix && lower.contains(['.', 'e']);
+    float
+        && lower
+            .replace('_', "")
+            .parse::<f64>()
+            .is_ok_and(f64::is_infinite)
 }
 
 /// `"""text"""` where nothing in `text` needs escaping, else an escaped string literal.

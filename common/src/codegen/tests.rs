@@ -281,6 +281,26 @@ fn python_headers_defaults_and_names() {
         }
 }
 
+/// After a positional default only the remote module knows, the positional-only parameters
+/// cannot be sent, so their literal defaults are left to it too: `f()` calls `f()`, not
+/// `f(<a's default>, 1)`, which the stub could not send.
+#[test]
+fn positional_only_defaults_after_a_remote_one_are_left_to_it() {
+    use ParamKind::*;
+    let f = function(
+        "f",
+        vec![
+            param("a", PositionalOnly, Some("[]"), None),
+            param("b", PositionalOnly, Some("1"), None),
+            param("c", Positional, Some("2"), None),
+        ],
+        None,
+    );
+    let code = python_stub(&module(vec![f]), "m5");
+    let want = "def f(a=_stubnet.Default(\"[]\"), b=_stubnet.Default(\"1\"), /, c=2):";
+    assert!(code.contains(want), "{want} in {code}");
+}
+
 #[test]
 fn plain_literals() {
     for yes in [
@@ -297,6 +317,9 @@ fn plain_literals() {
         "None",
         "True",
         "'é'",
+        "1e-400",
+        "0x1e400",
+        "99999999999999999999999",
     ] {
         assert!(is_plain_literal(yes), "{yes}");
     }
@@ -315,6 +338,9 @@ fn plain_literals() {
         "DEFAULT",
         "(1)",
         "",
+        // Python reads it as inf, which JSON cannot carry.
+        "1e400",
+        "-1_0e3_99",
     ] {
         assert!(!is_plain_literal(no), "{no}");
     }

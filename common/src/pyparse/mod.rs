@@ -5,8 +5,10 @@
 //! annotation, first docstring line and `async`-ness. The source is parsed with
 //! `rustpython-parser`, so any syntax error anywhere in the file is reported with its line.
 //! Where that parser is laxer or vaguer than Python (assignment targets, bare generator
-//! arguments, `*, **kwargs`, unterminated strings and brackets, indentation of blank lines),
-//! this module adds the check or moves the error to the line Python names.
+//! arguments, `*, **kwargs`, unterminated strings and brackets, indentation of blank lines,
+//! and what Python's compiler refuses: `return`, `yield` or `await` outside a function, `break`
+//! outside a loop, misplaced `__future__` imports...), this module adds the check or moves the
+//! error to the line Python names.
 //!
 //! Which functions are exported: a top-level `def` whose nearest non-blank line above it (above
 //! its decorators) is the comment line `#%function%`; if the file has no such marker line at
@@ -31,11 +33,13 @@ use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
 
 mod grammar;
 mod lexed;
+mod scopes;
 #[cfg(test)]
 mod tests;
 
 use grammar::check_grammar;
 use lexed::Lexed;
+use scopes::check_scopes;
 
 /// A module source that cannot be parsed; `line` is 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,6 +155,11 @@ fn parse_suite(module: &str, src: &Source) -> Result<(ast::Suite, Lexed), ParseE
     if let Some(star) = lexed.bare_star {
         return Err(error_at(star, BARE_STAR.to_string()));
     }
+    // What Python's compiler refuses once the file has parsed.
+    check_scopes(&suite).map_err(|(at, message)| ParseError {
+        line: src.line_of(at),
+        message,
+    })?;
     Ok((suite, lexed))
 }
 

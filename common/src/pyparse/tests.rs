@@ -356,6 +356,103 @@ fn grammar_rules_the_parser_leaves_out() {
     assert_eq!(names(valid), ["g"]);
 }
 
+/// What Python's compiler refuses once a file has parsed, with the line and the message it
+/// gives (checked against CPython 3.11's `compile`): the worker's import would fail, so the
+/// module is refused, and an edit so leaves the old version running.
+#[test]
+fn what_pythons_compiler_refuses_is_a_syntax_error_with_its_line() {
+    for (source, expected) in [
+        ("def f():\n    return [await x for x in y]\n", Some((2, "asynchronous comprehension outside of an asynchronous function"))),
+        ("def f():\n    return (await x for x in y)\n", None),
+        ("def f():\n    return [x async for x in y]\n", Some((2, "asynchronous comprehension outside of an asynchronous function"))),
+        ("def f():\n    return (x async for x in y)\n", None),
+        ("x = [await y for y in z]\n", Some((1, "asynchronous comprehension outside of an asynchronous function"))),
+        ("x = [x async for x in y]\n", Some((1, "asynchronous comprehension outside of an asynchronous function"))),
+        ("x = (x async for x in y)\n", None),
+        ("x = (await y for y in z)\n", None),
+        ("class A:\n    from os import *\n", Some((2, "import * only allowed at module level"))),
+        ("class A:\n    yield 1\n", Some((2, "'yield' outside function"))),
+        ("class A:\n    await x\n", Some((2, "'await' outside function"))),
+        ("class A:\n    return 1\n", Some((2, "'return' outside function"))),
+        ("def f():\n    class A:\n        return 1\n", Some((3, "'return' outside function"))),
+        ("def f():\n    x = [(yield) for y in z]\n", Some((2, "'yield' inside list comprehension"))),
+        ("def f():\n    x = [y for y in (yield)]\n", None),
+        ("def f():\n    x = {(yield): 1 for y in z}\n", Some((2, "'yield' inside dict comprehension"))),
+        ("def f():\n    x = ((yield) for y in z)\n", Some((2, "'yield' inside generator expression"))),
+        ("x = lambda: (yield)\n", None),
+        ("x = lambda: await y\n", Some((1, "'await' outside async function"))),
+        ("async def f():\n    x = lambda: await y\n", Some((2, "'await' outside async function"))),
+        ("for x in y:\n    def g():\n        break\n", Some((3, "'break' outside loop"))),
+        ("for x in y:\n    pass\nelse:\n    break\n", Some((4, "'break' outside loop"))),
+        ("while 1:\n    class A:\n        continue\n", Some((3, "'continue' not properly in loop"))),
+        ("for x in y:\n    try:\n        pass\n    finally:\n        break\n", None),
+        ("async def f():\n    def g():\n        async with a: pass\n", Some((3, "'async with' outside async function"))),
+        ("import os\nfrom __future__ import annotations\n", Some((2, "from __future__ imports must occur at the beginning of the file"))),
+        ("\"\"\"doc\"\"\"\nfrom __future__ import annotations\nfrom __future__ import division\n", None),
+        ("from __future__ import annotations, nope\n", Some((1, "future feature nope is not defined"))),
+        ("from __future__ import braces\n", Some((1, "not a chance"))),
+        ("def f():\n    from __future__ import annotations\n", Some((2, "from __future__ imports must occur at the beginning of the file"))),
+        ("if 1:\n    from __future__ import annotations\n", Some((2, "from __future__ imports must occur at the beginning of the file"))),
+        ("x = 1\n@(yield)\ndef f(): pass\n", Some((2, "'yield' outside function"))),
+        ("def f(a=(yield)): pass\n", Some((1, "'yield' outside function"))),
+        ("def f(a: (yield)): pass\n", Some((1, "'yield' outside function"))),
+        ("class A((yield)): pass\n", Some((1, "'yield' outside function"))),
+        ("def f():\n    class A:\n        x = yield 1\n", Some((3, "'yield' outside function"))),
+        ("async def f():\n    yield 1\n    return 2\n", Some((3, "'return' with value in async generator"))),
+        ("async def f():\n    return [x async for x in y]\n", None),
+        ("def f():\n    return [[x async for x in y] for z in w]\n", Some((2, "asynchronous comprehension outside of an asynchronous function"))),
+        ("async def f():\n    def g():\n        return [x async for x in y]\n", Some((3, "asynchronous comprehension outside of an asynchronous function"))),
+        ("x = 1\nawait x\n", Some((2, "'await' outside function"))),
+        ("def f(): await x\n", Some((1, "'await' outside async function"))),
+        ("from __future__ import (annotations)\n", None),
+        ("\"\"\"d\"\"\"\n\"\"\"e\"\"\"\nfrom __future__ import annotations\n", Some((3, "from __future__ imports must occur at the beginning of the file"))),
+        ("#c\n\nfrom __future__ import annotations\n", None),
+        ("x = [i for i in range(3) if (yield)]\n", Some((1, "'yield' inside list comprehension"))),
+        ("def f():\n    return [i for i in range(3) if (yield)]\n", Some((2, "'yield' inside list comprehension"))),
+        ("def f():\n    return [i for i in range(3) for j in (yield)]\n", Some((2, "'yield' inside list comprehension"))),
+        ("async def f():\n    return [i async for i in (await x)]\n", None),
+        ("def f():\n    return [i for i in await x]\n", Some((2, "'await' outside async function"))),
+        ("def f():\n    return [i for i in (j async for j in x)]\n", None),
+        ("async def f():\n    async for x in y:\n        break\n", None),
+        ("for x in y:\n    async def g():\n        continue\n", Some((3, "'continue' not properly in loop"))),
+        ("def f():\n    async for x in y: pass\n", Some((2, "'async for' outside async function"))),
+        ("def f():\n    async with x: pass\n", Some((2, "'async with' outside async function"))),
+        ("async def f():\n    class A:\n        await x\n", Some((3, "'await' outside function"))),
+        ("async def f():\n    class A:\n        async with x: pass\n", Some((3, "'async with' outside async function"))),
+        ("async def f():\n    x = [await y for y in z]\n", None),
+        ("def f():\n    def g():\n        pass\n    await x\n", Some((4, "'await' outside async function"))),
+        ("with a:\n    return\n", Some((2, "'return' outside function"))),
+        ("x = [i for i in [await j for j in y]]\n", Some((1, "asynchronous comprehension outside of an asynchronous function"))),
+        ("async def f():\n    return {await x: 1 for x in y}\n", None),
+        ("def f():\n    return {x: y async for x, y in z}\n", Some((2, "asynchronous comprehension outside of an asynchronous function"))),
+        ("x = 1\n\nfrom __future__ import annotations\n", Some((3, "from __future__ imports must occur at the beginning of the file"))),
+        ("from __future__ import annotations\nimport os\nfrom __future__ import division\n", Some((3, "from __future__ imports must occur at the beginning of the file"))),
+        ("x = ([await j for j in y] for i in z)\n", None),
+        ("def f():\n    return ([await j for j in y] for i in z)\n", None),
+        ("def f():\n    return ([j async for j in y] for i in z)\n", None),
+        ("async def f():\n    class A:\n        x = [await y for y in z]\n", Some((3, "asynchronous comprehension outside of an asynchronous function"))),
+        ("x = [\n    i\n    for i in y\n    if await i\n]\n", Some((1, "asynchronous comprehension outside of an asynchronous function"))),
+        ("def f():\n    return [\n        i\n        for i in y\n        if await i\n    ]\n", Some((2, "asynchronous comprehension outside of an asynchronous function"))),
+        ("x = [i async for i in y for j in (yield)]\n", Some((1, "'yield' inside list comprehension"))),
+        ("def f():\n    return 1\nx = 2\nyield 3\nreturn 4\n", Some((4, "'yield' outside function"))),
+        ("x = 1\nreturn 2\nfrom os import *\ndef g():\n    from os import *\n", Some((5, "import * only allowed at module level"))),
+        ("return 1\nnonlocal x\n", Some((2, "nonlocal declaration not allowed at module level"))),
+        ("break\nimport os\nfrom __future__ import annotations\n", Some((1, "'break' outside loop"))),
+        ("x = (yield)\nx = [(yield) for y in z]\n", Some((2, "'yield' inside list comprehension"))),
+        ("def f():\n    await x\n    yield 1\nreturn\n", Some((2, "'await' outside async function"))),
+        ("async def f():\n    if x:\n        return 1\n    def g():\n        yield 2\n    return 3\n", None),
+        ("async def f():\n    if x:\n        return\n    yield 2\n", None),
+        ("async def f():\n    x = lambda: (yield)\n    return 3\n", None),
+        ("async def f():\n    x = [(yield) for i in y]\n    return 3\n", Some((2, "'yield' inside list comprehension"))),
+        ("async def f():\n    return 3\n    yield\n", Some((2, "'return' with value in async generator"))),
+        ("async def f():\n    yield from y\n", Some((2, "'yield from' inside async function"))),
+    ] {
+        let got = parse_module("m", source).err().map(|e| (e.line, e.message));
+        let expected = expected.map(|(line, message)| (line, message.to_string()));
+        assert_eq!(got, expected, "{source}");
+    }
+}
+
 #[test]
 fn deep_expressions_do_not_overflow_the_stack() {
     // Python itself accepts expressions nested a few thousand levels deep.
