@@ -116,7 +116,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
         .unwrap_or_default();
     if !valid_module_name(module) {
         return Err(format!(
-            "{}: '{module}' is not a module name (letters, digits and _, not starting with a digit)",
+            "{}: '{module}' is not a module name (ASCII letters, digits and _, not starting with a digit)",
             path.display()
         ));
     }

@@ -216,7 +216,7 @@ pub fn module_name(name: &str) -> std::result::Result<String, String> {
 /// Why `name` is refused where a module name must be given.
 fn not_a_module_name(name: &str) -> String {
     format!(
-        "'{}' is not a module name (letters, digits and _, not starting with a digit; \
+        "'{}' is not a module name (ASCII letters, digits and _, not starting with a digit; \
          dotted for an installed module, like os.path; at most 128 bytes)",
         crate::log::printable(name)
     )
