@@ -434,6 +434,10 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
     for f in &desc.functions {
         // Headers and doc lines are the owner's text.
         out += &format!("  {}", printable(&f.signature()));
+        if let Some(decorator) = &f.wrapped_by {
+            let decorator = printable(decorator);
+            out += &format!("  (@{decorator} may change its arguments: not checked here)");
+        }
         if let Some(doc) = &f.doc {
             out += &format!("\n      {}", printable(doc));
         }

@@ -85,6 +85,18 @@ def slow(seconds: float) -> float:
     return seconds
 
 
+def _with_scale(f):
+    def supplied(x, **options):
+        return f(10, x, **options)
+    return supplied
+
+
+@_with_scale
+def scaled(scale, x, offset=0):
+    """The decorator supplies the scale: called as scaled(x, offset=...)."""
+    return scale * x + offset
+
+
 class Custom(Exception):
     pass
 
@@ -237,6 +249,12 @@ assert z.type("m", client=True) == ["m", None, True, 0]
 assert z.window() == [0, 1, 2] and z.window([5, 6, 7], 2) == [5, 6]
 assert z.far() == "inf" and z.far(2.5) == "2.5"
 assert z.nothing() is None
+assert z.scaled(2) == 20 and z.scaled(2, offset=1) == 21
+try:
+    z.scaled(1, 2, 3)
+    raise SystemExit("no TypeError from the module")
+except TypeError as e:
+    assert "supplied()" in str(e), e
 try:
     z.lookup("nope", {})
     raise SystemExit("no KeyError")
@@ -393,6 +411,9 @@ fn main() {
     let unit: () = z::nothing(&c).unwrap();
     println!("nothing {unit:?}");
     println!("half {}", matches!(z::half(&c, 3), Err(CallError::BadResult(_))));
+    let mut offset = Map::new();
+    offset.insert("offset".into(), json!(1));
+    println!("scaled {}", z::scaled(&c, vec![json!(2)], offset).unwrap());
     let joined = os_path::join(&c, json!("a"), vec![json!("b")]).unwrap();
     println!("os_path {joined} {}", os_path::sep(&c).unwrap());
 }
@@ -410,6 +431,7 @@ const RUST_EXPECTED: &[&str] = &[
     r#"type ["m",null,true,5]"#,
     "nothing ()",
     "half true",
+    "scaled 21",
     r#"os_path "a/b" "/""#,
 ];
 

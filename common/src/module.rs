@@ -4,6 +4,8 @@
 //! canonical JSON bytes; its md5 is the md5 of those bytes, so two stubs holding the same bytes
 //! hold the same descriptor.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// The exported surface of one module.
@@ -46,6 +48,11 @@ pub struct FunctionDesc {
     /// Whether the function is `async def`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_async: bool,
+    /// The first decorator, as written, that may change how the function is called (one that
+    /// supplies an argument, or adds one): the header is then shown as written but not held to,
+    /// and the module's Python checks the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_by: Option<String>,
 }
 
 /// One parameter of a function header.
@@ -91,6 +98,27 @@ impl ModuleDescriptor {
 }
 
 impl FunctionDesc {
+    /// The header calls are made and checked by: this one, or `(*args, **kwargs)` when a
+    /// decorator may change it (see [`FunctionDesc::wrapped_by`]).
+    pub fn as_called(&self) -> Cow<'_, FunctionDesc> {
+        if self.wrapped_by.is_none() {
+            return Cow::Borrowed(self);
+        }
+        let open = |name: &str, kind| Param {
+            name: name.to_owned(),
+            kind,
+            default: None,
+            annotation: None,
+        };
+        Cow::Owned(FunctionDesc {
+            params: vec![
+                open("args", ParamKind::VarPositional),
+                open("kwargs", ParamKind::VarKeyword),
+            ],
+            ..self.clone()
+        })
+    }
+
     /// The header as Python would write it: `add(a, b=1, *args, c, **kw) -> int`.
     pub fn signature(&self) -> String {
         let mut parts = Vec::with_capacity(self.params.len() + 2);
@@ -138,6 +166,9 @@ impl FunctionDesc {
     /// # Errors
     /// What is wrong, in Python's words where it has them.
     pub fn check_args(&self, positional: usize, keywords: &[&str]) -> Result<(), String> {
+        if self.wrapped_by.is_some() {
+            return Ok(()); // The module's Python checks them.
+        }
         let takes = |k: ParamKind| self.params.iter().any(|p| p.kind == k);
         let by_position: Vec<&Param> = self
             .params
@@ -234,6 +265,7 @@ mod tests {
             returns: Some("int".into()),
             doc: None,
             is_async: false,
+            wrapped_by: None,
         }
     }
 
@@ -282,5 +314,14 @@ mod tests {
             Err("f() missing required argument(s): a".into())
         );
         assert_eq!(g.check_args(1, &["a"]), Ok(()));
+    }
+
+    #[test]
+    fn a_header_a_decorator_may_change_is_shown_but_not_held_to() {
+        let mut f = f();
+        f.wrapped_by = Some("with_instrument".into());
+        assert_eq!(f.check_args(7, &["x"]), Ok(()));
+        assert_eq!(f.signature(), "f(a, /, b, c=1, *, d) -> int");
+        assert_eq!(f.as_called().signature(), "f(*args, **kwargs) -> int");
     }
 }

@@ -107,6 +107,7 @@ impl Provider {
             returns: None,
             doc: (!doc.is_empty()).then(|| doc.to_owned()),
             is_async: false,
+            wrapped_by: None,
         });
         self
     }

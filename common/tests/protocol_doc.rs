@@ -359,6 +359,7 @@ fn render() -> String {
                     returns: Some("int".into()),
                     doc: Some("Adds two numbers.".into()),
                     is_async: false,
+                    wrapped_by: None,
                 }],
                 attributes: Vec::new(),
             }

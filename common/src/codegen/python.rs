@@ -1,6 +1,7 @@
 //! The Python stub of a module.
 
 use super::*;
+use crate::log::printable;
 
 pub(super) const PYTHON_KEYWORDS: &[&str] = &[
     "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
@@ -79,6 +80,7 @@ pub(super) fn python_attributes(module: &str, attributes: &[String], helper: &st
 
 /// One stub function: the remote header (annotations as strings), its docstring, the call.
 pub(super) fn python_function(module: &str, f: &FunctionDesc, helper: &str) -> String {
+    let called = f.as_called();
     let mut header = Vec::new();
     let (mut positional, mut keywords) = (Vec::new(), Vec::new());
     let (mut varargs, mut varkw) = ("()".to_owned(), "{}".to_owned());
@@ -86,7 +88,7 @@ pub(super) fn python_function(module: &str, f: &FunctionDesc, helper: &str) -> S
     // After a positional default only the remote module knows, a positional-only parameter
     // cannot be sent at all: its literal default is left to the remote module too.
     let mut remote_default = false;
-    for (i, p) in f.params.iter().enumerate() {
+    for (i, p) in called.params.iter().enumerate() {
         let name = &p.name;
         if p.kind == ParamKind::KeywordOnly && !starred {
             header.push("*".to_owned());
@@ -105,7 +107,7 @@ pub(super) fn python_function(module: &str, f: &FunctionDesc, helper: &str) -> S
             ParamKind::VarPositional => varargs = name.clone(),
             ParamKind::VarKeyword => varkw = name.clone(),
         }
-        let next = f.params.get(i + 1).map(|n| n.kind);
+        let next = called.params.get(i + 1).map(|n| n.kind);
         if p.kind == ParamKind::PositionalOnly && next != Some(ParamKind::PositionalOnly) {
             header.push("/".to_owned());
         }
@@ -120,7 +122,15 @@ pub(super) fn python_function(module: &str, f: &FunctionDesc, helper: &str) -> S
     } else {
         ""
     };
-    let mut out = format!(
+    let mut out = match &f.wrapped_by {
+        Some(decorator) => format!(
+            "# Remotely `@{}`, which may change its arguments: `{}` as written.\n",
+            printable(decorator),
+            printable(&f.signature())
+        ),
+        None => String::new(),
+    };
+    out += &format!(
         "def {}({}){returns}:{async_note}\n",
         f.name,
         header.join(", ")

@@ -76,7 +76,8 @@ pub(super) fn rust_function(
 ) -> String {
     let name = rust_ident(&f.name, fn_names);
     let mut taken = HashSet::new();
-    let params: Vec<(String, &Param)> = f
+    let called = f.as_called();
+    let params: Vec<(String, &Param)> = called
         .params
         .iter()
         .map(|p| (rust_ident(&p.name, &mut taken), p))
@@ -136,6 +137,12 @@ pub(super) fn rust_docs(module: &str, f: &FunctionDesc) -> String {
     let signature: Vec<&str> = signature.split_whitespace().collect();
     let signature = signature.join(" ");
     out += &format!("/// Remote: `{module}.{}`.\n", printable(&signature));
+    if let Some(decorator) = &f.wrapped_by {
+        out += &format!(
+            "///\n/// Remotely `@{}`, which may change its arguments: they are passed as given.\n",
+            printable(decorator)
+        );
+    }
     out
 }
 

@@ -111,6 +111,7 @@ fn function(name: &str, params: Vec<Param>, returns: Option<&str>) -> FunctionDe
         returns: returns.map(Into::into),
         doc: Some("Does it.\nMore.".into()),
         is_async: false,
+        wrapped_by: None,
     }
 }
 

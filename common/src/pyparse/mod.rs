@@ -311,7 +311,42 @@ fn describe(def: &FnDef, src: &Source) -> Result<FunctionDesc, ParseError> {
         returns: def.returns.map(|e| src.text(e.range())).transpose()?,
         doc: docstring_summary(def.body),
         is_async: def.is_async,
+        wrapped_by: (def.decorators.iter())
+            .find(|d| !decorator_name(d).is_some_and(|name| KEEP_ARGUMENTS.contains(&name)))
+            // Named without its arguments: `bp.route`, not `bp.route("/x", methods=[...])`.
+            .map(|d| match d {
+                Expr::Call(c) => src.text(c.func.range()),
+                _ => src.text(d.range()),
+            })
+            .transpose()?,
     })
+}
+
+/// Decorators known to leave a function's arguments as written (by their last name:
+/// `functools.lru_cache(maxsize=2)` is `lru_cache`). Any other may supply an argument or add
+/// one (`@with_instrument` calling `f(instrument, x)` as `f(x)`), so its header is not held to.
+const KEEP_ARGUMENTS: &[&str] = &[
+    "staticmethod",
+    "cache",
+    "lru_cache",
+    "contextmanager",
+    "asynccontextmanager",
+    "final",
+    "overload",
+    "override",
+    "no_type_check",
+    "deprecated",
+    "register",
+];
+
+/// A decorator's last name: `a.b` and `a.b(...)` are `b`.
+fn decorator_name(decorator: &Expr) -> Option<&str> {
+    match decorator {
+        Expr::Name(n) => Some(n.id.as_str()),
+        Expr::Attribute(a) => Some(a.attr.as_str()),
+        Expr::Call(c) => decorator_name(&c.func),
+        _ => None,
+    }
 }
 
 fn with_defaults(

@@ -124,6 +124,20 @@ fn async_and_decorated() {
     let f = only(src);
     assert!(f.is_async);
     assert_eq!(f.name, "f");
+    assert_eq!(f.wrapped_by.as_deref(), Some("app.route"));
+}
+
+#[test]
+fn a_decorator_that_may_change_the_arguments_is_named() {
+    for keeps in [
+        "@functools.lru_cache(maxsize=2)\n@staticmethod\ndef f(a): pass\n",
+        "@cache\n@typing.final\ndef f(a): pass\n",
+        "def f(a): pass\n",
+    ] {
+        assert_eq!(only(keeps).wrapped_by, None, "{keeps}");
+    }
+    let f = only("@functools.cache\n@with_instrument('scope')\ndef f(inst, a): pass\n");
+    assert_eq!(f.wrapped_by.as_deref(), Some("with_instrument"));
 }
 
 #[test]
