@@ -124,7 +124,8 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    let source = std::fs::read_to_string(&path)
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let source = common::pyparse::encoding::decode(&bytes)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let desc = parse_module(module, &source)
         .map_err(|e| format!("{}: syntax error at {e}", path.display()))?;

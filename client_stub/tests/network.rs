@@ -670,3 +670,31 @@ fn a_server_stopped_by_a_signal_says_so_and_its_stubs_hear_why() {
     assert!(a.wait_exit().success());
     a.wait_for(why);
 }
+
+/// A module in Latin-1 with a coding declaration, as Python imports it: registered, described
+/// and called like any other. One not UTF-8 without a declaration is refused, naming its line.
+#[test]
+fn a_module_in_a_declared_encoding_is_shared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let source = "# -*- coding: latin-1 -*-\ndef größe(wert):\n    \"\"\"Gibt die Größe zurück.\"\"\"\n    return wert * 2\n";
+    let latin1: Vec<u8> = source.chars().map(|c| c as u32 as u8).collect();
+    fs::write(dir.join("mess.py"), &latin1).unwrap();
+    fs::write(
+        dir.join("plain.py"),
+        &latin1[source.find('\n').unwrap() + 1..],
+    )
+    .unwrap();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l"]);
+    let mut b = stub(dir, port, "b", &["-l"]);
+    a.send(&format!("rm:{}", dir.join("plain.py").display()));
+    a.wait_for("line 1 is not UTF-8, and no coding declaration names another encoding");
+    a.send(&format!("rm:{}", dir.join("mess.py").display()));
+    b.wait_for("received mess from a");
+    let app = client(&b);
+    let twice: i64 = eventually(|| app.call_as("mess", "größe", (21,))).unwrap();
+    assert_eq!(twice, 42);
+    b.send("desc:mess");
+    b.wait_for("Gibt die Größe zurück.");
+}

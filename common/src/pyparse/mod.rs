@@ -31,6 +31,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
 
+pub mod encoding;
 mod grammar;
 mod lexed;
 mod scopes;
