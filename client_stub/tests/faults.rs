@@ -268,6 +268,29 @@ fn stub_a_again(dir: &Path, port: u16, app_port: &str) -> Proc {
     Proc::start("again", &exe("client_stub"), &args, dir)
 }
 
+/// A full network still takes a stub back from its ghost (restarted on its receiving directory,
+/// or reconnecting, before the server noticed the old connection die): it replaces a peer, so the
+/// count stays. It used to be refused as one too many, and a starting stub exits on that.
+#[test]
+fn a_stub_replacing_its_ghost_joins_a_full_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server_with_limits(dir, "max_peers = 2", &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    let _b = stub(dir, port, "b", &[]);
+    // Frozen, a's connection is a ghost the server has not noticed.
+    signal(&a, "-STOP");
+    let again = stub_a_again(dir, port, "0");
+    again.wait_for("joined 127.0.0.1");
+    signal(&a, "-CONT");
+    a.wait_exit();
+    // Still full: a third stub is refused.
+    let mut c = start_stub("c", dir, &port.to_string(), "c", "c", &[]);
+    assert_eq!(c.wait_exit().code(), Some(1), "{:?}", c.output());
+    c.wait_for("the network is full (2 stubs, the limit)");
+    assert_eq!(again.count("error"), 0, "{:?}", again.output());
+}
+
 #[test]
 fn a_stub_replacing_one_on_its_app_port_takes_the_port_once_the_other_lets_go() {
     // As when a profile with a fixed app_port is started twice.

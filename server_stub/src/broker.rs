@@ -241,14 +241,16 @@ impl Broker {
                 return refuse("missing or wrong network token".into(), false);
             }
         }
-        if self.registry.len() >= self.limits.max_peers {
+        let session = hello.session.as_deref();
+        // A stub back on its session replaces its old connection (see below): one peer still.
+        let replaces = self.registry.on_session(session, id).is_some();
+        if !replaces && self.registry.len() >= self.limits.max_peers {
             let limit = self.limits.max_peers;
             return refuse(
                 format!("the network is full ({limit} stubs, the limit)"),
                 false,
             );
         }
-        let session = hello.session.as_deref();
         match self.registry.join(id, &hello.name, &address, session) {
             Ok(()) => {
                 say!("joined: {} from {address}", hello.name);
