@@ -121,18 +121,23 @@ impl Store {
         self.replace(&self.file_path(name)?, bytes)
     }
 
-    /// [`replace_file`] in this directory, which is made again if it was removed while in use
-    /// (by a cleaner of old files in /tmp, say): else every later write would fail, and a server
-    /// refuse every module, until a restart.
+    /// Replaces a file atomically in this directory, which is made again if it was removed while
+    /// in use (by a cleaner of old files in /tmp, say): else every later write would fail, and a
+    /// server refuse every module, until a restart.
+    ///
+    /// Not fsynced: a stub checks a cached copy's md5 before it uses it and writes its generated
+    /// stubs again at each start, and the server never reads its copies back, so a machine that
+    /// crashes costs a fetch, never a wrong module. An fsync per file (about 1 ms here) held up
+    /// every app and peer the stub or server serves while it received modules.
     fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        match replace_file(path, bytes) {
+        match replace_atomically(path, bytes, false) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
                 std::fs::create_dir_all(&self.dir)?;
                 for (name, bytes) in &self.notes {
                     std::fs::write(self.dir.join(name), bytes)?;
                 }
                 crate::say!("{} was removed; made it again", self.dir.display());
-                Ok(replace_file(path, bytes)?)
+                Ok(replace_atomically(path, bytes, false)?)
             }
             done => Ok(done?),
         }
@@ -165,11 +170,18 @@ pub fn dir_of(path: &Path) -> &Path {
 }
 
 /// Replaces the file at `path` with `bytes` atomically (a temporary file beside it, renamed
-/// over it): readers see the old file or the new one, never a part.
+/// over it): readers see the old file or the new one, never a part; and durably (fsynced before
+/// the rename), so that a machine that crashes leaves one or the other too (a user's profile).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_atomically(path, bytes, true)
+}
+
+fn replace_atomically(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir_of(path))?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
