@@ -56,7 +56,8 @@ pub enum CallError {
     /// The client profile (`-c`) cannot be used; the message names its file and what is wrong.
     #[error("{0}")]
     Profile(String),
-    /// An argument or a result over the frame limit.
+    /// An argument or a result over the frame limit, or a call over the server's limit of calls
+    /// in flight from one stub (`max_calls_in_flight`).
     #[error("too large: {0}")]
     TooLarge(String),
     /// The call failed on the way for another reason (a worker crash, a value over a limit...).
