@@ -1329,3 +1329,69 @@ fn a_refused_upload_and_the_withdraw_behind_it_are_each_answered_once() {
     assert_eq!(a.count("error: module m"), 1, "{output}");
     assert_eq!(a.count("being withdrawn"), 0, "{output}");
 }
+
+/// A withdraw the server refuses gets no `gone`: when a stub withdraws a module whose upload
+/// is refused in the meantime (another stub owns it), both are refused. The withdraw used to
+/// stay counted as on its way for good, and its stale count then took the next `gone` of the
+/// module for its answer: registered again and withdrawn, the module stayed owned here while
+/// the network had dropped it.
+#[test]
+fn a_refused_withdraw_is_not_left_waiting_for_an_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = module(dir);
+    let refusal = |reason: &str| ToClient::RegisterFailed {
+        module: "m".into(),
+        reason: reason.into(),
+    };
+    let (port, server) = fake_server(move |s, from_stub| {
+        let upload = |from_stub: &mut dyn BufRead| {
+            next_frame(from_stub, |f| match f {
+                ToServer::Chunk(chunk) => Some(chunk.md5),
+                _ => None,
+            })
+        };
+        let withdraw = |from_stub: &mut dyn BufRead| {
+            next_frame(from_stub, |f| {
+                matches!(f, ToServer::Withdraw { .. }).then_some(())
+            })
+        };
+        // The upload and the withdraw that followed it at once, refused as the server
+        // refuses them when another stub owns the module.
+        upload(from_stub);
+        withdraw(from_stub);
+        send(s, &refusal("module 'm' is owned by 'a'"));
+        send(s, &refusal("module 'm' is not provided by this stub"));
+        // Registered later, then withdrawn.
+        let md5 = upload(from_stub);
+        send(
+            s,
+            &ToClient::Registered {
+                module: "m".into(),
+                md5,
+            },
+        );
+        withdraw(from_stub);
+        let reason = "withdrawn by 'b'".into();
+        send(
+            s,
+            &ToClient::Gone {
+                module: "m".into(),
+                reason,
+            },
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let mut b = stub(dir, port, "b", &["-l"]);
+    b.send(&format!("rm:{m}"));
+    b.wait_for("registering m");
+    b.send("um:m");
+    b.wait_for("not provided by this stub");
+    b.send(&format!("rm:{m}"));
+    b.wait_for("registered m");
+    b.send("um:m");
+    b.wait_for("withdrew m");
+    let owned = client(&b).modules("").unwrap();
+    assert!(owned.is_empty(), "{owned:?}: {:#?}", b.output());
+    server.join().unwrap();
+}
