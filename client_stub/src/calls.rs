@@ -198,7 +198,7 @@ impl Stub {
                 .collect();
             for module in provided {
                 self.withdraw_owned(&module, "the app providing it left");
-                self.owned.remove(&module);
+                self.disown(&module);
             }
             self.refresh_names();
         }

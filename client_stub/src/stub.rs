@@ -301,7 +301,7 @@ impl Stub {
                     }
                     Some(o) if !o.confirmed => {
                         say!("error: module {module}: {reason}");
-                        self.owned.remove(&module);
+                        self.disown(&module);
                         self.refresh_names();
                     }
                     // A new version refused: the network keeps the one before.
@@ -335,6 +335,16 @@ impl Stub {
             | ToClient::Refused { .. }
             | ToClient::Shutdown { .. }
             | ToClient::Ping => {}
+        }
+    }
+
+    /// Drops a module this stub owned: the figures of the calls it served are kept as those of
+    /// a module gone (see [`Stats::gone`]).
+    pub(crate) fn disown(&mut self, module: &str) {
+        if self.owned.remove(module).is_some() {
+            if let Ok(mut served) = self.served.lock() {
+                served.gone(module);
+            }
         }
     }
 

@@ -132,9 +132,7 @@ impl Stub {
             say!("withdrew {module}");
             match upload_due {
                 true => o.confirmed = false, // the upload's answer follows
-                false => {
-                    self.owned.remove(module);
-                }
+                false => self.disown(module),
             }
         }
     }
@@ -147,6 +145,7 @@ impl Stub {
         if self.known.remove(module).is_none() {
             return false;
         }
+        self.made.gone(module);
         self.incoming.forget(module);
         if let Err(e) = self.store.remove(module) {
             say!("error: cannot remove the cached copy of {module}: {e}");
@@ -163,6 +162,7 @@ impl Stub {
             if !cached || self.owned.contains_key(&module) {
                 continue;
             }
+            self.made.gone(&module);
             if let Err(e) = self.store.remove(&module) {
                 say!("error: cannot remove the cached copy of {module}: {e}");
             }

@@ -818,3 +818,55 @@ fn a_stub_stopped_by_a_signal_says_so_and_ends_cleanly() {
     // It used to say "stopped: stopped".
     a.wait_for("stopped: asked to stop (Ctrl-C or a terminate signal)");
 }
+
+/// Modules that come and go under new names (an app providing a module per job) used to leave
+/// their statistics behind for as long as each process ran: the server's, the caller's and the
+/// owner's tables grew by a row per module, about 6 KB each. Only the newest modules gone keep
+/// theirs.
+#[test]
+fn the_statistics_of_modules_gone_are_not_kept_for_good() {
+    use std::io::{BufRead, BufReader, Write};
+    const GONE_KEPT: usize = common::stats::GONE_KEPT;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = server(dir, &["-l"]);
+    let a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    let app = Arc::new(client(&b));
+    let jobs = GONE_KEPT + 20;
+    for job in 0..jobs {
+        let module = format!("job{job}");
+        let mut provider = provide_raw(&a, &module);
+        let mut frames = BufReader::new(provider.try_clone().unwrap()).lines();
+        let mut next = || -> serde_json::Value {
+            serde_json::from_str(&frames.next().unwrap().unwrap()).unwrap()
+        };
+        assert_eq!(next()["cmd"], "reply");
+        b.wait_for(&format!("received {module} from a"));
+        let caller = {
+            let (app, module) = (Arc::clone(&app), module.clone());
+            std::thread::spawn(move || app.call(&module, "f", ()))
+        };
+        let call = next();
+        let answer =
+            json!({"cmd": "answer", "data": {"id": call["data"]["id"], "result": {"Ok": 1}}});
+        writeln!(provider, "{answer}").unwrap();
+        assert_eq!(caller.join().unwrap().unwrap(), json!(1));
+        provider.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    b.wait_n("is gone", jobs);
+    let rows = |app: &common::app::Client, side: &str| {
+        app.stats().unwrap()[side].as_array().unwrap().len()
+    };
+    assert_eq!(rows(&app, "made"), GONE_KEPT);
+    let owner = client(&a);
+    assert!(soon(|| rows(&owner, "served") == GONE_KEPT));
+    server.send("stats");
+    server.wait_for(&format!("job{}.f", jobs - 1));
+    let out = server.output();
+    let table = out
+        .iter()
+        .rev()
+        .take_while(|l| !l.contains("calls routed:"));
+    assert_eq!(table.filter(|l| l.contains(".f ")).count(), GONE_KEPT);
+}

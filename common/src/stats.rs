@@ -2,7 +2,7 @@
 //! latency. Latencies go into fixed log-scale buckets (four per doubling), so recording is
 //! O(1) with no allocation and p99 is exact to within a bucket (about 19%).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -90,11 +90,23 @@ pub struct Row {
     pub p99_ms: f64,
 }
 
+/// How many modules that are gone [`Stats`] keeps the figures of (see [`Stats::gone`]).
+pub const GONE_KEPT: usize = 100;
+
 /// Statistics of many functions.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     /// By module, then function.
-    by: BTreeMap<String, BTreeMap<String, FunctionStats>>,
+    by: BTreeMap<String, ModuleStats>,
+    /// The modules gone whose figures are kept, the newest last: at most [`GONE_KEPT`].
+    gone: VecDeque<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModuleStats {
+    functions: BTreeMap<String, FunctionStats>,
+    /// In [`Stats::gone`].
+    gone: bool,
 }
 
 impl Stats {
@@ -102,14 +114,37 @@ impl Stats {
     pub fn record(&mut self, module: &str, function: &str, took: Duration, error: Option<&str>) {
         // Look up by reference first: the common case is a function seen before, and then
         // nothing is allocated.
-        if let Some(f) = self.by.get_mut(module).and_then(|m| m.get_mut(function)) {
-            return f.record(took, error);
+        if let Some(m) = self.by.get_mut(module) {
+            if m.gone {
+                m.gone = false; // back: kept for good again
+                self.gone.retain(|g| g != module);
+            }
+            if let Some(f) = m.functions.get_mut(function) {
+                return f.record(took, error);
+            }
         }
-        let functions = self.by.entry(module.to_owned()).or_default();
+        let functions = &mut self.by.entry(module.to_owned()).or_default().functions;
         functions
             .entry(function.to_owned())
             .or_default()
             .record(took, error);
+    }
+
+    /// `module` is gone (it left the network, or this stub no longer calls or serves it). Its
+    /// figures are still shown until [`GONE_KEPT`] more modules are gone: those of modules that
+    /// come and go under new names (an app's per-job module) would otherwise pile up for as long
+    /// as the process runs.
+    pub fn gone(&mut self, module: &str) {
+        let Some(m) = self.by.get_mut(module).filter(|m| !m.gone) else {
+            return;
+        };
+        m.gone = true;
+        self.gone.push_back(module.to_owned());
+        if self.gone.len() > GONE_KEPT {
+            if let Some(oldest) = self.gone.pop_front() {
+                self.by.remove(&oldest);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,7 +155,7 @@ impl Stats {
     pub fn rows(&self) -> Vec<Row> {
         self.by
             .iter()
-            .flat_map(|(module, functions)| functions.iter().map(move |f| (module, f)))
+            .flat_map(|(module, m)| m.functions.iter().map(move |f| (module, f)))
             .map(|(module, (function, s))| Row {
                 module: module.clone(),
                 function: function.clone(),
@@ -175,6 +210,35 @@ mod tests {
         s.record("z", "f", Duration::from_millis(50), None);
         assert!(s.rows()[0].p99_ms >= 50.0, "{}", s.rows()[0].p99_ms);
         assert!(s.render("calls").contains("z.f"));
+    }
+
+    #[test]
+    fn only_the_newest_modules_gone_keep_their_figures() {
+        let mut s = Stats::default();
+        s.record("stays", "f", Duration::from_micros(100), None);
+        for i in 0..GONE_KEPT + 10 {
+            let module = format!("job{i}");
+            s.record(&module, "f", Duration::from_micros(100), None);
+            s.gone(&module);
+            s.gone(&module); // told twice: counted once
+        }
+        let rows = s.rows();
+        assert_eq!(rows.len(), GONE_KEPT + 1);
+        assert!(rows.iter().any(|r| r.module == "stays"));
+        assert!(
+            !rows.iter().any(|r| r.module == "job9"),
+            "the oldest gone are dropped"
+        );
+        // One gone and back is kept for good again.
+        s.record("job10", "f", Duration::from_micros(100), None);
+        for i in 0..GONE_KEPT {
+            let module = format!("later{i}");
+            s.record(&module, "f", Duration::from_micros(100), None);
+            s.gone(&module);
+        }
+        let rows = s.rows();
+        assert!(rows.iter().any(|r| r.module == "job10" && r.calls == 2));
+        assert!(!rows.iter().any(|r| r.module == "job11"));
     }
 
     #[test]

@@ -350,6 +350,7 @@ impl Broker {
     /// Tells everyone a module is gone and fails the calls waiting on it.
     fn module_gone(&mut self, module: &str, reason: String) {
         say!("module {module} is gone: {reason}");
+        self.stats.gone(module);
         if let Err(e) = self.store.remove(module) {
             say!("cannot remove the file of {module}: {e}");
         }
