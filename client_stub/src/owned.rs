@@ -555,6 +555,9 @@ impl Stub {
             refused: false,
             pool,
         };
+        if let Ok(mut served) = self.served.lock() {
+            served.back(&module);
+        }
         // A module registered before from another file (or app): its old workers stop.
         self.owned.insert(module, owned);
         self.refresh_names();

@@ -62,6 +62,7 @@ impl Stub {
             }
         };
         self.send_up(msg);
+        self.made.back(&module);
         let before = self.known.remove(&module).and_then(|k| k.desc);
         self.known.insert(
             module,

@@ -114,14 +114,8 @@ impl Stats {
     pub fn record(&mut self, module: &str, function: &str, took: Duration, error: Option<&str>) {
         // Look up by reference first: the common case is a function seen before, and then
         // nothing is allocated.
-        if let Some(m) = self.by.get_mut(module) {
-            if m.gone {
-                m.gone = false; // back: kept for good again
-                self.gone.retain(|g| g != module);
-            }
-            if let Some(f) = m.functions.get_mut(function) {
-                return f.record(took, error);
-            }
+        if let Some(f) = (self.by.get_mut(module)).and_then(|m| m.functions.get_mut(function)) {
+            return f.record(took, error);
         }
         let functions = &mut self.by.entry(module.to_owned()).or_default().functions;
         functions
@@ -130,14 +124,16 @@ impl Stats {
             .record(took, error);
     }
 
-    /// `module` is gone (it left the network, or this stub no longer calls or serves it). Its
-    /// figures are still shown until [`GONE_KEPT`] more modules are gone: those of modules that
-    /// come and go under new names (an app's per-job module) would otherwise pile up for as long
-    /// as the process runs.
+    /// `module` is gone (it left the network, or this stub no longer calls or serves it), until
+    /// it is [`back`](Stats::back). Its figures are still shown until [`GONE_KEPT`] more modules
+    /// are gone: those of modules that come and go under new names (an app's per-job module)
+    /// would otherwise pile up for as long as the process runs. The calls still in flight when
+    /// it went, which fail after, count among them.
     pub fn gone(&mut self, module: &str) {
-        let Some(m) = self.by.get_mut(module).filter(|m| !m.gone) else {
+        let m = self.by.entry(module.to_owned()).or_default();
+        if m.gone {
             return;
-        };
+        }
         m.gone = true;
         self.gone.push_back(module.to_owned());
         if self.gone.len() > GONE_KEPT {
@@ -147,8 +143,16 @@ impl Stats {
         }
     }
 
+    /// `module` is back (registered again): its figures are kept for good again.
+    pub fn back(&mut self, module: &str) {
+        if let Some(m) = self.by.get_mut(module).filter(|m| m.gone) {
+            m.gone = false;
+            self.gone.retain(|g| g != module);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.by.is_empty()
+        self.by.values().all(|m| m.functions.is_empty())
     }
 
     /// Every function's figures, by module then function.
@@ -170,7 +174,7 @@ impl Stats {
 
     /// A table for the shells, headed by `title`.
     pub fn render(&self, title: &str) -> String {
-        if self.by.is_empty() {
+        if self.is_empty() {
             return format!("{title}: none yet\n");
         }
         let mut out = format!(
@@ -215,12 +219,14 @@ mod tests {
     #[test]
     fn only_the_newest_modules_gone_keep_their_figures() {
         let mut s = Stats::default();
-        s.record("stays", "f", Duration::from_micros(100), None);
+        let call = |s: &mut Stats, module: &str| s.record(module, "f", Duration::ZERO, None);
+        call(&mut s, "stays");
         for i in 0..GONE_KEPT + 10 {
             let module = format!("job{i}");
-            s.record(&module, "f", Duration::from_micros(100), None);
+            call(&mut s, &module);
             s.gone(&module);
             s.gone(&module); // told twice: counted once
+            call(&mut s, &module); // a call that was in flight when it went
         }
         let rows = s.rows();
         assert_eq!(rows.len(), GONE_KEPT + 1);
@@ -229,16 +235,24 @@ mod tests {
             !rows.iter().any(|r| r.module == "job9"),
             "the oldest gone are dropped"
         );
-        // One gone and back is kept for good again.
-        s.record("job10", "f", Duration::from_micros(100), None);
+        assert!(rows.iter().any(|r| r.module == "job10" && r.calls == 2));
+        // One that is back is kept for good again.
+        s.back("job10");
         for i in 0..GONE_KEPT {
-            let module = format!("later{i}");
-            s.record(&module, "f", Duration::from_micros(100), None);
-            s.gone(&module);
+            s.gone(&format!("later{i}")); // never called: counted as gone all the same
         }
         let rows = s.rows();
-        assert!(rows.iter().any(|r| r.module == "job10" && r.calls == 2));
-        assert!(!rows.iter().any(|r| r.module == "job11"));
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().any(|r| r.module == "job10"));
+        assert!(!s.render("calls").contains("none yet"));
+        for module in ["stays", "job10"] {
+            s.gone(module);
+        }
+        for i in 0..GONE_KEPT {
+            s.gone(&format!("last{i}"));
+        }
+        assert!(s.is_empty());
+        assert!(s.render("calls").contains("none yet"));
     }
 
     #[test]

@@ -489,6 +489,7 @@ impl Broker {
         let changed = self
             .registry
             .register(id, module, md5.clone(), Arc::from(bytes), shared);
+        self.stats.back(module);
         let owner = self.registry.name(id).unwrap_or("?");
         say!("registered {module} by {owner} (md5 {md5})");
         self.send(
