@@ -38,9 +38,8 @@ mod scopes;
 #[cfg(test)]
 mod tests;
 
-use grammar::check_grammar;
 use lexed::Lexed;
-use scopes::check_scopes;
+use scopes::{check_scopes, Pass};
 
 /// A module source that cannot be parsed; `line` is 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,13 +150,15 @@ fn parse_suite(module: &str, src: &Source) -> Result<(ast::Suite, Lexed), ParseE
         let (offset, message) = lexed.explain(e);
         error_at(offset, message)
     })?;
-    check_grammar(&suite, &lexed.parens)
-        .map_err(|(range, message)| error_at(range.start(), message.to_string()))?;
+    // What Python's parser refuses and rustpython's does not, then what its compiler refuses.
+    let checked = check_scopes(&suite, &lexed.parens);
+    if let Err((Pass::Parser, at, message)) = checked {
+        return Err(error_at(at, message));
+    }
     if let Some(star) = lexed.bare_star {
         return Err(error_at(star, BARE_STAR.to_string()));
     }
-    // What Python's compiler refuses once the file has parsed.
-    check_scopes(&suite).map_err(|(at, message)| ParseError {
+    checked.map_err(|(_, at, message)| ParseError {
         line: src.line_of(at),
         message,
     })?;

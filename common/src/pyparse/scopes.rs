@@ -14,8 +14,12 @@
 use rustpython_parser::ast::{self, Constant, Expr, Ranged, Stmt};
 use rustpython_parser::text_size::TextSize;
 
-/// The offending node's start and what is wrong with it.
-pub(super) type ScopeError = (TextSize, String);
+use super::grammar::{
+    delete_target, no_bare_generator, single_target, store_target, CheckError, Parens,
+};
+
+/// Who refuses it, the offending node's start and what is wrong with it.
+pub(super) type ScopeError = (Pass, TextSize, String);
 
 /// The `__future__` features Python knows (`braces` gets an answer of its own).
 const FEATURES: &[&str] = &[
@@ -33,7 +37,9 @@ const FEATURES: &[&str] = &[
 
 /// Which of Python's passes reports an error: the earlier pass wins, whatever the lines.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Pass {
+pub(super) enum Pass {
+    /// The parser's own rules, which rustpython's parser does not apply (see `grammar.rs`).
+    Parser,
     Future,
     Symbols,
     /// The symbol table's second look, once every name is known.
@@ -69,6 +75,7 @@ struct Function {
 }
 
 struct Walk<'a> {
+    parens: Parens<'a>,
     nodes: Vec<(Node<'a>, Frame)>,
     /// The starts of the `__future__` imports at the top of the file, where they may stand.
     top_futures: Vec<TextSize>,
@@ -82,15 +89,17 @@ enum Node<'a> {
     Expr(&'a Expr),
 }
 
-/// Checks `suite`, a whole module, for the rules above. The walk keeps a work list instead of
-/// recursing: Python accepts code nested thousands of levels deep.
-pub(super) fn check_scopes(suite: &[Stmt]) -> Result<(), ScopeError> {
+/// Checks `suite`, a whole module, for the rules above and the parser's own (`grammar.rs`),
+/// in one walk. It keeps a work list instead of recursing: Python accepts code nested
+/// thousands of levels deep.
+pub(super) fn check_scopes<'a>(suite: &'a [Stmt], parens: Parens<'a>) -> Result<(), ScopeError> {
     let module = Frame {
         scope: Scope::Module,
         in_loop: false,
         comprehension: None,
     };
     let mut walk = Walk {
+        parens,
         nodes: suite
             .iter()
             .rev()
@@ -116,8 +125,7 @@ pub(super) fn check_scopes(suite: &[Stmt]) -> Result<(), ScopeError> {
             ));
         }
     }
-    walk.first
-        .map_or(Ok(()), |(_, at, message)| Err((at, message)))
+    walk.first.map_or(Ok(()), Err)
 }
 
 fn earlier(
@@ -133,6 +141,13 @@ fn earlier(
 impl<'a> Walk<'a> {
     fn error(&mut self, pass: Pass, at: TextSize, message: impl Into<String>) {
         self.first = Some(earlier(self.first.take(), (pass, at, message.into())));
+    }
+
+    /// One of the parser's own rules.
+    fn rule(&mut self, result: Result<(), CheckError>) {
+        if let Err((range, message)) = result {
+            self.error(Pass::Parser, range.start(), message);
+        }
     }
 
     fn stmts(&mut self, stmts: &'a [Stmt], frame: Frame) {
@@ -173,6 +188,7 @@ impl<'a> Walk<'a> {
                 body,
                 decorator_list,
                 returns,
+                type_params,
                 ..
             })
             | Stmt::AsyncFunctionDef(ast::StmtAsyncFunctionDef {
@@ -180,6 +196,7 @@ impl<'a> Walk<'a> {
                 body,
                 decorator_list,
                 returns,
+                type_params,
                 ..
             }) => {
                 let is_async = matches!(stmt, Stmt::AsyncFunctionDef(_));
@@ -187,6 +204,7 @@ impl<'a> Walk<'a> {
                 self.stmts(body, inner);
                 self.exprs(decorator_list.iter().chain(returns.as_deref()), frame);
                 self.arguments(args, frame);
+                self.type_params(type_params, frame);
             }
             Stmt::ClassDef(c) => {
                 let class = Frame {
@@ -195,6 +213,9 @@ impl<'a> Walk<'a> {
                     comprehension: None,
                 };
                 self.stmts(&c.body, class);
+                // Class bases take no bare generator, not even a sole one.
+                self.rule(no_bare_generator(self.parens, &c.bases));
+                self.type_params(&c.type_params, frame);
                 let keywords = c.keywords.iter().map(|k| &k.value);
                 self.exprs(
                     c.decorator_list.iter().chain(&c.bases).chain(keywords),
@@ -252,6 +273,7 @@ impl<'a> Walk<'a> {
                 if matches!(stmt, Stmt::AsyncFor(_)) && !self.in_async(frame) {
                     self.error(Pass::Compiler, stmt.start(), outside("async for"));
                 }
+                self.rule(store_target(target));
                 self.stmts(orelse, frame);
                 self.stmts(
                     body,
@@ -286,6 +308,7 @@ impl<'a> Walk<'a> {
                 self.stmts(body, frame);
                 for item in items.iter().rev() {
                     let target = item.optional_vars.as_deref();
+                    self.rule(target.map_or(Ok(()), store_target));
                     self.exprs(target.into_iter().chain([&item.context_expr]), frame);
                 }
             }
@@ -318,11 +341,24 @@ impl<'a> Walk<'a> {
                 }
                 self.stmts(body, frame);
             }
-            Stmt::Delete(s) => self.exprs(&s.targets, frame),
-            Stmt::Assign(s) => self.exprs(std::iter::once(&*s.value).chain(&s.targets), frame),
-            Stmt::TypeAlias(s) => self.exprs([&*s.value, &*s.name], frame),
-            Stmt::AugAssign(s) => self.exprs([&*s.value, &*s.target], frame),
+            Stmt::Delete(s) => {
+                self.rule(s.targets.iter().try_for_each(delete_target));
+                self.exprs(&s.targets, frame)
+            }
+            Stmt::Assign(s) => {
+                self.rule(s.targets.iter().try_for_each(store_target));
+                self.exprs(std::iter::once(&*s.value).chain(&s.targets), frame)
+            }
+            Stmt::TypeAlias(s) => {
+                self.type_params(&s.type_params, frame);
+                self.exprs([&*s.value, &*s.name], frame)
+            }
+            Stmt::AugAssign(s) => {
+                self.rule(single_target(&s.target));
+                self.exprs([&*s.value, &*s.target], frame)
+            }
             Stmt::AnnAssign(s) => {
+                self.rule(single_target(&s.target));
                 let value = s.value.as_deref();
                 self.exprs(value.into_iter().chain([&*s.annotation, &*s.target]), frame)
             }
@@ -394,6 +430,10 @@ impl<'a> Walk<'a> {
             | Expr::Starred(ast::ExprStarred { value, .. }) => self.exprs([&**value], frame),
             Expr::Compare(e) => self.exprs(std::iter::once(&*e.left).chain(&e.comparators), frame),
             Expr::Call(e) => {
+                // A bare generator is allowed only as the sole argument.
+                if e.args.len() + e.keywords.len() > 1 {
+                    self.rule(no_bare_generator(self.parens, &e.args));
+                }
                 let keywords = e.keywords.iter().map(|k| &k.value);
                 self.exprs(
                     std::iter::once(&*e.func).chain(&e.args).chain(keywords),
@@ -458,6 +498,7 @@ impl<'a> Walk<'a> {
         };
         self.exprs(parts, inner);
         for (i, g) in generators.iter().enumerate() {
+            self.rule(store_target(&g.target));
             let iter_frame = if i == 0 { frame } else { inner };
             self.nodes.push((Node::Expr(&g.iter), iter_frame));
             self.exprs(std::iter::once(&g.target).chain(&g.ifs), inner);
@@ -481,6 +522,15 @@ impl<'a> Walk<'a> {
         for arg in args.vararg.iter().chain(&args.kwarg) {
             self.exprs(arg.annotation.as_deref(), frame);
         }
+    }
+
+    /// The bounds of a `def`'s, a class's or a `type` alias's type parameters (3.12).
+    fn type_params(&mut self, params: &'a [ast::TypeParam], frame: Frame) {
+        let bounds = params.iter().filter_map(|param| match param {
+            ast::TypeParam::TypeVar(var) => var.bound.as_deref(),
+            _ => None,
+        });
+        self.exprs(bounds, frame);
     }
 
     /// The frame of a new function's body.
