@@ -1,8 +1,9 @@
-//! Where statements and expressions may stand: the rules Python's compiler checks once the
-//! file has parsed (`return`, `yield` or `await` outside a function, `break` outside a loop,
-//! `await` in a plain `def`, misplaced `from __future__` imports...). The parser accepts
-//! them, and the worker's import would fail: a module edited so must be refused as a syntax
-//! error is, leaving its old version running.
+//! The one walk over a parsed file that checks it as Python would: the parser's own rules
+//! (`grammar.rs`), and where statements and expressions may stand, which Python's compiler
+//! checks once the file has parsed (`return`, `yield` or `await` outside a function, `break`
+//! outside a loop, `await` in a plain `def`, misplaced `from __future__` imports...).
+//! rustpython's parser accepts them, and the worker's import would fail: a module edited so
+//! must be refused as a syntax error is, leaving its old version running.
 //!
 //! Python reports these in passes, each over the whole file: `__future__` features first, then
 //! its symbol table's errors, then the compiler's; within a pass, the earliest. (Its compiler
