@@ -182,8 +182,12 @@ fn a_module_withdrawn_twice_then_registered_again_stays_owned() {
     a.send(&format!("rm:{}", z.display()));
     a.wait_n("registered z", 2);
     z_owned_by_a(&mut a, &b);
-    assert_eq!(a.count("is not registered"), 0, "{}", a.output().join("\n"));
-    a.wait_for("z is being withdrawn already");
+    let output = a.output().join("\n");
+    assert_eq!(a.count("is not registered"), 0, "{output}");
+    // The second `um:` is not sent; or, on a busy machine, the first was answered before it
+    // was read, and it found nothing to withdraw.
+    let not_sent = a.count("z is being withdrawn already") + a.count("does not own a module 'z'");
+    assert_eq!(not_sent, 1, "{output}");
 }
 
 #[test]
