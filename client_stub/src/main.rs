@@ -67,18 +67,23 @@ struct Flags {
 }
 
 fn main() -> ExitCode {
-    match resolve(Flags::parse()).and_then(serve) {
+    let code = match resolve(Flags::parse()).and_then(serve) {
         Ok(reason) => {
             // Often the server's text. Said like every line, so that the log file keeps it too.
             common::say!("stopped: {}", printable(&reason));
             ExitCode::SUCCESS
         }
         Err(e) => {
+            // Below the lines said before it, at a terminal.
+            common::log::flush();
             // A refusal quotes the server; a bad profile's error spans lines (kept, indented).
             eprintln!("error: {}", printable_lines(&e.to_string()));
             ExitCode::FAILURE
         }
-    }
+    };
+    // Its last lines are still on their way to stdout.
+    common::log::flush();
+    code
 }
 
 /// Merges flags over the profile over the defaults.

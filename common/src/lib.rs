@@ -32,8 +32,8 @@ pub mod tls;
 pub use error::{Error, ErrorKind, RemoteError, Result};
 
 /// Prints one line of a stub's output to stdout, and to the log file if one is set (see
-/// [`log`]). Unlike `println!`, it never panics: a stub whose stdout is gone (a closed pipe, a
-/// vanished terminal) keeps serving.
+/// [`log`]). Unlike `println!`, it never panics nor waits for stdout: a stub whose stdout is gone
+/// (a closed pipe, a vanished terminal) or not read keeps serving.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {

@@ -1,6 +1,11 @@
 //! The stubs' output: each line goes to stdout and, when a profile's `[log]` table sets `file`,
 //! to a log file that rotates by size (`max_bytes`; `keep` files kept as `FILE.1`, `FILE.2`, ...).
 //!
+//! Stdout is written by a thread of its own (see [`queue`]): a stdout that nobody reads loses
+//! lines, and says how many, but never stops the stub. The file is written at once by whoever
+//! says the line: a file on disk does not stop taking lines as an unread pipe does, and so it
+//! keeps every line, those stdout lost too. Call [`flush`] before the process ends.
+//!
 //! Text a peer chose (a message, a reason, a descriptor's doc line, a remote exception) is
 //! printed through [`printable`] or [`printable_lines`], so it can neither drive the terminal
 //! (escape sequences) nor pass for a line of the stub's own.
@@ -8,13 +13,27 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
 
+mod queue;
+
 static FILE: Mutex<Option<FileRotate<AppendCount>>> = Mutex::new(None);
+
+/// The lines on their way to stdout; started by the first line.
+static STDOUT: OnceLock<queue::Queue> = OnceLock::new();
+
+/// How many bytes of lines may wait for a stdout that lags before lines are dropped: a thousand
+/// of the longest lines of peer text, a moment's burst at a slow terminal.
+const STDOUT_BUDGET: usize = 1 << 20;
+
+/// How long [`flush`] waits for stdout: a stdout that nobody reads must not keep a stub from
+/// ending.
+const FLUSH_WAIT: Duration = Duration::from_secs(3);
 
 /// Sends every later line to `path` too, rotating it past `max_bytes` and keeping `keep` old
 /// files.
@@ -125,19 +144,32 @@ fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Writes one line. Errors are ignored: output must never stop a stub. Control characters but
-/// newline and tab are escaped here whatever the caller did: no line of a stub's output can
-/// drive the terminal (it is [`printable`] that keeps a peer's text within its line).
+/// Writes one line, without waiting for stdout. Errors are ignored: output must never stop a
+/// stub. Control characters but newline and tab are escaped here whatever the caller did: no
+/// line of a stub's output can drive the terminal (it is [`printable`] that keeps a peer's text
+/// within its line).
 pub fn line(text: &str) {
-    let mut text = escape(text, true).into_owned();
+    let escaped = escape(text, true);
+    let mut text = String::with_capacity(escaped.len() + 1);
+    text.push_str(&escaped);
     text.push('\n');
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(f) = file.as_mut() {
         // One write for the line and its newline: the file rotates between writes, so a line
         // written in two would end in one file and leave its newline at the top of the next.
         let _ = f.write_all(text.as_bytes());
         let _ = f.flush();
+    }
+    drop(file);
+    let stdout = STDOUT.get_or_init(|| queue::Queue::spawn(std::io::stdout(), STDOUT_BUDGET));
+    stdout.push(text);
+}
+
+/// Waits until stdout has the lines said so far (a stub's last lines, `stopped: ...`), but at
+/// most a few seconds: for the end of a process, not for async code.
+pub fn flush() {
+    if let Some(stdout) = STDOUT.get() {
+        stdout.flush(FLUSH_WAIT);
     }
 }
 

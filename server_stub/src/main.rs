@@ -70,6 +70,14 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    let code = act();
+    // Its last lines (`stopped: ...`) are still on their way to stdout.
+    common::log::flush();
+    code
+}
+
+/// Does what the flags say; its lines may still be on their way to stdout when it returns.
+fn act() -> ExitCode {
     let flags = Flags::parse();
     if let Some(Cmd::GenCert { dir, names, force }) = &flags.command {
         return match common::tls::generate(names, dir, *force) {
@@ -92,6 +100,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
+                common::log::flush();
                 eprintln!("error: {}", printable_lines(&e.to_string()));
                 ExitCode::FAILURE
             }
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
         // A bad profile's error spans lines: kept, and indented under the first, as a client
         // stub prints it.
         Err(e) => {
+            common::log::flush();
             eprintln!("error: {}", printable_lines(&e.to_string()));
             ExitCode::FAILURE
         }
