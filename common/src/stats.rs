@@ -93,6 +93,15 @@ pub struct Row {
 /// How many modules that are gone [`Stats`] keeps the figures of (see [`Stats::gone`]).
 pub const GONE_KEPT: usize = 100;
 
+/// How many functions of one module [`Stats`] keeps the figures of by name: the calls to any
+/// other count in one row, [`OTHER_FUNCTIONS`]. The caller chooses the name it calls (a raw stub,
+/// or one whose copy of the descriptor is out of date), and each name would otherwise keep a row
+/// for as long as its module stays.
+pub const FUNCTIONS_KEPT: usize = 1000;
+
+/// The row of a module's calls to functions past its first [`FUNCTIONS_KEPT`].
+pub const OTHER_FUNCTIONS: &str = "(other functions)";
+
 /// Statistics of many functions.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -117,11 +126,18 @@ impl Stats {
         if let Some(f) = (self.by.get_mut(module)).and_then(|m| m.functions.get_mut(function)) {
             return f.record(took, error);
         }
-        let functions = &mut self.by.entry(module.to_owned()).or_default().functions;
-        functions
-            .entry(function.to_owned())
-            .or_default()
-            .record(took, error);
+        if !self.by.contains_key(module) {
+            self.by.insert(module.to_owned(), ModuleStats::default());
+        }
+        let Some(m) = self.by.get_mut(module) else {
+            return;
+        };
+        let name = match m.functions.len() < FUNCTIONS_KEPT {
+            true => function,
+            false => OTHER_FUNCTIONS,
+        };
+        let f = m.functions.entry(name.to_owned()).or_default();
+        f.record(took, error);
     }
 
     /// `module` is gone (it left the network, or this stub no longer calls or serves it), until
@@ -253,6 +269,31 @@ mod tests {
         }
         assert!(s.is_empty());
         assert!(s.render("calls").contains("none yet"));
+    }
+
+    #[test]
+    fn a_module_keeps_rows_for_so_many_functions_and_counts_the_others_in_one() {
+        let mut s = Stats::default();
+        let call = |s: &mut Stats, function: &str| s.record("z", function, Duration::ZERO, None);
+        for i in 0..FUNCTIONS_KEPT + 10 {
+            call(&mut s, &format!("f{i}"));
+        }
+        call(&mut s, "f0"); // kept before the bound: still its own row
+        call(&mut s, "f1005"); // past it: among the others, again
+        s.record("y", "g", Duration::ZERO, None); // another module has rows of its own
+        let rows = s.rows();
+        assert_eq!(rows.len(), FUNCTIONS_KEPT + 2);
+        let calls = |function: &str| {
+            let row = rows
+                .iter()
+                .find(|r| r.module == "z" && r.function == function);
+            row.map(|r| r.calls)
+        };
+        assert_eq!(calls("f0"), Some(2));
+        assert_eq!(calls(&format!("f{}", FUNCTIONS_KEPT - 1)), Some(1));
+        assert_eq!(calls(&format!("f{FUNCTIONS_KEPT}")), None);
+        assert_eq!(calls(OTHER_FUNCTIONS), Some(11));
+        assert!(s.render("calls").contains("z.(other functions)"));
     }
 
     #[test]
