@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::owned::{Asker, Parsed};
 use crate::runner::AppRunner;
 use crate::stub::Stub;
+use crate::worker::Caller;
 
 /// A call from an app waiting for the network.
 pub(crate) struct Pending {
@@ -276,7 +277,8 @@ impl Stub {
                 answered: AtomicBool::new(false),
             });
             self.local_calls.push(local.clone());
-            return self.run_owned(call, Answer::App(local));
+            // Each app its own caller: two apps on this stub take turns as two stubs do.
+            return self.run_owned(call, Caller::App(conn), Answer::App(local));
         }
         if self.up.is_none() {
             let msg = "not connected to the server (reconnecting)";
@@ -299,6 +301,7 @@ impl Stub {
         self.pending.insert(self.next_id, pending);
         self.send_up(ToServer::Call(Call {
             id: self.next_id,
+            caller: None, // the server says who made it
             ..call
         }));
     }
@@ -337,10 +340,11 @@ impl Stub {
         }
     }
 
-    /// Runs a call on a module this stub owns, answering where `answer` says. The caller's side
-    /// enforces the timeout (the server and the caller's stub drop a late answer); here a Python
-    /// call runs to its end, or is interrupted at its deadline (see `worker`).
-    pub(crate) fn run_owned(&self, call: Call, answer: Answer) {
+    /// Runs a call `caller` made on a module this stub owns (callers take turns: see
+    /// `worker::queue`), answering where `answer` says. The caller's side enforces the timeout
+    /// (the server and the caller's stub drop a late answer); here a Python call runs to its
+    /// end, or is interrupted at its deadline (see `worker`).
+    pub(crate) fn run_owned(&self, call: Call, caller: Caller, answer: Answer) {
         let Some(owned) = self.owned.get(&call.module) else {
             let err = RemoteError::new(
                 ErrorKind::UnknownModule,
@@ -363,7 +367,7 @@ impl Stub {
             }
             answer.send(Reply { id, result });
         });
-        owned.pool.submit(call, done);
+        owned.pool.submit(call, caller, done);
     }
 
     pub(crate) fn answer_app(
@@ -482,9 +486,13 @@ const CALL_ENVELOPE: usize = r#"{"cmd":"call","data":}"#.len();
 /// Digits of the widest id a call may be given on its way (`u64::MAX`).
 const WIDEST_ID: usize = 20;
 
+/// What the server adds to a call it forwards, at its widest: who made it.
+const CALLER_FIELD: usize = r#","caller":"#.len() + WIDEST_ID;
+
 /// Whether `call` fits one frame on every hop to its owner. This stub and the server send it
-/// on under ids of their own, which may be longer than its app's: measured with the widest, a
-/// call the app's frame held is refused here, with its size, not by the server as a bad frame.
+/// on under ids of their own, which may be longer than its app's, and the server adds who made
+/// it: measured with the widest, a call the app's frame held is refused here, with its size,
+/// not by the server as a bad frame.
 fn fits_every_hop(call: &Call, max_frame: usize) -> Result<(), RemoteError> {
     // Most calls are far from the limit: an upper bound of their size, summed from lengths
     // already known, spares serializing them twice (JSON writes a string at most 6 bytes a
@@ -510,7 +518,7 @@ fn fits_every_hop(call: &Call, max_frame: usize) -> Result<(), RemoteError> {
     let mut data = Counter(0);
     serde_json::to_writer(&mut data, call).expect("calls serialize");
     let id_digits = call.id.checked_ilog10().map_or(1, |d| d as usize + 1);
-    match CALL_ENVELOPE + data.0 - id_digits + WIDEST_ID {
+    match CALL_ENVELOPE + data.0 - id_digits + WIDEST_ID + CALLER_FIELD {
         size if size > max_frame => Err(RemoteError::new(
             ErrorKind::TooLarge,
             format!(

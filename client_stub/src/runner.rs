@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::calls::{push_to_app, timed_out};
-use crate::worker::{Done, Pool};
+use crate::worker::{Caller, Done, Pool};
 use common::config::LinkLimits;
 use common::error::{ErrorKind, RemoteError};
 use common::outbox::Outbox;
@@ -74,7 +74,11 @@ impl AppRunner {
             done,
         };
         self.waiting().insert(id, sent);
-        let call = ToApp::Call(Call { id, ..call });
+        let call = ToApp::Call(Call {
+            id,
+            caller: None,
+            ..call
+        });
         let what = "the calls it provides";
         if !push_to_app(&self.outbox, &call, &self.limits, what) {
             let waiting = self.waiting().remove(&id);
@@ -142,10 +146,10 @@ pub enum Runner {
 }
 
 impl Runner {
-    /// Runs `call`, handing its answer to `done`.
-    pub fn submit(&self, call: Call, done: Done) {
+    /// Runs `call` made by `caller`, handing its answer to `done`.
+    pub fn submit(&self, call: Call, caller: Caller, done: Done) {
         match self {
-            Runner::Python(pool) => pool.submit(call, done),
+            Runner::Python(pool) => pool.submit(call, caller, done),
             Runner::App(app) => app.submit(call, done),
         }
     }

@@ -24,6 +24,7 @@ use crate::owned::{Describe, FromProfile, Owned, Parsed, Watched};
 use crate::repl::{self, Command};
 use crate::runner::AppRunner;
 use crate::sync::{Ask, Asked, Known};
+use crate::worker::Caller;
 use crate::Config;
 
 /// The stub as its tasks share it.
@@ -318,8 +319,10 @@ impl Stub {
                 // Only what this stub registered can be called, whatever a peer sends.
                 let Some(up) = self.up.clone() else { return };
                 let answer = Answer::Server(up);
+                // A server that does not say who made it: its calls take one turn together.
+                let caller = Caller::Stub(call.caller.unwrap_or(0));
                 match self.check(&call) {
-                    Ok(()) => self.run_owned(call, answer),
+                    Ok(()) => self.run_owned(call, caller, answer),
                     Err(e) => answer.send(Reply {
                         id: call.id,
                         result: Err(e),

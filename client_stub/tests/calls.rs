@@ -597,3 +597,56 @@ fn a_peers_text_is_printed_escaped_by_the_stubs_and_test_app() {
         }
     }
 }
+
+/// One stub floods a module with slow calls; another stub's call, and an app's on the owner's
+/// own stub, are answered in turn with the flood, not after it.
+#[test]
+fn callers_take_turns_so_a_flood_does_not_shut_out_another_callers_call() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const FLOOD: usize = 300;
+    let n = net();
+    let dir = n._tmp.path();
+    let port = n.server.wait_for("listening on ");
+    let port = port.rsplit(':').next().unwrap().trim().to_owned();
+    let other = start_stub("c", dir, &port, "c", "c", &[]);
+    other.wait_for("received m from a");
+    let flooder = app_port(&n.caller);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let flood = smol::block_on(async {
+        let app = Arc::new(
+            AsyncClient::connect(&format!("127.0.0.1:{flooder}"))
+                .await
+                .unwrap(),
+        );
+        (0..FLOOD)
+            .map(|_| {
+                let (app, answered) = (app.clone(), answered.clone());
+                smol::spawn(async move {
+                    let result = app.call("m", "slow", (0.01,)).await;
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    result
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    // The flood has reached the owner's worker: the rest of it is queued there.
+    assert!(soon(|| answered.load(Ordering::SeqCst) > 0));
+    assert_eq!(
+        client(&other).call("m", "slow", (0.01,)).unwrap(),
+        json!(0.01)
+    );
+    let before_other = answered.load(Ordering::SeqCst);
+    assert_eq!(
+        client(&n.owner).call("m", "slow", (0.01,)).unwrap(),
+        json!(0.01)
+    );
+    let before_local = answered.load(Ordering::SeqCst);
+    for call in flood {
+        assert_eq!(smol::block_on(call).unwrap(), json!(0.01));
+    }
+    // First come, first served, they would have waited for all of it.
+    assert!(
+        before_other < FLOOD / 2 && before_local < FLOOD / 2,
+        "{before_other} and {before_local} of {FLOOD} flood calls answered first"
+    );
+}

@@ -432,6 +432,7 @@ mod tests {
             args: vec![Json::parse("1".into()).unwrap()],
             kwargs: Default::default(),
             timeout_ms: 100,
+            caller: None,
         });
         for chunk in [7, 8192] {
             smol::block_on(async {

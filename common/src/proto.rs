@@ -211,6 +211,11 @@ pub struct Call {
     pub kwargs: BTreeMap<String, Json>,
     /// How long the caller still waits, in milliseconds: a duration, never a clock time.
     pub timeout_ms: u64,
+    /// Who made the call, as the server forwards it to the owner: a number the server gives
+    /// each stub's connection, by which the owner lets callers take turns. The server sets it,
+    /// whatever the stub sent; stubs ignore it in what apps send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<u64>,
 }
 
 /// The one answer to a call (or a `Modules`/`Describe` request) with the same id.

@@ -85,6 +85,7 @@ fn call(id: u64) -> Call {
         args: vec![json!(1).into(), json!(2).into()],
         kwargs: Default::default(),
         timeout_ms: 30000,
+        caller: None,
     }
 }
 
@@ -231,8 +232,11 @@ fn render() -> String {
                 },
             ),
             (
-                "Run a call on a module this stub owns (the id is the server's route id).",
-                ToClient::Call(call(17)),
+                "Run a call on a module this stub owns (the id is the server's route id). `caller`: who made it, a number the server gives each stub's connection (it replaces whatever the calling stub sent); the owner runs its calls by caller in turn, each caller's in order.",
+                ToClient::Call(Call {
+                    caller: Some(2),
+                    ..call(17)
+                }),
             ),
             (
                 "The answer to a call this stub made.",

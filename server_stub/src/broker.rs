@@ -580,7 +580,16 @@ impl Broker {
             started: now,
             deadline: now + timeout,
         });
-        self.send(owner, ToClient::Call(Call { id: route, ..call }));
+        // Who made it, whatever the stub said: the owner lets its callers take turns.
+        let caller = Some(caller);
+        self.send(
+            owner,
+            ToClient::Call(Call {
+                id: route,
+                caller,
+                ..call
+            }),
+        );
     }
 
     fn fail(&mut self, route: Route, kind: ErrorKind, message: String) {

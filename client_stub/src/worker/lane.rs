@@ -51,6 +51,8 @@ impl Lane {
     /// Writes `job` straight to the worker if the lane is open, and closes it (one call in
     /// flight, as in a batch); gives `job` back otherwise, or if the pipe would not take it
     /// at once.
+    // A job given back is moved, as it came: boxing it would cost an allocation per call.
+    #[allow(clippy::result_large_err)]
     pub(super) fn hand(&self, job: Job) -> Result<(), Job> {
         let mut state = self.lock();
         let State {

@@ -3,6 +3,7 @@
 //!
 //! - `mod.rs`: the [`Pool`], a module's workers as the stub sees them, its generations (one per
 //!   reload) and the calls (`Job`s) they share;
+//! - `queue.rs`: the calls waiting for a worker, served by caller in turn;
 //! - `supervisor.rs`: keeps one worker process running, restarting it with backoff, and feeds it
 //!   calls in batches;
 //! - `process.rs`: one worker process: spawning it, its pipes, writing requests, reading
@@ -29,6 +30,7 @@ use common::proto::{Call, Json};
 use lane::Lane;
 use phase::{refusal, still_starting, Phase};
 use process::{spawn, Spawned};
+use queue::FairQueue;
 use supervisor::Supervisor;
 use watch::{monotonic_ms, Watch};
 
@@ -38,12 +40,14 @@ mod lane;
 mod not_started;
 mod phase;
 mod process;
+mod queue;
 mod supervisor;
 mod watch;
 mod woken;
 
 pub use group::end_all;
 pub(crate) use group::Group;
+pub use queue::Caller;
 
 /// The worker program, run as `python -u -c SCRIPT ...`: never written to disk.
 const SCRIPT: &str = include_str!("worker.py");
@@ -106,8 +110,8 @@ struct Inner {
 /// One set of supervisor tasks and the job queue they share. The tasks hold no handle to the
 /// pool: they end when `stop` is closed, which dropping the pool does too.
 struct Generation {
-    jobs: Sender<Job>,
-    queue: Receiver<Job>,
+    /// Closed when the generation drains, or stops.
+    jobs: Arc<FairQueue<Job>>,
     /// One per supervisor: an idle worker takes a call straight into its pipe.
     lanes: Vec<Arc<Lane>>,
     /// One per supervisor: what the tick checks for calls past their deadline.
@@ -142,6 +146,8 @@ pub type Done = Box<dyn FnOnce(Answer) + Send>;
 
 /// One call waiting in the queue, with where its answer goes.
 struct Job {
+    /// Who made it: callers take turns (see `queue`).
+    caller: Caller,
     module: Arc<str>,
     function: String,
     args: Vec<Json>,
@@ -202,13 +208,13 @@ impl Pool {
         (Pool { inner }, started)
     }
 
-    /// Runs `call` on an idle worker (or queues it for one), handing its answer to `done`.
-    /// Never hangs: if the worker dies mid-call the call fails with [`ErrorKind::WorkerFailed`]
-    /// naming the module and the exit status. While no worker runs or starts, it fails at once
-    /// with why (see `phase`). A call whose `timeout_ms` has passed is not started, and is
-    /// interrupted if it is running; one still waiting for an import is told so before then
-    /// (see [`Pool::check_overdue`]).
-    pub fn submit(&self, call: Call, done: Done) {
+    /// Runs `call` on an idle worker (or queues it for one, `caller`'s calls taking turns with
+    /// other callers'), handing its answer to `done`. Never hangs: if the worker dies mid-call
+    /// the call fails with [`ErrorKind::WorkerFailed`] naming the module and the exit status.
+    /// While no worker runs or starts, it fails at once with why (see `phase`). A call whose
+    /// `timeout_ms` has passed is not started, and is interrupted if it is running; one still
+    /// waiting for an import is told so before then (see [`Pool::check_overdue`]).
+    pub fn submit(&self, call: Call, caller: Caller, done: Done) {
         // Rounded up: a call is never interrupted before its caller's own deadline, which the
         // stub of a local call reads from a finer clock (it times the call out first, and its
         // answer says so).
@@ -216,6 +222,7 @@ impl Pool {
             .saturating_add(call.timeout_ms)
             .saturating_add(1);
         let job = Job {
+            caller,
             module: self.inner.module.clone(),
             function: call.function,
             args: call.args,
@@ -240,7 +247,7 @@ impl Pool {
         let mut current = self.current();
         let next = Generation::start(&self.inner.spec, current.ended.clone(), None);
         for job in current.drain() {
-            let _ = next.jobs.try_send(job);
+            let _ = next.jobs.push(job.caller, job);
         }
         let old = std::mem::replace(&mut *current, next);
         current.older = Some(Box::new(old));
@@ -299,7 +306,7 @@ impl Generation {
     /// first one's may be spawned already; if it could not be, none is tried before a backoff.
     fn start(spec: &WorkerSpec, previous: Receiver<()>, mut first: Option<Spawned>) -> Generation {
         let failed = first.as_ref().and_then(|f| f.as_ref().err().cloned());
-        let (jobs, queue) = channel::unbounded();
+        let jobs = Arc::new(FairQueue::default());
         let (stop, stopping) = channel::bounded(1);
         let (drain, draining) = channel::bounded(1);
         let (alive, ended) = channel::bounded(1);
@@ -316,8 +323,7 @@ impl Generation {
                 spec: spec.clone(),
                 lane,
                 watch,
-                jobs: queue.clone(),
-                requeue: jobs.clone(),
+                jobs: jobs.clone(),
                 stop: stopping.clone(),
                 draining: draining.clone(),
                 previous: previous.clone(),
@@ -329,7 +335,6 @@ impl Generation {
         }
         Generation {
             jobs,
-            queue,
             lanes,
             watches,
             phases,
@@ -363,13 +368,13 @@ impl Generation {
                 }
             }
         }
-        self.jobs.try_send(job).err().map(|e| e.into_inner())
+        self.jobs.push(job.caller, job).err()
     }
 
     /// Answers each queued call whose time to be told has come, while no worker serves and one
     /// imports the module, with that; the others stay queued, in order.
     fn tell_still_starting(&self, module: &str, now_ms: u64) {
-        if self.queue.is_empty() {
+        if self.jobs.is_empty() {
             return;
         }
         let phases = lock(&self.phases);
@@ -378,12 +383,7 @@ impl Generation {
         };
         // With no worker ready, no supervisor takes calls from the queue, nor starts to while
         // the lock is held; the pool's lock, held too, keeps calls from coming meanwhile.
-        let (told, waiting): (Vec<Job>, Vec<Job>) = all_queued(&self.queue)
-            .into_iter()
-            .partition(|job| job.tell_at_ms <= now_ms);
-        for job in waiting {
-            let _ = self.jobs.try_send(job); // open: only closed under the pool's lock
-        }
+        let told = self.jobs.take_where(|job| job.tell_at_ms <= now_ms);
         drop(phases);
         answer_all(told, error);
     }
@@ -405,15 +405,9 @@ impl Generation {
         for lane in &self.lanes {
             lane.shut();
         }
-        self.jobs.close();
         self.drain.close();
-        all_queued(&self.queue)
+        self.jobs.close()
     }
-}
-
-/// Takes every call from `queue`, in order.
-fn all_queued(queue: &Receiver<Job>) -> Vec<Job> {
-    std::iter::from_fn(|| queue.try_recv().ok()).collect()
 }
 
 /// Answers each of `jobs` with `error`; what that queues is written at once.

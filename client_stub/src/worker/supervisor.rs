@@ -15,10 +15,11 @@ use super::lane::Lane;
 use super::not_started::{NotStarted, CRASH_LOOP};
 use super::phase::{refusal, Phase};
 use super::process::{spawn, Broken, Conn, Spawned};
+use super::queue::FairQueue;
 use super::watch::{Watch, KILL_AFTER_MS};
 use super::{
-    all_queued, answer_all, failed, lock, sleep, Job, Phases, WorkerSpec, FIRST_BACKOFF,
-    MAX_BACKOFF, STABLE_AFTER,
+    answer_all, failed, lock, sleep, Job, Phases, WorkerSpec, FIRST_BACKOFF, MAX_BACKOFF,
+    STABLE_AFTER,
 };
 
 /// Keeps one worker process running and feeds it jobs from the shared queue.
@@ -26,9 +27,9 @@ pub(super) struct Supervisor {
     pub(super) spec: WorkerSpec,
     pub(super) lane: Arc<Lane>,
     pub(super) watch: Arc<Watch>,
-    pub(super) jobs: Receiver<Job>,
-    /// Where calls written to a worker that died before it started them go back to.
-    pub(super) requeue: Sender<Job>,
+    /// Its generation's calls waiting for a worker; calls written to a worker that died
+    /// before it started them go back to it.
+    pub(super) jobs: Arc<FairQueue<Job>>,
     /// Closed, never written, when the supervisor must end.
     pub(super) stop: Receiver<()>,
     /// Closed, never written, when the supervisor must end once its calls running are done.
@@ -150,7 +151,7 @@ impl Supervisor {
         let Some(error) = refusal(&phases, &self.spec.module) else {
             return;
         };
-        let queued = all_queued(&self.jobs);
+        let queued = self.jobs.take_where(|_| true);
         drop(phases);
         answer_all(queued, error);
     }
@@ -229,9 +230,9 @@ impl Supervisor {
             self.lane.open(&conn.stdin);
             // The queue closes when the generation drains, or stops (see `run_process`).
             let next_job = async {
-                match self.jobs.recv().await {
-                    Ok(job) => Woke::Queued(job),
-                    Err(_) => Woke::Drained,
+                match self.jobs.pop().await {
+                    Some(job) => Woke::Queued(job),
+                    None => Woke::Drained,
                 }
             };
             let handed = async {
@@ -256,12 +257,12 @@ impl Supervisor {
                 Woke::Queued(job) => batch.push(job),
                 Woke::Exited | Woke::Handed | Woke::Drained => {}
             }
-            // Every call already queued goes to the worker in one write; it still runs them one
-            // at a time, in order, reading ahead from its pipe.
+            // The calls already queued go to the worker in one write, callers in turn; it still
+            // runs them one at a time, in order, reading ahead from its pipe.
             while !gone && sent.len() + batch.len() < MAX_BATCH {
-                match self.jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+                match self.jobs.try_pop() {
+                    Some(job) => batch.push(job),
+                    None => break,
                 }
             }
             for job in batch {
@@ -294,7 +295,8 @@ impl Supervisor {
             match answer {
                 Ok(answer) => job.answer_queued(answer),
                 Err(why) => {
-                    for (_, rest) in jobs {
+                    // Last first: each goes back before its caller's others.
+                    for (_, rest) in jobs.rev() {
                         self.requeue_or_fail(rest, &why);
                     }
                     return Err(Stopped::Broken(why, Some(job)));
@@ -312,9 +314,9 @@ impl Supervisor {
     /// A worker that wrote something else than an answer may have run it: it fails.
     fn requeue_or_fail(&self, job: Job, why: &Broken) {
         let job = match why {
-            Broken::Exited => match self.requeue.try_send(job) {
+            Broken::Exited => match self.jobs.push_front(job.caller, job) {
                 Ok(()) => return,
-                Err(refused) => refused.into_inner(), // the generation stopped
+                Err(refused) => refused, // the generation stopped
             },
             Broken::Invalid(_) => job,
         };
@@ -326,8 +328,9 @@ impl Supervisor {
     }
 }
 
-/// Most calls written to a worker at once.
-const MAX_BATCH: usize = 256;
+/// Most calls written to a worker at once. A caller whose call comes just after a batch was
+/// written waits for that batch: this bounds how long, whoever else has calls queued.
+const MAX_BATCH: usize = 32;
 
 /// What ended a supervisor's wait for calls.
 enum Woke {

@@ -92,7 +92,11 @@ async fn call_raw(
 ) -> Answer {
     let (tx, rx) = channel::bounded(1);
     let done = Box::new(move |answer| drop(tx.try_send(answer)));
-    pool.submit(request(function, args, kwargs, timeout_ms), done);
+    pool.submit(
+        request(function, args, kwargs, timeout_ms),
+        Caller::Stub(0),
+        done,
+    );
     rx.recv().await.expect("every call is answered")
 }
 
@@ -109,6 +113,7 @@ fn request(function: &str, args: Vec<Value>, kwargs: Map<String, Value>, ms: u64
         args: args.into_iter().map(Json::from).collect(),
         kwargs: kwargs.into_iter().map(|(k, v)| (k, v.into())).collect(),
         timeout_ms: ms,
+        caller: None,
     }
 }
 
@@ -413,7 +418,11 @@ fn submit(pool: &Pool, function: &str, args: Value, timeout_ms: u64) -> Receiver
     let (tx, rx) = channel::bounded(1);
     let done = Box::new(move |answer| drop(tx.try_send(answer)));
     let args = args.as_array().cloned().unwrap_or_default();
-    pool.submit(request(function, args, Map::new(), timeout_ms), done);
+    pool.submit(
+        request(function, args, Map::new(), timeout_ms),
+        Caller::Stub(0),
+        done,
+    );
     rx
 }
 
@@ -615,7 +624,11 @@ async fn burst(pool: &Pool, function: &str, count: usize) -> Vec<Result<Value, R
     for i in 0..count {
         let tx = tx.clone();
         let done = Box::new(move |answer| drop(tx.try_send((i, answer))));
-        pool.submit(request(function, Vec::new(), Map::new(), 30_000), done);
+        pool.submit(
+            request(function, Vec::new(), Map::new(), 30_000),
+            Caller::Stub(0),
+            done,
+        );
     }
     let mut answers: Vec<_> = (0..count).map(|_| None).collect();
     for _ in 0..count {
@@ -657,6 +670,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
     let (reader, writer) = std::io::pipe().unwrap();
     let stdin = Arc::new(Async::new(File::from(OwnedFd::from(writer))).unwrap());
     let job = |function: &str| Job {
+        caller: Caller::Stub(0),
         module: Arc::from("z"),
         function: function.into(),
         args: vec![json!(1).into()],
@@ -674,7 +688,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
         lane.close().is_empty(),
         "the second call waits behind the first"
     );
-    assert_eq!(generation.queue.len(), 2);
+    assert_eq!(generation.jobs.len(), 2);
 
     drop(generation.stop());
     let (_previous_runs, previous) = channel::bounded(1);
@@ -686,7 +700,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
     let handed = lane.close();
     assert_eq!(handed.len(), 1, "one call in flight, the next one queued");
     assert_eq!(handed[0].1.function, "third");
-    assert_eq!(generation.queue.len(), 1);
+    assert_eq!(generation.jobs.len(), 1);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line).unwrap();
     assert_eq!(line, format!("[{},\"third\",[1],7]\n", handed[0].0));
@@ -917,7 +931,11 @@ fn a_call_whose_timeout_passes_while_it_waits_is_not_run() {
             let tx = tx.clone();
             let done = Box::new(move |answer| drop(tx.try_send((function, answer))));
             let args = args.as_array().cloned().unwrap_or_default();
-            pool.submit(request(function, args, Map::new(), ms), done);
+            pool.submit(
+                request(function, args, Map::new(), ms),
+                Caller::Stub(0),
+                done,
+            );
         }
         let mut answers = HashMap::new();
         for _ in 0..2 {

@@ -93,6 +93,7 @@ impl Requests {
                 kwargs,
                 // Saturated: `as` would wrap 2^61 s to 0 ms, which the stub takes as expired.
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                caller: None,
             })
         };
         self.request(make, timeout, what)
