@@ -2,7 +2,7 @@
 //! and writes it the calls its generation queues, in batches, handing each answer on.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
@@ -225,6 +225,8 @@ impl Supervisor {
         if recovering {
             say!("[{module}] worker ready: its calls run again");
         }
+        // How many calls to write at once: one until the worker shows how long its calls take.
+        let mut ahead = 1;
         loop {
             // Idle: a call may now be written straight to the worker (see `Lane`).
             self.lane.open(&conn.stdin);
@@ -259,7 +261,7 @@ impl Supervisor {
             }
             // The calls already queued go to the worker in one write, callers in turn; it still
             // runs them one at a time, in order, reading ahead from its pipe.
-            while !gone && sent.len() + batch.len() < MAX_BATCH {
+            while !gone && sent.len() + batch.len() < ahead {
                 match self.jobs.try_pop() {
                     Some(job) => batch.push(job),
                     None => break,
@@ -272,8 +274,12 @@ impl Supervisor {
                     Err(answer) => job.answer(answer),
                 }
             }
+            let (calls, started) = (sent.len(), Instant::now());
             if let Err(stopped) = self.run_batch(conn, sent).await {
                 return stopped;
+            }
+            if calls > 0 {
+                ahead = write_ahead(started.elapsed() / calls as u32);
             }
         }
     }
@@ -328,9 +334,20 @@ impl Supervisor {
     }
 }
 
-/// Most calls written to a worker at once. A caller whose call comes just after a batch was
-/// written waits for that batch: this bounds how long, whoever else has calls queued.
+/// Most calls written to a worker at once.
 const MAX_BATCH: usize = 32;
+
+/// About how long the calls written to a worker at once take to run. A call written is
+/// beyond recall: another caller's call that comes meanwhile waits for them, and a call
+/// cancelled meanwhile runs all the same. Writing several at once pays only for calls much
+/// shorter than this.
+const WRITE_AHEAD: Duration = Duration::from_millis(1);
+
+/// How many calls to write to a worker at once, when its last ones took `per_call` each.
+fn write_ahead(per_call: Duration) -> usize {
+    let calls = WRITE_AHEAD.as_nanos() / per_call.as_nanos().max(1);
+    calls.clamp(1, MAX_BATCH as u128) as usize
+}
 
 /// What ended a supervisor's wait for calls.
 enum Woke {
