@@ -9,7 +9,7 @@ use common::config::LinkLimits;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
-use common::proto::{Call, Json, Reply, ToApp, ToServer, ToStub};
+use common::proto::{Call, Json, Reply, ToApp, ToServer, ToStub, CANCEL_IDS};
 use common::say;
 use common::store::{check_module_name, md5_hex};
 use serde_json::{json, Value};
@@ -178,13 +178,38 @@ impl Stub {
         });
     }
 
-    /// An app left: the modules it provided leave with it, and calls waiting on it fail.
+    /// An app left: the modules it provided leave with it, and calls waiting on it fail. Its
+    /// own calls not yet running are dropped, here and at their owners: nobody waits for them.
     pub(crate) fn app_left(&mut self, conn: u64) {
-        self.apps.remove(&conn);
+        if let Some(outbox) = self.apps.remove(&conn) {
+            self.local_calls.retain(|call| !call.waits_on(&outbox));
+        }
         self.closing.retain(|&c| c != conn);
+        self.cancel_owned(|caller, _| caller == Caller::App(conn), "their app left");
         // Their answers, if any still come, are dropped.
-        self.pending.retain(|_, p| p.conn != conn);
+        let ids: Vec<u64> = (self.pending)
+            .extract_if(|_, p| p.conn == conn)
+            .map(|(id, _)| id)
+            .collect();
+        if self.up.is_some() {
+            for ids in ids.chunks(CANCEL_IDS) {
+                let ids = ids.to_vec();
+                self.send_up(ToServer::Cancel { ids });
+            }
+        }
         self.withdraw_provided(conn);
+    }
+
+    /// Drops the calls still queued for this stub's modules that `cancelled` picks, saying
+    /// how many and `why` for each module.
+    pub(crate) fn cancel_owned(&self, mut cancelled: impl FnMut(Caller, u64) -> bool, why: &str) {
+        for (module, owned) in &self.owned {
+            match owned.pool.cancel(&mut cancelled) {
+                0 => {}
+                1 => say!("[{module}] 1 call dropped before it ran: {why}"),
+                n => say!("[{module}] {n} calls dropped before they ran: {why}"),
+            }
+        }
     }
 
     /// The modules app `conn` provides leave: calls waiting on them fail.

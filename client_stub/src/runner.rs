@@ -154,6 +154,16 @@ impl Runner {
         }
     }
 
+    /// Drops the queued Python calls `cancelled` picks by caller and id (see
+    /// `worker::Pool::cancel`); returns how many. A providing app's calls went to it at once:
+    /// they run, and their answers are dropped.
+    pub fn cancel(&self, cancelled: impl FnMut(Caller, u64) -> bool) -> usize {
+        match self {
+            Runner::Python(pool) => pool.cancel(cancelled),
+            Runner::App(_) => 0,
+        }
+    }
+
     /// Restarts Python workers on the current file once their calls running are done (see
     /// `worker::Pool::reload`); an app provides what it provides.
     pub fn reload(&self) {

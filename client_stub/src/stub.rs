@@ -2,7 +2,7 @@
 //! apps and their calls in flight), changed only by events, which the tasks that hear them
 //! apply (see [`common::actor`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -330,6 +330,11 @@ impl Stub {
                 }
             }
             ToClient::Reply(reply) => self.replied(reply),
+            ToClient::Cancel { ids } => {
+                let ids: HashSet<u64> = ids.into_iter().collect();
+                let cancelled = |caller, id| matches!(caller, Caller::Stub(_)) && ids.contains(&id);
+                self.cancel_owned(cancelled, "their caller left");
+            }
             ToClient::Echo { id, address } => self.echoed(id, address),
             ToClient::Error { message } => {
                 say!("error from the server: {}", printable(&message))

@@ -54,6 +54,11 @@ def flood(mib):
 def pid(*args):
     return os.getpid()
 
+def mark(path, text, seconds):
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    time.sleep(seconds)
+
 def stubborn(seconds):
     try:
         time.sleep(seconds)
@@ -649,4 +654,47 @@ fn callers_take_turns_so_a_flood_does_not_shut_out_another_callers_call() {
         before_other < FLOOD / 2 && before_local < FLOOD / 2,
         "{before_other} and {before_local} of {FLOOD} flood calls answered first"
     );
+}
+
+/// An app that sends many slow calls and leaves (as a crashed one does) leaves nothing queued
+/// at the owner: its calls not yet running are dropped, and another app's call is served next.
+#[test]
+fn calls_queued_by_an_app_that_left_are_dropped_not_run() {
+    const N: usize = 20;
+    let n = net();
+    let log = n._tmp.path().join("ran.txt");
+    let path = log.to_str().unwrap();
+    let ran = || std::fs::read_to_string(&log).unwrap();
+    // Through the network, then on the owner's own stub.
+    for (p, dropped) in [
+        (
+            &n.caller,
+            "calls dropped before they ran: their caller left",
+        ),
+        (&n.owner, "calls dropped before they ran: their app left"),
+    ] {
+        std::fs::write(&log, "").unwrap();
+        let mut s = raw_app(p);
+        for id in 1..=N {
+            let data = json!({"id": id, "module": "m", "function": "mark",
+                              "args": [path, "x", 0.2], "timeout_ms": 60000});
+            writeln!(s, "{}", json!({"cmd": "call", "data": data})).unwrap();
+        }
+        assert!(soon(|| ran().contains('x')), "the first call runs");
+        drop(s);
+        // Another app of the same stub. Through the network the owner sees the same caller:
+        // its call waits behind those of the first app still queued, then runs. On the
+        // owner's own stub it is a caller of its own, taking turns: it goes once the owner
+        // has dropped them.
+        if std::ptr::eq(p, &n.owner) {
+            n.owner.wait_for(dropped);
+        }
+        let app = client(p);
+        assert_eq!(app.call("m", "mark", (path, "y", 0)).unwrap(), json!(null));
+        let all = ran();
+        let before = all.lines().take_while(|l| *l == "x").count();
+        assert!(before < N / 2, "{before} of {N} ran: {all:?}");
+        assert_eq!(all.lines().count(), before + 1, "none ran after: {all:?}");
+        n.owner.wait_for(dropped);
+    }
 }

@@ -19,6 +19,10 @@ use crate::log::printable;
 /// Version said in [`Hello`]; a server refuses any other.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Most ids in one `cancel` frame ([`ToServer::Cancel`], [`ToClient::Cancel`]): at their
+/// widest (20 digits) they fit the smallest frame a profile may set.
+pub const CANCEL_IDS: usize = 100;
+
 /// Client stub → server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
@@ -45,6 +49,10 @@ pub enum ToServer {
     Call(Call),
     /// The answer to a [`ToClient::Call`] this stub ran as owner.
     Reply(Reply),
+    /// Calls this stub made (by its ids) that nobody waits for any more (the app that made them
+    /// left): the server forgets them, tells their owners ([`ToClient::Cancel`]), and answers
+    /// none of them.
+    Cancel { ids: Vec<u64> },
     /// Liveness: sent every heartbeat interval; any frame proves the stub is there.
     Ping,
     /// Ask the server how it sees this stub; answered by [`ToClient::Echo`] (for `ping`).
@@ -92,6 +100,10 @@ pub enum ToClient {
     Call(Call),
     /// The answer to a [`ToServer::Call`] this stub made.
     Reply(Reply),
+    /// Calls sent to this stub as owner (by their route ids) that nobody waits for any more:
+    /// one still queued is dropped without running; one running finishes, and its answer is
+    /// dropped by the server.
+    Cancel { ids: Vec<u64> },
     /// A frame this stub sent could not be handled; the connection goes on.
     Error { message: String },
     /// The server is ending the session; the stub should exit.

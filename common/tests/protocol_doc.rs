@@ -19,6 +19,7 @@ fn to_server_name(m: &ToServer) -> &'static str {
         ToServer::Who => "who",
         ToServer::Call(_) => "call",
         ToServer::Reply(_) => "reply",
+        ToServer::Cancel { .. } => "cancel",
         ToServer::Ping => "ping",
         ToServer::Echo { .. } => "echo",
     }
@@ -37,6 +38,7 @@ fn to_client_name(m: &ToClient) -> &'static str {
         ToClient::Who { .. } => "who",
         ToClient::Call(_) => "call",
         ToClient::Reply(_) => "reply",
+        ToClient::Cancel { .. } => "cancel",
         ToClient::Error { .. } => "error",
         ToClient::Shutdown { .. } => "shutdown",
         ToClient::Ping => "ping",
@@ -161,6 +163,7 @@ fn render() -> String {
         ("Who is in?", ToServer::Who),
         ("A call on a module another stub owns.", ToServer::Call(call(1))),
         ("The answer to a call this stub ran as owner.", ToServer::Reply(ok(17))),
+        ("Calls this stub made, by its ids, that nobody waits for any more: the app that made them left. The server forgets them, sends their owners `cancel`, and answers none of them. At most 100 ids a frame.", ToServer::Cancel { ids: vec![1, 2] }),
         ("Liveness, sent every heartbeat interval.", ToServer::Ping),
         ("How does the server see me? (for `ping`)", ToServer::Echo { id: 1 }),
     ], to_server_name);
@@ -241,6 +244,10 @@ fn render() -> String {
             (
                 "The answer to a call this stub made.",
                 ToClient::Reply(exception(1)),
+            ),
+            (
+                "Calls sent to this stub as owner, by their route ids, that nobody waits for any more (their app, or their stub, left): one still queued is dropped without running; one running finishes, and the server drops its answer. At most 100 ids a frame.",
+                ToClient::Cancel { ids: vec![17, 18] },
             ),
             (
                 "A frame this stub sent could not be handled.",

@@ -7,7 +7,7 @@
 //! once waits in its outbox for the peer's writer task, and a peer that falls too far behind is
 //! dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,9 @@ use common::error::{ErrorKind, RemoteError};
 use common::log::printable;
 use common::module::ModuleDescriptor;
 use common::outbox::Outbox;
-use common::proto::{Call, Chunk, Hello, Json, Reply, ToClient, ToServer, PROTOCOL_VERSION};
+use common::proto::{
+    Call, Chunk, Hello, Json, Reply, ToClient, ToServer, CANCEL_IDS, PROTOCOL_VERSION,
+};
 use common::say;
 use common::stats::Stats;
 use common::store::{check_module_name, md5_hex, Store};
@@ -308,7 +310,8 @@ impl Broker {
             let msg = "the owner reconnected; the call it was running is lost".to_owned();
             self.fail(route, ErrorKind::OwnerGone, msg);
         }
-        self.routes.forget_caller(old);
+        let gone = self.routes.forget_caller(old);
+        self.tell_owners_cancelled(gone);
         self.registry.reclaim(old, new, address);
     }
 
@@ -344,7 +347,9 @@ impl Broker {
         for route in self.routes.fail_owner(id) {
             self.fail(route, ErrorKind::OwnerGone, format!("owner '{name}' left"));
         }
-        self.routes.forget_caller(id);
+        // Their answers would go nowhere: calls still queued are not run.
+        let gone = self.routes.forget_caller(id);
+        self.tell_owners_cancelled(gone);
     }
 
     /// Tells everyone a module is gone and fails the calls waiting on it.
@@ -400,10 +405,17 @@ impl Broker {
                 self.send(id, ToClient::Who { peers });
             }
             ToServer::Call(call) => self.route(id, call),
+            // An answer to a route that ended (cancelled, timed out, its caller gone) is
+            // dropped.
             ToServer::Reply(reply) => {
                 if let Some(route) = self.routes.close(reply.id, id) {
                     self.settle(route, reply.result);
                 }
+            }
+            ToServer::Cancel { ids } => {
+                let ids: HashSet<u64> = ids.into_iter().collect();
+                let cancelled = self.routes.cancel(id, &ids);
+                self.tell_owners_cancelled(cancelled);
             }
         }
     }
@@ -590,6 +602,21 @@ impl Broker {
                 ..call
             }),
         );
+    }
+
+    /// Tells the owners of `routes`, which ended with nobody waiting for them, to drop those
+    /// of their calls not yet running.
+    fn tell_owners_cancelled(&mut self, routes: Vec<(u64, Route)>) {
+        let mut by_owner: HashMap<PeerId, Vec<u64>> = HashMap::new();
+        for (id, route) in routes {
+            by_owner.entry(route.owner).or_default().push(id);
+        }
+        for (owner, ids) in by_owner {
+            for ids in ids.chunks(CANCEL_IDS) {
+                let ids = ids.to_vec();
+                self.send(owner, ToClient::Cancel { ids });
+            }
+        }
     }
 
     fn fail(&mut self, route: Route, kind: ErrorKind, message: String) {

@@ -4,7 +4,7 @@
 //! different callers never collide. A route ends exactly once: answered, expired, or failed
 //! because its owner went away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::registry::PeerId;
@@ -69,13 +69,27 @@ impl Routes {
 
     /// Ends every route matching `pred` and returns them.
     pub fn take(&mut self, pred: impl Fn(&Route) -> bool) -> Vec<Route> {
+        let taken = self.take_with_ids(pred);
+        taken.into_iter().map(|(_, route)| route).collect()
+    }
+
+    /// Ends every route matching `pred` and returns them with their ids.
+    fn take_with_ids(&mut self, pred: impl Fn(&Route) -> bool) -> Vec<(u64, Route)> {
         let ids: Vec<u64> = self
             .map
             .iter()
             .filter(|(_, r)| pred(r))
             .map(|(id, _)| *id)
             .collect();
-        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+        (ids.into_iter())
+            .filter_map(|id| Some((id, self.remove(id)?)))
+            .collect()
+    }
+
+    /// Ends the routes of the calls `caller` made under `ids` (nobody waits for them any more)
+    /// and returns them with their ids, for their owners to drop.
+    pub fn cancel(&mut self, caller: PeerId, ids: &HashSet<u64>) -> Vec<(u64, Route)> {
+        self.take_with_ids(|r| r.caller == caller && ids.contains(&r.caller_id))
     }
 
     /// Ends the routes to `owner` (it left).
@@ -88,10 +102,10 @@ impl Routes {
         self.take(|r| r.module == module)
     }
 
-    /// Forgets the routes from `caller` (it left; the owner's late answers will be dropped).
-    pub fn forget_caller(&mut self, caller: PeerId) {
-        self.map.retain(|_, r| r.caller != caller);
-        self.per_caller.remove(&caller);
+    /// Ends the routes from `caller` (it left; the owner's late answers will be dropped) and
+    /// returns them with their ids, for their owners to drop.
+    pub fn forget_caller(&mut self, caller: PeerId) -> Vec<(u64, Route)> {
+        self.take_with_ids(|r| r.caller == caller)
     }
 
     /// Ends the routes whose caller stopped waiting before `now` (plus `grace`).
@@ -151,7 +165,7 @@ mod tests {
             0
         );
         assert_eq!(r.in_flight(4), 1);
-        r.forget_caller(4);
+        assert_eq!(r.forget_caller(4).len(), 1);
         assert!(r.is_empty());
         assert_eq!(r.in_flight(4), 0);
         r.open(route(1, 2, "z", now));
@@ -160,5 +174,23 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_cancel_ends_only_its_callers_routes_of_those_ids() {
+        let mut r = Routes::default();
+        let now = Instant::now();
+        let mut open = |caller, caller_id| {
+            r.open(Route {
+                caller_id,
+                ..route(caller, 9, "z", now)
+            })
+        };
+        let (a1, _a2, _b1) = (open(1, 1), open(1, 2), open(2, 1));
+        let cancelled = r.cancel(1, &HashSet::from([1, 3]));
+        assert_eq!(cancelled.len(), 1);
+        assert_eq!((cancelled[0].0, cancelled[0].1.owner), (a1, 9));
+        assert_eq!((r.in_flight(1), r.in_flight(2)), (1, 1));
+        assert_eq!(r.close(a1, 9), None, "its answer is dropped");
     }
 }

@@ -148,6 +148,8 @@ pub type Done = Box<dyn FnOnce(Answer) + Send>;
 struct Job {
     /// Who made it: callers take turns (see `queue`).
     caller: Caller,
+    /// Its id from its caller (a route id from the server), by which it may be cancelled.
+    id: u64,
     module: Arc<str>,
     function: String,
     args: Vec<Json>,
@@ -165,6 +167,11 @@ impl Job {
     fn answer(self, answer: Answer) {
         self.answer_queued(answer);
         flush_queued();
+    }
+
+    /// Drops the call unanswered: nobody waits for its answer.
+    fn cancel(mut self) {
+        self.done = None;
     }
 
     /// Hands the answer on; what that queues is written at this thread's next flush, with
@@ -223,6 +230,7 @@ impl Pool {
             .saturating_add(1);
         let job = Job {
             caller,
+            id: call.id,
             module: self.inner.module.clone(),
             function: call.function,
             args: call.args,
@@ -237,6 +245,17 @@ impl Pool {
             let module = &self.inner.module;
             refused.answer(Err(failed(format!("module '{module}' is stopped"))));
         }
+    }
+
+    /// Drops, without running them, the calls still queued that `cancelled` picks by caller
+    /// and id: nobody waits for them. A call already written to a worker runs all the same
+    /// (it cannot be taken back safely); its answer goes where it would have gone. Returns how
+    /// many were dropped.
+    pub fn cancel(&self, mut cancelled: impl FnMut(Caller, u64) -> bool) -> usize {
+        let dropped = (self.current().jobs).take_where(|job| cancelled(job.caller, job.id));
+        let count = dropped.len();
+        dropped.into_iter().for_each(Job::cancel);
+        count
     }
 
     /// Restarts every worker on the current file contents without cutting a call short: the

@@ -671,6 +671,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
     let stdin = Arc::new(Async::new(File::from(OwnedFd::from(writer))).unwrap());
     let job = |function: &str| Job {
         caller: Caller::Stub(0),
+        id: 0,
         module: Arc::from("z"),
         function: function.into(),
         args: vec![json!(1).into()],
