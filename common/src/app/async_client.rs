@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
-use smol::net::TcpStream;
 
 use super::link::{Link, NoAnswer};
 use super::requests::{Request, Requests};
@@ -13,7 +12,8 @@ use crate::module::ModuleDescriptor;
 use crate::proto::{Json, ToStub};
 
 /// A connection to the local stub (smol form). Cheap to share by reference across tasks; it
-/// runs no task of its own, so it works under any executor.
+/// runs no task of its own, so it works under any executor. When the connection ends (the stub
+/// stopped or restarted), the calls waiting on it fail; the next call connects again.
 pub struct AsyncClient {
     link: Link,
     requests: Requests,
@@ -34,12 +34,9 @@ impl AsyncClient {
 
     /// Connects to `address`, reading answers up to the frame limit of `requests`.
     async fn connect_with(address: &str, requests: Requests) -> Result<Self, CallError> {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|e| CallError::NotConnected(format!("no stub at {address}: {e}")))?;
-        let _ = stream.set_nodelay(true);
+        let link = Link::connect(address, requests.max_frame).await;
         Ok(AsyncClient {
-            link: Link::new(stream, requests.max_frame),
+            link: link.map_err(CallError::NotConnected)?,
             requests,
         })
     }

@@ -16,8 +16,11 @@ use crate::proto::{Json, ToApp, ToStub};
 /// answer on the calling thread: no background task and no thread hop, the fastest path for an
 /// app that makes one call at a time. Threads sharing one `Client` take turns, each call
 /// within its timeout, its wait for its turn included; for many calls in flight, use
-/// [`AsyncClient`](super::AsyncClient).
+/// [`AsyncClient`](super::AsyncClient). A call that finds the connection ended (the stub
+/// stopped or restarted) fails; the next call connects again.
 pub struct Client {
+    /// The stub's app address, to connect again after the connection ended.
+    address: String,
     turn: Mutex<Turn>,
     /// Told when a call gives the connection back.
     returned: Condvar,
@@ -47,25 +50,39 @@ impl Drop for Held<'_> {
 }
 
 struct SyncLink {
-    writer: std::net::TcpStream,
-    reader: std::io::BufReader<std::net::TcpStream>,
+    /// `None` once the connection ended: the next call connects again.
+    conn: Option<Conn>,
     line: Vec<u8>,
 }
 
-impl Client {
-    /// Connects to a stub's app port, for example `127.0.0.1:8765`.
-    pub fn connect(address: &str) -> Result<Self, CallError> {
+struct Conn {
+    writer: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Conn {
+    fn open(address: &str) -> Result<Conn, CallError> {
         let refused =
             |e: std::io::Error| CallError::NotConnected(format!("no stub at {address}: {e}"));
         let stream = std::net::TcpStream::connect(address).map_err(refused)?;
         let _ = stream.set_nodelay(true);
         let reader = std::io::BufReader::new(stream.try_clone().map_err(refused)?);
-        let link = SyncLink {
+        Ok(Conn {
             writer: stream,
             reader,
+        })
+    }
+}
+
+impl Client {
+    /// Connects to a stub's app port, for example `127.0.0.1:8765`.
+    pub fn connect(address: &str) -> Result<Self, CallError> {
+        let link = SyncLink {
+            conn: Some(Conn::open(address)?),
             line: Vec::with_capacity(1024),
         };
         Ok(Client {
+            address: address.to_owned(),
             turn: Mutex::new(Turn {
                 link: Some(link),
                 waiting: 0,
@@ -213,57 +230,76 @@ impl Client {
         }
     }
 
-    /// Writes one request and reads until its answer, or the timeout.
+    /// Writes one request and reads until its answer, or the timeout; on a connection that
+    /// ended, connecting again first.
     fn send(&self, request: Request) -> Result<Json, CallError> {
-        use std::io::{BufRead, Write};
         let deadline = request.deadline();
         let mut held = self.take_turn(&request, deadline)?;
         let link = held.link.as_mut().expect("a turn holds the connection");
-        let gone = |e: std::io::Error| {
-            CallError::NotConnected(format!("the connection to the stub failed: {e}"))
+        let conn = match &mut link.conn {
+            Some(conn) => conn,
+            None => link.conn.insert(Conn::open(&self.address)?),
         };
-        link.writer.write_all(&request.line).map_err(gone)?;
-        let SyncLink { reader, line, .. } = link;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(request.late());
+        match exchange(conn, &mut link.line, &request, deadline) {
+            Ok(answer) => answer,
+            Err(Ended(why)) => {
+                link.conn = None;
+                link.line.clear(); // the old connection's
+                Err(CallError::NotConnected(why))
             }
-            reader
-                .get_ref()
-                .set_read_timeout(Some(left))
-                .map_err(gone)?;
-            // A read cut short by the timeout leaves its bytes in `line`: the next read, in this
-            // call or the next one, completes the line instead of losing its start.
-            match reader.read_until(b'\n', line) {
-                Ok(0) if line.is_empty() => {
-                    return Err(CallError::NotConnected(
-                        "the stub closed the connection".into(),
-                    ))
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(gone(e)),
+        }
+    }
+}
+
+/// Why a connection ended.
+struct Ended(String);
+
+/// Writes `request` on `conn` and reads until its answer, or its deadline. `line` keeps a line
+/// cut short by a deadline, for the next call to complete.
+fn exchange(
+    conn: &mut Conn,
+    line: &mut Vec<u8>,
+    request: &Request,
+    deadline: Instant,
+) -> Result<Result<Json, CallError>, Ended> {
+    use std::io::{BufRead, Write};
+    let failed = |e: std::io::Error| Ended(format!("the connection to the stub failed: {e}"));
+    let closed = || Ended("the stub closed the connection".into());
+    conn.writer.write_all(&request.line).map_err(failed)?;
+    let reader = &mut conn.reader;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Err(request.late()));
+        }
+        reader
+            .get_ref()
+            .set_read_timeout(Some(left))
+            .map_err(failed)?;
+        // A read cut short by the timeout leaves its bytes in `line`: the next read, in this
+        // call or the next one, completes the line instead of losing its start.
+        match reader.read_until(b'\n', line) {
+            Ok(0) if line.is_empty() => return Err(closed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
             }
-            if line.last() != Some(&b'\n') {
-                return Err(CallError::NotConnected(
-                    "the stub closed the connection".into(),
-                ));
-            }
-            // Answers to earlier calls that timed out, and anything unreadable, are skipped.
-            let frame = read_frame::<ToApp>(line);
-            line.clear();
-            if let Ok(ToApp::Reply(reply)) = frame {
-                if reply.id == request.id {
-                    return reply.result.map_err(CallError::from);
-                }
+            Err(e) => return Err(failed(e)),
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(closed());
+        }
+        // Answers to earlier calls that timed out, and anything unreadable, are skipped.
+        let frame = read_frame::<ToApp>(line);
+        line.clear();
+        if let Ok(ToApp::Reply(reply)) = frame {
+            if reply.id == request.id {
+                return Ok(reply.result.map_err(CallError::from));
             }
         }
     }

@@ -8,6 +8,9 @@
 //! requests queued together still go out in one write. The holder also keeps the time: one
 //! timer, set for the earliest deadline of all waiting calls, fails the calls that are late
 //! (a timer per call would cost a wake of the app's reactor per call).
+//!
+//! When the connection ends (the stub stopped or restarted), the calls waiting on it fail and
+//! the next call connects again.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -39,7 +42,8 @@ pub(super) enum NoAnswer {
 }
 
 pub(super) struct Link {
-    stream: Arc<Async<TcpStream>>,
+    /// The stub's app address, to connect again after the connection ended.
+    address: String,
     state: Mutex<State>,
     reader: AsyncMutex<Reader>,
 }
@@ -49,10 +53,12 @@ struct Reader {
     frames: FrameReader<ReadWhenReady<TcpStream>>,
     /// Set for [`State::armed`].
     timer: Timer,
+    /// The largest answer read, for `frames` and a connection made again.
+    max_frame: usize,
 }
 
-#[derive(Default)]
 struct State {
+    stream: Arc<Async<TcpStream>>,
     /// Requests not yet written, the first `sent` bytes of them written.
     out: Vec<u8>,
     sent: usize,
@@ -69,23 +75,65 @@ enum Slot {
     Waiting(Option<Waker>, Instant),
     Answered(Answer),
     Late,
+    /// The connection ended, for this reason, before its answer came.
+    Ended(String),
 }
 
 impl Link {
-    pub(super) fn new(stream: smol::net::TcpStream, max_frame: usize) -> Link {
-        let stream: Arc<Async<TcpStream>> = stream.into();
+    /// Connects to the stub's app port `address`.
+    pub(super) async fn connect(address: &str, max_frame: usize) -> Result<Link, String> {
+        let stream = Self::open(address).await?;
         let frames = FrameReader::new(ReadWhenReady::new(stream.clone()), max_frame);
-        let timer = Timer::never();
-        Link {
+        let state = State {
             stream,
-            state: Mutex::default(),
-            reader: AsyncMutex::new(Reader { frames, timer }),
-        }
+            out: Vec::new(),
+            sent: 0,
+            calls: HashMap::new(),
+            reading: None,
+            armed: None,
+            closed: None,
+        };
+        Ok(Link {
+            address: address.to_owned(),
+            state: Mutex::new(state),
+            reader: AsyncMutex::new(Reader {
+                frames,
+                timer: Timer::never(),
+                max_frame,
+            }),
+        })
+    }
+
+    async fn open(address: &str) -> Result<Arc<Async<TcpStream>>, String> {
+        let stream = smol::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("no stub at {address}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream.into())
     }
 
     /// Refuses answers longer than `max_frame` bytes from now on.
     pub(super) fn set_max_frame(&mut self, max_frame: usize) {
-        self.reader.get_mut().frames.set_max(max_frame);
+        let reader = self.reader.get_mut();
+        reader.frames.set_max(max_frame);
+        reader.max_frame = max_frame;
+    }
+
+    /// Connects again after the connection ended, holding the reader so that no call reads
+    /// meanwhile; unless another call has already.
+    async fn reconnect(&self) -> Result<(), NoAnswer> {
+        let mut reader = self.reader.lock().await;
+        if self.state().closed.is_none() {
+            return Ok(());
+        }
+        let stream = Self::open(&self.address).await.map_err(NoAnswer::Closed)?;
+        reader.frames = FrameReader::new(ReadWhenReady::new(stream.clone()), reader.max_frame);
+        let mut state = self.state();
+        // What is still queued was for the calls that failed with the old connection.
+        (state.out, state.sent) = (Vec::new(), 0);
+        (state.reading, state.armed, state.closed) = (None, None, None);
+        state.stream = stream;
+        Ok(())
     }
 
     /// Sends `request` (one line of JSON) and waits for the answer to call `id` until
@@ -97,17 +145,19 @@ impl Link {
         request: &[u8],
         deadline: Instant,
     ) -> Result<Answer, NoAnswer> {
-        let wake = {
-            let mut state = self.state();
-            if let Some(why) = &state.closed {
-                return Err(NoAnswer::Closed(why.clone()));
+        let wake = loop {
+            {
+                let mut state = self.state();
+                if state.closed.is_none() {
+                    state.out.extend_from_slice(request);
+                    state.calls.insert(id, Slot::Waiting(None, deadline));
+                    if state.armed.is_some_and(|armed| deadline < armed) {
+                        state.armed = None; // the holder, woken below, sets the timer again
+                    }
+                    break state.reading.take();
+                }
             }
-            state.out.extend_from_slice(request);
-            state.calls.insert(id, Slot::Waiting(None, deadline));
-            if state.armed.is_some_and(|armed| deadline < armed) {
-                state.armed = None; // the holder, woken below, sets the timer again, earlier
-            }
-            state.reading.take()
+            self.reconnect().await?;
         };
         if let Some(reading) = wake {
             reading.wake();
@@ -126,7 +176,7 @@ impl Link {
     }
 
     /// Ready once another call has read the answer to `id`, or it is late, or the connection
-    /// has ended.
+    /// it was sent on has ended.
     fn poll_answer(&self, id: u64, cx: &mut Context<'_>) -> Poll<Result<Answer, NoAnswer>> {
         match self.take_answer(id, Some(cx.waker())) {
             Some(answer) => Poll::Ready(answer),
@@ -137,21 +187,17 @@ impl Link {
     /// The answer to `id` if it has come or never will; else `waker` is kept for it.
     fn take_answer(&self, id: u64, waker: Option<&Waker>) -> Option<Result<Answer, NoAnswer>> {
         let mut state = self.state();
-        let State { calls, closed, .. } = &mut *state;
-        if let (Some(Slot::Waiting(kept, _)), None) = (calls.get_mut(&id), &closed) {
+        if let Some(Slot::Waiting(kept, _)) = state.calls.get_mut(&id) {
             if let Some(waker) = waker.filter(|w| !kept.as_ref().is_some_and(|k| k.will_wake(w))) {
                 *kept = Some(waker.clone());
             }
             return None;
         }
-        Some(match calls.remove(&id) {
+        Some(match state.calls.remove(&id) {
             Some(Slot::Answered(answer)) => Ok(answer),
             Some(Slot::Late) => Err(NoAnswer::Late),
-            _ => Err(NoAnswer::Closed(
-                closed
-                    .clone()
-                    .unwrap_or_else(|| "the call was forgotten".into()),
-            )),
+            Some(Slot::Ended(why)) => Err(NoAnswer::Closed(why)),
+            _ => Err(NoAnswer::Closed("the call was forgotten".into())),
         })
     }
 
@@ -164,7 +210,7 @@ impl Link {
                 return answer;
             }
             self.arm(&mut reader.timer);
-            let Reader { frames, timer } = reader;
+            let Reader { frames, timer, .. } = reader;
             let frame = async { Some(frames.read::<ToApp>().await) }
                 .or(poll_fn(|cx| self.poll_write(cx).map(|_| None)))
                 .or(async {
@@ -228,8 +274,10 @@ impl Link {
     fn poll_write(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.state();
         while state.sent < state.out.len() {
-            let State { out, sent, .. } = &mut *state;
-            match Pin::new(&mut &*self.stream).poll_write(cx, &out[*sent..]) {
+            let State {
+                stream, out, sent, ..
+            } = &mut *state;
+            match Pin::new(&mut &**stream).poll_write(cx, &out[*sent..]) {
                 Poll::Ready(Ok(n)) if n > 0 => *sent += n,
                 Poll::Ready(result) => {
                     let why = match result {
@@ -272,19 +320,19 @@ impl Link {
         }
     }
 
-    /// The connection ended: every waiting call and every later one fails with `why`.
+    /// The connection ended: every waiting call fails with `why`; the next one connects again.
     fn close(&self, why: String) {
-        let wakers: Vec<Waker> = {
+        let mut wakers = Vec::new();
+        {
             let mut state = self.state();
-            state.closed.get_or_insert(why);
-            let slots = state.calls.values_mut();
-            slots
-                .filter_map(|slot| match slot {
-                    Slot::Waiting(waker, _) => waker.take(),
-                    Slot::Answered(_) | Slot::Late => None,
-                })
-                .collect()
-        };
+            let why = state.closed.get_or_insert(why).clone();
+            for slot in state.calls.values_mut() {
+                if let Slot::Waiting(waker, _) = slot {
+                    wakers.extend(waker.take());
+                    *slot = Slot::Ended(why.clone());
+                }
+            }
+        }
         wakers.into_iter().for_each(Waker::wake);
     }
 }

@@ -202,6 +202,43 @@ fn the_stub_closing_fails_every_waiting_call_at_once() {
     stub.join().unwrap();
 }
 
+/// A fake stub that closes its first connection at its first request (as a stub stopping does),
+/// then answers the first request of its second connection, call 2, with `2`.
+fn restarting_stub() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stub = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        BufReader::new(&s).read_line(&mut String::new()).unwrap();
+        drop(s);
+        let (mut s, _) = listener.accept().unwrap();
+        BufReader::new(&s).read_line(&mut String::new()).unwrap();
+        s.write_all(b"{\"cmd\":\"reply\",\"data\":{\"id\":2,\"result\":{\"Ok\":2}}}\n")
+            .unwrap();
+    });
+    (addr, stub)
+}
+
+#[test]
+fn after_the_stub_closed_the_connection_the_next_call_connects_again() {
+    let closed = |r: &Result<serde_json::Value, CallError>| matches!(r, Err(CallError::NotConnected(_)));
+    let (addr, stub) = restarting_stub();
+    let client = Client::connect(&addr).unwrap();
+    let first = client.call("m", "f", ());
+    assert!(closed(&first), "{first:?}");
+    assert_eq!(client.call("m", "f", ()).unwrap(), serde_json::json!(2));
+    stub.join().unwrap();
+    let (addr, stub) = restarting_stub();
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let first = client.call("m", "f", ()).await;
+        assert!(closed(&first), "{first:?}");
+        let second = client.call("m", "f", ()).await;
+        assert_eq!(second.unwrap(), serde_json::json!(2));
+    });
+    stub.join().unwrap();
+}
+
 #[test]
 fn answers_in_any_order_reach_their_calls_while_others_time_out() {
     const CALLS: u64 = 300;
