@@ -19,7 +19,8 @@
 //! Python stubs keep the remote headers; a default that is not a plain literal (a name, a call,
 //! a list, a float beyond JSON's range) becomes a `_stubnet.Default` that shows as written and
 //! is never sent, so the remote module applies its own; so does a positional-only parameter's
-//! after one, which could not be sent by position.
+//! after one, which could not be sent by position. A header Python would refuse (a Rust
+//! provider's: a keyword for a name, two parameters of one name) is left out, with a comment.
 
 use std::collections::HashSet;
 

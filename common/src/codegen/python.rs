@@ -1,5 +1,7 @@
 //! The Python stub of a module.
 
+use unicode_normalization::UnicodeNormalization;
+
 use super::*;
 use crate::log::printable;
 
@@ -14,13 +16,31 @@ pub(super) fn is_python_name(name: &str) -> bool {
     is_identifier(name) && !PYTHON_KEYWORDS.contains(&name)
 }
 
+/// Why `f` cannot be a Python function, if it cannot: a name that is not a Python identifier,
+/// or two parameters of one name (Python refuses `def f(a, a)`, as it reads names: NFKC
+/// normalised). Python modules never have such headers; a Rust provider's may.
+fn unwritable(f: &FunctionDesc) -> Option<&'static str> {
+    if !is_python_name(&f.name) {
+        return Some("not a Python identifier");
+    }
+    let mut seen = HashSet::new();
+    let fine = |p: &Param| {
+        let name: String = p.name.nfkc().collect();
+        is_python_name(&name) && seen.insert(name)
+    };
+    match f.params.iter().all(fine) {
+        true => None,
+        false => Some("its parameters are not distinct Python identifiers"),
+    }
+}
+
 /// The Python module for `desc`: one function per remote function, with the remote header.
 pub fn python_stub(desc: &ModuleDescriptor, md5: &str) -> String {
     let module = &desc.module;
     let callable: Vec<&FunctionDesc> = desc
         .functions
         .iter()
-        .filter(|f| is_python_name(&f.name) && f.params.iter().all(|p| is_python_name(&p.name)))
+        .filter(|f| unwritable(f).is_none())
         .collect();
     // The helper's name in this module, clear of every name the functions use.
     let mut used: HashSet<&str> = callable.iter().map(|f| f.name.as_str()).collect();
@@ -53,9 +73,9 @@ pub fn python_stub(desc: &ModuleDescriptor, md5: &str) -> String {
     );
     for f in &desc.functions {
         out += "\n\n";
-        out += &match callable.iter().any(|c| std::ptr::eq(*c, f)) {
-            true => python_function(module, f, &helper),
-            false => format!("# {}: not a Python identifier, left out\n", py_str(&f.name)),
+        out += &match unwritable(f) {
+            None => python_function(module, f, &helper),
+            Some(why) => format!("# {}: {why}, left out\n", py_str(&f.name)),
         };
     }
     if !desc.attributes.is_empty() {

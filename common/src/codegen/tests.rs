@@ -282,6 +282,33 @@ fn python_headers_defaults_and_names() {
         }
 }
 
+/// A header Python would refuse (a Rust provider's: `def f(a, a)`, a parameter named `from`) is
+/// left out, not written: one such function made the whole stub fail to import.
+#[test]
+fn python_stubs_leave_out_headers_python_refuses() {
+    use ParamKind::*;
+    let params = |names: &[&str]| names.iter().map(|n| param(n, Positional, None, None)).collect();
+    let functions = vec![
+        function("twice", params(&["a", "a"]), None),
+        // Python reads `ﬁ` as `fi`.
+        function("alike", params(&["ﬁ", "fi"]), None),
+        function("keyword", params(&["from", "to"]), None),
+        function("fine", params(&["a", "b"]), None),
+    ];
+    let code = python_stub(&module(functions), "m5");
+    for name in ["twice", "alike", "keyword"] {
+        let want = format!("# \"{name}\": its parameters are not distinct Python identifiers");
+        assert!(code.contains(&want), "{want} in {code}");
+    }
+    assert!(code.contains("__all__ = [\n    \"fine\",\n]"), "{code}");
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; compile(sys.argv[1], 'z.py', 'exec')", &code])
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{code}");
+}
+
 /// After a positional default only the remote module knows, the positional-only parameters
 /// cannot be sent, so their literal defaults are left to it too: `f()` calls `f()`, not
 /// `f(<a's default>, 1)`, which the stub could not send.
