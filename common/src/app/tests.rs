@@ -221,7 +221,8 @@ fn restarting_stub() -> (String, std::thread::JoinHandle<()>) {
 
 #[test]
 fn after_the_stub_closed_the_connection_the_next_call_connects_again() {
-    let closed = |r: &Result<serde_json::Value, CallError>| matches!(r, Err(CallError::NotConnected(_)));
+    let closed =
+        |r: &Result<serde_json::Value, CallError>| matches!(r, Err(CallError::NotConnected(_)));
     let (addr, stub) = restarting_stub();
     let client = Client::connect(&addr).unwrap();
     let first = client.call("m", "f", ());

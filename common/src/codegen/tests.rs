@@ -287,7 +287,12 @@ fn python_headers_defaults_and_names() {
 #[test]
 fn python_stubs_leave_out_headers_python_refuses() {
     use ParamKind::*;
-    let params = |names: &[&str]| names.iter().map(|n| param(n, Positional, None, None)).collect();
+    let params = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| param(n, Positional, None, None))
+            .collect()
+    };
     let functions = vec![
         function("twice", params(&["a", "a"]), None),
         // Python reads `ﬁ` as `fi`.
@@ -302,7 +307,11 @@ fn python_stubs_leave_out_headers_python_refuses() {
     }
     assert!(code.contains("__all__ = [\n    \"fine\",\n]"), "{code}");
     let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; compile(sys.argv[1], 'z.py', 'exec')", &code])
+        .args([
+            "-c",
+            "import sys; compile(sys.argv[1], 'z.py', 'exec')",
+            &code,
+        ])
         .output()
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
