@@ -183,7 +183,8 @@ fn module_function(target: &str) -> Result<(&str, &str), String> {
 }
 
 /// Splits command-line arguments into positional values and `key=value` keyword values; a key
-/// given twice is refused, as Python refuses `f(a=1, a=2)`.
+/// given twice, or a positional value after a keyword, is refused, as Python refuses
+/// `f(a=1, a=2)` and `f(a=1, 2)`.
 fn parse_args(raw: &[String]) -> Result<(Vec<Value>, Map<String, Value>), String> {
     let mut args = Vec::new();
     let mut kwargs = Map::new();
@@ -194,6 +195,12 @@ fn parse_args(raw: &[String]) -> Result<(Vec<Value>, Map<String, Value>), String
                 if kwargs.insert(k.to_owned(), value).is_some() {
                     return Err(format!("keyword argument '{k}' given twice"));
                 }
+            }
+            _ if !kwargs.is_empty() => {
+                return Err(format!(
+                    "positional argument '{}' follows a keyword argument: give it before them",
+                    printable(a)
+                ))
             }
             _ => args.push(literal(a)?),
         }
@@ -366,5 +373,17 @@ mod tests {
         let raw: Vec<String> = ["1", "b=2", "b=3"].map(String::from).to_vec();
         let e = parse_args(&raw).unwrap_err();
         assert!(e.contains("'b' given twice"), "{e}");
+    }
+
+    #[test]
+    fn a_positional_argument_after_a_keyword_is_refused() {
+        let raw: Vec<String> = ["1", "c=1", "2"].map(String::from).to_vec();
+        let e = parse_args(&raw).unwrap_err();
+        assert!(
+            e.contains("positional argument '2' follows a keyword"),
+            "{e}"
+        );
+        let raw: Vec<String> = ["1", "2", "c=1"].map(String::from).to_vec();
+        assert!(parse_args(&raw).is_ok());
     }
 }
