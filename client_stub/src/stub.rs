@@ -234,10 +234,13 @@ impl Stub {
     }
 
     /// The server is gone for now: calls waiting on it fail at once, new ones too until the
-    /// link is back.
+    /// link is back. The calls queued here for other stubs are dropped: their callers hear
+    /// that this owner is gone, and an answer could not reach them.
     fn disconnected(&mut self, why: &str) {
         say!("lost the server: {}; reconnecting", printable(why));
         self.up = None;
+        let remote = |caller, _| matches!(caller, Caller::Stub(_));
+        self.cancel_owned(remote, "this stub lost the server");
         self.incoming = Reassembler::new(self.config.limits.max_module_bytes);
         for (_, p) in std::mem::take(&mut self.pending) {
             let err = RemoteError::new(ErrorKind::NotConnected, format!("lost the server: {why}"));

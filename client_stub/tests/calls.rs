@@ -698,3 +698,49 @@ fn calls_queued_by_an_app_that_left_are_dropped_not_run() {
         n.owner.wait_for(dropped);
     }
 }
+
+/// An owner that loses the server drops the calls it had queued for other stubs: their callers
+/// were answered already (the owner is gone, to them), and an answer could not reach them. Once
+/// the server is back, a new call does not wait behind them.
+#[test]
+fn an_owner_that_loses_the_server_drops_the_calls_queued_for_other_stubs() {
+    const N: usize = 20;
+    let mut n = net();
+    let dir = n._tmp.path().to_owned();
+    let port = n.server.wait_for("listening on ");
+    let port = port.rsplit(':').next().unwrap().trim().to_owned();
+    let log = dir.join("ran.txt");
+    let path = log.to_str().unwrap();
+    let ran = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut s = raw_app(&n.caller);
+    for id in 1..=N {
+        let data = json!({"id": id, "module": "m", "function": "mark",
+                          "args": [path, "x", 0.2], "timeout_ms": 60000});
+        writeln!(s, "{}", json!({"cmd": "call", "data": data})).unwrap();
+    }
+    assert!(soon(|| ran().contains('x')), "the first call runs");
+    n.server.kill();
+    n.owner
+        .wait_for("calls dropped before they ran: this stub lost the server");
+    let server = Proc::start(
+        "server2",
+        &exe("server_stub"),
+        &["-p", &port, "-d", "server"],
+        &dir,
+    );
+    server.wait_for("listening on");
+    n.caller.wait_for("reconnected to");
+    n.owner.wait_n("registered m", 2);
+    let app = client(&n.caller);
+    // Until the owner is back on the network too.
+    let again = (0..200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        app.call("m", "mark", (path, "y", 0)).ok()
+    });
+    assert_eq!(again, Some(json!(null)));
+    let all = ran();
+    let before = all.lines().take_while(|l| *l == "x").count();
+    assert!(before < N / 2, "{before} of {N} ran: {all:?}");
+    assert_eq!(all.lines().count(), before + 1, "none ran after: {all:?}");
+    drop(s);
+}
