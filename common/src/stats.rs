@@ -126,12 +126,7 @@ impl Stats {
         if let Some(f) = (self.by.get_mut(module)).and_then(|m| m.functions.get_mut(function)) {
             return f.record(took, error);
         }
-        if !self.by.contains_key(module) {
-            self.by.insert(module.to_owned(), ModuleStats::default());
-        }
-        let Some(m) = self.by.get_mut(module) else {
-            return;
-        };
+        let m = self.by.entry(module.to_owned()).or_default();
         let name = match m.functions.len() < FUNCTIONS_KEPT {
             true => function,
             false => OTHER_FUNCTIONS,
