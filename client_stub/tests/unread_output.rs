@@ -189,3 +189,48 @@ fn an_owner_whose_stdout_is_not_read_serves_a_module_that_prints_a_lot() {
         "{last:?}"
     );
 }
+
+#[test]
+fn an_owner_whose_log_file_stalls_serves_on_and_the_file_gets_every_line_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let m = module(dir);
+    // The log file is a named pipe that is opened but not read: a disk that stalls.
+    let fifo = dir.join("a.log");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(dir.join("a.toml"), "[log]\nfile = \"a.log\"\n").unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::File::open(fifo).unwrap()) // waits for the writer
+    };
+    let a = stub(dir, port, "a", &["--register", &m, "-c", "a.toml"]);
+    a.wait_for("registered m");
+    let reader = reader.join().unwrap();
+    let b = stub(dir, port, "b", &[]);
+    let app = client(&b).with_timeout(WAIT);
+
+    // 3 MB of the module's prints, far more than the pipe holds (64 KB), wait for the file.
+    let printed = eventually(|| app.call("m", "spam", (3000,)));
+    assert_eq!(printed.unwrap(), json!(3000));
+    assert_eq!(app.call("m", "add", (1, 2)).unwrap(), json!(3));
+
+    // The disk catches up: every line reaches the file, none was dropped.
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let read = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            read.lock().unwrap().push(line);
+        }
+    });
+    let spam = || {
+        let lines = lines.lock().unwrap();
+        lines.iter().filter(|l| l.starts_with("[m] xxx")).count()
+    };
+    assert!(soon(|| spam() == 3000), "{} of 3000 lines", spam());
+    assert!(!lines.lock().unwrap().iter().any(|l| l.contains("dropped")));
+}

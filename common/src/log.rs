@@ -1,20 +1,19 @@
 //! The stubs' output: each line goes to stdout and, when a profile's `[log]` table sets `file`,
 //! to a log file that rotates by size (`max_bytes`; `keep` files kept as `FILE.1`, `FILE.2`, ...).
 //!
-//! Stdout is written by a thread of its own (see [`queue`]): a stdout that nobody reads loses
-//! lines, and says how many, but never stops the stub. The file is written at once by whoever
-//! says the line: a file on disk does not stop taking lines as an unread pipe does, and so it
-//! keeps every line, those stdout lost too. Call [`flush`] before the process ends.
+//! Each output is written by a thread of its own (see [`queue`]): a stdout that nobody reads, or
+//! a log file on a disk that stalls, loses lines, and says how many, but never stops the stub.
+//! The file may keep far more lines waiting than stdout: a disk catches up, where a pipe nobody
+//! reads may never. Call [`flush`] before the process ends.
 //!
 //! Text a peer chose (a message, a reason, a descriptor's doc line, a remote exception) is
 //! printed through [`printable`] or [`printable_lines`], so it can neither drive the terminal
 //! (escape sequences) nor pass for a line of the stub's own.
 
 use std::borrow::Cow;
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
@@ -22,14 +21,29 @@ use file_rotate::{ContentLimit, FileRotate};
 
 mod queue;
 
-static FILE: Mutex<Option<FileRotate<AppendCount>>> = Mutex::new(None);
+/// The lines on their way to the log file, once [`to_file`] named one.
+static FILE: Mutex<Option<Arc<queue::Queue>>> = Mutex::new(None);
 
 /// The lines on their way to stdout; started by the first line.
 static STDOUT: OnceLock<queue::Queue> = OnceLock::new();
 
+const TO_STDOUT: queue::Output = queue::Output {
+    thread: "stdout",
+    lagged: "stdout was not being read",
+};
+
+const TO_FILE: queue::Output = queue::Output {
+    thread: "log file",
+    lagged: "the log file was not taking them (a slow or stalled disk)",
+};
+
 /// How many bytes of lines may wait for a stdout that lags before lines are dropped: a thousand
 /// of the longest lines of peer text, a moment's burst at a slow terminal.
 const STDOUT_BUDGET: usize = 1 << 20;
+
+/// How many bytes of lines may wait for the log file: a disk that stalls for a while (a network
+/// file system) loses none of a busy stub's lines.
+const FILE_BUDGET: usize = 16 << 20;
 
 /// How long [`flush`] waits for stdout: a stdout that nobody reads must not keep a stub from
 /// ending.
@@ -63,7 +77,8 @@ pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()
         Compression::None,
         None,
     );
-    *FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+    let queue = queue::Queue::spawn(file, TO_FILE, FILE_BUDGET);
+    *FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(queue));
     Ok(())
 }
 
@@ -153,23 +168,25 @@ pub fn line(text: &str) {
     let mut text = String::with_capacity(escaped.len() + 1);
     text.push_str(&escaped);
     text.push('\n');
-    let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(f) = file.as_mut() {
-        // One write for the line and its newline: the file rotates between writes, so a line
-        // written in two would end in one file and leave its newline at the top of the next.
-        let _ = f.write_all(text.as_bytes());
-        let _ = f.flush();
+    // The line goes whole, with its newline, in one write: the file rotates between writes, so a
+    // line written in two would end in one file and leave its newline at the top of the next.
+    if let Some(file) = FILE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        file.push(text.clone());
     }
-    drop(file);
-    let stdout = STDOUT.get_or_init(|| queue::Queue::spawn(std::io::stdout(), STDOUT_BUDGET));
+    let stdout =
+        STDOUT.get_or_init(|| queue::Queue::spawn(std::io::stdout(), TO_STDOUT, STDOUT_BUDGET));
     stdout.push(text);
 }
 
-/// Waits until stdout has the lines said so far (a stub's last lines, `stopped: ...`), but at
-/// most a few seconds: for the end of a process, not for async code.
+/// Waits until stdout and the log file have the lines said so far (a stub's last lines,
+/// `stopped: ...`), but at most a few seconds in all: for the end of a process, not for async
+/// code.
 pub fn flush() {
-    if let Some(stdout) = STDOUT.get() {
-        stdout.flush(FLUSH_WAIT);
+    let deadline = Instant::now() + FLUSH_WAIT;
+    // Not waited for under the lock: a line said meanwhile must not wait too.
+    let file = FILE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for queue in file.as_deref().into_iter().chain(STDOUT.get()) {
+        queue.flush(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -242,6 +259,7 @@ mod tests {
         for i in 0..50 {
             line(&format!("line {i:02} of the log"));
         }
+        flush();
         let current = std::fs::read_to_string(&path).unwrap();
         assert!(current.contains("line 49"), "{current}");
         // A rotation never splits a line: each file holds whole lines only.

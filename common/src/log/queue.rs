@@ -1,8 +1,8 @@
-//! Lines for stdout, which may stop taking them (a pipe that nobody reads fills and then blocks
-//! its writer): they are written by a thread of their own, so that whoever says a line never
-//! waits for stdout. While it lags, lines wait in memory up to a budget of bytes; past it they are
-//! dropped and counted, and the count is written as a line of its own once stdout has taken the
-//! lines that waited.
+//! Lines for an output that may stop taking them (stdout: a pipe that nobody reads fills and then
+//! blocks its writer; the log file: a disk that stalls): they are written by a thread of their
+//! own, so that whoever says a line never waits for the output. While it lags, lines wait in
+//! memory up to a budget of bytes; past it they are dropped and counted, and the count is written
+//! as a line of its own once the output has taken the lines that waited.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -17,6 +17,15 @@ pub struct Queue {
     counts: Arc<Counts>,
     /// The most bytes that may wait (but one line may always wait alone).
     budget: usize,
+}
+
+/// Which output a queue writes to: it names the writer thread and says why lines were dropped.
+#[derive(Clone, Copy)]
+pub struct Output {
+    /// The writer thread's name.
+    pub thread: &'static str,
+    /// Why lines were dropped, after `... N log lines dropped: `.
+    pub lagged: &'static str,
 }
 
 /// What the sayers and the writer both keep up to date.
@@ -37,14 +46,14 @@ enum Item {
 
 impl Queue {
     /// Starts the thread that writes to `out`.
-    pub fn spawn(out: impl Write + Send + 'static, budget: usize) -> Queue {
+    pub fn spawn(out: impl Write + Send + 'static, output: Output, budget: usize) -> Queue {
         let (to_writer, items) = smol::channel::unbounded();
         let counts = Arc::new(Counts::default());
         let writer = counts.clone();
         // If the system has no thread to spare, every line is dropped: output never stops a stub.
         let _ = std::thread::Builder::new()
-            .name("stdout".into())
-            .spawn(move || write_out(out, items, &writer));
+            .name(output.thread.into())
+            .spawn(move || write_out(out, items, &writer, output.lagged));
         Queue {
             to_writer,
             counts,
@@ -75,35 +84,37 @@ impl Queue {
     }
 }
 
-/// The writer thread: writes each line in turn, and the count of lines dropped whenever it has
-/// caught up, so that the count comes after the lines kept before them.
-fn write_out(mut out: impl Write, items: Receiver<Item>, counts: &Counts) {
+/// The writer thread: writes each line in turn, and whenever it has caught up, the count of lines
+/// dropped (so that it comes after the lines kept before them) and a flush (a buffered output
+/// holds no line back while nothing more comes).
+fn write_out(mut out: impl Write, items: Receiver<Item>, counts: &Counts, lagged: &str) {
     while let Ok(item) = items.recv_blocking() {
-        match item {
+        let done = match item {
             Item::Line(line) => {
                 let _ = out.write_all(line.as_bytes());
                 counts.waiting.fetch_sub(line.len(), Relaxed);
-                if items.is_empty() {
-                    tell_dropped(&mut out, counts);
-                }
+                None
             }
-            Item::Flush(done) => {
-                tell_dropped(&mut out, counts);
-                let _ = done.send(());
-            }
+            Item::Flush(done) => Some(done),
+        };
+        if done.is_some() || items.is_empty() {
+            tell_dropped(&mut out, counts, lagged);
+            let _ = out.flush();
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
 }
 
 /// Writes how many lines were dropped since the last time it was told, if any.
-fn tell_dropped(out: &mut impl Write, counts: &Counts) {
+fn tell_dropped(out: &mut impl Write, counts: &Counts, lagged: &str) {
     let lines = match counts.dropped.swap(0, Relaxed) {
         0 => return,
         1 => "1 log line".to_owned(),
         n => format!("{n} log lines"),
     };
-    let _ = writeln!(out, "... {lines} dropped: stdout was not being read");
-    let _ = out.flush();
+    let _ = writeln!(out, "... {lines} dropped: {lagged}");
 }
 
 #[cfg(test)]
@@ -151,13 +162,14 @@ mod tests {
     }
 
     const WAIT: Duration = Duration::from_secs(30);
+    use crate::log::TO_STDOUT as STDOUT;
 
     #[test]
     fn lines_past_the_budget_are_dropped_counted_and_told_after_the_lines_kept() {
         let gate = Gate::default();
         // Three lines of 7 bytes fit in 25; the first is held by the stuck writer and still
         // counts, however soon the writer takes it.
-        let queue = Queue::spawn(gate.clone(), 25);
+        let queue = Queue::spawn(gate.clone(), STDOUT, 25);
         for i in 0..10 {
             queue.push(format!("line {i}\n"));
         }
@@ -191,7 +203,7 @@ mod tests {
     #[test]
     fn one_line_dropped_is_told_in_the_singular() {
         let gate = Gate::default();
-        let queue = Queue::spawn(gate.clone(), 7);
+        let queue = Queue::spawn(gate.clone(), STDOUT, 7);
         queue.push("first.\n".into());
         queue.push("second\n".into());
         gate.open();
