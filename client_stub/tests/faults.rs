@@ -260,11 +260,13 @@ fn a_stub_still_joining_stops_when_told() {
     a.wait_for("stopped: asked to stop");
 }
 
-/// Stub `a` started again on its receiving directory (`dir/a`), with app port `app_port`.
-fn stub_a_again(dir: &Path, port: u16, app_port: &str) -> Proc {
+/// Stub `a` started again on its receiving directory (`dir/a`), with app port `app_port` and
+/// `extra` flags.
+fn stub_a_again(dir: &Path, port: u16, app_port: &str, extra: &[&str]) -> Proc {
     let mut args = stub_args(&port.to_string(), "a", "a");
     args[7] = app_port.to_owned(); // -q
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     Proc::start("again", &exe("client_stub"), &args, dir)
 }
 
@@ -280,7 +282,7 @@ fn a_stub_replacing_its_ghost_joins_a_full_network() {
     let _b = stub(dir, port, "b", &[]);
     // Frozen, a's connection is a ghost the server has not noticed.
     signal(&a, "-STOP");
-    let again = stub_a_again(dir, port, "0");
+    let again = stub_a_again(dir, port, "0", &[]);
     again.wait_for("joined 127.0.0.1");
     signal(&a, "-CONT");
     a.wait_exit();
@@ -301,7 +303,7 @@ fn a_stub_replacing_one_on_its_app_port_takes_the_port_once_the_other_lets_go() 
     let app_port = app_port(&a).to_string();
     // Frozen, the first holds its port after it is replaced, until it thaws and stops.
     signal(&a, "-STOP");
-    let again = stub_a_again(dir, port, &app_port);
+    let again = stub_a_again(dir, port, &app_port, &[]);
     again.wait_for("joined 127.0.0.1");
     signal(&a, "-CONT");
     a.wait_exit();
@@ -318,7 +320,7 @@ fn a_stub_whose_app_port_another_program_holds_does_not_replace_the_one_running(
     let a = stub(dir, port, "a", &[]);
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held_port = held.local_addr().unwrap().port().to_string();
-    let mut again = stub_a_again(dir, port, &held_port);
+    let mut again = stub_a_again(dir, port, &held_port, &[]);
     assert!(!again.wait_exit().success());
     again.wait_for(&format!(
         "cannot listen for apps on 127.0.0.1:{held_port}: Address already in use (os error 98), \
@@ -331,6 +333,99 @@ fn a_stub_whose_app_port_another_program_holds_does_not_replace_the_one_running(
     client(&a)
         .modules("")
         .expect("the first stub still serves its apps");
+}
+
+/// A Rust provider outlives a restart of its stub: it provides its module again once the stub
+/// is back on its app port (it used to stop, and the module was gone until someone restarted
+/// it). The call it was running then is lost, and its caller is told the owner is gone.
+#[test]
+fn a_provider_provides_its_module_again_when_its_stub_restarts() {
+    use std::sync::{mpsc, Mutex};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    let b = stub(dir, port, "b", &[]);
+    let a_port = app_port(&a).to_string();
+    let address = format!("127.0.0.1:{a_port}");
+    let provider = Proc::start("provider", &exe("examples/provider"), &[&address], dir);
+    provider.wait_for(&format!("providing rustcalc through the stub at {address}"));
+    // Another provider, in this process, whose call `hold` runs until the test lets it end.
+    let (started, running) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let hold = move |(): ()| {
+        started.send(()).unwrap();
+        let _ = released.lock().unwrap().recv();
+        Ok(1)
+    };
+    let slow = common::provider::Provider::new("slow")
+        .function("hold", &[], "", hold)
+        .function("two", &[], "", |(): ()| Ok(2))
+        .provide_blocking(&address)
+        .unwrap();
+    std::thread::spawn(move || slow.serve_blocking());
+    b.wait_for("received rustcalc from a");
+    b.wait_for("received slow from a");
+    let app = client(&b);
+    assert_eq!(app.call("rustcalc", "add", (2, 3)).unwrap(), json!(5));
+    let held = {
+        let app = client(&b);
+        std::thread::spawn(move || app.call("slow", "hold", ()))
+    };
+    running.recv_timeout(WAIT).unwrap();
+
+    a.kill();
+    let lost = held.join().unwrap();
+    assert!(matches!(lost, Err(CallError::OwnerGone(_))), "{lost:?}");
+    release.send(()).unwrap(); // its answer has nowhere to go
+    provider.wait_for(&format!(
+        "provider rustcalc: lost the stub at {address} (the stub closed the connection); \
+         connecting again"
+    ));
+    let _again = stub_a_again(dir, port, &a_port, &[]);
+    provider.wait_for(&format!(
+        "providing rustcalc through the stub at {address} again"
+    ));
+    assert_eq!(
+        eventually(|| app.call("rustcalc", "add", (2, 3))).unwrap(),
+        json!(5)
+    );
+    assert_eq!(
+        eventually(|| app.call("slow", "two", ())).unwrap(),
+        json!(2)
+    );
+}
+
+/// A provider whose stub comes back owning a module of that name (another program took the
+/// name meanwhile) stops with the stub's refusal: trying again forever would hide the conflict.
+#[test]
+fn a_provider_whose_stub_comes_back_with_its_module_taken_stops_with_the_refusal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &[]);
+    let a_port = app_port(&a).to_string();
+    let address = format!("127.0.0.1:{a_port}");
+    let mut provider = Proc::start("provider", &exe("examples/provider"), &[&address], dir);
+    provider.wait_for(&format!("providing rustcalc through the stub at {address}"));
+    a.kill();
+    provider.wait_for("provider rustcalc: lost the stub");
+    let rustcalc = dir.join("rustcalc.py");
+    std::fs::write(&rustcalc, "def add(a, b):\n    return a - b\n").unwrap();
+    let _again = stub_a_again(
+        dir,
+        port,
+        &a_port,
+        &["--register", rustcalc.to_str().unwrap()],
+    );
+    assert_eq!(provider.wait_exit().code(), Some(1));
+    let out = provider.output();
+    assert_eq!(
+        out.last().map(String::as_str),
+        Some("error: this stub already owns a module 'rustcalc'"),
+        "{out:?}"
+    );
 }
 
 /// The fields of `/proc/PID/stat` after the command name (state, parent, ...), if the

@@ -7,14 +7,18 @@
 //! use common::provider::Provider;
 //! let calc = Provider::new("rustcalc")
 //!     .function("add", &["a", "b"], "Adds two integers.", |(a, b): (i64, i64)| Ok(a + b));
-//! calc.serve_blocking("127.0.0.1:8765").unwrap(); // until the stub goes away
+//! calc.serve_blocking("127.0.0.1:8765").unwrap(); // until the program ends
 //! ```
 //!
 //! [`Provider::provide`] returns once the stub has accepted the module, for a program that
-//! says so before it serves ([`Providing::serve`]).
+//! says so before it serves ([`Providing::serve`]). Serving outlives the stub: when the
+//! connection ends (the stub stopped, restarted or crashed), the provider says so on stderr and
+//! provides the module again as soon as a stub is back on that port.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use smol::net::TcpStream;
@@ -118,10 +122,10 @@ impl Provider {
     }
 
     /// Provides the module through the stub whose app port is `stub` (`127.0.0.1:8765`), running
-    /// calls on blocking threads, until the stub closes the connection.
+    /// calls on blocking threads; see [`Providing::serve`]. Dropping the future stops it.
     ///
     /// # Errors
-    /// The stub cannot be reached or refuses the module.
+    /// The stub cannot be reached or refuses the module, at first or when provided again.
     pub async fn serve(self, stub: &str) -> Result<(), CallError> {
         self.provide(stub).await?.serve().await
     }
@@ -137,27 +141,36 @@ impl Provider {
     /// # Errors
     /// The stub cannot be reached or refuses the module.
     pub async fn provide(self, stub: &str) -> Result<Providing, CallError> {
+        let link = self.connect(stub).await.map_err(Failed::into_error)?;
+        Ok(Providing {
+            provider: self,
+            stub: stub.to_owned(),
+            link,
+        })
+    }
+
+    /// A connection to `stub` on which the stub has accepted the module.
+    async fn connect(&self, stub: &str) -> Result<Link, Failed> {
         let stream = TcpStream::connect(stub)
             .await
-            .map_err(|e| CallError::NotConnected(format!("no stub at {stub}: {e}")))?;
+            .map_err(|e| Failed::Lost(format!("no stub at {stub}: {e}")))?;
         let outbox = Outbox::tcp(&stream);
+        let mut link = Link {
+            _writer: outbox.spawn_writer(stream.clone()),
+            reader: FrameReader::new(crate::readiness::tcp(&stream), self.max_frame),
+            outbox,
+        };
         let provide = ToStub::Provide {
             id: 0,
             descriptor: self.desc.clone(),
         };
-        let mut providing = Providing {
-            _writer: outbox.spawn_writer(stream.clone()),
-            reader: FrameReader::new(crate::readiness::tcp(&stream), self.max_frame),
-            outbox,
-            provider: self,
-        };
-        if !providing.outbox.send(&provide) {
-            return Err(closed());
+        if !link.outbox.send(&provide) {
+            return Err(Failed::Lost(CLOSED.into()));
         }
-        match providing.until_reply().await? {
-            Some(Ok(_md5)) => Ok(providing),
-            Some(Err(refused)) => Err(refused.into()),
-            None => Err(closed()),
+        match link.until_reply(self).await {
+            Next::Reply(Ok(_md5)) => Ok(link),
+            Next::Reply(Err(refused)) => Err(Failed::Refused(refused)),
+            Next::Ended(why) => Err(Failed::Lost(why)),
         }
     }
 
@@ -189,22 +202,27 @@ impl Provider {
 /// A module its stub has accepted: [`Providing::serve`] runs its calls.
 pub struct Providing {
     provider: Provider,
-    outbox: Arc<Outbox>,
-    reader: FrameReader<ReadWhenReady<std::net::TcpStream>>,
-    _writer: smol::Task<()>,
+    /// The stub's app address, to provide the module there again when the connection ends.
+    stub: String,
+    link: Link,
 }
 
 impl Providing {
-    /// Runs the module's calls on blocking threads until the stub closes the connection.
+    /// Runs the module's calls on blocking threads. When the connection to the stub ends (the
+    /// stub stopped, restarted or crashed), it says so on stderr and provides the module again,
+    /// trying every few seconds at most until a stub is back on that port; the calls that were
+    /// running then are lost (their callers are told the owner is gone). Dropping the future
+    /// stops it.
     ///
     /// # Errors
-    /// The connection fails, or the stub withdraws the module with an error.
+    /// Only a refusal, which trying again would not change: the stub withdraws the module, or
+    /// the stub back on that port refuses it (it owns a module of that name already).
     pub async fn serve(mut self) -> Result<(), CallError> {
         loop {
-            match self.until_reply().await? {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
+            match self.link.until_reply(&self.provider).await {
+                Next::Reply(Ok(_)) => {}
+                Next::Reply(Err(e)) => return Err(e.into()),
+                Next::Ended(why) => self.link = self.provide_again(&why).await?,
             }
         }
     }
@@ -214,19 +232,99 @@ impl Providing {
         smol::block_on(self.serve())
     }
 
-    /// Runs the calls that come until the stub's next reply, which it returns; `None` when the
-    /// stub closes the connection.
-    async fn until_reply(&mut self) -> Result<Option<Result<Json, RemoteError>>, CallError> {
+    /// After the connection ended (`why`): connects and provides the module again, waiting
+    /// longer between tries ([`FIRST_RETRY`], doubled up to [`LAST_RETRY`]) while no stub
+    /// takes it.
+    async fn provide_again(&self, why: &str) -> Result<Link, CallError> {
+        // Closed first: a stub still there (one that cut the provider off) lets the module go.
+        self.link.outbox.cut();
+        let (module, stub) = (&self.provider.desc.module, &self.stub);
+        tell(format_args!(
+            "provider {module}: lost the stub at {stub} ({why}); connecting again"
+        ));
+        let mut wait = FIRST_RETRY;
         loop {
-            match self.reader.read::<ToApp>().await {
-                Ok(Some(ToApp::Call(call))) => self.provider.run(call, self.outbox.clone()),
-                Ok(Some(ToApp::Reply(reply))) => return Ok(Some(reply.result)),
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(CallError::NotConnected(e.to_string())),
+            smol::Timer::after(wait).await;
+            match self.provider.connect(stub).await {
+                Ok(link) => {
+                    tell(format_args!(
+                        "providing {module} through the stub at {stub} again"
+                    ));
+                    return Ok(link);
+                }
+                Err(Failed::Lost(_)) => wait = (wait * 2).min(LAST_RETRY),
+                Err(refused) => return Err(refused.into_error()),
             }
         }
     }
+}
+
+/// The first wait before providing the module again after the connection ended: a stub that
+/// restarts takes a moment to listen again.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// The longest wait between tries to provide the module again.
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// One connection to the stub.
+struct Link {
+    outbox: Arc<Outbox>,
+    reader: FrameReader<ReadWhenReady<std::net::TcpStream>>,
+    _writer: smol::Task<()>,
+}
+
+/// What the stub sent next, besides calls.
+enum Next {
+    /// Its reply (to `provide`).
+    Reply(Result<Json, RemoteError>),
+    /// The connection ended, for this reason.
+    Ended(String),
+}
+
+/// Why the module could not be provided.
+enum Failed {
+    /// No stub there, or the connection ended first: trying again may work.
+    Lost(String),
+    /// The stub refused it.
+    Refused(RemoteError),
+}
+
+impl Failed {
+    fn into_error(self) -> CallError {
+        match self {
+            Failed::Lost(why) => CallError::NotConnected(why),
+            Failed::Refused(e) => e.into(),
+        }
+    }
+}
+
+impl Link {
+    /// Runs the calls that come until the stub's next reply, which it returns, or the end of
+    /// the connection.
+    async fn until_reply(&mut self, provider: &Provider) -> Next {
+        loop {
+            match self.reader.read::<ToApp>().await {
+                Ok(Some(ToApp::Call(call))) => provider.run(call, self.outbox.clone()),
+                Ok(Some(ToApp::Reply(reply))) => return Next::Reply(reply.result),
+                Ok(Some(_)) => {}
+                Ok(None) => return Next::Ended(CLOSED.into()),
+                Err(e) => return Next::Ended(format!("the connection to the stub failed: {e}")),
+            }
+        }
+    }
+}
+
+impl Drop for Link {
+    /// The connection closes now, though calls still running hold its outbox: their answers
+    /// have nowhere to go, and the stub sees the provider leave at once.
+    fn drop(&mut self) {
+        self.outbox.cut();
+    }
+}
+
+/// Says one line on stderr, as a program would; never panics (stderr may be closed).
+fn tell(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Runs a handler; one that panics fails its call with the panic's message (a `panic`
@@ -246,9 +344,8 @@ fn caught(run: impl FnOnce() -> Result<Json, RemoteError>) -> Result<Json, Remot
     })
 }
 
-fn closed() -> CallError {
-    CallError::NotConnected("the stub closed the connection".into())
-}
+/// Why the connection ended, when the stub closed it.
+const CLOSED: &str = "the stub closed the connection";
 
 /// The arguments in parameter order: each keyword argument put in its parameter's place after
 /// the positional ones, and refused as Python would refuse it (unknown, given twice, or a
