@@ -1384,6 +1384,20 @@ fn apps_and_providers_on_stubs_with_a_larger_frame_limit_take_values_up_to_it() 
         app.call("pv", "size", ("y".repeat(5_000_000),)),
         Ok(json!(5_000_000))
     );
+    // One that reads calls up to the default limit only: a larger call fails at once, and the
+    // next one is served as before (the provider used to stop at the first).
+    let providing = common::provider::Provider::new("small")
+        .function("size", &["s"], "", size)
+        .provide_blocking(&format!("127.0.0.1:{app_port}"))
+        .unwrap();
+    let serving = std::thread::spawn(move || providing.serve_blocking());
+    owner.wait_for("received small from b");
+    match app.call("small", "size", ("y".repeat(5_000_000),)) {
+        Err(CallError::TooLarge(m)) => assert!(m.contains("cannot read the call"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.call("small", "size", ("y",)), Ok(json!(1)));
+    assert!(!serving.is_finished());
 }
 
 /// An upload the server refuses is answered once, however many chunks it came in, and a

@@ -28,8 +28,9 @@ use crate::conn::{FrameReader, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
 use crate::outbox::Outbox;
-use crate::proto::{Call, Json, Reply, ToApp, ToStub};
+use crate::proto::{salvage, Call, Json, Reply, ToApp, ToStub};
 use crate::readiness::ReadWhenReady;
+use crate::Error;
 
 type Handler = Arc<dyn Fn(Vec<Json>, Kwargs) -> Result<Json, RemoteError> + Send + Sync>;
 type Kwargs = BTreeMap<String, Json>;
@@ -308,6 +309,15 @@ impl Link {
                 Ok(Some(ToApp::Reply(reply))) => return Next::Reply(reply.result),
                 Ok(Some(_)) => {}
                 Ok(None) => return Next::Ended(CLOSED.into()),
+                // A call that cannot be read (over `max_frame`, say) fails at once, as the stub
+                // fails an app's request; the connection goes on.
+                Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
+                    if let Some(("call", id)) = salvage(self.reader.refused_head()) {
+                        let why = "the providing app cannot read the call: ";
+                        let result = Err(RemoteError::refused_frame(&e, why));
+                        self.outbox.send(&ToStub::Answer(Reply { id, result }));
+                    }
+                }
                 Err(e) => return Next::Ended(format!("the connection to the stub failed: {e}")),
             }
         }
