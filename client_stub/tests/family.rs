@@ -631,6 +631,16 @@ fn a_rust_program_provides_a_module_in_process() {
         out.len() == 1 && out[0].starts_with("error: not connected: no stub at 127.0.0.1:1"),
         "{out:?}"
     );
+    let server_port = format!("127.0.0.1:{port}");
+    let mut to_server = Proc::start("to_server", &example, &[&server_port], dir);
+    assert!(!to_server.wait_exit().success());
+    assert_eq!(
+        to_server.output(),
+        [format!(
+            "error: not connected: {server_port} is not a stub's app port \
+             (it answered as a server stub)"
+        )]
+    );
     let mut provider = Proc::start("provider", &example, &[&a_port], dir);
     provider.wait_for(&format!("providing rustcalc through the stub at {a_port}"));
     a.wait_for("registered rustcalc");

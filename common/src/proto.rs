@@ -389,14 +389,16 @@ pub fn render_who(peers: &[PeerInfo]) -> String {
 /// instead of leaving its caller to wait for a timeout.
 pub fn salvage(head: &[u8]) -> Option<(&str, u64)> {
     let mut at = Cursor(head);
-    at.expect("{")?;
-    at.expect("\"cmd\"")?;
-    at.expect(":")?;
-    let cmd = at.name()?;
+    let cmd = at.command()?;
     for token in [",", "\"data\"", ":", "{", "\"id\"", ":"] {
         at.expect(token)?;
     }
     Some((cmd, at.number()?))
+}
+
+/// The command of a frame that could not be read, made out from its start as [`salvage`] does.
+pub fn command(head: &[u8]) -> Option<&str> {
+    Cursor(head).command()
 }
 
 /// `frame` written again with `cmd` before `data`, when it has both and does not start with
@@ -436,7 +438,7 @@ pub fn cmd_first(frame: &[u8]) -> serde_json::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Reads the few tokens [`salvage`] and [`cmd_first`] look for.
+/// Reads the few tokens [`salvage`], [`command`] and [`cmd_first`] look for.
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -453,6 +455,14 @@ impl<'a> Cursor<'a> {
         self.skip_space();
         self.0 = self.0.strip_prefix(token.as_bytes())?;
         Some(())
+    }
+
+    /// A frame's start up to its command's name, which it returns: `{"cmd": "NAME"`.
+    fn command(&mut self) -> Option<&'a str> {
+        self.expect("{")?;
+        self.expect("\"cmd\"")?;
+        self.expect(":")?;
+        self.name()
     }
 
     /// A quoted command name (lower case and `_`, as every command is).
@@ -515,6 +525,14 @@ mod tests {
             table.contains(r"1.2.3.4:5\r") && table.contains(r"m\u{202e}"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_refused_frame_gives_its_command_even_without_an_id() {
+        let refused = r#"{"cmd":"refused","data":{"reason":"the first frame must be hello"#;
+        assert_eq!(command(refused.as_bytes()), Some("refused"));
+        assert_eq!(command(br#"{"data":{},"cmd":"refused"}"#), None);
+        assert_eq!(command(b"HTTP/1.1 400 Bad Request"), None);
     }
 
     #[test]

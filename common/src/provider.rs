@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 use smol::net::TcpStream;
 
-use crate::app::CallError;
+use crate::app::{not_an_app_port, CallError};
 use crate::conn::{FrameReader, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
@@ -168,7 +168,7 @@ impl Provider {
         if !link.outbox.send(&provide) {
             return Err(Failed::Lost(CLOSED.into()));
         }
-        match link.until_reply(self).await {
+        match link.until_reply(self, stub).await {
             Next::Reply(Ok(_md5)) => Ok(link),
             Next::Reply(Err(refused)) => Err(Failed::Refused(refused)),
             Next::Ended(why) => Err(Failed::Lost(why)),
@@ -220,7 +220,7 @@ impl Providing {
     /// the stub back on that port refuses it (it owns a module of that name already).
     pub async fn serve(mut self) -> Result<(), CallError> {
         loop {
-            match self.link.until_reply(&self.provider).await {
+            match self.link.until_reply(&self.provider, &self.stub).await {
                 Next::Reply(Ok(_)) => {}
                 Next::Reply(Err(e)) => return Err(e.into()),
                 Next::Ended(why) => self.link = self.provide_again(&why).await?,
@@ -301,8 +301,8 @@ impl Failed {
 
 impl Link {
     /// Runs the calls that come until the stub's next reply, which it returns, or the end of
-    /// the connection.
-    async fn until_reply(&mut self, provider: &Provider) -> Next {
+    /// the connection (to `stub`).
+    async fn until_reply(&mut self, provider: &Provider, stub: &str) -> Next {
         loop {
             match self.reader.read::<ToApp>().await {
                 Ok(Some(ToApp::Call(call))) => provider.run(call, self.outbox.clone()),
@@ -312,7 +312,11 @@ impl Link {
                 // A call that cannot be read (over `max_frame`, say) fails at once, as the stub
                 // fails an app's request; the connection goes on.
                 Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
-                    if let Some(("call", id)) = salvage(self.reader.refused_head()) {
+                    let head = self.reader.refused_head();
+                    if let Some(why) = not_an_app_port(stub, head) {
+                        return Next::Ended(why);
+                    }
+                    if let Some(("call", id)) = salvage(head) {
                         let why = "the providing app cannot read the call: ";
                         let result = Err(RemoteError::refused_frame(&e, why));
                         self.outbox.send(&ToStub::Answer(Reply { id, result }));

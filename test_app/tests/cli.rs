@@ -144,6 +144,38 @@ fn network(dir: &Path) -> ([Proc; 2], String) {
     ([server, stub], app_port)
 }
 
+/// `-q` given the server stub's port: the server answers the app's first frame (no hello)
+/// with a refusal and closes; it used to be told "the stub closed the connection".
+#[test]
+fn an_app_port_that_is_a_server_stubs_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let srv_dir = dir.join("server");
+    let server = Proc::start(
+        "server",
+        &sibling("server_stub"),
+        &["-p", "0", "-d", srv_dir.to_str().unwrap()],
+        dir,
+    );
+    let line = server.wait_for("listening on ");
+    let port = line.rsplit(':').next().unwrap().trim();
+    let told = format!(
+        "error: not connected: 127.0.0.1:{port} is not a stub's app port \
+         (it answered as a server stub)"
+    );
+    for args in [&["list"][..], &["call", "z.add_prams", "1", "2"]] {
+        let (code, out) = run(dir, &[&["-q", port][..], args].concat());
+        assert_eq!((code, out.as_str()), (Some(1), told.as_str()), "{args:?}");
+    }
+    // The async client says so too.
+    let address = format!("127.0.0.1:{port}");
+    let err = smol::block_on(async {
+        let app = common::app::AsyncClient::connect(&address).await.unwrap();
+        app.modules("").await.unwrap_err()
+    });
+    assert_eq!(format!("error: {err}"), told);
+}
+
 #[test]
 fn a_reader_that_goes_away_ends_the_output_quietly() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use super::requests::{Request, Requests};
-use super::{decode, CallError};
+use super::{decode, not_an_app_port, CallError};
 use crate::conn::read_frame;
 use crate::module::ModuleDescriptor;
 use crate::proto::{Json, ToApp, ToStub};
@@ -240,7 +240,7 @@ impl Client {
             Some(conn) => conn,
             None => link.conn.insert(Conn::open(&self.address)?),
         };
-        match exchange(conn, &mut link.line, &request, deadline) {
+        match exchange(conn, &mut link.line, &request, deadline, &self.address) {
             Ok(answer) => answer,
             Err(Ended(why)) => {
                 link.conn = None;
@@ -254,13 +254,14 @@ impl Client {
 /// Why a connection ended.
 struct Ended(String);
 
-/// Writes `request` on `conn` and reads until its answer, or its deadline. `line` keeps a line
-/// cut short by a deadline, for the next call to complete.
+/// Writes `request` on `conn` (to `address`) and reads until its answer, or its deadline.
+/// `line` keeps a line cut short by a deadline, for the next call to complete.
 fn exchange(
     conn: &mut Conn,
     line: &mut Vec<u8>,
     request: &Request,
     deadline: Instant,
+    address: &str,
 ) -> Result<Result<Json, CallError>, Ended> {
     use std::io::{BufRead, Write};
     let failed = |e: std::io::Error| Ended(format!("the connection to the stub failed: {e}"));
@@ -294,9 +295,17 @@ fn exchange(
         if line.last() != Some(&b'\n') {
             return Err(closed());
         }
-        // Answers to earlier calls that timed out, and anything unreadable, are skipped.
+        // Answers to earlier calls that timed out, and anything unreadable, are skipped; but
+        // a server stub's refusal says no stub is there.
         let frame = read_frame::<ToApp>(line);
+        let elsewhere = match frame {
+            Err(_) => not_an_app_port(address, line),
+            Ok(_) => None,
+        };
         line.clear();
+        if let Some(why) = elsewhere {
+            return Err(Ended(why));
+        }
         if let Ok(ToApp::Reply(reply)) = frame {
             if reply.id == request.id {
                 return Ok(reply.result.map_err(CallError::from));

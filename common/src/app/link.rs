@@ -25,6 +25,7 @@ use smol::io::AsyncWrite;
 use smol::lock::Mutex as AsyncMutex;
 use smol::{Async, Timer};
 
+use super::not_an_app_port;
 use crate::conn::FrameReader;
 use crate::error::RemoteError;
 use crate::proto::{Json, ToApp};
@@ -225,7 +226,10 @@ impl Link {
                 // Only a provider (see `provider`) is sent calls.
                 Some(Ok(Some(ToApp::Call(_)))) => {}
                 Some(Ok(None)) => self.close("the stub closed the connection".into()),
-                Some(Err(e)) => self.close(format!("the connection to the stub failed: {e}")),
+                Some(Err(e)) => self.close(
+                    not_an_app_port(&self.address, frames.refused_head())
+                        .unwrap_or_else(|| format!("the connection to the stub failed: {e}")),
+                ),
                 // A deadline passed, or one must be timed, or the write failed: the link closed.
                 None => {}
             }

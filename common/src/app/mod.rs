@@ -88,6 +88,14 @@ impl From<RemoteError> for CallError {
     }
 }
 
+/// Why the connection to `address` ended, if the frame read there that no stub sends an app
+/// (`head`, its start) shows that a server stub answered: it refuses an app's first frame, which
+/// is no hello (`-q` given the server's port, say).
+pub(crate) fn not_an_app_port(address: &str, head: &[u8]) -> Option<String> {
+    (crate::proto::command(head) == Some("refused"))
+        .then(|| format!("{address} is not a stub's app port (it answered as a server stub)"))
+}
+
 /// A result read as the type asked for.
 fn decode<T: DeserializeOwned>(value: Json) -> Result<T, CallError> {
     value
