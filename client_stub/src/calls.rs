@@ -91,7 +91,7 @@ impl Stub {
             }
             ToStub::Provide { id, descriptor } => {
                 let result = self
-                    .provide(conn, descriptor)
+                    .provide(conn, id, descriptor)
                     .map(|text| Value::from(text).into())
                     .map_err(|e| RemoteError::new(ErrorKind::Refused, e));
                 self.answer_app(conn, id, result);
@@ -107,8 +107,9 @@ impl Stub {
         }
     }
 
-    /// An app provides a module itself: register it, with the app as its runner.
-    fn provide(&mut self, conn: u64, desc: ModuleDescriptor) -> Result<String, String> {
+    /// An app provides a module itself (its request `id`): register it, with the app as its
+    /// runner.
+    fn provide(&mut self, conn: u64, id: u64, desc: ModuleDescriptor) -> Result<String, String> {
         check_module_name(&desc.module).map_err(|e| e.to_string())?;
         if let Some(owned) = self.owned.get(&desc.module) {
             match owned.pool.provider() {
@@ -137,7 +138,7 @@ impl Stub {
             bytes,
         };
         let md5 = parsed.md5.clone();
-        self.own(parsed, Some(runner))?;
+        self.own(parsed, Some((runner, id)))?;
         Ok(md5)
     }
 

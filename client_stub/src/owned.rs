@@ -46,6 +46,9 @@ pub struct Owned {
     pub refused: bool,
     /// What runs its calls: its Python workers, or the app providing it.
     pub pool: Runner,
+    /// The id of the app's `provide`, when an app provides it: the app is answered under it
+    /// again if the server refuses the module.
+    pub provide_id: Option<u64>,
     /// The file, to notice edits.
     pub watched: Watched,
 }
@@ -509,11 +512,16 @@ impl Stub {
         }
     }
 
-    /// Takes ownership of a parsed module: start or restart its workers, upload it.
+    /// Takes ownership of a parsed module: start or restart its workers, upload it. `app` is the
+    /// app that provides it and the id of its `provide`, if an app does.
     ///
     /// # Errors
     /// Another stub owns the module and it is not declared shared here.
-    pub(crate) fn own(&mut self, parsed: Parsed, app: Option<AppRunner>) -> Result<(), String> {
+    pub(crate) fn own(
+        &mut self,
+        parsed: Parsed,
+        app: Option<(AppRunner, u64)>,
+    ) -> Result<(), String> {
         fits(&parsed, self.config.limits.max_module_bytes)?;
         let module = parsed.desc.module.clone();
         if let Some(k) = self.known.get(&module) {
@@ -542,9 +550,12 @@ impl Stub {
             parsed.desc.functions.len()
         );
         self.upload(&module, &parsed.bytes);
-        let pool = match app {
-            Some(app) => Runner::App(app),
-            None => Runner::Python(self.start_workers(&module, &parsed.path)),
+        let (pool, provide_id) = match app {
+            Some((app, id)) => (Runner::App(app), Some(id)),
+            None => (
+                Runner::Python(self.start_workers(&module, &parsed.path)),
+                None,
+            ),
         };
         let before = self.owned.get(&module);
         let owned = Owned {
@@ -554,6 +565,7 @@ impl Stub {
             confirmed: before.is_some_and(|o| o.confirmed),
             refused: false,
             pool,
+            provide_id,
         };
         if let Ok(mut served) = self.served.lock() {
             served.back(&module);

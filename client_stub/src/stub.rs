@@ -290,32 +290,7 @@ impl Stub {
                 }
                 say!("registered {module} (md5 {md5})");
             }
-            ToClient::RegisterFailed { module, reason } => {
-                let reason = printable(&reason);
-                if self.asked.answer(&module, None) == Some(Ask::Withdraw) {
-                    // Not registered by this stub (its upload was refused): nothing to take.
-                    say!("{module}: nothing to withdraw: {reason}");
-                    self.withdrawn(&module);
-                    return self.refresh_names();
-                }
-                match self.owned.get_mut(&module) {
-                    // (Unless another upload follows: its answer tells.)
-                    Some(_) if self.asked.waits_on(&module, Ask::Upload) => {
-                        say!("error: module {module}: {reason}");
-                    }
-                    Some(o) if !o.confirmed => {
-                        say!("error: module {module}: {reason}");
-                        self.disown(&module);
-                        self.refresh_names();
-                    }
-                    // A new version refused: the network keeps the one before.
-                    Some(o) => {
-                        o.refused = true;
-                        say!("error: module {module}: {reason}; the network keeps its version before (reload:{module} uploads this one again)");
-                    }
-                    None => say!("error: module {module}: {reason}"),
-                }
-            }
+            ToClient::RegisterFailed { module, reason } => self.register_failed(&module, &reason),
             ToClient::Message { from, text } => say!("message from {from}: {}", printable(&text)),
             ToClient::Who { peers } => say!("{}", render_who(&peers).trim_end()),
             ToClient::Call(call) => {
@@ -346,6 +321,54 @@ impl Stub {
             | ToClient::Refused { .. }
             | ToClient::Shutdown { .. }
             | ToClient::Ping => {}
+        }
+    }
+
+    /// The server refused this stub's upload of `module`, or its withdraw, for `reason`.
+    fn register_failed(&mut self, module: &str, reason: &str) {
+        let printed = printable(reason);
+        if self.asked.answer(module, None) == Some(Ask::Withdraw) {
+            // Not registered by this stub (its upload was refused): nothing to take.
+            say!("{module}: nothing to withdraw: {printed}");
+            self.withdrawn(module);
+            return self.refresh_names();
+        }
+        let refused = format!("the server refused module '{module}': {reason}");
+        match self.owned.get_mut(module) {
+            // (Unless another upload follows: its answer tells.)
+            Some(_) if self.asked.waits_on(module, Ask::Upload) => {
+                say!("error: module {module}: {printed}");
+            }
+            Some(o) if !o.confirmed => {
+                say!("error: module {module}: {printed}");
+                self.tell_provider(module, refused);
+                self.disown(module);
+                self.refresh_names();
+            }
+            // A new version refused: the network keeps the one before.
+            Some(o) => {
+                o.refused = true;
+                let before = "the network keeps its version before";
+                match o.pool.provider() {
+                    Some(_) => {
+                        say!("error: module {module}: {printed}; {before}");
+                        self.tell_provider(module, format!("{refused}; {before}"));
+                    }
+                    None => say!("error: module {module}: {printed}; {before} (reload:{module} uploads this one again)"),
+                }
+            }
+            None => say!("error: module {module}: {printed}"),
+        }
+    }
+
+    /// Answers the `provide` of the app providing `module`, if an app does, with its refusal
+    /// (`why`): the app hears that its module is not provided as it asked, whenever that is.
+    fn tell_provider(&self, module: &str, why: String) {
+        let Some(owned) = self.owned.get(module) else {
+            return;
+        };
+        if let (Some(conn), Some(id)) = (owned.pool.provider(), owned.provide_id) {
+            self.answer_app(conn, id, Err(RemoteError::new(ErrorKind::Refused, why)));
         }
     }
 

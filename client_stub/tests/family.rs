@@ -744,6 +744,44 @@ fn a_providing_app_is_sent_what_remains_of_each_calls_timeout() {
     assert_eq!(caller.join().unwrap().unwrap(), json!(7));
 }
 
+/// A providing app that provides its shared module again with new headers, which the server
+/// refuses while another stub provides the old ones, is answered a second time under its
+/// `provide`'s id with the refusal; the network keeps the old headers, and the app serves them.
+#[test]
+fn a_providing_app_whose_new_headers_the_server_refuses_is_told() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &["--shared", "p"]);
+    let b = stub(dir, port, "b", &["--shared", "p"]);
+    let mut provider = provide_raw(&a, "p");
+    a.wait_for("registered p");
+    let _other = provide_raw(&b, "p");
+    b.wait_for("registered p");
+    let mut frames = BufReader::new(provider.try_clone().unwrap()).lines();
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&frames.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["data"]["id"], 1);
+
+    let g = json!({"name": "g", "params": []});
+    let descriptor = json!({"module": "p", "functions": [g]});
+    let provide = json!({"cmd": "provide", "data": {"id": 2, "descriptor": descriptor}});
+    writeln!(provider, "{provide}").unwrap();
+    let accepted = next();
+    assert!(accepted["data"]["result"]["Ok"].is_string(), "{accepted}");
+    let refused = next();
+    let reason = "module 'p' is shared with 'b': its headers cannot change while they provide it; \
+                  the network keeps its version before";
+    assert_eq!(refused["data"]["id"], 2, "{refused}");
+    assert_eq!(
+        refused["data"]["result"]["Err"]["message"],
+        format!("the server refused module 'p': {reason}"),
+        "{refused}"
+    );
+    a.wait_for(&format!("error: module p: {reason}"));
+}
+
 /// An app connection to `stub` that asks to provide `module` (function `f(*args)`), speaking
 /// the protocol itself; the reply to its `provide` is left for the test to read.
 fn provide_raw(stub: &Proc, module: &str) -> std::net::TcpStream {

@@ -428,6 +428,47 @@ fn a_provider_whose_stub_comes_back_with_its_module_taken_stops_with_the_refusal
     );
 }
 
+/// A module its stub accepted from a provider but the server then refuses (here: the stub was
+/// frozen, its module left the network with it, `b` took the name, and the stub thawed and
+/// uploaded it again before hearing of `b`'s) is not left provided in silence: the stub says
+/// so as for a Python module, the provider stops with the refusal, and the name is free again.
+#[test]
+fn a_provider_whose_module_the_server_refuses_stops_with_the_refusal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = quick_server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let address = format!("127.0.0.1:{}", app_port(&a));
+    let mut provider = Proc::start("provider", &exe("examples/provider"), &[&address], dir);
+    provider.wait_for(&format!("providing rustcalc through the stub at {address}"));
+    a.wait_for("registered rustcalc");
+
+    signal(&a, "-STOP");
+    server.wait_for("lost a:");
+    let rustcalc = dir.join("rustcalc.py");
+    std::fs::write(&rustcalc, "def add(a, b):\n    return a - b\n").unwrap();
+    let _b = stub(dir, port, "b", &["--register", rustcalc.to_str().unwrap()]);
+    server.wait_for("registered rustcalc by b");
+    signal(&a, "-CONT");
+
+    let refusal =
+        "module 'rustcalc' is owned by 'b' (several owners need it declared shared by all)";
+    a.wait_for(&format!("error: module rustcalc: {refusal}"));
+    assert_eq!(provider.wait_exit().code(), Some(1));
+    let out = provider.output();
+    assert_eq!(
+        out.last().map(String::as_str),
+        Some(format!("error: the server refused module 'rustcalc': {refusal}").as_str()),
+        "{out:?}"
+    );
+    // `a` no longer counts it as its own: its apps reach `b`'s.
+    let app = client(&a);
+    assert_eq!(
+        eventually(|| app.call("rustcalc", "add", (5, 3))).unwrap(),
+        json!(2)
+    );
+}
+
 /// The fields of `/proc/PID/stat` after the command name (state, parent, ...), if the
 /// process is there. `pid (comm) state ppid ...`: comm may hold spaces, so split after its ')'.
 fn stat_fields(pid: &str) -> Option<Vec<String>> {

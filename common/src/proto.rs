@@ -146,7 +146,8 @@ pub enum ToStub {
     },
     /// This app provides module `descriptor.module` itself, for as long as it stays connected:
     /// the stub registers it and sends the app its calls ([`ToApp::Call`]). The reply is the
-    /// descriptor's md5.
+    /// descriptor's md5, once the stub has taken it; if the server then refuses it, a second
+    /// reply under this id, whenever that is, says why: the module is not provided as sent.
     Provide {
         id: u64,
         descriptor: crate::module::ModuleDescriptor,

@@ -137,7 +137,8 @@ impl Provider {
     }
 
     /// Connects to the stub whose app port is `stub` and provides the module; returns once the
-    /// stub has accepted it, so the caller can say so (then [`Providing::serve`]).
+    /// stub has accepted it, so the caller can say so (then [`Providing::serve`]). The stub
+    /// answers before the server does: a refusal by the server ends `serve`.
     ///
     /// # Errors
     /// The stub cannot be reached or refuses the module.
@@ -216,8 +217,9 @@ impl Providing {
     /// stops it.
     ///
     /// # Errors
-    /// Only a refusal, which trying again would not change: the stub withdraws the module, or
-    /// the stub back on that port refuses it (it owns a module of that name already).
+    /// Only a refusal, which trying again would not change: the server refuses the module
+    /// (another stub owns that name; the stub had taken it before it knew), or the stub back on
+    /// that port refuses it (it owns a module of that name already).
     pub async fn serve(mut self) -> Result<(), CallError> {
         loop {
             match self.link.until_reply(&self.provider, &self.stub).await {

@@ -306,7 +306,7 @@ fn render() -> String {
                 ToStub::Reload { id: 6, module: "z".into() },
             ),
             (
-                "This app provides a module itself (a Rust program using `common::provider`): the stub registers it and sends the app its calls. The result is the descriptor's md5.",
+                "This app provides a module itself (a Rust program using `common::provider`): the stub registers it and sends the app its calls. The result is the descriptor's md5: the stub has taken the module and uploads it. If the server then refuses it (another stub owns that name, say), a second `reply` with the same id follows, whenever that is, with the refusal: the module is not provided as sent (the connection stays open).",
                 ToStub::Provide {
                     id: 7,
                     descriptor: common::module::ModuleDescriptor {
