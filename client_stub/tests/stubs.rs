@@ -328,6 +328,27 @@ fn stubs_named_like_standard_modules() {
     }
 }
 
+/// The Python helper given the server stub's port says so, as the Rust client does (it used to
+/// say that the client stub closed the connection): the server refuses its first frame.
+#[test]
+fn the_python_helper_given_the_server_stubs_port_says_so() {
+    use common::codegen::{PYTHON_HELPER, PYTHON_HELPER_FILE};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let app = dir.join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(app.join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    let script = "import _stubnet\n\
+                  try:\n    _stubnet.call('z', 'add_prams', 1, 2)\n\
+                  except _stubnet.RemoteError as e:\n    print(e)\n";
+    let (ok, out) = python_within(&app, port, script, Duration::from_secs(60));
+    let told = format!(
+        "not_connected: 127.0.0.1:{port} is not a stub's app port (it answered as a server stub)"
+    );
+    assert!(ok && out.trim_end() == told, "{out}");
+}
+
 const STANDARD_CHECKS: &str = r#"
 import json, socket, _stubnet
 assert json.dumps([1, "a"]) == '[1, "a"]'

@@ -216,6 +216,8 @@ class _Connection:
             raise RemoteError("not_connected", f"no client stub at 127.0.0.1:{port}: {e}") from None
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = port
+        self.ended = "the client stub closed the connection"  # why calls fail once it ends
         self.ids = itertools.count(1)
         self.waiting = {}  # id -> [threading.Event, result]
         self.lock = threading.Lock()
@@ -233,7 +235,7 @@ class _Connection:
         slot = [threading.Event(), None]
         with self.lock:
             if self.closed:
-                return _not_connected()
+                return _not_connected(self.ended)
             self.waiting[id_] = slot
         try:
             with self.send_lock:
@@ -267,6 +269,9 @@ class _Connection:
             if slot is not None:
                 slot[1] = data.get("result") or {}
                 slot[0].set()
+        elif msg.get("cmd") == "refused":  # a server stub's answer to a first frame, no hello
+            server = "it answered as a server stub"
+            self.ended = f"127.0.0.1:{self.port} is not a stub's app port ({server})"
 
     def _fail_all(self):
         """The stub is gone: every waiting call fails now, the next call reconnects."""
@@ -274,7 +279,7 @@ class _Connection:
             self.closed = True
             waiting, self.waiting = self.waiting, {}
         for slot in waiting.values():
-            slot[1] = _not_connected()
+            slot[1] = _not_connected(self.ended)
             slot[0].set()
 
     def close(self):
@@ -286,7 +291,7 @@ class _Connection:
         self._fail_all()
 
 
-def _not_connected(message="the client stub closed the connection"):
+def _not_connected(message):
     return {"Err": {"kind": "not_connected", "message": message}}
 
 
