@@ -461,11 +461,18 @@ fn a_provider_whose_module_the_server_refuses_stops_with_the_refusal() {
         Some(format!("error: the server refused module 'rustcalc': {refusal}").as_str()),
         "{out:?}"
     );
-    // `a` no longer counts it as its own: its apps reach `b`'s.
+    // `a` no longer counts it as its own: its apps reach `b`'s, and providing it again is
+    // refused for `b`'s sake, not as one `a` owns already.
     let app = client(&a);
     assert_eq!(
         eventually(|| app.call("rustcalc", "add", (5, 3))).unwrap(),
         json!(2)
+    );
+    let mut again = Proc::start("again", &exe("examples/provider"), &[&address], dir);
+    assert_eq!(again.wait_exit().code(), Some(1));
+    assert_eq!(
+        again.output(),
+        ["error: module 'rustcalc' is owned by 'b' (to provide it too, both must declare it shared)"]
     );
 }
 
