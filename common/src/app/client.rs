@@ -15,9 +15,10 @@ use crate::proto::{Json, ToApp, ToStub};
 /// A blocking connection to the local stub. Each call writes its request and reads until its
 /// answer on the calling thread: no background task and no thread hop, the fastest path for an
 /// app that makes one call at a time. Threads sharing one `Client` take turns, each call
-/// within its timeout, its wait for its turn included; for many calls in flight, use
-/// [`AsyncClient`](super::AsyncClient). A call that finds the connection ended (the stub
-/// stopped or restarted) fails; the next call connects again.
+/// within its timeout, its wait for its turn and the writing of its request included; for many
+/// calls in flight, use [`AsyncClient`](super::AsyncClient). A call that finds the connection
+/// ended (the stub stopped or restarted), or whose request its timeout cut short (a stub that
+/// stops reading), fails; the next call connects again.
 pub struct Client {
     /// The stub's app address, to connect again after the connection ended.
     address: String,
@@ -58,6 +59,33 @@ struct SyncLink {
 struct Conn {
     writer: std::net::TcpStream,
     reader: std::io::BufReader<std::net::TcpStream>,
+    /// The socket's timeouts as last set (both halves are one socket).
+    read_timeout: SocketTimeout,
+    write_timeout: SocketTimeout,
+}
+
+/// A socket timeout as last set. A call sets its time left only when that is further than
+/// [`SocketTimeout::SLACK`] from it: calls one after another with one timeout set it once, not
+/// a syscall per call.
+#[derive(Default)]
+struct SocketTimeout(Option<Duration>);
+
+impl SocketTimeout {
+    /// How early or late a wait may end, to spare a syscall: well under a timeout's worth.
+    const SLACK: Duration = Duration::from_millis(10);
+
+    /// Has the socket's timeout be `left`, give or take [`SocketTimeout::SLACK`], by `set`.
+    fn fit(
+        &mut self,
+        left: Duration,
+        set: impl FnOnce(Option<Duration>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if self.0.is_none_or(|now| now.abs_diff(left) > Self::SLACK) {
+            set(Some(left))?;
+            self.0 = Some(left);
+        }
+        Ok(())
+    }
 }
 
 impl Conn {
@@ -70,6 +98,8 @@ impl Conn {
         Ok(Conn {
             writer: stream,
             reader,
+            read_timeout: SocketTimeout::default(),
+            write_timeout: SocketTimeout::default(),
         })
     }
 }
@@ -242,17 +272,35 @@ impl Client {
         };
         match exchange(conn, &mut link.line, &request, deadline, &self.address) {
             Ok(answer) => answer,
-            Err(Ended(why)) => {
+            Err(Ended(error)) => {
                 link.conn = None;
                 link.line.clear(); // the old connection's
-                Err(CallError::NotConnected(why))
+                Err(error)
             }
         }
     }
 }
 
-/// Why a connection ended.
-struct Ended(String);
+/// A connection ended, and the error of the call that saw it end.
+struct Ended(CallError);
+
+fn failed(e: std::io::Error) -> Ended {
+    Ended(CallError::NotConnected(format!(
+        "the connection to the stub failed: {e}"
+    )))
+}
+
+fn closed() -> Ended {
+    Ended(CallError::NotConnected(
+        "the stub closed the connection".into(),
+    ))
+}
+
+/// Whether an I/O error is a wait that ended early (its timeout, a signal): try again.
+fn cut_short(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+    matches!(e.kind(), WouldBlock | TimedOut | Interrupted)
+}
 
 /// Writes `request` on `conn` (to `address`) and reads until its answer, or its deadline.
 /// `line` keeps a line cut short by a deadline, for the next call to complete.
@@ -263,33 +311,25 @@ fn exchange(
     deadline: Instant,
     address: &str,
 ) -> Result<Result<Json, CallError>, Ended> {
-    use std::io::{BufRead, Write};
-    let failed = |e: std::io::Error| Ended(format!("the connection to the stub failed: {e}"));
-    let closed = || Ended("the stub closed the connection".into());
-    conn.writer.write_all(&request.line).map_err(failed)?;
-    let reader = &mut conn.reader;
+    use std::io::BufRead;
+    if let Err(late) = write(conn, request, deadline)? {
+        return Ok(Err(late));
+    }
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(Err(request.late()));
         }
-        reader
-            .get_ref()
-            .set_read_timeout(Some(left))
+        let reader = conn.reader.get_ref();
+        (conn.read_timeout)
+            .fit(left, |t| reader.set_read_timeout(t))
             .map_err(failed)?;
         // A read cut short by the timeout leaves its bytes in `line`: the next read, in this
         // call or the next one, completes the line instead of losing its start.
-        match reader.read_until(b'\n', line) {
+        match conn.reader.read_until(b'\n', line) {
             Ok(0) if line.is_empty() => return Err(closed()),
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(e) if cut_short(&e) => continue,
             Err(e) => return Err(failed(e)),
         }
         if line.last() != Some(&b'\n') {
@@ -304,7 +344,7 @@ fn exchange(
         };
         line.clear();
         if let Some(why) = elsewhere {
-            return Err(Ended(why));
+            return Err(Ended(CallError::NotConnected(why)));
         }
         if let Ok(ToApp::Reply(reply)) = frame {
             if reply.id == request.id {
@@ -312,4 +352,37 @@ fn exchange(
             }
         }
     }
+}
+
+/// Writes `request` on `conn` by its deadline (a stub that stops reading fills the socket). A
+/// request cut short by it ends the connection: the stub would read the next one as its rest.
+fn write(
+    conn: &mut Conn,
+    request: &Request,
+    deadline: Instant,
+) -> Result<Result<(), CallError>, Ended> {
+    use std::io::Write;
+    let mut rest = &request.line[..];
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let (late, begun) = (request.unsent(), rest.len() < request.line.len());
+            return if begun {
+                Err(Ended(late))
+            } else {
+                Ok(Err(late))
+            };
+        }
+        let writer = &conn.writer;
+        (conn.write_timeout)
+            .fit(left, |t| writer.set_write_timeout(t))
+            .map_err(failed)?;
+        match (&conn.writer).write(rest) {
+            Ok(0) => return Err(closed()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if cut_short(&e) => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Ok(Ok(()))
 }

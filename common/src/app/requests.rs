@@ -150,4 +150,12 @@ impl Request {
         let (what, timeout) = (&self.what, self.timeout);
         CallError::Timeout(format!("{what}: no answer within {timeout:?}"))
     }
+
+    /// The error of a request not all written in time: the stub is not reading.
+    pub(super) fn unsent(&self) -> CallError {
+        let (what, timeout) = (&self.what, self.timeout);
+        CallError::Timeout(format!(
+            "{what}: not sent within {timeout:?} (the stub is not reading)"
+        ))
+    }
 }

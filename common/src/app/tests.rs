@@ -321,3 +321,61 @@ fn a_timeout_too_long_for_a_clock_waits_as_long_as_one_can() {
         );
     }
 }
+
+/// A request several times what the sockets between an app and its stub hold (a few MB).
+const LARGE: usize = 24_000_000;
+
+/// The reply to call `id`, whose result is `id`.
+fn reply(id: u64) -> Vec<u8> {
+    format!("{{\"cmd\":\"reply\",\"data\":{{\"id\":{id},\"result\":{{\"Ok\":{id}}}}}}}\n")
+        .into_bytes()
+}
+
+/// The id of a request line.
+fn id_of(line: &str) -> u64 {
+    let at = line.find("\"id\":").unwrap() + 5;
+    line[at..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_request_cut_short_by_its_timeout_ends_the_connection_and_the_next_call_connects_again() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (go, told) = std::sync::mpsc::channel();
+    let stub = std::thread::spawn(move || {
+        let (first, _) = listener.accept().unwrap();
+        // Nothing read until the large call timed out (or one that hangs has had 20 s).
+        let _ = told.recv_timeout(Duration::from_secs(20));
+        first
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        // What came on the first connection: the start of the large request, then its end.
+        let mut came = Vec::new();
+        std::io::Read::read_to_end(&mut &first, &mut came).unwrap();
+        let (mut second, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&second).read_line(&mut line).unwrap();
+        second.write_all(&reply(id_of(&line))).unwrap();
+        came
+    });
+    let client = Client::connect(&addr).unwrap().with_max_frame(LARGE * 2);
+    let short = Some(Duration::from_millis(300));
+    let large = client.call_with("m", "f", ("x".repeat(LARGE),), Map::new(), short);
+    assert!(
+        matches!(&large, Err(CallError::Timeout(m)) if m.contains("not sent within 300ms")),
+        "{large:?}"
+    );
+    go.send(()).unwrap();
+    assert_eq!(client.call("m", "f", ()), Ok(serde_json::json!(2)));
+    let came = stub.join().unwrap();
+    assert!(
+        !came.is_empty() && came.len() < LARGE,
+        "{} bytes",
+        came.len()
+    );
+}
