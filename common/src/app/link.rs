@@ -9,12 +9,18 @@
 //! timer, set for the earliest deadline of all waiting calls, fails the calls that are late
 //! (a timer per call would cost a wake of the app's reactor per call).
 //!
+//! The holder keeps the time while the socket is full too: a stub that stops reading holds no
+//! call past its deadline. A request not yet written when its call ends (late, or dropped) is
+//! not sent, so requests nobody waits for do not pile up; one partly written is finished, as
+//! the stub would read the next request as its rest.
+//!
 //! When the connection ends (the stub stopped or restarted), the calls waiting on it fail and
 //! the next call connects again.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::TcpStream;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -63,8 +69,11 @@ struct State {
     /// Requests not yet written, the first `sent` bytes of them written.
     out: Vec<u8>,
     sent: usize,
+    /// Where `out` starts in the bytes written on the connection, for the calls' [`Span`]s.
+    out_at: u64,
     calls: HashMap<u64, Slot>,
-    /// The call holding the reader, woken when there is more to write.
+    /// The call holding the reader, woken when a call queues a request: more to write, and a
+    /// deadline to time.
     reading: Option<Waker>,
     /// When the reader's timer fires, if it is set.
     armed: Option<Instant>,
@@ -72,8 +81,12 @@ struct State {
     closed: Option<String>,
 }
 
+/// Where a call's request is in the bytes written on the connection.
+type Span = Range<u64>;
+
 enum Slot {
-    Waiting(Option<Waker>, Instant),
+    /// Its waker, its deadline, and where its request is.
+    Waiting(Option<Waker>, Instant, Span),
     Answered(Answer),
     Late,
     /// The connection ended, for this reason, before its answer came.
@@ -89,6 +102,7 @@ impl Link {
             stream,
             out: Vec::new(),
             sent: 0,
+            out_at: 0,
             calls: HashMap::new(),
             reading: None,
             armed: None,
@@ -139,7 +153,7 @@ impl Link {
 
     /// Sends `request` (one line of JSON) and waits for the answer to call `id` until
     /// `deadline`.
-    /// Dropping the future forgets the call (its request may still go).
+    /// Dropping the future forgets the call (its request still goes if it is partly written).
     pub(super) async fn request(
         &self,
         id: u64,
@@ -150,8 +164,10 @@ impl Link {
             {
                 let mut state = self.state();
                 if state.closed.is_none() {
+                    let at = state.out_at + state.out.len() as u64;
                     state.out.extend_from_slice(request);
-                    state.calls.insert(id, Slot::Waiting(None, deadline));
+                    let span = at..at + request.len() as u64;
+                    state.calls.insert(id, Slot::Waiting(None, deadline, span));
                     if state.armed.is_some_and(|armed| deadline < armed) {
                         state.armed = None; // the holder, woken below, sets the timer again
                     }
@@ -188,7 +204,7 @@ impl Link {
     /// The answer to `id` if it has come or never will; else `waker` is kept for it.
     fn take_answer(&self, id: u64, waker: Option<&Waker>) -> Option<Result<Answer, NoAnswer>> {
         let mut state = self.state();
-        if let Some(Slot::Waiting(kept, _)) = state.calls.get_mut(&id) {
+        if let Some(Slot::Waiting(kept, ..)) = state.calls.get_mut(&id) {
             if let Some(waker) = waker.filter(|w| !kept.as_ref().is_some_and(|k| k.will_wake(w))) {
                 *kept = Some(waker.clone());
             }
@@ -244,7 +260,7 @@ impl Link {
             return;
         }
         let deadlines = state.calls.values().filter_map(|slot| match slot {
-            Slot::Waiting(_, deadline) => Some(*deadline),
+            Slot::Waiting(_, deadline, _) => Some(*deadline),
             _ => None,
         });
         state.armed = deadlines.min();
@@ -253,28 +269,35 @@ impl Link {
         }
     }
 
-    /// The reader's timer fired: every call past its deadline is late.
+    /// The reader's timer fired: every call past its deadline is late, and its request, if
+    /// none of it is written yet, is not sent.
     fn fail_late(&self) {
         let now = Instant::now();
-        let wakers: Vec<Waker> = {
+        let mut wakers = Vec::new();
+        {
             let mut state = self.state();
             state.armed = None;
-            let late = state
-                .calls
-                .values_mut()
-                .filter(|slot| matches!(slot, Slot::Waiting(_, deadline) if *deadline <= now));
-            late.filter_map(|slot| match std::mem::replace(slot, Slot::Late) {
-                Slot::Waiting(waker, _) => waker,
-                _ => None,
-            })
-            .collect()
-        };
+            let late: Vec<u64> = (state.calls.iter())
+                .filter(
+                    |(_, slot)| matches!(slot, Slot::Waiting(_, deadline, _) if *deadline <= now),
+                )
+                .map(|(id, _)| *id)
+                .collect();
+            for id in late {
+                if let Some(Slot::Waiting(waker, _, span)) = state.calls.insert(id, Slot::Late) {
+                    state.unqueue(span);
+                    wakers.extend(waker);
+                }
+            }
+        }
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Writes the outbox. Pending while there is nothing (more) to write, and then woken when a
-    /// call queues a request; ready when the write failed (the link closed), or when the timer
-    /// must be set for a new call's earlier deadline.
+    /// Writes the outbox. Pending while there is nothing (more) to write or the socket is full,
+    /// and then woken when a call queues a request or the socket has room; ready when the write
+    /// failed (the link closed), or when the timer must be set for a new call's earlier
+    /// deadline (even while the socket is full: a stub that stops reading must not hold back
+    /// the timeouts of the calls behind).
     fn poll_write(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.state();
         while state.sent < state.out.len() {
@@ -292,11 +315,14 @@ impl Link {
                     self.close(why);
                     return Poll::Ready(());
                 }
-                Poll::Pending => return Poll::Pending, // woken when the socket has room
+                Poll::Pending => break, // woken when the socket has room
             }
         }
-        state.out.clear();
-        state.sent = 0;
+        if state.sent == state.out.len() {
+            state.out_at += state.out.len() as u64;
+            state.out.clear();
+            state.sent = 0;
+        }
         if state.armed.is_none() {
             return Poll::Ready(());
         }
@@ -313,7 +339,7 @@ impl Link {
     /// Hands an answer to its call, if it still waits.
     fn answered(&self, id: u64, answer: Answer) {
         let mut state = self.state();
-        let Some(Slot::Waiting(waker, _)) = state.calls.get_mut(&id) else {
+        let Some(Slot::Waiting(waker, ..)) = state.calls.get_mut(&id) else {
             return; // late, or forgotten
         };
         let waker = waker.take();
@@ -331,7 +357,7 @@ impl Link {
             let mut state = self.state();
             let why = state.closed.get_or_insert(why).clone();
             for slot in state.calls.values_mut() {
-                if let Slot::Waiting(waker, _) = slot {
+                if let Slot::Waiting(waker, ..) = slot {
                     wakers.extend(waker.take());
                     *slot = Slot::Ended(why.clone());
                 }
@@ -341,11 +367,34 @@ impl Link {
     }
 }
 
-/// Forgets a call however it ends (answer, timeout, drop).
+impl State {
+    /// Takes the request at `span` out of the outbox, its call being over, unless some of it
+    /// is written: the stub then reads it whole (it would read the next request as its rest).
+    fn unqueue(&mut self, span: Span) {
+        if span.start < self.out_at + self.sent as u64 {
+            return;
+        }
+        let at = |offset: u64| (offset - self.out_at) as usize;
+        self.out.drain(at(span.start)..at(span.end));
+        let len = span.end - span.start;
+        for slot in self.calls.values_mut() {
+            if let Slot::Waiting(.., later) = slot {
+                if later.start >= span.end {
+                    *later = later.start - len..later.end - len;
+                }
+            }
+        }
+    }
+}
+
+/// Forgets a call however it ends (answer, timeout, drop); a request not yet begun is not sent.
 struct Forget<'a>(&'a Link, u64);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.0.state().calls.remove(&self.1);
+        let mut state = self.0.state();
+        if let Some(Slot::Waiting(.., span)) = state.calls.remove(&self.1) {
+            state.unqueue(span);
+        }
     }
 }

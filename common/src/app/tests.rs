@@ -379,3 +379,38 @@ fn a_request_cut_short_by_its_timeout_ends_the_connection_and_the_next_call_conn
         came.len()
     );
 }
+
+#[test]
+fn a_late_calls_request_not_yet_begun_is_not_sent() {
+    let (go, told) = std::sync::mpsc::channel();
+    let (addr, stub) = fake_stub(0, move |s| {
+        told.recv().unwrap(); // read nothing until the small call timed out
+        let mut lines = BufReader::new(&s);
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            lines.read_line(&mut line).unwrap();
+            ids.push(id_of(&line));
+            (&s).write_all(&reply(id_of(&line))).unwrap();
+        }
+        assert_eq!(ids, [1, 3], "the requests read");
+    });
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let client = client.with_max_frame(LARGE * 2);
+        let long = Some(Duration::from_secs(20));
+        // First, so that its request fills the socket: the small one waits behind it, unsent.
+        let large = client.call_with("m", "f", ("x".repeat(LARGE),), Map::new(), long);
+        let then = async {
+            let short = Some(Duration::from_millis(100));
+            let late = client.call_with("m", "f", (), Map::new(), short).await;
+            go.send(()).unwrap();
+            (late, client.call("m", "f", ()).await)
+        };
+        let (large, (late, next)) = zip(large, then).await;
+        assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+        assert_eq!(large, Ok(serde_json::json!(1)));
+        assert_eq!(next, Ok(serde_json::json!(3)));
+    });
+    stub.join().unwrap();
+}
