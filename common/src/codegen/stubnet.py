@@ -4,9 +4,10 @@ Written by stubnet beside the stubs it generates (one per directory); do not edi
 connection to the client stub's app port (127.0.0.1:$STUBNET_APP_PORT, default 8765, or
 connect(port)) carries every call as newline-delimited JSON; replies are matched by id by a
 reader thread, so threads may call at once. A call waits at most $STUBNET_TIMEOUT seconds
-(default 30, or set_timeout(seconds)). A remote exception of a built-in type is raised as that
-type with the remote message (the remote traceback in .remote_traceback, and as a note on 3.11+);
-timeouts raise TimeoutError; any other failure raises RemoteError, whose .kind says what happened.
+(default 30, or set_timeout(seconds)), writing its request included. A remote exception of a
+built-in type is raised as that type with the remote message (the remote traceback in
+.remote_traceback, and as a note on 3.11+); timeouts raise TimeoutError; any other failure
+raises RemoteError, whose .kind says what happened.
 """
 
 import builtins
@@ -52,8 +53,8 @@ def _entry(entry):
     return getattr(finder, "path", entry).rstrip("/\\")
 
 
-ast, itertools, json, os, socket, threading = _standard(
-    "ast", "itertools", "json", "os", "socket", "threading"
+ast, itertools, json, os, select, socket, threading, time = _standard(
+    "ast", "itertools", "json", "os", "select", "socket", "threading", "time"
 )
 
 DEFAULT_PORT = 8765
@@ -221,12 +222,17 @@ class _Connection:
         self.ids = itertools.count(1)
         self.waiting = {}  # id -> [threading.Event, result]
         self.lock = threading.Lock()
-        self.send_lock = threading.Lock()
+        self.send_lock = threading.Lock()  # held to write, with:
+        self.unsent = b""  # the rest of a request a call began to write and ran out of time
+        self.writable = select.poll()
+        self.writable.register(self.sock, select.POLLOUT)
         self.closed = False
         threading.Thread(target=self._read, name="stubnet-replies", daemon=True).start()
 
     def request(self, cmd, data, timeout, what):
-        """Sends one request and waits for its result ({"Ok": ...} or {"Err": ...})."""
+        """Sends one request and waits for its result ({"Ok": ...} or {"Err": ...}), writing
+        and waiting within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
         id_ = next(self.ids)
         # The id first: a stub that cannot read the rest can still answer this request.
         line = json.dumps({"cmd": cmd, "data": {"id": id_, **data}}, allow_nan=False)
@@ -238,16 +244,50 @@ class _Connection:
                 return _not_connected(self.ended)
             self.waiting[id_] = slot
         try:
-            with self.send_lock:
-                self.sock.sendall(line)
+            sent = self._send(line, deadline)
         except OSError as e:
             self.close()
             return _not_connected(f"lost the client stub: {e}")
-        if not slot[0].wait(timeout):
-            with self.lock:
-                self.waiting.pop(id_, None)
-            raise TimeoutError(f"{what}: no answer within {timeout} s")
-        return slot[1]
+        if sent and slot[0].wait(max(0, deadline - time.monotonic())):
+            return slot[1]
+        with self.lock:
+            self.waiting.pop(id_, None)
+        if not sent:
+            late = f"not sent within {timeout} s (the client stub is not reading)"
+            raise TimeoutError(f"{what}: {late}")
+        raise TimeoutError(f"{what}: no answer within {timeout} s")
+
+    def _send(self, line, deadline):
+        """Writes `line` by `deadline`: whether it went. The rest of one begun is written first,
+        by this call or the next (the stub would read the next request as its rest); one not
+        begun is not sent."""
+        if not self.send_lock.acquire(timeout=max(0, deadline - time.monotonic())):
+            return False
+        try:
+            if self.unsent and not self._write(deadline):
+                return False
+            self.unsent = memoryview(line)
+            if self._write(deadline):
+                return True
+            if len(self.unsent) == len(line):
+                self.unsent = b""
+            return False
+        finally:
+            self.send_lock.release()
+
+    def _write(self, deadline):
+        """Writes self.unsent, waiting for room in the socket until `deadline`: whether it went.
+        The socket stays blocking for the reader thread, so each write is told not to wait."""
+        while self.unsent:
+            try:
+                self.unsent = self.unsent[self.sock.send(self.unsent, socket.MSG_DONTWAIT) :]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.writable.poll(min(left, 3600) * 1000)  # poll takes up to 24 days
+        self.unsent = b""  # not a view holding the whole request
+        return True
 
     def _read(self):
         try:
