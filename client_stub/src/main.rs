@@ -67,6 +67,7 @@ struct Flags {
 }
 
 fn main() -> ExitCode {
+    common::log::keep_panics();
     let code = match resolve(Flags::parse()).and_then(serve) {
         Ok(reason) => {
             // Often the server's text. Said like every line, so that the log file keeps it too.

@@ -182,7 +182,27 @@ pub fn line(text: &str) {
 /// `stopped: ...`), but at most a few seconds in all: for the end of a process, not for async
 /// code.
 pub fn flush() {
-    let deadline = Instant::now() + FLUSH_WAIT;
+    flush_within(FLUSH_WAIT);
+}
+
+/// How long a panic waits for the lines before it: the process is failing, and may abort.
+const PANIC_FLUSH_WAIT: Duration = Duration::from_secs(1);
+
+/// Has a panic, on any thread, said as a line of the output and the log file too (after
+/// stderr, where Rust prints it), and waits a moment for the lines said before it: the lines
+/// just before a crash are the ones most wanted in the log.
+pub fn keep_panics() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        line(&format!("panic: {info}"));
+        flush_within(PANIC_FLUSH_WAIT);
+    }));
+}
+
+/// [`flush`], waiting at most `wait` in all.
+fn flush_within(wait: Duration) {
+    let deadline = Instant::now() + wait;
     // Not waited for under the lock: a line said meanwhile must not wait too.
     let file = FILE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for queue in file.as_deref().into_iter().chain(STDOUT.get()) {

@@ -70,6 +70,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    common::log::keep_panics();
     let code = act();
     // Its last lines (`stopped: ...`) are still on their way to stdout.
     common::log::flush();
