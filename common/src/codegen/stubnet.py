@@ -248,30 +248,34 @@ class _Connection:
         except OSError as e:
             self.close()
             return _not_connected(f"lost the client stub: {e}")
-        if sent and slot[0].wait(max(0, deadline - time.monotonic())):
+        if sent is _SENT and slot[0].wait(max(0, deadline - time.monotonic())):
             return slot[1]
         with self.lock:
             self.waiting.pop(id_, None)
-        if not sent:
+        if sent is _NOT_SENT:
             late = f"not sent within {timeout} s (the client stub is not reading)"
-            raise TimeoutError(f"{what}: {late}")
-        raise TimeoutError(f"{what}: no answer within {timeout} s")
+        elif sent is _BEGUN:  # not "not sent": the stub runs it once the next call ends it
+            late = f"no answer within {timeout} s (its request was still being written: "
+            late += "it goes with the next call)"
+        else:
+            late = f"no answer within {timeout} s"
+        raise TimeoutError(f"{what}: {late}")
 
     def _send(self, line, deadline):
-        """Writes `line` by `deadline`: whether it went. The rest of one begun is written first,
-        by this call or the next (the stub would read the next request as its rest); one not
-        begun is not sent."""
+        """Writes `line` by `deadline`: _SENT, _BEGUN (its rest is written first, by the next
+        call: the stub would read the next request as its rest) or _NOT_SENT."""
         if not self.send_lock.acquire(timeout=max(0, deadline - time.monotonic())):
-            return False
+            return _NOT_SENT
         try:
             if self.unsent and not self._write(deadline):
-                return False
+                return _NOT_SENT
             self.unsent = memoryview(line)
             if self._write(deadline):
-                return True
+                return _SENT
             if len(self.unsent) == len(line):
                 self.unsent = b""
-            return False
+                return _NOT_SENT
+            return _BEGUN
         finally:
             self.send_lock.release()
 
@@ -329,6 +333,10 @@ class _Connection:
             pass
         self.sock.close()
         self._fail_all()
+
+
+# What became of a request a call wrote (_Connection._send).
+_SENT, _BEGUN, _NOT_SENT = "sent", "begun", "not sent"
 
 
 def _not_connected(message):
