@@ -150,6 +150,7 @@ impl AsyncClient {
             Ok(result) => result.map_err(CallError::from),
             Err(NoAnswer::Closed(why)) => Err(CallError::NotConnected(why)),
             Err(NoAnswer::Late) => Err(request.late()),
+            Err(NoAnswer::Unsent) => Err(request.unsent()),
         }
     }
 }

@@ -46,6 +46,8 @@ pub(super) enum NoAnswer {
     Closed(String),
     /// Its deadline passed.
     Late,
+    /// Its deadline passed before any of its request was written: it is not sent.
+    Unsent,
 }
 
 pub(super) struct Link {
@@ -89,6 +91,8 @@ enum Slot {
     Waiting(Option<Waker>, Instant, Span),
     Answered(Answer),
     Late,
+    /// Late, and taken out of the outbox unwritten.
+    Unsent,
     /// The connection ended, for this reason, before its answer came.
     Ended(String),
 }
@@ -213,6 +217,7 @@ impl Link {
         Some(match state.calls.remove(&id) {
             Some(Slot::Answered(answer)) => Ok(answer),
             Some(Slot::Late) => Err(NoAnswer::Late),
+            Some(Slot::Unsent) => Err(NoAnswer::Unsent),
             Some(Slot::Ended(why)) => Err(NoAnswer::Closed(why)),
             _ => Err(NoAnswer::Closed("the call was forgotten".into())),
         })
@@ -284,8 +289,13 @@ impl Link {
                 .map(|(id, _)| *id)
                 .collect();
             for id in late {
-                if let Some(Slot::Waiting(waker, _, span)) = state.calls.insert(id, Slot::Late) {
-                    state.unqueue(span);
+                if let Some(Slot::Waiting(waker, _, span)) = state.calls.remove(&id) {
+                    let slot = if state.unqueue(span) {
+                        Slot::Unsent
+                    } else {
+                        Slot::Late
+                    };
+                    state.calls.insert(id, slot);
                     wakers.extend(waker);
                 }
             }
@@ -370,9 +380,10 @@ impl Link {
 impl State {
     /// Takes the request at `span` out of the outbox, its call being over, unless some of it
     /// is written: the stub then reads it whole (it would read the next request as its rest).
-    fn unqueue(&mut self, span: Span) {
+    /// Whether it was taken out.
+    fn unqueue(&mut self, span: Span) -> bool {
         if span.start < self.out_at + self.sent as u64 {
-            return;
+            return false;
         }
         let at = |offset: u64| (offset - self.out_at) as usize;
         self.out.drain(at(span.start)..at(span.end));
@@ -384,6 +395,7 @@ impl State {
                 }
             }
         }
+        true
     }
 }
 

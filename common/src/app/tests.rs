@@ -408,7 +408,8 @@ fn a_late_calls_request_not_yet_begun_is_not_sent() {
             (late, client.call("m", "f", ()).await)
         };
         let (large, (late, next)) = zip(large, then).await;
-        assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+        let unsent = "m.f: not sent within 100ms (the stub is not reading)";
+        assert!(matches!(&late, Err(CallError::Timeout(m)) if m == unsent), "{late:?}");
         assert_eq!(large, Ok(serde_json::json!(1)));
         assert_eq!(next, Ok(serde_json::json!(3)));
     });
