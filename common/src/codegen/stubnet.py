@@ -232,7 +232,6 @@ class _Connection:
     def request(self, cmd, data, timeout, what):
         """Sends one request and waits for its result ({"Ok": ...} or {"Err": ...}), writing
         and waiting within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
         id_ = next(self.ids)
         # The id first: a stub that cannot read the rest can still answer this request.
         line = json.dumps({"cmd": cmd, "data": {"id": id_, **data}}, allow_nan=False)
@@ -244,11 +243,12 @@ class _Connection:
                 return _not_connected(self.ended)
             self.waiting[id_] = slot
         try:
-            sent = self._send(line, deadline)
+            sent, deadline = self._send(line, timeout)
         except OSError as e:
             self.close()
             return _not_connected(f"lost the client stub: {e}")
-        if sent is _SENT and slot[0].wait(max(0, deadline - time.monotonic())):
+        left = timeout if deadline is None else max(0, deadline - time.monotonic())
+        if sent is _SENT and slot[0].wait(left):
             return slot[1]
         with self.lock:
             self.waiting.pop(id_, None)
@@ -261,21 +261,36 @@ class _Connection:
             late = f"no answer within {timeout} s"
         raise TimeoutError(f"{what}: {late}")
 
-    def _send(self, line, deadline):
-        """Writes `line` by `deadline`: _SENT, _BEGUN (its rest is written first, by the next
-        call: the stub would read the next request as its rest) or _NOT_SENT."""
-        if not self.send_lock.acquire(timeout=max(0, deadline - time.monotonic())):
-            return _NOT_SENT
+    def _send(self, line, timeout):
+        """Writes `line` within `timeout` seconds: _SENT, _BEGUN (its rest is written first, by
+        the next call: the stub would read the next request as its rest) or _NOT_SENT; and the
+        deadline, None if it had no wait (then the whole timeout is left for the answer)."""
+        if self.send_lock.acquire(blocking=False):
+            deadline = None
+        else:
+            deadline = time.monotonic() + timeout
+            if not self.send_lock.acquire(timeout=timeout):
+                return _NOT_SENT, deadline
         try:
-            if self.unsent and not self._write(deadline):
-                return _NOT_SENT
-            self.unsent = memoryview(line)
+            sent = 0
+            if not self.unsent:  # the common case: one send, no clock read and no copy
+                try:
+                    sent = self.sock.send(line, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
+                if sent == len(line):
+                    return _SENT, deadline
+            if deadline is None:
+                deadline = time.monotonic() + timeout
+            if self.unsent and not self._write(deadline):  # an earlier call's rest first
+                return _NOT_SENT, deadline
+            self.unsent = memoryview(line)[sent:]
             if self._write(deadline):
-                return _SENT
+                return _SENT, deadline
             if len(self.unsent) == len(line):
                 self.unsent = b""
-                return _NOT_SENT
-            return _BEGUN
+                return _NOT_SENT, deadline
+            return _BEGUN, deadline
         finally:
             self.send_lock.release()
 
