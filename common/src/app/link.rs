@@ -17,7 +17,7 @@
 //! When the connection ends (the stub stopped or restarted), the calls waiting on it fail and
 //! the next call connects again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::poll_fn;
 use std::net::TcpStream;
 use std::ops::Range;
@@ -71,7 +71,15 @@ struct State {
     /// Requests not yet written, the first `sent` bytes of them written.
     out: Vec<u8>,
     sent: usize,
-    /// Where `out` starts in the bytes written on the connection, for the calls' [`Span`]s.
+    /// The requests in `out` taken out unwritten (start to end, as [`Span`]s): skipped when
+    /// writing, and their bytes, `dropped_bytes` in all, left until `out` is written or
+    /// [`State::compact`]ed. Taking one out of `out` at once would move the rest, and every
+    /// call's span: behind a stalled stub, calls late in turn would cost the square of their
+    /// number.
+    dropped: BTreeMap<u64, u64>,
+    dropped_bytes: usize,
+    /// Where `out` starts in the bytes queued on the connection (those taken out included,
+    /// until compacted), for the calls' [`Span`]s.
     out_at: u64,
     calls: HashMap<u64, Slot>,
     /// The call holding the reader, woken when a call queues a request: more to write, and a
@@ -106,6 +114,8 @@ impl Link {
             stream,
             out: Vec::new(),
             sent: 0,
+            dropped: BTreeMap::new(),
+            dropped_bytes: 0,
             out_at: 0,
             calls: HashMap::new(),
             reading: None,
@@ -150,6 +160,7 @@ impl Link {
         let mut state = self.state();
         // What is still queued was for the calls that failed with the old connection.
         (state.out, state.sent) = (Vec::new(), 0);
+        (state.dropped, state.dropped_bytes) = (BTreeMap::new(), 0);
         (state.reading, state.armed, state.closed) = (None, None, None);
         state.stream = stream;
         Ok(())
@@ -312,9 +323,26 @@ impl Link {
         let mut state = self.state();
         while state.sent < state.out.len() {
             let State {
-                stream, out, sent, ..
+                stream,
+                out,
+                sent,
+                out_at,
+                dropped,
+                dropped_bytes,
+                ..
             } = &mut *state;
-            match Pin::new(&mut &**stream).poll_write(cx, &out[*sent..]) {
+            // Up to the next request taken out, which is skipped.
+            let upto = match dropped.first_key_value() {
+                Some((&start, &end)) if start == *out_at + *sent as u64 => {
+                    dropped.pop_first();
+                    *dropped_bytes -= (end - start) as usize;
+                    *sent += (end - start) as usize;
+                    continue;
+                }
+                Some((&start, _)) => (start - *out_at) as usize,
+                None => out.len(),
+            };
+            match Pin::new(&mut &**stream).poll_write(cx, &out[*sent..upto]) {
                 Poll::Ready(Ok(n)) if n > 0 => *sent += n,
                 Poll::Ready(result) => {
                     let why = match result {
@@ -385,17 +413,41 @@ impl State {
         if span.start < self.out_at + self.sent as u64 {
             return false;
         }
+        self.dropped_bytes += (span.end - span.start) as usize;
+        self.dropped.insert(span.start, span.end);
+        if self.dropped_bytes >= Self::COMPACT_AT.max(self.out.len() / 2) {
+            self.compact();
+        }
+        true
+    }
+
+    /// How many bytes of requests taken out are worth a [`State::compact`], at least.
+    const COMPACT_AT: usize = 1 << 16;
+
+    /// Frees the bytes of the requests taken out of the outbox, moving the calls' spans to
+    /// match: done once they are half of it, its cost is spread over the requests taken out.
+    fn compact(&mut self) {
         let at = |offset: u64| (offset - self.out_at) as usize;
-        self.out.drain(at(span.start)..at(span.end));
-        let len = span.end - span.start;
+        let mut kept = Vec::with_capacity(self.out.len() - self.dropped_bytes);
+        // The end of each request taken out, and how many bytes were taken out up to it.
+        let mut moved = Vec::with_capacity(self.dropped.len());
+        let (mut from, mut taken) = (0, 0);
+        for (&start, &end) in &self.dropped {
+            kept.extend_from_slice(&self.out[from..at(start)]);
+            from = at(end);
+            taken += end - start;
+            moved.push((end, taken));
+        }
+        kept.extend_from_slice(&self.out[from..]);
         for slot in self.calls.values_mut() {
-            if let Slot::Waiting(.., later) = slot {
-                if later.start >= span.end {
-                    *later = later.start - len..later.end - len;
+            if let Slot::Waiting(.., span) = slot {
+                let before = moved.partition_point(|&(end, _)| end <= span.start);
+                if let Some(&(_, taken)) = before.checked_sub(1).and_then(|i| moved.get(i)) {
+                    *span = span.start - taken..span.end - taken;
                 }
             }
         }
-        true
+        (self.out, self.dropped, self.dropped_bytes) = (kept, BTreeMap::new(), 0);
     }
 }
 

@@ -409,9 +409,62 @@ fn a_late_calls_request_not_yet_begun_is_not_sent() {
         };
         let (large, (late, next)) = zip(large, then).await;
         let unsent = "m.f: not sent within 100ms (the stub is not reading)";
-        assert!(matches!(&late, Err(CallError::Timeout(m)) if m == unsent), "{late:?}");
+        assert!(
+            matches!(&late, Err(CallError::Timeout(m)) if m == unsent),
+            "{late:?}"
+        );
         assert_eq!(large, Ok(serde_json::json!(1)));
         assert_eq!(next, Ok(serde_json::json!(3)));
+    });
+    stub.join().unwrap();
+}
+
+#[test]
+fn requests_taken_out_unwritten_are_freed_and_the_calls_between_them_still_go_whole() {
+    let (go, told) = std::sync::mpsc::channel();
+    let (addr, stub) = fake_stub(0, move |s| {
+        told.recv().unwrap(); // read nothing until the late calls are over
+        let mut lines = BufReader::new(&s);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut line = String::new();
+            lines.read_line(&mut line).unwrap();
+            ids.push(id_of(&line));
+            (&s).write_all(&reply(id_of(&line))).unwrap();
+        }
+        assert_eq!(ids, [1, 3, 45], "the requests read");
+    });
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let client = client.with_max_frame(LARGE * 2);
+        let (long, short) = (
+            Some(Duration::from_secs(20)),
+            Some(Duration::from_millis(50)),
+        );
+        let mega = || ("x".repeat(1 << 20),);
+        // First, so that its request fills the socket: the others wait behind it, unsent.
+        let large = client.call_with("m", "f", ("x".repeat(LARGE),), Map::new(), long);
+        let then = async {
+            let late = client.call_with("m", "f", mega(), Map::new(), short).await;
+            assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+            // Two calls queued behind that one, which the late ones behind them free: one
+            // answered, one dropped (its request, moved, is taken out).
+            let mut kept = Box::pin(client.call_with("m", "f", mega(), Map::new(), long));
+            let mut dropped = Box::pin(client.call_with("m", "f", mega(), Map::new(), long));
+            assert!(smol::future::poll_once(&mut kept).await.is_none());
+            assert!(smol::future::poll_once(&mut dropped).await.is_none());
+            for _ in 0..40 {
+                let late = client.call_with("m", "f", mega(), Map::new(), short).await;
+                assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+            }
+            drop(dropped);
+            go.send(()).unwrap();
+            (kept.await, client.call("m", "f", ()).await)
+        };
+        let (large, (kept, next)) = zip(large, then).await;
+        assert_eq!(large, Ok(serde_json::json!(1)));
+        assert_eq!(kept, Ok(serde_json::json!(3)));
+        assert_eq!(next, Ok(serde_json::json!(45)));
     });
     stub.join().unwrap();
 }
