@@ -6,7 +6,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use super::link::{Link, NoAnswer};
-use super::requests::{Request, Requests};
+use super::requests::{deadline_after, Request, Requests};
 use super::{decode, CallError};
 use crate::module::ModuleDescriptor;
 use crate::proto::{Json, ToStub};
@@ -34,7 +34,8 @@ impl AsyncClient {
 
     /// Connects to `address`, reading answers up to the frame limit of `requests`.
     async fn connect_with(address: &str, requests: Requests) -> Result<Self, CallError> {
-        let link = Link::connect(address, requests.max_frame).await;
+        let deadline = deadline_after(requests.timeout);
+        let link = Link::connect(address, requests.max_frame, deadline).await;
         Ok(AsyncClient {
             link: link.map_err(CallError::NotConnected)?,
             requests,
@@ -151,6 +152,7 @@ impl AsyncClient {
             Err(NoAnswer::Closed(why)) => Err(CallError::NotConnected(why)),
             Err(NoAnswer::Late) => Err(request.late()),
             Err(NoAnswer::Unsent) => Err(request.unsent()),
+            Err(NoAnswer::Unconnected(address)) => Err(request.unconnected(&address)),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
-use super::requests::{Request, Requests};
+use super::requests::{deadline_after, Request, Requests};
 use super::{decode, not_an_app_port, CallError};
 use crate::conn::read_frame;
 use crate::module::ModuleDescriptor;
@@ -88,13 +88,17 @@ impl SocketTimeout {
     }
 }
 
+/// The error of a connection to `address` that failed (not one that ran out of time).
+fn refused(address: &str, e: std::io::Error) -> CallError {
+    CallError::NotConnected(format!("no stub at {address}: {e}"))
+}
+
 impl Conn {
-    fn open(address: &str) -> Result<Conn, CallError> {
-        let refused =
-            |e: std::io::Error| CallError::NotConnected(format!("no stub at {address}: {e}"));
-        let stream = std::net::TcpStream::connect(address).map_err(refused)?;
+    /// Connects to `address` by `deadline`: an error of kind `TimedOut` if it passed.
+    fn open(address: &str, deadline: Instant) -> std::io::Result<Conn> {
+        let stream = connect_by(address, deadline)?;
         let _ = stream.set_nodelay(true);
-        let reader = std::io::BufReader::new(stream.try_clone().map_err(refused)?);
+        let reader = std::io::BufReader::new(stream.try_clone()?);
         Ok(Conn {
             writer: stream,
             reader,
@@ -107,8 +111,15 @@ impl Conn {
 impl Client {
     /// Connects to a stub's app port, for example `127.0.0.1:8765`.
     pub fn connect(address: &str) -> Result<Self, CallError> {
+        Self::connect_with(address, Requests::new())
+    }
+
+    /// Connects to `address` within the default timeout of `requests`, its calls made with
+    /// them.
+    fn connect_with(address: &str, requests: Requests) -> Result<Self, CallError> {
+        let conn = Conn::open(address, deadline_after(requests.timeout));
         let link = SyncLink {
-            conn: Some(Conn::open(address)?),
+            conn: Some(conn.map_err(|e| refused(address, e))?),
             line: Vec::with_capacity(1024),
         };
         Ok(Client {
@@ -118,7 +129,7 @@ impl Client {
                 waiting: 0,
             }),
             returned: Condvar::new(),
-            requests: Requests::new(),
+            requests,
         })
     }
 
@@ -132,8 +143,7 @@ impl Client {
     /// given (the profile's timeout and frame limit still apply).
     pub fn connect_profile_on(profile: &str, app_port: Option<u16>) -> Result<Self, CallError> {
         let (address, requests) = Requests::of_profile(profile, app_port)?;
-        let client = Self::connect(&address)?;
-        Ok(Client { requests, ..client })
+        Self::connect_with(&address, requests)
     }
 
     /// Sets the default timeout of every call.
@@ -268,7 +278,15 @@ impl Client {
         let link = held.link.as_mut().expect("a turn holds the connection");
         let conn = match &mut link.conn {
             Some(conn) => conn,
-            None => link.conn.insert(Conn::open(&self.address)?),
+            None => link
+                .conn
+                .insert(Conn::open(&self.address, deadline).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        request.unconnected(&self.address)
+                    } else {
+                        refused(&self.address, e)
+                    }
+                })?),
         };
         match exchange(conn, &mut link.line, &request, deadline, &self.address) {
             Ok(answer) => answer,
@@ -279,6 +297,25 @@ impl Client {
             }
         }
     }
+}
+
+/// Connects to `address` (`host:port`), trying each of its addresses in the time left until
+/// `deadline`: a stopped stub whose accept backlog is full would hold a plain connect for
+/// minutes.
+fn connect_by(address: &str, deadline: Instant) -> std::io::Result<std::net::TcpStream> {
+    use std::io::{Error, ErrorKind::TimedOut};
+    let mut failed = None;
+    for addr in std::net::ToSocketAddrs::to_socket_addrs(address)? {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::new(TimedOut, "connection timed out"));
+        }
+        match std::net::TcpStream::connect_timeout(&addr, left) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failed = Some(e),
+        }
+    }
+    Err(failed.unwrap_or_else(|| Error::other("the address resolves to none")))
 }
 
 /// A connection ended, and the error of the call that saw it end.

@@ -48,6 +48,8 @@ pub(super) enum NoAnswer {
     Late,
     /// Its deadline passed before any of its request was written: it is not sent.
     Unsent,
+    /// Its deadline passed while it waited to connect again to the stub at this address.
+    Unconnected(String),
 }
 
 pub(super) struct Link {
@@ -106,9 +108,17 @@ enum Slot {
 }
 
 impl Link {
-    /// Connects to the stub's app port `address`.
-    pub(super) async fn connect(address: &str, max_frame: usize) -> Result<Link, String> {
-        let stream = Self::open(address).await?;
+    /// Connects to the stub's app port `address` by `deadline`.
+    pub(super) async fn connect(
+        address: &str,
+        max_frame: usize,
+        deadline: Instant,
+    ) -> Result<Link, String> {
+        let late = async {
+            Timer::at(deadline).await;
+            Err(format!("no stub at {address}: connection timed out"))
+        };
+        let stream = Self::open(address).or(late).await?;
         let frames = FrameReader::new(ReadWhenReady::new(stream.clone()), max_frame);
         let state = State {
             stream,
@@ -133,6 +143,8 @@ impl Link {
         })
     }
 
+    /// Connects to `address`. A stopped stub whose accept backlog is full holds it for minutes:
+    /// callers bound it by their deadline.
     async fn open(address: &str) -> Result<Arc<Async<TcpStream>>, String> {
         let stream = smol::net::TcpStream::connect(address)
             .await
@@ -189,7 +201,12 @@ impl Link {
                     break state.reading.take();
                 }
             }
-            self.reconnect().await?;
+            // Within the call's deadline, a wait for another call connecting again included.
+            let late = async {
+                Timer::at(deadline).await;
+                Err(NoAnswer::Unconnected(self.address.clone()))
+            };
+            self.reconnect().or(late).await?;
         };
         if let Some(reading) = wake {
             reading.wake();

@@ -139,16 +139,21 @@ impl Request {
     /// When its answer is late. A timeout past what the clock can count (`Duration::MAX`
     /// meant as "wait for ever") waits a century instead of panicking.
     pub(super) fn deadline(&self) -> Instant {
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-        let now = Instant::now();
-        now.checked_add(self.timeout)
-            .unwrap_or_else(|| now + CENTURY)
+        deadline_after(self.timeout)
     }
 
     /// The error of a request whose answer did not come in time.
     pub(super) fn late(&self) -> CallError {
         let (what, timeout) = (&self.what, self.timeout);
         CallError::Timeout(format!("{what}: no answer within {timeout:?}"))
+    }
+
+    /// The error of a request whose call could not connect to the stub at `address` in time.
+    pub(super) fn unconnected(&self, address: &str) -> CallError {
+        let (what, timeout) = (&self.what, self.timeout);
+        CallError::Timeout(format!(
+            "{what}: could not connect to the stub at {address} within {timeout:?}"
+        ))
     }
 
     /// The error of a request not all written in time: the stub is not reading.
@@ -158,4 +163,12 @@ impl Request {
             "{what}: not sent within {timeout:?} (the stub is not reading)"
         ))
     }
+}
+
+/// When `timeout` from now ends. One past what the clock can count (`Duration::MAX` meant as
+/// "wait for ever") ends in a century instead of panicking.
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + CENTURY)
 }

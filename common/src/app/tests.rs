@@ -468,3 +468,44 @@ fn requests_taken_out_unwritten_are_freed_and_the_calls_between_them_still_go_wh
     });
     stub.join().unwrap();
 }
+
+/// Connections to `listener` until one is not accepted within half a second: its accept backlog
+/// is full (the kernel drops the next SYNs), as a stopped stub's becomes. The connections, kept
+/// open.
+fn fill_backlog(listener: &std::net::TcpListener) -> Vec<std::net::TcpStream> {
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        held.push(s);
+        assert!(held.len() < 100_000, "the backlog never filled");
+    }
+    held
+}
+
+#[test]
+fn a_call_that_cannot_connect_again_ends_at_its_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let client = Client::connect(&addr).unwrap();
+    let async_client = smol::block_on(AsyncClient::connect(&addr)).unwrap();
+    // Both connections end, as when a stub stops; its backlog then fills.
+    drop(listener.accept().unwrap());
+    drop(listener.accept().unwrap());
+    let ended = client.call("m", "f", ());
+    assert!(
+        matches!(ended, Err(CallError::NotConnected(_))),
+        "{ended:?}"
+    );
+    let ended = smol::block_on(async_client.call("m", "f", ()));
+    assert!(
+        matches!(ended, Err(CallError::NotConnected(_))),
+        "{ended:?}"
+    );
+    let _held = fill_backlog(&listener);
+    let short = Some(Duration::from_millis(300));
+    let told = format!("m.f: could not connect to the stub at {addr} within 300ms");
+    let late = client.call_with("m", "f", (), Map::new(), short);
+    assert_eq!(late, Err(CallError::Timeout(told.clone())));
+    let late = smol::block_on(async_client.call_with("m", "f", (), Map::new(), short));
+    assert_eq!(late, Err(CallError::Timeout(told)));
+}
