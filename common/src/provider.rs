@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 use smol::net::TcpStream;
 
-use crate::app::{not_an_app_port, CallError};
+use crate::app::{not_an_app_port, stub_failed, CallError, STUB_CLOSED};
 use crate::conn::{FrameReader, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
@@ -167,7 +167,7 @@ impl Provider {
             descriptor: self.desc.clone(),
         };
         if !link.outbox.send(&provide) {
-            return Err(Failed::Lost(CLOSED.into()));
+            return Err(Failed::Lost(STUB_CLOSED.into()));
         }
         match link.until_reply(self, stub).await {
             Next::Reply(Ok(_md5)) => Ok(link),
@@ -310,7 +310,7 @@ impl Link {
                 Ok(Some(ToApp::Call(call))) => provider.run(call, self.outbox.clone()),
                 Ok(Some(ToApp::Reply(reply))) => return Next::Reply(reply.result),
                 Ok(Some(_)) => {}
-                Ok(None) => return Next::Ended(CLOSED.into()),
+                Ok(None) => return Next::Ended(STUB_CLOSED.into()),
                 // A call that cannot be read (over `max_frame`, say) fails at once, as the stub
                 // fails an app's request; the connection goes on.
                 Err(e @ (Error::Json(_) | Error::FrameTooLarge { .. })) => {
@@ -324,7 +324,7 @@ impl Link {
                         self.outbox.send(&ToStub::Answer(Reply { id, result }));
                     }
                 }
-                Err(e) => return Next::Ended(format!("the connection to the stub failed: {e}")),
+                Err(e) => return Next::Ended(stub_failed(e)),
             }
         }
     }
@@ -359,9 +359,6 @@ fn caught(run: impl FnOnce() -> Result<Json, RemoteError>) -> Result<Json, Remot
         Err(e)
     })
 }
-
-/// Why the connection ended, when the stub closed it.
-const CLOSED: &str = "the stub closed the connection";
 
 /// The arguments in parameter order: each keyword argument put in its parameter's place after
 /// the positional ones, and refused as Python would refuse it (unknown, given twice, or a

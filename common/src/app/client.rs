@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use super::requests::{deadline_after, Request, Requests};
-use super::{decode, not_an_app_port, CallError};
+use super::{decode, not_an_app_port, stub_failed, CallError, STUB_CLOSED};
 use crate::conn::read_frame;
 use crate::module::ModuleDescriptor;
 use crate::proto::{Json, ToApp, ToStub};
@@ -322,15 +322,11 @@ fn connect_by(address: &str, deadline: Instant) -> std::io::Result<std::net::Tcp
 struct Ended(CallError);
 
 fn failed(e: std::io::Error) -> Ended {
-    Ended(CallError::NotConnected(format!(
-        "the connection to the stub failed: {e}"
-    )))
+    Ended(CallError::NotConnected(stub_failed(e)))
 }
 
 fn closed() -> Ended {
-    Ended(CallError::NotConnected(
-        "the stub closed the connection".into(),
-    ))
+    Ended(CallError::NotConnected(STUB_CLOSED.into()))
 }
 
 /// Whether an I/O error is a wait that ended early (its timeout, a signal): try again.

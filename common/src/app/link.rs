@@ -31,7 +31,7 @@ use smol::io::AsyncWrite;
 use smol::lock::Mutex as AsyncMutex;
 use smol::{Async, Timer};
 
-use super::not_an_app_port;
+use super::{not_an_app_port, stub_failed, STUB_CLOSED};
 use crate::conn::FrameReader;
 use crate::error::RemoteError;
 use crate::proto::{Json, ToApp};
@@ -274,10 +274,10 @@ impl Link {
                 Some(Ok(Some(ToApp::Error { message }))) => eprintln!("stub: error: {message}"),
                 // Only a provider (see `provider`) is sent calls.
                 Some(Ok(Some(ToApp::Call(_)))) => {}
-                Some(Ok(None)) => self.close("the stub closed the connection".into()),
+                Some(Ok(None)) => self.close(STUB_CLOSED.into()),
                 Some(Err(e)) => self.close(
                     not_an_app_port(&self.address, frames.refused_head())
-                        .unwrap_or_else(|| format!("the connection to the stub failed: {e}")),
+                        .unwrap_or_else(|| stub_failed(e)),
                 ),
                 // A deadline passed, or one must be timed, or the write failed: the link closed.
                 None => {}
@@ -363,8 +363,8 @@ impl Link {
                 Poll::Ready(Ok(n)) if n > 0 => *sent += n,
                 Poll::Ready(result) => {
                     let why = match result {
-                        Err(e) => format!("the connection to the stub failed: {e}"),
-                        Ok(_) => "the stub closed the connection".to_owned(),
+                        Err(e) => stub_failed(e),
+                        Ok(_) => STUB_CLOSED.to_owned(),
                     };
                     drop(state);
                     self.close(why);

@@ -96,6 +96,14 @@ pub(crate) fn not_an_app_port(address: &str, head: &[u8]) -> Option<String> {
         .then(|| format!("{address} is not a stub's app port (it answered as a server stub)"))
 }
 
+/// Why a connection to the stub ended when the stub closed it.
+pub(crate) const STUB_CLOSED: &str = "the stub closed the connection";
+
+/// Why a connection to the stub ended when reading or writing on it failed with `e`.
+pub(crate) fn stub_failed(e: impl std::fmt::Display) -> String {
+    format!("the connection to the stub failed: {e}")
+}
+
 /// A result read as the type asked for.
 fn decode<T: DeserializeOwned>(value: Json) -> Result<T, CallError> {
     value
