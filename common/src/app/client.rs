@@ -15,10 +15,11 @@ use crate::proto::{Json, ToApp, ToStub};
 /// A blocking connection to the local stub. Each call writes its request and reads until its
 /// answer on the calling thread: no background task and no thread hop, the fastest path for an
 /// app that makes one call at a time. Threads sharing one `Client` take turns, each call
-/// within its timeout, its wait for its turn and the writing of its request included; for many
-/// calls in flight, use [`AsyncClient`](super::AsyncClient). A call that finds the connection
-/// ended (the stub stopped or restarted), or whose request its timeout cut short (a stub that
-/// stops reading), fails; the next call connects again.
+/// within its timeout (give or take 10 ms: a socket timeout is set again only when the time
+/// left differs from it by more), its wait for its turn, connecting again and the writing of
+/// its request included; for many calls in flight, use [`AsyncClient`](super::AsyncClient). A
+/// call that finds the connection ended (the stub stopped or restarted), or whose request its
+/// timeout cut short (a stub that stops reading), fails; the next call connects again.
 pub struct Client {
     /// The stub's app address, to connect again after the connection ended.
     address: String,
