@@ -81,14 +81,7 @@ fn net() -> Net {
 /// [`net`] with `flags` for the caller (`-l` for its shell).
 fn net_with(flags: &[&str]) -> Net {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let m = dir.join("m.py");
-    std::fs::write(&m, MODULE).unwrap();
-    let (server, port) = server(dir, &[]);
-    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
-    owner.wait_for("registered m");
-    let caller = stub(dir, port, "b", flags);
-    caller.wait_for("received m from a");
+    let [server, owner, caller] = owner_and_caller(tmp.path(), MODULE, flags);
     Net {
         _tmp: tmp,
         server,

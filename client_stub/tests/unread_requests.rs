@@ -35,16 +35,10 @@ struct Net {
 
 fn net() -> Net {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let m = dir.join("m.py");
-    std::fs::write(&m, MODULE).unwrap();
-    let (server, port) = server(dir, &[]);
-    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
-    owner.wait_for("registered m");
-    let profile = dir.join("b.toml");
+    let profile = tmp.path().join("b.toml");
     std::fs::write(&profile, format!("[limits]\nmax_frame_bytes = {FRAME}\n")).unwrap();
-    let caller = stub(dir, port, "b", &["-c", profile.to_str().unwrap()]);
-    caller.wait_for("received m from a");
+    let flags = ["-c", profile.to_str().unwrap()];
+    let [server, owner, caller] = owner_and_caller(tmp.path(), MODULE, &flags);
     Net {
         tmp,
         _server: server,

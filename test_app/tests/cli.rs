@@ -105,9 +105,8 @@ fn sibling(name: &str) -> std::path::PathBuf {
     path
 }
 
-/// A server and a stub `a` that owns the example module z: they run while the returned
-/// processes live; the stub's app port.
-fn network(dir: &Path) -> ([Proc; 2], String) {
+/// A server stub in `dir/server`, running while the returned process lives; its port.
+fn server(dir: &Path) -> (Proc, String) {
     let srv_dir = dir.join("server");
     let server = Proc::start(
         "server",
@@ -115,8 +114,16 @@ fn network(dir: &Path) -> ([Proc; 2], String) {
         &["-p", "0", "-d", srv_dir.to_str().unwrap()],
         dir,
     );
-    let port = server.wait_for("listening on ");
-    let port = port.rsplit(':').next().unwrap().trim();
+    let line = server.wait_for("listening on ");
+    let port = line.rsplit(':').next().unwrap().trim().to_owned();
+    (server, port)
+}
+
+/// A server and a stub `a` that owns the example module z: they run while the returned
+/// processes live; the stub's app port.
+fn network(dir: &Path) -> ([Proc; 2], String) {
+    let (server, port) = server(dir);
+    let port = port.as_str();
     let z = Path::new(env!("CARGO_MANIFEST_DIR")).join("modules/z.py");
     let recv = dir.join("a");
     let stub = Proc::start(
@@ -150,21 +157,13 @@ fn network(dir: &Path) -> ([Proc; 2], String) {
 fn an_app_port_that_is_a_server_stubs_is_named_as_such() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let srv_dir = dir.join("server");
-    let server = Proc::start(
-        "server",
-        &sibling("server_stub"),
-        &["-p", "0", "-d", srv_dir.to_str().unwrap()],
-        dir,
-    );
-    let line = server.wait_for("listening on ");
-    let port = line.rsplit(':').next().unwrap().trim();
+    let (_server, port) = server(dir);
     let told = format!(
         "error: not connected: 127.0.0.1:{port} is not a stub's app port \
          (it answered as a server stub)"
     );
     for args in [&["list"][..], &["call", "z.add_prams", "1", "2"]] {
-        let (code, out) = run(dir, &[&["-q", port][..], args].concat());
+        let (code, out) = run(dir, &[&["-q", port.as_str()][..], args].concat());
         assert_eq!((code, out.as_str()), (Some(1), told.as_str()), "{args:?}");
     }
     // The async client says so too.

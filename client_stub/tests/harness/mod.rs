@@ -85,6 +85,19 @@ pub fn stub(dir: &Path, port: u16, name: &str, extra: &[&str]) -> Proc {
 }
 
 /// The app port a stub printed.
+/// A server, a stub `a` that owns module `m` (written in `dir` from `source`), and a stub `b`
+/// (with `flags`) that has received it: server, owner, caller.
+pub fn owner_and_caller(dir: &Path, source: &str, flags: &[&str]) -> [Proc; 3] {
+    let m = dir.join("m.py");
+    std::fs::write(&m, source).unwrap();
+    let (server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let caller = stub(dir, port, "b", flags);
+    caller.wait_for("received m from a");
+    [server, owner, caller]
+}
+
 pub fn app_port(p: &Proc) -> u16 {
     let line = p.wait_for("apps on ");
     line.rsplit(':')

@@ -380,21 +380,35 @@ fn a_request_cut_short_by_its_timeout_ends_the_connection_and_the_next_call_conn
     );
 }
 
-#[test]
-fn a_late_calls_request_not_yet_begun_is_not_sent() {
+/// A fake stub that reads nothing until told (by the sender returned), then reads as many
+/// requests as `ids` and answers each with its id; its thread checks that they had those ids.
+fn stub_reading_when_told(
+    ids: &'static [u64],
+) -> (
+    std::sync::mpsc::Sender<()>,
+    String,
+    std::thread::JoinHandle<()>,
+) {
     let (go, told) = std::sync::mpsc::channel();
     let (addr, stub) = fake_stub(0, move |s| {
-        told.recv().unwrap(); // read nothing until the small call timed out
+        told.recv().unwrap();
         let mut lines = BufReader::new(&s);
-        let mut ids = Vec::new();
-        for _ in 0..2 {
+        let mut read = Vec::new();
+        for _ in ids {
             let mut line = String::new();
             lines.read_line(&mut line).unwrap();
-            ids.push(id_of(&line));
+            read.push(id_of(&line));
             (&s).write_all(&reply(id_of(&line))).unwrap();
         }
-        assert_eq!(ids, [1, 3], "the requests read");
+        assert_eq!(read, ids, "the requests read");
     });
+    (go, addr, stub)
+}
+
+#[test]
+fn a_late_calls_request_not_yet_begun_is_not_sent() {
+    // It reads nothing until the small call timed out.
+    let (go, addr, stub) = stub_reading_when_told(&[1, 3]);
     smol::block_on(async {
         let client = AsyncClient::connect(&addr).await.unwrap();
         let client = client.with_max_frame(LARGE * 2);
@@ -421,19 +435,8 @@ fn a_late_calls_request_not_yet_begun_is_not_sent() {
 
 #[test]
 fn requests_taken_out_unwritten_are_freed_and_the_calls_between_them_still_go_whole() {
-    let (go, told) = std::sync::mpsc::channel();
-    let (addr, stub) = fake_stub(0, move |s| {
-        told.recv().unwrap(); // read nothing until the late calls are over
-        let mut lines = BufReader::new(&s);
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            lines.read_line(&mut line).unwrap();
-            ids.push(id_of(&line));
-            (&s).write_all(&reply(id_of(&line))).unwrap();
-        }
-        assert_eq!(ids, [1, 3, 45], "the requests read");
-    });
+    // It reads nothing until the late calls are over.
+    let (go, addr, stub) = stub_reading_when_told(&[1, 3, 45]);
     smol::block_on(async {
         let client = AsyncClient::connect(&addr).await.unwrap();
         let client = client.with_max_frame(LARGE * 2);
