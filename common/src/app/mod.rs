@@ -23,7 +23,7 @@ mod client;
 mod link;
 mod requests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use async_client::AsyncClient;
 pub use client::Client;

@@ -475,7 +475,7 @@ fn requests_taken_out_unwritten_are_freed_and_the_calls_between_them_still_go_wh
 /// Connections to `listener` until one is not accepted within half a second: its accept backlog
 /// is full (the kernel drops the next SYNs), as a stopped stub's becomes. The connections, kept
 /// open.
-fn fill_backlog(listener: &std::net::TcpListener) -> Vec<std::net::TcpStream> {
+pub(crate) fn fill_backlog(listener: &std::net::TcpListener) -> Vec<std::net::TcpStream> {
     let addr = listener.local_addr().unwrap();
     let mut held = Vec::new();
     while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {

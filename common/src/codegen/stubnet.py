@@ -4,10 +4,10 @@ Written by stubnet beside the stubs it generates (one per directory); do not edi
 connection to the client stub's app port (127.0.0.1:$STUBNET_APP_PORT, default 8765, or
 connect(port)) carries every call as newline-delimited JSON; replies are matched by id by a
 reader thread, so threads may call at once. A call waits at most $STUBNET_TIMEOUT seconds
-(default 30, or set_timeout(seconds)), writing its request included. A remote exception of a
-built-in type is raised as that type with the remote message (the remote traceback in
-.remote_traceback, and as a note on 3.11+); timeouts raise TimeoutError; any other failure
-raises RemoteError, whose .kind says what happened.
+(default 30, or set_timeout(seconds)), connecting and writing its request included. A remote
+exception of a built-in type is raised as that type with the remote message (the remote
+traceback in .remote_traceback, and as a note on 3.11+); timeouts raise TimeoutError; any other
+failure raises RemoteError, whose .kind says what happened.
 """
 
 import builtins
@@ -97,13 +97,14 @@ _timeout = None
 
 
 def connect(port=None):
-    """Uses the client stub listening on 127.0.0.1:`port` (default: $STUBNET_APP_PORT, else 8765)."""
+    """Uses the client stub listening on 127.0.0.1:`port` (default: $STUBNET_APP_PORT, else 8765),
+    connecting within a call's timeout."""
     global _port, _connection
     with _lock:
         _port, old, _connection = port, _connection, None
     if old is not None:
         old.close()
-    _connected()  # a wrong port fails here, not at the first call
+    _connected(_call_timeout(), None)  # a wrong port fails here, not at the first call
 
 
 def set_timeout(seconds):
@@ -184,35 +185,60 @@ def _tcp_port(text):
     return value if 0 < value < 65536 else None
 
 
+def _call_timeout():
+    if _timeout is None:
+        return _setting("STUBNET_TIMEOUT", DEFAULT_TIMEOUT, _seconds, SECONDS)
+    return _timeout
+
+
 def _call(module, function, args, kwargs):
-    timeout = _timeout
-    if timeout is None:
-        timeout = _setting("STUBNET_TIMEOUT", DEFAULT_TIMEOUT, _seconds, SECONDS)
+    timeout = _call_timeout()
     data = {"module": module, "function": function, "args": args, "timeout_ms": int(timeout * 1000)}
     if kwargs:
         data["kwargs"] = kwargs
-    result = _connected().request("call", data, timeout, f"{module}.{function}")
+    what = f"{module}.{function}"
+    connection, spent = _connected(timeout, what)
+    result = connection.request("call", data, timeout, what, spent)
     if "Ok" in result:
         return result["Ok"]
     raise _error(result.get("Err") or {}) from None
 
 
-def _connected():
-    """The connection, made (again) if there is none or the stub closed it."""
+def _connected(timeout, what):
+    """The connection, made (again) if there is none or the stub closed it, and the seconds
+    that took: within `timeout`, or TimeoutError naming `what` (a call; None for connect()).
+    A stopped stub whose backlog is full would hold a connect for minutes."""
     global _connection
-    with _lock:
+    connection = _connection
+    if connection is not None and not connection.closed:  # the common case: no lock, no clock
+        return connection, 0
+    port = _port or _setting("STUBNET_APP_PORT", DEFAULT_PORT, _tcp_port, "a port, 1 to 65535")
+    start = time.monotonic()
+    if not _lock.acquire(timeout=timeout):  # another call is connecting
+        raise _not_connected_within(what, port, timeout)
+    try:
         if _connection is None or _connection.closed:
-            port = _port or _setting("STUBNET_APP_PORT", DEFAULT_PORT, _tcp_port, "a port, 1 to 65535")
-            _connection = _Connection(port)
-        return _connection
+            left = timeout - (time.monotonic() - start)
+            _connection = _Connection(port, left, lambda: _not_connected_within(what, port, timeout))
+        return _connection, time.monotonic() - start
+    finally:
+        _lock.release()
+
+
+def _not_connected_within(what, port, timeout):
+    late = f"could not connect to the client stub at 127.0.0.1:{port} within {timeout} s"
+    return TimeoutError(f"{what}: {late}" if what else late)
 
 
 class _Connection:
     """One connection to the client stub; requests in flight are matched to replies by id."""
 
-    def __init__(self, port):
-        try:
-            self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port, timeout, late):
+        """Connects within `timeout` seconds, or raises late()."""
+        try:  # the kernel gives up on a connect long before an hour
+            self.sock = socket.create_connection(("127.0.0.1", port), max(min(timeout, 3600), 1e-3))
+        except socket.timeout:  # not TimeoutError before Python 3.10
+            raise late() from None
         except OSError as e:
             raise RemoteError("not_connected", f"no client stub at 127.0.0.1:{port}: {e}") from None
         self.sock.settimeout(None)
@@ -229,9 +255,9 @@ class _Connection:
         self.closed = False
         threading.Thread(target=self._read, name="stubnet-replies", daemon=True).start()
 
-    def request(self, cmd, data, timeout, what):
+    def request(self, cmd, data, timeout, what, spent=0):
         """Sends one request and waits for its result ({"Ok": ...} or {"Err": ...}), writing
-        and waiting within `timeout` seconds."""
+        and waiting within `timeout` seconds, of which `spent` went before (connecting)."""
         id_ = next(self.ids)
         # The id first: a stub that cannot read the rest can still answer this request.
         line = json.dumps({"cmd": cmd, "data": {"id": id_, **data}}, allow_nan=False)
@@ -243,11 +269,11 @@ class _Connection:
                 return _not_connected(self.ended)
             self.waiting[id_] = slot
         try:
-            sent, deadline = self._send(line, timeout)
+            sent, deadline = self._send(line, max(timeout - spent, 0))
         except OSError as e:
             self.close()
             return _not_connected(f"lost the client stub: {e}")
-        left = timeout if deadline is None else max(0, deadline - time.monotonic())
+        left = max(0, timeout - spent if deadline is None else deadline - time.monotonic())
         if sent is _SENT and slot[0].wait(left):
             return slot[1]
         with self.lock:

@@ -501,3 +501,37 @@ fn the_python_helper_takes_a_timeout_only_it_can_wait() {
         );
     }
 }
+
+/// A stopped stub whose accept backlog is full holds a connect for minutes: the helper gives up
+/// at the call's timeout, as the Rust clients do (it used to wait 10 s, whatever the timeout).
+#[test]
+fn the_python_helper_connects_within_the_calls_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _held = crate::app::tests::fill_backlog(&listener);
+    let late = format!("could not connect to the client stub at 127.0.0.1:{port} within 0.3 s");
+    for (script, told) in [
+        (
+            "_stubnet.call('m', 'f')",
+            format!("TimeoutError: m.f: {late}"),
+        ),
+        (
+            &format!("_stubnet.connect({port})"),
+            format!("TimeoutError: {late}"),
+        ),
+    ] {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                &format!("import _stubnet; _stubnet.set_timeout(0.3); {script}"),
+            ])
+            .current_dir(dir.path())
+            .env("STUBNET_APP_PORT", port.to_string())
+            .output()
+            .expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().last(), Some(told.as_str()), "{stderr}");
+    }
+}
