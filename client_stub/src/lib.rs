@@ -231,8 +231,22 @@ struct Started {
     apps: smol::net::TcpListener,
 }
 
+/// A receiving directory this run made, removed when dropped armed: a stub that does not get
+/// to serve (a refused name, Ctrl-C while joining) leaves nothing behind.
+struct MadeHere(Option<PathBuf>);
+
+impl Drop for MadeHere {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Opens the receiving directory, joins the network and takes the app port.
 async fn start(config: &mut Config) -> Result<Started> {
+    let dir = &config.receiving_dir;
+    let mut made_here = MadeHere((!dir.exists()).then(|| dir.clone()));
     let mut store = Store::open(
         &config.receiving_dir,
         "the receiving directory (-d, profile key receiving_dir)",
@@ -250,7 +264,8 @@ async fn start(config: &mut Config) -> Result<Started> {
             // Meant for TLS, surely: joining in the clear would ignore it without a word.
             (None, Some(name)) => {
                 return Err(Error::Config(format!(
-                    "--tls-name {name} (profile key tls_name) is for TLS, which is off: give                      --tls-ca (profile key tls_ca) too"
+                    "--tls-name {name} (profile key tls_name) is for TLS, which is off: give \
+                     --tls-ca (profile key tls_ca) too"
                 )))
             }
             (None, None) => None,
@@ -287,6 +302,7 @@ async fn start(config: &mut Config) -> Result<Started> {
     say!("apps on {bound}");
     // The port taken, not 0 ("any"): what `sc:` saves is what apps need to find this stub.
     config.app_port = bound.port();
+    made_here.0 = None;
     Ok(Started {
         store,
         params,

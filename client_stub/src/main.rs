@@ -37,7 +37,8 @@ struct Flags {
     /// Profile: a TOML file path, or NAME for conf/NAME.toml
     #[arg(short = 'c', long = "config", value_name = "PROFILE")]
     config: Option<String>,
-    /// Where received descriptors are kept [profile: receiving_dir; default ./stubnet-NAME]
+    /// Where received descriptors are kept [profile: receiving_dir; default ./stubnet-NAME,
+    /// with a / in NAME as %2F]
     #[arg(short = 'd', long, value_name = "DIR")]
     receiving_dir: Option<PathBuf>,
     /// Register this module file at start (repeatable) [profile: register]
@@ -87,6 +88,12 @@ fn main() -> ExitCode {
     code
 }
 
+/// `./stubnet-NAME`, one directory whatever the name: a `/` in it is written `%2F` (and a `%`
+/// `%25`), so that `-n ../x` or `-n team/alice` does not put it elsewhere.
+fn default_receiving_dir(name: &str) -> PathBuf {
+    format!("stubnet-{}", name.replace('%', "%25").replace('/', "%2F")).into()
+}
+
 /// Merges flags over the profile over the defaults.
 fn resolve(flags: Flags) -> common::Result<Config> {
     let (profile, values) = Profile::<ClientProfile>::open(flags.config.as_deref(), |v| &v.log)?;
@@ -97,7 +104,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     let receiving_dir = flags
         .receiving_dir
         .or(values.receiving_dir.map(resolve))
-        .unwrap_or_else(|| format!("stubnet-{name}").into());
+        .unwrap_or_else(|| default_receiving_dir(&name));
     let mut config = Config::new(
         &name,
         &address,

@@ -162,7 +162,16 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
             "the server at {server} speaks TLS: give --tls-ca (profile key tls_ca) to connect"
         )));
     }
-    match reader.read::<ToClient>().await? {
+    let not_a_server = |what: String| {
+        Error::Config(format!(
+            "the server at {server} did not answer as a stubnet server: {what}"
+        ))
+    };
+    let answer = reader.read::<ToClient>().await.map_err(|e| match e {
+        Error::Json(_) | Error::FrameTooLarge { .. } => not_a_server(e.to_string()),
+        e => e,
+    })?;
+    match answer {
         Some(ToClient::Welcome {
             name,
             heartbeat_ms,
@@ -184,7 +193,7 @@ async fn hello(params: &Params, name: &str) -> Result<Result<Link, String>> {
         Some(ToClient::Refused { reason, .. }) => Err(Error::Config(format!(
             "the server at {server} refused this stub: {reason}"
         ))),
-        Some(other) => Err(Error::Protocol(format!("expected welcome, got {other:?}"))),
+        Some(other) => Err(not_a_server(format!("expected a welcome, got {other:?}"))),
         None => Err(Error::Protocol(format!(
             "the server at {server} closed the connection"
         ))),

@@ -246,6 +246,29 @@ fn a_server_that_never_answers_the_hello_is_given_up_on() {
     ));
 }
 
+/// A port where another program answers (a web server, say) is named as not a stubnet server;
+/// the stub said only "malformed frame", naming nothing.
+#[test]
+fn a_port_that_answers_other_than_a_server_stub_is_named() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = web.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in web.incoming().map_while(Result::ok) {
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let mut a = start_stub("a", dir, &port.to_string(), "a", "a", &[]);
+    assert_eq!(a.wait_exit().code(), Some(1), "{:?}", a.output());
+    a.wait_for(&format!(
+        "the server at 127.0.0.1:{port} did not answer as a stubnet server: malformed frame"
+    ));
+    // The receiving directory it made is gone with it.
+    assert!(!dir.join("a").exists());
+}
+
 /// Ctrl-C or SIGTERM while a stub is still joining stops it at once: it was not heeded.
 #[test]
 fn a_stub_still_joining_stops_when_told() {

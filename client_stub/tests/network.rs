@@ -253,6 +253,8 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
     let mut clash = Proc::start("clash", &exe("client_stub"), &args, dir);
     assert!(!clash.wait_exit().success());
     clash.wait_for("name 'a' is already in use");
+    // It made its receiving directory, and takes it away again: nothing is left behind.
+    assert!(!dir.join("a2").exists());
 
     let mut args = args.to_vec();
     args.push("--name-suffix");
@@ -268,6 +270,31 @@ fn names_are_unique_unless_a_suffix_is_allowed() {
         &long[..62]
     );
     suffixed.wait_for(&joined);
+}
+
+/// Without -d a stub keeps what it receives in ./stubnet-NAME, one directory whatever the name:
+/// `-n ../up` put it in the parent directory, `-n team/alice` in a subdirectory.
+#[test]
+fn the_default_receiving_directory_is_one_directory_whatever_the_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let p = port.to_string();
+    let stubs: Vec<Proc> = ["../up", "team/alice"]
+        .into_iter()
+        .map(|name| {
+            let args = ["-a", "127.0.0.1", "-p", &p, "-n", name, "-q", "0"];
+            let stub = Proc::start(name, &exe("client_stub"), &args, &work);
+            stub.wait_for("apps on ");
+            stub
+        })
+        .collect();
+    let made = |d: &Path| d.join(".session").is_file();
+    assert!(made(&work.join("stubnet-..%2Fup")) && made(&work.join("stubnet-team%2Falice")));
+    assert!(!dir.join("up").exists() && !work.join("stubnet-team").exists());
+    drop(stubs);
 }
 
 #[test]

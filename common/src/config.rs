@@ -392,6 +392,17 @@ impl Default for LogSettings {
     }
 }
 
+/// A `[log]` table, which must name its file: one without would log nowhere, in silence.
+fn log_table<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<LogSettings, D::Error> {
+    let log = LogSettings::deserialize(d)?;
+    if log.file.is_none() {
+        return Err(serde::de::Error::custom(
+            "[log] has no `file`: give it the file to log to, like file = \"stub.log\"",
+        ));
+    }
+    Ok(log)
+}
+
 impl<T> Profile<T> {
     /// Starts logging to the file `log` names, if any.
     fn start_log(&self, log: &LogSettings) -> Result<()> {
@@ -438,7 +449,7 @@ pub struct ServerProfile {
     pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "log_table")]
     pub log: LogSettings,
 }
 
@@ -502,7 +513,11 @@ pub struct ClientProfile {
     pub shared: Vec<String>,
     #[serde(default)]
     pub limits: LinkLimits,
-    #[serde(default, skip_serializing_if = "LogSettings::is_default")]
+    #[serde(
+        default,
+        deserialize_with = "log_table",
+        skip_serializing_if = "LogSettings::is_default"
+    )]
     pub log: LogSettings,
 }
 
@@ -785,8 +800,20 @@ mod tests {
             let err = client_profile(table).unwrap_err();
             assert!(err.contains("must be at least 1"), "{table}: {err}");
         }
-        let ok = client_profile("[log]\nkeep = 1\nmax_bytes = 1\n").unwrap();
+        let ok = client_profile("[log]\nfile = \"a.log\"\nkeep = 1\nmax_bytes = 1\n").unwrap();
         assert_eq!((ok.log.keep, ok.log.max_bytes), (1, 1));
+    }
+
+    #[test]
+    fn a_log_table_without_a_file_is_refused() {
+        for table in ["[log]\n", "[log]\nmax_bytes = 100\n"] {
+            for err in [
+                client_profile(table).unwrap_err(),
+                profile::<ServerProfile>(table).unwrap_err(),
+            ] {
+                assert!(err.contains("[log] has no `file`"), "{table}: {err}");
+            }
+        }
     }
 
     #[test]

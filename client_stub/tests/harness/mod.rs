@@ -84,7 +84,6 @@ pub fn stub(dir: &Path, port: u16, name: &str, extra: &[&str]) -> Proc {
     p
 }
 
-/// The app port a stub printed.
 /// A server, a stub `a` that owns module `m` (written in `dir` from `source`), and a stub `b`
 /// (with `flags`) that has received it: server, owner, caller.
 pub fn owner_and_caller(dir: &Path, source: &str, flags: &[&str]) -> [Proc; 3] {
@@ -98,6 +97,7 @@ pub fn owner_and_caller(dir: &Path, source: &str, flags: &[&str]) -> [Proc; 3] {
     [server, owner, caller]
 }
 
+/// The app port a stub printed.
 pub fn app_port(p: &Proc) -> u16 {
     let line = p.wait_for("apps on ");
     line.rsplit(':')
