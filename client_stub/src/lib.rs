@@ -13,6 +13,7 @@ mod app_port;
 pub mod calls;
 mod commands;
 pub mod local;
+pub mod needed;
 pub mod owned;
 pub mod repl;
 pub mod runner;

@@ -85,7 +85,7 @@ pub async fn join(params: &Params, name: &str, policy: NamePolicy) -> Result<Lin
             }
             NamePolicy::Ask if std::io::stdin().is_terminal() => {
                 retry("please choose another");
-                ask_name().await?
+                smol::unblock(|| crate::needed::NAME.ask()).await?
             }
             _ => {
                 return Err(Error::Config(format!(
@@ -313,23 +313,6 @@ async fn rejoin(params: &Params, name: &str) -> Link {
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-}
-
-/// Reads a new name from the terminal.
-pub async fn ask_name() -> Result<String> {
-    smol::unblock(|| {
-        use std::io::Write;
-        print!("name: ");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        let name = line.trim().to_owned();
-        if name.is_empty() {
-            return Err(Error::Config("no name given".into()));
-        }
-        Ok(name)
-    })
-    .await
 }
 
 /// This stub's session id: kept in `dir/.session`, so a stub restarted on the same receiving

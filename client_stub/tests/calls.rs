@@ -424,6 +424,10 @@ fn test_app_prints_results_and_exits_1_on_a_remote_exception() {
     assert_eq!(code, Some(1));
     assert!(out.contains("ValueError: bad"), "{out}");
     assert_eq!(run(&["list"]), (Some(0), "m".into()));
+    assert_eq!(
+        run(&["list", "q"]),
+        (Some(0), "no modules starting with 'q'".into())
+    );
     let (code, out) = run(&["describe", "m"]);
     assert_eq!(code, Some(0));
     assert!(

@@ -76,3 +76,23 @@ fn an_empty_answer_at_the_prompts_says_which_flag_sets_it() {
         sh.exp_eof().unwrap();
     }
 }
+
+/// A name the server finds taken is asked for again at a terminal; an empty answer then is told
+/// which flag sets it too (it said only "no name given").
+#[test]
+fn an_empty_answer_when_the_name_is_taken_says_which_flag_sets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let _a = stub(dir, port, "a", &[]);
+    let mut cmd = Command::new(exe("client_stub"));
+    cmd.current_dir(dir)
+        .args(stub_args(&port.to_string(), "a", "a2"));
+    let mut sh = rexpect::session::spawn_command(cmd, Some(WAIT.as_millis() as u64)).unwrap();
+    sh.exp_string("the name 'a' is taken").unwrap();
+    sh.exp_string("name of this stub: ").unwrap();
+    sh.send_line("").unwrap();
+    sh.exp_string("no name of this stub given: -n NAME sets it")
+        .unwrap();
+    sh.exp_eof().unwrap();
+}

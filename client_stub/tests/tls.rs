@@ -168,7 +168,7 @@ fn a_file_without_a_certificate_or_key_is_named() {
     // A certificate's name with no certificate to trust, at a plain server: not ignored.
     let (_plain, port) = server(dir, &[]);
     let odd = refused_stub(dir, port, "odd", &["--tls-name", "localhost"]);
-    odd.wait_for("--tls-name localhost (profile key tls_name) is for TLS, which is off");
+    odd.wait_for("--tls-name localhost (profile key tls_name) is for TLS, which is off: give --tls-ca (profile key tls_ca) too");
 }
 
 #[test]

@@ -71,13 +71,18 @@ fn main() -> ExitCode {
         None => classic(&client),
         Some(Cmd::Call { target, args }) => call(&client, &target, &args),
         Some(Cmd::List { prefix }) => {
-            client
-                .modules(prefix.as_deref().unwrap_or(""))
-                .map(|names| {
-                    for n in names {
-                        out(printable(&n));
-                    }
-                })
+            let prefix = prefix.unwrap_or_default();
+            client.modules(&prefix).map(|names| {
+                // Said on stderr, as the shell's `mods` says it: stdout stays one name a line.
+                match (names.is_empty(), prefix.is_empty()) {
+                    (true, true) => eprintln!("no modules on the network"),
+                    (true, false) => eprintln!("no modules starting with '{}'", printable(&prefix)),
+                    _ => {}
+                }
+                for n in names {
+                    out(printable(&n));
+                }
+            })
         }
         // Names, headers, docs and errors are the network's text, escaped before printing.
         Some(Cmd::Describe { module }) => client.describe(&module).map(|d| {

@@ -112,10 +112,11 @@ def set_timeout(seconds):
     a number of seconds above 0 is refused here, not at the next call."""
     global _timeout
     if seconds is not None:
-        try:
+        value = None
+        if isinstance(seconds, int) and not isinstance(seconds, bool):  # 10**400 is no float
+            value = _seconds(min(seconds, threading.TIMEOUT_MAX)) if seconds > 0 else None
+        elif isinstance(seconds, float):  # not a text, which float() would read
             value = _seconds(seconds)
-        except (TypeError, ValueError):
-            value = None
         if value is None:
             raise ValueError(f"set_timeout({seconds!r}): it takes {SECONDS} (or None)")
         seconds = value

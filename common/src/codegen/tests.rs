@@ -486,10 +486,14 @@ fn the_python_helper_takes_a_timeout_only_it_can_wait() {
     let call = "import _stubnet; _stubnet.call('m', 'f')";
     let err = python(call, "1e300");
     assert!(err.ends_with(hung_up), "{err}");
-    let call = "import _stubnet; _stubnet.set_timeout(1e300); _stubnet.call('m', 'f')";
-    let err = python(call, "30");
-    assert!(err.ends_with(hung_up), "{err}");
-    for bad in ["0", "-1", "'soon'", "float('nan')", "[]"] {
+    for long in ["1e300", "10**400"] {
+        let call =
+            format!("import _stubnet; _stubnet.set_timeout({long}); _stubnet.call('m', 'f')");
+        let err = python(&call, "30");
+        assert!(err.ends_with(hung_up), "{long}: {err}");
+    }
+    // A text is no number of seconds, though float() would read it.
+    for bad in ["0", "-1", "-10**400", "'3'", "True", "float('nan')", "[]"] {
         let err = python(
             &format!("import _stubnet; _stubnet.set_timeout({bad})"),
             "30",
