@@ -153,8 +153,8 @@ impl Client {
         self
     }
 
-    /// Sets the largest request sent (default: the stubs' default frame limit): the stub's
-    /// `max_frame_bytes`.
+    /// Sets the largest request sent and answer read (default: the stubs' default frame
+    /// limit): the stub's `max_frame_bytes`.
     pub fn with_max_frame(mut self, bytes: usize) -> Self {
         self.requests.max_frame = bytes;
         self
@@ -289,7 +289,8 @@ impl Client {
                     }
                 })?),
         };
-        match exchange(conn, &mut link.line, &request, deadline, &self.address) {
+        let max = self.requests.max_frame;
+        match exchange(conn, &mut link.line, &request, deadline, &self.address, max) {
             Ok(answer) => answer,
             Err(Ended(error)) => {
                 link.conn = None;
@@ -337,13 +338,15 @@ fn cut_short(e: &std::io::Error) -> bool {
 }
 
 /// Writes `request` on `conn` (to `address`) and reads until its answer, or its deadline.
-/// `line` keeps a line cut short by a deadline, for the next call to complete.
+/// `line` keeps a line cut short by a deadline, for the next call to complete; a line over
+/// `max` bytes ends the connection.
 fn exchange(
     conn: &mut Conn,
     line: &mut Vec<u8>,
     request: &Request,
     deadline: Instant,
     address: &str,
+    max: usize,
 ) -> Result<Result<Json, CallError>, Ended> {
     use std::io::BufRead;
     if let Err(late) = write(conn, request, deadline)? {
@@ -358,16 +361,30 @@ fn exchange(
         (conn.read_timeout)
             .fit(left, |t| reader.set_read_timeout(t))
             .map_err(failed)?;
+        // One read at a time, so that the deadline is looked at between reads: a peer that
+        // trickles bytes without a newline would hold a whole-line read past it, growing it.
         // A read cut short by the timeout leaves its bytes in `line`: the next read, in this
         // call or the next one, completes the line instead of losing its start.
-        match conn.reader.read_until(b'\n', line) {
-            Ok(0) if line.is_empty() => return Err(closed()),
-            Ok(_) => {}
+        let read = match conn.reader.fill_buf() {
+            Ok([]) => return Err(closed()),
+            Ok(read) => read,
             Err(e) if cut_short(&e) => continue,
             Err(e) => return Err(failed(e)),
+        };
+        let (piece, whole) = match memchr::memchr(b'\n', read) {
+            Some(end) => (&read[..=end], true),
+            None => (read, false),
+        };
+        if line.len() + piece.len() > max + 1 {
+            return Err(Ended(CallError::NotConnected(format!(
+                "the stub sent a line over the frame limit of {max} bytes (with_max_frame)"
+            ))));
         }
-        if line.last() != Some(&b'\n') {
-            return Err(closed());
+        line.extend_from_slice(piece);
+        let used = piece.len();
+        conn.reader.consume(used);
+        if !whole {
+            continue;
         }
         // Answers to earlier calls that timed out, and anything unreadable, are skipped; but
         // a server stub's refusal says no stub is there.

@@ -512,3 +512,32 @@ fn a_call_that_cannot_connect_again_ends_at_its_timeout() {
     let late = smol::block_on(async_client.call_with("m", "f", (), Map::new(), short));
     assert_eq!(late, Err(CallError::Timeout(told)));
 }
+
+/// A peer that trickles bytes and never ends the line (the wrong program on the port) held a
+/// blocking call past its timeout, its line growing without end: now the call ends at its
+/// timeout, for both clients, and a line over the frame limit ends the connection.
+#[test]
+fn a_line_that_never_ends_neither_holds_a_call_past_its_timeout_nor_grows_past_the_limit() {
+    let trickle = |mut s: std::net::TcpStream| {
+        while s.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let short = Some(Duration::from_millis(300));
+    let (addr, _stub) = fake_stub(1, trickle);
+    let client = Client::connect(&addr).unwrap();
+    let late = client.call_with("m", "f", (), Map::new(), short);
+    assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+    let (addr, _stub) = fake_stub(1, trickle);
+    let late = smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        client.call_with("m", "f", (), Map::new(), short).await
+    });
+    assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+    // A flood: the line passes the limit long before the call's timeout.
+    let (addr, _stub) = fake_stub(1, |mut s| while s.write_all(&[b'x'; 4096]).is_ok() {});
+    let client = Client::connect(&addr).unwrap().with_max_frame(100_000);
+    let ended = client.call_with("m", "f", (), Map::new(), Some(Duration::from_secs(60)));
+    let told = "the stub sent a line over the frame limit of 100000 bytes (with_max_frame)";
+    assert_eq!(ended, Err(CallError::NotConnected(told.into())));
+}
