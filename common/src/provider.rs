@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
+use smol::future::FutureExt;
 use smol::net::TcpStream;
 
 use crate::app::{not_an_app_port, stub_failed, CallError, STUB_CLOSED};
@@ -151,8 +152,20 @@ impl Provider {
         })
     }
 
-    /// A connection to `stub` on which the stub has accepted the module.
+    /// A connection to `stub` on which the stub has accepted the module, within
+    /// [`ACCEPT_TIMEOUT`].
     async fn connect(&self, stub: &str) -> Result<Link, Failed> {
+        self.accepted_by(stub)
+            .or(async {
+                smol::Timer::after(ACCEPT_TIMEOUT).await;
+                Err(Failed::Lost(format!(
+                    "the stub at {stub} did not accept the module within {ACCEPT_TIMEOUT:?}"
+                )))
+            })
+            .await
+    }
+
+    async fn accepted_by(&self, stub: &str) -> Result<Link, Failed> {
         let stream = TcpStream::connect(stub)
             .await
             .map_err(|e| Failed::Lost(format!("no stub at {stub}: {e}")))?;
@@ -261,6 +274,10 @@ impl Providing {
         }
     }
 }
+
+/// How long a stub may take to accept the module: a port that takes connections and says
+/// nothing (another program's, a stopped stub) would hold `provide` forever.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first wait before providing the module again after the connection ended: a stub that
 /// restarts takes a moment to listen again.
@@ -432,6 +449,19 @@ mod tests {
         assert_eq!(functions.len(), 1, "{functions:?}");
         assert_eq!(functions[0].params.len(), 2);
         assert_eq!(functions[0].doc.as_deref(), Some("second"));
+    }
+
+    /// A port that takes the connection and never answers (the kernel's backlog accepts it):
+    /// `provide` gave no answer, ever.
+    #[test]
+    fn a_stub_that_never_accepts_the_module_is_given_up_on() {
+        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = mute.local_addr().unwrap().to_string();
+        let Err(e) = Provider::new("p").provide_blocking(&addr) else {
+            panic!("provided through a mute port")
+        };
+        let told = format!("the stub at {addr} did not accept the module within 10s");
+        assert_eq!(e, CallError::NotConnected(told));
     }
 
     #[test]
