@@ -349,6 +349,78 @@ fn the_python_helper_given_the_server_stubs_port_says_so() {
     assert!(ok && out.trim_end() == told, "{out}");
 }
 
+/// A result the helper's Python cannot decode (a list nested 995 levels, which the worker could
+/// encode) fails its own call, and the connection and the calls in flight go on: it used to kill
+/// the reader thread (a RecursionError it did not catch), failing every call with "the client
+/// stub closed the connection". A long result (past the first 64 KiB the helper reads of a line)
+/// comes whole.
+#[test]
+fn the_python_helper_fails_only_the_call_whose_result_it_cannot_decode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (z, nest) = (dir.join("z.py"), dir.join("nest.py"));
+    std::fs::write(&z, MODULE).unwrap();
+    std::fs::write(&nest, NEST).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let args = [
+        "--register",
+        z.to_str().unwrap(),
+        "--register",
+        nest.to_str().unwrap(),
+    ];
+    let owner = stub(dir, port, "a", &args);
+    owner.wait_for("registered z");
+    owner.wait_for("registered nest");
+    let caller = stub(dir, port, "b", &[]);
+    caller.wait_for("received z from a");
+    caller.wait_for("received nest from a");
+    let (ok, out) = python_within(
+        &dir.join("b"),
+        app_port(&caller),
+        NEST_CHECKS,
+        Duration::from_secs(60),
+    );
+    assert!(ok && out.contains("nest ok"), "{out}");
+    let told = "protocol: its result is nested too deeply for this Python to decode \
+                (RecursionError: maximum recursion depth exceeded";
+    assert!(out.starts_with(told), "{out}");
+}
+
+const NEST: &str = r#"
+def nested(levels):
+    v = []
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
+def big(n):
+    return "x" * n
+"#;
+
+/// z.slow is in flight (written, its module's worker asleep) while nest.nested's reply comes.
+const NEST_CHECKS: &str = r#"
+import threading, time
+import _stubnet, nest, z
+slow = []
+t = threading.Thread(target=lambda: slow.append(z.slow(1.0)))
+t.start()
+while not (_stubnet._connection and _stubnet._connection.waiting):
+    time.sleep(0.01)
+connection = _stubnet._connection
+try:
+    nest.nested(995)
+    raise SystemExit("no RemoteError")
+except _stubnet.RemoteError as e:
+    print(e)
+t.join()
+assert slow == [1.0], slow
+assert nest.nested(3) == [[[[]]]]
+assert nest.big(300000) == "x" * 300000
+assert _stubnet._connection is connection, "connected again"
+print("nest ok")
+"#;
+
 const STANDARD_CHECKS: &str = r#"
 import json, socket, _stubnet
 assert json.dumps([1, "a"]) == '[1, "a"]'

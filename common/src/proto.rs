@@ -608,6 +608,27 @@ mod tests {
         }
     }
 
+    /// The Python helper (codegen/stubnet.py) reads a line a stub sends it by how it begins:
+    /// `cmd` first, and a reply's `id` first in its `data`, serde_json's compact form. It finds
+    /// the call whose result it cannot decode (nested too deeply for its Python) by that id.
+    #[test]
+    fn a_line_to_an_app_begins_as_the_python_helper_reads_it() {
+        let mut line = Vec::new();
+        let result = Ok(Json::parse("[[1]]".into()).unwrap());
+        crate::conn::put_line(&mut line, &ToApp::Reply(Reply { id: 7, result })).unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.starts_with(r#"{"cmd":"reply","data":{"id":7,"#),
+            "{line}"
+        );
+        let mut line = Vec::new();
+        let error = ToApp::Error {
+            message: "m".into(),
+        };
+        crate::conn::put_line(&mut line, &error).unwrap();
+        assert!(line.starts_with(br#"{"cmd":""#), "{line:?}");
+    }
+
     #[test]
     fn a_result_neither_ok_nor_err_is_refused_saying_what_it_must_be() {
         let reply = |result: &str| {

@@ -4,7 +4,8 @@ Written by stubnet beside the stubs it generates (one per directory); do not edi
 connection to the client stub's app port (127.0.0.1:$STUBNET_APP_PORT, default 8765, or
 connect(port)) carries every call as newline-delimited JSON; replies are matched by id by a
 reader thread, so threads may call at once. A call waits at most $STUBNET_TIMEOUT seconds
-(default 30, or set_timeout(seconds)), connecting and writing its request included. A remote
+(default 30, or set_timeout(seconds)), connecting and writing its request included. A reply
+line over $STUBNET_MAX_REPLY_BYTES (default 1 GiB) ends the connection. A remote
 exception of a built-in type is raised as that type with the remote message (the remote
 traceback in .remote_traceback, and as a note on 3.11+); timeouts raise TimeoutError; any other
 failure raises RemoteError, whose .kind says what happened.
@@ -60,6 +61,13 @@ ast, itertools, json, os, select, socket, threading, time = _standard(
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0
 SECONDS = "a number of seconds above 0"  # what a timeout takes
+# The longest line read from the stub ($STUBNET_MAX_REPLY_BYTES). A reply holds a result of up to
+# the stub's max_frame_bytes (4 MiB by default), which this helper cannot know and a user may
+# set far higher: the bound only keeps a program that is no stub (a wrong STUBNET_APP_PORT) from
+# growing the reader until MemoryError, so it is generous. Such a program is found out sooner
+# anyway: a line no stub would start (_STUB_LINE) is given up after _HEAD bytes.
+DEFAULT_MAX_REPLY_BYTES = 1 << 30
+MIN_REPLY_BYTES = 4096  # the smallest max_frame_bytes a stub may have
 
 
 class RemoteError(Exception):
@@ -186,6 +194,14 @@ def _tcp_port(text):
     return value if 0 < value < 65536 else None
 
 
+REPLY_BYTES = f"a number of bytes, at least {MIN_REPLY_BYTES}"  # $STUBNET_MAX_REPLY_BYTES takes
+
+
+def _bytes(text):
+    value = int(text)
+    return value if value >= MIN_REPLY_BYTES else None
+
+
 def _call_timeout():
     if _timeout is None:
         return _setting("STUBNET_TIMEOUT", DEFAULT_TIMEOUT, _seconds, SECONDS)
@@ -214,13 +230,15 @@ def _connected(timeout, what):
     if connection is not None and not connection.closed:  # the common case: no lock, no clock
         return connection, 0
     port = _port or _setting("STUBNET_APP_PORT", DEFAULT_PORT, _tcp_port, "a port, 1 to 65535")
+    longest = _setting("STUBNET_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES, _bytes, REPLY_BYTES)
     start = time.monotonic()
     if not _lock.acquire(timeout=timeout):  # another call is connecting
         raise _not_connected_within(what, port, timeout)
     try:
         if _connection is None or _connection.closed:
             left = timeout - (time.monotonic() - start)
-            _connection = _Connection(port, left, lambda: _not_connected_within(what, port, timeout))
+            late = lambda: _not_connected_within(what, port, timeout)
+            _connection = _Connection(port, left, late, longest)
         return _connection, time.monotonic() - start
     finally:
         _lock.release()
@@ -234,8 +252,9 @@ def _not_connected_within(what, port, timeout):
 class _Connection:
     """One connection to the client stub; requests in flight are matched to replies by id."""
 
-    def __init__(self, port, timeout, late):
-        """Connects within `timeout` seconds, or raises late()."""
+    def __init__(self, port, timeout, late, longest):
+        """Connects within `timeout` seconds, or raises late(); reads lines of up to `longest`
+        bytes (and a newline)."""
         try:  # the kernel gives up on a connect long before an hour
             self.sock = socket.create_connection(("127.0.0.1", port), max(min(timeout, 3600), 1e-3))
         except socket.timeout:  # not TimeoutError before Python 3.10
@@ -245,6 +264,8 @@ class _Connection:
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port = port
+        self.longest = longest
+        self.head = min(_HEAD, longest + 1)  # the first read of each line
         self.ended = "the client stub closed the connection"  # why calls fail once it ends
         self.ids = itertools.count(1)
         self.waiting = {}  # id -> [threading.Event, result]
@@ -272,8 +293,9 @@ class _Connection:
         try:
             sent, deadline = self._send(line, max(timeout - spent, 0))
         except OSError as e:
+            ended = self.closed  # by the reader (a line no stub sends): its reason, not EPIPE
             self.close()
-            return _not_connected(f"lost the client stub: {e}")
+            return _not_connected(self.ended if ended else f"lost the client stub: {e}")
         left = max(0, timeout - spent if deadline is None else deadline - time.monotonic())
         if sent is _SENT and slot[0].wait(left):
             return slot[1]
@@ -338,23 +360,81 @@ class _Connection:
     def _read(self):
         try:
             with self.sock.makefile("rb") as lines:
-                for line in lines:
-                    self._dispatch(json.loads(line))
-        except (OSError, ValueError):
+                while True:
+                    line = lines.readline(self.head)  # a whole reply, almost always
+                    if line[-1:] != b"\n":
+                        line = self._rest(line, lines)
+                        if line is None:
+                            break
+                    try:
+                        self._dispatch(json.loads(line))
+                    except (ValueError, RecursionError, MemoryError) as e:  # from json.loads
+                        if not self._undecodable(line, e):
+                            break
+                    except (AttributeError, TypeError):  # not a dict, or an id that is no key
+                        self._end(f"sent a line no stub sends ({_head(line)})")
+                        break
+        except OSError:
             pass
+        except MemoryError:  # reading a line under $STUBNET_MAX_REPLY_BYTES
+            self._end("sent a line too long for this Python's memory")
         finally:
             self._fail_all()
+
+    def _rest(self, head, lines):
+        """The line that begins with `head`, a first read without its newline: read on to at
+        most self.longest bytes if it begins as a stub's lines do; None if the connection ends
+        (the stub closed it, or this ends it: not a stub's line, or over self.longest)."""
+        if len(head) < self.head:  # the stub closed the connection (maybe within a line)
+            return None
+        if not head.startswith(_STUB_LINE):
+            self._end(f"sent {len(head)} bytes of a line no stub sends ({_head(head)})")
+            return None
+        line = head + lines.readline(self.longest + 1 - len(head))
+        if line[-1:] == b"\n":
+            return line
+        if len(line) > self.longest:
+            self._end(f"sent a line over {self.longest} bytes (see $STUBNET_MAX_REPLY_BYTES)")
+        return None
+
+    def _undecodable(self, line, e):
+        """A line json cannot read (`e` says why): a reply fails its own call, found by its id,
+        which the stub writes first ({"cmd":"reply","data":{"id":N,...); other lines end the
+        connection. Whether the connection goes on."""
+        start = len(_REPLY_HEAD)
+        end = line.find(b",", start, start + 21) if line.startswith(_REPLY_HEAD) else -1
+        if end < 0 or not line[start:end].isdigit():
+            self._end(f"sent a line no stub sends ({type(e).__name__}: {e}; {_head(line)})")
+            return False
+        if isinstance(e, RecursionError):
+            why = "its result is nested too deeply for this Python to decode"
+        elif isinstance(e, MemoryError):
+            why = f"its result ({len(line)} bytes) is too large for this Python's memory"
+        else:
+            why = "its result cannot be decoded here"
+        message = f"{why} ({type(e).__name__}: {e})" if str(e) else why
+        self._answer(int(line[start:end]), {"Err": {"kind": "protocol", "message": message}})
+        return True
+
+    def _end(self, why):
+        """Ends the connection from the reader: every call waiting, and any made before the next
+        connects, fails saying that this port `why`."""
+        self.ended = f"127.0.0.1:{self.port} {why}: is it a stub's app port?"
+        self.close()
+
+    def _answer(self, id_, result):
+        with self.lock:
+            slot = self.waiting.pop(id_, None)
+        if slot is not None:
+            slot[1] = result
+            slot[0].set()
 
     def _dispatch(self, msg):
         data = msg.get("data") or {}
         if msg.get("cmd") == "error":
             print(f"stubnet: error from the client stub: {data.get('message')}", file=sys.stderr)
         elif msg.get("cmd") == "reply":
-            with self.lock:
-                slot = self.waiting.pop(data.get("id"), None)
-            if slot is not None:
-                slot[1] = data.get("result") or {}
-                slot[0].set()
+            self._answer(data.get("id"), data.get("result") or {})
         elif msg.get("cmd") == "refused":  # a server stub's answer to a first frame, no hello
             server = "it answered as a server stub"
             self.ended = f"127.0.0.1:{self.port} is not a stub's app port ({server})"
@@ -369,16 +449,27 @@ class _Connection:
             slot[0].set()
 
     def close(self):
+        self._fail_all()  # first: a call writing meanwhile sees self.closed (see request)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
-        self._fail_all()
 
 
 # What became of a request a call wrote (_Connection._send).
 _SENT, _BEGUN, _NOT_SENT = "sent", "begun", "not sent"
+
+# How every line a stub writes begins (serde_json, compact, `cmd` first), and a reply's, to its
+# id (common/src/proto.rs pins both). A line longer than _HEAD is read on only if it begins so.
+_STUB_LINE = b'{"cmd":"'
+_REPLY_HEAD = b'{"cmd":"reply","data":{"id":'
+_HEAD = 64 * 1024
+
+
+def _head(line):
+    """How `line` begins, for an error: its first 40 bytes as Python writes bytes."""
+    return f"{line[:40]!r}..." if len(line) > 40 else repr(line)
 
 
 def _not_connected(message):

@@ -433,6 +433,7 @@ fn the_python_helper_refuses_a_bad_setting_naming_it() {
     std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
     let seconds = "it takes a number of seconds above 0";
     let port = "it takes a port, 1 to 65535";
+    let bytes = "it takes a number of bytes, at least 4096";
     for (name, value, takes) in [
         ("STUBNET_TIMEOUT", "-5", seconds),
         ("STUBNET_TIMEOUT", "0", seconds),
@@ -441,6 +442,8 @@ fn the_python_helper_refuses_a_bad_setting_naming_it() {
         ("STUBNET_TIMEOUT", "inf", seconds),
         ("STUBNET_APP_PORT", "abc", port),
         ("STUBNET_APP_PORT", "70000", port),
+        ("STUBNET_MAX_REPLY_BYTES", "100", bytes),
+        ("STUBNET_MAX_REPLY_BYTES", "1GiB", bytes),
     ] {
         // Refused before it connects: no stub is needed.
         let out = std::process::Command::new("python3")
@@ -448,6 +451,7 @@ fn the_python_helper_refuses_a_bad_setting_naming_it() {
             .current_dir(dir.path())
             .env_remove("STUBNET_TIMEOUT")
             .env_remove("STUBNET_APP_PORT")
+            .env_remove("STUBNET_MAX_REPLY_BYTES")
             .env(name, value)
             .output()
             .expect("python3 runs");
@@ -537,5 +541,106 @@ fn the_python_helper_connects_within_the_calls_timeout() {
             .expect("python3 runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().last(), Some(told.as_str()), "{stderr}");
+    }
+}
+
+/// A "stub" that reads each request and answers it with `sent`, then reads on until the helper
+/// hangs up (it never does itself: what the helper is told comes from `sent`): its port.
+fn fake_stub(sent: Vec<u8>) -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(&conn);
+                let _ = reader.read_line(&mut String::new());
+                let _ = (&conn).write_all(&sent);
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            });
+        }
+    });
+    port
+}
+
+/// The last line the helper's call `m.f()` writes (its result, or the exception), with a reply
+/// line of at most 100,000 bytes, from the stub at `port`; STUBNET_TIMEOUT 30 s is only hang
+/// detection.
+fn python_call(dir: &std::path::Path, port: u16) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import _stubnet; print(len(_stubnet.call('m', 'f')))"])
+        .current_dir(dir)
+        .env("STUBNET_APP_PORT", port.to_string())
+        .env("STUBNET_TIMEOUT", "30")
+        .env("STUBNET_MAX_REPLY_BYTES", "100000")
+        .output()
+        .expect("python3 runs");
+    let out = [out.stdout, out.stderr].concat();
+    let out = String::from_utf8_lossy(&out);
+    out.lines().last().unwrap_or_default().to_owned()
+}
+
+/// A program on the app port that is no stub (a wrong STUBNET_APP_PORT) ends the helper's
+/// connection with a reason every call gets. A line with no newline used to be read until
+/// MemoryError (the call timing out meanwhile); one that is not JSON, or not an object, ended it
+/// as if the stub had hung up, killing the reader thread with a traceback for the latter.
+#[test]
+fn the_python_helper_ends_a_connection_that_sends_what_no_stub_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    // A reply of `bytes` bytes and a newline, or no newline.
+    let (head, tail) = (
+        r#"{"cmd":"reply","data":{"id":1,"result":{"Ok":""#,
+        r#""}}}"#,
+    );
+    let reply = |bytes: usize, newline: bool| {
+        let text = "x".repeat(bytes - head.len() - tail.len());
+        format!("{head}{text}{tail}{}", if newline { "\n" } else { "" }).into_bytes()
+    };
+    let no_stub = "is it a stub's app port?";
+    for (sent, told) in [
+        // As long as it may be, and one byte more.
+        (
+            reply(100_000, true),
+            (100_000 - head.len() - tail.len()).to_string(),
+        ),
+        (
+            reply(100_001, true),
+            format!("sent a line over 100000 bytes (see $STUBNET_MAX_REPLY_BYTES): {no_stub}"),
+        ),
+        // Begun as a stub's, never ended.
+        (
+            reply(1 << 20, false),
+            format!("sent a line over 100000 bytes (see $STUBNET_MAX_REPLY_BYTES): {no_stub}"),
+        ),
+        // Found out at its first 64 KiB.
+        (
+            vec![b'x'; 1 << 20],
+            format!(
+                "sent 65536 bytes of a line no stub sends (b'{}'...): {no_stub}",
+                "x".repeat(40)
+            ),
+        ),
+        (
+            b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(),
+            format!(
+                "sent a line no stub sends (JSONDecodeError: Expecting value: line 1 column 1 \
+                 (char 0); b'HTTP/1.1 400 Bad Request\\r\\n'): {no_stub}"
+            ),
+        ),
+        (
+            b"[1]\n".to_vec(),
+            format!("sent a line no stub sends (b'[1]\\n'): {no_stub}"),
+        ),
+    ] {
+        let port = fake_stub(sent);
+        let got = python_call(dir.path(), port);
+        let want = if told.starts_with("sent") {
+            format!("_stubnet.RemoteError: not_connected: 127.0.0.1:{port} {told}")
+        } else {
+            told
+        };
+        assert_eq!(got, want);
     }
 }
