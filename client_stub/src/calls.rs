@@ -136,6 +136,7 @@ impl Stub {
             md5: md5_hex(&bytes),
             desc,
             bytes,
+            source: None,
         };
         let md5 = parsed.md5.clone();
         self.own(parsed, Some((runner, id)))?;

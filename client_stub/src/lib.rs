@@ -103,11 +103,13 @@ impl Config {
         }
     }
 
-    /// How to start the workers of `module`, whose file is `path`.
-    pub fn worker_spec(&self, module: &str, path: &Path) -> worker::WorkerSpec {
+    /// How to start the workers of the module `parsed`, on its source as read then.
+    pub fn worker_spec(&self, parsed: &owned::Parsed) -> worker::WorkerSpec {
+        let module = &parsed.desc.module;
         worker::WorkerSpec {
             module: module.to_owned(),
-            path: path.to_owned(),
+            path: parsed.path.clone(),
+            source: parsed.source.clone(),
             python: self.python.clone(),
             workers: self.workers.get(module).copied().unwrap_or(1).max(1),
             max_frame: self.limits.max_frame_bytes,

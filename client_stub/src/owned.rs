@@ -34,6 +34,9 @@ pub struct Parsed {
     /// The descriptor file's bytes and their md5.
     pub bytes: Vec<u8>,
     pub md5: String,
+    /// The file's contents, which its workers run (see `worker::WorkerSpec::source`); `None`
+    /// for an installed module or an app's.
+    pub source: Option<Arc<[u8]>>,
 }
 
 /// A module this stub registered.
@@ -127,8 +130,8 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
     if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let source = common::pyparse::encoding::decode(&bytes)
+    let file = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let source = common::pyparse::encoding::decode(&file)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let desc = parse_module(module, &source)
         .map_err(|e| format!("{}: syntax error at {e}", path.display()))?;
@@ -139,6 +142,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, String> {
         desc,
         bytes,
         md5,
+        source: Some(file.into()),
     })
 }
 
@@ -278,6 +282,7 @@ pub async fn describe_installed(python: &str, name: &str) -> Result<Parsed, Stri
         md5: md5_hex(&bytes),
         desc,
         bytes,
+        source: None,
     })
 }
 
@@ -550,14 +555,18 @@ impl Stub {
             parsed.desc.functions.len()
         );
         self.upload(&module, &parsed.bytes);
-        let (pool, provide_id) = match app {
-            Some((app, id)) => (Runner::App(app), Some(id)),
-            None => (
-                Runner::Python(self.start_workers(&module, &parsed.path)),
-                None,
-            ),
-        };
         let before = self.owned.get(&module);
+        let (pool, provide_id) = match (app, before.map(|o| &o.pool)) {
+            (Some((app, id)), _) => (Runner::App(app), Some(id)),
+            // Another file of the same name: its workers take over from the old file's as for
+            // a reload. The calls running finish on the old code; those queued wait for the
+            // new workers, and run there.
+            (None, Some(Runner::Python(pool))) => {
+                pool.reload(Some(self.config.worker_spec(&parsed)));
+                (Runner::Python(pool.clone()), None)
+            }
+            (None, _) => (Runner::Python(self.start_workers(&parsed)), None),
+        };
         let owned = Owned {
             watched: Watched::read_now(&parsed.path),
             parsed,
@@ -570,17 +579,17 @@ impl Stub {
         if let Ok(mut served) = self.served.lock() {
             served.back(&module);
         }
-        // A module registered before from another file (or app): its old workers stop.
         self.owned.insert(module, owned);
         self.refresh_names();
         Ok(())
     }
 
-    /// Starts the workers of a module registered from `path`. One that cannot run (its
+    /// Starts the workers of the module `parsed`. One that cannot run (its
     /// interpreter cannot be started) stays registered, as one that fails to import does: its
     /// calls fail with the reason, and it runs once the interpreter can start.
-    fn start_workers(&self, module: &str, path: &Path) -> Pool {
-        let (pool, started) = Pool::start(self.config.worker_spec(module, path));
+    fn start_workers(&self, parsed: &Parsed) -> Pool {
+        let module = &parsed.desc.module;
+        let (pool, started) = Pool::start(self.config.worker_spec(parsed));
         if let Err(e) = started {
             let every = MAX_BACKOFF.as_secs();
             say!(
@@ -646,7 +655,7 @@ impl Stub {
             ));
         };
         owned.watched = Watched::read_now(&parsed.path);
-        owned.pool.reload();
+        owned.pool.reload(self.config.worker_spec(&parsed));
         let changed = parsed.md5 != owned.parsed.md5;
         let again = !changed && std::mem::take(&mut owned.refused);
         owned.parsed = parsed;

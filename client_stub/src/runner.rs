@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::calls::{push_to_app, timed_out};
-use crate::worker::{Caller, Done, Pool};
+use crate::worker::{Caller, Done, Pool, WorkerSpec};
 use common::config::LinkLimits;
 use common::error::{ErrorKind, RemoteError};
 use common::outbox::Outbox;
@@ -164,11 +164,11 @@ impl Runner {
         }
     }
 
-    /// Restarts Python workers on the current file once their calls running are done (see
+    /// Restarts Python workers on `spec` once their calls running are done (see
     /// `worker::Pool::reload`); an app provides what it provides.
-    pub fn reload(&self) {
+    pub fn reload(&self, spec: WorkerSpec) {
         if let Runner::Python(pool) = self {
-            pool.reload();
+            pool.reload(Some(spec));
         }
     }
 

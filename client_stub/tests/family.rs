@@ -986,3 +986,109 @@ impl Frames {
         }
     }
 }
+
+/// A module whose `slow(tag, gate)` prints `started TAG` and returns `[VERSION, TAG]` once the
+/// file `gate` exists; `f()` returns VERSION; `die()` ends its worker.
+fn gated(version: &str) -> String {
+    format!(
+        "import os, time\n\n\
+         def f():\n    return '{version}'\n\n\
+         def slow(tag, gate):\n    print('started', tag, flush=True)\n    \
+         while not os.path.exists(gate):\n        time.sleep(0.01)\n    \
+         return ['{version}', tag]\n\n\
+         def die():\n    os._exit(3)\n"
+    )
+}
+
+/// `rm:` of another file of the same name while a call runs and others wait: as for a reload,
+/// the call running finishes on the old code, and those queued run on the new file's workers.
+#[test]
+fn another_file_of_the_same_name_replaces_a_module_as_a_reload_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (m, other) = (dir.join("m.py"), dir.join("other"));
+    std::fs::write(&m, gated("old")).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("m.py"), gated("new")).unwrap();
+    let gate = dir.join("gate").to_str().unwrap().to_owned();
+    let (_server, port) = server(dir, &[]);
+    let mut owner = stub(dir, port, "a", &["-l", "--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let call = |tag: &'static str| {
+        let (app, gate) = (client(&owner), gate.clone());
+        std::thread::spawn(move || app.call("m", "slow", (tag, gate)))
+    };
+    let running = call("a");
+    owner.wait_for("[m] started a");
+    let queued = [call("b"), call("c")];
+    // (Time for the two calls to reach the queue; one that came later would go to the new
+    // workers all the same.)
+    std::thread::sleep(Duration::from_millis(300));
+    owner.send(&format!("rm:{}", other.join("m.py").display()));
+    owner.wait_for("registering m from");
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(running.join().unwrap().unwrap(), json!(["old", "a"]));
+    for (thread, tag) in queued.into_iter().zip(["b", "c"]) {
+        assert_eq!(thread.join().unwrap().unwrap(), json!(["new", tag]));
+    }
+    assert_eq!(client(&owner).call("m", "f", ()).unwrap(), json!("new"));
+}
+
+/// A valid edit, then a broken one while a call still runs: the reload waits for that call,
+/// then starts the workers on the valid edit, not on the broken file now on disk.
+#[test]
+fn a_broken_edit_while_a_reload_waits_for_a_call_keeps_the_valid_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    std::fs::write(&m, gated("1")).unwrap();
+    let gate = dir.join("gate").to_str().unwrap().to_owned();
+    let (_server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let running = {
+        let (app, gate) = (client(&owner), gate.clone());
+        std::thread::spawn(move || app.call("m", "slow", ("a", gate)))
+    };
+    owner.wait_for("[m] started a");
+    std::fs::write(&m, gated("2")).unwrap();
+    owner.wait_for("reloaded m (its file changed)");
+    std::fs::write(&m, "def f(:\n").unwrap();
+    owner.wait_for("the old version of m keeps running");
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(running.join().unwrap().unwrap(), json!(["1", "a"]));
+    let app = client(&owner);
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!("2"));
+}
+
+/// A worker that restarts (here it exits mid-call) while its file does not parse starts on the
+/// version that did: its `__file__`, and its imports of files beside it, as before.
+#[test]
+fn a_worker_restarted_while_its_file_is_broken_runs_the_old_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    std::fs::write(dir.join("helper.py"), "X = 5\n").unwrap();
+    let where_ =
+        "\ndef where():\n    import helper\n    return [os.path.basename(__file__), helper.X]\n";
+    // Longer than a pipe holds: the worker reads its source in several writes.
+    let padding = format!("# {}\n", "x".repeat(300_000));
+    std::fs::write(&m, gated("1") + where_ + &padding).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let owner = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    owner.wait_for("registered m");
+    let app = client(&owner);
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!("1"));
+
+    std::fs::write(&m, "def f(:\n").unwrap();
+    owner.wait_for("the old version of m keeps running");
+    let died = app.call("m", "die", ()).unwrap_err().to_string();
+    assert!(died.contains("exited"), "{died}");
+    assert_eq!(app.call("m", "f", ()).unwrap(), json!("1"));
+    assert_eq!(app.call("m", "where", ()).unwrap(), json!(["m.py", 5]));
+
+    // Fixed, it is reloaded from the file again.
+    std::fs::write(&m, gated("3")).unwrap();
+    owner.wait_for("reloaded m (its file changed)");
+    assert_eq!(eventually(|| app.call("m", "f", ())).unwrap(), json!("3"));
+}

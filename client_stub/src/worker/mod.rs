@@ -86,6 +86,11 @@ pub struct WorkerSpec {
     pub module: String,
     /// The module's file.
     pub path: PathBuf,
+    /// The file's contents as the stub last read them, which a worker runs (as the file, at
+    /// its path) whenever it starts, rather than what is on disk then: an edit that does not
+    /// parse leaves this version running, restarts included. `None`: the worker imports the
+    /// file as it is when it starts (or the installed module `import:NAME` by name).
+    pub source: Option<Arc<[u8]>>,
     /// The Python interpreter to run, e.g. `python3`.
     pub python: String,
     /// How many worker processes share the module's calls (at least 1).
@@ -101,7 +106,6 @@ pub struct Pool {
 }
 
 struct Inner {
-    spec: WorkerSpec,
     /// The module's name, shared by every job's message for a call cut short.
     module: Arc<str>,
     current: Mutex<Generation>,
@@ -110,6 +114,8 @@ struct Inner {
 /// One set of supervisor tasks and the job queue they share. The tasks hold no handle to the
 /// pool: they end when `stop` is closed, which dropping the pool does too.
 struct Generation {
+    /// What its workers run.
+    spec: WorkerSpec,
     /// Closed when the generation drains, or stops.
     jobs: Arc<FairQueue<Job>>,
     /// One per supervisor: an idle worker takes a call straight into its pipe.
@@ -207,11 +213,7 @@ impl Pool {
         let (_, nothing_before) = channel::bounded(1);
         let current = Mutex::new(Generation::start(&spec, nothing_before, Some(first)));
         let module = Arc::from(spec.module.as_str());
-        let inner = Arc::new(Inner {
-            spec,
-            module,
-            current,
-        });
+        let inner = Arc::new(Inner { module, current });
         (Pool { inner }, started)
     }
 
@@ -258,13 +260,16 @@ impl Pool {
         count
     }
 
-    /// Restarts every worker on the current file contents without cutting a call short: the
-    /// old workers finish the calls they are running (each within its timeout), then exit;
-    /// queued and later calls go to the new workers, whose processes start once the old ones
-    /// are gone.
-    pub fn reload(&self) {
+    /// Restarts every worker on `spec` (the module's file read again, or another file of the
+    /// same module name; `None`: as it runs now, a `spec` without source reading its file
+    /// again) without cutting a call short: the old workers finish the calls they are running
+    /// (each within its timeout), then exit; queued and later calls go to the new workers,
+    /// whose processes start once the old ones are gone.
+    pub fn reload(&self, spec: Option<WorkerSpec>) {
         let mut current = self.current();
-        let next = Generation::start(&self.inner.spec, current.ended.clone(), None);
+        let spec = spec.unwrap_or_else(|| current.spec.clone());
+        debug_assert_eq!(spec.module, *self.inner.module, "a pool runs one module");
+        let next = Generation::start(&spec, current.ended.clone(), None);
         for job in current.drain() {
             let _ = next.jobs.push(job.caller, job);
         }
@@ -353,6 +358,7 @@ impl Generation {
             smol::spawn(supervisor.run(spawned)).detach();
         }
         Generation {
+            spec: spec.clone(),
             jobs,
             lanes,
             watches,

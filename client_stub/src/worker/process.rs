@@ -55,6 +55,9 @@ pub(super) struct Conn {
     /// The longest line kept: an answer over the frame limit is read to its end, not kept.
     max_line: usize,
     out: Vec<u8>,
+    /// The module's source, written to the worker before it imports it (see
+    /// [`WorkerSpec::source`]).
+    source: Option<Arc<[u8]>>,
     /// Declared last, so dropped last: after `child`, which kills the worker if it still runs.
     group: Group,
 }
@@ -63,6 +66,10 @@ impl Conn {
     fn spawn(spec: &WorkerSpec) -> io::Result<Conn> {
         let mut command = python_command(&spec.python)?;
         command.arg(&spec.path);
+        if let Some(source) = &spec.source {
+            // It reads that many bytes of source from its input before anything else.
+            command.arg(source.len().to_string());
+        }
         let mut child = Command::from(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -90,6 +97,7 @@ impl Conn {
             line,
             max_line: spec.max_frame,
             out,
+            source: spec.source.clone(),
             group,
         })
     }
@@ -124,8 +132,20 @@ impl Conn {
         }
     }
 
-    /// Reads the line the worker writes once it has imported the module, or failed to.
+    /// Writes the worker the module's source, if it runs one, then reads the line it writes
+    /// once it has imported the module, or failed to.
     pub(super) async fn wait_ready(&mut self, module: &str) -> Result<(), Stopped> {
+        if let Some(source) = self.source.take() {
+            // A worker that exits first breaks the pipe: it is reported as not ready.
+            let mut pipe = &*self.stdin;
+            let written = async {
+                pipe.write_all(&source).await?;
+                pipe.flush().await
+            };
+            written
+                .await
+                .map_err(|_| Stopped::NotReady(Broken::Exited))?;
+        }
         let slow = async {
             sleep(SLOW_IMPORT).await;
             let secs = SLOW_IMPORT.as_secs();

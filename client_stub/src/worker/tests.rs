@@ -30,6 +30,7 @@ fn pool_framed(source: &str, workers: usize, max_frame: usize) -> (tempfile::Tem
         python: "python3".into(),
         workers,
         max_frame,
+        source: None,
     };
     let (pool, started) = Pool::start(spec);
     started.expect("python3 starts");
@@ -576,6 +577,7 @@ fn a_missing_interpreter_is_told_at_start_and_in_each_call_until_it_is_there() {
         python: python.to_str().expect("utf-8 path").into(),
         workers: 2,
         max_frame: common::conn::DEFAULT_MAX_FRAME,
+        source: None,
     };
     let (pool, started) = Pool::start(spec);
     let error = started.expect_err("no interpreter there");
@@ -663,6 +665,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
         python: "python3".into(),
         workers: 1,
         max_frame: common::conn::DEFAULT_MAX_FRAME,
+        source: None,
     };
     // The supervisor waits for this never-ending previous generation: it takes nothing.
     let (_previous_runs, previous) = channel::bounded(1);
@@ -832,12 +835,12 @@ fn reload_restarts_after_the_old_worker_is_gone_and_stop_fails_calls() {
     run(async {
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(1)));
         std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
-        pool.reload();
+        pool.reload(None);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
         pool.stop();
         let error = call(&pool, "v", json!([])).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::WorkerFailed);
-        pool.reload();
+        pool.reload(None);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
     });
 }
@@ -855,15 +858,15 @@ fn a_reload_lets_the_calls_running_finish_on_the_old_code() {
             Timer::after(Duration::from_millis(10)).await;
         }
         std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
-        pool.reload();
+        pool.reload(None);
         // The new workers import once the old ones are gone (the lock says so), after the nap.
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
         assert_eq!(running.await, Ok(json!(1)));
         // A reload while the last one still drains waits for both.
         std::fs::write(dir.path().join("z.py"), locking(3)).expect("write");
-        pool.reload();
+        pool.reload(None);
         std::fs::write(dir.path().join("z.py"), locking(4)).expect("write");
-        pool.reload();
+        pool.reload(None);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(4)));
     });
 }

@@ -1,11 +1,14 @@
 """stubnet worker: imports one Python module by path and runs its functions, one call at a time.
 
-Run as `python3 -u -c <this script> LIFELINE <module_path>`, or `... LIFELINE import:NAME` for an
-installed module exposed by name, or `... LIFELINE --describe NAME` to print an installed module's
-descriptor, leading a process group of its own; LIFELINE is the read end of a pipe that reads
+Run as `python3 -u -c <this script> LIFELINE <module_path> [SIZE]`, or `... LIFELINE import:NAME`
+for an installed module exposed by name, or `... LIFELINE --describe NAME` to print an installed
+module's descriptor, leading a process group of its own; with SIZE, the stub first writes SIZE
+bytes, the module's source as the stub last read it, which runs as the file at <module_path>
+(whatever that file holds now: an edit the stub refused to reload is not run); LIFELINE is the read end of a pipe that reads
 end of file once the stub has ended (see `watch_stub`); if either is wrong, the worker says why
 and goes no further. The protocol uses the process's original stdin and stdout, one JSON object
 per line:
+  stub -> worker, first:  SIZE bytes of source, if SIZE was given
   worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1),
                           with "unwatched": true if it could not watch for the stub's end
   stub -> worker:         [N, "f", [args...], D]  or  [N, "f", [args...], D, {kwargs...}]
@@ -101,8 +104,12 @@ def watch_stub(lifeline):
         os._exit(1)
 
 
-def import_module(path):
-    """Imports the file at `path` as a module named after its stem (or `import:NAME` by name)."""
+def import_module(path, source=None):
+    """Imports the file at `path` as a module named after its stem (or `import:NAME` by name).
+
+    With `source` (bytes), that runs instead of what the file holds, as the file would: its
+    `__file__` is `path`, its tracebacks name it, and files beside it import as siblings.
+    """
     if path.startswith("import:"):
         return importlib.import_module(path[len("import:"):])
     path = os.path.abspath(path)
@@ -113,8 +120,20 @@ def import_module(path):
         raise ImportError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    if source is None:
+        spec.loader.exec_module(module)
+    else:
+        # What the file's loader does with the file's bytes (a coding line applies here too).
+        exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
     return module
+
+
+def read_source(proto_in, size):
+    """The `size` bytes of source the stub writes first."""
+    source = proto_in.read(int(size))
+    if len(source) != int(size):
+        raise EOFError(f"the stub sent {len(source)} bytes of the module's {size}")
+    return source
 
 
 def error_of(exc):
@@ -335,7 +354,8 @@ def main():
         send((encode({"ready": False, "error": error_of(unwatched), "unwatched": True}) + "\n").encode())
         sys.exit(1)
     try:
-        module = import_module(sys.argv[1])
+        source = read_source(proto_in, sys.argv.pop(2)) if len(sys.argv) > 2 else None
+        module = import_module(sys.argv[1], source)
     except BaseException as exc:  # a SystemExit at import fails it too
         send((encode({"ready": False, "error": error_of(exc)}) + "\n").encode())
         sys.exit(1)
