@@ -4,9 +4,9 @@ Run as `python3 -u -c <this script> LIFELINE <module_path> [SIZE]`, or `... LIFE
 for an installed module exposed by name, or `... LIFELINE --describe NAME` to print an installed
 module's descriptor, leading a process group of its own; with SIZE, the stub first writes SIZE
 bytes, the module's source as the stub last read it, which runs as the file at <module_path>
-(whatever that file holds now: an edit the stub refused to reload is not run); LIFELINE is the read end of a pipe that reads
-end of file once the stub has ended (see `watch_stub`); if either is wrong, the worker says why
-and goes no further. The protocol uses the process's original stdin and stdout, one JSON object
+(whatever that file holds now: an edit the stub refused to reload is not run); LIFELINE is the
+read end of a pipe that reads end of file once the stub has ended (see `watch_stub`); if either
+is wrong, the worker says why and goes no further. The protocol uses the process's original stdin and stdout, one JSON object
 per line:
   stub -> worker, first:  SIZE bytes of source, if SIZE was given
   worker -> stub, once:   {"ready": true}  or  {"ready": false, "error": {...}} (then exit 1),
