@@ -429,8 +429,7 @@ fn plain_values_are_read_by_name() {
 
 #[test]
 fn the_python_helper_refuses_a_bad_setting_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    let dir = helper_dir();
     let seconds = "it takes a number of seconds above 0";
     let port = "it takes a port, 1 to 65535";
     let bytes = "it takes a number of bytes, at least 4096";
@@ -446,26 +445,16 @@ fn the_python_helper_refuses_a_bad_setting_naming_it() {
         ("STUBNET_MAX_REPLY_BYTES", "1GiB", bytes),
     ] {
         // Refused before it connects: no stub is needed.
-        let out = std::process::Command::new("python3")
-            .args(["-c", "import _stubnet; _stubnet.call('m', 'f')"])
-            .current_dir(dir.path())
-            .env_remove("STUBNET_TIMEOUT")
-            .env_remove("STUBNET_APP_PORT")
-            .env_remove("STUBNET_MAX_REPLY_BYTES")
-            .env(name, value)
-            .output()
-            .expect("python3 runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let call = "import _stubnet; _stubnet.call('m', 'f')";
         let said = format!("ValueError: ${name} is '{value}': {takes}");
-        assert_eq!(stderr.lines().last(), Some(said.as_str()), "{stderr}");
+        assert_eq!(python(dir.path(), call, &[(name, value)]), said);
     }
 }
 
 #[test]
 fn the_python_helper_takes_a_timeout_only_it_can_wait() {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    let dir = helper_dir();
     // A "stub" that reads each request and hangs up: the call waits for it, then fails.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -474,16 +463,13 @@ fn the_python_helper_takes_a_timeout_only_it_can_wait() {
             let _ = std::io::BufReader::new(conn).read_line(&mut String::new());
         }
     });
+    let port = port.to_string();
     let python = |script: &str, timeout: &str| {
-        let out = std::process::Command::new("python3")
-            .args(["-c", script])
-            .current_dir(dir.path())
-            .env("STUBNET_APP_PORT", port.to_string())
-            .env("STUBNET_TIMEOUT", timeout)
-            .output()
-            .expect("python3 runs");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        stderr.lines().last().unwrap_or_default().to_owned()
+        let env = [
+            ("STUBNET_APP_PORT", port.as_str()),
+            ("STUBNET_TIMEOUT", timeout),
+        ];
+        python(dir.path(), script, &env)
     };
     let hung_up = "RemoteError: not_connected: the client stub closed the connection";
     // Centuries: as long as a wait can be, not an OverflowError at the call.
@@ -514,12 +500,12 @@ fn the_python_helper_takes_a_timeout_only_it_can_wait() {
 /// at the call's timeout, as the Rust clients do (it used to wait 10 s, whatever the timeout).
 #[test]
 fn the_python_helper_connects_within_the_calls_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    let dir = helper_dir();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let _held = crate::app::tests::fill_backlog(&listener);
     let late = format!("could not connect to the client stub at 127.0.0.1:{port} within 0.3 s");
+    let app_port = port.to_string();
     for (script, told) in [
         (
             "_stubnet.call('m', 'f')",
@@ -530,17 +516,9 @@ fn the_python_helper_connects_within_the_calls_timeout() {
             format!("TimeoutError: {late}"),
         ),
     ] {
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                &format!("import _stubnet; _stubnet.set_timeout(0.3); {script}"),
-            ])
-            .current_dir(dir.path())
-            .env("STUBNET_APP_PORT", port.to_string())
-            .output()
-            .expect("python3 runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.lines().last(), Some(told.as_str()), "{stderr}");
+        let script = format!("import _stubnet; _stubnet.set_timeout(0.3); {script}");
+        let env = [("STUBNET_APP_PORT", app_port.as_str())];
+        assert_eq!(python(dir.path(), &script, &env), told);
     }
 }
 
@@ -568,17 +546,45 @@ fn fake_stub(sent: Vec<u8>) -> u16 {
 /// line of at most 100,000 bytes, from the stub at `port`; STUBNET_TIMEOUT 30 s is only hang
 /// detection.
 fn python_call(dir: &std::path::Path, port: u16) -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import _stubnet; print(len(_stubnet.call('m', 'f')))"])
-        .current_dir(dir)
-        .env("STUBNET_APP_PORT", port.to_string())
-        .env("STUBNET_TIMEOUT", "30")
-        .env("STUBNET_MAX_REPLY_BYTES", "100000")
+    let port = port.to_string();
+    let env = [
+        ("STUBNET_APP_PORT", port.as_str()),
+        ("STUBNET_TIMEOUT", "30"),
+        ("STUBNET_MAX_REPLY_BYTES", "100000"),
+    ];
+    let call = "import _stubnet; print(len(_stubnet.call('m', 'f')))";
+    python(dir, call, &env)
+}
+
+/// A directory holding the Python helper, as one of generated stubs does.
+fn helper_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    dir
+}
+
+/// Runs `script` with python3 in `dir`, with `env` set and the helper's other variables unset:
+/// the last line it writes (on stdout, then stderr: a result, or the exception).
+fn python(dir: &std::path::Path, script: &str, env: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new("python3");
+    command.args(["-c", script]).current_dir(dir);
+    for name in [
+        "STUBNET_APP_PORT",
+        "STUBNET_TIMEOUT",
+        "STUBNET_MAX_REPLY_BYTES",
+    ] {
+        command.env_remove(name);
+    }
+    let out = command
+        .envs(env.iter().copied())
         .output()
         .expect("python3 runs");
     let out = [out.stdout, out.stderr].concat();
-    let out = String::from_utf8_lossy(&out);
-    out.lines().last().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&out)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A program on the app port that is no stub (a wrong STUBNET_APP_PORT) ends the helper's
@@ -587,8 +593,7 @@ fn python_call(dir: &std::path::Path, port: u16) -> String {
 /// as if the stub had hung up, killing the reader thread with a traceback for the latter.
 #[test]
 fn the_python_helper_ends_a_connection_that_sends_what_no_stub_sends() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(PYTHON_HELPER_FILE), PYTHON_HELPER).unwrap();
+    let dir = helper_dir();
     // A reply of `bytes` bytes and a newline, or no newline.
     let (head, tail) = (
         r#"{"cmd":"reply","data":{"id":1,"result":{"Ok":""#,
