@@ -562,7 +562,7 @@ impl Stub {
             // a reload. The calls running finish on the old code; those queued wait for the
             // new workers, and run there.
             (None, Some(Runner::Python(pool))) => {
-                pool.reload(Some(self.config.worker_spec(&parsed)));
+                pool.reload(self.config.worker_spec(&parsed));
                 (Runner::Python(pool.clone()), None)
             }
             (None, _) => (Runner::Python(self.start_workers(&parsed)), None),

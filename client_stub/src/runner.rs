@@ -168,7 +168,7 @@ impl Runner {
     /// `worker::Pool::reload`); an app provides what it provides.
     pub fn reload(&self, spec: WorkerSpec) {
         if let Runner::Python(pool) = self {
-            pool.reload(Some(spec));
+            pool.reload(spec);
         }
     }
 

@@ -114,8 +114,6 @@ struct Inner {
 /// One set of supervisor tasks and the job queue they share. The tasks hold no handle to the
 /// pool: they end when `stop` is closed, which dropping the pool does too.
 struct Generation {
-    /// What its workers run.
-    spec: WorkerSpec,
     /// Closed when the generation drains, or stops.
     jobs: Arc<FairQueue<Job>>,
     /// One per supervisor: an idle worker takes a call straight into its pipe.
@@ -261,13 +259,11 @@ impl Pool {
     }
 
     /// Restarts every worker on `spec` (the module's file read again, or another file of the
-    /// same module name; `None`: as it runs now, a `spec` without source reading its file
-    /// again) without cutting a call short: the old workers finish the calls they are running
-    /// (each within its timeout), then exit; queued and later calls go to the new workers,
-    /// whose processes start once the old ones are gone.
-    pub fn reload(&self, spec: Option<WorkerSpec>) {
+    /// same module name) without cutting a call short: the old workers finish the calls they
+    /// are running (each within its timeout), then exit; queued and later calls go to the new
+    /// workers, whose processes start once the old ones are gone.
+    pub fn reload(&self, spec: WorkerSpec) {
         let mut current = self.current();
-        let spec = spec.unwrap_or_else(|| current.spec.clone());
         debug_assert_eq!(spec.module, *self.inner.module, "a pool runs one module");
         let next = Generation::start(&spec, current.ended.clone(), None);
         for job in current.drain() {
@@ -358,7 +354,6 @@ impl Generation {
             smol::spawn(supervisor.run(spawned)).detach();
         }
         Generation {
-            spec: spec.clone(),
             jobs,
             lanes,
             watches,

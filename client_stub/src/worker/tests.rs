@@ -22,19 +22,27 @@ fn pool(source: &str, workers: usize) -> (tempfile::TempDir, Pool) {
 /// [`pool`], with a frame limit of `max_frame` bytes.
 fn pool_framed(source: &str, workers: usize, max_frame: usize) -> (tempfile::TempDir, Pool) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("z.py");
-    std::fs::write(&path, source).expect("write module");
-    let spec = WorkerSpec {
+    std::fs::write(dir.path().join("z.py"), source).expect("write module");
+    let (pool, started) = Pool::start(z_spec(dir.path(), workers, max_frame));
+    started.expect("python3 starts");
+    (dir, pool)
+}
+
+/// Module `z` in `dir`, its file imported as it is when a worker starts.
+fn z_spec(dir: &std::path::Path, workers: usize, max_frame: usize) -> WorkerSpec {
+    WorkerSpec {
         module: "z".into(),
-        path,
+        path: dir.join("z.py"),
         python: "python3".into(),
         workers,
         max_frame,
         source: None,
-    };
-    let (pool, started) = Pool::start(spec);
-    started.expect("python3 starts");
-    (dir, pool)
+    }
+}
+
+/// Reloads `pool`, a [`pool`] of `workers` in `dir`, on its file as it is now.
+fn reload(pool: &Pool, dir: &tempfile::TempDir, workers: usize) {
+    pool.reload(z_spec(dir.path(), workers, common::conn::DEFAULT_MAX_FRAME));
 }
 
 /// Runs `test` in smol, failing it rather than hanging.
@@ -567,17 +575,12 @@ fn calls_to_a_worker_that_keeps_crashing_fail_at_once_with_its_exit_status() {
 fn a_missing_interpreter_is_told_at_start_and_in_each_call_until_it_is_there() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("z.py");
-    std::fs::write(&path, MODULE).expect("write module");
+    std::fs::write(dir.path().join("z.py"), MODULE).expect("write module");
     let python = dir.path().join("python");
     let named = format!("`{}`", python.display());
     let spec = WorkerSpec {
-        module: "z".into(),
-        path,
         python: python.to_str().expect("utf-8 path").into(),
-        workers: 2,
-        max_frame: common::conn::DEFAULT_MAX_FRAME,
-        source: None,
+        ..z_spec(dir.path(), 2, common::conn::DEFAULT_MAX_FRAME)
     };
     let (pool, started) = Pool::start(spec);
     let error = started.expect_err("no interpreter there");
@@ -659,14 +662,7 @@ fn calls_run_in_the_order_they_came_whether_written_at_once_or_queued() {
 
 #[test]
 fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
-    let spec = WorkerSpec {
-        module: "z".into(),
-        path: "z.py".into(),
-        python: "python3".into(),
-        workers: 1,
-        max_frame: common::conn::DEFAULT_MAX_FRAME,
-        source: None,
-    };
+    let spec = z_spec(std::path::Path::new(""), 1, common::conn::DEFAULT_MAX_FRAME);
     // The supervisor waits for this never-ending previous generation: it takes nothing.
     let (_previous_runs, previous) = channel::bounded(1);
     let generation = Generation::start(&spec, previous, None);
@@ -835,12 +831,12 @@ fn reload_restarts_after_the_old_worker_is_gone_and_stop_fails_calls() {
     run(async {
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(1)));
         std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
-        pool.reload(None);
+        reload(&pool, &dir, 1);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
         pool.stop();
         let error = call(&pool, "v", json!([])).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::WorkerFailed);
-        pool.reload(None);
+        reload(&pool, &dir, 1);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
     });
 }
@@ -858,15 +854,15 @@ fn a_reload_lets_the_calls_running_finish_on_the_old_code() {
             Timer::after(Duration::from_millis(10)).await;
         }
         std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
-        pool.reload(None);
+        reload(&pool, &dir, 2);
         // The new workers import once the old ones are gone (the lock says so), after the nap.
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
         assert_eq!(running.await, Ok(json!(1)));
         // A reload while the last one still drains waits for both.
         std::fs::write(dir.path().join("z.py"), locking(3)).expect("write");
-        pool.reload(None);
+        reload(&pool, &dir, 2);
         std::fs::write(dir.path().join("z.py"), locking(4)).expect("write");
-        pool.reload(None);
+        reload(&pool, &dir, 2);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(4)));
     });
 }
