@@ -1045,3 +1045,89 @@ fn a_worker_that_cannot_watch_for_its_stubs_end_says_why_and_does_not_start() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.ends_with("sh survived 1\n"), "{stdout}");
 }
+
+/// A module whose functions fork as a careless module might: a child that returns from the
+/// call, as its parent does; a child that lives on for a while (its daemon work), then returns.
+const FORKS: &str = r#"
+import os, time
+
+def pid():
+    return os.getpid()
+
+def add(a, b):
+    return a + b
+
+def fork_returns():
+    return "child" if os.fork() == 0 else "parent"
+
+def daemon(release, done):
+    child = os.fork()
+    if child:
+        return child
+    while not os.path.exists(release):
+        time.sleep(0.01)
+    open(done, "w").close()
+    return "daemon"
+
+def reap(child):
+    """The exit code of process `child`, once it has ended; None if it is still running after
+    a long while (hang detection)."""
+    for _ in range(2000):
+        ended, status = os.waitpid(child, os.WNOHANG)
+        if ended:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    return None
+"#;
+
+#[test]
+fn a_child_forked_by_a_call_that_returns_from_it_answers_nothing_and_exits() {
+    let (_dir, pool) = pool(FORKS, 1);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        // The child used to answer the call too, with the parent, and read calls meant for it:
+        // the next call read the answer left over, and failed.
+        for _ in 0..5 {
+            let forked = call(&pool, "fork_returns", json!([])).await;
+            assert_eq!(forked, Ok(json!("parent")));
+            assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+            assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid.clone()));
+        }
+    });
+}
+
+#[test]
+fn a_child_forked_by_a_call_lives_on_and_exits_once_it_returns_into_the_worker() {
+    let (dir, pool) = pool(FORKS, 1);
+    let (release, done) = (dir.path().join("release"), dir.path().join("done"));
+    let paths = json!([release.display().to_string(), done.display().to_string()]);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        let child = call(&pool, "daemon", paths).await.expect("the child's pid");
+        assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+        assert!(alive(&child), "the daemon {child} was killed");
+        // Its work done, it returns into the worker's loop, where it used to read calls meant
+        // for the worker and answer them, with the answer to `daemon` first.
+        std::fs::write(&release, "").expect("release");
+        wait_until(|| done.exists()).await;
+        assert_eq!(call(&pool, "reap", json!([child])).await, Ok(json!(0)));
+        assert_eq!(call(&pool, "add", json!([2, 3])).await, Ok(json!(5)));
+        assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid));
+    });
+}
+
+#[test]
+fn a_child_forked_by_the_import_that_goes_on_past_it_does_not_say_the_worker_is_ready() {
+    // Forked at import, the child goes on importing the module, as its parent does.
+    let forks = "import os\n_child = os.fork()\n\ndef child():\n    return _child\n";
+    let (_dir, pool) = pool(&format!("{forks}{FORKS}"), 1);
+    run(async {
+        let pid = call(&pool, "pid", json!([])).await.expect("pid");
+        assert_eq!(call(&pool, "add", json!([1, 2])).await, Ok(json!(3)));
+        let child = call(&pool, "child", json!([]))
+            .await
+            .expect("the child's pid");
+        assert_eq!(call(&pool, "reap", json!([child])).await, Ok(json!(0)));
+        assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid));
+    });
+}

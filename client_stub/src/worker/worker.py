@@ -16,6 +16,8 @@ per line:
 where an error is {"type": "ZeroDivisionError", "message": "...", "traceback": "..."}, and D is
 the call's deadline in ms of CLOCK_MONOTONIC (what `time.monotonic()` reads): a call is not
 started past it, and SIGUSR1 from the stub interrupts a call running past it (`CallTimedOut`).
+Only the worker reads and writes the protocol: not a process the module forks (see
+`keep_forks_off_the_protocol`).
 """
 
 import asyncio
@@ -51,6 +53,42 @@ def take_protocol_pipes():
     os.close(devnull)
     os.dup2(2, 1)
     return proto_in, proto_out
+
+
+def keep_forks_off_the_protocol(proto_in, proto_out):
+    """Takes the protocol pipes from every process the module forks (`os.fork`, `multiprocessing`
+    forking); returns a list that stays empty in the worker and is not in such a child.
+
+    A child shares the worker's pipes: one that went back into the worker's loop (it returned
+    from the call, or the import, that forked it) would write a second answer to its parent's
+    call and read calls meant for the worker. In the child, the pipes' fds are pointed at
+    /dev/null, not closed: their numbers stay taken, so that nothing the child opens later gets
+    one, which `proto_in`, closed when the child's interpreter ends, would close.
+    The worker's loop ends a child that comes back to it (see `leave_forked`).
+    """
+    fds = (proto_in.fileno(), proto_out)
+    forked = []
+
+    def in_child():
+        forked.append(True)  # first: a child whose pipes could not be taken still leaves
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in fds:
+            os.dup2(devnull, fd, inheritable=False)
+        os.close(devnull)
+
+    os.register_at_fork(after_in_child=in_child)
+    return forked
+
+
+def leave_forked(what, exc=None):
+    """Ends a process the module forked that came back to the worker's loop from `what` (the
+    call or import that forked it, which raised `exc`): only the worker answers calls. Its exit
+    status is the one Python gives for a return (0) or an exception (1), for the module's
+    `os.waitpid`; nothing of the worker's (the module's `atexit`, its buffers) is run again."""
+    how = "returned" if exc is None else f"raised {type(exc).__name__}"
+    os.write(2, utf8(f"process {os.getpid()}, forked during {what}, {how} from it: it exits, "
+                     "answering no call (end a forked child with os._exit)\n").encode())
+    os._exit(0 if exc is None else 1)
 
 
 def watch_stub(lifeline):
@@ -330,6 +368,7 @@ def main():
 
     signal.signal(signal.SIGUSR1, overdue)
     proto_in, proto_out = take_protocol_pipes()
+    forked = keep_forks_off_the_protocol(proto_in, proto_out)
 
     encode = encoder()
     # C, or its pure-Python twin: either raises StopIteration(position) for what is not JSON.
@@ -357,8 +396,14 @@ def main():
         source = read_source(proto_in, sys.argv.pop(2)) if len(sys.argv) > 2 else None
         module = import_module(sys.argv[1], source)
     except BaseException as exc:  # a SystemExit at import fails it too
+        if forked:  # in a child the import forked: it ends as it asked, or leaves
+            if isinstance(exc, SystemExit):
+                raise
+            leave_forked(f"the import of {sys.argv[1]}", exc)
         send((encode({"ready": False, "error": error_of(exc)}) + "\n").encode())
         sys.exit(1)
+    if forked:
+        leave_forked(f"the import of {sys.argv[1]}")
     send(b'{"ready":true}\n')
 
     # One call at a time, in order: a module holding state never sees two calls at once.
@@ -392,6 +437,8 @@ def main():
                         result = settled(result)
             finally:
                 running[0] = 0
+            if forked:
+                leave_forked(f"the call to {name}")
             # The envelope is formatted, not encoded: the id is the stub's integer.
             # The common case, an int that fits 64 bits, is checked inline (a call costs more).
             if type(result) is int and -0x8000000000000000 <= result <= 0xFFFFFFFFFFFFFFFF:
@@ -403,6 +450,8 @@ def main():
         except SystemExit:  # the module asks its process to end: the stub restarts it
             raise
         except BaseException as exc:  # KeyboardInterrupt too: SIGINT is ignored, the module raised it
+            if forked:
+                leave_forked(f"the call to {running[1]}", exc)
             if request_id is None:
                 request_id = leading_id(line)
             answer = failure(request_id, exc)
