@@ -226,7 +226,7 @@ impl Stub {
                 .collect();
             for module in provided {
                 self.withdraw_owned(&module, "the app providing it left");
-                self.disown(&module);
+                self.disown(&module, "was withdrawn");
             }
             self.refresh_names();
         }

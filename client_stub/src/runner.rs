@@ -182,11 +182,11 @@ impl Runner {
         }
     }
 
-    /// Ends the module's workers for good (a stub that stops), failing the calls they hold; an
-    /// app's calls fail too.
-    pub fn stop(&self) {
+    /// Ends the module's workers for good (a stub that stops), failing the calls they hold, those
+    /// still queued with `why` (see `worker::Pool::stop`); an app's calls fail too.
+    pub fn stop(&self, why: &str) {
         match self {
-            Runner::Python(pool) => pool.stop(),
+            Runner::Python(pool) => pool.stop(why),
             Runner::App(app) => app.close(),
         }
     }

@@ -22,7 +22,7 @@ use common::Result;
 use crate::calls::{Answer, LocalCall, Pending, PingWaiter};
 use crate::owned::{Describe, FromProfile, Owned, Parsed, Watched};
 use crate::repl::{self, Command};
-use crate::runner::AppRunner;
+use crate::runner::{AppRunner, Runner};
 use crate::sync::{Ask, Asked, Known};
 use crate::worker::Caller;
 use crate::Config;
@@ -199,7 +199,7 @@ impl Actor for Stub {
     /// `worker::end_all` kills what is left.
     fn end(&mut self, _end: &Result<String>) {
         for owned in self.owned.values() {
-            owned.pool.stop();
+            owned.pool.stop("was stopped with its stub");
         }
     }
 }
@@ -342,7 +342,7 @@ impl Stub {
             Some(o) if !o.confirmed => {
                 say!("error: module {module}: {printed}");
                 self.tell_provider(module, refused);
-                self.disown(module);
+                self.disown(module, "was refused by the server");
                 self.refresh_names();
             }
             // A new version refused: the network keeps the one before.
@@ -372,10 +372,15 @@ impl Stub {
         }
     }
 
-    /// Drops a module this stub owned: the figures of the calls it served are kept as those of
-    /// a module gone (see [`Stats::gone`]).
-    pub(crate) fn disown(&mut self, module: &str) {
-        if self.owned.remove(module).is_some() {
+    /// Drops a module this stub owned: its workers stop, its calls still queued told `why`
+    /// before they ran ("was withdrawn", see `worker::Pool::stop`; an app providing it answers
+    /// what it was sent); the figures of the calls it served are kept as those of a module gone
+    /// (see [`Stats::gone`]).
+    pub(crate) fn disown(&mut self, module: &str, why: &str) {
+        if let Some(owned) = self.owned.remove(module) {
+            if let Runner::Python(pool) = &owned.pool {
+                pool.stop(why);
+            }
             if let Ok(mut served) = self.served.lock() {
                 served.gone(module);
             }

@@ -133,7 +133,7 @@ impl Stub {
             say!("withdrew {module}");
             match upload_due {
                 true => o.confirmed = false, // the upload's answer follows
-                false => self.disown(module),
+                false => self.disown(module, "was withdrawn"),
             }
         }
     }

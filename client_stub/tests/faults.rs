@@ -187,6 +187,88 @@ fn a_stub_back_after_a_module_left_removes_its_cached_copy() {
     assert!(notes.exists());
 }
 
+/// The answers an app of stub `a` (owner of module `m`, run by one worker) reads to a call
+/// running (`nap`) and one queued behind it (`add`) when `end` withdraws the module, or stops
+/// the stub: the one running was stopped during it, the one queued never ran, and says so.
+fn running_and_queued_when(
+    end: impl FnOnce(&mut Proc, &Path),
+) -> (serde_json::Value, serde_json::Value) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    let nap =
+        "import time\n\ndef nap(started):\n    open(started, 'w').close()\n    time.sleep(60)\n";
+    std::fs::write(&m, format!("{nap}\ndef add(a, b):\n    return a + b\n")).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let mut a = stub(dir, port, "a", &["-l", "--register", m.to_str().unwrap()]);
+    a.wait_for("registered m");
+    let mut app = raw_app(&a);
+    let started = dir.join("started");
+    let call = |id: u64, function: &str, args: serde_json::Value| {
+        let data = json!({"id": id, "module": "m", "function": function, "args": args,
+                          "timeout_ms": 60000});
+        json!({"cmd": "call", "data": data})
+    };
+    writeln!(
+        app,
+        "{}",
+        call(1, "nap", json!([started.to_str().unwrap()]))
+    )
+    .unwrap();
+    assert!(soon(|| started.exists()), "nap never started");
+    // Its worker busy, `add` is queued; the stub takes an app's requests in order, so once the
+    // list of modules asked after it is answered, `add` is in the queue.
+    writeln!(app, "{}", call(2, "add", json!([1, 2]))).unwrap();
+    writeln!(app, r#"{{"cmd":"modules","data":{{"id":3,"prefix":""}}}}"#).unwrap();
+    let mut replies = BufReader::new(app);
+    let mut reply = || {
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()["data"].clone()
+    };
+    assert_eq!(reply()["id"], 3);
+    end(&mut a, dir);
+    let (first, second) = (reply(), reply());
+    let [running, queued] = match first["id"] == 1 {
+        true => [first, second],
+        false => [second, first],
+    };
+    assert_eq!((&running["id"], &queued["id"]), (&json!(1), &json!(2)));
+    (
+        running["result"]["Err"].clone(),
+        queued["result"]["Err"].clone(),
+    )
+}
+
+#[test]
+fn a_call_queued_when_its_module_is_withdrawn_is_told_it_never_ran() {
+    let (running, queued) = running_and_queued_when(|a, _| {
+        a.send("um:m");
+        a.wait_for("withdrew m");
+    });
+    assert_eq!(running["kind"], "worker_failed", "{running}");
+    let during = "worker for module 'm' was stopped during the call to nap";
+    assert_eq!(running["message"], during, "{running}");
+    // It used to be told it was stopped during the call, which never began.
+    assert_eq!(queued["kind"], "owner_gone", "{queued}");
+    let before = "module 'm' was withdrawn before the call to add ran";
+    assert_eq!(queued["message"], before, "{queued}");
+}
+
+#[test]
+fn a_call_queued_when_its_stub_stops_is_told_it_never_ran() {
+    let (running, queued) = running_and_queued_when(|a, _| {
+        signal(a, "-TERM");
+        a.wait_exit();
+    });
+    assert_eq!(running["kind"], "worker_failed", "{running}");
+    let during = "worker for module 'm' was stopped during the call to nap";
+    assert_eq!(running["message"], during, "{running}");
+    assert_eq!(queued["kind"], "owner_gone", "{queued}");
+    let before = "module 'm' was stopped with its stub before the call to add ran";
+    assert_eq!(queued["message"], before, "{queued}");
+}
+
 #[test]
 fn a_second_stub_on_the_same_directory_replaces_the_first_which_stops() {
     let tmp = tempfile::tempdir().unwrap();

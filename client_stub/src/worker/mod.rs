@@ -99,7 +99,8 @@ pub struct WorkerSpec {
     pub max_frame: usize,
 }
 
-/// A module's running workers. Cloneable handle; dropping the last handle kills the processes.
+/// A module's running workers. Cloneable handle; dropping the last handle stops the pool (see
+/// [`Pool::stop`]), the calls still queued told that it "was stopped" before they ran.
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
@@ -188,7 +189,8 @@ impl Job {
 }
 
 impl Drop for Job {
-    /// A job dropped unanswered was in flight when its worker was stopped: it still answers.
+    /// A job dropped unanswered was written to its worker when the worker was stopped: it still
+    /// answers. (The calls still queued then are answered by `Inner::stop`: they never ran.)
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
             let (module, function) = (&self.module, &self.function);
@@ -273,22 +275,12 @@ impl Pool {
         current.older = Some(Box::new(old));
     }
 
-    /// Kills the workers, old ones still finishing calls too; calls in flight or queued fail
-    /// with `WorkerFailed`, later calls too.
-    pub fn stop(&self) {
-        let mut queued = Vec::new();
-        let mut generation = Some(&*self.current());
-        while let Some(g) = generation {
-            queued.extend(g.stop());
-            generation = g.older.as_deref();
-        }
-        for job in queued {
-            let message = format!(
-                "module '{}' was stopped before the call to {}",
-                job.module, job.function
-            );
-            job.answer(Err(failed(message)));
-        }
+    /// Kills the workers, old ones still finishing calls too. A call written to a worker fails
+    /// as stopped during it (`WorkerFailed`); a call still queued never ran, and is told so with
+    /// `why` the pool stops (`module 'm' {why} before the call to f ran`, `OwnerGone`: "was
+    /// withdrawn"). Later calls fail with `WorkerFailed`.
+    pub fn stop(&self, why: &str) {
+        self.inner.stop(why);
     }
 
     /// Interrupts each call running past its deadline, and kills a worker that stays in one
@@ -318,6 +310,35 @@ impl Pool {
             .current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// See [`Pool::stop`].
+    fn stop(&self, why: &str) {
+        let mut queued = Vec::new();
+        let current = lock(&self.current);
+        let mut generation = Some(&*current);
+        while let Some(g) = generation {
+            queued.extend(g.stop());
+            generation = g.older.as_deref();
+        }
+        drop(current);
+        for job in queued {
+            let (module, function) = (&job.module, &job.function);
+            let message = format!("module '{module}' {why} before the call to {function} ran");
+            job.answer_queued(Err(RemoteError::new(ErrorKind::OwnerGone, message)));
+        }
+        flush_queued();
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone, the pool maybe not stopped (a module dropped by its stub): its
+    /// workers end, and the calls still queued are told that they never ran, not left to the
+    /// `Drop` of `Job`, which would say they were stopped during the call.
+    fn drop(&mut self) {
+        self.stop("was stopped");
     }
 }
 

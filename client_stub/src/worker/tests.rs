@@ -769,7 +769,7 @@ fn stop_fails_the_call_in_flight_and_kills_the_worker() {
             async move { call(&pool, "slow", json!([])).await }
         });
         Timer::after(Duration::from_millis(200)).await;
-        pool.stop();
+        pool.stop("was stopped");
         let error = slow.await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::WorkerFailed);
         assert!(error.message.contains("call to slow"), "{}", error.message);
@@ -833,7 +833,7 @@ fn reload_restarts_after_the_old_worker_is_gone_and_stop_fails_calls() {
         std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
         reload(&pool, &dir, 1);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(2)));
-        pool.stop();
+        pool.stop("was stopped");
         let error = call(&pool, "v", json!([])).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::WorkerFailed);
         reload(&pool, &dir, 1);
@@ -1129,5 +1129,74 @@ fn a_child_forked_by_the_import_that_goes_on_past_it_does_not_say_the_worker_is_
             .expect("the child's pid");
         assert_eq!(call(&pool, "reap", json!([child])).await, Ok(json!(0)));
         assert_eq!(call(&pool, "pid", json!([])).await, Ok(pid));
+    });
+}
+
+const NAPS: &str = r#"
+import time
+
+def nap(started):
+    open(started, "w").close()
+    time.sleep(30)
+
+def add(a, b):
+    return a + b
+"#;
+
+/// Starts a long call on `pool`'s one worker, queues another behind it, then ends the pool with
+/// `end`: returns the answers of the call running and of the call queued.
+async fn running_and_queued(
+    pool: Pool,
+    dir: &std::path::Path,
+    end: impl FnOnce(Pool),
+) -> (Answer, Answer) {
+    let started = dir.join("started");
+    let running = submit(&pool, "nap", json!([started.display().to_string()]), 60_000);
+    wait_until(|| started.exists()).await;
+    // The worker busy, its lane is closed: the call waits in the queue.
+    let queued = submit(&pool, "add", json!([1, 2]), 60_000);
+    end(pool);
+    let running = running.recv().await.expect("the call running is answered");
+    let queued = queued.recv().await.expect("the call queued is answered");
+    (running, queued)
+}
+
+/// What the call running is told when its pool ends: it was stopped during it.
+fn stopped_during(running: Answer) {
+    let error = running.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::WorkerFailed, "{error}");
+    let said = "worker for module 'z' was stopped during the call to nap";
+    assert_eq!(error.message, said);
+}
+
+#[test]
+fn a_call_queued_in_a_pool_stopped_is_told_it_never_ran_and_why() {
+    let (dir, pool) = pool(NAPS, 1);
+    run(async {
+        let withdraw = |pool: Pool| pool.stop("was withdrawn");
+        let (running, queued) = running_and_queued(pool, dir.path(), withdraw).await;
+        stopped_during(running);
+        let error = queued.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::OwnerGone, "{error}");
+        assert_eq!(
+            error.message,
+            "module 'z' was withdrawn before the call to add ran"
+        );
+    });
+}
+
+#[test]
+fn a_call_queued_in_a_pool_dropped_is_told_it_never_ran() {
+    let (dir, pool) = pool(NAPS, 1);
+    run(async {
+        let (running, queued) = running_and_queued(pool, dir.path(), drop).await;
+        stopped_during(running);
+        // It used to be told it was stopped during the call, which never began.
+        let error = queued.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::OwnerGone, "{error}");
+        assert_eq!(
+            error.message,
+            "module 'z' was stopped before the call to add ran"
+        );
     });
 }
