@@ -244,6 +244,27 @@ def _connected(timeout, what):
         _lock.release()
 
 
+def _forked():
+    """Run in the child of a fork (multiprocessing's default on Linux before Python 3.14): the
+    connection, its ids and its calls in flight are the parent's, and its reader thread is not
+    here, so the child forgets them and connects anew at its first call (its requests used to go
+    out on the parent's connection, their answers to the parent's calls). Only the child's copy
+    of the socket is closed, which leaves the parent's connection as it was (shutdown() would
+    end it for both). _lock may be held by a thread of the parent's, which is not here."""
+    global _lock, _connection
+    _lock = threading.Lock()
+    old, _connection = _connection, None
+    if old is not None:
+        old.closed = True  # a call on it, kept by the app, fails rather than write
+        fd = old.sock.detach()  # the socket object closes nothing more, whatever holds it
+        if fd >= 0:
+            os.close(fd)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forked)
+
+
 def _not_connected_within(what, port, timeout):
     late = f"could not connect to the client stub at 127.0.0.1:{port} within {timeout} s"
     return TimeoutError(f"{what}: {late}" if what else late)
@@ -283,6 +304,11 @@ class _Connection:
         id_ = next(self.ids)
         # The id first: a stub that cannot read the rest can still answer this request.
         line = json.dumps({"cmd": cmd, "data": {"id": id_, **data}}, allow_nan=False)
+        # json writes a key that is an int, float, bool or None as a str ({1: 'a', '1': 'b'} would
+        # arrive as {'1': 'b'}) and cannot be told to refuse it: the arguments are searched for
+        # such a key only if a dict is in them (a "{" past the request's own, or in a text).
+        if line.count("{") > 2 + ("kwargs" in data):
+            _refuse_keys(what, data.get("args", ()), data.get("kwargs", {}))
         # Its size is the stub's to check: it refuses, by this id, one over its frame limit.
         line = line.encode() + b"\n"
         slot = [threading.Event(), None]
@@ -301,7 +327,10 @@ class _Connection:
             return slot[1]
         with self.lock:
             self.waiting.pop(id_, None)
-        if sent is _NOT_SENT:
+        if sent is _BEHIND:  # other calls' long requests: the stub may well be reading them
+            late = f"not sent within {timeout} s (it waited all that time behind other calls' "
+            late += "requests being written)"
+        elif sent is _NOT_SENT:
             late = f"not sent within {timeout} s (the client stub is not reading)"
         elif sent is _BEGUN:  # not "not sent": the stub runs it once the next call ends it
             late = f"no answer within {timeout} s (its request was still being written: "
@@ -312,14 +341,15 @@ class _Connection:
 
     def _send(self, line, timeout):
         """Writes `line` within `timeout` seconds: _SENT, _BEGUN (its rest is written first, by
-        the next call: the stub would read the next request as its rest) or _NOT_SENT; and the
-        deadline, None if it had no wait (then the whole timeout is left for the answer)."""
+        the next call: the stub would read the next request as its rest), _NOT_SENT, or _BEHIND
+        (not sent: other calls held the turn to write all the while); and the deadline, None if
+        it had no wait (then the whole timeout is left for the answer)."""
         if self.send_lock.acquire(blocking=False):
             deadline = None
         else:
             deadline = time.monotonic() + timeout
             if not self.send_lock.acquire(timeout=timeout):
-                return _NOT_SENT, deadline
+                return _BEHIND, deadline
         try:
             sent = 0
             if not self.unsent:  # the common case: one send, no clock read and no copy
@@ -458,7 +488,38 @@ class _Connection:
 
 
 # What became of a request a call wrote (_Connection._send).
-_SENT, _BEGUN, _NOT_SENT = "sent", "begun", "not sent"
+_SENT, _BEGUN, _NOT_SENT, _BEHIND = "sent", "begun", "not sent", "behind"
+
+
+def _refuse_keys(what, args, kwargs):
+    """Raises TypeError naming the first dict in call `what`'s arguments with a key that is not
+    a str, as the worker refuses such a result. Each value waits with its trail, (step, the
+    trail of its container), made into text only for the error."""
+    todo = [(v, (k, None)) for k, v in reversed(kwargs.items())]
+    todo += [(v, (i, None)) for i, v in reversed(list(enumerate(args)))]
+    while todo:
+        value, trail = todo.pop()
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    kind = type(key).__name__
+                    where = _trail(trail)
+                    raise TypeError(f"{what}: {where} has a key of type {kind}; JSON keys are str")
+            todo.extend((v, (k, trail)) for k, v in reversed(value.items()))
+        elif isinstance(value, (list, tuple)):
+            todo.extend((v, (i, trail)) for i, v in reversed(list(enumerate(value))))
+
+
+def _trail(trail):
+    """A trail (step, trail of the container) as text: args[0]['k'][1], kwargs['name']..."""
+    steps = []
+    while trail is not None:
+        step, trail = trail
+        steps.append(step)
+    first, rest = steps[-1], reversed(steps[:-1])
+    head = f"args[{first}]" if isinstance(first, int) else f"kwargs[{first!r}]"
+    return head + "".join(f"[{step!r}]" for step in rest)
+
 
 # How every line a stub writes begins (serde_json, compact, `cmd` first), and a reply's, to its
 # id (common/src/proto.rs pins both). A line longer than _HEAD is read on only if it begins so.

@@ -649,3 +649,140 @@ fn the_python_helper_ends_a_connection_that_sends_what_no_stub_sends() {
         assert_eq!(got, want);
     }
 }
+
+/// A "stub" that answers each request, on the connection it came by, with its first argument:
+/// its port.
+fn echo_stub() -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(&conn).lines().map_while(Result::ok) {
+                    let request: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let data = &request["data"];
+                    let data =
+                        serde_json::json!({"id": data["id"], "result": {"Ok": data["args"][0]}});
+                    let reply = serde_json::json!({"cmd": "reply", "data": data});
+                    if writeln!(&conn, "{reply}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// After a fork (multiprocessing's default on Linux before Python 3.14) parent and child each
+/// get their own answers, and the parent's connection goes on. The child used to inherit the
+/// parent's connection without its reader thread: its calls went out on the parent's socket
+/// with ids the parent also used (the parent got the child's answers) and timed out.
+#[test]
+fn the_python_helper_in_a_forked_child_calls_on_a_connection_of_its_own() {
+    let dir = helper_dir();
+    let port = echo_stub().to_string();
+    let script = r#"
+import os, threading, warnings, _stubnet
+warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with the reader thread
+def burst(who):
+    """`who`'s 20 threads each call at once: the calls not answered with their own argument."""
+    got = {}
+    def one(i):
+        mine = f"{who} {i}"
+        try:
+            got[mine] = _stubnet.call("m", "echo", mine)
+        except Exception as e:
+            got[mine] = f"{type(e).__name__}: {e}"
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return "; ".join(f"{k} got {v!r}" for k, v in sorted(got.items()) if k != v) or "ok"
+assert _stubnet.call("m", "echo", "first") == "first"
+connection = _stubnet._connection
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(w, burst("child").encode())
+    os._exit(0)
+os.close(w)
+parent = burst("parent")
+told = b"".join(iter(lambda: os.read(r, 1 << 16), b"")).decode()
+os.waitpid(child, 0)
+after = "ok" if _stubnet._connection is connection else "connected again"
+after = after if _stubnet.call("m", "echo", "last") == "last" else "a wrong answer"
+print(f"parent: {parent}; child: {told}; after: {after}")
+"#;
+    let got = python(dir.path(), script, &[("STUBNET_APP_PORT", &port)]);
+    assert_eq!(got, "parent: ok; child: ok; after: ok");
+}
+
+/// An argument dict with a key that is not a str is refused before anything is sent, as the
+/// worker refuses such a result: json.dumps used to write the key as a str ({1: 'a', '1': 'b'}
+/// arrived as {'1': 'b'}, {True: 1} as {'true': 1}).
+#[test]
+fn the_python_helper_refuses_an_argument_with_a_key_that_is_no_str() {
+    let dir = helper_dir();
+    let port = echo_stub().to_string();
+    let script = r#"
+import _stubnet
+told = []
+for args, kwargs in [
+    (({1: "a", "1": "b"},), {}),
+    ((["x", {"k": {True: 1}}],), {}),
+    (("x",), {"table": {"a": [{None: 2}]}}),
+    (({1.5: 3},), {}),
+    (({"k": ["{"], "{": "}"},), {}),  # braces only in texts: sent (and echoed, keys sorted)
+]:
+    try:
+        told.append(repr(_stubnet.call("m", "f", *args, **kwargs)))
+    except TypeError as e:
+        told.append(str(e))
+told.append(repr(_stubnet.call("m", "f", {"k": 1})))
+print(" | ".join(told))
+"#;
+    let got = python(dir.path(), script, &[("STUBNET_APP_PORT", &port)]);
+    let refused =
+        |at: &str, kind: &str| format!("m.f: {at} has a key of type {kind}; JSON keys are str");
+    let want = [
+        refused("args[0]", "int"),
+        refused("args[0][1]['k']", "bool"),
+        refused("kwargs['table']['a'][0]", "NoneType"),
+        refused("args[0]", "float"),
+        "{'k': ['{'], '{': '}'}".to_owned(),
+        "{'k': 1}".to_owned(),
+    ];
+    assert_eq!(got, want.join(" | "));
+}
+
+/// A call that times out waiting for its turn to write, behind another call's long request,
+/// says so: it used to blame the stub for not reading.
+#[test]
+fn the_python_helper_says_a_call_timed_out_behind_another_calls_write() {
+    let dir = helper_dir();
+    // A "stub" that never reads: the long request holds the turn to write until its timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let script = r#"
+import threading, time, _stubnet
+_stubnet.connect()
+long = threading.Thread(target=_stubnet.call, args=("m", "long", "x" * (32 << 20)), daemon=True)
+long.start()
+while long.is_alive() and not _stubnet._connection.send_lock.locked():
+    time.sleep(0.01)
+_stubnet.set_timeout(0.5)
+try:
+    _stubnet.call("m", "short")
+except TimeoutError as e:
+    print(e)
+"#;
+    let got = python(dir.path(), script, &[("STUBNET_APP_PORT", &port)]);
+    let want = "m.short: not sent within 0.5 s (it waited all that time behind other calls' \
+                requests being written)";
+    assert_eq!(got, want);
+}
