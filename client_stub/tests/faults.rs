@@ -1657,3 +1657,34 @@ fn a_refused_withdraw_is_not_left_waiting_for_an_answer() {
     assert!(owned.is_empty(), "{owned:?}: {:#?}", b.output());
     server.join().unwrap();
 }
+
+/// An app outlives a restart of its stub between two calls: the next call connects to the new
+/// stub and is answered. It used to be written on the old connection and fail ("the stub
+/// closed the connection"), only the call after connecting again.
+#[test]
+fn the_call_after_a_restart_of_the_apps_stub_is_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let m = module(dir);
+    let mut a = stub(dir, port, "a", &["--register", &m]);
+    a.wait_for("registered m");
+    let a_port = app_port(&a).to_string();
+    let app = client(&a);
+    let address = format!("127.0.0.1:{a_port}");
+    let async_app = smol::block_on(common::app::AsyncClient::connect(&address)).unwrap();
+    assert_eq!(app.call("m", "add", (1, 2)), Ok(json!(3)));
+    assert_eq!(
+        smol::block_on(async_app.call("m", "add", (1, 2))),
+        Ok(json!(3))
+    );
+
+    a.kill();
+    let again = stub_a_again(dir, port, &a_port, &["--register", &m]);
+    again.wait_for("registered m");
+    assert_eq!(app.call("m", "add", (2, 2)), Ok(json!(4)));
+    assert_eq!(
+        smol::block_on(async_app.call("m", "add", (2, 2))),
+        Ok(json!(4))
+    );
+}

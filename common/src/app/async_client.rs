@@ -13,7 +13,8 @@ use crate::proto::{Json, ToStub};
 
 /// A connection to the local stub (smol form). Cheap to share by reference across tasks; it
 /// runs no task of its own, so it works under any executor. When the connection ends (the stub
-/// stopped or restarted), the calls waiting on it fail; the next call connects again.
+/// stopped or restarted), the calls waiting on it fail; the next call connects again (at once,
+/// before sending, if no call was in flight when the stub closed it).
 pub struct AsyncClient {
     link: Link,
     requests: Requests,
@@ -56,7 +57,9 @@ impl AsyncClient {
         self
     }
 
-    /// Calls `module.function(*args)`; `args` is a tuple, a list, or one value.
+    /// Calls `module.function(*args)`; `args` is a tuple, a list, or one value (`()`, as any
+    /// lone null, is no arguments: one `None` goes as `(None,)`). NaN and the infinities,
+    /// which JSON cannot carry, are refused (`BadArguments`), as is a timeout of 0.
     pub async fn call(
         &self,
         module: &str,

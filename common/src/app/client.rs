@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use super::requests::{deadline_after, Request, Requests};
-use super::{decode, not_an_app_port, stub_failed, CallError, STUB_CLOSED};
+use super::{decode, hung_up, not_an_app_port, stub_failed, CallError, STUB_CLOSED};
 use crate::conn::read_frame;
 use crate::module::ModuleDescriptor;
 use crate::proto::{Json, ToApp, ToStub};
@@ -19,7 +19,8 @@ use crate::proto::{Json, ToApp, ToStub};
 /// left differs from it by more), its wait for its turn, connecting again and the writing of
 /// its request included; for many calls in flight, use [`AsyncClient`](super::AsyncClient). A
 /// call that finds the connection ended (the stub stopped or restarted), or whose request its
-/// timeout cut short (a stub that stops reading), fails; the next call connects again.
+/// timeout cut short (a stub that stops reading), fails; the next call connects again. One the
+/// stub closed between calls is found before the request is written: the call connects again.
 pub struct Client {
     /// The stub's app address, to connect again after the connection ended.
     address: String,
@@ -277,6 +278,10 @@ impl Client {
         let deadline = request.deadline();
         let mut held = self.take_turn(&request, deadline)?;
         let link = held.link.as_mut().expect("a turn holds the connection");
+        if link.conn.as_ref().is_some_and(|conn| hung_up(&conn.writer)) {
+            link.conn = None;
+            link.line.clear(); // the old connection's
+        }
         let conn = match &mut link.conn {
             Some(conn) => conn,
             None => link

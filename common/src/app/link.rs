@@ -15,7 +15,8 @@
 //! the stub would read the next request as its rest.
 //!
 //! When the connection ends (the stub stopped or restarted), the calls waiting on it fail and
-//! the next call connects again.
+//! the next call connects again. A call made while no other is in flight first looks whether
+//! the stub closed the connection meanwhile, and connects again at once if so.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::poll_fn;
@@ -31,7 +32,7 @@ use smol::io::AsyncWrite;
 use smol::lock::Mutex as AsyncMutex;
 use smol::{Async, Timer};
 
-use super::{not_an_app_port, stub_failed, STUB_CLOSED};
+use super::{hung_up, not_an_app_port, stub_failed, STUB_CLOSED};
 use crate::conn::FrameReader;
 use crate::error::RemoteError;
 use crate::proto::{Json, ToApp};
@@ -190,6 +191,15 @@ impl Link {
         let wake = loop {
             {
                 let mut state = self.state();
+                // A connection no call uses may have been closed by the stub since (nobody
+                // reads it to see): found now, before the request is queued on it. With no
+                // call waiting there is nobody to fail.
+                if state.closed.is_none()
+                    && state.calls.is_empty()
+                    && hung_up(state.stream.get_ref())
+                {
+                    state.closed = Some(STUB_CLOSED.into());
+                }
                 if state.closed.is_none() {
                     let at = state.out_at + state.out.len() as u64;
                     state.out.extend_from_slice(request);

@@ -7,6 +7,7 @@
 //!
 //! - `mod.rs`: [`CallError`], [`DEFAULT_TIMEOUT`] and reading a result as the type asked for;
 //! - `requests.rs`: what both clients share: request ids, the lines of JSON, the timeouts;
+//! - `finite.rs`: refusing arguments that hold NaN or an infinity, which JSON cannot carry;
 //! - `async_client.rs`: [`AsyncClient`], many calls in flight on one connection;
 //! - `client.rs`: [`Client`], one call at a time, read on the calling thread;
 //! - `link.rs`: the connection [`AsyncClient`] shares among its calls.
@@ -20,6 +21,7 @@ use crate::proto::Json;
 
 mod async_client;
 mod client;
+mod finite;
 mod link;
 mod requests;
 #[cfg(test)]
@@ -98,6 +100,42 @@ pub(crate) fn not_an_app_port(address: &str, head: &[u8]) -> Option<String> {
 
 /// Why a connection to the stub ended when the stub closed it.
 pub(crate) const STUB_CLOSED: &str = "the stub closed the connection";
+
+/// Whether the stub has closed or reset `socket`, a connection no call is using, seen without
+/// waiting (one `poll`). A call checks this before writing on it: writing on a connection the
+/// stub closed (a stub restarted since the last call) would fail the call, and only the next
+/// one would connect again. Nothing is sent yet, so connecting again cannot run the call twice.
+/// A stub that closes it just after the check still fails the call.
+#[cfg(unix)]
+pub(crate) fn hung_up(socket: &std::net::TcpStream) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    // RDHUP: the stub's end of the stream, even behind unread bytes (a late answer to a call
+    // that timed out). Linux only: elsewhere the end shows as readable, and a peek tells it
+    // from bytes (it does not wait: something is there), unless bytes are before it.
+    const LINUX: bool = cfg!(any(target_os = "linux", target_os = "android"));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ended = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let ended = PollFlags::HUP | PollFlags::ERR;
+    let mut fds = [PollFd::new(socket, PollFlags::IN | ended)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // A failed poll tells nothing: the call goes on, and fails if the connection did end.
+    if poll(&mut fds, Some(&now)).is_err() {
+        return false;
+    }
+    let seen = fds[0].revents();
+    seen.intersects(ended)
+        || (!LINUX && seen.contains(PollFlags::IN) && socket.peek(&mut [0]).is_ok_and(|n| n == 0))
+}
+
+/// Without `poll`, a connection the stub closed is found by the call that uses it.
+#[cfg(not(unix))]
+pub(crate) fn hung_up(_socket: &std::net::TcpStream) -> bool {
+    false
+}
 
 /// Why a connection to the stub ended when reading or writing on it failed with `e`.
 pub(crate) fn stub_failed(e: impl std::fmt::Display) -> String {

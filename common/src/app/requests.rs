@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{CallError, DEFAULT_TIMEOUT};
+use super::{finite, CallError, DEFAULT_TIMEOUT};
 use crate::config::{ClientProfile, Profile};
 use crate::conn::{put_line, DEFAULT_MAX_FRAME};
 use crate::proto::{Call, Json, ToStub};
@@ -63,7 +63,8 @@ impl Requests {
         Ok((address, requests))
     }
 
-    /// `module.function(*args, **kwargs)`; `args` is a tuple, a list, or one value.
+    /// `module.function(*args, **kwargs)`; `args` is a tuple, a list, or one value (`()`, as
+    /// any lone null, is no arguments). Arguments holding NaN or an infinity are refused.
     pub(super) fn call(
         &self,
         module: &str,
@@ -75,10 +76,18 @@ impl Requests {
         let bad = |e: serde_json::Error| CallError::BadArguments(e.to_string());
         // Printed once; a list is then split into its values' texts, not parsed.
         let text = serde_json::to_string(&args).map_err(bad)?;
-        let args = match text.as_bytes().first() {
-            Some(b'[') => serde_json::from_str(&text).map_err(bad)?,
-            _ if text == "null" => Vec::new(),
-            _ => vec![Json::parse(text).map_err(bad)?],
+        let is_list = text.starts_with('[');
+        // NaN and the infinities print as null: only then can one be there.
+        if memchr::memmem::find(text.as_bytes(), b"null").is_some() {
+            finite::check(&args, is_list)
+                .map_err(|e| CallError::BadArguments(format!("{module}.{function}: {e}")))?;
+        }
+        let args = if is_list {
+            serde_json::from_str(&text).map_err(bad)?
+        } else if text == "null" {
+            Vec::new() // `()`: no arguments
+        } else {
+            vec![Json::parse(text).map_err(bad)?]
         };
         let kwargs = kwargs.into_iter().map(|(k, v)| (k, v.into())).collect();
         let timeout = timeout.unwrap_or(self.timeout);
@@ -91,8 +100,10 @@ impl Requests {
                 function,
                 args,
                 kwargs,
-                // Saturated: `as` would wrap 2^61 s to 0 ms, which the stub takes as expired.
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                // Rounded up: a timeout under a millisecond is not 0 ms, which the stub takes
+                // as expired. Saturated: `as` would wrap 2^61 s to 0 ms.
+                timeout_ms: u64::try_from(timeout.as_nanos().div_ceil(1_000_000))
+                    .unwrap_or(u64::MAX),
                 caller: None,
             })
         };
@@ -115,6 +126,11 @@ impl Requests {
         timeout: Duration,
         what: String,
     ) -> Result<Request, CallError> {
+        if timeout.is_zero() {
+            return Err(CallError::BadArguments(format!(
+                "{what}: a timeout of 0 leaves the call no time: give one above 0"
+            )));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         // Room for a typical call at once: growing from empty would reallocate several times.
         let mut line = Vec::with_capacity(256);

@@ -240,6 +240,94 @@ fn after_the_stub_closed_the_connection_the_next_call_connects_again() {
     stub.join().unwrap();
 }
 
+/// Waits until the app's socket at loopback port `port` has seen its peer close the connection
+/// (in CLOSE_WAIT, as /proc/net/tcp tells): an app that then calls must know it, without the
+/// test relying on when the kernel delivers the close.
+fn wait_until_closed_on(port: u16) {
+    let local = format!(":{port:04X}");
+    for _ in 0..2000 {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let close_wait = table.lines().any(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "08"
+        });
+        if close_wait {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the app's socket on port {port} never saw the close");
+}
+
+/// A fake stub restarted between two calls: it answers the first request of its first
+/// connection (once told by the sender returned, if `late`), closes it and tells (by the
+/// receiver returned) once the app's socket has seen that, then answers the first request of
+/// its second connection. Its thread returns the ids of the requests it read.
+fn stub_restarted_between_calls(
+    late: bool,
+) -> (
+    String,
+    std::sync::mpsc::Sender<()>,
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<Vec<u64>>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (go, told) = std::sync::mpsc::channel();
+    let (closed, seen) = std::sync::mpsc::channel();
+    let stub = std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        for connection in 0..2 {
+            let (mut s, app) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            ids.push(id_of(&line));
+            if late && connection == 0 {
+                told.recv().unwrap();
+            }
+            s.write_all(&reply(id_of(&line))).unwrap();
+            if connection == 0 {
+                drop(s);
+                wait_until_closed_on(app.port());
+                closed.send(()).unwrap();
+            }
+        }
+        ids
+    });
+    (addr, go, seen, stub)
+}
+
+/// A stub restarted while the app was between calls failed the app's next call ("the stub
+/// closed the connection", written on the old connection): only the call after connected
+/// again. Now the call sees the connection closed before writing and connects again itself.
+#[test]
+fn a_call_after_the_stub_restarted_between_calls_connects_again_and_is_answered() {
+    let (addr, _go, closed, stub) = stub_restarted_between_calls(false);
+    let client = Client::connect(&addr).unwrap();
+    assert_eq!(client.call("m", "f", ()), Ok(serde_json::json!(1)));
+    closed.recv().unwrap();
+    assert_eq!(client.call("m", "f", ()), Ok(serde_json::json!(2)));
+    assert_eq!(stub.join().unwrap(), [1, 2]);
+    let (addr, _go, closed, stub) = stub_restarted_between_calls(false);
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        assert_eq!(client.call("m", "f", ()).await, Ok(serde_json::json!(1)));
+        closed.recv().unwrap();
+        assert_eq!(client.call("m", "f", ()).await, Ok(serde_json::json!(2)));
+    });
+    assert_eq!(stub.join().unwrap(), [1, 2]);
+    // The stub's close behind the late answer to a call that timed out, unread.
+    let (addr, go, closed, stub) = stub_restarted_between_calls(true);
+    let client = Client::connect(&addr).unwrap();
+    let short = Some(Duration::from_millis(100));
+    let late = client.call_with("m", "f", (), Map::new(), short);
+    assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+    go.send(()).unwrap();
+    closed.recv().unwrap();
+    assert_eq!(client.call("m", "f", ()), Ok(serde_json::json!(2)));
+    assert_eq!(stub.join().unwrap(), [1, 2]);
+}
+
 #[test]
 fn answers_in_any_order_reach_their_calls_while_others_time_out() {
     const CALLS: u64 = 300;
@@ -491,19 +579,13 @@ fn a_call_that_cannot_connect_again_ends_at_its_timeout() {
     let addr = listener.local_addr().unwrap().to_string();
     let client = Client::connect(&addr).unwrap();
     let async_client = smol::block_on(AsyncClient::connect(&addr)).unwrap();
-    // Both connections end, as when a stub stops; its backlog then fills.
-    drop(listener.accept().unwrap());
-    drop(listener.accept().unwrap());
-    let ended = client.call("m", "f", ());
-    assert!(
-        matches!(ended, Err(CallError::NotConnected(_))),
-        "{ended:?}"
-    );
-    let ended = smol::block_on(async_client.call("m", "f", ()));
-    assert!(
-        matches!(ended, Err(CallError::NotConnected(_))),
-        "{ended:?}"
-    );
+    // Both connections end, as when a stub stops; its backlog then fills. The next calls see
+    // the connections closed, and connect again.
+    for _ in 0..2 {
+        let (ended, app) = listener.accept().unwrap();
+        drop(ended);
+        wait_until_closed_on(app.port());
+    }
     let _held = fill_backlog(&listener);
     let short = Some(Duration::from_millis(300));
     let told = format!("m.f: could not connect to the stub at {addr} within 300ms");
@@ -540,4 +622,148 @@ fn a_line_that_never_ends_neither_holds_a_call_past_its_timeout_nor_grows_past_t
     let ended = client.call_with("m", "f", (), Map::new(), Some(Duration::from_secs(60)));
     let told = "the stub sent a line over the frame limit of 100000 bytes (with_max_frame)";
     assert_eq!(ended, Err(CallError::NotConnected(told.into())));
+}
+
+/// The `args` of a request line.
+fn args_of(line: &[u8]) -> serde_json::Value {
+    let request: serde_json::Value = serde_json::from_slice(line).unwrap();
+    request["data"]["args"].clone()
+}
+
+/// NaN and the infinities, which serde_json prints as null, went as null: the function ran on
+/// None. Now the call is refused naming the argument, and nothing is sent; the stub reads the
+/// next call.
+#[test]
+fn an_argument_holding_nan_or_an_infinity_is_refused_before_anything_is_sent() {
+    #[derive(serde::Serialize)]
+    struct Point {
+        x: f64,
+        y: Option<f32>,
+    }
+    let requests = requests::Requests::new();
+    let refused = |args: &dyn erased::Args| match args.call(&requests) {
+        Err(CallError::BadArguments(m)) => m,
+        other => panic!(
+            "not refused: {:?}",
+            other.map(|r| String::from_utf8(r.line))
+        ),
+    };
+    let told = |what: &str| {
+        format!("m.f: {what}: JSON carries finite numbers only (serde_json would send null)")
+    };
+    assert_eq!(refused(&(f64::NAN,)), told("argument 1 is NaN"));
+    assert_eq!(refused(&f64::NAN), told("argument 1 is NaN"));
+    assert_eq!(refused(&(1, f64::INFINITY)), told("argument 2 is inf"));
+    assert_eq!(
+        refused(&vec![f32::NEG_INFINITY]),
+        told("argument 1 is -inf")
+    );
+    let nested = (None::<i64>, vec![0.5, f64::NAN]);
+    assert_eq!(refused(&nested), told("argument 2 holds NaN"));
+    let point = Point {
+        x: 1.0,
+        y: Some(f32::NAN),
+    };
+    assert_eq!(refused(&(point,)), told("argument 1 holds NaN"));
+    // Finite floats and nulls go as they are; `()` (a lone null) is no arguments.
+    let fine = requests.call("m", "f", (0.5, None::<i64>, -0.0), Map::new(), None);
+    assert_eq!(
+        args_of(&fine.unwrap().line),
+        serde_json::json!([0.5, null, -0.0])
+    );
+    let none = requests.call("m", "f", (), Map::new(), None);
+    assert_eq!(args_of(&none.unwrap().line), serde_json::json!([]));
+    // Through both clients, to a stub that reads (and answers) only what is sent.
+    let (addr, stub) = stub_answering_the_first_call_of_each_of_two_connections(|line| {
+        assert_eq!(args_of(line.as_bytes()), serde_json::json!([1.5]), "{line}")
+    });
+    let client = Client::connect(&addr).unwrap();
+    let nan = client.call("m", "f", (f64::NAN,));
+    assert_eq!(nan, Err(CallError::BadArguments(told("argument 1 is NaN"))));
+    assert_eq!(client.call("m", "f", (1.5,)), Ok(serde_json::json!(1)));
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let inf = client.call("m", "f", (f64::INFINITY,)).await;
+        assert_eq!(inf, Err(CallError::BadArguments(told("argument 1 is inf"))));
+        assert_eq!(
+            client.call("m", "f", (1.5,)).await,
+            Ok(serde_json::json!(1))
+        );
+    });
+    stub.join().unwrap();
+}
+
+/// Arguments of any type, for a table of calls.
+mod erased {
+    pub(super) trait Args {
+        fn call(
+            &self,
+            requests: &super::requests::Requests,
+        ) -> Result<super::requests::Request, super::CallError>;
+    }
+
+    impl<T: serde::Serialize> Args for T {
+        fn call(
+            &self,
+            requests: &super::requests::Requests,
+        ) -> Result<super::requests::Request, super::CallError> {
+            requests.call("m", "f", self, serde_json::Map::new(), None)
+        }
+    }
+}
+
+/// A zero timeout failed as "not sent within 0ns (the stub is not reading)", and one under a
+/// millisecond told the stub 0 ms, which it takes as expired. Now a zero timeout is refused
+/// before anything is sent, and the stub is told the timeout in milliseconds rounded up.
+#[test]
+fn a_zero_timeout_is_refused_and_one_under_a_millisecond_is_told_the_stub_as_one() {
+    let told = "m.f: a timeout of 0 leaves the call no time: give one above 0";
+    let requests = requests::Requests::new();
+    let zero = requests.call("m", "f", (), Map::new(), Some(Duration::ZERO));
+    assert_eq!(zero.err(), Some(CallError::BadArguments(told.into())));
+    for (timeout, ms) in [
+        (Duration::from_nanos(1), 1),
+        (Duration::from_micros(1500), 2),
+    ] {
+        let request = requests
+            .call("m", "f", (), Map::new(), Some(timeout))
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&request.line).unwrap();
+        assert_eq!(line["data"]["timeout_ms"], ms, "{timeout:?}");
+    }
+    // Through both clients, to a stub that reads (and answers) only what is sent.
+    let (addr, stub) = stub_answering_the_first_call_of_each_of_two_connections(|line| {
+        assert!(line.contains(r#""timeout_ms":30000"#), "{line}")
+    });
+    let zero = Some(Duration::ZERO);
+    let client = Client::connect(&addr).unwrap();
+    let refused = client.call_with("m", "f", (), Map::new(), zero);
+    assert_eq!(refused, Err(CallError::BadArguments(told.into())));
+    assert_eq!(client.call("m", "f", ()), Ok(serde_json::json!(1)));
+    smol::block_on(async {
+        let client = AsyncClient::connect(&addr).await.unwrap();
+        let refused = client.call_with("m", "f", (), Map::new(), zero).await;
+        assert_eq!(refused, Err(CallError::BadArguments(told.into())));
+        assert_eq!(client.call("m", "f", ()).await, Ok(serde_json::json!(1)));
+    });
+    stub.join().unwrap();
+}
+
+/// A fake stub that reads the first request of each of two connections, checks it with
+/// `check`, and answers it with its id.
+fn stub_answering_the_first_call_of_each_of_two_connections(
+    check: impl Fn(&str) + Send + 'static,
+) -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stub = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            check(&line);
+            (&s).write_all(&reply(id_of(&line))).unwrap();
+        }
+    });
+    (addr, stub)
 }
