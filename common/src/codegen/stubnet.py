@@ -12,6 +12,7 @@ failure raises RemoteError, whose .kind says what happened.
 """
 
 import builtins
+import math
 import sys
 
 
@@ -210,7 +211,10 @@ def _call_timeout():
 
 def _call(module, function, args, kwargs):
     timeout = _call_timeout()
-    data = {"module": module, "function": function, "args": args, "timeout_ms": int(timeout * 1000)}
+    # Rounded up, to 1 ms at least: 0 would have the stub fail the call at once. (Rounded to
+    # the microsecond first: 1.1 s is 1100.0000000000002 ms as a float.)
+    timeout_ms = max(1, math.ceil(round(timeout * 1000, 3)))
+    data = {"module": module, "function": function, "args": args, "timeout_ms": timeout_ms}
     if kwargs:
         data["kwargs"] = kwargs
     what = f"{module}.{function}"

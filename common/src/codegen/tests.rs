@@ -786,3 +786,23 @@ except TimeoutError as e:
                 requests being written)";
     assert_eq!(got, want);
 }
+
+/// A timeout under a millisecond is told the stub as 1 ms: rounded down to 0, the stub failed
+/// the call at once. (What the helper would send is caught before it is sent.)
+#[test]
+fn the_python_helper_tells_the_stub_a_timeout_rounded_up_to_the_millisecond() {
+    let dir = helper_dir();
+    let script = r#"
+import _stubnet
+class Told:
+    def request(self, cmd, data, timeout, what, spent):
+        return {"Ok": data["timeout_ms"]}
+_stubnet._connected = lambda timeout, what: (Told(), 0)
+told = []
+for seconds in (0.0005, 0.0015, 2):
+    _stubnet.set_timeout(seconds)
+    told.append(_stubnet.call("m", "f"))
+print(told)
+"#;
+    assert_eq!(python(dir.path(), script, &[]), "[1, 2, 2000]");
+}
