@@ -54,7 +54,10 @@ pub(super) struct Conn {
     line: Vec<u8>,
     /// The longest line kept: an answer over the frame limit is read to its end, not kept.
     max_line: usize,
+    /// Requests to write; while the worker's pipe has taken only part of them, `out_sent`
+    /// bytes (see [`Conn::write_out`]).
     out: Vec<u8>,
+    out_sent: usize,
     /// The module's source, written to the worker before it imports it (see
     /// [`WorkerSpec::source`]).
     source: Option<Arc<[u8]>>,
@@ -97,6 +100,7 @@ impl Conn {
             line,
             max_line: spec.max_frame,
             out,
+            out_sent: 0,
             source: spec.source.clone(),
             group,
         })
@@ -179,16 +183,35 @@ impl Conn {
         })
     }
 
-    /// Writes the pending output.
-    pub(super) async fn flush_out(&mut self) -> Result<(), Broken> {
-        let mut pipe = &*self.stdin;
-        let written = async {
-            pipe.write_all(&self.out).await?;
-            pipe.flush().await
-        };
-        let result = written.await.map_err(|_| Broken::Exited);
-        self.out.clear();
-        result
+    /// Writes as much of the pending output as the worker's pipe takes now, without waiting:
+    /// the rest is written while answers are read (see `read_line`). Waiting for the pipe to
+    /// take it all could wait for good: the worker reads no more requests while it waits for
+    /// an answer longer than its pipe holds to be read.
+    pub(super) fn write_out(&mut self) -> Result<(), Broken> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // Non-blocking: one write, all of it as a rule (a few short requests).
+        let mut pipe: &File = self.stdin.get_ref();
+        match io::Write::write(&mut pipe, &self.out) {
+            Ok(n) => self.out_sent = n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return Err(Broken::Exited),
+        }
+        if self.out_sent == self.out.len() {
+            self.out.clear();
+            self.out_sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Whether some of the requests written at once are still to be written.
+    pub(super) fn writing(&self) -> bool {
+        !self.out.is_empty()
     }
 
     /// Reads the answer to request `id`.
@@ -203,13 +226,17 @@ impl Conn {
         }
     }
 
-    /// Reads one line, unless the process exits or its stdout ends first.
+    /// Reads one line, unless the process exits or its stdout ends first, writing meanwhile
+    /// the requests still to write (see `write_out`).
     async fn read_line(&mut self) -> Result<Line<'_>, Broken> {
         let Conn {
+            stdin,
             stdout,
             exited,
             line,
             max_line,
+            out,
+            out_sent,
             ..
         } = self;
         line.clear();
@@ -221,11 +248,19 @@ impl Conn {
                 Ok(kept) => skip_line(stdout).await.map(|rest| Some(kept + rest)),
             }
         };
+        let writing = async {
+            if !out.is_empty() {
+                write_rest(stdin, out, out_sent).await?;
+            }
+            // All written: only the answer, or the process's end, ends the wait.
+            std::future::pending().await
+        };
         let over = read
             .or(async {
                 let _ = exited.await;
                 Err(Broken::Exited)
             })
+            .or(writing)
             .await?;
         match over {
             Some(size) => Ok(Line::Over(size)),
@@ -234,6 +269,27 @@ impl Conn {
                 .map_err(|e| Broken::Invalid(format!("a line that is not UTF-8: {e}"))),
         }
     }
+}
+
+/// Writes `out` from `sent` on, as the pipe takes it, then empties it. Cut short anywhere (by
+/// the answer awaited), `sent` still says what was written.
+async fn write_rest(
+    stdin: &Async<File>,
+    out: &mut Vec<u8>,
+    sent: &mut usize,
+) -> Result<(), Broken> {
+    let mut pipe = stdin;
+    while *sent < out.len() {
+        match pipe.write(&out[*sent..]).await {
+            Ok(0) => return Err(Broken::Exited),
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Broken::Exited),
+        }
+    }
+    out.clear();
+    *sent = 0;
+    Ok(())
 }
 
 /// A line a worker wrote: its text, or the size of one over the frame limit, not kept.

@@ -284,12 +284,17 @@ impl Supervisor {
         }
     }
 
-    /// Writes the queued requests, then hands each answer, in order, to its call.
+    /// Writes the queued requests, then hands each answer, in order, to its call. What the
+    /// worker's pipe does not take at once is written as it reads them, while the answers are
+    /// read: a worker writing an answer waits for it to be read before it reads on.
     async fn run_batch(&self, conn: &mut Conn, sent: Vec<(u64, Job)>) -> Result<(), Stopped> {
-        if sent.is_empty() {
+        let Some((_, first)) = sent.first() else {
             return Ok(());
-        }
-        let written = conn.flush_out().await;
+        };
+        // Watched from its first request on: a worker that does not answer, however it is
+        // stuck, is interrupted, then killed (see `watch`).
+        self.watch.running(first.deadline_ms);
+        let written = conn.write_out();
         let mut jobs = sent.into_iter();
         let mut outcome = written;
         while let Some((id, job)) = jobs.next() {
@@ -309,6 +314,11 @@ impl Supervisor {
                 }
             }
             outcome = Ok(());
+        }
+        if conn.writing() {
+            // `worker.py` answers a call only once it has read its request.
+            let what = "answers to calls not yet written to it".to_owned();
+            return Err(Stopped::Broken(Broken::Invalid(what), None));
         }
         self.watch.idle();
         flush_queued();

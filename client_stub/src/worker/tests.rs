@@ -889,6 +889,9 @@ def stubborn():
 
 def add(a, b):
     return a + b
+
+def echo(x):
+    return x
 "#;
 
 /// Checks the pool for overdue calls as the stub's tick does, for as long as it is awaited.
@@ -981,6 +984,71 @@ fn a_worker_that_stays_in_a_call_past_its_timeout_is_killed_and_the_calls_behind
             Ok(json!(1)),
             "a new process"
         );
+    });
+}
+
+/// Submits `calls` (function, arguments, timeout in ms) at once, in this order, before any is
+/// answered, the pool ticking meanwhile; their answers in that order.
+async fn submit_all(pool: &Pool, calls: &[(&str, Value, u64)]) -> Vec<Answer> {
+    let receivers: Vec<_> = calls
+        .iter()
+        .map(|(function, args, ms)| submit(pool, function, args.clone(), *ms))
+        .collect();
+    let answers = async {
+        let mut answers = Vec::new();
+        for rx in receivers {
+            answers.push(rx.recv().await.expect("every call is answered"));
+        }
+        answers
+    };
+    answers.or(tick(pool)).await
+}
+
+/// Many short calls, so that the worker is written several at once (see `write_ahead`), then
+/// `long` behind them: requests and answers over what a pipe holds (64 KiB).
+fn short_calls_then<'a>(long: &[(&'a str, Value, u64)]) -> Vec<(&'a str, Value, u64)> {
+    let short = (0..100).map(|i| ("echo", json!([i]), 30_000));
+    short.chain(long.iter().cloned()).collect()
+}
+
+#[test]
+fn long_answers_to_calls_written_at_once_with_long_requests_do_not_wedge_the_worker() {
+    let (_dir, pool) = pool(OVERRUNS, 1);
+    // Each long answer fills the worker's stdout while the stub is still writing the next long
+    // request to its stdin: the stub must read answers meanwhile, or neither side moves again.
+    let long = "y".repeat(300_000);
+    let echo = ("echo", json!([long]), 30_000);
+    let calls = short_calls_then(&vec![echo; 8]);
+    run(async {
+        for (i, answer) in submit_all(&pool, &calls).await.into_iter().enumerate() {
+            assert_eq!(value(answer), Ok(calls[i].1[0].clone()), "call {i}");
+        }
+        assert_eq!(call(&pool, "counter", json!([])).await, Ok(json!(1)));
+    });
+}
+
+#[test]
+fn a_worker_stuck_in_a_call_while_long_requests_are_written_is_killed_and_they_run() {
+    let (_dir, pool) = pool(OVERRUNS, 1);
+    // The worker never reads the long requests written after the stuck call: it is killed all
+    // the same, and they run on the new worker.
+    let long = "y".repeat(300_000);
+    let echo = ("echo", json!([long]), 60_000);
+    let calls = short_calls_then(&[("stubborn", json!([]), 3_000), echo.clone(), echo]);
+    run_within(Duration::from_secs(60), async {
+        let answers = submit_all(&pool, &calls).await;
+        for (i, answer) in answers[..100].iter().enumerate() {
+            assert_eq!(value(answer.clone()), Ok(json!(i)), "call {i}");
+        }
+        let error = value(answers[100].clone()).unwrap_err();
+        assert!(
+            error.message.contains("was killed: the call to stubborn"),
+            "{}",
+            error.message
+        );
+        for answer in &answers[101..] {
+            assert_eq!(value(answer.clone()), Ok(json!(long)));
+        }
     });
 }
 
