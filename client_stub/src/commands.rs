@@ -36,6 +36,9 @@ impl Stub {
                 }
             }
             Command::Who => {
+                if self.up.is_some() {
+                    self.whos += 1;
+                }
                 self.send_up(ToServer::Who);
             }
             Command::Modules(prefix) => say!("{}", self.list(&prefix).trim_end()),

@@ -758,9 +758,16 @@ impl Stub {
 
     /// Sends a withdraw for an owned module, kept in `Stub::asked` until the server answers it.
     /// Not while one is on its way with no upload after it: the second could only be refused.
+    /// With no server to send it to, the module is withdrawn here at once: off the network
+    /// already, it is not registered again when the stub reconnects (see `Stub::connected`).
     pub(crate) fn send_withdraw(&mut self, module: &str) {
         if self.asked.last(module) == Some(Ask::Withdraw) {
             return say!("{module} is being withdrawn already");
+        }
+        if self.up.is_none() {
+            say!("withdrew {module} (not connected: it is not registered again when the stub reconnects)");
+            self.disown(module, "was withdrawn");
+            return self.refresh_names();
         }
         self.send_up(ToServer::Withdraw {
             module: module.to_owned(),

@@ -94,6 +94,11 @@ pub struct Stub {
     pub(crate) providers: HashMap<u64, AppRunner>,
     /// `ping`s waiting for the server's echo, by id.
     pub(crate) pings: HashMap<u64, PingWaiter>,
+    /// The shell's `wii`s the server has not answered yet (it answers each, in order).
+    pub(crate) whos: usize,
+    /// `_end_` came while the shell's `wii`s or `ping`s were unanswered: the stub stops once
+    /// they are answered, or at this instant (see [`Stub::quit`]).
+    pub(crate) quitting: Option<Instant>,
     /// Calls this stub made for apps, through the network.
     pub(crate) made: Stats,
     /// Calls this stub ran as owner (recorded by the tasks that run them).
@@ -139,6 +144,8 @@ impl Stub {
             next_id: 0,
             names,
             pings: HashMap::new(),
+            whos: 0,
+            quitting: None,
             providers: HashMap::new(),
             made: Stats::default(),
             served: Arc::default(),
@@ -159,12 +166,14 @@ impl Actor for Stub {
 
     fn handle(&mut self, event: Event) -> Option<Result<String>> {
         match event {
+            // Quitting: what the shell sent after `_end_` is not carried out.
+            Event::Line(_) if self.quitting.is_some() => {}
             Event::Server(ToClient::Shutdown { reason }) => return Some(Ok(reason)),
             Event::Server(msg) => self.server(msg),
             Event::Connected { up, name, left } => self.connected(up, name, left),
             Event::Disconnected(why) => self.disconnected(&why),
             Event::Line(line) => match repl::parse(&line) {
-                Ok(Some(Command::Quit)) => return Some(Ok("quit".into())),
+                Ok(Some(Command::Quit)) => return self.quit(),
                 Ok(Some(cmd)) => self.command(cmd),
                 Ok(None) => {}
                 Err(e) => say!("error: {e}"),
@@ -187,12 +196,13 @@ impl Actor for Stub {
                     self.last_watch = Instant::now();
                     self.watch_files();
                     self.watch_profile();
+                    self.store_unstored();
                 }
             }
             Event::Stop(reason) => return Some(Ok(reason)),
             Event::Described(job, described) => self.described(job, described),
         }
-        None
+        self.quit_if_answered()
     }
 
     /// Its workers are told to stop before the process ends, so that none is restarted while
@@ -204,7 +214,26 @@ impl Actor for Stub {
     }
 }
 
+/// How long `_end_` waits for the answers to the shell's `wii`s and `ping`s already sent.
+const QUIT_WAIT: Duration = Duration::from_secs(3);
+
 impl Stub {
+    /// `_end_`: the stub stops once the server has answered the shell's `wii`s and `ping`s
+    /// sent before it, so that a script piping `wii` then `_end_` gets its list; at most
+    /// [`QUIT_WAIT`] later, or as soon as the server is lost.
+    fn quit(&mut self) -> Option<Result<String>> {
+        self.quitting = Some(Instant::now() + QUIT_WAIT);
+        self.quit_if_answered()
+    }
+
+    /// Stops the stub (see [`Stub::quit`]) if it is quitting and waits for nothing more.
+    fn quit_if_answered(&self) -> Option<Result<String>> {
+        let deadline = self.quitting?;
+        let shell_pings = self.pings.values().any(|p| p.app.is_none());
+        let waiting = self.up.is_some() && (self.whos > 0 || shell_pings);
+        (!waiting || Instant::now() >= deadline).then(|| Ok("quit".into()))
+    }
+
     /// Frames go to `up` from now on: every owned module is uploaded again, the server hears
     /// that these are all this stub owns, and its offers that follow re-sync the rest by md5.
     fn connected(&mut self, up: Arc<Outbox>, name: String, left: Vec<String>) {
@@ -239,6 +268,19 @@ impl Stub {
     fn disconnected(&mut self, why: &str) {
         say!("lost the server: {}; reconnecting", printable(why));
         self.up = None;
+        self.whos = 0;
+        // A withdraw the server will not answer holds all the same (unless an upload was
+        // asked after it): the module is not registered again at the reconnect.
+        let withdrawing: Vec<String> = (self.owned.keys())
+            .filter(|m| self.asked.last(m) == Some(Ask::Withdraw))
+            .cloned()
+            .collect();
+        self.asked.clear();
+        for module in withdrawing {
+            say!("withdrew {module} (the server was lost before it answered: it is not registered again when the stub reconnects)");
+            self.disown(&module, "was withdrawn");
+        }
+        self.refresh_names();
         let remote = |caller, _| matches!(caller, Caller::Stub(_));
         self.cancel_owned(remote, "this stub lost the server");
         self.incoming = Reassembler::new(self.config.limits.max_module_bytes);
@@ -292,7 +334,10 @@ impl Stub {
             }
             ToClient::RegisterFailed { module, reason } => self.register_failed(&module, &reason),
             ToClient::Message { from, text } => say!("message from {from}: {}", printable(&text)),
-            ToClient::Who { peers } => say!("{}", render_who(&peers).trim_end()),
+            ToClient::Who { peers } => {
+                self.whos = self.whos.saturating_sub(1);
+                say!("{}", render_who(&peers).trim_end());
+            }
             ToClient::Call(call) => {
                 // Only what this stub registered can be called, whatever a peer sends.
                 let Some(up) = self.up.clone() else { return };

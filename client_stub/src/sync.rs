@@ -21,6 +21,10 @@ pub(crate) struct Known {
     /// What calls are checked against: the current copy once here; while a new version is
     /// fetched, the one before it (calls made meanwhile still go out); none before the first.
     pub(crate) desc: Option<ModuleDescriptor>,
+    /// The current copy's file, received and checked but not yet stored: the receiving
+    /// directory refused it (a full disk). `desc` is that copy meanwhile, and writing it is
+    /// tried again (see [`Stub::store_unstored`]).
+    unstored: Option<Vec<u8>>,
 }
 
 impl Stub {
@@ -37,14 +41,30 @@ impl Stub {
             let (module, owner) = (printable(&module), printable(&owner));
             return say!("error: the server offered a module '{module}' of a stub '{owner}': not valid names, ignored");
         }
+        let before = self.known.remove(&module);
         let cached = self.store.read(&module).ok().flatten();
-        let current = cached
+        let cached = cached
             .filter(|bytes| common::store::md5_hex(bytes) == md5)
             .and_then(|bytes| serde_json::from_slice::<ModuleDescriptor>(&bytes).ok());
+        // A copy received and checked that could not be stored yet is as current (offered
+        // again when its owners change).
+        let (current, unstored, before) = match before {
+            Some(Known {
+                md5: had,
+                desc: Some(desc),
+                unstored: Some(bytes),
+                ..
+            }) if cached.is_none() && had == md5 => (Some(desc), Some(bytes), None),
+            before => (cached, None, before.and_then(|k| k.desc)),
+        };
         let msg = match &current {
             Some(desc) => {
-                let skipped = self.write_stubs(desc, &md5);
-                say!("{module} from {owner}: cached copy is current (md5 {md5}), nothing to fetch");
+                // (An unstored copy's stubs are written once it is stored.)
+                let (skipped, copy) = match unstored {
+                    None => (self.write_stubs(desc, &md5), "cached copy"),
+                    Some(_) => (Ok(()), "copy held in memory (not stored yet)"),
+                };
+                say!("{module} from {owner}: {copy} is current (md5 {md5}), nothing to fetch");
                 if let Err(why) = skipped {
                     say!("{why}");
                 }
@@ -63,13 +83,13 @@ impl Stub {
         };
         self.send_up(msg);
         self.made.back(&module);
-        let before = self.known.remove(&module).and_then(|k| k.desc);
         self.known.insert(
             module,
             Known {
                 owner,
                 md5,
                 desc: current.or(before),
+                unstored,
             },
         );
         self.refresh_names();
@@ -93,11 +113,14 @@ impl Stub {
             Ok(d) if d.module == module => d,
             _ => return say!("error: {module} is not a valid descriptor; the cached copy is kept"),
         };
-        if let Err(e) = self.store.write(&module, &bytes) {
-            return say!("error: cannot store {module}: {e}");
-        }
-        // The stubs are there by the time the line says the module is.
-        let skipped = self.write_stubs(&desc, &known.md5);
+        // A copy that cannot be stored (a full disk) is used all the same: dropped, it would
+        // never be asked for again. Storing it is tried again until it works.
+        let stored = self.store.write(&module, &bytes);
+        // The stubs are there by the time the line says the module is (once it is stored).
+        let skipped = match &stored {
+            Ok(()) => self.write_stubs(&desc, &known.md5),
+            Err(_) => Ok(()),
+        };
         say!(
             "received {module} from {}: {} bytes in {pieces} chunk(s), {} function(s)",
             known.owner,
@@ -107,8 +130,48 @@ impl Stub {
         if let Err(why) = skipped {
             say!("{why}");
         }
+        let unstored = match stored {
+            Ok(()) => None,
+            Err(e) => {
+                say!(
+                    "error: cannot store {module}: {e}; it is used from memory, and stored (with \
+                     its generated stubs) once the receiving directory takes it"
+                );
+                Some(bytes)
+            }
+        };
         if let Some(known) = self.known.get_mut(&module) {
             known.desc = Some(desc);
+            known.unstored = unstored;
+        }
+    }
+
+    /// Stores the copies received that could not be stored (see [`Known::unstored`]), with
+    /// their generated stubs, if the receiving directory takes them now; those it still
+    /// refuses are tried again at the next look (every 0.5 s), without a word (their error
+    /// was said).
+    pub(crate) fn store_unstored(&mut self) {
+        let mut stored = Vec::new();
+        for (module, known) in &self.known {
+            let (Some(bytes), Some(desc)) = (&known.unstored, &known.desc) else {
+                continue;
+            };
+            if self.store.write(module, bytes).is_err() {
+                continue;
+            }
+            say!(
+                "stored {module} (md5 {}): the receiving directory took it",
+                known.md5
+            );
+            if let Err(why) = self.write_stubs(desc, &known.md5) {
+                say!("{why}");
+            }
+            stored.push(module.clone());
+        }
+        for module in stored {
+            if let Some(known) = self.known.get_mut(&module) {
+                known.unstored = None;
+            }
         }
     }
 

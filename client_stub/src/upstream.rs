@@ -295,7 +295,11 @@ async fn beat(up: Arc<Outbox>, every: Duration) {
     }
 }
 
-/// Joins again under `name`, retrying with backoff until it works.
+/// The longest wait between two tries to rejoin.
+const MAX_REJOIN_DELAY: Duration = Duration::from_secs(5);
+
+/// Joins again under `name`, retrying with backoff (0.1 s doubling to
+/// [`MAX_REJOIN_DELAY`]) until it works.
 async fn rejoin(params: &Params, name: &str) -> Link {
     let mut delay = Duration::from_millis(100);
     loop {
@@ -305,13 +309,12 @@ async fn rejoin(params: &Params, name: &str) -> Link {
                 say!("reconnected to {} as {}", params.server, link.name);
                 return link;
             }
-            Err(e) => say!(
-                "reconnecting: {}; next try in {:?}",
-                printable(&e.to_string()),
-                delay * 2
-            ),
+            Err(e) => {
+                delay = (delay * 2).min(MAX_REJOIN_DELAY);
+                let why = e.to_string();
+                say!("reconnecting: {}; next try in {delay:?}", printable(&why));
+            }
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -118,6 +118,74 @@ fn the_server_restarts_and_every_stub_comes_back() {
     assert_eq!(again.unwrap().unwrap(), json!(4));
 }
 
+/// A module withdrawn while the server is away, removed from the profile or by `um:`, stays
+/// withdrawn: it used to be registered again when the stub reconnected.
+#[test]
+fn a_module_withdrawn_while_the_server_is_away_is_not_registered_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for m in ["keep", "drop", "gone"] {
+        std::fs::write(dir.join(format!("{m}.py")), "def f(x):\n    return x\n").unwrap();
+    }
+    let (mut server, port) = server(dir, &[]);
+    let profile = dir.join("p.toml");
+    let write = |register: &str| {
+        let text = format!(
+            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\n\
+             receiving_dir = \"recv\"\nregister = [{register}]\n"
+        );
+        std::fs::write(&profile, text).unwrap();
+    };
+    write("\"keep.py\", \"drop.py\", \"gone.py\"");
+    let args = ["-c", profile.to_str().unwrap(), "-l"];
+    let mut p = Proc::start("p", &exe("client_stub"), &args, dir);
+    for m in ["keep", "drop", "gone"] {
+        p.wait_for(&format!("registered {m}"));
+    }
+
+    server.kill();
+    p.wait_for("lost the server");
+    write("\"keep.py\", \"gone.py\"");
+    p.wait_for("withdrawing drop: removed from the profile");
+    p.send("um:gone");
+    // Its output follows the withdraw's: that is done when it shows.
+    p.send("mods");
+    p.wait_for("module(s):");
+
+    let p_arg = port.to_string();
+    let args = ["-p", p_arg.as_str(), "-d", "server"];
+    let _server = Proc::start("server2", &exe("server_stub"), &args, dir);
+    p.wait_for("reconnected to");
+    p.wait_n("registered keep", 2);
+    let mut modules = client(&p).modules("").unwrap();
+    modules.sort();
+    assert_eq!(modules, ["keep"], "{:#?}", p.output());
+    assert!(
+        p.count("registering 1 module(s) again") == 1,
+        "{:#?}",
+        p.output()
+    );
+    assert_eq!(p.count("registered drop") + p.count("registered gone"), 2);
+}
+
+/// The reconnecting stub says the wait it really makes before its next try: doubling from
+/// 0.1 s to 5 s (it said 6.4s, then 10s, while it waited 5 s).
+#[test]
+fn a_reconnecting_stub_says_how_long_it_really_waits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    server.kill();
+    // The sixth try waits 5 s (0.1 s doubled six times is 6.4 s, over the cap).
+    a.wait_n("reconnecting:", 6);
+    let said: Vec<String> = (a.output().iter())
+        .filter_map(|line| line.split_once("next try in ").map(|(_, d)| d.to_owned()))
+        .take(6)
+        .collect();
+    assert_eq!(said, ["200ms", "400ms", "800ms", "1.6s", "3.2s", "5s"]);
+}
+
 #[test]
 fn a_stub_restarted_on_its_directory_reclaims_its_name_from_its_ghost() {
     let tmp = tempfile::tempdir().unwrap();

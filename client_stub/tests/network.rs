@@ -79,6 +79,47 @@ fn descriptors_sync_by_md5_update_and_leave_with_the_owner() {
     }
 }
 
+/// A descriptor received and checked that the receiving directory cannot take (a full disk;
+/// here a directory where its file goes) is used all the same, and stored once it can be: it
+/// used to be dropped, and never asked for again.
+#[test]
+fn a_descriptor_that_cannot_be_stored_is_used_and_stored_once_it_can_be() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("m.py");
+    fs::write(&m, "def f(x):\n    return x\n").unwrap();
+    // No file can be renamed over a directory.
+    let copy = dir.join("b/m.json");
+    fs::create_dir_all(&copy).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    a.wait_for("registered m");
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("error: cannot store m:");
+    let app = client(&b);
+    // Its headers are here (its first copy is no longer "still being fetched").
+    let desc = app.describe("m").unwrap();
+    assert_eq!(desc.functions.len(), 1, "{desc:?}");
+    fs::remove_dir(&copy).unwrap();
+    b.wait_for("stored m (md5");
+    assert!(fs::read_to_string(&copy).unwrap().contains("\"f\""));
+    assert!(dir.join("b/m.py").is_file(), "its generated stub");
+
+    // A new version that cannot be stored: its new function is called all the same.
+    fs::remove_file(&copy).unwrap();
+    fs::create_dir(&copy).unwrap();
+    fs::write(
+        &m,
+        "def f(x):\n    return x\n\ndef g(x):\n    return x * 3\n",
+    )
+    .unwrap();
+    b.wait_n("error: cannot store m:", 2);
+    assert_eq!(app.call("m", "g", (2,)).unwrap(), serde_json::json!(6));
+    fs::remove_dir(&copy).unwrap();
+    b.wait_n("stored m (md5", 2);
+    assert!(fs::read_to_string(&copy).unwrap().contains("\"g\""));
+}
+
 #[test]
 fn withdraw_and_ownership() {
     let tmp = tempfile::tempdir().unwrap();
@@ -295,6 +336,26 @@ fn the_default_receiving_directory_is_one_directory_whatever_the_name() {
     assert!(made(&work.join("stubnet-..%2Fup")) && made(&work.join("stubnet-team%2Falice")));
     assert!(!dir.join("up").exists() && !work.join("stubnet-team").exists());
     drop(stubs);
+}
+
+/// A script piped into the shell gets the answers of what it sent before `_end_`: they used to
+/// be lost, the stub gone before the server answered.
+#[test]
+fn a_piped_script_ending_in_end_gets_its_answers_from_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let mut a = start_stub("a", dir, &port.to_string(), "scripted", "a", &["-l"]);
+    a.send_bytes(b"wii\nping\n_end_\n");
+    assert!(a.wait_exit().success());
+    let out = a.output();
+    let has = |text: &str| out.iter().any(|line| line.contains(text));
+    assert!(
+        has("1 stub(s):") && has("scripted "),
+        "the who-is-in list: {out:#?}"
+    );
+    assert!(has("round trip"), "the ping's answer: {out:#?}");
+    assert!(out.last().unwrap().contains("stopped: quit"), "{out:#?}");
 }
 
 #[test]
