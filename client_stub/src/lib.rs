@@ -30,7 +30,7 @@ use std::time::Duration;
 use common::config::{ClientProfile, LinkLimits, LogSettings};
 use common::console::{Console, Names};
 use common::say;
-use common::store::Store;
+use common::store::{MadeHere, Store};
 use common::tls::Connector;
 use common::{Error, Result};
 use smol::future::FutureExt;
@@ -234,22 +234,10 @@ struct Started {
     apps: smol::net::TcpListener,
 }
 
-/// A receiving directory this run made, removed when dropped armed: a stub that does not get
-/// to serve (a refused name, Ctrl-C while joining) leaves nothing behind.
-struct MadeHere(Option<PathBuf>);
-
-impl Drop for MadeHere {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
 /// Opens the receiving directory, joins the network and takes the app port.
 async fn start(config: &mut Config) -> Result<Started> {
     let dir = &config.receiving_dir;
-    let mut made_here = MadeHere((!dir.exists()).then(|| dir.clone()));
+    let mut made_here = MadeHere::before(dir);
     let mut store = Store::open(
         &config.receiving_dir,
         "the receiving directory (-d, profile key receiving_dir)",
@@ -305,7 +293,7 @@ async fn start(config: &mut Config) -> Result<Started> {
     say!("apps on {bound}");
     // The port taken, not 0 ("any"): what `sc:` saves is what apps need to find this stub.
     config.app_port = bound.port();
-    made_here.0 = None;
+    made_here.keep();
     Ok(Started {
         store,
         params,

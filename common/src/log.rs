@@ -2,7 +2,8 @@
 //! to a log file that rotates by size (`max_bytes`; `keep` files kept as `FILE.1`, `FILE.2`, ...).
 //!
 //! Each output is written by a thread of its own (see [`queue`]): a stdout that nobody reads, or
-//! a log file on a disk that stalls, loses lines, and says how many, but never stops the stub.
+//! a log file on a disk that stalls or fills, loses lines, and says how many, but never stops the
+//! stub.
 //! The file may keep far more lines waiting than stdout: a disk catches up, where a pipe nobody
 //! reads may never. Call [`flush`] before the process ends.
 //!
@@ -11,14 +12,12 @@
 //! (escape sequences) nor pass for a line of the stub's own.
 
 use std::borrow::Cow;
+use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use file_rotate::compression::Compression;
-use file_rotate::suffix::AppendCount;
-use file_rotate::{ContentLimit, FileRotate};
-
+mod file;
 mod queue;
 
 /// The lines on their way to the log file, once [`to_file`] named one.
@@ -30,11 +29,13 @@ static STDOUT: OnceLock<queue::Queue> = OnceLock::new();
 const TO_STDOUT: queue::Output = queue::Output {
     thread: "stdout",
     lagged: "stdout was not being read",
+    failed: "stdout was not taking them",
 };
 
 const TO_FILE: queue::Output = queue::Output {
     thread: "log file",
     lagged: "the log file was not taking them (a slow or stalled disk)",
+    failed: "the log file was not taking them",
 };
 
 /// How many bytes of lines may wait for a stdout that lags before lines are dropped: a thousand
@@ -50,12 +51,13 @@ const FILE_BUDGET: usize = 16 << 20;
 const FLUSH_WAIT: Duration = Duration::from_secs(3);
 
 /// Sends every later line to `path` too, rotating it past `max_bytes` and keeping `keep` old
-/// files.
+/// files. Once it fails to take lines (a full disk), stdout says so, and again when it takes
+/// them again; the file gets the count of lines it lost.
 ///
 /// # Errors
-/// `path` names no file (`""`, `.`, `/`) or a file that cannot be opened for appending (a
-/// directory, not writable): told now, as `FileRotate` would panic at the one and drop every
-/// line for the other.
+/// `path` names no file (`""`, `.`, `/`), or a file that cannot be opened for appending (a
+/// directory, not writable) or refuses a write (`/dev/full`, a file of `/proc`): told now,
+/// not by every line lost.
 pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()> {
     if path.as_os_str().is_empty() || path.file_name().is_none() {
         return Err(std::io::Error::new(
@@ -66,18 +68,10 @@ pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let file = FileRotate::new(
-        path,
-        AppendCount::new(keep.max(1)),
-        ContentLimit::BytesSurpassed(max_bytes.max(1)),
-        Compression::None,
-        None,
-    );
-    let queue = queue::Queue::spawn(file, TO_FILE, FILE_BUDGET);
+    let file = file::LogFile::open(path, max_bytes, keep)?;
+    let name = format!("{:?}", path.display().to_string());
+    let tell = move |what: &str| to_stdout(format!("log file {name}: {what}\n"));
+    let queue = queue::Queue::spawn(file, TO_FILE, FILE_BUDGET, tell);
     *FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(queue));
     Ok(())
 }
@@ -168,14 +162,24 @@ pub fn line(text: &str) {
     let mut text = String::with_capacity(escaped.len() + 1);
     text.push_str(&escaped);
     text.push('\n');
-    // The line goes whole, with its newline, in one write: the file rotates between writes, so a
-    // line written in two would end in one file and leave its newline at the top of the next.
+    // The line goes whole, with its newline, in one item: the file rotates only at the start of
+    // a line, so one handed over in two could end in one file and leave its newline in the next.
     if let Some(file) = FILE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         file.push(text.clone());
     }
-    let stdout =
-        STDOUT.get_or_init(|| queue::Queue::spawn(std::io::stdout(), TO_STDOUT, STDOUT_BUDGET));
-    stdout.push(text);
+    to_stdout(text);
+}
+
+/// Hands `line` (with its newline) to stdout only.
+fn to_stdout(line: String) {
+    let stdout = STDOUT.get_or_init(|| {
+        // Where else could stdout's own trouble be told.
+        let tell = |what: &str| {
+            let _ = writeln!(std::io::stderr(), "stdout: {what}");
+        };
+        queue::Queue::spawn(std::io::stdout(), TO_STDOUT, STDOUT_BUDGET, tell)
+    });
+    stdout.push(line);
 }
 
 /// Waits until stdout and the log file have the lines said so far (a stub's last lines,

@@ -161,6 +161,35 @@ impl Store {
     }
 }
 
+/// The directory a run is about to make (for `dir`: the outermost of its ancestors missing),
+/// removed when dropped armed: a stub or server that does not get to serve (a refused name, a
+/// port taken, Ctrl-C while joining) leaves nothing behind. [`MadeHere::keep`] disarms it.
+pub struct MadeHere(Option<PathBuf>);
+
+impl MadeHere {
+    /// Notes what of `dir` is missing now, before it is made.
+    pub fn before(dir: &Path) -> MadeHere {
+        let missing = (dir.ancestors())
+            .filter(|a| !a.as_os_str().is_empty())
+            .take_while(|a| std::fs::symlink_metadata(a).is_err())
+            .last();
+        MadeHere(missing.map(Path::to_owned))
+    }
+
+    /// The directory is in use: it stays.
+    pub fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for MadeHere {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The directory a file `path` is in: `.` for a bare file name.
 pub fn dir_of(path: &Path) -> &Path {
     match path.parent() {

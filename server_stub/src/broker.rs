@@ -469,11 +469,22 @@ impl Broker {
         let bytes = match pushed {
             Ok(None) => return,
             Ok(Some(bytes)) => bytes,
-            Err(reason) => return self.send(id, ToClient::RegisterFailed { module, reason }),
+            Err(reason) => return self.refuse(id, module, reason),
         };
         if let Err(reason) = self.accept_descriptor(id, &module, bytes, shared) {
-            self.send(id, ToClient::RegisterFailed { module, reason });
+            self.refuse(id, module, reason);
         }
+    }
+
+    /// Tells the owner, and the server's console, why its upload of `module` was refused.
+    fn refuse(&mut self, id: PeerId, module: String, reason: String) {
+        let owner = self.registry.name(id).unwrap_or("?");
+        say!(
+            "refused module {} from {owner}: {}",
+            printable(&module),
+            printable(&reason)
+        );
+        self.send(id, ToClient::RegisterFailed { module, reason });
     }
 
     fn accept_descriptor(

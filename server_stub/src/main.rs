@@ -8,7 +8,7 @@ use common::config::{resolve_in, Profile, ServerProfile};
 use common::console::Console;
 use common::log::printable_lines;
 use common::say;
-use common::store::Store;
+use common::store::{MadeHere, Store};
 use common::tls::Acceptor;
 use server_stub::{shell, Config};
 
@@ -148,6 +148,8 @@ fn run(flags: Flags) -> common::Result<()> {
     let token = flags.token.or(values.token).filter(|t| !t.is_empty());
     let insecure = flags.insecure || values.insecure.unwrap_or(false);
 
+    // Removed again if the server does not get to listen.
+    let mut made_here = MadeHere::before(&dir);
     let store = Store::open(&dir, "the server's directory (-d, profile key dir)")?;
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
@@ -170,6 +172,7 @@ fn run(flags: Flags) -> common::Result<()> {
             .map_err(|e| {
                 common::Error::Config(format!("cannot listen on {address}:{port}: {e}"))
             })?;
+        made_here.keep();
         say!("listening on {}", listener.local_addr()?);
         if tls.is_some() {
             say!("every connection uses TLS");

@@ -162,6 +162,10 @@ fn a_log_file_that_cannot_be_used_is_an_error_naming_it_not_a_panic_or_lost_line
         (".", "Is a directory"),
         (".", "Is a directory"),
         ("logs", "Is a directory"),
+        // Opened for appending, they refuse every write.
+        ("/dev/full", "No space left on device"),
+        // (Input/output error; for a user but root, Permission denied at the open.)
+        ("/proc/version", ""),
     ];
     for (file, why) in cases {
         std::fs::write(&profile, format!("port = 0\n[log]\nfile = \"{file}\"\n")).unwrap();
@@ -181,6 +185,137 @@ fn a_log_file_that_cannot_be_used_is_an_error_naming_it_not_a_panic_or_lost_line
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.is_empty(), "it must not listen: {said}");
     }
+}
+
+#[test]
+fn a_server_that_cannot_listen_leaves_no_directory_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let kept = dir.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    for (store, made) in [("made", "made"), ("outer/inner", "outer"), ("kept", "")] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_server_stub"));
+        cmd.args(["-p", &port, "-d"]).arg(dir.path().join(store));
+        let out = output_within(cmd, Duration::from_secs(10));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let cannot = format!("error: cannot listen on 127.0.0.1:{port}: ");
+        assert!(err.starts_with(&cannot), "{err}");
+        assert!(
+            !dir.path().join(made).exists() || made.is_empty(),
+            "-d {store}"
+        );
+    }
+    assert!(kept.is_dir(), "a directory it did not make stays");
+}
+
+/// What a process prints, line by line, as it prints it.
+#[derive(Clone, Default)]
+struct Said(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Said {
+    fn read(child: &mut Child) -> Said {
+        let said = Said::default();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let lines = said.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                lines.0.lock().unwrap().push(line);
+            }
+        });
+        said
+    }
+
+    /// The lines said so far, once one matches `wanted` (waited for, within a bound that only
+    /// catches a hang).
+    fn once(&self, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let lines = self.0.lock().unwrap().clone();
+            if lines.iter().any(|l| wanted(l)) {
+                return lines;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{lines:#?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_log_file_that_fills_loses_lines_counted_and_told_once_and_tears_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("server.toml");
+    std::fs::write(&profile, "[log]\nfile = \"server.log\"\n").unwrap();
+    let log = dir.path().join("server.log");
+    // A disk that fills: the server may write its files up to 8 blocks (4 or 8 KiB), past which
+    // a write takes what fits and the next fails (EFBIG; its signal ignored).
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 8 && trap '' XFSZ && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_server_stub"))
+        .args(["-p", "0", "-c"])
+        .arg(&profile)
+        .arg("-d")
+        .arg(dir.path().join("store"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = Said::read(&mut child);
+    let lines = said.once(|l| l.starts_with("listening on "));
+    let port: u16 = lines[0].rsplit(':').next().unwrap().parse().unwrap();
+    let _server = Server { child, port, dir };
+    let mut p = Peer::join(port, "a");
+    let message = |i: usize| format!("m{i:03} {}", "x".repeat(100));
+    let logged = |i: usize| format!("message from a: {}", message(i));
+    for i in 0..200 {
+        p.send(json!({"cmd": "say", "data": {"text": message(i)}}));
+    }
+    let named = format!("log file {:?}: ", log.display().to_string());
+    let failing = format!(
+        "{named}cannot write: File too large (os error 27); its lines are dropped, and counted, \
+         until it takes them again"
+    );
+    said.once(|l| l == failing);
+    // Failing, the file is at its limit: nothing more can land in it. Room again:
+    let before = std::fs::read_to_string(&log).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    p.send(json!({"cmd": "say", "data": {"text": message(200)}}));
+    let back = format!("{named}takes lines again, after dropping ");
+    let lines = said.once(|l| l.starts_with(&back));
+    let told: Vec<&String> = (lines.iter())
+        .filter(|l| l.starts_with("log file "))
+        .collect();
+    assert_eq!(told.len(), 2, "told once, until it was back: {told:#?}");
+    let dropped: usize = told[1][back.len()..]
+        .strip_suffix(" log lines")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The file holds whole lines only: the one it took part of was finished first. The lines
+    // dropped are counted where they were, before the first line kept after them.
+    let after = std::fs::read_to_string(&log).unwrap();
+    let whole = format!("{before}{after}");
+    let note = format!(
+        "... {dropped} log lines dropped: the log file was not taking them (File too large (os \
+         error 27))"
+    );
+    let lines: Vec<&str> = whole.lines().collect();
+    let at = lines.iter().position(|l| *l == note).expect(&whole);
+    let kept = (lines[..at].iter())
+        .filter(|l| l.starts_with("message from"))
+        .enumerate()
+        .inspect(|(i, l)| assert_eq!(**l, logged(*i), "{whole}"))
+        .count();
+    assert!(kept > 0 && dropped > 0, "{whole}");
+    // (The lines after it may meet a full file again, if its writer still lagged.)
+    assert_eq!(lines[at + 1], logged(kept + dropped), "{whole}");
 }
 
 #[test]
@@ -393,6 +528,32 @@ fn uploads_are_checked_before_anything_is_written() {
         json!({"cmd": "registered", "data": {"module": "z", "md5": md5}})
     );
     assert_eq!(std::fs::read(store.join("z.json")).unwrap(), desc);
+}
+
+#[test]
+fn an_upload_the_server_cannot_store_is_refused_on_its_console_too() {
+    let s = server_profile("[log]\nfile = \"server.log\"\n");
+    let log = s.dir.path().join("server.log");
+    // Its file cannot be replaced (as with a full disk, the write fails).
+    std::fs::create_dir(s.dir.path().join("store/z.json")).unwrap();
+    let mut p = Peer::join(s.port, "a");
+    let desc = br#"{"module":"z","functions":[]}"#;
+    let b64 = base64_encode(desc);
+    p.send(chunk("z", &md5_of(desc), desc.len() as u64, 0, 1, &b64));
+    let v = p.recv();
+    assert_eq!(v["cmd"], "register_failed", "{v}");
+    let reason = v["data"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("the server cannot store it: "), "{v}");
+    let said = format!("refused module z from a: {reason}\n");
+    let start = std::time::Instant::now();
+    let written = loop {
+        let written = std::fs::read_to_string(&log).unwrap_or_default();
+        if written.contains(&said) || start.elapsed() > Duration::from_secs(30) {
+            break written;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(written.contains(&said), "{written}");
 }
 
 #[test]

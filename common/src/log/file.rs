@@ -1,0 +1,105 @@
+//! The log file: appended to, and rotated by size at the start of a line.
+//!
+//! Its own, not a crate's: each `write` is one write to the file, so that the writer thread
+//! learns how much of a line a full disk took (and finishes it later, see [`super::queue`]);
+//! a writer that loops (`write_all`) hides that, and leaves a torn line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A log file that rotates by size: once it holds more than `max_bytes`, at the start of a
+/// line, `FILE` becomes `FILE.1` (`FILE.1` becomes `FILE.2`, and so on, the oldest past `keep`
+/// going) and a new `FILE` is begun. No line is split between two files.
+pub struct LogFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    /// None after a rotation that could not open the new file: opened at the next write.
+    file: Option<File>,
+    /// Its size as far as this process knows: what it held when opened, and what was written.
+    size: u64,
+    /// Whether the bytes written so far end a line: only then may it rotate.
+    at_line_start: bool,
+    /// Only a regular file rotates: a named pipe, or `/dev/null`, is never renamed.
+    rotates: bool,
+}
+
+impl LogFile {
+    /// Opens `path` for appending (made if need be), and checks that it takes a write.
+    ///
+    /// # Errors
+    /// It cannot be opened for appending (a directory, not writable), or refuses a write (a
+    /// device that takes none, `/dev/full`; a file of `/proc`): told at start, not by every
+    /// line lost.
+    pub fn open(path: &Path, max_bytes: usize, keep: usize) -> io::Result<LogFile> {
+        let mut file = append(path)?;
+        // Writing nothing gets the file system's answer to a write without adding a byte (as one
+        // call: `write_all` would make none).
+        let _nothing = file.write(&[])?;
+        let meta = file.metadata()?;
+        Ok(LogFile {
+            path: path.to_owned(),
+            max_bytes: max_bytes.max(1) as u64,
+            keep: keep.max(1),
+            file: Some(file),
+            size: meta.len(),
+            at_line_start: true,
+            rotates: meta.is_file(),
+        })
+    }
+
+    /// `FILE.n`.
+    fn numbered(&self, n: usize) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        name.into()
+    }
+
+    /// Moves each old file up one (the oldest kept is replaced), `FILE` to `FILE.1`, and begins
+    /// a new `FILE`. Failing, it is tried again at the next line.
+    fn rotate(&mut self) -> io::Result<()> {
+        for n in (1..=self.keep).rev() {
+            let from = match n {
+                1 => self.path.clone(),
+                n => self.numbered(n - 1),
+            };
+            match std::fs::rename(from, self.numbered(n)) {
+                // Not made yet, or (`FILE`) removed by someone: nothing to move.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                done => done?,
+            }
+        }
+        self.file = None;
+        self.file = Some(append(&self.path)?);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Write for LogFile {
+    /// One write to the file (after a rotation, if due): it may take part of `buf`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.rotates && self.at_line_start && self.size > self.max_bytes {
+            self.rotate()?;
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(append(&self.path)?),
+        };
+        let n = file.write(buf)?;
+        self.size += n as u64;
+        if n > 0 {
+            self.at_line_start = buf[n - 1] == b'\n';
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
