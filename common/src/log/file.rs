@@ -57,8 +57,12 @@ impl LogFile {
     }
 
     /// Moves each old file up one (the oldest kept is replaced), `FILE` to `FILE.1`, and begins
-    /// a new `FILE`. Failing, it is tried again at the next line.
+    /// a new `FILE`. A rename that fails leaves the lines going to `FILE`, rotated again only
+    /// once it has taken another `max_bytes`: tried at every line, the renames that went through
+    /// would shift the old files at every line, until one was left. A new `FILE` that cannot be
+    /// opened is opened at the next line.
     fn rotate(&mut self) -> io::Result<()> {
+        self.size = 0;
         for n in (1..=self.keep).rev() {
             let from = match n {
                 1 => self.path.clone(),
@@ -67,12 +71,12 @@ impl LogFile {
             match std::fs::rename(from, self.numbered(n)) {
                 // Not made yet, or (`FILE`) removed by someone: nothing to move.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                done => done?,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("cannot rotate it: {e}"))),
+                Ok(()) => {}
             }
         }
         self.file = None;
         self.file = Some(append(&self.path)?);
-        self.size = 0;
         Ok(())
     }
 }
@@ -101,5 +105,35 @@ impl Write for LogFile {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rotation that fails costs the line it was due before, once: the lines after it go to
+    /// `FILE`. Tried again at every line, it refused them all (and shifted the old files at each).
+    #[test]
+    fn a_rotation_that_fails_is_told_once_and_the_lines_after_it_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stub.log");
+        // `FILE.1` cannot become `FILE.2`: a directory with something in it is there.
+        std::fs::write(dir.path().join("stub.log.1"), "older\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("stub.log.2").join("in")).unwrap();
+        let mut log = LogFile::open(&path, 10, 2).unwrap();
+        log.write_all(b"0123456789ab\n").unwrap(); // past max_bytes: the next line rotates
+        let refused = log.write_all(b"due\n").unwrap_err();
+        assert!(
+            refused.to_string().starts_with("cannot rotate it: "),
+            "{refused}"
+        );
+        for line in [&b"next\n"[..], b"and on\n"] {
+            log.write_all(line).unwrap();
+        }
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(kept, "0123456789ab\nnext\nand on\n");
+        let older = std::fs::read_to_string(dir.path().join("stub.log.1")).unwrap();
+        assert_eq!(older, "older\n");
     }
 }
