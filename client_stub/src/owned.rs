@@ -772,8 +772,6 @@ impl Stub {
         self.send_up(ToServer::Withdraw {
             module: module.to_owned(),
         });
-        if self.up.is_some() {
-            self.asked.push(module, Ask::Withdraw);
-        }
+        self.asked.push(module, Ask::Withdraw);
     }
 }

@@ -171,7 +171,10 @@ impl MadeHere {
     pub fn before(dir: &Path) -> MadeHere {
         let missing = (dir.ancestors())
             .filter(|a| !a.as_os_str().is_empty())
-            .take_while(|a| std::fs::symlink_metadata(a).is_err())
+            .take_while(|a| {
+                let missing = std::fs::symlink_metadata(a).err();
+                missing.is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            })
             .last();
         MadeHere(missing.map(Path::to_owned))
     }

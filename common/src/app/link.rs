@@ -188,13 +188,17 @@ impl Link {
         request: &[u8],
         deadline: Instant,
     ) -> Result<Answer, NoAnswer> {
+        // Whether this call connected again: a connection it made is not looked at again (a
+        // port that closes each one at once would have it connect until its deadline).
+        let mut connected = false;
         let wake = loop {
             {
                 let mut state = self.state();
                 // A connection no call uses may have been closed by the stub since (nobody
                 // reads it to see): found now, before the request is queued on it. With no
                 // call waiting there is nobody to fail.
-                if state.closed.is_none()
+                if !connected
+                    && state.closed.is_none()
                     && state.calls.is_empty()
                     && hung_up(state.stream.get_ref())
                 {
@@ -217,6 +221,7 @@ impl Link {
                 Err(NoAnswer::Unconnected(self.address.clone()))
             };
             self.reconnect().or(late).await?;
+            connected = true;
         };
         if let Some(reading) = wake {
             reading.wake();
