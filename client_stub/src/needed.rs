@@ -37,6 +37,9 @@ impl Needed {
 
     pub fn ask(&self) -> common::Result<String> {
         use std::io::Write;
+        // Lines said before (why it is asked again) go through the output's own thread: they
+        // come first, or the prompt would be printed above them.
+        common::log::flush();
         print!("{}: ", self.what);
         std::io::stdout().flush()?;
         let mut line = String::new();
