@@ -117,8 +117,16 @@ impl Store {
 
     /// Replaces the file `name` beside the descriptors (a generated stub) atomically. `name` is
     /// a plain file name, never a path.
+    ///
+    /// A file that already holds `bytes` is left alone: a stub writes every module's stubs (and
+    /// the shared helper with each) again at each start, and reading is far cheaper than a new
+    /// file and a rename, which a journalling file system may make wait on the disk.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.replace(&self.file_path(name)?, bytes)
+        let path = self.file_path(name)?;
+        if same_bytes(&path, bytes) {
+            return Ok(());
+        }
+        self.replace(&path, bytes)
     }
 
     /// Replaces a file atomically in this directory, which is made again if it was removed while
@@ -218,6 +226,13 @@ fn replace_atomically(path: &Path, bytes: &[u8], durable: bool) -> std::io::Resu
     Ok(())
 }
 
+/// Whether the file at `path` holds exactly `bytes` (read only when its size matches).
+fn same_bytes(path: &Path, bytes: &[u8]) -> bool {
+    let same_size =
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64);
+    same_size && std::fs::read(path).is_ok_and(|had| had == bytes)
+}
+
 fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
@@ -265,6 +280,8 @@ mod tests {
         assert!(store.write("../z", b"x").is_err());
         store.write_file("z.py", b"stub").unwrap();
         assert_eq!(std::fs::read(store.dir().join("z.py")).unwrap(), b"stub");
+        store.write_file("z.py", b"stuB").unwrap();
+        assert_eq!(std::fs::read(store.dir().join("z.py")).unwrap(), b"stuB");
         store.remove_file("z.py").unwrap();
         store.remove_file("z.py").unwrap();
         for bad in ["", "../z.py", "a/b", "a\\b", ".hidden"] {
@@ -276,6 +293,22 @@ mod tests {
         std::fs::remove_dir(store.dir()).unwrap();
         store.write("z", b"three").unwrap();
         assert_eq!(store.read("z").unwrap().unwrap(), b"three");
+    }
+
+    /// A stub writes every generated file again at each start: one that holds the same bytes
+    /// is not replaced (the same inode stays), one that differs is.
+    #[test]
+    fn a_generated_file_that_holds_the_same_bytes_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "a test's store").unwrap();
+        let inode = || std::fs::metadata(dir.path().join("z.py")).unwrap().ino();
+        store.write_file("z.py", b"stub").unwrap();
+        let first = inode();
+        store.write_file("z.py", b"stub").unwrap();
+        assert_eq!(inode(), first, "the same bytes were written again");
+        store.write_file("z.py", b"stub, longer").unwrap();
+        assert_ne!(inode(), first);
     }
 
     #[test]
