@@ -159,11 +159,13 @@ impl Stub {
             if self.store.write(module, bytes).is_err() {
                 continue;
             }
+            // Said once its generated stubs are written too: "stored" means all of it is there.
+            let stubs = self.write_stubs(desc, &known.md5);
             say!(
                 "stored {module} (md5 {}): the receiving directory took it",
                 known.md5
             );
-            if let Err(why) = self.write_stubs(desc, &known.md5) {
+            if let Err(why) = stubs {
                 say!("{why}");
             }
             stored.push(module.clone());
