@@ -47,6 +47,11 @@ pub struct Owned {
     /// The server refused this version's upload (its headers differ from other owners') and
     /// holds the one before: a reload uploads it again.
     pub refused: bool,
+    /// The version the network holds, while a new one of this file is uploaded and not yet
+    /// accepted: the server may refuse the new one (a shared module's other owners keep their
+    /// headers), and then this stub runs and checks calls against that version again, as its
+    /// callers expect (see `Stub::register_failed`).
+    pub network: Option<Parsed>,
     /// What runs its calls: its Python workers, or the app providing it.
     pub pool: Runner,
     /// The id of the app's `provide`, when an app provides it: the app is answered under it
@@ -573,6 +578,7 @@ impl Stub {
             // Still registered at the server as before, until it answers the upload.
             confirmed: before.is_some_and(|o| o.confirmed),
             refused: false,
+            network: None,
             pool,
             provide_id,
         };
@@ -658,7 +664,10 @@ impl Stub {
         owned.pool.reload(self.config.worker_spec(&parsed));
         let changed = parsed.md5 != owned.parsed.md5;
         let again = !changed && std::mem::take(&mut owned.refused);
-        owned.parsed = parsed;
+        let before = std::mem::replace(&mut owned.parsed, parsed);
+        if changed && owned.confirmed && owned.network.is_none() {
+            owned.network = Some(before);
+        }
         let md5 = owned.parsed.md5.clone();
         if changed || again {
             let bytes = owned.parsed.bytes.clone();

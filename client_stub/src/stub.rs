@@ -327,6 +327,7 @@ impl Stub {
                 if let Some(o) = self.owned.get_mut(&module) {
                     o.confirmed = true;
                     o.refused = false;
+                    o.network = None;
                     // One of a shared module's owners now: it is no other stub's here.
                     self.forget_known(&module);
                 }
@@ -390,17 +391,28 @@ impl Stub {
                 self.disown(module, "was refused by the server");
                 self.refresh_names();
             }
-            // A new version refused: the network keeps the one before.
+            // A new version refused: the network keeps the one before, and so does this stub
+            // where it can, or half the calls of a shared module would fail here. (An installed
+            // module's or an app's code is not its to give back.)
             Some(o) => {
                 o.refused = true;
-                let before = "the network keeps its version before";
+                let network = o.network.take().filter(|p| p.source.is_some());
+                let before = match (&o.pool, network) {
+                    (Runner::Python(pool), Some(network)) => {
+                        pool.reload(self.config.worker_spec(&network));
+                        o.parsed = network;
+                        "the network keeps its version before, and this stub runs that version again"
+                    }
+                    _ => "the network keeps its version before",
+                };
                 match o.pool.provider() {
                     Some(_) => {
                         say!("error: module {module}: {printed}; {before}");
                         self.tell_provider(module, format!("{refused}; {before}"));
                     }
-                    None => say!("error: module {module}: {printed}; {before} (reload:{module} uploads this one again)"),
+                    None => say!("error: module {module}: {printed}; {before} (reload:{module} uploads the file's again)"),
                 }
+                self.refresh_names();
             }
             None => say!("error: module {module}: {printed}"),
         }

@@ -368,6 +368,48 @@ fn headers_refused_while_shared_are_uploaded_again_by_a_reload_once_alone() {
     );
 }
 
+/// An owner whose edit of a shared module is refused (its headers changed while another owner
+/// provides the old ones) runs the version the network holds again: it used to run and check
+/// its calls against the file's, so every call routed to it failed, half of them.
+#[test]
+fn an_owner_whose_new_headers_are_refused_while_shared_serves_the_networks_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let source = "def one():\n    return 1\n\ndef v(a):\n    return a\n";
+    let copy = |sub: &str| {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let path = dir.join(sub).join("m.py");
+        std::fs::write(&path, source).unwrap();
+        path
+    };
+    let (ma, mb) = (copy("src_a"), copy("src_b"));
+    let (_server, port) = server(dir, &[]);
+    let a = stub(
+        dir,
+        port,
+        "a",
+        &["--shared", "m", "--register", ma.to_str().unwrap()],
+    );
+    a.wait_for("registered m");
+    let b = stub(
+        dir,
+        port,
+        "b",
+        &["--shared", "m", "--register", mb.to_str().unwrap()],
+    );
+    b.wait_for("registered m");
+    let c = stub(dir, port, "c", &[]);
+    c.wait_for("received m from a, b");
+
+    std::fs::write(&ma, "def v(a, b):\n    return a + b\n").unwrap();
+    a.wait_for("this stub runs that version again");
+    let app = client(&c);
+    for _ in 0..6 {
+        assert_eq!(app.call_as::<i64>("m", "one", ()).unwrap(), 1);
+        assert_eq!(app.call_as::<i64>("m", "v", (5,)).unwrap(), 5);
+    }
+}
+
 #[test]
 fn installed_python_modules_are_shared_by_name_and_nothing_else() {
     let tmp = tempfile::tempdir().unwrap();
