@@ -37,6 +37,11 @@ pub(super) fn parse_answer(line: &str, id: u64) -> Result<Answer, String> {
         return Ok(Ok(ok));
     }
     let error = answer.error.as_ref();
+    // A function a reload took away after the call was checked: as the stub's own check says.
+    let said = |key| error.and_then(|e| e.get(key)).and_then(Value::as_str);
+    if let (Some("unknown_function"), Some(message)) = (said("kind"), said("message")) {
+        return Ok(Err(RemoteError::new(ErrorKind::UnknownFunction, message)));
+    }
     // Interrupted at its deadline (or not started past it): a timeout to the caller, as when
     // its own stub times it out first; which of the two ticks first is chance.
     let kind = match error.and_then(|e| e.get("type")) {

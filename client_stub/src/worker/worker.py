@@ -13,7 +13,8 @@ per line:
                           with "unwatched": true if it could not watch for the stub's end
   stub -> worker:         [N, "f", [args...], D]  or  [N, "f", [args...], D, {kwargs...}]
   worker -> stub:         {"id": N, "ok": VALUE}  or  {"id": N, "error": {...}}
-where an error is {"type": "ZeroDivisionError", "message": "...", "traceback": "..."}, and D is
+where an error is {"type": "ZeroDivisionError", "message": "...", "traceback": "..."} (with
+"kind": "unknown_function" for a function the module does not have, see `NoFunction`), and D is
 the call's deadline in ms of CLOCK_MONOTONIC (what `time.monotonic()` reads): a call is not
 started past it, and SIGUSR1 from the stub interrupts a call running past it (`CallTimedOut`).
 Only the worker reads and writes the protocol: not a process the module forks (see
@@ -187,13 +188,22 @@ def error_of(exc):
         message = str(exc)
     except Exception:
         message = f"<unprintable {type(exc).__name__}>"
-    return {"type": utf8(type(exc).__name__), "message": utf8(message), "traceback": utf8(text)}
+    error = {"type": utf8(type(exc).__name__), "message": utf8(message), "traceback": utf8(text)}
+    if type(exc) is NoFunction:
+        error["kind"] = "unknown_function"
+    return error
 
 
 def utf8(text):
     """`text` with any lone surrogate (a name os.listdir decoded from bytes not UTF-8) written
     as its escape, `\\udcff`: the stub reads an exception's text, which must be UTF-8."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class NoFunction(AttributeError):
+    """The module has no function of the name called: the stub checked the call against the
+    module's headers, but a reload took the function away while the call was queued. Answered
+    as the stub answers a call to a function it does not know (`"kind": "unknown_function"`)."""
 
 
 class CallTimedOut(BaseException):
@@ -267,7 +277,7 @@ def call(module, name, args, kwargs):
         if func is not None and not args and not kwargs:
             check_json(func, f"{module.__name__}.{name}")
             return func
-        raise AttributeError(f"module '{module.__name__}' has no function '{name}'")
+        raise NoFunction(f"module '{module.__name__}' has no function '{name}'")
     return settled(func(*args, **kwargs) if kwargs else func(*args))
 
 
