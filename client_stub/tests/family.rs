@@ -244,17 +244,20 @@ fn ping_help_and_stats_from_the_shells_and_the_api() {
     );
 }
 
+/// Writes `text` as module `m` in `dir/sub/m.py` (each owner of a shared module has its own file).
+fn module_m(dir: &std::path::Path, sub: &str, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join(sub)).unwrap();
+    let path = dir.join(sub).join("m.py");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let source = "def where():\n    return __file__\n";
-    let copy = |sub: &str, text: &str| {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        let path = dir.join(sub).join("m.py");
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
+    let copy = |sub: &str, text: &str| module_m(dir, sub, text).to_str().unwrap().to_owned();
     let (ma, mc) = (copy("src_a", source), copy("src_c", source));
     let (server, port) = server(dir, &[]);
     let mut a = stub(dir, port, "a", &["--shared", "m", "--register", &ma]);
@@ -291,12 +294,7 @@ fn several_owners_of_a_shared_module_take_calls_in_turn_and_outlive_each_other()
 fn a_stub_joining_the_owners_of_a_shared_module_keeps_no_copy_and_a_refused_one_still_calls_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let copy = |sub: &str, text: &str| {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        let path = dir.join(sub).join("m.py");
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
+    let copy = |sub: &str, text: &str| module_m(dir, sub, text).to_str().unwrap().to_owned();
     let source = "def one():\n    return 1\n";
     let (server, port) = server(dir, &[]);
     let mut b = stub(
@@ -338,12 +336,7 @@ fn headers_refused_while_shared_are_uploaded_again_by_a_reload_once_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let source = "def one():\n    return 1\n";
-    let copy = |sub: &str| {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        let path = dir.join(sub).join("m.py");
-        std::fs::write(&path, source).unwrap();
-        path
-    };
+    let copy = |sub: &str| module_m(dir, sub, source);
     let (ma, mb) = (copy("src_a"), copy("src_b"));
     let (_server, port) = server(dir, &[]);
     let mut a = stub(dir, port, "a", &["-l", "--shared", "m"]);
@@ -376,12 +369,7 @@ fn an_owner_whose_new_headers_are_refused_while_shared_serves_the_networks_versi
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let source = "def one():\n    return 1\n\ndef v(a):\n    return a\n";
-    let copy = |sub: &str| {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        let path = dir.join(sub).join("m.py");
-        std::fs::write(&path, source).unwrap();
-        path
-    };
+    let copy = |sub: &str| module_m(dir, sub, source);
     let (ma, mb) = (copy("src_a"), copy("src_b"));
     let (_server, port) = server(dir, &[]);
     let a = stub(
