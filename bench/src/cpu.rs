@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::time::{Duration, Instant};
 
 /// The name the app's own time is kept under.
 pub const APP: &str = "app";
@@ -87,6 +88,35 @@ pub fn per_call(before: &Sample, after: &Sample, calls: u64) -> BTreeMap<String,
             Some((name.clone(), end.saturating_sub(start) as f64 / 1e3 / calls))
         })
         .collect()
+}
+
+/// Waits until `pid` and its children (a stub and its Python workers) are quiet: under 1% of a
+/// CPU over 200 ms, with no child started meanwhile. A figure measured while a stub still starts
+/// its workers (a `python3` that is a pyenv shim takes about 0.1 s of CPU each) would count that
+/// work. Gives up after `limit`; returns whether they settled.
+pub fn settle(pid: u32, limit: Duration) -> bool {
+    const WINDOW: Duration = Duration::from_millis(200);
+    let busy = || {
+        let mut kids = children(pid);
+        kids.sort_unstable();
+        let ns: u64 = std::iter::once(pid)
+            .chain(kids.iter().copied())
+            .filter_map(|p| process_ns(&p.to_string()))
+            .sum();
+        (kids, ns)
+    };
+    let start = Instant::now();
+    let mut before = busy();
+    while start.elapsed() < limit {
+        std::thread::sleep(WINDOW);
+        let now = busy();
+        let quiet = now.0 == before.0 && now.1.saturating_sub(before.1) < 2_000_000;
+        if quiet {
+            return true;
+        }
+        before = now;
+    }
+    false
 }
 
 /// The process's children (a stub's Python workers, a relay's echo worker).

@@ -1,6 +1,7 @@
 //! Reconnecting with a warm cache: an owner registers N modules, a stub receives them all, is
-//! killed and restarted on the same receiving dir. It must print `cached copy is current` for
-//! each, and the server must send it no file: the file bytes are counted from the server's
+//! killed and restarted on the same receiving dir (once the owner's workers have all started:
+//! they would take the CPU from the restart). It must print `cached copy is current` for each,
+//! and the server must send it no file: the file bytes are counted from the server's
 //! `sent MODULE to NAME: N bytes` lines after the restart, and must be 0. The stub reaches the
 //! server through a counting proxy, which gives every byte on its link besides.
 
@@ -30,6 +31,11 @@ pub fn measure(bins: &Bins, modules: usize) -> Result<ReconnectFigures, String> 
     };
     let mut owner = owner.start(bins, port)?;
     owner.wait_for("registered m", modules, WAIT)?;
+    if !crate::cpu::settle(owner.pid(), WAIT) {
+        return Err(format!(
+            "the owner's {modules} workers were still busy after {WAIT:?}"
+        ));
+    }
     let proxy = Proxy::start(port)?;
     let cache = Stub {
         name: NAME,

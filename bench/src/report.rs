@@ -411,8 +411,10 @@ call left the caller's stub.\n\
 that each print `received bench_mod`; a function is added to the module, `rm:PATH` is written \
 to the owner's shell, and the time until every stub prints `received bench_mod` again is read \
 from the timestamps of their output lines.\n\
-- **Reconnection**: an owner registers N modules, a stub receives them all, is killed (SIGKILL) \
-and restarted on the same receiving dir; file bytes are summed from the server's \
+- **Reconnection**: an owner registers N modules and its N Python workers start (the benchmark \
+waits until the owner and its workers use no CPU), a stub receives them all, is killed (SIGKILL) \
+and restarted on the same receiving dir; the time is from the restart to the last \
+`cached copy is current`. File bytes are summed from the server's \
 `sent M to NAME: N bytes` lines for it after the restart, and a counting proxy between the \
 stub and the server gives every byte on its link.\n\
 - **Memory**: 1,000 client stub processes are too heavy for a 2-core machine, so the benchmark \
