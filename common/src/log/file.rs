@@ -8,9 +8,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// A log file that rotates by size: once it holds more than `max_bytes`, at the start of a
-/// line, `FILE` becomes `FILE.1` (`FILE.1` becomes `FILE.2`, and so on, the oldest past `keep`
-/// going) and a new `FILE` is begun. No line is split between two files.
+/// A log file that rotates by size: before a line that would take it past `max_bytes`,
+/// `FILE` becomes `FILE.1` (`FILE.1` becomes `FILE.2`, and so on, the oldest past `keep`
+/// going) and a new `FILE` is begun. No line is split between two files, so no file holds more
+/// than `max_bytes` but one whose single line is longer.
 pub struct LogFile {
     path: PathBuf,
     max_bytes: u64,
@@ -86,9 +87,11 @@ fn append(path: &Path) -> io::Result<File> {
 }
 
 impl Write for LogFile {
-    /// One write to the file (after a rotation, if due): it may take part of `buf`.
+    /// One write to the file (after a rotation, if due): it may take part of `buf`, which
+    /// begins a line when the last write ended one (the log writes a line at a time).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.rotates && self.at_line_start && self.size > self.max_bytes {
+        let due = self.size > 0 && self.size + buf.len() as u64 > self.max_bytes;
+        if self.rotates && self.at_line_start && due {
             self.rotate()?;
         }
         let file = match &mut self.file {
@@ -122,18 +125,39 @@ mod tests {
         std::fs::write(dir.path().join("stub.log.1"), "older\n").unwrap();
         std::fs::create_dir_all(dir.path().join("stub.log.2").join("in")).unwrap();
         let mut log = LogFile::open(&path, 10, 2).unwrap();
-        log.write_all(b"0123456789ab\n").unwrap(); // past max_bytes: the next line rotates
+        log.write_all(b"0123456789ab\n").unwrap(); // the first line goes in whole, however long
         let refused = log.write_all(b"due\n").unwrap_err();
         assert!(
             refused.to_string().starts_with("cannot rotate it: "),
             "{refused}"
         );
-        for line in [&b"next\n"[..], b"and on\n"] {
+        for line in [&b"next\n"[..], b"more\n"] {
             log.write_all(line).unwrap();
         }
         let kept = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(kept, "0123456789ab\nnext\nand on\n");
+        assert_eq!(kept, "0123456789ab\nnext\nmore\n");
         let older = std::fs::read_to_string(dir.path().join("stub.log.1")).unwrap();
         assert_eq!(older, "older\n");
+    }
+
+    /// A line that would take the file past `max_bytes` goes to a new file: only a file of one
+    /// line longer than that holds more.
+    #[test]
+    fn no_file_holds_more_than_max_bytes_but_one_of_a_single_longer_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stub.log");
+        let mut log = LogFile::open(&path, 10, 3).unwrap();
+        for line in ["1234\n", "5678\n", "9\n", "a much longer line\n"] {
+            log.write_all(line.as_bytes()).unwrap();
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("stub.log.2"), "1234\n5678\n");
+        assert_eq!(read("stub.log.1"), "9\n");
+        assert_eq!(read("stub.log"), "a much longer line\n");
+        for line in ["b\n", "c\n"] {
+            log.write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(read("stub.log.1"), "a much longer line\n");
+        assert_eq!(read("stub.log"), "b\nc\n");
     }
 }
