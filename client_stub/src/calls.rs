@@ -337,20 +337,8 @@ impl Stub {
         let Some((desc, _)) = self.descriptor(&call.module) else {
             return Err(unknown_module(&call.module));
         };
-        let Some(f) = desc.function(&call.function) else {
-            let reads = call.args.is_empty() && call.kwargs.is_empty();
-            if reads && desc.attributes.contains(&call.function) {
-                return Ok(());
-            }
-            let msg = format!(
-                "module '{}' has no function '{}'",
-                call.module, call.function
-            );
-            return Err(RemoteError::new(ErrorKind::UnknownFunction, msg));
-        };
         let keywords: Vec<&str> = call.kwargs.keys().map(String::as_str).collect();
-        f.check_args(call.args.len(), &keywords)
-            .map_err(|m| RemoteError::new(ErrorKind::BadArguments, m))
+        desc.check_call(&call.function, call.args.len(), &keywords)
     }
 
     /// Why a module has no [`descriptor`](Self::descriptor) here.

@@ -113,6 +113,7 @@ impl Config {
             python: self.python.clone(),
             workers: self.workers.get(module).copied().unwrap_or(1).max(1),
             max_frame: self.limits.max_frame_bytes,
+            headers: Some(Arc::new(parsed.desc.clone())),
         }
     }
 

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ErrorKind, RemoteError};
+
 /// The exported surface of one module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleDescriptor {
@@ -22,6 +24,32 @@ pub struct ModuleDescriptor {
 }
 
 impl ModuleDescriptor {
+    /// Checks a call of `function` with `positional` arguments and `keywords` against these
+    /// headers: the function is here (or, called with no arguments, a plain value is), and its
+    /// arguments bind as Python would bind them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::UnknownFunction`] or [`ErrorKind::BadArguments`], saying what is wrong.
+    pub fn check_call(
+        &self,
+        function: &str,
+        positional: usize,
+        keywords: &[&str],
+    ) -> Result<(), RemoteError> {
+        let Some(f) = self.function(function) else {
+            if positional == 0
+                && keywords.is_empty()
+                && self.attributes.iter().any(|a| a == function)
+            {
+                return Ok(());
+            }
+            let msg = format!("module '{}' has no function '{function}'", self.module);
+            return Err(RemoteError::new(ErrorKind::UnknownFunction, msg));
+        };
+        f.check_args(positional, keywords)
+            .map_err(|m| RemoteError::new(ErrorKind::BadArguments, m))
+    }
+
     /// The plain values the module offers (`os.path.sep`), on one line for `desc:` and
     /// `test_app describe`, escaped; `None` for a module of functions alone.
     pub fn values_line(&self) -> Option<String> {

@@ -25,6 +25,7 @@ use smol::channel::{self, Receiver, Sender};
 use smol::Timer;
 
 use common::error::{ErrorKind, RemoteError};
+use common::module::ModuleDescriptor;
 use common::outbox::flush_queued;
 use common::proto::{Call, Json};
 use lane::Lane;
@@ -97,6 +98,9 @@ pub struct WorkerSpec {
     pub workers: usize,
     /// The frame limit: an answer over it is refused as too large, and never held whole.
     pub max_frame: usize,
+    /// The headers of the version it runs, which calls were checked against: on a reload,
+    /// the calls still queued are checked against the new ones (`None`: they are not).
+    pub headers: Option<Arc<ModuleDescriptor>>,
 }
 
 /// A module's running workers. Cloneable handle; dropping the last handle stops the pool (see
@@ -168,6 +172,12 @@ struct Job {
 }
 
 impl Job {
+    /// Checks the call against `headers` (see [`ModuleDescriptor::check_call`]).
+    fn check(&self, headers: &ModuleDescriptor) -> Result<(), RemoteError> {
+        let keywords: Vec<&str> = self.kwargs.keys().map(String::as_str).collect();
+        headers.check_call(&self.function, self.args.len(), &keywords)
+    }
+
     /// Hands the answer on; what that queues is written at once.
     fn answer(self, answer: Answer) {
         self.answer_queued(answer);
@@ -263,16 +273,26 @@ impl Pool {
     /// Restarts every worker on `spec` (the module's file read again, or another file of the
     /// same module name) without cutting a call short: the old workers finish the calls they
     /// are running (each within its timeout), then exit; queued and later calls go to the new
-    /// workers, whose processes start once the old ones are gone.
+    /// workers, whose processes start once the old ones are gone. A queued call that the new
+    /// version's headers refuse (a function gone, or taking other arguments) fails as the stub
+    /// would have failed it, not as the Python error of running it.
     pub fn reload(&self, spec: WorkerSpec) {
         let mut current = self.current();
         debug_assert_eq!(spec.module, *self.inner.module, "a pool runs one module");
         let next = Generation::start(&spec, current.ended.clone(), None);
+        let mut refused = Vec::new();
         for job in current.drain() {
-            let _ = next.jobs.push(job.caller, job);
+            match spec.headers.as_deref().map(|headers| job.check(headers)) {
+                Some(Err(e)) => refused.push((job, e)),
+                _ => drop(next.jobs.push(job.caller, job)),
+            }
         }
         let old = std::mem::replace(&mut *current, next);
         current.older = Some(Box::new(old));
+        drop(current);
+        for (job, e) in refused {
+            job.answer(Err(e));
+        }
     }
 
     /// Kills the workers, old ones still finishing calls too. A call written to a worker fails

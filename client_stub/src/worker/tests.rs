@@ -37,6 +37,7 @@ fn z_spec(dir: &std::path::Path, workers: usize, max_frame: usize) -> WorkerSpec
         workers,
         max_frame,
         source: None,
+        headers: None,
     }
 }
 
@@ -871,6 +872,51 @@ fn a_reload_lets_the_calls_running_finish_on_the_old_code() {
         std::fs::write(dir.path().join("z.py"), locking(4)).expect("write");
         reload(&pool, &dir, 2);
         assert_eq!(call(&pool, "v", json!([])).await, Ok(json!(4)));
+    });
+}
+
+/// Calls queued while a reload is made were checked against the old headers: each is checked
+/// again against the new ones, and one they refuse fails as the stub fails such a call, not
+/// as the Python error of running it (a `TypeError`, or the worker's unknown function).
+#[test]
+fn a_reload_fails_the_queued_calls_its_new_headers_refuse_as_the_stub_would() {
+    let pair = |params: &str| format!("def pair({params}):\n    return [{params}]\n");
+    let v1 = format!("{}{}def gone():\n    return 0\n", locking(1), pair("a, b"));
+    let v2 = format!("{}{}", locking(2), pair("a"));
+    let (dir, pool) = pool(&v1, 1);
+    let started = dir.path().join("started");
+    run(async {
+        let running = submit(&pool, "nap", json!([started.display().to_string()]), 30_000);
+        while !started.exists() {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+        // Queued behind the nap: checked against v1's headers, as the stub checks them.
+        let queued = [
+            submit(&pool, "pair", json!([1, 2]), 30_000),
+            submit(&pool, "gone", json!([]), 30_000),
+            submit(&pool, "v", json!([]), 30_000),
+        ];
+        std::fs::write(dir.path().join("z.py"), &v2).expect("write");
+        let headers = common::pyparse::parse_module("z", &v2).expect("v2 parses");
+        pool.reload(WorkerSpec {
+            headers: Some(Arc::new(headers)),
+            ..z_spec(dir.path(), 1, common::conn::DEFAULT_MAX_FRAME)
+        });
+        let [pair, gone, v] = queued.map(|rx| async move { rx.recv().await.expect("answered") });
+        let error = value(pair.await).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadArguments, "{error:?}");
+        assert!(
+            error.message.contains("pair() takes 1 positional"),
+            "{error:?}"
+        );
+        let error = value(gone.await).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::UnknownFunction, "{error:?}");
+        assert_eq!(
+            value(v.await),
+            Ok(json!(2)),
+            "a call that still fits runs on v2"
+        );
+        assert_eq!(value(running.recv().await.expect("answered")), Ok(json!(1)));
     });
 }
 
