@@ -15,9 +15,11 @@ use serde_json::json;
 
 const MODULE: &str = "def add(a, b):\n    return a + b\n\ndef big(n):\n    return 'x' * n\n";
 
-/// A server profile with a short heartbeat, so silence is noticed quickly.
+/// A server profile with a short heartbeat, so silence is noticed quickly (3 s), but not so
+/// short that a busy machine's stall of a stub looks like one: at 200 ms, a test's stub lost
+/// its server after 600 ms unheard while the machine ran the tests beside other work.
 fn quick_server(dir: &Path, extra: &[&str]) -> (Proc, u16) {
-    server_with_limits(dir, "heartbeat_ms = 200\nmax_frame_bytes = 1000000", extra)
+    server_with_limits(dir, "heartbeat_ms = 1000\nmax_frame_bytes = 1000000", extra)
 }
 
 /// A server whose profile's `[limits]` table holds `limits`.
@@ -62,7 +64,7 @@ fn signal(p: &Proc, sig: &str) {
 fn a_frozen_stub_is_noticed_and_comes_back_when_it_thaws() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (server, port) = quick_server(dir, &[]);
+    let (server, port) = server_with_limits(dir, "heartbeat_ms = 200", &[]);
     let m = module(dir);
     let a = stub(dir, port, "a", &["--register", &m]);
     let b = stub(dir, port, "b", &[]);
