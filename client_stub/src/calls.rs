@@ -58,6 +58,12 @@ impl LocalCall {
     }
 }
 
+/// Most `ping`s that wait for the server's echo at once. Each is an `echo` to the server and
+/// one back: apps pinging without end, on several connections, would have the server queue
+/// echoes for this stub faster than it reads them, and drop it as a stub that does not read.
+/// Calls have the server's `max_calls_in_flight` for that.
+pub(crate) const MAX_PINGS_IN_FLIGHT: usize = 1000;
+
 /// A `ping` waiting for the server's echo: from the shell (`None`) or an app (connection, id).
 pub(crate) struct PingWaiter {
     pub(crate) app: Option<(u64, u64)>,
@@ -232,16 +238,25 @@ impl Stub {
         }
     }
 
-    /// Asks the server how it sees this stub, timing the round trip.
+    /// Asks the server how it sees this stub, timing the round trip. At most
+    /// [`MAX_PINGS_IN_FLIGHT`] wait for the server at once.
     pub(crate) fn ping(&mut self, app: Option<(u64, u64)>) {
-        if self.up.is_none() {
+        let refused = if self.up.is_none() {
             let msg = "not connected to the server (reconnecting)";
+            Some(RemoteError::new(ErrorKind::NotConnected, msg))
+        } else if self.pings.len() >= MAX_PINGS_IN_FLIGHT {
+            let msg = format!(
+                "{MAX_PINGS_IN_FLIGHT} pings in flight from this stub, the limit is \
+                 {MAX_PINGS_IN_FLIGHT}"
+            );
+            Some(RemoteError::new(ErrorKind::TooLarge, msg))
+        } else {
+            None
+        };
+        if let Some(err) = refused {
             return match app {
-                Some((conn, id)) => {
-                    let err = RemoteError::new(ErrorKind::NotConnected, msg);
-                    self.answer_app(conn, id, Err(err))
-                }
-                None => say!("error: {msg}"),
+                Some((conn, id)) => self.answer_app(conn, id, Err(err)),
+                None => say!("error: {}", err.message),
             };
         }
         self.next_id += 1;

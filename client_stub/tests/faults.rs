@@ -80,6 +80,49 @@ fn a_frozen_stub_is_noticed_and_comes_back_when_it_thaws() {
     b.wait_n("received m from a", 2);
 }
 
+/// Each app `ping` is an `echo` to the server and one back. Without a bound, an app pinging
+/// without end had the server queue echoes for its stub faster than the stub read them, and
+/// the server dropped the stub, its modules with it. Past 1,000 waiting, a ping fails at once.
+#[test]
+fn pings_waiting_on_the_server_are_bounded_and_each_is_answered() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    a.wait_for("joined");
+    let mut app = raw_app(&a);
+    // The server stopped: none of the echoes comes back until it goes on.
+    signal(&server, "-STOP");
+    let pings: String = (1..=1005)
+        .map(|id| format!("{{\"cmd\":\"ping\",\"data\":{{\"id\":{id}}}}}\n"))
+        .collect();
+    app.write_all(pings.as_bytes()).unwrap();
+    let mut lines = BufReader::new(app.try_clone().unwrap()).lines();
+    let mut answer = || -> serde_json::Value {
+        serde_json::from_str(&lines.next().expect("an answer").unwrap()).unwrap()
+    };
+    for id in 1001..=1005 {
+        let refused = answer();
+        assert_eq!(refused["data"]["id"], id, "{refused}");
+        let error = &refused["data"]["result"]["Err"];
+        assert_eq!(error["kind"], "too_large", "{refused}");
+        let said = "1000 pings in flight from this stub, the limit is 1000";
+        assert_eq!(error["message"], said, "{refused}");
+    }
+    signal(&server, "-CONT");
+    let mut ids: Vec<u64> = (0..1000)
+        .map(|_| {
+            let pong = answer();
+            assert!(pong["data"]["result"]["Ok"]["rtt_ms"].is_number(), "{pong}");
+            pong["data"]["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=1000).collect::<Vec<u64>>());
+    assert_eq!(a.count("lost the server"), 0);
+}
+
 #[test]
 fn the_server_restarts_and_every_stub_comes_back() {
     let tmp = tempfile::tempdir().unwrap();

@@ -34,7 +34,15 @@ pub struct FrameReader<R> {
     refused: Vec<u8>,
     /// Told of every read that brings bytes (see [`FrameReader::report_to`]).
     silence: Option<Silence>,
+    /// Steps taken since the reader last let other tasks run (see [`TURN`]).
+    steps: usize,
 }
+
+/// Steps (a frame, a blank line, or a buffer's worth of a long frame) a reader takes before it
+/// lets the other tasks of its thread run. A peer that keeps its socket full, a `ping` loop say,
+/// would otherwise never let its task wait: the thread serving every other connection, timer
+/// and heartbeat would serve that peer alone for as long as it kept sending.
+const TURN: usize = 64;
 
 /// How much of a refused frame is kept: enough for its command and id.
 const REFUSED_HEAD: usize = 256;
@@ -51,6 +59,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max,
             refused: Vec::new(),
             silence: None,
+            steps: 0,
         }
     }
 
@@ -119,6 +128,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             (self.size, self.done) = (0, false);
         }
         loop {
+            self.steps += 1;
+            if self.steps > TURN {
+                self.steps = 0;
+                smol::future::yield_now().await;
+            }
             // Not `fill_buf()`: its future polls the stream again after a ready read and panics
             // if a stream that has just said "end" then says "pending" (found by fuzzing).
             let filled = std::future::poll_fn(|cx| {
@@ -347,6 +361,35 @@ mod tests {
 
     fn reader(bytes: &'static [u8], max: usize) -> FrameReader<&'static [u8]> {
         FrameReader::new(bytes, max)
+    }
+
+    /// A peer whose frames (or blank lines) are always there to read does not keep the
+    /// reader's thread from its other tasks: the reader lets them run every [`TURN`] steps.
+    #[test]
+    fn a_reader_that_never_waits_still_lets_other_tasks_run() {
+        for filler in ["{\"cmd\":\"ping\"}\n", "\n"] {
+            let bytes: &'static [u8] = filler.repeat(10 * TURN).leak().as_bytes();
+            let other_ran = std::cell::Cell::new(false);
+            let read_all = async {
+                let mut r = reader(bytes, 100);
+                let mut seen_after = None;
+                let mut frames = 0;
+                while let Some(ToServer::Ping) = r.read::<ToServer>().await.unwrap() {
+                    frames += 1;
+                    if other_ran.get() && seen_after.is_none() {
+                        seen_after = Some(frames);
+                    }
+                }
+                seen_after.or(other_ran.get().then_some(frames))
+            };
+            let other = async { other_ran.set(true) };
+            let (seen_after, ()) = smol::block_on(smol::future::zip(read_all, other));
+            let seen_after = seen_after.expect("the other task ran");
+            assert!(
+                seen_after <= TURN + 1,
+                "{filler:?}: after {seen_after} frames"
+            );
+        }
     }
 
     #[test]

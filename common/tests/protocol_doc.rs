@@ -294,7 +294,7 @@ fn render() -> String {
                 },
             ),
             (
-                "This stub's address as the server sees it and the round trip: `{\"address\": ..., \"rtt_ms\": ...}`.",
+                "This stub's address as the server sees it and the round trip: `{\"address\": ..., \"rtt_ms\": ...}`. Past 1,000 pings waiting on the stub at once (from all its apps), `too_large`.",
                 ToStub::Ping { id: 4 },
             ),
             (
