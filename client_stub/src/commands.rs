@@ -94,20 +94,27 @@ impl Stub {
         let mut profile = self.config.profile();
         // What runs now (the profile's lists may have changed since the start): module files in
         // `register`, installed modules in `expose`; an app provides its own.
-        let sources: Vec<String> = (self.owned.values())
+        // Paths as they are: one that is not UTF-8, which a TOML profile cannot hold, fails the
+        // save, naming it, rather than being saved changed.
+        let sources: Vec<&std::path::Path> = (self.owned.values())
             .filter(|o| o.pool.provider().is_none())
-            .map(|o| o.parsed.path.to_string_lossy().into_owned())
+            .map(|o| o.parsed.path.as_path())
             .collect();
         // With those still being described, which will be.
         profile.expose = (sources.iter())
-            .filter_map(|p| p.strip_prefix("import:"))
+            .filter_map(|p| installed(p))
             .chain(self.exposing.iter().map(String::as_str))
             .map(str::to_owned)
             .collect();
         profile.register = (sources.iter())
-            .filter(|p| !p.starts_with("import:"))
-            .map(Into::into)
+            .filter(|p| installed(p).is_none())
+            .map(|p| p.to_path_buf())
             .collect();
         common::config::save(name, &profile)
     }
+}
+
+/// The name of the installed module a worker's `import:NAME` path stands for.
+fn installed(path: &std::path::Path) -> Option<&str> {
+    path.to_str()?.strip_prefix("import:")
 }

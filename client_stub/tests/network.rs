@@ -560,6 +560,33 @@ fn a_directory_that_cannot_be_used_is_named_with_what_it_is_for() {
     }
 }
 
+/// A module's path that is not UTF-8 cannot go in a TOML profile: `sc:` says so and saves
+/// nothing. It used to save the path with U+FFFD in place of the bytes, naming no file.
+#[test]
+fn sc_refuses_a_path_that_is_not_utf8_rather_than_save_it_changed() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"bad\xffdir"));
+    fs::create_dir(&odd).unwrap();
+    fs::write(odd.join("nb.py"), "def nb():\n    return 1\n").unwrap();
+    // Registered by a UTF-8 name; the stub keeps the real path, which is not.
+    std::os::unix::fs::symlink(&odd, dir.join("link")).unwrap();
+    let link = dir.join("link/nb.py");
+    let mut a = stub(
+        dir,
+        port,
+        "a",
+        &["-l", "--register", link.to_str().unwrap()],
+    );
+    a.wait_for("registered nb");
+    a.send("sc:mine");
+    let line = a.wait_for("cannot save the profile");
+    assert!(line.contains("invalid UTF-8"), "{line}");
+    assert!(!dir.join("conf/mine.toml").exists());
+}
+
 #[test]
 fn sc_creates_conf_for_a_name_but_not_the_directory_of_a_path() {
     let tmp = tempfile::tempdir().unwrap();
