@@ -42,6 +42,14 @@ fn the_shell_registers_lists_completes_and_quits() {
     sh.exp_string("module z (owner this stub)").unwrap();
     sh.exp_string("add_prams(a, b)").unwrap();
 
+    // Two lines pasted at once (a terminal's bracketed paste) are two commands.
+    sh.send("\x1b[200~sc:mine\nwii\x1b[201~").unwrap();
+    sh.send_line("").unwrap();
+    sh.exp_string("saved the running configuration to conf/mine.toml")
+        .unwrap();
+    sh.exp_string("1 stub(s):").unwrap();
+    assert!(dir.join("conf/mine.toml").is_file());
+
     sh.send_line("frobnicate").unwrap();
     sh.exp_string("unknown command 'frobnicate' (type help for the list)")
         .unwrap();

@@ -100,17 +100,22 @@ impl Console {
                 let read = editor.readline(&self.prompt);
                 unreadable = if read.is_ok() { 0 } else { unreadable + 1 };
                 match read {
-                    Ok(line) => {
-                        // A paste gone wrong is not kept: it would be saved and loaded, in
-                        // full, by every session after (it is told by its head, see `printable`).
-                        if !line.trim().is_empty() && line.len() <= PRINTABLE_BYTES {
-                            let _ = editor.add_history_entry(line.as_str());
-                            if let Some(h) = &self.history {
-                                let _ = editor.append_history(h);
+                    // Lines pasted together (a terminal's bracketed paste keeps their newlines
+                    // in the one line read) are commands each, as if typed one by one.
+                    Ok(pasted) => {
+                        for line in pasted.split('\n').map(|l| l.trim_end_matches('\r')) {
+                            // A paste gone wrong is not kept: it would be saved and loaded, in
+                            // full, by every session after (it is told by its head, see
+                            // `printable`).
+                            if !line.trim().is_empty() && line.len() <= PRINTABLE_BYTES {
+                                let _ = editor.add_history_entry(line);
+                                if let Some(h) = &self.history {
+                                    let _ = editor.append_history(h);
+                                }
                             }
-                        }
-                        if tx.send_blocking(line).is_err() {
-                            return;
+                            if tx.send_blocking(line.to_owned()).is_err() {
+                                return;
+                            }
                         }
                     }
                     // Piped input that ends stops the shell, not the stub: a stub started
