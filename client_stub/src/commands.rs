@@ -95,7 +95,7 @@ impl Stub {
         // What runs now (the profile's lists may have changed since the start): module files in
         // `register`, installed modules in `expose`; an app provides its own.
         // Paths as they are: one that is not UTF-8, which a TOML profile cannot hold, fails the
-        // save, naming it, rather than being saved changed.
+        // save (TOML's writer refuses it) rather than being saved changed.
         let sources: Vec<&std::path::Path> = (self.owned.values())
             .filter(|o| o.pool.provider().is_none())
             .map(|o| o.parsed.path.as_path())

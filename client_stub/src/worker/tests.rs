@@ -858,9 +858,7 @@ fn a_reload_lets_the_calls_running_finish_on_the_old_code() {
             let (pool, started) = (pool.clone(), started.display().to_string());
             smol::spawn(async move { call(&pool, "nap", json!([started])).await })
         };
-        while !started.exists() {
-            Timer::after(Duration::from_millis(10)).await;
-        }
+        wait_until(|| started.exists()).await;
         std::fs::write(dir.path().join("z.py"), locking(2)).expect("write");
         reload(&pool, &dir, 2);
         // The new workers import once the old ones are gone (the lock says so), after the nap.
@@ -887,9 +885,7 @@ fn a_reload_fails_the_queued_calls_its_new_headers_refuse_as_the_stub_would() {
     let started = dir.path().join("started");
     run(async {
         let running = submit(&pool, "nap", json!([started.display().to_string()]), 30_000);
-        while !started.exists() {
-            Timer::after(Duration::from_millis(10)).await;
-        }
+        wait_until(|| started.exists()).await;
         // Queued behind the nap: checked against v1's headers, as the stub checks them.
         let queued = [
             submit(&pool, "pair", json!([1, 2]), 30_000),
