@@ -49,14 +49,16 @@ pub struct Config {
     pub app_port: u16,
     pub receiving_dir: PathBuf,
     pub live_console: bool,
-    /// Module files registered at start.
+    /// Module files the command line registers (`--register`); the stub reads the profile's
+    /// list itself, and watches it (see `profile`).
     pub register: Vec<PathBuf>,
     pub name_policy: NamePolicy,
     /// The interpreter that runs owned modules.
     pub python: String,
     /// Workers per owned module (default 1).
     pub workers: BTreeMap<String, usize>,
-    /// Installed Python modules shared by name (`math`, `os.path`): off unless listed.
+    /// Installed Python modules shared by name (`math`, `os.path`): off unless listed. Those
+    /// the command line names (`--expose`); the profile's list is read as `register`'s is.
     pub expose: Vec<String>,
     /// Modules this stub declares shareable: other stubs with the same headers may provide
     /// them too, and calls are spread among the owners.
@@ -188,16 +190,7 @@ pub async fn run(
     let mut stub = Stub::new(config.clone(), store, names.clone(), describing);
     // Parsed and started now (installed modules once described); uploaded as soon as the stub
     // hears it is connected.
-    let (register, left_out) = owned::one_file_per_module(config.register.clone());
-    for e in left_out {
-        say!("error: {e}");
-    }
-    for path in &register {
-        stub.register(path);
-    }
-    for name in &config.expose {
-        stub.expose(name);
-    }
+    stub.register_listed();
     let (stub, ended) = Shared::new(stub);
     let tasks = (
         smol::spawn(upstream::keep_connected(link, params, stub.clone())),

@@ -114,12 +114,8 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     );
     config.app_port = flags.app_port.or(values.app_port).unwrap_or(8765);
     config.live_console = flags.live_console || values.live_console.unwrap_or(false);
-    config.register = values
-        .register
-        .into_iter()
-        .map(resolve)
-        .chain(flags.register)
-        .collect();
+    // The profile's `register` and `expose` lists are the stub's to read: it watches them.
+    config.register = flags.register;
     config.name_policy = if flags.name_suffix || values.name_suffix.unwrap_or(false) {
         NamePolicy::Suffix
     } else if terminal {
@@ -135,7 +131,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
     }
     config.workers = values.workers;
     config.shared = values.shared.into_iter().chain(flags.shared).collect();
-    config.expose = values.expose.into_iter().chain(flags.expose).collect();
+    config.expose = flags.expose;
     config.limits = values.limits;
     config.call_timeout_ms = values.call_timeout_ms;
     config.profile = profile.as_ref().map(|p| p.path.clone());

@@ -395,12 +395,6 @@ pub(crate) struct FromProfile {
 }
 
 impl FromProfile {
-    /// What the profile at `path` says, if any and readable; nothing otherwise.
-    pub(crate) fn read(path: Option<&Path>) -> Self {
-        let read = path.and_then(|p| read_profile(p).ok());
-        read.map_or_else(Default::default, |(lists, _)| lists)
-    }
-
     /// The keys, other than the lists, whose values differ in `now`.
     fn keys_changed(&self, now: &FromProfile) -> Vec<String> {
         let (old, now) = (&self.others, &now.others);
@@ -466,9 +460,63 @@ pub fn render(desc: &ModuleDescriptor, owner: &str) -> String {
 impl Stub {
     /// Registers (or re-registers) the module file at `path`: parse, start workers, upload.
     pub(crate) fn register(&mut self, path: &Path) {
-        if let Err(e) = parse_file(path).and_then(|parsed| self.own(parsed, None)) {
+        if let Err(e) = self.try_register(path) {
             say!("error: {e}");
         }
+    }
+
+    fn try_register(&mut self, path: &Path) -> Result<(), String> {
+        parse_file(path).and_then(|parsed| self.own(parsed, None))
+    }
+
+    /// Registers and exposes at start what the profile's lists and the command line name
+    /// (the profile's first).
+    pub(crate) fn register_listed(&mut self) {
+        let (from_profile, mut errors) = match self.config.profile.as_deref().map(read_profile) {
+            Some(Ok(read)) => read,
+            Some(Err(e)) => (FromProfile::default(), vec![e.to_string()]),
+            None => Default::default(),
+        };
+        let listed = from_profile.register.iter().chain(&self.config.register);
+        let (register, left_out) = one_file_per_module(listed.cloned().collect());
+        errors.extend(left_out);
+        for e in errors {
+            say!("error: {e}");
+        }
+        for path in &register {
+            self.register_listed_file(path);
+        }
+        let expose: Vec<String> = (from_profile.expose.iter())
+            .chain(&self.config.expose)
+            .cloned()
+            .collect();
+        for name in &expose {
+            self.expose(name);
+        }
+        self.from_profile = from_profile;
+    }
+
+    /// Registers a file the profile or the command line lists. One that cannot be registered
+    /// now (missing, a syntax error, ...) is tried again each time it changes, as a listed
+    /// module is meant to be on the network.
+    fn register_listed_file(&mut self, path: &Path) {
+        // Read before the file is: an edit made meanwhile is seen.
+        let watched = Watched::read_now(path);
+        match self.try_register(path) {
+            Ok(()) => {
+                self.unregistered.remove(path);
+            }
+            Err(e) => {
+                say!("error: {e} (it is tried again when the file changes)");
+                self.unregistered.insert(path.to_owned(), watched);
+            }
+        }
+    }
+
+    /// Whether the command line lists the file at `path` (canonical), so that removing it from
+    /// the profile leaves it registered.
+    fn on_command_line(&self, path: &Path) -> bool {
+        (self.config.register.iter()).any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == path))
     }
 
     /// Shares the installed Python module `name` (a profile's `expose`) once it is described.
@@ -710,6 +758,20 @@ impl Stub {
         for module in due {
             self.reload(&module, "its file changed", Asker::Output);
         }
+        let mut changed = Vec::new();
+        for (path, watched) in &mut self.unregistered {
+            if watched.edited(path) {
+                changed.push(path.clone());
+            }
+        }
+        for path in changed {
+            // Unless registered by hand meanwhile (`rm:`): then it is watched as owned.
+            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            match self.owned.values().any(|o| o.parsed.path == real) {
+                true => drop(self.unregistered.remove(&path)),
+                false => self.register_listed_file(&path),
+            }
+        }
     }
 
     /// Notices an edited profile: modules added to its `register` or `expose` lists are
@@ -737,19 +799,25 @@ impl Stub {
                 changed.join(", ")
             );
         }
-        for gone in old.register.iter().filter(|p| !now.register.contains(p)) {
+        // Not what the command line lists too: that stays.
+        let gone = old.register.iter().filter(|p| !now.register.contains(p));
+        let gone: Vec<&PathBuf> = gone.filter(|p| !self.on_command_line(p)).collect();
+        for gone in gone {
+            self.unregistered.remove(gone);
             let module = gone
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or_default();
             self.withdraw_owned(module, "removed from the profile");
         }
-        for gone in old.expose.iter().filter(|m| !now.expose.contains(m)) {
+        let gone = old.expose.iter().filter(|m| !now.expose.contains(m));
+        let gone: Vec<&String> = gone.filter(|m| !self.config.expose.contains(m)).collect();
+        for gone in gone {
             self.exposing.remove(gone); // not exposed, if still being described
             self.withdraw_owned(gone, "removed from the profile");
         }
         for added in now.register.iter().filter(|p| !old.register.contains(p)) {
-            self.register(added);
+            self.register_listed_file(added);
         }
         for added in now.expose.iter().filter(|m| !old.expose.contains(m)) {
             self.expose(added);

@@ -3,6 +3,7 @@
 //! apply (see [`common::actor`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,9 @@ pub struct Stub {
     /// The profile, and the modules its `register` and `expose` lists named when last read.
     pub(crate) profile_watched: Watched,
     pub(crate) from_profile: FromProfile,
+    /// Files the command line or the profile lists that could not be registered (missing, a
+    /// syntax error...): each is tried again once it changes.
+    pub(crate) unregistered: BTreeMap<PathBuf, Watched>,
     /// Installed modules to expose once described, and where to send them to be.
     pub(crate) exposing: BTreeSet<String>,
     /// The app connections waiting for a reload of an installed module, one entry per reload
@@ -127,7 +131,6 @@ impl Stub {
             .profile
             .as_deref()
             .map_or_else(Watched::default, Watched::read_now);
-        let from_profile = FromProfile::read(config.profile.as_deref());
         Stub {
             incoming: Reassembler::new(config.limits.max_module_bytes),
             config,
@@ -151,7 +154,8 @@ impl Stub {
             served: Arc::default(),
             last_watch: Instant::now(),
             profile_watched,
-            from_profile,
+            from_profile: FromProfile::default(),
+            unregistered: BTreeMap::new(),
             exposing: BTreeSet::new(),
             app_reloads: Vec::new(),
             describing,

@@ -1122,3 +1122,54 @@ fn a_worker_restarted_while_its_file_is_broken_runs_the_old_version() {
     owner.wait_for("reloaded m (its file changed)");
     assert_eq!(eventually(|| app.call("m", "f", ())).unwrap(), json!("3"));
 }
+
+#[test]
+fn listed_modules_that_cannot_register_at_start_register_once_their_files_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let good = "def f():\n    return 1\n";
+    std::fs::write(dir.join("bad.py"), "def f(:\n").unwrap();
+    std::fs::write(dir.join("cli.py"), good).unwrap();
+    std::fs::write(dir.join("m.py"), good).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let profile = dir.join("p.toml");
+    let write = |register: &str| {
+        let text = format!(
+            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{register}]\n"
+        );
+        std::fs::write(&profile, text).unwrap();
+    };
+    write("\"bad.py\", \"later.py\"");
+    let cli = dir.join("cli.py");
+    let p = Proc::start(
+        "p",
+        &exe("client_stub"),
+        &[
+            "-c",
+            profile.to_str().unwrap(),
+            "--register",
+            cli.to_str().unwrap(),
+        ],
+        dir,
+    );
+    p.wait_for("registered cli");
+    assert_eq!(
+        p.count("it is tried again when the file changes"),
+        2,
+        "{:#?}",
+        p.output()
+    );
+    // Fixed, and there at last: each is registered without a word to the stub.
+    std::fs::write(dir.join("bad.py"), good).unwrap();
+    p.wait_for("registered bad");
+    std::fs::write(dir.join("later.py"), good).unwrap();
+    p.wait_for("registered later");
+    // What the command line lists stays when the profile lists it and then no longer does.
+    std::thread::sleep(Duration::from_millis(50));
+    write("\"bad.py\", \"later.py\", \"cli.py\"");
+    p.wait_for("cli is registered from");
+    std::thread::sleep(Duration::from_millis(50));
+    write("\"bad.py\", \"later.py\", \"m.py\"");
+    p.wait_for("registered m");
+    assert_eq!(p.count("withdraw"), 0, "{:#?}", p.output());
+}

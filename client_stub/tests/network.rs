@@ -607,6 +607,17 @@ fn sc_creates_conf_for_a_name_but_not_the_directory_of_a_path() {
         "{line}"
     );
     assert!(!dir.join("no").exists());
+    // A directory is not a file to save to, and is left as it was.
+    a.send(&format!("sc:{}/conf", dir.display()));
+    let line = a.wait_for(&format!(
+        "cannot save the profile to {}/conf:",
+        dir.display()
+    ));
+    assert!(
+        line.ends_with("it is a directory: name a file (NAME.toml)"),
+        "{line}"
+    );
+    assert!(dir.join("conf/mine.toml").is_file());
 }
 
 #[test]

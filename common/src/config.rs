@@ -633,6 +633,9 @@ pub fn save<T: Serialize>(arg: &str, values: &T) -> Result<PathBuf> {
     } else if !dir.is_dir() {
         return Err(cannot(format!("there is no directory {}", dir.display())));
     }
+    if path.is_dir() {
+        return Err(cannot("it is a directory: name a file (NAME.toml)".into()));
+    }
     crate::store::replace_file(&path, text.as_bytes()).map_err(|e| cannot(e.to_string()))?;
     Ok(path)
 }
