@@ -21,6 +21,9 @@ def kw(a, b=2, *, c=3):
     """Keyword arguments."""
     return {"a": a, "b": b, "c": c}
 
+def keys(*args, **kwargs):
+    return [list(kwargs)] + [list(a) for a in args] + [{"z": 1, "a": 2}]
+
 def fail(message):
     raise ValueError(message)
 
@@ -115,6 +118,16 @@ fn results_exceptions_and_keyword_arguments() {
         .unwrap(),
         json!({"a": 1, "b": 2, "c": {"k": [true, null]}})
     );
+    // Keyword arguments and dicts keep their order both ways, as they do in Python.
+    let keys = c.call_with(
+        "m",
+        "keys",
+        (json!({"y": 1, "b": 2}),),
+        kwargs(json!({"z": 1, "a": 2, "m": 3})),
+        None,
+    );
+    let keys = serde_json::to_string(&keys.unwrap()).unwrap();
+    assert_eq!(keys, r#"[["z","a","m"],["y","b"],{"z":1,"a":2}]"#);
     match c.call("m", "fail", ("boom",)) {
         Err(CallError::Exception {
             exc_type,

@@ -6,7 +6,6 @@
 //! client stub → server ([`ToServer`]), server → client stub ([`ToClient`]),
 //! app → its local stub ([`ToStub`]) and back ([`ToApp`]).
 
-use std::collections::BTreeMap;
 
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -212,6 +211,10 @@ pub struct Chunk {
     pub shared: bool,
 }
 
+/// A call's keyword arguments, in the order the caller gave them: Python keeps that order
+/// (`**kwargs` sees it), so a module sees what it would see if called in-process.
+pub type Keywords = indexmap::IndexMap<String, Json>;
+
 /// A function call. Ids are chosen by the sender and unique among its calls in flight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
@@ -220,8 +223,8 @@ pub struct Call {
     pub function: String,
     #[serde(default)]
     pub args: Vec<Json>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub kwargs: BTreeMap<String, Json>,
+    #[serde(default, skip_serializing_if = "Keywords::is_empty")]
+    pub kwargs: Keywords,
     /// How long the caller still waits, in milliseconds: a duration, never a clock time.
     pub timeout_ms: u64,
     /// Who made the call, as the server forwards it to the owner: a number the server gives

@@ -15,7 +15,7 @@
 //! connection ends (the stub stopped, restarted or crashed), the provider says so on stderr and
 //! provides the module again as soon as a stub is back on that port.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +29,11 @@ use crate::conn::{FrameReader, DEFAULT_MAX_FRAME};
 use crate::error::{ErrorKind, RemoteError};
 use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
 use crate::outbox::Outbox;
-use crate::proto::{salvage, Call, Json, Reply, ToApp, ToStub};
+use crate::proto::{salvage, Call, Json, Keywords, Reply, ToApp, ToStub};
 use crate::readiness::ReadWhenReady;
 use crate::Error;
 
-type Handler = Arc<dyn Fn(Vec<Json>, Kwargs) -> Result<Json, RemoteError> + Send + Sync>;
-type Kwargs = BTreeMap<String, Json>;
+type Handler = Arc<dyn Fn(Vec<Json>, Keywords) -> Result<Json, RemoteError> + Send + Sync>;
 
 /// A module provided by this program.
 pub struct Provider {
@@ -380,7 +379,7 @@ fn caught(run: impl FnOnce() -> Result<Json, RemoteError>) -> Result<Json, Remot
 /// The arguments in parameter order: each keyword argument put in its parameter's place after
 /// the positional ones, and refused as Python would refuse it (unknown, given twice, or a
 /// parameter left without a value).
-fn bind<V>(names: &[String], args: Vec<V>, kwargs: BTreeMap<String, V>) -> Result<Vec<V>, String> {
+fn bind<V>(names: &[String], args: Vec<V>, kwargs: indexmap::IndexMap<String, V>) -> Result<Vec<V>, String> {
     if kwargs.is_empty() {
         return Ok(args);
     }
@@ -435,7 +434,7 @@ mod tests {
             .function("unit", &[], "", |(): ()| Ok(1))
             .function("tuple", &[], "", |_: [i64; 0]| Ok(2));
         for (name, result) in [("unit", "1"), ("tuple", "2")] {
-            let answer = provider.handlers[name](Vec::new(), Kwargs::new());
+            let answer = provider.handlers[name](Vec::new(), Keywords::new());
             assert_eq!(answer.map(|r| r.text().to_owned()), Ok(result.into()));
         }
     }

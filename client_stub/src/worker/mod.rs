@@ -16,7 +16,6 @@
 //! - `group.rs`: ending what a worker started along with it, and with the stub however it ends;
 //! - `woken.rs`: a future polled only when it has asked to be.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,7 +26,7 @@ use smol::Timer;
 use common::error::{ErrorKind, RemoteError};
 use common::module::ModuleDescriptor;
 use common::outbox::flush_queued;
-use common::proto::{Call, Json};
+use common::proto::{Call, Json, Keywords};
 use lane::Lane;
 use phase::{refusal, still_starting, Phase};
 use process::{spawn, Spawned};
@@ -162,7 +161,7 @@ struct Job {
     module: Arc<str>,
     function: String,
     args: Vec<Json>,
-    kwargs: BTreeMap<String, Json>,
+    kwargs: Keywords,
     /// When the caller stops waiting, in ms of `CLOCK_MONOTONIC` (see `watch`).
     deadline_ms: u64,
     /// When a call still waiting for its module's import is told so (see [`tell_before_ms`]).

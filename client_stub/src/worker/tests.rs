@@ -682,7 +682,7 @@ fn a_call_is_written_straight_to_an_idle_worker_only_past_an_empty_queue() {
         module: Arc::from("z"),
         function: function.into(),
         args: vec![json!(1).into()],
-        kwargs: BTreeMap::new(),
+        kwargs: Default::default(),
         deadline_ms: 7,
         tell_at_ms: 7,
         done: Some(Box::new(|_| {})),
