@@ -917,7 +917,27 @@ fn a_reload_fails_the_queued_calls_its_new_headers_refuse_as_the_stub_would() {
 }
 
 const OVERRUNS: &str = r#"
-import signal, time
+import asyncio, signal, time
+
+one_at_a_time = asyncio.Semaphore(1)  # bound to the loop that first waits on it
+cleaned = []
+
+async def one():
+    async with one_at_a_time:
+        await asyncio.sleep(0.01)
+
+async def limited(x):
+    await asyncio.gather(one(), one())
+    return x
+
+async def async_nap(seconds):
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        cleaned.append(seconds)
+
+def cleanups():
+    return cleaned
 
 count = 0
 
@@ -971,6 +991,22 @@ fn a_call_past_its_timeout_is_interrupted_and_the_worker_keeps_its_state() {
         pool.check_overdue();
         let quick = call_within(&pool, "nap", vec![json!(0.1)], Map::new(), 5_000);
         assert_eq!(quick.or(tick(&pool)).await, Ok(json!(0.1)));
+    });
+}
+
+#[test]
+fn async_functions_share_one_event_loop_and_one_past_its_timeout_is_cancelled() {
+    let (_dir, pool) = pool(OVERRUNS, 1);
+    run(async {
+        for x in [1, 2] {
+            assert_eq!(call(&pool, "limited", json!([x])).await, Ok(json!(x)));
+        }
+        let nap = call_within(&pool, "async_nap", vec![json!(30)], Map::new(), 200);
+        let error = nap.or(tick(&pool)).await.unwrap_err();
+        assert_eq!(error.exc_type.as_deref(), Some("CallTimedOut"));
+        // Its `finally` ran before the answer, and the loop still serves.
+        assert_eq!(call(&pool, "cleanups", json!([])).await, Ok(json!([30])));
+        assert_eq!(call(&pool, "limited", json!([3])).await, Ok(json!(3)));
     });
 }
 

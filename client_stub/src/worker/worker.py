@@ -287,9 +287,34 @@ def settled(result):
     if type(result) in SCALARS:
         return result
     if type(result) is CoroutineType:
-        result = asyncio.run(result)
+        result = run_coroutine(result)
     check_json(result)
     return result
+
+
+LOOP = []  # the worker's event loop, once an `async def` function is called
+
+
+def run_coroutine(coroutine):
+    """Runs an `async def` function's coroutine to its end on the worker's one event loop: what
+    a module keeps between calls (a lock, a semaphore, a client session, a task it started) stays
+    bound to the loop it was made on, as in a program that runs one loop. One interrupted (past
+    its timeout) is cancelled before the error is sent, so that its `finally` runs now."""
+    if not LOOP:
+        LOOP.append(asyncio.new_event_loop())
+        asyncio.set_event_loop(LOOP[0])
+    loop = LOOP[0]
+    task = loop.create_task(coroutine)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            try:
+                loop.run_until_complete(task)
+            except BaseException:  # its cancellation, or what its cleanup raised
+                pass
+        raise
 
 
 KINDS = {
