@@ -490,6 +490,8 @@ fn main() {
     println!("greet {hi}");
     let stats: HashMap<String, f64> = z::stats(&c, vec![1.0, 2.0, 3.0]).unwrap();
     println!("stats {}", stats["mean"]);
+    let nan = z::stats(&c, vec![1.0, f64::NAN]);
+    println!("stats_nan {}", matches!(nan, Err(CallError::BadArguments(m)) if m.contains("it holds NaN")));
     let mut extra = Map::new();
     extra.insert("x".into(), json!("y"));
     let packed = z::pack(&c, json!(1), None, vec![], Some(2.0), Some("l".into()), extra).unwrap();
@@ -517,7 +519,8 @@ const RUST_EXPECTED: &[&str] = &[
     "div_prams ZeroDivisionError",
     "greet hello, bob?",
     "stats 2",
-    r#"pack {"extra":{"x":"y"},"first":1,"label":"l","rest":[],"scale":2.0,"second":2}"#,
+    "stats_nan true",
+    r#"pack {"first":1,"second":2,"rest":[],"scale":2.0,"label":"l","extra":{"x":"y"}}"#,
     "pack_gap true",
     "clamp 10",
     "lookup Some(7)",

@@ -6,7 +6,6 @@
 //! client stub → server ([`ToServer`]), server → client stub ([`ToClient`]),
 //! app → its local stub ([`ToStub`]) and back ([`ToApp`]).
 
-
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

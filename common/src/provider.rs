@@ -379,7 +379,11 @@ fn caught(run: impl FnOnce() -> Result<Json, RemoteError>) -> Result<Json, Remot
 /// The arguments in parameter order: each keyword argument put in its parameter's place after
 /// the positional ones, and refused as Python would refuse it (unknown, given twice, or a
 /// parameter left without a value).
-fn bind<V>(names: &[String], args: Vec<V>, kwargs: indexmap::IndexMap<String, V>) -> Result<Vec<V>, String> {
+fn bind<V>(
+    names: &[String],
+    args: Vec<V>,
+    kwargs: indexmap::IndexMap<String, V>,
+) -> Result<Vec<V>, String> {
     if kwargs.is_empty() {
         return Ok(args);
     }

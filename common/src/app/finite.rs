@@ -19,6 +19,11 @@ pub(super) fn check(args: &impl Serialize, is_list: bool) -> Result<(), Error> {
     result.map(|_| ())
 }
 
+/// Fails if `value`, one argument, is or holds NaN or an infinity.
+pub(crate) fn check_one(value: &impl Serialize) -> Result<(), Error> {
+    (value.serialize(Finite { depth: 1 })).map_err(|e| Error::custom(format!("it {e}")))
+}
+
 /// Walks a value, failing at a float JSON cannot carry; `depth` 0 is the list of arguments.
 #[derive(Clone, Copy)]
 struct Finite {

@@ -21,7 +21,7 @@ use crate::proto::Json;
 
 mod async_client;
 mod client;
-mod finite;
+pub(crate) mod finite;
 mod link;
 mod requests;
 #[cfg(test)]

@@ -24,6 +24,7 @@
 
 use std::collections::HashSet;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::app::CallError;
@@ -87,9 +88,6 @@ pub fn stub_stem(module: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // What generated Rust code calls.
 
-/// One encoded argument: `None` leaves the parameter to its default.
-pub type Arg = Option<serde_json::Result<Value>>;
-
 /// The arguments of one call, bound the way the remote header binds them: what a generated
 /// Rust stub builds before [`Client::call_with`](crate::app::Client::call_with).
 #[derive(Debug)]
@@ -111,13 +109,14 @@ impl Args {
         }
     }
 
-    /// A parameter bound by position (`by_keyword`: or by keyword). After one left to its
-    /// default, the others go by keyword; a positional-only one then cannot be sent.
+    /// A parameter bound by position (`by_keyword`: or by keyword); `None` leaves it to its
+    /// default. After one left to its default, the others go by keyword; a positional-only one
+    /// then cannot be sent.
     pub fn positional(
         mut self,
         name: &'static str,
         by_keyword: bool,
-        value: Arg,
+        value: Option<impl Serialize>,
     ) -> Result<Self, CallError> {
         let Some(value) = self.encode(name, value)? else {
             self.skipped.get_or_insert(name);
@@ -133,8 +132,12 @@ impl Args {
         Ok(self)
     }
 
-    /// A keyword-only parameter.
-    pub fn keyword(mut self, name: &'static str, value: Arg) -> Result<Self, CallError> {
+    /// A keyword-only parameter; `None` leaves it to its default.
+    pub fn keyword(
+        mut self,
+        name: &'static str,
+        value: Option<impl Serialize>,
+    ) -> Result<Self, CallError> {
         if let Some(value) = self.encode(name, value)? {
             self.kwargs.insert(name.to_owned(), value);
         }
@@ -170,8 +173,15 @@ impl Args {
         (self.args, self.kwargs)
     }
 
-    fn encode(&self, name: &str, value: Arg) -> Result<Option<Value>, CallError> {
-        value.transpose().map_err(|e| {
+    /// The value as JSON; NaN and the infinities, which serde_json turns into `null`, refused.
+    fn encode(
+        &self,
+        name: &str,
+        value: Option<impl Serialize>,
+    ) -> Result<Option<Value>, CallError> {
+        let encoded =
+            value.map(|v| crate::app::finite::check_one(&v).and_then(|()| serde_json::to_value(v)));
+        encoded.transpose().map_err(|e| {
             CallError::BadArguments(format!("{}(): argument '{name}': {e}", self.function))
         })
     }

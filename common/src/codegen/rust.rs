@@ -159,8 +159,8 @@ pub(super) fn param_type(p: &Param) -> String {
 /// The `Args` builder call that passes the parameter `rust_name`.
 pub(super) fn bind_param(rust_name: &str, p: &Param) -> String {
     let value = match p.default {
-        Some(_) => format!("{rust_name}.map(serde_json::to_value)"),
-        None => format!("Some(serde_json::to_value({rust_name}))"),
+        Some(_) => rust_name.to_owned(),
+        None => format!("Some({rust_name})"),
     };
     let name = &p.name;
     match p.kind {

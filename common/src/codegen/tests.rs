@@ -141,10 +141,10 @@ fn rust_functions_are_typed_with_defaults_optional() {
                     extra: serde_json::Map<String, serde_json::Value>,\n) -> Result<String, CallError> {";
     assert!(code.contains(decl), "{code}");
     for bind in [
-        ".positional(\"name\", true, Some(serde_json::to_value(name)))?",
-        ".positional(\"times\", true, times.map(serde_json::to_value))?",
+        ".positional(\"name\", true, Some(name))?",
+        ".positional(\"times\", true, times)?",
         ".rest(rest)?",
-        ".keyword(\"loud\", loud.map(serde_json::to_value))?",
+        ".keyword(\"loud\", loud)?",
         ".rest_keywords(extra)?",
         "client.call_with(\"z\", \"greet\", args, kwargs, None)?",
     ] {
@@ -194,8 +194,8 @@ fn rust_keywords_and_reserved_names() {
              self_: serde_json::Value,\n    client: serde_json::Value,\n    __: serde_json::Value,\n    \
              r#gen: serde_json::Value,\n)",
             "client_.call_with(\"z\", \"type\"",
-            ".positional(\"self\", true, Some(serde_json::to_value(self_)))?",
-            ".positional(\"_\", true, Some(serde_json::to_value(__)))?",
+            ".positional(\"self\", true, Some(self_))?",
+            ".positional(\"_\", true, Some(__))?",
             "pub fn self_(\n    client: &Client,\n    Some_: serde_json::Value,\n    args: serde_json::Value,",
             "pub fn self__(client: &Client)",
             "#[allow(non_snake_case)]\npub fn getValue(",
@@ -215,13 +215,14 @@ fn rust_keywords_and_reserved_names() {
 
 #[test]
 fn args_bind_like_python() {
-    let v = |x: i64| Some(serde_json::to_value(x));
+    let v = |x: i64| Some(x);
+    let none = None::<i64>;
     let (args, kwargs) = Args::new("f")
         .positional("a", false, v(1))
-        .and_then(|a| a.positional("b", true, None))
+        .and_then(|a| a.positional("b", true, none))
         .and_then(|a| a.positional("c", true, v(3)))
         .and_then(|a| a.keyword("d", v(4)))
-        .and_then(|a| a.keyword("e", None))
+        .and_then(|a| a.keyword("e", none))
         .and_then(|a| a.rest(vec![]))
         .and_then(|a| a.rest_keywords(Map::from_iter([("k".into(), Value::from(5))])))
         .unwrap()
@@ -232,17 +233,25 @@ fn args_bind_like_python() {
         serde_json::json!({"c": 3, "d": 4, "k": 5})
     );
     let positional_after_gap = Args::new("f")
-        .positional("a", false, None)
+        .positional("a", false, none)
         .and_then(|a| a.positional("b", false, v(2)));
     assert!(matches!(positional_after_gap, Err(CallError::BadArguments(m)) if m.contains("'a'")));
     let rest_after_gap = Args::new("f")
-        .positional("a", true, None)
+        .positional("a", true, none)
         .and_then(|a| a.rest(vec![Value::Null]));
     assert!(matches!(rest_after_gap, Err(CallError::BadArguments(m)) if m.contains("*args")));
     let duplicate = Args::new("f")
         .keyword("d", v(1))
         .and_then(|a| a.rest_keywords(Map::from_iter([("d".into(), Value::Null)])));
     assert!(matches!(duplicate, Err(CallError::BadArguments(m)) if m.contains("multiple")));
+    // What serde_json would send as null is refused, as `Client::call` refuses it.
+    let nan = Args::new("f").positional("x", true, Some(f64::NAN));
+    let why = "it is NaN: JSON carries finite numbers only (serde_json would send null)";
+    assert!(
+        matches!(nan, Err(CallError::BadArguments(m)) if m == format!("f(): argument 'x': {why}"))
+    );
+    let inf = Args::new("f").keyword("v", Some(vec![1.0, f64::INFINITY]));
+    assert!(matches!(inf, Err(CallError::BadArguments(m)) if m.contains("'v': it holds inf")));
 }
 
 #[test]
