@@ -341,7 +341,7 @@ fn non_json_result_is_a_clear_type_error() {
             ("nan", "(nan) is not JSON"),
             ("int_keys", "a key of type int"),
             ("big", "result is an integer of 71 bits"),
-            ("big_inside", "result[1]['n'] is an integer of 65 bits"),
+            ("big_inside", "result[1]['n'] is an integer below -2**63"),
         ] {
             let error = call(&pool, function, json!([])).await.unwrap_err();
             assert_eq!(error.exc_type.as_deref(), Some("TypeError"), "{function}");

@@ -240,8 +240,9 @@ def encoder():
 def check_int(value, where="result"):
     """Raises TypeError for an integer the other side would read as an approximate float."""
     if not -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF and type(value) is not bool:
-        raise TypeError(f"{where} is an integer of {value.bit_length()} bits; JSON between stubs "
-                        "carries integers of up to 64 bits exactly: send it as a string or a float")
+        what = "below -2**63" if value < 0 else f"of {value.bit_length()} bits"
+        raise TypeError(f"{where} is an integer {what}; JSON between stubs carries integers from "
+                        "-2**63 to 2**64-1 exactly: send it as a string or a float")
 
 
 def check_json(value, where="result"):
