@@ -310,20 +310,32 @@ fn stubs_named_like_standard_modules() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_server, port) = server(dir, &[]);
-    let owner = stub(dir, port, "a", &["--expose", "json", "--expose", "socket"]);
-    owner.wait_for("registered json");
-    owner.wait_for("registered socket");
+    // What the helper uses, and what the standard library imports on its way (connecting
+    // imported the idna codec, which imports re and unicodedata).
+    let exposed = ["json", "socket", "math", "re", "unicodedata"];
+    let flags: Vec<&str> = exposed.iter().flat_map(|m| ["--expose", m]).collect();
+    let owner = stub(dir, port, "a", &flags);
     let caller = stub(dir, port, "b", &[]);
-    caller.wait_for("received json from a");
-    caller.wait_for("received socket from a");
+    for m in exposed {
+        owner.wait_for(&format!("registered {m}"));
+        caller.wait_for(&format!("received {m} from a"));
+    }
     let recv = dir.join("b");
+    // On the path at start too, where Python's own start-up imports the stubs of math and re.
+    let on_path = [("PYTHONPATH", recv.to_str().unwrap())];
     // Whichever comes first, the stub or the helper, `import json` gives the stub.
-    for first in ["json", "socket", "_stubnet"] {
+    for (first, env) in [
+        ("json", &[][..]),
+        ("socket", &[]),
+        ("_stubnet", &[]),
+        ("json", &on_path),
+    ] {
         let script = format!("import {first}\n{STANDARD_CHECKS}");
-        let (ok, out) = python_within(&recv, app_port(&caller), &script, Duration::from_secs(60));
+        let limit = Duration::from_secs(60);
+        let (ok, out) = python_within_env(&recv, app_port(&caller), &script, limit, env);
         assert!(
             ok && out.contains("standard ok"),
-            "importing {first} first:\n{out}"
+            "importing {first} first, {env:?}:\n{out}"
         );
     }
 }
@@ -422,8 +434,9 @@ print("nest ok")
 "#;
 
 const STANDARD_CHECKS: &str = r#"
-import json, socket, _stubnet
+import json, math, socket, _stubnet
 assert json.dumps([1, "a"]) == '[1, "a"]'
+assert math.floor(2.5) == 2  # the stub, or the real math Python loaded at its start
 assert json.loads('{"k": [2]}') == {"k": [2]}
 assert socket.gethostname() == _stubnet.socket.gethostname()
 assert json.__file__.endswith("json.py") and socket.__file__.endswith("socket.py")
@@ -434,9 +447,21 @@ print("standard ok")
 /// Runs `script` with python3 in `dir` against the app port, killed if it runs past `limit`:
 /// whether it succeeded, and its output.
 fn python_within(dir: &Path, port: u16, script: &str, limit: Duration) -> (bool, String) {
+    python_within_env(dir, port, script, limit, &[])
+}
+
+/// [`python_within`] with more environment variables.
+fn python_within_env(
+    dir: &Path,
+    port: u16,
+    script: &str,
+    limit: Duration,
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let (stdout, stderr) = (dir.with_extension("out"), dir.with_extension("err"));
     let mut child = Command::new("python3")
         .args(["-c", script])
+        .envs(env.iter().copied())
         .current_dir(dir)
         .env("STUBNET_APP_PORT", port.to_string())
         .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))

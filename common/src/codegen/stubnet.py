@@ -12,7 +12,6 @@ failure raises RemoteError, whose .kind says what happened.
 """
 
 import builtins
-import math
 import sys
 
 
@@ -55,8 +54,10 @@ def _entry(entry):
     return getattr(finder, "path", entry).rstrip("/\\")
 
 
-ast, itertools, json, os, select, socket, threading, time = _standard(
-    "ast", "itertools", "json", "os", "select", "socket", "threading", "time"
+# Only these, loaded now: a standard module imported later, on the way (as the idna codec is for
+# a host name given as text), would be a stub of that name where one sits beside this file.
+ast, itertools, json, math, os, select, socket, threading, time = _standard(
+    "ast", "itertools", "json", "math", "os", "select", "socket", "threading", "time"
 )
 
 DEFAULT_PORT = 8765
@@ -280,11 +281,16 @@ class _Connection:
     def __init__(self, port, timeout, late, longest):
         """Connects within `timeout` seconds, or raises late(); reads lines of up to `longest`
         bytes (and a newline)."""
+        # A socket of its own, not create_connection: its getaddrinfo imports the idna codec.
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:  # the kernel gives up on a connect long before an hour
-            self.sock = socket.create_connection(("127.0.0.1", port), max(min(timeout, 3600), 1e-3))
+            self.sock.settimeout(max(min(timeout, 3600), 1e-3))
+            self.sock.connect(("127.0.0.1", port))
         except socket.timeout:  # not TimeoutError before Python 3.10
+            self.sock.close()
             raise late() from None
         except OSError as e:
+            self.sock.close()
             raise RemoteError("not_connected", f"no client stub at 127.0.0.1:{port}: {e}") from None
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -294,13 +300,19 @@ class _Connection:
         self.ended = "the client stub closed the connection"  # why calls fail once it ends
         self.ids = itertools.count(1)
         self.waiting = {}  # id -> [threading.Event, result]
-        self.lock = threading.Lock()
+        # Reentrant: a signal handler's call may come while its thread holds it (each hold is one
+        # step on `waiting`, which another step may come between), not wait for itself forever.
+        self.lock = threading.RLock()
         self.send_lock = threading.Lock()  # held to write, with:
         self.unsent = b""  # the rest of a request a call began to write and ran out of time
         self.writable = select.poll()
         self.writable.register(self.sock, select.POLLOUT)
         self.closed = False
-        threading.Thread(target=self._read, name="stubnet-replies", daemon=True).start()
+        try:
+            threading.Thread(target=self._read, name="stubnet-replies", daemon=True).start()
+        except RuntimeError:  # at interpreter shutdown (an atexit handler's call) on 3.12
+            self.sock.close()
+            raise
 
     def request(self, cmd, data, timeout, what, spent=0):
         """Sends one request and waits for its result ({"Ok": ...} or {"Err": ...}), writing
