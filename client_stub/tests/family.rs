@@ -499,6 +499,15 @@ fn an_interpreter_that_cannot_start_is_named_with_the_module_it_was_to_expose() 
     );
 }
 
+/// Writes a profile for the stub `name` on the server at `port`, registering `register` (TOML
+/// list items), with the lines `rest` after it.
+fn write_profile(path: &std::path::Path, name: &str, port: u16, register: &str, rest: &str) {
+    let text = format!(
+        "name = {name:?}\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nregister = [{register}]\n{rest}"
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 #[test]
 fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -509,10 +518,10 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     let (_server, port) = server(dir, &[]);
     let profile = dir.join("p.toml");
     let write = |register: &str, workers: &str| {
-        let text = format!(
-            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{register}]\nworkers = {{ {workers} }}\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
+        let rest = format!(
+            "live_console = true\nworkers = {{ {workers} }}\n[log]\nfile = \"logs/p.log\"\nmax_bytes = 2000\nkeep = 2\n"
         );
-        std::fs::write(&profile, text).unwrap();
+        write_profile(&profile, "p", port, register, &rest);
     };
     write("\"m1.py\"", "");
     let mut p = Proc::start(
@@ -557,11 +566,8 @@ fn the_same_module_file_spelled_otherwise_in_the_profile_is_not_withdrawn() {
             .iter()
             .map(|p| format!("{p:?}"))
             .collect::<Vec<_>>();
-        let text = format!(
-            "name = \"alpha\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{}]\n",
-            register.join(", ")
-        );
-        std::fs::write(&profile, text).unwrap();
+        let rest = "live_console = true\n";
+        write_profile(&profile, "alpha", port, &register.join(", "), rest);
     };
     write(&["../mods/z.py", "../mods/odd.py"]);
     let mut alpha = Proc::start(
@@ -610,12 +616,7 @@ fn a_module_listed_twice_in_the_profile_is_registered_once_and_told() {
     }
     let (_server, port) = server(dir, &[]);
     let profile = dir.join("p.toml");
-    let write = |register: &str| {
-        let text = format!(
-            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nregister = [{register}]\n"
-        );
-        std::fs::write(&profile, text).unwrap();
-    };
+    let write = |register: &str| write_profile(&profile, "p", port, register, "");
     // The same file twice is no error; another file of the same name is.
     write("\"one/m.py\", \"./one/m.py\", \"two/m.py\"");
     let p = Proc::start(
@@ -1134,10 +1135,7 @@ fn listed_modules_that_cannot_register_at_start_register_once_their_files_can() 
     let (_server, port) = server(dir, &[]);
     let profile = dir.join("p.toml");
     let write = |register: &str| {
-        let text = format!(
-            "name = \"p\"\naddress = \"127.0.0.1\"\nport = {port}\napp_port = 0\nreceiving_dir = \"recv\"\nlive_console = true\nregister = [{register}]\n"
-        );
-        std::fs::write(&profile, text).unwrap();
+        write_profile(&profile, "p", port, register, "live_console = true\n");
     };
     write("\"bad.py\", \"later.py\"");
     let cli = dir.join("cli.py");

@@ -293,7 +293,7 @@ def settled(result):
     return result
 
 
-LOOP = []  # the worker's event loop, once an `async def` function is called
+LOOP = None  # the worker's event loop, once an `async def` function is called
 
 
 def run_coroutine(coroutine):
@@ -301,18 +301,18 @@ def run_coroutine(coroutine):
     a module keeps between calls (a lock, a semaphore, a client session, a task it started) stays
     bound to the loop it was made on, as in a program that runs one loop. One interrupted (past
     its timeout) is cancelled before the error is sent, so that its `finally` runs now."""
-    if not LOOP:
-        LOOP.append(asyncio.new_event_loop())
-        asyncio.set_event_loop(LOOP[0])
-    loop = LOOP[0]
-    task = loop.create_task(coroutine)
+    global LOOP
+    if LOOP is None:
+        LOOP = asyncio.new_event_loop()
+        asyncio.set_event_loop(LOOP)
+    task = LOOP.create_task(coroutine)
     try:
-        return loop.run_until_complete(task)
+        return LOOP.run_until_complete(task)
     except BaseException:
         if not task.done():
             task.cancel()
             try:
-                loop.run_until_complete(task)
+                LOOP.run_until_complete(task)
             except BaseException:  # its cancellation, or what its cleanup raised
                 pass
         raise
