@@ -1057,6 +1057,9 @@ fn another_file_of_the_same_name_replaces_a_module_as_a_reload_does() {
     std::thread::sleep(Duration::from_millis(300));
     owner.send(&format!("rm:{}", other.join("m.py").display()));
     owner.wait_for("registering m from");
+    // The workers change over just after that line; the server's answer comes later still.
+    // Opened sooner, the gate could let the old worker finish and take a queued call first.
+    owner.wait_n("registered m (md5", 2);
     std::fs::write(&gate, "").unwrap();
     assert_eq!(running.join().unwrap().unwrap(), json!(["old", "a"]));
     for (thread, tag) in queued.into_iter().zip(["b", "c"]) {
