@@ -57,8 +57,8 @@ impl LogFile {
         name.into()
     }
 
-    /// Moves each old file up one (the oldest kept is replaced), `FILE` to `FILE.1`, and begins
-    /// a new `FILE`. A rename that fails leaves the lines going to `FILE`, rotated again only
+    /// Moves each old file up one (the oldest kept is replaced, and any past `keep` removed),
+    /// `FILE` to `FILE.1`, and begins a new `FILE`. A rename that fails leaves the lines going to `FILE`, rotated again only
     /// once it has taken another `max_bytes`: tried at every line, the renames that went through
     /// would shift the old files at every line, until one was left. A new `FILE` that cannot be
     /// opened is opened at the next line.
@@ -75,6 +75,11 @@ impl LogFile {
                 Err(e) => return Err(io::Error::new(e.kind(), format!("cannot rotate it: {e}"))),
                 Ok(()) => {}
             }
+        }
+        // Files past `keep` left by a run that kept more: the oldest go, as the doc says.
+        let mut n = self.keep + 1;
+        while std::fs::remove_file(self.numbered(n)).is_ok() {
+            n += 1;
         }
         self.file = None;
         self.file = Some(append(&self.path)?);
@@ -138,6 +143,33 @@ mod tests {
         assert_eq!(kept, "0123456789ab\nnext\nmore\n");
         let older = std::fs::read_to_string(dir.path().join("stub.log.1")).unwrap();
         assert_eq!(older, "older\n");
+    }
+
+    /// A run with a smaller `keep` than the last removes the old files past it at its first
+    /// rotation, and nothing before.
+    #[test]
+    fn files_past_a_smaller_keep_go_at_the_first_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stub.log");
+        for n in 1..=4 {
+            std::fs::write(dir.path().join(format!("stub.log.{n}")), format!("{n}\n")).unwrap();
+        }
+        let mut log = LogFile::open(&path, 10, 2).unwrap();
+        log.write_all(b"0123456789\n").unwrap();
+        let left = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(left(dir.path()).len(), 5, "removed before any rotation");
+        log.write_all(b"due\n").unwrap();
+        assert_eq!(left(dir.path()), ["stub.log", "stub.log.1", "stub.log.2"]);
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("stub.log.2"), "1\n");
+        assert_eq!(read("stub.log.1"), "0123456789\n");
     }
 
     /// A line that would take the file past `max_bytes` goes to a new file: only a file of one
