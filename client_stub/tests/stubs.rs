@@ -497,9 +497,8 @@ fn python_within_env(
 const RUST_APP: &str = r#"mod os_path;
 mod z;
 
-use std::collections::HashMap;
-
 use common::app::{CallError, Client};
+use common::codegen::Dict;
 use serde_json::{json, Map};
 
 fn main() {
@@ -513,8 +512,8 @@ fn main() {
     }
     let hi: String = z::greet(&c, "bob".into(), None, Some("?".into())).unwrap();
     println!("greet {hi}");
-    let stats: HashMap<String, f64> = z::stats(&c, vec![1.0, 2.0, 3.0]).unwrap();
-    println!("stats {}", stats["mean"]);
+    let stats: Dict<f64> = z::stats(&c, vec![1.0, 2.0, 3.0]).unwrap();
+    println!("stats {} {:?}", stats["mean"], stats.keys().collect::<Vec<_>>());
     let nan = z::stats(&c, vec![1.0, f64::NAN]);
     println!("stats_nan {}", matches!(nan, Err(CallError::BadArguments(m)) if m.contains("it holds NaN")));
     let mut extra = Map::new();
@@ -524,7 +523,7 @@ fn main() {
     let gap = z::pack(&c, json!(1), None, vec![json!(3)], None, None, Map::new());
     println!("pack_gap {}", matches!(gap, Err(CallError::BadArguments(_))));
     println!("clamp {}", z::clamp(&c, 50, None, Some(0)).unwrap());
-    let table = HashMap::from([("k".to_string(), 7)]);
+    let table = Dict::from([("k".to_string(), 7)]);
     println!("lookup {:?}", z::lookup(&c, "k".into(), table).unwrap());
     let reserved = z::r#type(&c, "m".into(), None, Some(true), Some(json!(5))).unwrap();
     println!("type {}", serde_json::Value::Array(reserved));
@@ -543,7 +542,7 @@ const RUST_EXPECTED: &[&str] = &[
     "add_prams 3",
     "div_prams ZeroDivisionError",
     "greet hello, bob?",
-    "stats 2",
+    r#"stats 2 ["count", "sum", "mean"]"#,
     "stats_nan true",
     r#"pack {"first":1,"second":2,"rest":[],"scale":2.0,"label":"l","extra":{"x":"y"}}"#,
     "pack_gap true",

@@ -9,9 +9,9 @@
 //!
 //! Rust types come from the Python annotations ([`rust_type`]): `int` `i64`, `float` `f64`, `str`
 //! `String`, `bool` `bool`, `None` `()`, `list`/`List` `Vec<Value>`, `list[X]` `Vec<X>`,
-//! `dict`/`Dict` `Map<String, Value>`, `dict[str, X]` `HashMap<String, X>`, `Optional[X]` and
-//! `X | None` `Option<X>`; what has no annotation, or one that does not map (`bytes`, `tuple`,
-//! a class...), is a `serde_json::Value`. A parameter with a default is an `Option`: `None`
+//! `dict`/`Dict` `Map<String, Value>`, `dict[str, X]` [`Dict<X>`] (both keep key order),
+//! `Optional[X]` and `X | None` `Option<X>`; what has no annotation, or one that does not map
+//! (`bytes`, `tuple`, a class...), is a `serde_json::Value`. A parameter with a default is an `Option`: `None`
 //! leaves it to the remote default. Python names that are Rust keywords get `r#`; the few that
 //! cannot (`self`, `_`, ...) or that would shadow what generated code uses (`Some`, ...) get a
 //! `_`.
@@ -35,6 +35,10 @@ mod rust;
 #[cfg(test)]
 mod tests;
 mod types;
+
+/// What a `dict[str, X]` is in a generated Rust stub: a map that keeps its keys in order, as
+/// Python's dict does, both ways.
+pub type Dict<V> = indexmap::IndexMap<String, V>;
 
 pub use python::python_stub;
 pub use rust::rust_stub;

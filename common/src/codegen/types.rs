@@ -74,7 +74,7 @@ pub(super) fn named_type(name: &str, args: &[Ann]) -> String {
         ("list" | "List", [item]) => format!("Vec<{}>", item.rust()),
         ("dict" | "Dict", []) => format!("serde_json::Map<String, {VALUE}>"),
         ("dict" | "Dict", [key, value]) if key.rust() == "String" => {
-            format!("std::collections::HashMap<String, {}>", value.rust())
+            format!("common::codegen::Dict<{}>", value.rust())
         }
         ("Optional", [inner]) => option(inner.rust()),
         ("Union", members) if !members.is_empty() => union_type(members),
@@ -223,10 +223,4 @@ pub(super) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
         && chars.all(|c| c == '_' || c.is_alphanumeric())
-}
-
-/// Rust's `non_snake_case` rule: no uppercase letter, no `__` inside.
-pub(super) fn is_snake_case(name: &str) -> bool {
-    let name = name.trim_start_matches("r#").trim_matches('_');
-    !name.contains("__") && !name.chars().any(char::is_uppercase)
 }
