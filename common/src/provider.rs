@@ -93,7 +93,14 @@ impl Provider {
                 e.exc_type = Some("Error".into());
                 e
             })?;
-            Json::of(&result).map_err(|e| bad(ErrorKind::Exception, format!("result: {e}")))
+            let refused = |e: serde_json::Error| bad(ErrorKind::Exception, format!("result: {e}"));
+            let json = Json::of(&result).map_err(refused)?;
+            // NaN and the infinities print as null: only then can one be there. Sent as null,
+            // the caller would get another value than `f` gave, silently.
+            if memchr::memmem::find(json.text().as_bytes(), b"null").is_some() {
+                crate::app::finite::check_one(&result).map_err(refused)?;
+            }
+            Ok(json)
         });
         self.handlers.insert(name.to_owned(), handler);
         // Added again, its header goes too: calls are checked against the code they run.
@@ -441,6 +448,23 @@ mod tests {
             let answer = provider.handlers[name](Vec::new(), Keywords::new());
             assert_eq!(answer.map(|r| r.text().to_owned()), Ok(result.into()));
         }
+    }
+
+    /// A result that holds NaN or an infinity fails its call, as a Python module's does:
+    /// serde_json would send it as null. A real null goes through.
+    #[test]
+    fn a_result_holding_nan_fails_its_call() {
+        let provider = Provider::new("p")
+            .function("nan", &[], "", |(): ()| Ok(vec![Some(1.0), Some(f64::NAN)]))
+            .function("null", &[], "", |(): ()| Ok(vec![Some(1.0), None]));
+        let call = |name: &str| provider.handlers[name](Vec::new(), Keywords::new());
+        let e = call("nan").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Exception);
+        assert!(e.message.starts_with("result: it holds NaN: "), "{e:?}");
+        assert_eq!(
+            call("null").map(|r| r.text().to_owned()),
+            Ok("[1.0,null]".into())
+        );
     }
 
     #[test]
