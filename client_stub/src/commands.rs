@@ -47,7 +47,10 @@ impl Stub {
                 None => say!("error: {}", self.not_here(&module).message),
             },
             Command::SaveConfig(name) => match self.save_profile(&name) {
-                Ok(path) => say!("saved the running configuration to {}", path.display()),
+                Ok(path) => {
+                    say!("saved the running configuration to {}", path.display());
+                    self.saved_own_profile(&path);
+                }
                 Err(e) => say!("error: {e}"),
             },
             Command::Help => say!("{}", repl::HELP.trim_end()),
@@ -106,9 +109,15 @@ impl Stub {
             .chain(self.exposing.iter().map(String::as_str))
             .map(str::to_owned)
             .collect();
+        // With the listed files still to be registered (missing, or failing), which will be
+        // once they change; not one of a name another file took meanwhile.
+        let waiting = (self.unregistered.keys()).filter(|p| {
+            !(p.file_stem().and_then(|s| s.to_str())).is_some_and(|m| self.owned.contains_key(m))
+        });
         profile.register = (sources.iter())
             .filter(|p| installed(p).is_none())
             .map(|p| p.to_path_buf())
+            .chain(waiting.cloned())
             .collect();
         common::config::save(name, &profile)
     }

@@ -360,6 +360,11 @@ fn describes_at_once() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
+/// The file `path` names, after `..` and symlinks: `path` itself while there is no such file.
+pub(crate) fn real_path(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
 /// What a profile says (see [`FromProfile`]); `register`'s paths canonical where the file
 /// is there, so that the same file spelled otherwise (`sc:` writes paths canonical) is the same
 /// module, not one withdrawn and another registered. Only the first file of each module name
@@ -368,8 +373,7 @@ fn read_profile(path: &Path) -> common::Result<(FromProfile, Vec<String>)> {
     let mut profile = Profile::<ClientProfile>::load(&path.to_string_lossy())?;
     let register = std::mem::take(&mut profile.values.register);
     let register = (register.iter())
-        .map(|p| profile.resolve(p))
-        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .map(|p| real_path(&profile.resolve(p)))
         .collect();
     let (register, left_out) = one_file_per_module(register);
     let expose = std::mem::take(&mut profile.values.expose);
@@ -415,7 +419,7 @@ pub fn one_file_per_module(paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
     let mut errors = Vec::new();
     for path in paths {
         // Named as `parse_file` names it: after the file a symlink points to.
-        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let real = real_path(&path);
         match kept.iter().find(|(_, k)| k.file_stem() == real.file_stem()) {
             Some((_, first)) if *first == real => {}
             Some((first, _)) => {
@@ -513,10 +517,11 @@ impl Stub {
         }
     }
 
-    /// Whether the command line lists the file at `path` (canonical), so that removing it from
-    /// the profile leaves it registered.
+    /// Whether the command line lists the file at `path`, so that removing it from the profile
+    /// leaves it registered.
     fn on_command_line(&self, path: &Path) -> bool {
-        (self.config.register.iter()).any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == path))
+        let path = real_path(path);
+        (self.config.register.iter()).any(|p| real_path(p) == path)
     }
 
     /// Shares the installed Python module `name` (a profile's `expose`) once it is described.
@@ -766,7 +771,7 @@ impl Stub {
         }
         for path in changed {
             // Unless registered by hand meanwhile (`rm:`): then it is watched as owned.
-            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let real = real_path(&path);
             match self.owned.values().any(|o| o.parsed.path == real) {
                 true => drop(self.unregistered.remove(&path)),
                 false => self.register_listed_file(&path),
@@ -799,11 +804,18 @@ impl Stub {
                 changed.join(", ")
             );
         }
+        // Compared as files: one missing when the profile was last read is named as spelled
+        // then, and may be there now (named as its real path in `now`).
+        let listed = |list: &[PathBuf], path: &Path| {
+            let path = real_path(path);
+            list.iter().any(|p| real_path(p) == path)
+        };
         // Not what the command line lists too: that stays.
-        let gone = old.register.iter().filter(|p| !now.register.contains(p));
+        let gone = old.register.iter().filter(|p| !listed(&now.register, p));
         let gone: Vec<&PathBuf> = gone.filter(|p| !self.on_command_line(p)).collect();
         for gone in gone {
-            self.unregistered.remove(gone);
+            let gone_file = real_path(gone);
+            self.unregistered.retain(|p, _| real_path(p) != gone_file);
             let module = gone
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -816,13 +828,24 @@ impl Stub {
             self.exposing.remove(gone); // not exposed, if still being described
             self.withdraw_owned(gone, "removed from the profile");
         }
-        for added in now.register.iter().filter(|p| !old.register.contains(p)) {
+        for added in now.register.iter().filter(|p| !listed(&old.register, p)) {
             self.register_listed_file(added);
         }
         for added in now.expose.iter().filter(|m| !old.expose.contains(m)) {
             self.expose(added);
         }
         self.from_profile = now;
+    }
+
+    /// After `sc:` wrote the stub's own profile: it holds what runs now (defaults and the port
+    /// in use included), so the watcher, which sees the edit, has nothing to note or do.
+    pub(crate) fn saved_own_profile(&mut self, saved: &Path) {
+        let own = self.config.profile.as_deref().map(real_path);
+        if own.is_some_and(|own| own == real_path(saved)) {
+            if let Ok((read, _)) = read_profile(saved) {
+                self.from_profile = read;
+            }
+        }
     }
 
     /// Asks the server to withdraw a module this stub owns.

@@ -605,6 +605,61 @@ fn the_same_module_file_spelled_otherwise_in_the_profile_is_not_withdrawn() {
     assert_eq!(alpha.count("registering odd "), 1, "{out:#?}");
 }
 
+/// A listed file missing at start, spelled otherwise once it is there, is the same module; and
+/// `sc:` onto the running profile changes nothing, says nothing of keys it wrote out (defaults,
+/// the port in use), and keeps a listed file still missing.
+#[test]
+fn a_file_missing_at_start_is_the_same_module_spelled_otherwise_and_sc_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = &tmp.path().canonicalize().unwrap();
+    std::fs::create_dir_all(dir.join("mods")).unwrap();
+    std::fs::create_dir_all(dir.join("prof")).unwrap();
+    let module = "def f():\n    return 1\n";
+    std::fs::write(dir.join("mods/m2.py"), module).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let profile = dir.join("prof/alpha.toml");
+    let write = |register: &[&str]| {
+        let register: Vec<String> = register.iter().map(|p| format!("{p:?}")).collect();
+        write_profile(
+            &profile,
+            "alpha",
+            port,
+            &register.join(", "),
+            "live_console = true\n",
+        );
+    };
+    write(&["../mods/late.py", "../mods/later.py"]);
+    let mut alpha = Proc::start(
+        "alpha",
+        &exe("client_stub"),
+        &["-c", profile.to_str().unwrap()],
+        dir,
+    );
+    alpha.wait_n("it is tried again when the file changes", 2);
+    std::fs::write(dir.join("mods/late.py"), module).unwrap();
+    alpha.wait_for("registered late");
+    // Absolute now; a module added shows the edit was read.
+    std::thread::sleep(Duration::from_millis(50));
+    let late = dir.join("mods/late.py");
+    write(&[late.to_str().unwrap(), "../mods/later.py", "../mods/m2.py"]);
+    alpha.wait_for("registered m2");
+    alpha.send(&format!("sc:{}", profile.display()));
+    alpha.wait_for("saved the running configuration");
+    let saved = std::fs::read_to_string(&profile).unwrap();
+    assert!(
+        saved.contains("later.py"),
+        "the file still missing stays listed:\n{saved}"
+    );
+    // Time for the watcher to see the edit (it looks twice, a second apart).
+    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::write(dir.join("mods/later.py"), module).unwrap();
+    alpha.wait_for("registered later");
+    let out = alpha.output();
+    assert_eq!(alpha.count("withdraw"), 0, "{out:#?}");
+    assert_eq!(alpha.count("note:"), 0, "{out:#?}");
+    assert_eq!(alpha.count("registering late "), 1, "{out:#?}");
+}
+
 #[test]
 fn a_module_listed_twice_in_the_profile_is_registered_once_and_told() {
     let tmp = tempfile::tempdir().unwrap();
