@@ -237,7 +237,11 @@ async fn start(config: &mut Config) -> Result<Started> {
         "the receiving directory (-d, profile key receiving_dir)",
     )?;
     let params = upstream::Params {
-        server: format!("{}:{}", config.address, config.port),
+        // An IPv6 literal bracketed, as a socket address prints one (`[::1]:8766`).
+        server: match config.address.contains(':') && !config.address.starts_with('[') {
+            true => format!("[{}]:{}", config.address, config.port),
+            false => format!("{}:{}", config.address, config.port),
+        },
         token: config.token.clone(),
         session: upstream::session(&mut store),
         max_frame: config.limits.max_frame_bytes,

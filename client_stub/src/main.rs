@@ -39,7 +39,7 @@ struct Flags {
     #[arg(short = 'c', long = "config", value_name = "PROFILE")]
     config: Option<String>,
     /// Where received descriptors are kept [profile: receiving_dir; default ./stubnet-NAME,
-    /// with a / in NAME as %2F]
+    /// with a / in NAME as %2F, a % as %25]
     #[arg(short = 'd', long, value_name = "DIR")]
     receiving_dir: Option<PathBuf>,
     /// Register this module file at start (repeatable) [profile: register]

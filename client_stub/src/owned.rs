@@ -110,6 +110,12 @@ impl Watched {
     }
 }
 
+/// Whether `path`'s own name could be a module's: `NAME.py`, NAME a module name.
+fn named_as_a_module(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "py")
+        && (path.file_stem().and_then(|s| s.to_str())).is_some_and(valid_module_name)
+}
+
 /// Reads and parses the module file at `path`; the module is named after the file.
 ///
 /// # Errors
@@ -510,6 +516,8 @@ impl Stub {
             Ok(()) => {
                 self.unregistered.remove(path);
             }
+            // No edit can make it a module (a directory, `my-mod.py`): not tried again.
+            Err(e) if !named_as_a_module(path) => say!("error: {e}"),
             Err(e) => {
                 say!("error: {e} (it is tried again when the file changes)");
                 self.unregistered.insert(path.to_owned(), watched);
@@ -654,7 +662,7 @@ impl Stub {
             say!(
                 "error: {e} ({WHICH_INTERPRETER}); {module} \
                  stays registered, and its calls fail with this until it can start (tried again \
-                 every {every} s)"
+                 with backoff, up to every {every} s)"
             );
         }
         pool

@@ -1197,6 +1197,8 @@ fn listed_modules_that_cannot_register_at_start_register_once_their_files_can() 
     };
     write("\"bad.py\", \"later.py\"");
     let cli = dir.join("cli.py");
+    // No edit makes these modules: they are not tried again.
+    std::fs::write(dir.join("my-mod.py"), good).unwrap();
     let p = Proc::start(
         "p",
         &exe("client_stub"),
@@ -1205,10 +1207,16 @@ fn listed_modules_that_cannot_register_at_start_register_once_their_files_can() 
             profile.to_str().unwrap(),
             "--register",
             cli.to_str().unwrap(),
+            "--register",
+            "my-mod.py",
+            "--register",
+            dir.to_str().unwrap(),
         ],
         dir,
     );
     p.wait_for("registered cli");
+    p.wait_for("'my-mod' is not a module name");
+    p.wait_for("is not a Python file");
     assert_eq!(
         p.count("it is tried again when the file changes"),
         2,

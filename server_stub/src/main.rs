@@ -167,7 +167,10 @@ fn run(flags: Flags) -> common::Result<()> {
     // Every task runs on smol's executor thread, which also polls the sockets: no message
     // between the broker and the connections crosses a thread.
     smol::block_on(smol::spawn(async move {
-        let listener = smol::net::TcpListener::bind((address.as_str(), port))
+        // An IPv6 literal as stubs take it too, bracketed (`[::1]`), or bare.
+        let host =
+            (address.strip_prefix('[').and_then(|a| a.strip_suffix(']'))).unwrap_or(&address);
+        let listener = smol::net::TcpListener::bind((host, port))
             .await
             .map_err(|e| {
                 common::Error::Config(format!("cannot listen on {address}:{port}: {e}"))
