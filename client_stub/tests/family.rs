@@ -548,27 +548,38 @@ fn the_profile_is_watched_and_logs_rotate_to_a_file() {
     assert!(log.ends_with("stopped: quit\n"), "{log}");
 }
 
+/// `mods/` and `prof/` made in `tmp`, canonical, so that the paths a test lists are spelled
+/// otherwise only where meant to be.
+fn listing_dirs(tmp: &std::path::Path) -> std::path::PathBuf {
+    let dir = tmp.canonicalize().unwrap();
+    std::fs::create_dir_all(dir.join("mods")).unwrap();
+    std::fs::create_dir_all(dir.join("prof")).unwrap();
+    dir
+}
+
+/// Writes the profile of the stub `alpha` (shell on), its `register` list `paths`.
+fn write_listing(profile: &std::path::Path, port: u16, paths: &[&str]) {
+    let register: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+    write_profile(
+        profile,
+        "alpha",
+        port,
+        &register.join(", "),
+        "live_console = true\n",
+    );
+}
+
 #[test]
 fn the_same_module_file_spelled_otherwise_in_the_profile_is_not_withdrawn() {
     let tmp = tempfile::tempdir().unwrap();
-    // Canonical, so that the paths written below are spelled otherwise only where meant to be.
-    let dir = &tmp.path().canonicalize().unwrap();
-    std::fs::create_dir_all(dir.join("mods")).unwrap();
-    std::fs::create_dir_all(dir.join("prof")).unwrap();
+    let dir = &listing_dirs(tmp.path());
     for m in ["z", "odd", "m2", "m3"] {
         std::fs::write(dir.join(format!("mods/{m}.py")), "def f():\n    return 1\n").unwrap();
     }
     std::os::unix::fs::symlink(dir.join("mods"), dir.join("link")).unwrap();
     let (_server, port) = server(dir, &[]);
     let profile = dir.join("prof/alpha.toml");
-    let write = |register: &[&str]| {
-        let register = register
-            .iter()
-            .map(|p| format!("{p:?}"))
-            .collect::<Vec<_>>();
-        let rest = "live_console = true\n";
-        write_profile(&profile, "alpha", port, &register.join(", "), rest);
-    };
+    let write = |register: &[&str]| write_listing(&profile, port, register);
     write(&["../mods/z.py", "../mods/odd.py"]);
     let mut alpha = Proc::start(
         "alpha",
@@ -611,23 +622,12 @@ fn the_same_module_file_spelled_otherwise_in_the_profile_is_not_withdrawn() {
 #[test]
 fn a_file_missing_at_start_is_the_same_module_spelled_otherwise_and_sc_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = &tmp.path().canonicalize().unwrap();
-    std::fs::create_dir_all(dir.join("mods")).unwrap();
-    std::fs::create_dir_all(dir.join("prof")).unwrap();
+    let dir = &listing_dirs(tmp.path());
     let module = "def f():\n    return 1\n";
     std::fs::write(dir.join("mods/m2.py"), module).unwrap();
     let (_server, port) = server(dir, &[]);
     let profile = dir.join("prof/alpha.toml");
-    let write = |register: &[&str]| {
-        let register: Vec<String> = register.iter().map(|p| format!("{p:?}")).collect();
-        write_profile(
-            &profile,
-            "alpha",
-            port,
-            &register.join(", "),
-            "live_console = true\n",
-        );
-    };
+    let write = |register: &[&str]| write_listing(&profile, port, register);
     write(&["../mods/late.py", "../mods/later.py"]);
     let mut alpha = Proc::start(
         "alpha",

@@ -95,9 +95,8 @@ impl Provider {
             })?;
             let refused = |e: serde_json::Error| bad(ErrorKind::Exception, format!("result: {e}"));
             let json = Json::of(&result).map_err(refused)?;
-            // NaN and the infinities print as null: only then can one be there. Sent as null,
-            // the caller would get another value than `f` gave, silently.
-            if memchr::memmem::find(json.text().as_bytes(), b"null").is_some() {
+            // Sent as null, the caller would get another value than `f` gave, silently.
+            if crate::app::finite::may_hold_one(json.text()) {
                 crate::app::finite::check_one(&result).map_err(refused)?;
             }
             Ok(json)

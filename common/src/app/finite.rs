@@ -8,6 +8,12 @@
 use serde::ser::{self, Error as _, Serialize};
 use serde_json::Error;
 
+/// Whether `json`, printed by serde_json, may hold a NaN or an infinity: they print as null,
+/// so only then is the walk worth it.
+pub(crate) fn may_hold_one(json: &str) -> bool {
+    memchr::memmem::find(json.as_bytes(), b"null").is_some()
+}
+
 /// Fails naming the first argument that is or holds NaN or an infinity, if any. `args` is the
 /// list of arguments (what prints as a JSON array), else the one argument.
 pub(super) fn check(args: &impl Serialize, is_list: bool) -> Result<(), Error> {

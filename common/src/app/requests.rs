@@ -77,8 +77,7 @@ impl Requests {
         // Printed once; a list is then split into its values' texts, not parsed.
         let text = serde_json::to_string(&args).map_err(bad)?;
         let is_list = text.starts_with('[');
-        // NaN and the infinities print as null: only then can one be there.
-        if memchr::memmem::find(text.as_bytes(), b"null").is_some() {
+        if finite::may_hold_one(&text) {
             finite::check(&args, is_list)
                 .map_err(|e| CallError::BadArguments(format!("{module}.{function}: {e}")))?;
         }
