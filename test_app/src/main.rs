@@ -48,6 +48,12 @@ enum Cmd {
     /// Show a module's functions
     Describe { module: String },
     /// Start a server and three stubs from the shipped profiles, register z.py, call it, stop
+    ///
+    /// It takes no options: the global ones name a stub, and it starts its own network.
+    #[command(
+        override_usage = "test_app demo",
+        help_template = "{about}\n\n{usage-heading} {usage}\n"
+    )]
     Demo,
 }
 

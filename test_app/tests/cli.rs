@@ -77,6 +77,13 @@ fn the_demo_refuses_the_flags_that_do_not_apply_to_it() {
             "{flags:?}: {out}"
         );
     }
+    // Nor does its help offer them.
+    let (code, help) = run(tmp.path(), &["demo", "--help"]);
+    assert_eq!(code, Some(0), "{help}");
+    assert!(help.contains("Usage: test_app demo"), "{help}");
+    for flag in ["--app-port", "--config", "--timeout-ms", "OPTIONS"] {
+        assert!(!help.contains(flag), "{flag}: {help}");
+    }
 }
 
 #[test]
