@@ -55,14 +55,22 @@ const FLUSH_WAIT: Duration = Duration::from_secs(3);
 /// them again; the file gets the count of lines it lost.
 ///
 /// # Errors
-/// `path` names no file (`""`, `.`, `/`), or a file that cannot be opened for appending (a
-/// directory, not writable) or refuses a write (`/dev/full`, a file of `/proc`): told now,
-/// not by every line lost.
+/// `path` names no file (`""`, `/`) or a directory (`logs/`, one that exists), or a file that
+/// cannot be opened for appending (not writable) or refuses a write (`/dev/full`, a file of
+/// `/proc`): told now, not by every line lost.
 pub fn to_file(path: &Path, max_bytes: usize, keep: usize) -> std::io::Result<()> {
+    let refuse = |what: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
     if path.as_os_str().is_empty() || path.file_name().is_none() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "it names no file: give [log] file a file name, like stub.log",
+        return refuse("it names no file: give [log] file a file name, like stub.log".into());
+    }
+    // `logs/` would otherwise be opened as a file named `logs`, and fail as "Is a directory".
+    let ends_in_separator = (path.as_os_str().as_encoded_bytes().last())
+        .is_some_and(|&b| std::path::is_separator(b.into()));
+    if ends_in_separator || path.is_dir() {
+        let inside = path.join("stub.log");
+        return refuse(format!(
+            "it names a directory: give [log] file a file in it, like {:?}",
+            inside.display().to_string()
         ));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -159,9 +159,16 @@ fn a_log_file_that_cannot_be_used_is_an_error_naming_it_not_a_panic_or_lost_line
     // (what [log] file says, what the error says about it)
     let cases = [
         ("", "it names no file"),
-        (".", "Is a directory"),
-        (".", "Is a directory"),
-        ("logs", "Is a directory"),
+        (
+            ".",
+            "it names a directory: give [log] file a file in it, like ",
+        ),
+        ("logs", "it names a directory"),
+        // Not made: a file named `new` would not do either.
+        (
+            "new/",
+            "it names a directory: give [log] file a file in it, like ",
+        ),
         // Opened for appending, they refuse every write.
         ("/dev/full", "No space left on device"),
         // (Input/output error; for a user but root, Permission denied at the open.)
@@ -185,6 +192,7 @@ fn a_log_file_that_cannot_be_used_is_an_error_naming_it_not_a_panic_or_lost_line
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.is_empty(), "it must not listen: {said}");
     }
+    assert!(!dir.path().join("new").exists());
 }
 
 #[test]
