@@ -117,6 +117,9 @@ impl Stub {
     /// runner.
     fn provide(&mut self, conn: u64, id: u64, desc: ModuleDescriptor) -> Result<String, String> {
         check_module_name(&desc.module).map_err(|e| e.to_string())?;
+        if let Some(bad) = desc.first_bad_name() {
+            return Err(format!("its {bad} is not an identifier"));
+        }
         if let Some(owned) = self.owned.get(&desc.module) {
             match owned.pool.provider() {
                 Some(other) if other == conn => {}

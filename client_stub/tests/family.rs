@@ -773,6 +773,38 @@ fn a_rust_program_provides_a_module_in_process() {
     b.wait_for("module rustcalc is gone");
 }
 
+/// Names no Python module could have are refused when provided, naming the first: callers
+/// and generated stubs take names for identifiers.
+#[test]
+fn a_provided_function_or_parameter_not_named_by_an_identifier_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &[]);
+    let address = format!("127.0.0.1:{}", app_port(&a));
+    let one = |(x,): (i64,)| Ok(x);
+    let cases = [
+        ("my-fn", "x", "its function 'my-fn' is not an identifier"),
+        (
+            "f",
+            "a b",
+            "its parameter 'a b' of 'f' is not an identifier",
+        ),
+        ("f\n", "x", "its function 'f\\n' is not an identifier"),
+    ];
+    for (function, param, told) in cases {
+        let provider = common::provider::Provider::new("p").function(function, &[param], "", one);
+        match provider.provide_blocking(&address) {
+            Err(e) => assert_eq!(e.to_string(), told),
+            Ok(_) => panic!("{function:?} was provided"),
+        }
+    }
+    // The stub goes on: a module with good names is provided.
+    let good = common::provider::Provider::new("p").function("f", &["x"], "", one);
+    assert!(good.provide_blocking(&address).is_ok());
+    a.wait_for("registered p");
+}
+
 #[test]
 fn a_provider_function_that_panics_fails_its_call_at_once() {
     let tmp = tempfile::tempdir().unwrap();

@@ -123,6 +123,31 @@ impl ModuleDescriptor {
     pub fn function(&self, name: &str) -> Option<&FunctionDesc> {
         self.functions.iter().find(|f| f.name == name)
     }
+
+    /// The first function, parameter or value name that is not an identifier, described
+    /// (`function 'my-fn'`). Parsed modules have none; a descriptor an app makes may.
+    pub fn first_bad_name(&self) -> Option<String> {
+        let quoted = |name: &str| format!("'{}'", crate::log::printable(name));
+        self.functions
+            .iter()
+            .find_map(|f| match is_identifier(&f.name) {
+                false => Some(format!("function {}", quoted(&f.name))),
+                true => (f.params.iter().find(|p| !is_identifier(&p.name)))
+                    .map(|p| format!("parameter {} of {}", quoted(&p.name), quoted(&f.name))),
+            })
+            .or_else(|| {
+                (self.attributes.iter().find(|a| !is_identifier(a)))
+                    .map(|a| format!("value {}", quoted(a)))
+            })
+    }
+}
+
+/// Whether `name` is an identifier in Python and in Rust (pyparse only yields those; other
+/// descriptor sources might not).
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
 impl FunctionDesc {

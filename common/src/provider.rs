@@ -67,7 +67,9 @@ impl Provider {
     /// Adds function `name(params...)`, replacing one added before under that name. `f` gets
     /// the arguments as `A`, typically a tuple with one element per parameter (`()` for none),
     /// keyword arguments put in their parameter's place as Python would; its `Err` comes back
-    /// to the caller as an exception.
+    /// to the caller as an exception. `name` and `params` are identifiers (as a Python
+    /// function's), or the stub refuses the module at [`Provider::provide`], naming the first
+    /// that is not.
     pub fn function<A, R, F>(mut self, name: &str, params: &[&str], doc: &str, f: F) -> Self
     where
         A: DeserializeOwned,

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::app::CallError;
-use crate::module::{FunctionDesc, ModuleDescriptor, Param, ParamKind};
+use crate::module::{is_identifier, FunctionDesc, ModuleDescriptor, Param, ParamKind};
 
 mod python;
 mod rust;

@@ -216,11 +216,3 @@ pub(super) fn rust_ident(name: &str, taken: &mut HashSet<String>) -> String {
         false => bare,
     }
 }
-
-/// Whether `name` is an identifier in both languages (pyparse only yields those; other
-/// descriptor sources might not).
-pub(super) fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
-}
