@@ -171,12 +171,18 @@ impl Request {
         ))
     }
 
-    /// The error of a request not all written in time: the stub is not reading.
+    /// The error of a request none of which was written in time: the stub did not take it,
+    /// or the timeout was too short to write it.
     pub(super) fn unsent(&self) -> CallError {
         let (what, timeout) = (&self.what, self.timeout);
-        CallError::Timeout(format!(
-            "{what}: not sent within {timeout:?} (the stub is not reading)"
-        ))
+        let why = match timeout < Duration::from_millis(1) {
+            true => "a timeout under a millisecond ended before it could be written",
+            false => {
+                "the stub did not take it: it is not reading, or is still reading what \
+                      was written before it"
+            }
+        };
+        CallError::Timeout(format!("{what}: not sent within {timeout:?} ({why})"))
     }
 }
 

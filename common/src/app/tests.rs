@@ -510,7 +510,8 @@ fn a_late_calls_request_not_yet_begun_is_not_sent() {
             (late, client.call("m", "f", ()).await)
         };
         let (large, (late, next)) = zip(large, then).await;
-        let unsent = "m.f: not sent within 100ms (the stub is not reading)";
+        let unsent = "m.f: not sent within 100ms (the stub did not take it: it is not \
+                      reading, or is still reading what was written before it)";
         assert!(
             matches!(&late, Err(CallError::Timeout(m)) if m == unsent),
             "{late:?}"
@@ -714,7 +715,8 @@ mod erased {
 
 /// A zero timeout failed as "not sent within 0ns (the stub is not reading)", and one under a
 /// millisecond told the stub 0 ms, which it takes as expired. Now a zero timeout is refused
-/// before anything is sent, and the stub is told the timeout in milliseconds rounded up.
+/// before anything is sent, and the stub is told the timeout in milliseconds rounded up; one
+/// that ends before the request could be written is not blamed on the stub.
 #[test]
 fn a_zero_timeout_is_refused_and_one_under_a_millisecond_is_told_the_stub_as_one() {
     let told = "m.f: a timeout of 0 leaves the call no time: give one above 0";
@@ -739,7 +741,13 @@ fn a_zero_timeout_is_refused_and_one_under_a_millisecond_is_told_the_stub_as_one
     let client = Client::connect(&addr).unwrap();
     let refused = client.call_with("m", "f", (), Map::new(), zero);
     assert_eq!(refused, Err(CallError::BadArguments(told.into())));
-    assert_eq!(client.call("m", "f", ()), Ok(serde_json::json!(1)));
+    // Over before its first byte could be written: not blamed on the stub.
+    let tiny = client.call_with("m", "f", (), Map::new(), Some(Duration::from_nanos(1)));
+    let unsent =
+        "m.f: not sent within 1ns (a timeout under a millisecond ended before it could be written)";
+    assert_eq!(tiny, Err(CallError::Timeout(unsent.into())));
+    // (The stub answers with the id, which the unsent call took.)
+    assert_eq!(client.call("m", "f", ()), Ok(serde_json::json!(2)));
     smol::block_on(async {
         let client = AsyncClient::connect(&addr).await.unwrap();
         let refused = client.call_with("m", "f", (), Map::new(), zero).await;
