@@ -468,6 +468,21 @@ mod tests {
         );
     }
 
+    /// As a Python module's: a caller reading `Value` would get an approximate float.
+    #[test]
+    fn a_result_holding_an_integer_beyond_64_bits_fails_its_call() {
+        let provider = Provider::new("p")
+            .function("wide", &[], "", |(): ()| Ok(vec![u64::MAX as u128 + 1]))
+            .function("max", &[], "", |(): ()| Ok(vec![u64::MAX as u128]));
+        let call = |name: &str| provider.handlers[name](Vec::new(), Keywords::new());
+        let e = call("wide").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Exception);
+        let told = "result: it holds 18446744073709551616: JSON between stubs carries integers";
+        assert!(e.message.starts_with(told), "{e:?}");
+        let max = call("max").map(|r| r.text().to_owned());
+        assert_eq!(max, Ok("[18446744073709551615]".into()));
+    }
+
     #[test]
     fn a_function_added_again_replaces_its_header_as_well_as_its_code() {
         let provider = Provider::new("p")

@@ -1,21 +1,41 @@
-//! Refusing arguments that hold NaN or an infinity, which serde_json prints as `null`: a call
-//! would run on another value than the app gave, silently.
+//! Refusing values JSON between stubs cannot carry as given: NaN or an infinity, which
+//! serde_json prints as `null`, and integers beyond 64 bits, which it prints whole but most
+//! readers (serde_json's `Value`, every stub) take as an approximate float. A call would run on,
+//! or return, another value than the program gave, silently.
 //!
-//! serde_json offers no way to refuse them, so [`check`] walks the arguments again, printing
-//! nothing, and fails at the first such float. Only arguments whose JSON holds `null` need the
-//! walk: the common call pays a scan of its text for it.
+//! serde_json offers no way to refuse them, so [`check`] walks the value again, printing
+//! nothing, and fails at the first. Only JSON holding `null` or a run of 19 digits needs the
+//! walk: the common call pays a scan of its text for them.
 
 use serde::ser::{self, Error as _, Serialize};
 use serde_json::Error;
 
-/// Whether `json`, printed by serde_json, may hold a NaN or an infinity: they print as null,
-/// so only then is the walk worth it.
+/// Whether `json`, printed by serde_json, may hold a NaN or an infinity (printed as null) or
+/// an integer beyond 64 bits (19 digits or more): only then is the walk worth it.
 pub(crate) fn may_hold_one(json: &str) -> bool {
-    memchr::memmem::find(json.as_bytes(), b"null").is_some()
+    memchr::memmem::find(json.as_bytes(), b"null").is_some() || has_digit_run(json.as_bytes())
 }
 
-/// Fails naming the first argument that is or holds NaN or an infinity, if any. `args` is the
-/// list of arguments (what prints as a JSON array), else the one argument.
+/// Whether `text` has 19 ASCII digits in a row: every integer past 64 bits does (-2**63-1 is
+/// -9223372036854775809). Each window is read from its end, and moves past the last byte in it
+/// that is no digit: most text is passed over 19 bytes at a time.
+fn has_digit_run(text: &[u8]) -> bool {
+    const RUN: usize = 19;
+    let mut end = RUN;
+    while end <= text.len() {
+        match text[end - RUN..end]
+            .iter()
+            .rposition(|b| !b.is_ascii_digit())
+        {
+            None => return true,
+            Some(at) => end += at + 1,
+        }
+    }
+    false
+}
+
+/// Fails naming the first argument that is or holds a value JSON cannot carry, if any. `args`
+/// is the list of arguments (what prints as a JSON array), else the one argument.
 pub(super) fn check(args: &impl Serialize, is_list: bool) -> Result<(), Error> {
     let result = if is_list {
         args.serialize(Finite { depth: 0 })
@@ -25,12 +45,12 @@ pub(super) fn check(args: &impl Serialize, is_list: bool) -> Result<(), Error> {
     result.map(|_| ())
 }
 
-/// Fails if `value`, one argument, is or holds NaN or an infinity.
+/// Fails if `value`, one argument, is or holds a value JSON cannot carry.
 pub(crate) fn check_one(value: &impl Serialize) -> Result<(), Error> {
     (value.serialize(Finite { depth: 1 })).map_err(|e| Error::custom(format!("it {e}")))
 }
 
-/// Walks a value, failing at a float JSON cannot carry; `depth` 0 is the list of arguments.
+/// Walks a value, failing at a number JSON cannot carry; `depth` 0 is the list of arguments.
 #[derive(Clone, Copy)]
 struct Finite {
     depth: u32,
@@ -67,6 +87,17 @@ impl Finite {
         )))
     }
 
+    fn integer(self, value: impl std::fmt::Display, fits: bool) -> Result<(), Error> {
+        if fits {
+            return Ok(());
+        }
+        let is = if self.depth == 1 { "is" } else { "holds" };
+        Err(Error::custom(format!(
+            "{is} {value}: JSON between stubs carries integers from -2**63 to 2**64-1 exactly \
+             (a larger one reaches most programs as an approximate float): send it as a string"
+        )))
+    }
+
     fn items(self) -> Items {
         Items {
             depth: self.depth,
@@ -99,18 +130,22 @@ impl ser::Serializer for Finite {
         serialize_i16(i16),
         serialize_i32(i32),
         serialize_i64(i64),
-        serialize_i128(i128),
         serialize_u8(u8),
         serialize_u16(u16),
         serialize_u32(u32),
         serialize_u64(u64),
-        serialize_u128(u128),
         serialize_char(char),
         serialize_str(&str),
         serialize_bytes(&[u8]),
         serialize_unit_struct(&'static str)
     );
 
+    fn serialize_i128(self, v: i128) -> Result<(), Error> {
+        self.integer(v, i64::try_from(v).is_ok() || u64::try_from(v).is_ok())
+    }
+    fn serialize_u128(self, v: u128) -> Result<(), Error> {
+        self.integer(v, u64::try_from(v).is_ok())
+    }
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
         self.float(v.into())
     }
@@ -248,3 +283,28 @@ macro_rules! fields {
 }
 
 fields!(SerializeStruct, SerializeStructVariant);
+
+#[cfg(test)]
+mod tests {
+    use super::has_digit_run;
+
+    #[test]
+    fn a_run_of_19_digits_is_found_wherever_it_is() {
+        let run = "1234567890123456789";
+        for text in [
+            run.to_owned(),
+            format!("[1,{run}]"),
+            format!("{}x{run}", "9".repeat(18)),
+        ] {
+            assert!(has_digit_run(text.as_bytes()), "{text}");
+        }
+        let short = &run[1..];
+        for text in [
+            short.to_owned(),
+            format!("{short}x{short}"),
+            "a".repeat(100),
+        ] {
+            assert!(!has_digit_run(text.as_bytes()), "{text}");
+        }
+    }
+}

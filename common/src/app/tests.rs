@@ -694,6 +694,50 @@ fn an_argument_holding_nan_or_an_infinity_is_refused_before_anything_is_sent() {
     stub.join().unwrap();
 }
 
+/// An i128 or u128 past 64 bits went whole, and reached a program reading `Value` (every
+/// stub, most apps) as an approximate float. Now it is refused as Python's worker refuses it;
+/// one that fits 64 bits goes, as do long numbers in strings.
+#[test]
+fn an_argument_holding_an_integer_beyond_64_bits_is_refused() {
+    let requests = requests::Requests::new();
+    let refused = |args: &dyn erased::Args| match args.call(&requests) {
+        Err(CallError::BadArguments(m)) => m,
+        other => panic!(
+            "not refused: {:?}",
+            other.map(|r| String::from_utf8(r.line))
+        ),
+    };
+    let told = |what: &str| {
+        format!(
+            "m.f: {what}: JSON between stubs carries integers from -2**63 to 2**64-1 exactly \
+             (a larger one reaches most programs as an approximate float): send it as a string"
+        )
+    };
+    let past = u64::MAX as u128 + 1;
+    assert_eq!(
+        refused(&(past,)),
+        told("argument 1 is 18446744073709551616")
+    );
+    let below = i64::MIN as i128 - 1;
+    assert_eq!(
+        refused(&(1, vec![below])),
+        told("argument 2 holds -9223372036854775809")
+    );
+    let fine = (
+        u64::MAX as u128,
+        i64::MIN as i128,
+        "123456789012345678901234",
+    );
+    let line = requests
+        .call("m", "f", fine, Map::new(), None)
+        .unwrap()
+        .line;
+    assert_eq!(
+        args_of(&line),
+        serde_json::json!([u64::MAX, i64::MIN, "123456789012345678901234"])
+    );
+}
+
 /// Arguments of any type, for a table of calls.
 mod erased {
     pub(super) trait Args {
