@@ -735,15 +735,20 @@ fn a_network_token_keeps_strangers_out() {
     member.wait_for("joined 127.0.0.1");
     server.wait_for("joined: x");
 
-    // Beyond loopback without a token, the server refuses to start and says why.
-    let mut open = Proc::start(
-        "open",
-        &exe("server_stub"),
-        &["-a", "0.0.0.0", "-p", "0"],
-        dir,
-    );
-    assert!(!open.wait_exit().success());
-    open.wait_for("without a network token");
+    // Beyond loopback without a token, the server refuses to start and says why, however the
+    // address is written (`[::]` was looked up with its brackets, failed, and was let through).
+    for address in [
+        "0.0.0.0",
+        "::",
+        "[::]",
+        "[0:0:0:0:0:0:0:0]",
+        "[::ffff:192.0.2.2]",
+    ] {
+        let args = ["-a", address, "-p", "0"];
+        let mut open = Proc::start("open", &exe("server_stub"), &args, dir);
+        assert!(!open.wait_exit().success(), "{address}");
+        open.wait_for("without a network token");
+    }
 }
 
 #[test]

@@ -248,6 +248,14 @@ where
     }
 }
 
+/// The network token in force: `--token` (or `STUBNET_TOKEN`), else the profile's `token`. An
+/// empty one is none given: `STUBNET_TOKEN=` (what a service manager or compose file leaves
+/// for an unset variable) must not turn off the profile's token.
+pub fn token(flag: Option<String>, profile: Option<String>) -> Option<String> {
+    let given = |t: &Option<String>| t.as_ref().is_some_and(|t| !t.is_empty());
+    [flag, profile].into_iter().find(given).flatten()
+}
+
 /// A call timeout in milliseconds, refused if 0 (every call would time out at once): the
 /// profile's `call_timeout_ms` and an app's `--timeout-ms` alike.
 pub fn call_timeout_ms(ms: u64) -> std::result::Result<u64, String> {
@@ -643,6 +651,17 @@ pub fn save<T: Serialize>(arg: &str, values: &T) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `STUBNET_TOKEN=` set but empty turned off the profile's token.
+    #[test]
+    fn an_empty_token_is_none_given_and_leaves_the_profiles() {
+        let some = |t: &str| Some(t.to_owned());
+        assert_eq!(token(some("flag"), some("profile")), some("flag"));
+        assert_eq!(token(some(""), some("profile")), some("profile"));
+        assert_eq!(token(None, some("profile")), some("profile"));
+        assert_eq!(token(some(""), some("")), None);
+        assert_eq!(token(None, None), None);
+    }
 
     #[test]
     fn unknown_keys_are_refused_and_paths_resolve_beside_the_profile() {

@@ -145,7 +145,7 @@ fn run(flags: Flags) -> common::Result<()> {
         }
     };
     let live = flags.live_console || values.live_console.unwrap_or(false);
-    let token = flags.token.or(values.token).filter(|t| !t.is_empty());
+    let token = common::config::token(flags.token, values.token);
     let insecure = flags.insecure || values.insecure.unwrap_or(false);
 
     // Removed again if the server does not get to listen.
@@ -167,10 +167,7 @@ fn run(flags: Flags) -> common::Result<()> {
     // Every task runs on smol's executor thread, which also polls the sockets: no message
     // between the broker and the connections crosses a thread.
     smol::block_on(smol::spawn(async move {
-        // An IPv6 literal as stubs take it too, bracketed (`[::1]`), or bare.
-        let host =
-            (address.strip_prefix('[').and_then(|a| a.strip_suffix(']'))).unwrap_or(&address);
-        let listener = smol::net::TcpListener::bind((host, port))
+        let listener = smol::net::TcpListener::bind((host_of(&address), port))
             .await
             .map_err(|e| {
                 common::Error::Config(format!("cannot listen on {address}:{port}: {e}"))
@@ -206,10 +203,15 @@ fn run(flags: Flags) -> common::Result<()> {
     }))
 }
 
+/// The host to listen on: an IPv6 literal as stubs take it too, bracketed (`[::1]`), or bare.
+fn host_of(address: &str) -> &str {
+    (address.strip_prefix('[').and_then(|a| a.strip_suffix(']'))).unwrap_or(address)
+}
+
 /// Whether `address` means some machine other than this one.
 fn beyond_loopback(address: &str, port: u16) -> bool {
     use std::net::ToSocketAddrs;
-    match (address, port).to_socket_addrs() {
+    match (host_of(address), port).to_socket_addrs() {
         Ok(mut addrs) => addrs.any(|a| !a.ip().is_loopback()),
         // Not refused for want of a token: listening on it fails, and says why.
         Err(_) => false,
