@@ -139,7 +139,7 @@ fn resolve(flags: Flags) -> common::Result<Config> {
         file: values.log.file.clone().map(resolve),
         ..values.log
     };
-    config.token = common::config::token(flags.token, values.token);
+    config.token = common::config::token(flags.token, values.token)?;
     config.tls_ca = flags.tls_ca.or(values.tls_ca.map(resolve));
     config.tls_name = flags.tls_name.or(values.tls_name);
     Ok(config)

@@ -251,9 +251,20 @@ where
 /// The network token in force: `--token` (or `STUBNET_TOKEN`), else the profile's `token`. An
 /// empty one is none given: `STUBNET_TOKEN=` (what a service manager or compose file leaves
 /// for an unset variable) must not turn off the profile's token.
-pub fn token(flag: Option<String>, profile: Option<String>) -> Option<String> {
+///
+/// # Errors
+/// The token is longer than [`MAX_TOKEN_BYTES`](crate::proto::MAX_TOKEN_BYTES).
+pub fn token(flag: Option<String>, profile: Option<String>) -> Result<Option<String>> {
     let given = |t: &Option<String>| t.as_ref().is_some_and(|t| !t.is_empty());
-    [flag, profile].into_iter().find(given).flatten()
+    let token = [flag, profile].into_iter().find(given).flatten();
+    match token {
+        Some(t) if t.len() > crate::proto::MAX_TOKEN_BYTES => Err(Error::Config(format!(
+            "the network token is {} bytes long: it takes at most {}",
+            t.len(),
+            crate::proto::MAX_TOKEN_BYTES
+        ))),
+        token => Ok(token),
+    }
 }
 
 /// A call timeout in milliseconds, refused if 0 (every call would time out at once): the
@@ -656,11 +667,27 @@ mod tests {
     #[test]
     fn an_empty_token_is_none_given_and_leaves_the_profiles() {
         let some = |t: &str| Some(t.to_owned());
+        let token = |flag, profile| token(flag, profile).unwrap();
         assert_eq!(token(some("flag"), some("profile")), some("flag"));
         assert_eq!(token(some(""), some("profile")), some("profile"));
         assert_eq!(token(None, some("profile")), some("profile"));
         assert_eq!(token(some(""), some("")), None);
         assert_eq!(token(None, None), None);
+    }
+
+    /// The server reads a hello before it checks its token: it reads no long one.
+    #[test]
+    fn a_token_past_its_longest_is_refused_saying_so() {
+        let longest = "t".repeat(crate::proto::MAX_TOKEN_BYTES);
+        assert_eq!(
+            token(None, Some(longest.clone())).unwrap(),
+            Some(longest.clone())
+        );
+        let err = token(Some(longest + "t"), None).unwrap_err().to_string();
+        assert!(
+            err.contains("the network token is 4097 bytes long: it takes at most 4096"),
+            "{err}"
+        );
     }
 
     #[test]

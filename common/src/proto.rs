@@ -17,6 +17,14 @@ use crate::log::printable;
 /// Version said in [`Hello`]; a server refuses any other.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Longest network token, in bytes (see [`MAX_HELLO_BYTES`]).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Largest first frame (the [`Hello`]) a server reads: it reads it before it knows whether the
+/// peer holds the token, so a connection that never proves it can make it hold no more than
+/// this. Room for a token of [`MAX_TOKEN_BYTES`] escaped at its widest (`\u0001`: 6 bytes).
+pub const MAX_HELLO_BYTES: usize = 32 * 1024;
+
 /// Most ids in one `cancel` frame ([`ToServer::Cancel`], [`ToClient::Cancel`]): at their
 /// widest (20 digits) they fit the smallest frame a profile may set.
 pub const CANCEL_IDS: usize = 100;

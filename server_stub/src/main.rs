@@ -145,7 +145,7 @@ fn run(flags: Flags) -> common::Result<()> {
         }
     };
     let live = flags.live_console || values.live_console.unwrap_or(false);
-    let token = common::config::token(flags.token, values.token);
+    let token = common::config::token(flags.token, values.token)?;
     let insecure = flags.insecure || values.insecure.unwrap_or(false);
 
     // Removed again if the server does not get to listen.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::conn::{send_frame, FrameReader, Silence};
 use common::log::printable;
 use common::outbox::Outbox;
-use common::proto::{salvage, ToClient, ToServer};
+use common::proto::{salvage, ToClient, ToServer, MAX_HELLO_BYTES};
 use common::say;
 use common::tls::{plain, Acceptor, Speaks, Writer};
 use common::Error;
@@ -66,8 +66,10 @@ pub async fn serve(
             }
             (None, _) => plain(&stream),
         };
-        let mut reader = FrameReader::new(r, limits.link.max_frame_bytes);
+        let hello_limit = MAX_HELLO_BYTES.min(limits.link.max_frame_bytes);
+        let mut reader = FrameReader::new(r, hello_limit);
         let hello = reader.read::<ToServer>().await;
+        reader.set_max(limits.link.max_frame_bytes);
         Ok((reader, w, hello))
     };
     let opened = opened

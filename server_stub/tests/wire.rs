@@ -349,6 +349,32 @@ fn the_first_frame_must_be_hello() {
     );
 }
 
+/// The first frame was read up to `max_frame_bytes` (4 MiB) before its token was checked: a
+/// few hundred connections holding no token held gigabytes. Now a hello is read up to 32 KiB,
+/// and the frames after it up to the limit.
+#[test]
+fn a_hello_past_its_limit_is_refused_before_it_is_held_and_later_frames_take_the_full_limit() {
+    let s = server();
+    let mut p = Peer::connect(s.port);
+    // (Past the limit, the rest of a frame is read to its newline, but not kept.)
+    let long = format!(
+        r#"{{"cmd":"hello","data":{{"version":1,"name":"{}"#,
+        "n".repeat(40_000)
+    );
+    p.raw(format!("{long}\n").as_bytes());
+    let v = p.recv();
+    assert_eq!(v["cmd"], "refused", "{v}");
+    let reason = v["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("32768"), "{v}");
+    // A member sends a frame far larger than a hello: it is read whole.
+    let mut member = Peer::join(s.port, "m");
+    let text = "x".repeat(100_000);
+    member.send(json!({"cmd": "say", "data": {"text": text}}));
+    member.send(json!({"cmd": "echo", "data": {"id": 1}}));
+    let answer = member.recv();
+    assert_eq!(answer["cmd"], "echo", "{answer}");
+}
+
 #[test]
 fn a_name_with_spaces_at_either_end_is_refused() {
     // The server's shell could not kick it: `kick: a ` is `kick:a`.
