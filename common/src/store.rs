@@ -138,14 +138,14 @@ impl Store {
     /// crashes costs a fetch, never a wrong module. An fsync per file (about 1 ms here) held up
     /// every app and peer the stub or server serves while it received modules.
     fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        match replace_atomically(path, bytes, false) {
+        match replace_atomically(path, bytes, Kind::Shared) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
                 std::fs::create_dir_all(&self.dir)?;
                 for (name, bytes) in &self.notes {
                     std::fs::write(self.dir.join(name), bytes)?;
                 }
                 crate::say!("{} was removed; made it again", self.dir.display());
-                Ok(replace_atomically(path, bytes, false)?)
+                Ok(replace_atomically(path, bytes, Kind::Shared)?)
             }
             done => Ok(done?),
         }
@@ -210,16 +210,34 @@ pub fn dir_of(path: &Path) -> &Path {
 }
 
 /// Replaces the file at `path` with `bytes` atomically (a temporary file beside it, renamed
-/// over it): readers see the old file or the new one, never a part; and durably (fsynced before
-/// the rename), so that a machine that crashes leaves one or the other too (a user's profile).
+/// over it): readers see the old file or the new one, never a part; durably (fsynced before
+/// the rename), so that a machine that crashes leaves one or the other too; and readable by its
+/// owner alone: a user's profile, which may hold the network token.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace_atomically(path, bytes, true)
+    replace_atomically(path, bytes, Kind::Private)
 }
 
-fn replace_atomically(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir_of(path))?;
+/// What a file written atomically is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Descriptors and generated stubs, which apps run by other users may read: made as any
+    /// file is (0666 less the umask), not owner-only as a temporary file is.
+    Shared,
+    /// A profile: owner-only, and fsynced.
+    Private,
+}
+
+fn replace_atomically(path: &Path, bytes: &[u8], kind: Kind) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match kind {
+        Kind::Shared => 0o666,
+        Kind::Private => 0o600,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir_of(path))?;
     tmp.write_all(bytes)?;
-    if durable {
+    if kind == Kind::Private {
         tmp.as_file().sync_all()?;
     }
     tmp.persist(path).map_err(|e| e.error)?;
@@ -243,6 +261,32 @@ fn remove_if_present(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// They were owner-only (a temporary file's mode, kept by the rename): an app run by
+    /// another user than the stub's could not import a generated stub. A profile stays
+    /// owner-only: it may hold the token.
+    #[test]
+    fn descriptors_and_stubs_are_made_as_files_are_and_profiles_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .unwrap();
+        let umask = u32::from_str_radix(umask.trim(), 8).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        store.write("m", b"{}").unwrap();
+        store.write_file("m.py", b"x = 1\n").unwrap();
+        replace_file(&dir.path().join("p.toml"), b"token = \"t\"\n").unwrap();
+        let mode = |name: &str| {
+            let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+            meta.permissions().mode() & 0o777
+        };
+        assert_eq!(mode("m.json"), 0o666 & !umask, "umask {umask:o}");
+        assert_eq!(mode("m.py"), 0o666 & !umask, "umask {umask:o}");
+        assert_eq!(mode("p.toml"), 0o600);
+    }
 
     #[test]
     fn module_names_are_identifiers_never_paths() {
