@@ -211,6 +211,26 @@ fn gen_cert_keeps_existing_files_unless_forced() {
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 
+    // A link planted where the key goes (a directory others can write) was written through:
+    // the key landed in a file its planter could read. A link to nowhere counts as there; with
+    // --force the link itself is replaced, and what it pointed to is left as it was.
+    std::fs::remove_file(&key_file).unwrap();
+    std::os::unix::fs::symlink("stolen", &key_file).unwrap();
+    let (status, out) = gen(&[]);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("tls/key.pem already exist"), "{out}");
+    assert!(!dir.join("tls/stolen").exists());
+    std::fs::write(dir.join("tls/stolen"), "planted").unwrap();
+    let (status, out) = gen(&["--force"]);
+    assert!(status.success(), "{out}");
+    assert_eq!(read("stolen"), b"planted");
+    let meta = std::fs::symlink_metadata(&key_file).unwrap();
+    assert!(meta.is_file(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(String::from_utf8(read("key.pem"))
+        .unwrap()
+        .contains("PRIVATE KEY"));
+
     // A directory that cannot be made is named.
     std::fs::write(dir.join("afile"), "").unwrap();
     let mut p = Proc::start(

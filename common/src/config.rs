@@ -655,7 +655,8 @@ pub fn save<T: Serialize>(arg: &str, values: &T) -> Result<PathBuf> {
     if path.is_dir() {
         return Err(cannot("it is a directory: name a file (NAME.toml)".into()));
     }
-    crate::store::replace_file(&path, text.as_bytes()).map_err(|e| cannot(e.to_string()))?;
+    crate::store::replace_file(&path, text.as_bytes(), crate::store::Kind::Private)
+        .map_err(|e| cannot(e.to_string()))?;
     Ok(path)
 }
 

@@ -138,14 +138,14 @@ impl Store {
     /// crashes costs a fetch, never a wrong module. An fsync per file (about 1 ms here) held up
     /// every app and peer the stub or server serves while it received modules.
     fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        match replace_atomically(path, bytes, Kind::Shared) {
+        match replace_file(path, bytes, Kind::Shared) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
                 std::fs::create_dir_all(&self.dir)?;
                 for (name, bytes) in &self.notes {
                     std::fs::write(self.dir.join(name), bytes)?;
                 }
                 crate::say!("{} was removed; made it again", self.dir.display());
-                Ok(replace_atomically(path, bytes, Kind::Shared)?)
+                Ok(replace_file(path, bytes, Kind::Shared)?)
             }
             done => Ok(done?),
         }
@@ -209,25 +209,21 @@ pub fn dir_of(path: &Path) -> &Path {
     }
 }
 
-/// Replaces the file at `path` with `bytes` atomically (a temporary file beside it, renamed
-/// over it): readers see the old file or the new one, never a part; durably (fsynced before
-/// the rename), so that a machine that crashes leaves one or the other too; and readable by its
-/// owner alone: a user's profile, which may hold the network token.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace_atomically(path, bytes, Kind::Private)
-}
-
-/// What a file written atomically is for.
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    /// Descriptors and generated stubs, which apps run by other users may read: made as any
-    /// file is (0666 less the umask), not owner-only as a temporary file is.
+/// Who may read a file written atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Descriptors, generated stubs, a certificate, which others (apps run by other users) may
+    /// read: made as any file is (0666 less the umask), not owner-only as a temporary file is.
     Shared,
-    /// A profile: owner-only, and fsynced.
+    /// A profile (which may hold the token), a private key: owner-only, and fsynced before the
+    /// rename, so that a machine that crashes leaves the old file or the new one, whole.
     Private,
 }
 
-fn replace_atomically(path: &Path, bytes: &[u8], kind: Kind) -> std::io::Result<()> {
+/// Replaces the file at `path` with `bytes` atomically (a temporary file beside it, renamed
+/// over it): readers see the old file or the new one, never a part. A symbolic link at `path`
+/// is replaced, not written through.
+pub fn replace_file(path: &Path, bytes: &[u8], kind: Kind) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = match kind {
         Kind::Shared => 0o666,
@@ -278,7 +274,12 @@ mod tests {
         let store = Store::open(dir.path(), "test").unwrap();
         store.write("m", b"{}").unwrap();
         store.write_file("m.py", b"x = 1\n").unwrap();
-        replace_file(&dir.path().join("p.toml"), b"token = \"t\"\n").unwrap();
+        replace_file(
+            &dir.path().join("p.toml"),
+            b"token = \"t\"\n",
+            Kind::Private,
+        )
+        .unwrap();
         let mode = |name: &str| {
             let meta = std::fs::metadata(dir.path().join(name)).unwrap();
             meta.permissions().mode() & 0o777

@@ -17,6 +17,7 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
 use crate::error::{Error, Result};
+use crate::store::Kind;
 
 /// The read half of a link.
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -250,9 +251,10 @@ pub fn generate(
     replace: bool,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // A link counts, even one to nowhere: it is replaced, never written through.
     let existing: Vec<String> = [&cert, &key]
         .into_iter()
-        .filter(|f| f.exists())
+        .filter(|f| f.symlink_metadata().is_ok())
         .map(|f| f.display().to_string())
         .collect();
     if !replace && !existing.is_empty() {
@@ -283,24 +285,14 @@ pub fn generate(
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Config(format!("cannot make the directory {}: {e}", dir.display())))?;
-    std::fs::write(&cert, made.cert.pem()).map_err(|e| named(&cert, &e))?;
-    write_private(&key, made.signing_key.serialize_pem().as_bytes())
-        .map_err(|e| named(&key, &e))?;
+    // Each is a new file renamed into place: a key never lands in a file another user made
+    // (a link planted in a shared directory, a file readable by others).
+    let write = |path: &Path, text: String, kind| {
+        crate::store::replace_file(path, text.as_bytes(), kind).map_err(|e| named(path, &e))
+    };
+    write(&cert, made.cert.pem(), Kind::Shared)?;
+    write(&key, made.signing_key.serialize_pem(), Kind::Private)?;
     Ok((cert, key))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    // The mode above is only for a new file: one replaced (--force) may be readable by others.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    Ok(())
 }
 
 #[cfg(test)]
