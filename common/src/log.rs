@@ -136,9 +136,9 @@ pub fn printable_json(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The bidirectional overrides and isolates, which can make a line read as another.
+/// The bidirectional overrides, isolates and marks, which can make a line read as another.
 fn bidi(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
 /// Escapes the control characters of `text` except tab, and except newline if `keep_newlines`;
@@ -253,6 +253,11 @@ mod tests {
         assert_eq!(
             escape("ok\u{202e}kcatta\u{2066}", true),
             "ok\\u{202e}kcatta\\u{2066}"
+        );
+        // The marks too (they reorder what is around them).
+        assert_eq!(
+            escape("a\u{200f}b\u{200e}c\u{61c}", true),
+            "a\\u{200f}b\\u{200e}c\\u{61c}"
         );
     }
 
