@@ -361,7 +361,7 @@ impl Stub {
             ToClient::Cancel { ids } => {
                 let ids: HashSet<u64> = ids.into_iter().collect();
                 let cancelled = |caller, id| matches!(caller, Caller::Stub(_)) && ids.contains(&id);
-                self.cancel_owned(cancelled, "their caller left");
+                self.cancel_owned(cancelled, "their caller stopped waiting");
             }
             ToClient::Echo { id, address } => self.echoed(id, address),
             ToClient::Error { message } => {

@@ -679,7 +679,7 @@ fn calls_queued_by_an_app_that_left_are_dropped_not_run() {
     for (p, dropped) in [
         (
             &n.caller,
-            "calls dropped before they ran: their caller left",
+            "calls dropped before they ran: their caller stopped waiting",
         ),
         (&n.owner, "calls dropped before they ran: their app left"),
     ] {

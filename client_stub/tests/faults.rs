@@ -80,6 +80,72 @@ fn a_frozen_stub_is_noticed_and_comes_back_when_it_thaws() {
     b.wait_n("received m from a", 2);
 }
 
+/// An owner that stalled (stopped, swapped out, suspended) read the calls sent meanwhile
+/// once it went on, and ran every one, long after their callers had been told `timeout`: it
+/// counts a call's timeout from when it reads it. Now the server tells the owner to drop each
+/// call whose timeout has passed: only one the owner hands its idle worker before it reads
+/// that can still run.
+#[test]
+fn calls_that_timed_out_while_their_owner_stalled_are_dropped_not_run_late() {
+    const N: usize = 5;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ran = dir.join("ran.txt");
+    let m = dir.join("m.py");
+    let source = format!(
+        "def hit(i):\n    with open({:?}, 'a') as f:\n        f.write(f'{{i}}\\n')\n    return i\n",
+        ran.to_str().unwrap()
+    );
+    std::fs::write(&m, source).unwrap();
+    let (_server, port) = server(dir, &[]);
+    let a = stub(dir, port, "a", &["--register", m.to_str().unwrap()]);
+    let b = stub(dir, port, "b", &[]);
+    b.wait_for("received m from a");
+    let app = client(&b).with_timeout(Duration::from_secs(1));
+    assert_eq!(app.call("m", "hit", (0,)), Ok(json!(0)));
+
+    signal(&a, "-STOP");
+    // An app each: one `Client` makes one call at a time.
+    let apps: Vec<_> = (0..N)
+        .map(|_| client(&b).with_timeout(Duration::from_secs(1)))
+        .collect();
+    std::thread::scope(|s| {
+        let calls: Vec<_> = (apps.iter().zip(1..))
+            .map(|(app, i)| s.spawn(move || app.call("m", "hit", (i,))))
+            .collect();
+        for call in calls {
+            let answer = call.join().unwrap();
+            assert!(matches!(answer, Err(CallError::Timeout(_))), "{answer:?}");
+        }
+    });
+    // The server tells the owner at its next tick (every 250 ms) past each deadline.
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&a, "-CONT");
+    let dropped = |out: &[String]| -> usize {
+        let said = out.iter().filter_map(|l| {
+            let (head, _) = l.split_once(" dropped before the")?;
+            l.ends_with("their caller stopped waiting")
+                .then(|| head.rsplit(' ').nth(1)?.parse::<usize>().ok())?
+        });
+        said.sum()
+    };
+    let start = std::time::Instant::now();
+    while dropped(&a.output()) < N - 1 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        dropped(&a.output()) >= N - 1,
+        "{:#?} ran: {:?}",
+        a.output(),
+        std::fs::read_to_string(&ran)
+    );
+    // The owner goes on: a fresh call runs.
+    assert_eq!(app.call("m", "hit", (9,)), Ok(json!(9)));
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    let late = lines.lines().filter(|l| !["0", "9"].contains(l)).count();
+    assert!(late <= 1, "ran late: {lines:?}");
+}
+
 /// Each app `ping` is an `echo` to the server and one back. Without a bound, an app pinging
 /// without end had the server queue echoes for its stub faster than the stub read them, and
 /// the server dropped the stub, its modules with it. Past 1,000 waiting, a ping fails at once.

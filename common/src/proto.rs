@@ -106,9 +106,9 @@ pub enum ToClient {
     Call(Call),
     /// The answer to a [`ToServer::Call`] this stub made.
     Reply(Reply),
-    /// Calls sent to this stub as owner (by their route ids) that nobody waits for any more:
-    /// one still queued is dropped without running; one running finishes, and its answer is
-    /// dropped by the server.
+    /// Calls sent to this stub as owner (by their route ids) that nobody waits for any more
+    /// (their caller left, or their timeout passed at the server): one still queued is dropped
+    /// without running; one running finishes, and its answer is dropped by the server.
     Cancel { ids: Vec<u64> },
     /// A frame this stub sent could not be handled; the connection goes on.
     Error { message: String },

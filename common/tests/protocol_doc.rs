@@ -246,7 +246,7 @@ fn render() -> String {
                 ToClient::Reply(exception(1)),
             ),
             (
-                "Calls sent to this stub as owner, by their route ids, that nobody waits for any more (their app, or their stub, left): one still queued is dropped without running; one running finishes, and the server drops its answer. At most 100 ids a frame.",
+                "Calls sent to this stub as owner, by their route ids, that nobody waits for any more (their app, or their stub, left, or their timeout passed): one still queued is dropped without running; one running finishes, and the server drops its answer. At most 100 ids a frame.",
                 ToClient::Cancel { ids: vec![17, 18] },
             ),
             (

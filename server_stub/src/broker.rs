@@ -602,6 +602,7 @@ impl Broker {
             function: call.function.clone(),
             started: now,
             deadline: now + timeout,
+            told_owner: false,
         });
         // Who made it, whatever the stub said: the owner lets its callers take turns.
         let caller = Some(caller);
@@ -618,9 +619,14 @@ impl Broker {
     /// Tells the owners of `routes`, which ended with nobody waiting for them, to drop those
     /// of their calls not yet running.
     fn tell_owners_cancelled(&mut self, routes: Vec<(u64, Route)>) {
+        self.tell_owners(routes.into_iter().map(|(id, route)| (id, route.owner)));
+    }
+
+    /// Tells owners to drop the calls (route id, owner) not yet running.
+    fn tell_owners(&mut self, calls: impl IntoIterator<Item = (u64, PeerId)>) {
         let mut by_owner: HashMap<PeerId, Vec<u64>> = HashMap::new();
-        for (id, route) in routes {
-            by_owner.entry(route.owner).or_default().push(id);
+        for (id, owner) in calls {
+            by_owner.entry(owner).or_default().push(id);
         }
         for (owner, ids) in by_owner {
             for ids in ids.chunks(CANCEL_IDS) {
@@ -648,8 +654,13 @@ impl Broker {
     }
 
     fn expire(&mut self) {
+        let now = Instant::now();
+        // A call past its timeout is of no use to its caller: one its owner has not started
+        // (queued there, or still on its way, behind a stall) is dropped, not run late.
+        let overdue = self.routes.overdue(now);
+        self.tell_owners(overdue);
         // Callers time out on their own; the grace keeps this a clean-up, not a race with them.
-        for route in self.routes.expire(Instant::now(), Duration::from_secs(1)) {
+        for route in self.routes.expire(now, Duration::from_secs(1)) {
             let msg = format!("no answer from the owner of '{}' in time", route.module);
             self.fail(route, ErrorKind::Timeout, msg);
         }

@@ -22,6 +22,8 @@ pub struct Route {
     pub started: Instant,
     /// When the caller stops waiting.
     pub deadline: Instant,
+    /// Whether its owner was told to drop it ([`Routes::overdue`]).
+    pub told_owner: bool,
 }
 
 /// Every call in flight.
@@ -108,6 +110,20 @@ impl Routes {
         self.take_with_ids(|r| r.caller == caller)
     }
 
+    /// The routes whose caller stopped waiting before `now` and whose owner has not been told:
+    /// their ids, and their owners, which are told now (once).
+    pub fn overdue(&mut self, now: Instant) -> Vec<(u64, PeerId)> {
+        let late = self
+            .map
+            .iter_mut()
+            .filter(|(_, r)| !r.told_owner && r.deadline < now);
+        late.map(|(id, r)| {
+            r.told_owner = true;
+            (*id, r.owner)
+        })
+        .collect()
+    }
+
     /// Ends the routes whose caller stopped waiting before `now` (plus `grace`).
     pub fn expire(&mut self, now: Instant, grace: Duration) -> Vec<Route> {
         self.take(|r| r.deadline + grace < now)
@@ -135,6 +151,7 @@ mod tests {
             function: "f".into(),
             started: deadline,
             deadline,
+            told_owner: false,
         }
     }
 
