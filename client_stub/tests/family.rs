@@ -557,6 +557,12 @@ fn listing_dirs(tmp: &std::path::Path) -> std::path::PathBuf {
     dir
 }
 
+/// A stub started on the profile `write_listing` wrote.
+fn stub_of_listing(dir: &std::path::Path, profile: &std::path::Path) -> Proc {
+    let args = ["-c", profile.to_str().unwrap()];
+    Proc::start("alpha", &exe("client_stub"), &args, dir)
+}
+
 /// Writes the profile of the stub `alpha` (shell on), its `register` list `paths`.
 fn write_listing(profile: &std::path::Path, port: u16, paths: &[&str]) {
     let register: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
@@ -581,12 +587,7 @@ fn the_same_module_file_spelled_otherwise_in_the_profile_is_not_withdrawn() {
     let profile = dir.join("prof/alpha.toml");
     let write = |register: &[&str]| write_listing(&profile, port, register);
     write(&["../mods/z.py", "../mods/odd.py"]);
-    let mut alpha = Proc::start(
-        "alpha",
-        &exe("client_stub"),
-        &["-c", profile.to_str().unwrap()],
-        dir,
-    );
+    let mut alpha = stub_of_listing(dir, &profile);
     alpha.wait_for("registered z");
     alpha.wait_for("registered odd");
     // Absolute, and with `./` and `..`; a module added shows the edit was read.
@@ -629,12 +630,7 @@ fn a_file_missing_at_start_is_the_same_module_spelled_otherwise_and_sc_changes_n
     let profile = dir.join("prof/alpha.toml");
     let write = |register: &[&str]| write_listing(&profile, port, register);
     write(&["../mods/late.py", "../mods/later.py"]);
-    let mut alpha = Proc::start(
-        "alpha",
-        &exe("client_stub"),
-        &["-c", profile.to_str().unwrap()],
-        dir,
-    );
+    let mut alpha = stub_of_listing(dir, &profile);
     alpha.wait_n("it is tried again when the file changes", 2);
     std::fs::write(dir.join("mods/late.py"), module).unwrap();
     alpha.wait_for("registered late");

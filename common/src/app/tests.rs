@@ -642,13 +642,7 @@ fn an_argument_holding_nan_or_an_infinity_is_refused_before_anything_is_sent() {
         y: Option<f32>,
     }
     let requests = requests::Requests::new();
-    let refused = |args: &dyn erased::Args| match args.call(&requests) {
-        Err(CallError::BadArguments(m)) => m,
-        other => panic!(
-            "not refused: {:?}",
-            other.map(|r| String::from_utf8(r.line))
-        ),
-    };
+    let refused = |args: &dyn erased::Args| refused(&requests, args);
     let told = |what: &str| {
         format!("m.f: {what}: JSON carries finite numbers only (serde_json would send null)")
     };
@@ -700,13 +694,7 @@ fn an_argument_holding_nan_or_an_infinity_is_refused_before_anything_is_sent() {
 #[test]
 fn an_argument_holding_an_integer_beyond_64_bits_is_refused() {
     let requests = requests::Requests::new();
-    let refused = |args: &dyn erased::Args| match args.call(&requests) {
-        Err(CallError::BadArguments(m)) => m,
-        other => panic!(
-            "not refused: {:?}",
-            other.map(|r| String::from_utf8(r.line))
-        ),
-    };
+    let refused = |args: &dyn erased::Args| refused(&requests, args);
     let told = |what: &str| {
         format!(
             "m.f: {what}: JSON between stubs carries integers from -2**63 to 2**64-1 exactly \
@@ -736,6 +724,17 @@ fn an_argument_holding_an_integer_beyond_64_bits_is_refused() {
         args_of(&line),
         serde_json::json!([u64::MAX, i64::MIN, "123456789012345678901234"])
     );
+}
+
+/// Why `args` are refused (`BadArguments`) before anything is sent.
+fn refused(requests: &requests::Requests, args: &dyn erased::Args) -> String {
+    match args.call(requests) {
+        Err(CallError::BadArguments(m)) => m,
+        other => panic!(
+            "not refused: {:?}",
+            other.map(|r| String::from_utf8(r.line))
+        ),
+    }
 }
 
 /// Arguments of any type, for a table of calls.
