@@ -138,7 +138,10 @@ pub fn printable_json(json: &str) -> Cow<'_, str> {
 
 /// The bidirectional overrides, isolates and marks, which can make a line read as another.
 fn bidi(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+    matches!(
+        c,
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+    )
 }
 
 /// Escapes the control characters of `text` except tab, and except newline if `keep_newlines`;

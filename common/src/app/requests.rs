@@ -175,12 +175,11 @@ impl Request {
     /// or the timeout was too short to write it.
     pub(super) fn unsent(&self) -> CallError {
         let (what, timeout) = (&self.what, self.timeout);
-        let why = match timeout < Duration::from_millis(1) {
-            true => "a timeout under a millisecond ended before it could be written",
-            false => {
-                "the stub did not take it: it is not reading, or is still reading what \
-                      was written before it"
-            }
+        let why = if timeout < Duration::from_millis(1) {
+            "a timeout under a millisecond ended before it could be written"
+        } else {
+            "the stub did not take it: it is not reading, or is still reading what was written \
+             before it"
         };
         CallError::Timeout(format!("{what}: not sent within {timeout:?} ({why})"))
     }
